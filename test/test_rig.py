@@ -36,7 +36,8 @@ def test_roundtrip_and_camera_poses(tmp_path):
     write_rig(rig, tmp_path / "r.yaml")
     back = load_rig(tmp_path / "r.yaml")
     assert back.camera_names == rig.camera_names and back.cameras[2].intrinsics == rig.cameras[2].intrinsics
-    assert np.allclose(back.extrinsics()[0], rig.extrinsics()[0]) and np.allclose(back.extrinsics()[1], rig.extrinsics()[1])
+    assert np.allclose(back.extrinsics()[0], rig.extrinsics()[0])
+    assert np.allclose(back.extrinsics()[1], rig.extrinsics()[1])
     t_w, q_w = np.array([1.0, 2.0, 0.0]), quat_from_yaw(0.3)
     tc, qc = rig.camera_poses(t_w, q_w)
     for i in range(6):
