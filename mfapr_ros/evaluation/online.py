@@ -1,0 +1,163 @@
+"""Live accuracy bookkeeping (ROS-free): pair estimates with ground truth arriving on separate streams.
+
+`evaluator_node` is a thin ROS shell around :class:`OnlineEvaluator`, so the matching logic — which estimate can be
+scored now, which must wait for later GT, which can never be scored — is unit-tested without DDS.
+
+Rules: an estimate at stamp ``s`` is scored once GT has a sample at or after ``s`` (so interpolation, not
+extrapolation); if GT does not cover ``s`` (before its first sample or inside a gap longer than ``max_gap_ns``) it
+is dropped as ``no_gt``; estimates still waiting when the run ends are scored against the GT received so far
+(``finalize``) and the rest counted as ``unmatched_at_end``. Duplicate estimate stamps are counted, not scored
+twice.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..bag_io import Trajectory, build_trajectory
+from .metrics import compute_metrics, metrics_from_errors, pose_errors
+from .report import write_report
+
+
+class OnlineEvaluator:
+    """Collects estimates and GT; :meth:`match` scores what can be scored; :meth:`write` writes the report.
+
+    ``gt_provider`` (optional) replaces the internal GT list, e.g. a TF chain recomputed from TF samples.
+    """
+
+    def __init__(self, max_gap_ns: int = 500_000_000,
+                 gt_provider: Callable[[], Trajectory | None] | None = None) -> None:
+        self.max_gap_ns = int(max_gap_ns)
+        self._gt_provider = gt_provider
+        self._gt_stamps: list[int] = []
+        self._gt_t: list[np.ndarray] = []
+        self._gt_q: list[np.ndarray] = []
+        self._pending: list[tuple[int, np.ndarray, np.ndarray, float]] = []
+        self._seen: set[int] = set()
+        self.stamps: list[int] = []
+        self.t_est: list[np.ndarray] = []
+        self.q_est: list[np.ndarray] = []
+        self.t_gt: list[np.ndarray] = []
+        self.q_gt: list[np.ndarray] = []
+        self.latency: list[float] = []
+        self.t_err: list[float] = []
+        self.r_err: list[float] = []
+        self.drops: dict[str, int] = {}
+        self.received = {"estimates": 0, "gt": 0}
+
+    def _drop(self, cause: str, n: int = 1) -> None:
+        self.drops[cause] = self.drops.get(cause, 0) + n
+
+    def add_gt(self, stamp_ns: int, t: Any, q: Any) -> None:
+        """One GT sample; out-of-order samples are inserted in place, duplicates of a stamp counted and ignored."""
+        self.received["gt"] += 1
+        s = int(stamp_ns)
+        i = bisect.bisect_left(self._gt_stamps, s)
+        if i < len(self._gt_stamps) and self._gt_stamps[i] == s:
+            self._drop("gt_duplicate_stamp")
+            return
+        self._gt_stamps.insert(i, s)
+        self._gt_t.insert(i, np.asarray(t, dtype=np.float64))
+        self._gt_q.insert(i, np.asarray(q, dtype=np.float64))
+
+    def add_estimate(self, stamp_ns: int, t: Any, q: Any, latency_s: float = float("nan")) -> None:
+        self.received["estimates"] += 1
+        s = int(stamp_ns)
+        if s in self._seen:
+            self._drop("estimate_duplicate_stamp")
+            return
+        self._seen.add(s)
+        t_arr, q_arr = np.asarray(t, dtype=np.float64), np.asarray(q, dtype=np.float64)
+        if not (np.all(np.isfinite(t_arr)) and np.all(np.isfinite(q_arr)) and np.linalg.norm(q_arr) > 1e-6):
+            self._drop("estimate_invalid")
+            return
+        self._pending.append((s, t_arr, q_arr, float(latency_s)))
+
+    def gt_trajectory(self) -> Trajectory | None:
+        if self._gt_provider is not None:
+            return self._gt_provider()
+        if not self._gt_stamps:
+            return None
+        return build_trajectory(self._gt_stamps, self._gt_t, self._gt_q, "online gt")
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @property
+    def count(self) -> int:
+        return len(self.stamps)
+
+    def match(self, final: bool = False) -> int:
+        """Score every pending estimate GT can answer for now (all of them when ``final``); returns how many."""
+        if not self._pending:
+            return 0
+        gt = self.gt_trajectory()
+        if gt is None or len(gt) == 0:
+            if final:
+                self._drop("unmatched_at_end", len(self._pending))
+                self._pending = []
+            return 0
+        last = int(gt.stamps_ns[-1])
+        ready = [p for p in self._pending if final or p[0] <= last]
+        self._pending = [p for p in self._pending if not (final or p[0] <= last)]
+        if not ready:
+            return 0
+        ready.sort(key=lambda p: p[0])
+        s = np.array([p[0] for p in ready], dtype=np.int64)
+        tg, qg, ok = gt.at(s, max_gap_ns=self.max_gap_ns)
+        n_bad = int((~ok).sum())
+        if n_bad:
+            self._drop("unmatched_at_end" if final else "no_gt", n_bad)
+        te = np.stack([p[1] for p in ready])[ok]
+        qe = np.stack([p[2] for p in ready])[ok]
+        if len(te):
+            t_err, r_err = pose_errors(tg[ok], qg[ok], te, qe)
+            self.stamps += s[ok].tolist()
+            self.t_est += list(te)
+            self.q_est += list(qe)
+            self.t_gt += list(tg[ok])
+            self.q_gt += list(qg[ok])
+            self.latency += [p[3] for p, k in zip(ready, ok, strict=True) if k]
+            self.t_err += t_err.tolist()
+            self.r_err += r_err.tolist()
+        return int(ok.sum())
+
+    def summary(self) -> dict[str, Any]:
+        """Running metrics of what is scored so far (what /diagnostics shows)."""
+        m = metrics_from_errors(np.asarray(self.t_err), np.asarray(self.r_err))
+        m["pending"] = self.pending
+        m["drops"] = dict(self.drops)
+        m["received"] = dict(self.received)
+        return m
+
+    def metrics(self) -> dict[str, Any]:
+        if not self.stamps:
+            return compute_metrics(np.zeros((0, 3)), np.zeros((0, 4)), np.zeros((0, 3)), np.zeros((0, 4)))
+        return compute_metrics(np.asarray(self.t_gt), np.asarray(self.q_gt), np.asarray(self.t_est),
+                               np.asarray(self.q_est), latency_s=np.asarray(self.latency))
+
+    def write(self, out_dir: str | Path, meta: dict[str, Any] | None = None,
+              baseline: tuple[Any, Any] | None = None, plots_enabled: bool = True) -> dict[str, Path]:
+        """Final match, then the shared report (rows sorted by stamp)."""
+        self.match(final=True)
+        order = np.argsort(np.asarray(self.stamps, dtype=np.int64), kind="stable")
+        n = len(order)
+
+        def arr(x: list[Any], w: int) -> np.ndarray:
+            return np.asarray(x, dtype=np.float64).reshape(n, w)[order] if n else np.zeros((0, w))
+
+        meta = dict(meta or {})
+        meta.setdefault("drops", dict(self.drops))
+        meta.setdefault("received", dict(self.received))
+        lat = np.asarray(self.latency, dtype=np.float64)[order] if n else np.zeros(0)
+        return write_report(out_dir, stamps_ns=np.asarray(self.stamps, dtype=np.int64)[order] if n else [],
+                            t_gt=arr(self.t_gt, 3), q_gt=arr(self.q_gt, 4), t_est=arr(self.t_est, 3),
+                            q_est=arr(self.q_est, 4), baseline=baseline,
+                            latency_s=lat if np.isfinite(lat).any() else None, meta=meta,
+                            plots_enabled=plots_enabled)

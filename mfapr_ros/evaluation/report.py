@@ -1,0 +1,252 @@
+"""The evaluation report written by `mfapr evaluate`, `mfapr eval-bag` and `evaluator_node`.
+
+One folder, always the same file names, so scripts (and the demo) can read any run the same way::
+
+    report.json               metrics, baseline metrics, meta (resolved config, drops, provenance), per-pose rows
+    report.md                 summary table: model vs mean-pose baseline, recall bins, latency
+    error_cdf.png             translation / rotation error CDF, model vs baseline
+    trajectory.png            top-down GT vs estimate coloured by error
+    error_over_time.png       errors against time
+    camera_availability.png   per-camera presence strip (only when masks are given)
+
+Every file is written atomically (:mod:`mfapr_ros.io_utils`), so a report is complete or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..errors import DataError
+from ..geometry import RECALL_BINS
+from ..io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
+from . import plots
+from .metrics import bin_label, compute_metrics, mean_pose_baseline, pose_errors
+
+REPORT_FORMAT = "mfapr_ros.eval_report"
+REPORT_VERSION = 1
+FILES = {
+    "json": "report.json",
+    "markdown": "report.md",
+    "error_cdf": "error_cdf.png",
+    "trajectory": "trajectory.png",
+    "error_over_time": "error_over_time.png",
+    "camera_availability": "camera_availability.png",
+}
+
+
+def resolve_baseline(baseline: tuple[Any, Any] | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The baseline pose from ``(t, q)``: either one pose (``(3,)``, ``(4,)``) or training poses (``(N,3)``,
+    ``(N,4)``), which are averaged with :func:`mean_pose_baseline`."""
+    if baseline is None:
+        return None
+    t, q = (np.asarray(x, dtype=np.float64) for x in baseline)
+    if t.shape == (3,) and q.shape == (4,):
+        return t, q / np.linalg.norm(q)
+    if t.ndim == 2 and q.ndim == 2:
+        return mean_pose_baseline(t, q)
+    raise DataError(f"baseline must be one pose ((3,), (4,)) or training poses ((N,3), (N,4)); got {t.shape}, "
+                    f"{q.shape}")
+
+
+def write_report(out_dir: str | Path, *, stamps_ns: Sequence[int] | np.ndarray, t_gt: Any, q_gt: Any, t_est: Any,
+                 q_est: Any, baseline: tuple[Any, Any] | None = None, masks: Any = None,
+                 tracks: Sequence[str] | None = None, latency_s: Sequence[float] | np.ndarray | None = None,
+                 meta: dict[str, Any] | None = None, camera_names: Sequence[str] | None = None,
+                 plots_enabled: bool = True) -> dict[str, Path]:
+    """Write the report for paired GT/estimate rows into ``out_dir``; returns ``{kind: path}`` (keys of FILES).
+
+    ``baseline``: see :func:`resolve_baseline`. ``masks``: ``(N, T)`` bool camera presence per pose (the
+    availability strip; names from ``camera_names`` or ``meta["cameras"]``). ``meta``: anything JSON-serialisable
+    the reader needs to reproduce the run (checkpoint, bag, resolved options, drop counters).
+    """
+    meta = dict(meta or {})
+    stamps = np.asarray(stamps_ns, dtype=np.int64).reshape(-1)
+    t_gt = np.asarray(t_gt, dtype=np.float64).reshape(-1, 3)
+    q_gt = np.asarray(q_gt, dtype=np.float64).reshape(-1, 4)
+    t_est = np.asarray(t_est, dtype=np.float64).reshape(-1, 3)
+    q_est = np.asarray(q_est, dtype=np.float64).reshape(-1, 4)
+    n = len(t_gt)
+    if len(stamps) != n:
+        raise DataError(f"write_report: {len(stamps)} stamps for {n} poses; give one stamp per pose")
+    t_err, r_err = pose_errors(t_gt, q_gt, t_est, q_est)
+    lat = None if latency_s is None else np.asarray(latency_s, dtype=np.float64).reshape(-1)
+    if lat is not None and len(lat) != n:
+        raise DataError(f"write_report: {len(lat)} latencies for {n} poses")
+    mask_arr = None if masks is None else np.asarray(masks, dtype=bool)
+    if mask_arr is not None and (mask_arr.ndim != 2 or len(mask_arr) != n):
+        raise DataError(f"write_report: masks must be (N={n}, num_cameras) booleans, got {mask_arr.shape}")
+    names = list(camera_names) if camera_names is not None else meta.get("cameras")
+
+    metrics = compute_metrics(t_gt, q_gt, t_est, q_est, tracks=tracks, latency_s=lat)
+    base = resolve_baseline(baseline)
+    base_doc: dict[str, Any] | None = None
+    t_err_b = r_err_b = None
+    if base is not None:
+        tb = np.broadcast_to(base[0], (n, 3))
+        qb = np.broadcast_to(base[1], (n, 4))
+        t_err_b, r_err_b = pose_errors(t_gt, q_gt, tb, qb)
+        base_doc = {"t": base[0].tolist(), "q_wxyz": base[1].tolist(),
+                    "metrics": compute_metrics(t_gt, q_gt, tb, qb, tracks=tracks)}
+    if mask_arr is not None:
+        metrics["camera_presence"] = {
+            (names[i] if names and len(names) == mask_arr.shape[1] else f"cam{i}"): float(mask_arr[:, i].mean())
+            if n else 0.0 for i in range(mask_arr.shape[1])}
+
+    rows = []
+    for i in range(n):
+        row: dict[str, Any] = {
+            "stamp_ns": int(stamps[i]),
+            "t_gt": t_gt[i].tolist(), "q_gt_wxyz": q_gt[i].tolist(),
+            "t_est": t_est[i].tolist(), "q_est_wxyz": q_est[i].tolist(),
+            "t_err_m": float(t_err[i]), "r_err_deg": float(r_err[i]),
+        }
+        if tracks is not None:
+            row["track"] = str(tracks[i])
+        if mask_arr is not None:
+            row["mask"] = mask_arr[i].astype(int).tolist()
+        if lat is not None:
+            row["latency_s"] = float(lat[i]) if np.isfinite(lat[i]) else None
+        rows.append(row)
+
+    doc = {
+        "format": REPORT_FORMAT, "format_version": REPORT_VERSION, "mfapr_ros_version": __version__,
+        "metrics": metrics, "baseline": base_doc, "meta": meta, "rows": rows,
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    paths["json"] = out / FILES["json"]
+    atomic_write_json(paths["json"], _finite(doc))
+    paths["markdown"] = out / FILES["markdown"]
+    atomic_write_text(paths["markdown"], markdown_summary(doc))
+    if plots_enabled:
+        figures = {
+            "error_cdf": lambda: plots.error_cdf(t_err, r_err, t_err_b, r_err_b),
+            "trajectory": lambda: plots.trajectory(t_gt, t_est, t_err),
+            "error_over_time": lambda: plots.error_over_time(stamps, t_err, r_err),
+        }
+        if mask_arr is not None:
+            figures["camera_availability"] = lambda: plots.camera_availability(stamps, mask_arr, names)
+        for kind, draw in figures.items():
+            paths[kind] = out / FILES[kind]
+            atomic_write_bytes(paths[kind], draw())
+    return paths
+
+
+def _finite(x: Any) -> Any:
+    """NaN/inf are not JSON: replace them by null so every reader (not only Python's) can parse the report."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """Read a report folder (or its report.json) back; raises DataError when it is missing or not a report."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / FILES["json"]
+    try:
+        doc = json.loads(p.read_text())
+    except FileNotFoundError as e:
+        raise DataError(f"no evaluation report at {p}; run mfapr eval-bag / evaluate first") from e
+    except json.JSONDecodeError as e:
+        raise DataError(f"{p} is not valid JSON ({e})") from e
+    if doc.get("format") != REPORT_FORMAT:
+        raise DataError(f"{p} is not an mfapr_ros evaluation report (format={doc.get('format')!r})")
+    return doc
+
+
+def _fmt(x: Any, nd: int = 3) -> str:
+    return "–" if x is None else f"{x:.{nd}f}"
+
+
+def _pct(x: Any) -> str:
+    return "–" if x is None else f"{100.0 * x:.1f} %"
+
+
+def markdown_summary(doc: dict[str, Any]) -> str:
+    """Markdown table: model vs mean-pose baseline (median/mean/p90 errors, recall bins), latency, per track."""
+    m = doc["metrics"]
+    b = doc["baseline"]["metrics"] if doc.get("baseline") else None
+    bins = [tuple(x) for x in m.get("bins", RECALL_BINS)]
+    meta = doc.get("meta", {})
+    lines = ["# Pose regression evaluation", ""]
+    for key in ("source", "checkpoint", "bag", "dataset", "model"):
+        if key in meta and isinstance(meta[key], str | int | float):
+            lines.append(f"- **{key}**: `{meta[key]}`")
+    lines.append(f"- **poses evaluated**: {m['count']}")
+    lines.append("")
+    header = ["", "median (m)", "median (°)", "mean (m)", "mean (°)", "p90 (m)", "p90 (°)"]
+    header += [f"≤{mm:g} m, {dd:g}°" for mm, dd in bins]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+
+    def row(name: str, mm: dict[str, Any]) -> str:
+        t, r = mm["translation_m"], mm["rotation_deg"]
+        cells = [name, _fmt(t["median"]), _fmt(r["median"], 2), _fmt(t["mean"]), _fmt(r["mean"], 2),
+                 _fmt(t["p90"]), _fmt(r["p90"], 2)]
+        cells += [_pct(mm["recall"].get(bin_label(bb))) for bb in bins]
+        return "| " + " | ".join(cells) + " |"
+
+    lines.append(row("**model**", m))
+    if b is not None:
+        lines.append(row("mean-pose baseline", b))
+    if b is not None and m["translation_m"]["median"] is not None and b["translation_m"]["median"]:
+        ratio = m["translation_m"]["median"] / b["translation_m"]["median"]
+        lines += ["", f"Median translation error is {100 * ratio:.1f} % of the mean-pose baseline's."]
+    lat = m.get("latency_s")
+    if lat and lat.get("count"):
+        lines += ["", f"Latency: p50 {1e3 * lat['p50']:.1f} ms, p99 {1e3 * lat['p99']:.1f} ms "
+                      f"({lat['count']} poses)."]
+    if "camera_presence" in m:
+        pres = ", ".join(f"{k} {_pct(v)}" for k, v in m["camera_presence"].items())
+        lines += ["", f"Camera presence: {pres}."]
+    per_track = m.get("per_track")
+    if per_track and len(per_track) > 1:
+        lines += ["", "## Per track", "", "| track | poses | median (m) | median (°) |", "|---|---:|---:|---:|"]
+        for name, tm in per_track.items():
+            lines.append(f"| {name} | {tm['count']} | {_fmt(tm['translation_m']['median'])} | "
+                         f"{_fmt(tm['rotation_deg']['median'], 2)} |")
+    drops = meta.get("drops")
+    if isinstance(drops, dict) and drops:
+        lines += ["", "Dropped: " + ", ".join(f"{k} {v}" for k, v in drops.items()) + "."]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def format_summary(doc_or_metrics: dict[str, Any], baseline_metrics: dict[str, Any] | None = None) -> str:
+    """A few console lines: count, median errors, recall bins, and the baseline's median for comparison."""
+    if "metrics" in doc_or_metrics:
+        m = doc_or_metrics["metrics"]
+        base = doc_or_metrics.get("baseline")
+        baseline_metrics = base["metrics"] if base else baseline_metrics
+    else:
+        m = doc_or_metrics
+    t, r = m["translation_m"], m["rotation_deg"]
+    rec = ", ".join(f"{k.replace('m_', ' m/').replace('deg', '°')}: {_pct(v)}" for k, v in m["recall"].items())
+    lines = [f"poses: {m['count']}  median error: {_fmt(t['median'])} m, {_fmt(r['median'], 2)}°  "
+             f"(mean {_fmt(t['mean'])} m, {_fmt(r['mean'], 2)}°)",
+             f"recall: {rec}"]
+    if baseline_metrics is not None:
+        bt, br = baseline_metrics["translation_m"], baseline_metrics["rotation_deg"]
+        lines.append(f"mean-pose baseline median: {_fmt(bt['median'])} m, {_fmt(br['median'], 2)}°")
+    lat = m.get("latency_s")
+    if lat and lat.get("count"):
+        lines.append(f"latency p50 {1e3 * lat['p50']:.1f} ms, p99 {1e3 * lat['p99']:.1f} ms")
+    return "\n".join(lines)
+
+
+def print_summary(doc_or_metrics: dict[str, Any], baseline_metrics: dict[str, Any] | None = None) -> None:
+    """Print :func:`format_summary` to stdout (the last thing `mfapr eval-bag` and the demo show)."""
+    print(format_summary(doc_or_metrics, baseline_metrics))

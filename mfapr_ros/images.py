@@ -1,0 +1,273 @@
+"""Image decoding at the boundary (ROS-free: takes message *fields*, not messages) and counted, throttled drops.
+
+Everything downstream (the one :mod:`mfapr_ros.preprocess`, the synchronizer payloads, the bag evaluator) sees uint8
+RGB HWC images, whatever the camera sends:
+
+* ``sensor_msgs/Image`` fields → :func:`decode_raw`: rgb8, bgr8, rgba8, bgra8, mono8, mono16 (+ the OpenCV aliases
+  8UC1, 8UC3, 8UC4, 16UC1); row ``step`` padding honoured; ``is_bigendian`` honoured for 16-bit data; mono16 is
+  scaled linearly to 8 bit (0…65535 → 0…255, rounded) so a given camera looks the same in training and live.
+* ``sensor_msgs/CompressedImage`` fields → :func:`decode_compressed`: JPEG and PNG, recognised by their magic bytes
+  (the ``format`` string of image_transport varies: ``jpeg``, ``rgb8; jpeg compressed bgr8``, ``png`` …), decoded by
+  ``torchvision.io`` — on the GPU (nvjpeg) when ``device`` is CUDA and available, returning a CUDA tensor so the image
+  never goes back to the host — else on the CPU; PIL is the fallback for what torchvision cannot read (CMYK JPEG,
+  16-bit PNG) or when torchvision.io is unavailable.
+
+Bad input raises :class:`ImageDecodeError` (a ``DataError``) carrying a ``cause`` (``unsupported_encoding``,
+``wrong_size``, ``corrupt``) so a callback can count it by camera and cause with :class:`DropCounter` — a node never
+lets an exception out of a subscription callback (:func:`decode_or_drop` does both).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError
+
+_LOG = logging.getLogger(__name__)
+# torchvision 0.29 deprecates its decoders in favour of torchcodec (not a dependency here); they work, and one
+# warning per decoded image would flood a node's log.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
+
+#: encoding → (channels, bytes per channel, channel order to get RGB or None for grey)
+RAW_ENCODINGS: dict[str, tuple[int, int, tuple[int, ...] | None]] = {
+    "rgb8": (3, 1, (0, 1, 2)),
+    "bgr8": (3, 1, (2, 1, 0)),
+    "rgba8": (4, 1, (0, 1, 2)),
+    "bgra8": (4, 1, (2, 1, 0)),
+    "mono8": (1, 1, None),
+    "mono16": (1, 2, None),
+}
+#: OpenCV-style aliases (cv_bridge conventions: 3/4-channel 8-bit data is BGR(A)).
+ALIASES = {"8UC1": "mono8", "8UC3": "bgr8", "8UC4": "bgra8", "16UC1": "mono16"}
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class ImageDecodeError(DataError):
+    """An image could not be decoded; ``cause`` is one of ``unsupported_encoding``, ``wrong_size``, ``corrupt``."""
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+def _as_bytes_view(data: Any) -> np.ndarray:
+    """Zero-copy uint8 view of bytes / bytearray / memoryview / array.array('B') / numpy / list of ints."""
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).view(np.uint8) if data.dtype != np.uint8 else data.reshape(-1)
+    try:
+        return np.frombuffer(data, dtype=np.uint8)
+    except TypeError:
+        try:
+            return np.asarray(data, dtype=np.uint8).reshape(-1)  # e.g. a list of ints (rclpy sequence<uint8>)
+        except (TypeError, ValueError) as e:
+            raise ImageDecodeError(f"image data of type {type(data).__name__} is not a byte buffer ({e})",
+                                   "corrupt") from None
+
+
+def decode_raw(encoding: str, height: int, width: int, step: int, data: Any, is_bigendian: bool = False
+               ) -> np.ndarray:
+    """``sensor_msgs/Image`` fields → uint8 RGB ``(height, width, 3)`` (a new contiguous array).
+
+    Raises :class:`ImageDecodeError` for an unsupported encoding, non-positive size, a ``step`` shorter than a row,
+    or ``data`` shorter than ``step * height`` (trailing bytes beyond that are ignored, as cv_bridge does).
+    """
+    enc = ALIASES.get(encoding, encoding)
+    if enc not in RAW_ENCODINGS:
+        raise ImageDecodeError(
+            f"unsupported image encoding '{encoding}'; supported: {sorted(RAW_ENCODINGS)} (+ {sorted(ALIASES)}). "
+            "Publish one of these or use the compressed transport", "unsupported_encoding")
+    ch, bpc, order = RAW_ENCODINGS[enc]
+    if not (isinstance(height, int | np.integer) and isinstance(width, int | np.integer)) or height <= 0 or width <= 0:
+        raise ImageDecodeError(f"image size {width}x{height} ({encoding}) is not positive", "wrong_size")
+    row = width * ch * bpc
+    if step < row:
+        raise ImageDecodeError(f"{encoding} image {width}x{height}: step {step} is shorter than a row "
+                               f"({width} px x {ch * bpc} bytes = {row})", "wrong_size")
+    buf = _as_bytes_view(data)
+    if buf.size < step * height:
+        raise ImageDecodeError(f"{encoding} image {width}x{height} (step {step}) needs step*height = "
+                               f"{step * height} bytes, got {buf.size}", "wrong_size")
+    px = buf[: step * height].reshape(height, step)[:, :row]
+    if bpc == 2:
+        v = np.ascontiguousarray(px).view(">u2" if is_bigendian else "<u2").reshape(height, width)
+        grey = ((v.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    img = px.reshape(height, width, ch)
+    if order is None:
+        return np.repeat(img, 3, axis=2)
+    return np.ascontiguousarray(img[:, :, list(order)])
+
+
+def _is_cuda(device: Any) -> bool:
+    return device is not None and str(device).startswith("cuda")
+
+
+_warned_cuda = False
+
+
+def decode_compressed(fmt: str, data: Any, device: Any = None) -> Any:
+    """``sensor_msgs/CompressedImage`` fields → uint8 RGB HWC.
+
+    Returns a numpy array, or a ``torch.Tensor`` (H, W, 3) on the GPU when ``device`` is a CUDA device that is
+    available (the one preprocessing accepts both). A CUDA device that is not available falls back to the CPU with
+    one warning. Raises :class:`ImageDecodeError` for depth (``compressedDepth``) or unknown formats and for
+    corrupt or truncated bytes.
+    """
+    global _warned_cuda
+    f = (fmt or "").lower()
+    if "compresseddepth" in f:
+        raise ImageDecodeError(f"compressed format '{fmt}' is a depth image; only colour/mono JPEG and PNG are "
+                               "supported", "unsupported_encoding")
+    buf = _as_bytes_view(data)
+    head = bytes(buf[:8])
+    if head.startswith(JPEG_MAGIC):
+        kind = "jpeg"
+    elif head.startswith(PNG_MAGIC):
+        kind = "png"
+    elif "jpeg" in f or "jpg" in f or "png" in f or not f:
+        raise ImageDecodeError(f"compressed image ({fmt or 'no format'}, {buf.size} bytes) is not a valid "
+                               "JPEG/PNG: corrupt or empty data", "corrupt")
+    else:
+        raise ImageDecodeError(f"unsupported compressed format '{fmt}'; use jpeg or png", "unsupported_encoding")
+    try:
+        import torch
+        from torchvision.io import ImageReadMode, decode_jpeg, decode_png
+    except ImportError:  # pragma: no cover - torchvision is a dependency; PIL keeps the node alive without it
+        return _decode_pil(buf, fmt)
+    use_cuda = _is_cuda(device)
+    if use_cuda and not torch.cuda.is_available():
+        if not _warned_cuda:
+            _LOG.warning("decode_compressed: device %s requested but CUDA is not available; decoding on the CPU",
+                         device)
+            _warned_cuda = True
+        use_cuda = False
+    t = torch.from_numpy(np.array(buf, dtype=np.uint8, copy=True))
+    try:
+        if kind == "jpeg":
+            out = decode_jpeg(t, mode=ImageReadMode.RGB, device=device if use_cuda else "cpu")
+        else:
+            out = decode_png(t, mode=ImageReadMode.RGB)
+            if use_cuda:
+                out = out.to(device)
+    except (RuntimeError, ValueError):
+        # torchvision refuses some valid files (CMYK JPEG, 16-bit PNG): PIL decides whether it is really corrupt.
+        img = _decode_pil(buf, fmt)
+        if use_cuda:
+            return torch.from_numpy(img).to(device)
+        return img
+    if out.dtype != torch.uint8:  # 16-bit PNG read by torchvision
+        out = (out.float() / 257.0).round().clamp(0, 255).to(torch.uint8)
+    hwc = out.permute(1, 2, 0)
+    if use_cuda:
+        return hwc.contiguous()
+    return hwc.contiguous().numpy()
+
+
+def _decode_pil(buf: np.ndarray, fmt: str) -> np.ndarray:
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as e:  # pragma: no cover
+        raise ImageDecodeError(f"cannot decode '{fmt}': neither torchvision.io nor PIL is usable ({e})",
+                               "unsupported_encoding") from None
+    try:
+        with Image.open(io.BytesIO(buf.tobytes())) as im:
+            if im.mode in ("I;16", "I;16B", "I"):
+                a = np.asarray(im, dtype=np.uint32)
+                grey = ((a * 255 + 32767) // 65535).astype(np.uint8)
+                return np.repeat(grey[:, :, None], 3, axis=2)
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise ImageDecodeError(f"compressed image ({fmt or 'no format'}, {buf.size} bytes) is corrupt: {e}",
+                               "corrupt") from None
+
+
+LogTarget = logging.Logger | Callable[[str], Any]
+
+
+class DropCounter:
+    """Counts dropped inputs by ``(camera, cause)`` and rate-limits the warnings about them.
+
+    The first drop of a ``(camera, cause)`` pair is logged at once, later ones at most every ``period_s`` seconds
+    with the number suppressed in between — a broken camera at 30 Hz must not flood the log, yet every drop is in
+    :attr:`counts` (the node publishes them on ``/diagnostics``). ``clock`` is injectable so tests need no sleeps.
+    Thread-safe (callbacks may run on several executor threads).
+    """
+
+    def __init__(self, logger: LogTarget | None = None, period_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._logger = logger
+        self.period_s = float(period_s)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], int] = {}
+        self._last_log: dict[tuple[str, str], float] = {}
+        self._suppressed: dict[tuple[str, str], int] = {}
+
+    def drop(self, camera: str, cause: str, detail: str = "") -> bool:
+        """Count one drop; returns whether a log line was emitted."""
+        key = (camera, cause)
+        now = self._clock()
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+            last = self._last_log.get(key)
+            if last is not None and now - last < self.period_s:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return False
+            suppressed = self._suppressed.pop(key, 0)
+            self._last_log[key] = now
+            total = self._counts[key]
+        more = f" (+{suppressed} more since the last report)" if suppressed else ""
+        self._emit(f"camera '{camera}': dropped input ({cause}){': ' + detail if detail else ''}{more}; "
+                   f"{total} dropped for this cause so far")
+        return True
+
+    def _emit(self, msg: str) -> None:
+        lg = self._logger
+        if lg is None:
+            _LOG.warning(msg)
+        elif isinstance(lg, logging.Logger):
+            lg.warning(msg)
+        else:
+            lg(msg)
+
+    @property
+    def counts(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def by_cause(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for (_, cause), n in self.counts.items():
+            out[cause] = out.get(cause, 0) + n
+        return out
+
+    def by_camera(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for (cam, _), n in self.counts.items():
+            out[cam] = out.get(cam, 0) + n
+        return out
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def decode_or_drop(counter: DropCounter, camera: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a decoder; on :class:`~mfapr_ros.errors.DataError` count the drop (cause from the error) and return
+    ``None``. This is what a subscription callback calls: bad messages never raise out of it."""
+    try:
+        return fn(*args, **kwargs)
+    except DataError as e:
+        counter.drop(camera, getattr(e, "cause", "bad_data"), str(e))
+        return None

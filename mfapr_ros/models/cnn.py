@@ -1,0 +1,65 @@
+"""PoseNet (GoogLeNet / ResNet trunk), PoseLSTM and MapNet encoders: a CNN trunk + global average pooling.
+
+The regressors differ only after the pooled embedding (fc 2048 → position/quaternion for PoseNet; fc 2048 →
+32×64 grid → four LSTMs for PoseLSTM; fc 2048 + ReLU + dropout → position/log-quaternion for MapNet), which
+:class:`~mfapr_ros.models.layers.FcStack` and :class:`~mfapr_ros.models.layers.PoseHead` build from the config.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .layers import PerCamera, fill_missing
+from .trunks import build_trunk, stage_channels
+
+
+class Stages(nn.Module):
+    """A slice of trunk stages; returns ``[feature map]`` (the list form :class:`PerCamera` expects)."""
+
+    def __init__(self, stages: nn.ModuleList) -> None:
+        super().__init__()
+        self.stages = stages
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        for s in self.stages:
+            x = s(x)
+        return [x]
+
+
+class CnnEncoder(nn.Module):
+    """One image (or a tile canvas / a 3T-channel stack) → ``[pooled embedding]`` (fc-0)."""
+
+    def __init__(self, cfg: dict[str, Any], in_channels: int = 3) -> None:
+        super().__init__()
+        self.trunk = Stages(build_trunk(cfg["arch"], in_channels, cfg["width"], cfg["pretrained"]))
+        self.out_dims = [stage_channels(cfg["arch"], cfg["width"])[-1]]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [self.trunk(x)[0].mean(dim=(2, 3))]
+
+
+class CnnMidEncoder(nn.Module):
+    """Mid fusion at ``block-k``: per-camera (or shared) stages 1..k, channel concat, a 1×1 conv back to the
+    trunk's width, then the shared stages k+1..5 (so a pretrained trunk's later stages still fit)."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        k = int(cfg["fusion"]["block"].split("-")[1])
+        T = cfg["num_cameras"]
+        arch, width, pre = cfg["arch"], cfg["width"], cfg["pretrained"]
+        self.per_camera = PerCamera(lambda: Stages(build_trunk(arch, 3, width, pre, num_stages=k)), T,
+                                    cfg["fusion"]["shared_weights"])
+        ch = stage_channels(arch, width)
+        c = ch[k - 1]
+        self.missing = nn.Parameter(torch.zeros(c))
+        self.fuse = nn.Sequential(nn.Conv2d(T * c, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+        self.rest = Stages(nn.ModuleList(list(build_trunk(arch, 3, width, pre))[k:]))
+        self.out_dims = [ch[-1]]
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        f = fill_missing(self.per_camera(images)[0], mask, self.missing)
+        x = self.fuse(f.flatten(1, 2))
+        return [self.rest(x)[0].mean(dim=(2, 3))]

@@ -1,0 +1,142 @@
+"""TransPoseNet / MS-Transformer style encoder (single scene).
+
+CNN feature maps at two scales (``block-3``, stride ≈ 8, for orientation; ``block-4``, stride ≈ 16, for position)
+are projected to ``d_model`` tokens with a 2-D sine positional encoding; a position transformer and an orientation
+transformer (encoder + decoder with one learned query each) produce one embedding per branch, regressed by separate
+MLP heads. Multi-camera variants: ``tokens`` (shared CNN, token sequences of all cameras concatenated with a learned
+per-slot embedding, missing cameras removed by key padding) and mid ``cnn`` (per-camera CNNs, feature maps
+channel-concatenated before the transformers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .layers import PerCamera, fill_missing, sine_pos_2d
+from .trunks import build_trunk, stage_channels
+
+
+class TransformerBranch(nn.Module):
+    """Encoder over the tokens, decoder with one learned query → one ``d_model`` embedding."""
+
+    def __init__(self, d: int, heads: int, layers: int, ff: int, dropout: float) -> None:
+        super().__init__()
+        enc = nn.TransformerEncoderLayer(d, heads, ff, dropout, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(enc, layers, norm=nn.LayerNorm(d), enable_nested_tensor=False)
+        dec = nn.TransformerDecoderLayer(d, heads, ff, dropout, batch_first=True, norm_first=True)
+        self.decoder = nn.TransformerDecoder(dec, layers, norm=nn.LayerNorm(d))
+        self.query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+
+    def forward(self, tokens: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
+        mem = self.encoder(tokens + pos, src_key_padding_mask=pad)
+        q = self.query.expand(tokens.shape[0], -1, -1)
+        return self.decoder(q, mem, memory_key_padding_mask=pad)[:, 0]
+
+
+class TwoScaleCnn(nn.Module):
+    """CNN stages 1..4 → ``[block-3 map, block-4 map]``."""
+
+    def __init__(self, arch: str, in_channels: int, width: int, pretrained: bool) -> None:
+        super().__init__()
+        self.stages = build_trunk(arch, in_channels, width, pretrained, num_stages=4)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outs = []
+        for i, s in enumerate(self.stages):
+            x = s(x)
+            if i >= 2:
+                outs.append(x)
+        return outs
+
+
+class _Branches(nn.Module):
+    """Projections + the two transformers, shared by all TransPoseNet variants."""
+
+    def __init__(self, cfg: dict[str, Any], c3_in: int, c4_in: int) -> None:
+        super().__init__()
+        d = cfg["d_model"]
+        args = (d, cfg["num_heads"], cfg["num_layers"], cfg["dim_feedforward"], cfg["dropout"])
+        self.proj_ori = nn.Conv2d(c3_in, d, 1)
+        self.proj_pos = nn.Conv2d(c4_in, d, 1)
+        self.pos_branch = TransformerBranch(*args)
+        self.ori_branch = TransformerBranch(*args)
+        self.out_dims = [d, d]
+
+    @staticmethod
+    def _tokens(f: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(N·G, d, h, w) → tokens (N, G·h·w, d), positional encoding (G·h·w, d), tokens per group."""
+        NG, d, h, w = f.shape
+        tok = f.flatten(2).transpose(1, 2).reshape(NG // groups, groups * h * w, d)
+        pos = sine_pos_2d(h, w, d, f.device, f.dtype).repeat(groups, 1)
+        return tok, pos, h * w
+
+    def encode(self, f3: torch.Tensor, f4: torch.Tensor, groups: int = 1, slot: torch.Tensor | None = None,
+               mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+        out = []
+        for f, proj, branch in ((f4, self.proj_pos, self.pos_branch), (f3, self.proj_ori, self.ori_branch)):
+            tok, pos, L = self._tokens(proj(f), groups)
+            pad = None
+            if slot is not None:
+                pos = pos + slot.repeat_interleave(L, dim=0)
+            if mask is not None:
+                pad = ~mask.repeat_interleave(L, dim=1)
+            out.append(branch(tok, pos, pad))
+        return out
+
+
+class TransPoseEncoder(nn.Module):
+    """One image, tile canvas or 3T-channel stack → ``[position embedding, orientation embedding]``."""
+
+    def __init__(self, cfg: dict[str, Any], in_channels: int = 3) -> None:
+        super().__init__()
+        self.cnn = TwoScaleCnn(cfg["arch"], in_channels, cfg["width"], cfg["pretrained"])
+        ch = stage_channels(cfg["arch"], cfg["width"])
+        self.branches = _Branches(cfg, ch[2], ch[3])
+        self.out_dims = self.branches.out_dims
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        f3, f4 = self.cnn(x)
+        return self.branches.encode(f3, f4)
+
+
+class TransPoseTokens(nn.Module):
+    """Input fusion ``tokens``: one shared CNN per image; attention spans the tokens of all present cameras."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        self.T = cfg["num_cameras"]
+        self.cnn = TwoScaleCnn(cfg["arch"], 3, cfg["width"], cfg["pretrained"])
+        ch = stage_channels(cfg["arch"], cfg["width"])
+        self.branches = _Branches(cfg, ch[2], ch[3])
+        self.slot = nn.Parameter(torch.randn(self.T, cfg["d_model"]) * 0.02)
+        self.out_dims = self.branches.out_dims
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        B, T = images.shape[:2]
+        f3, f4 = self.cnn(images.flatten(0, 1))
+        return self.branches.encode(f3, f4, groups=T, slot=self.slot, mask=mask)
+
+
+class TransPoseMid(nn.Module):
+    """Mid fusion ``cnn``: per-camera (or shared) CNNs; both feature maps channel-concatenated (missing cameras →
+    learned token) and projected to ``d_model`` before the transformers."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        T = cfg["num_cameras"]
+        arch, width, pre = cfg["arch"], cfg["width"], cfg["pretrained"]
+        self.per_camera = PerCamera(lambda: TwoScaleCnn(arch, 3, width, pre), T, cfg["fusion"]["shared_weights"])
+        ch = stage_channels(arch, width)
+        self.missing3 = nn.Parameter(torch.zeros(ch[2]))
+        self.missing4 = nn.Parameter(torch.zeros(ch[3]))
+        self.branches = _Branches(cfg, T * ch[2], T * ch[3])
+        self.out_dims = self.branches.out_dims
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        f3, f4 = self.per_camera(images)
+        f3 = fill_missing(f3, mask, self.missing3).flatten(1, 2)
+        f4 = fill_missing(f4, mask, self.missing4).flatten(1, 2)
+        return self.branches.encode(f3, f4)

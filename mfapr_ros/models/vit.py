@@ -1,0 +1,63 @@
+"""A configurable Vision Transformer (ViT-B/16 sizes by default; small sizes for tests and CPU).
+
+Written on ``nn.TransformerEncoder`` rather than wrapping torchvision's ``VisionTransformer`` because the fusion
+modes need the patch embedding and the token sequence separately: ``tile`` (a larger canvas → more patches),
+``channel`` (3T-channel patch embedding) and ``tokens`` (per-camera patches with a learned slot embedding and key
+padding for missing cameras, one class token for the rig).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def _blocks(cfg: dict[str, Any]) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(cfg["dim"], cfg["heads"], cfg["mlp_dim"], cfg["dropout"], activation="gelu",
+                                       batch_first=True, norm_first=True)
+    return nn.TransformerEncoder(layer, cfg["depth"], norm=nn.LayerNorm(cfg["dim"]), enable_nested_tensor=False)
+
+
+class VitEncoder(nn.Module):
+    """One image / tile canvas / channel stack of size ``hw`` → ``[class-token embedding]``."""
+
+    def __init__(self, cfg: dict[str, Any], in_channels: int = 3, hw: tuple[int, int] | None = None) -> None:
+        super().__init__()
+        p, d = cfg["patch"], cfg["dim"]
+        h, w = hw or (cfg["image_size"], cfg["image_size"])
+        self.patch = nn.Conv2d(in_channels, d, p, p)
+        self.pos = nn.Parameter(torch.randn(1, (h // p) * (w // p), d) * 0.02)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d))
+        self.blocks = _blocks(cfg)
+        self.out_dims = [d]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        t = self.patch(x).flatten(2).transpose(1, 2) + self.pos
+        t = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], dim=1)
+        return [self.blocks(t)[:, 0]]
+
+
+class VitTokens(nn.Module):
+    """Input fusion ``tokens``: patches of every camera (+ per-image position + per-slot embedding) in one sequence;
+    missing cameras' patches are key-padded so they are never attended."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        p, d, S, T = cfg["patch"], cfg["dim"], cfg["image_size"], cfg["num_cameras"]
+        self.L = (S // p) ** 2
+        self.patch = nn.Conv2d(3, d, p, p)
+        self.pos = nn.Parameter(torch.randn(1, self.L, d) * 0.02)
+        self.slot = nn.Parameter(torch.randn(T, d) * 0.02)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d))
+        self.blocks = _blocks(cfg)
+        self.out_dims = [d]
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        B, T = images.shape[:2]
+        t = self.patch(images.flatten(0, 1)).flatten(2).transpose(1, 2) + self.pos  # (B·T, L, d)
+        t = t.reshape(B, T, self.L, -1) + self.slot[None, :, None, :]
+        t = torch.cat([self.cls.expand(B, -1, -1), t.reshape(B, T * self.L, -1)], dim=1)
+        pad = torch.cat([mask.new_zeros(B, 1), ~mask.repeat_interleave(self.L, dim=1)], dim=1)
+        return [self.blocks(t, src_key_padding_mask=pad)[:, 0]]

@@ -1,0 +1,544 @@
+"""``localize_node``: the live ROS 2 shell around the package's synchronizer, decoder and localizer.
+
+The node is deliberately thin: camera callbacks convert messages (``ros_convert``), decode (``images``), feed the one
+``sync.ApproximateTimeSynchronizer`` and hand bundles to ``localizer.AsyncLocalizer`` — whose worker thread runs the
+network, so no ROS callback ever waits for inference (latest bundle wins; stale ones are counted). Results come back
+on the worker thread and are published from there (rclpy publishers are thread-safe): ``~/pose``,
+``~/pose_with_covariance`` (reliable + transient_local, depth 1: a late subscriber such as robot_localization gets
+the last pose), ``~/path`` (bounded) and TF, all stamped with the bundle stamp. ``/diagnostics`` reports camera
+rates, bundle rate, drops by cause, latency percentiles and the device.
+
+Bad parameters raise :class:`ConfigError` while the node is constructed; ``main`` prints it and exits 2.
+
+Run: ``localize_node --ros-args --params-file config/localize.yaml -p checkpoint:=/path/model.json``.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
+from nav_msgs.msg import Path
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+
+from .errors import ConfigError, DataError, MfaprError
+from .geometry import pose_compose, pose_inverse
+from .images import DropCounter
+from .node_params import (
+    PARAM_SPECS,
+    TOPIC_PREFIX,
+    TRANSPORT_PREFIX,
+    CameraBinding,
+    NodeParams,
+    bind_cameras,
+    validate_params,
+)
+from .ros_convert import (
+    decode_image_msg,
+    msg_to_pose,
+    rig_pose_to_pose_stamped,
+    rig_pose_to_pose_with_covariance,
+    time_to_ns,
+    transform_stamped,
+)
+from .sync import DROP_KEYS, ApproximateTimeSynchronizer
+
+try:  # the PyPI ROS 2 wheels do not ship tf2_ros; TF is then off (logged once) and everything else works
+    import tf2_ros  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the installation
+    tf2_ros = None
+
+try:  # diagnostic_updater is optional; without it /diagnostics is published directly
+    import diagnostic_updater  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the installation
+    diagnostic_updater = None
+
+NODE_NAME = "mfapr_localizer"
+NS_PER_S = 1_000_000_000
+#: Parameters every rclpy node may receive that are not ours (never reported as unknown).
+_FOREIGN_PARAMS = ("use_sim_time", "start_type_description_service")
+_FOREIGN_PREFIXES = ("qos_overrides.",)
+
+#: ``~/pose_with_covariance``: reliable + transient_local depth 1, what robot_localization / nav2 expect.
+POSE_COV_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+POSE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+# ---------------------------------------------------------------------------- statistics (ROS-free helpers)
+class RateMeter:
+    """Events per second over a sliding window of wall-clock time (monotonic; sim time does not matter here)."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self._t: collections.deque[float] = collections.deque()
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._t.append(now)
+            self.count += 1
+            self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self._t and now - self._t[0] > self.window_s:
+            self._t.popleft()
+
+    def rate(self, now: float | None = None) -> float:
+        """Hz over the window: (n-1) / (last - first) — exact for a steady stream, 0 with fewer than 2 events."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._trim(now)
+            if len(self._t) < 2 or self._t[-1] <= self._t[0]:
+                return 0.0
+            return (len(self._t) - 1) / (self._t[-1] - self._t[0])
+
+    def last(self) -> float | None:
+        with self._lock:
+            return self._t[-1] if self._t else None
+
+
+class LatencyStats:
+    """The last ``n`` latencies (seconds) with percentiles, for /diagnostics and the benchmark."""
+
+    def __init__(self, n: int = 1000) -> None:
+        self._v: collections.deque[float] = collections.deque(maxlen=n)
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self._v.append(float(seconds))
+
+    def percentile(self, p: float) -> float:
+        with self._lock:
+            return float(np.percentile(np.array(self._v), p)) if self._v else float("nan")
+
+    def __len__(self) -> int:
+        return len(self._v)
+
+
+def map_to_odom(t_map_base: np.ndarray, q_map_base: np.ndarray, t_odom_base: np.ndarray, q_odom_base: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """REP-105 correction: ``T_map_odom = T_map_base · T_odom_base⁻¹`` (both at the bundle stamp)."""
+    ti, qi = pose_inverse(np.asarray(t_odom_base, float), np.asarray(q_odom_base, float))
+    return pose_compose(np.asarray(t_map_base, float), np.asarray(q_map_base, float), ti, qi)
+
+
+@dataclass
+class PathBuffer:
+    """The bounded ``~/path``: the last ``length`` PoseStamped; thread-safe (filled from the inference thread)."""
+
+    length: int
+    frame_id: str
+    _poses: collections.deque = field(default_factory=collections.deque)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def append(self, pose: PoseStamped) -> Path:
+        with self._lock:
+            self._poses.append(pose)
+            while len(self._poses) > self.length:
+                self._poses.popleft()
+            msg = Path()
+            msg.header.stamp = pose.header.stamp
+            msg.header.frame_id = self.frame_id
+            msg.poses = list(self._poses)
+            return msg
+
+
+class TfOutput:
+    """TF broadcasting for ``tf_mode`` (``none`` | ``map_to_base`` | ``map_to_odom``), via tf2_ros when installed.
+
+    ``broadcaster`` (``sendTransform``) and ``lookup`` (``(target, source, stamp_ns) -> (t, q)`` of
+    ``T_target_source``) are injectable so the REP-105 logic is testable without tf2_ros.
+    """
+
+    def __init__(self, node: Node, p: NodeParams, base_frame: str, broadcaster: Any = None,
+                 lookup: Callable[[str, str, int], tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+        self.mode, self.p, self.base_frame = p.tf_mode, p, base_frame
+        self._node = node
+        self.broadcaster, self.lookup = broadcaster, lookup
+        self.lookup_failures = 0
+        self.sent = 0
+        self._last_warn = -1e9
+        self.enabled = self.mode != "none"
+        if self.enabled and broadcaster is None:
+            if tf2_ros is None:
+                node.get_logger().warning(
+                    f"tf_mode '{self.mode}' requested but tf2_ros is not installed (the PyPI ROS 2 wheels lack it): "
+                    "TF is off; ~/pose, ~/pose_with_covariance, ~/path and /diagnostics work as usual.")
+                self.enabled = False
+                return
+            self.broadcaster = tf2_ros.TransformBroadcaster(node)
+            if self.mode == "map_to_odom":
+                self._buffer = tf2_ros.Buffer()
+                self._listener = tf2_ros.TransformListener(self._buffer, node, spin_thread=False)
+                self.lookup = self._tf2_lookup
+
+    def _tf2_lookup(self, target: str, source: str, stamp_ns: int) -> tuple[np.ndarray, np.ndarray]:
+        stamp = rclpy.time.Time(nanoseconds=stamp_ns)
+        tr = self._buffer.lookup_transform(target, source, stamp)
+        return msg_to_pose(tr.transform)
+
+    def publish(self, stamp_ns: int, t: np.ndarray, q: np.ndarray) -> bool:
+        """Broadcast for one pose ``T_map_base``; returns False when map→odom could not be computed (counted)."""
+        if not self.enabled:
+            return False
+        if self.mode == "map_to_base":
+            self.broadcaster.sendTransform(transform_stamped(t, q, stamp_ns, self.p.map_frame, self.base_frame))
+            self.sent += 1
+            return True
+        try:
+            t_ob, q_ob = self.lookup(self.p.odom_frame, self.base_frame, stamp_ns)
+        except Exception as e:  # noqa: BLE001 - any tf2 lookup error (extrapolation, no frame) is a counted skip
+            self.lookup_failures += 1
+            now = time.monotonic()
+            if now - self._last_warn > self.p.drop_warning_period:
+                self._last_warn = now
+                self._node.get_logger().warning(
+                    f"tf_mode map_to_odom: no {self.p.odom_frame}->{self.base_frame} transform at the bundle stamp "
+                    f"({type(e).__name__}: {e}); map->odom not published [{self.lookup_failures} so far]. Is "
+                    "odometry publishing TF?")
+            return False
+        t_mo, q_mo = map_to_odom(t, q, t_ob, q_ob)
+        future = stamp_ns + int(round(self.p.transform_tolerance * NS_PER_S))
+        self.broadcaster.sendTransform(transform_stamped(t_mo, q_mo, future, self.p.map_frame, self.p.odom_frame))
+        self.sent += 1
+        return True
+
+
+# ---------------------------------------------------------------------------- the node
+def _descriptor(spec: Any) -> ParameterDescriptor:
+    types = {"str": ParameterType.PARAMETER_STRING, "float": ParameterType.PARAMETER_DOUBLE,
+             "int": ParameterType.PARAMETER_INTEGER, "bool": ParameterType.PARAMETER_BOOL,
+             "str_list": ParameterType.PARAMETER_STRING_ARRAY}
+    # Doubles accept integers (`-p sync.slop:=1`): typing is dynamic, validate_params checks the value.
+    return ParameterDescriptor(name=spec.name, type=types[spec.kind], description=spec.description,
+                               additional_constraints=spec.constraints, read_only=True,
+                               dynamic_typing=spec.kind == "float")
+
+
+class LocalizeNode(Node):
+    """The localization node. Construct inside an initialised rclpy context; ``destroy_node`` stops the worker.
+
+    ``localizer_factory(params) -> Localizer`` may be injected (tests, benchmarks); by default the checkpoint is
+    loaded with :class:`mfapr_ros.localizer.Localizer`.
+    """
+
+    def __init__(self, node_name: str = NODE_NAME, *, localizer_factory: Callable[[NodeParams], Any] | None = None,
+                 **node_kwargs: Any) -> None:
+        super().__init__(node_name, **node_kwargs)
+        self._async: Any = None
+        self._closed = False
+        try:
+            self._setup(localizer_factory)
+        except BaseException:
+            self._shutdown_worker()
+            super().destroy_node()
+            raise
+
+    # ------------------------------------------------------------------ parameters
+    def _overrides(self) -> dict[str, Any]:
+        ov = getattr(self, "_parameter_overrides", {}) or {}
+        return {k: v.value for k, v in ov.items()}
+
+    def _declare_static(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for spec in PARAM_SPECS:
+            try:
+                if spec.kind == "str_list":
+                    p = self.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, _descriptor(spec))
+                else:
+                    p = self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+            except (ParameterException, TypeError, ValueError) as e:
+                raise ConfigError(f"parameter '{spec.name}' is invalid: {e}. Expected a {spec.kind} "
+                                  f"({spec.constraints or spec.description})") from None
+            values[spec.name] = p.value
+        known = {s.name for s in PARAM_SPECS}
+        for k, v in self._overrides().items():  # typos and stray keys: validate_params rejects them by name
+            if k not in known and k not in _FOREIGN_PARAMS and not k.startswith(_FOREIGN_PREFIXES):
+                values[k] = v
+        return values
+
+    def _declare_per_camera(self, names: Sequence[str]) -> dict[str, Any]:
+        """Declare ``topics.<cam>`` / ``transport.<cam>``; returns the ones set (plus unknown ones, to reject)."""
+        given: dict[str, Any] = {}
+        for cam in names:
+            for prefix, what in ((TOPIC_PREFIX, "topic"), (TRANSPORT_PREFIX, "transport (raw|compressed)")):
+                name = prefix + cam
+                desc = ParameterDescriptor(name=name, type=ParameterType.PARAMETER_STRING, read_only=True,
+                                           description=f"{what} of camera '{cam}'; '' = from rig/camera_topics")
+                try:
+                    p = self.declare_parameter(name, "", desc)
+                except (ParameterException, TypeError, ValueError) as e:
+                    raise ConfigError(f"parameter '{name}' is invalid: {e}; expected a string") from None
+                if p.value:
+                    given[name] = p.value
+        for k, v in self._overrides().items():
+            if k.startswith((TOPIC_PREFIX, TRANSPORT_PREFIX)) and k[k.index(".") + 1:] not in names:
+                given[k] = v
+        return given
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self, localizer_factory: Callable[[NodeParams], Any] | None) -> None:
+        from .rig import load_rig
+
+        self.params = p = validate_params(self._declare_static())  # before any heavy import: fail fast
+        from .localizer import AsyncLocalizer
+        self.localizer = (localizer_factory or _default_localizer)(p)
+        model_rig = self.localizer.rig
+        rig = load_rig(p.rig) if p.rig else None
+        per_cam = self._declare_per_camera((rig or model_rig).camera_names)
+        self.bindings: list[CameraBinding] = bind_cameras(p, model_rig, rig, per_cam)
+        self.num_slots = model_rig.num_cameras
+        self.base_frame = p.base_frame or (rig or model_rig).base_frame
+        self.device = str(getattr(self.localizer, "device", p.device))
+        n = len(self.bindings)
+        self.sync = ApproximateTimeSynchronizer(
+            num_streams=n, queue_size=p.sync_queue_size, max_interval_ns=int(round(p.sync_slop * NS_PER_S)),
+            min_streams=p.sync_min_cameras or n, stream_timeout_ns=int(round(p.sync_stream_timeout * NS_PER_S)),
+            logger=self.get_logger().warning)  # thread-safe (its own lock): callbacks may run in parallel
+        self._decode_device = self.device if (p.decode_on_device and self.device.startswith("cuda")) else None
+
+        # statistics
+        self.cam_rates = [RateMeter() for _ in self.bindings]
+        self.bundle_rate, self.pose_rate = RateMeter(), RateMeter()
+        self.latency = LatencyStats()
+        self.decode_time, self.sync_time, self.publish_time = LatencyStats(), LatencyStats(), LatencyStats()
+        self.drops = DropCounter(self.get_logger().warning, p.drop_warning_period)
+        self.poses_published = 0
+        self.partial_bundles = 0
+        self.on_pose: list[Callable[[Any], None]] = []  # hooks (tests, benchmark): called after publishing
+
+        # publishers
+        self.pub_pose = self.create_publisher(PoseStamped, "~/pose", POSE_QOS)
+        self.pub_pose_cov = self.create_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance", POSE_COV_QOS)
+        self.path = PathBuffer(p.path_length, p.map_frame) if p.path_length > 0 else None
+        self.pub_path = self.create_publisher(Path, "~/path", POSE_QOS) if self.path else None
+        self.tf = TfOutput(self, p, self.base_frame)
+
+        # inference worker (started before the subscriptions so no bundle arrives without a consumer)
+        self._async = AsyncLocalizer(self.localizer, self._on_pose, on_error=self._on_inference_error,
+                                     name=f"{self.get_name()}-inference")
+
+        # subscriptions: callbacks may run in parallel (decode is the expensive part); sync is under a lock
+        group = ReentrantCallbackGroup()
+        self._subs = []
+        for i, b in enumerate(self.bindings):
+            mtype = CompressedImage if b.transport == "compressed" else Image
+            cb = (lambda msg, i=i: self._on_image(i, msg))
+            self._subs.append(self.create_subscription(mtype, b.topic, cb, qos_profile_sensor_data,
+                                                       callback_group=group))
+        self._diag_pub = None
+        self._updater = None
+        if p.diagnostics_period > 0:
+            if diagnostic_updater is not None:  # pragma: no cover - not in the PyPI wheels
+                self._updater = diagnostic_updater.Updater(self, period=p.diagnostics_period)
+                self._updater.setHardwareID(self.device)
+                self._updater.add("localization", self._fill_updater)
+            else:
+                self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+                self._diag_timer = self.create_timer(p.diagnostics_period, self._publish_diagnostics,
+                                                     callback_group=MutuallyExclusiveCallbackGroup())
+        cams = ", ".join(f"{b.name}<-{b.topic} ({b.transport})" for b in self.bindings)
+        self.get_logger().info(
+            f"localizing with {n}/{self.num_slots} cameras [{cams}] on {self.device} ({p.precision}); "
+            f"poses in '{p.map_frame}' for '{self.base_frame}', tf_mode={p.tf_mode}")
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_image(self, idx: int, msg: Image | CompressedImage) -> None:
+        """Camera callback: decode, check, synchronize, submit. Never raises (bad input = counted drop)."""
+        b = self.bindings[idx]
+        self.cam_rates[idx].tick()
+        try:
+            t0 = time.perf_counter()
+            stamp_ns = time_to_ns(msg.header.stamp)
+            image = decode_image_msg(msg, self._decode_device)
+            if self.params.enforce_image_size and b.width is not None and b.height is not None:
+                h, w = int(image.shape[0]), int(image.shape[1])
+                if (w, h) != (b.width, b.height):
+                    self.drops.drop(b.name, "wrong_size", f"{w}x{h} px on {b.topic}, the rig expects "
+                                    f"{b.width}x{b.height} (set enforce_image_size:=false to accept it)")
+                    return
+            t1 = time.perf_counter()
+            bundles = self.sync.add(idx, stamp_ns, image)
+            t2 = time.perf_counter()
+            self.decode_time.add(t1 - t0)
+            self.sync_time.add(t2 - t1)
+            for bundle in bundles:
+                self._submit(bundle)
+        except DataError as e:  # images.ImageDecodeError carries the cause (unsupported_encoding/wrong_size/corrupt)
+            self.drops.drop(b.name, getattr(e, "cause", "bad_data"), f"{e} (topic {b.topic})")
+        except Exception as e:  # noqa: BLE001 - a callback must never raise; unexpected failures are counted drops
+            self.drops.drop(b.name, "error", f"{type(e).__name__}: {e} (topic {b.topic})")
+
+    def _submit(self, bundle: Any) -> None:
+        images: list[Any] = [None] * self.num_slots
+        for i, payload in enumerate(bundle.payloads):
+            if payload is not None:
+                images[self.bindings[i].slot] = payload
+        self.bundle_rate.tick()
+        if not bool(np.all(bundle.mask)) or len(self.bindings) < self.num_slots:
+            self.partial_bundles += 1
+        self._async.submit(images, int(bundle.stamp_ns))
+
+    def _on_inference_error(self, exc: BaseException) -> None:
+        """Inference failed for one bundle (worker thread): counted (diagnostics) and warned, throttled."""
+        self.drops.drop("model", "inference_error", f"{type(exc).__name__}: {exc}")
+
+    def _on_pose(self, pose: Any) -> None:
+        """Inference result (worker thread): publish everything with the bundle stamp."""
+        if self._closed:
+            return
+        t0 = time.perf_counter()
+        if not (np.all(np.isfinite(pose.t)) and np.all(np.isfinite(pose.q))):
+            self.drops.drop("model", "non_finite_pose", f"the model returned a non-finite pose at {pose.stamp_ns} ns")
+            return
+        ps = rig_pose_to_pose_stamped(pose, self.params.map_frame)
+        self.pub_pose.publish(ps)
+        self.pub_pose_cov.publish(rig_pose_to_pose_with_covariance(pose, self.params.map_frame))
+        if self.path is not None and self.pub_path is not None:
+            self.pub_path.publish(self.path.append(ps))
+        self.tf.publish(int(pose.stamp_ns), pose.t, pose.q)
+        self.poses_published += 1
+        self.pose_rate.tick()
+        self.latency.add(float(pose.latency_s))
+        self.publish_time.add(time.perf_counter() - t0)
+        for hook in list(self.on_pose):
+            hook(pose)
+
+    # ------------------------------------------------------------------ diagnostics
+    def diagnostics_summary(self) -> dict[str, Any]:
+        """Everything /diagnostics reports, as plain values (also used by tests and the benchmark)."""
+        now = time.monotonic()
+        sync_stats = self.sync.stats
+        inf = self._async.stats if self._async is not None else {}
+        drop_counts = self.drops.counts
+        cams = []
+        for b, r in zip(self.bindings, self.cam_rates, strict=True):
+            last = r.last()
+            cams.append({"name": b.name, "topic": b.topic, "rate_hz": r.rate(now), "received": r.count,
+                         "silent_s": (now - last) if last is not None else float("inf"),
+                         "drops": {cause: v for (c, cause), v in drop_counts.items() if c == b.name}})
+        return {
+            "device": self.device, "precision": self.params.precision, "cameras": cams,
+            "bundle_rate_hz": self.bundle_rate.rate(now), "pose_rate_hz": self.pose_rate.rate(now),
+            "bundles": self.bundle_rate.count, "partial_bundles": self.partial_bundles,
+            "poses": self.poses_published,
+            "latency_p50_ms": 1e3 * self.latency.percentile(50), "latency_p99_ms": 1e3 * self.latency.percentile(99),
+            "drops": {**{f"decode.{k}": v for k, v in self.drops.by_cause().items()},
+                      **{f"sync.{k}": int(sync_stats[k]) for k in DROP_KEYS},
+                      "inference.stale": int(inf.get("stale_dropped", 0)),
+                      "inference.errors": int(inf.get("errors", 0) + inf.get("callback_errors", 0))},
+            "sync": sync_stats,
+            "tf_mode": self.params.tf_mode if self.tf.enabled else "off",
+            "tf_lookup_failures": self.tf.lookup_failures,
+        }
+
+    def _statuses(self) -> list[DiagnosticStatus]:
+        s = self.diagnostics_summary()
+        timeout = self.params.sync_stream_timeout
+        out = []
+        silent = [c["name"] for c in s["cameras"] if c["silent_s"] > timeout]
+        main = DiagnosticStatus(name=f"{self.get_name()}: localization", hardware_id=s["device"])
+        if s["poses"] == 0 or s["pose_rate_hz"] == 0.0 and len(silent) == len(s["cameras"]):
+            main.level, main.message = DiagnosticStatus.WARN, "no poses yet" if s["poses"] == 0 else "no images"
+        elif silent:
+            main.level, main.message = DiagnosticStatus.WARN, f"silent cameras: {silent}"
+        else:
+            main.level, main.message = DiagnosticStatus.OK, f"{s['pose_rate_hz']:.1f} poses/s"
+        kv = {"device": s["device"], "precision": s["precision"], "bundle_rate_hz": f"{s['bundle_rate_hz']:.2f}",
+              "pose_rate_hz": f"{s['pose_rate_hz']:.2f}", "bundles": s["bundles"],
+              "partial_bundles": s["partial_bundles"], "poses": s["poses"],
+              "latency_p50_ms": f"{s['latency_p50_ms']:.1f}", "latency_p99_ms": f"{s['latency_p99_ms']:.1f}",
+              "tf_mode": s["tf_mode"], "tf_lookup_failures": s["tf_lookup_failures"],
+              **{f"drops.{k}": v for k, v in s["drops"].items()}}
+        main.values = [KeyValue(key=k, value=str(v)) for k, v in kv.items()]
+        out.append(main)
+        for c in s["cameras"]:
+            st = DiagnosticStatus(name=f"{self.get_name()}: camera {c['name']}", hardware_id=c["topic"])
+            bad = c["silent_s"] > timeout
+            st.level = DiagnosticStatus.WARN if bad or c["drops"] else DiagnosticStatus.OK
+            st.message = (f"silent for {c['silent_s']:.1f} s" if bad else f"{c['rate_hz']:.1f} Hz")
+            vals = {"topic": c["topic"], "rate_hz": f"{c['rate_hz']:.2f}", "received": c["received"],
+                    **{f"drops.{k}": v for k, v in c["drops"].items()}}
+            st.values = [KeyValue(key=k, value=str(v)) for k, v in vals.items()]
+            out.append(st)
+        return out
+
+    def _publish_diagnostics(self) -> None:
+        if self._diag_pub is None or self._closed:
+            return
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.status = self._statuses()
+        self._diag_pub.publish(msg)
+
+    def _fill_updater(self, stat: Any) -> Any:  # pragma: no cover - diagnostic_updater is not in the PyPI wheels
+        main = self._statuses()[0]
+        stat.summary(main.level, main.message)
+        for kv in main.values:
+            stat.add(kv.key, kv.value)
+        return stat
+
+    # ------------------------------------------------------------------ shutdown
+    def _shutdown_worker(self) -> None:
+        self._closed = True
+        if self._async is not None:
+            self._async.close()
+            self._async = None
+
+    def destroy_node(self) -> None:
+        """Stop the inference thread (joined) before the ROS entities go away; safe to call twice."""
+        self._shutdown_worker()
+        super().destroy_node()
+
+
+def _default_localizer(p: NodeParams) -> Any:
+    from .localizer import Localizer
+
+    return Localizer(p.checkpoint, device=p.device, precision=p.precision, strict=p.strict_device,
+                     default_covariance=np.diag(p.default_covariance()))
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of ``localize_node``: returns 0 on a clean shutdown, 2 when it refuses to start."""
+    rclpy.init(args=args)
+    try:
+        node = LocalizeNode()
+    except MfaprError as e:
+        print(f"localize_node: refusing to start: {e}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

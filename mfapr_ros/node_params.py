@@ -1,0 +1,280 @@
+"""The localization node's parameters: one table, validated into a ROS-free dataclass.
+
+Why a table: the node declares every parameter from it (with a ROS ``ParameterDescriptor``), ``config/localize.yaml``
+documents the same names, and the launch/config tests compare against it — so the three cannot drift. Validation
+lives here, without rclpy, so a bad value is caught by unit tests and produces one :class:`ConfigError` that names
+the parameter, the value, and what is allowed (the node then refuses to start and ``main`` exits non-zero).
+
+Per-camera parameters are declared after the rig is known (camera names come from the checkpoint or ``rig``):
+``topics.<camera>`` (topic override) and ``transport.<camera>`` (``raw`` | ``compressed``). ``camera_topics`` is a
+list alternative in rig slot order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+from .rig import TRANSPORTS, Rig
+
+TF_MODES = ("none", "map_to_base", "map_to_odom")
+PRECISIONS = ("fp32", "fp16", "bf16")
+#: Prefixes of the per-camera parameters (declared once the rig's camera names are known).
+TOPIC_PREFIX = "topics."
+TRANSPORT_PREFIX = "transport."
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter: name, default, type and the human description shown by ``ros2 param describe``."""
+
+    name: str
+    default: Any
+    kind: str  # "str" | "float" | "int" | "bool" | "str_list"
+    description: str
+    constraints: str = ""
+
+
+#: Every static parameter of ``localize_node`` (order = order in config/localize.yaml).
+PARAM_SPECS: tuple[ParamSpec, ...] = (
+    ParamSpec("checkpoint", "", "str", "Checkpoint path (NAME, NAME.json or NAME.safetensors); required.",
+              "non-empty; the file must exist"),
+    ParamSpec("rig", "", "str", "Rig YAML path or shipped rig name; empty = the rig stored in the checkpoint. "
+              "Cameras bind to model slots by name; a subset of the checkpoint's cameras is allowed.",
+              "empty, a shipped rig name or a YAML path"),
+    ParamSpec("camera_topics", [], "str_list", "Topics in rig slot order (alternative to topics.<camera>); "
+              "empty = the rig's topics.", "empty or one topic per camera"),
+    ParamSpec("default_transport", "", "str", "Transport for every camera without transport.<camera>; "
+              "empty = the rig's per-camera transport.", "'', 'raw' or 'compressed'"),
+    ParamSpec("enforce_image_size", True, "bool", "Drop images whose size differs from the rig's image size "
+              "(a resolution change silently changes the field of view the model sees)."),
+    ParamSpec("sync.slop", 0.02, "float", "Max spread of stamps inside one bundle, seconds.", "> 0"),
+    ParamSpec("sync.queue_size", 10, "int", "Messages queued per camera by the synchronizer.", ">= 1"),
+    ParamSpec("sync.min_cameras", 0, "int", "Fewest cameras in a (partial) bundle; 0 = all cameras.",
+              "0..number of cameras"),
+    ParamSpec("sync.stream_timeout", 0.5, "float", "A camera silent this long (s) stops blocking bundles.", "> 0"),
+    ParamSpec("device", "auto", "str", "Inference device: auto, cpu, cuda or cuda:N.", "auto|cpu|cuda|cuda:N"),
+    ParamSpec("precision", "fp32", "str", "Inference precision.", "fp32|fp16|bf16"),
+    ParamSpec("strict_device", False, "bool", "Fail instead of falling back to CPU when CUDA is requested "
+              "but unavailable."),
+    ParamSpec("decode_on_device", False, "bool", "Decode JPEG on the inference device (nvjpeg) when it is CUDA."),
+    ParamSpec("map_frame", "map", "str", "Frame of the published poses (the model's world).", "non-empty"),
+    ParamSpec("odom_frame", "odom", "str", "Odometry frame for tf_mode map_to_odom.", "non-empty"),
+    ParamSpec("base_frame", "", "str", "Rig frame; empty = the rig's base_frame (usually base_link).", ""),
+    ParamSpec("tf_mode", "none", "str", "TF to broadcast: none, map_to_base, or map_to_odom (REP-105).",
+              "none|map_to_base|map_to_odom"),
+    ParamSpec("transform_tolerance", 0.1, "float", "Future-date the map->odom TF by this many seconds (as nav2 "
+              "AMCL does) so consumers can look up poses up to it.", ">= 0"),
+    ParamSpec("path_length", 1000, "int", "Poses kept in ~/path; 0 disables the path topic.", ">= 0"),
+    ParamSpec("covariance.position_std", 0.5, "float", "Position std (m) used when the model has no predicted "
+              "variance.", "> 0"),
+    ParamSpec("covariance.orientation_std", 0.1, "float", "Orientation std (rad) used when the model has no "
+              "predicted variance.", "> 0"),
+    ParamSpec("diagnostics_period", 1.0, "float", "Seconds between /diagnostics messages; 0 disables them.",
+              ">= 0"),
+    ParamSpec("drop_warning_period", 5.0, "float", "Throttle (s) of the per-camera warning on dropped images.",
+              "> 0"),
+)
+
+SPEC_BY_NAME: dict[str, ParamSpec] = {s.name: s for s in PARAM_SPECS}
+
+
+@dataclass(frozen=True)
+class CameraBinding:
+    """A subscribed camera: model slot, name, the topic actually subscribed, transport, expected size."""
+
+    slot: int
+    name: str
+    topic: str
+    transport: str
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """Validated static parameters (seconds as floats here; the node converts to integer ns at the boundary)."""
+
+    checkpoint: str
+    rig: str = ""
+    camera_topics: tuple[str, ...] = ()
+    default_transport: str = ""
+    enforce_image_size: bool = True
+    sync_slop: float = 0.02
+    sync_queue_size: int = 10
+    sync_min_cameras: int = 0
+    sync_stream_timeout: float = 0.5
+    device: str = "auto"
+    precision: str = "fp32"
+    strict_device: bool = False
+    decode_on_device: bool = False
+    map_frame: str = "map"
+    odom_frame: str = "odom"
+    base_frame: str = ""
+    tf_mode: str = "none"
+    transform_tolerance: float = 0.1
+    path_length: int = 1000
+    covariance_position_std: float = 0.5
+    covariance_orientation_std: float = 0.1
+    diagnostics_period: float = 1.0
+    drop_warning_period: float = 5.0
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def default_covariance(self) -> list[float]:
+        """Diagonal of the fallback 6×6 covariance [x y z roll pitch yaw] (variances)."""
+        p, o = self.covariance_position_std ** 2, self.covariance_orientation_std ** 2
+        return [p, p, p, o, o, o]
+
+
+def _bad(name: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"parameter '{name}' = {value!r} is invalid: expected {allowed}. Fix it in the params file "
+                       f"(config/localize.yaml) or with `-p {name}:=...`.")
+
+
+def _as_float(name: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+        raise _bad(name, v, "a finite number")
+    return float(v)
+
+
+def _as_int(name: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        raise _bad(name, v, "an integer")
+    return v
+
+
+def _as_bool(name: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _bad(name, v, "true or false")
+    return v
+
+
+def _as_str(name: str, v: Any) -> str:
+    if not isinstance(v, str):
+        raise _bad(name, v, "a string")
+    return v
+
+
+def _valid_device(d: str) -> bool:
+    if d in ("auto", "cpu", "cuda"):
+        return True
+    return d.startswith("cuda:") and d[5:].isdigit()
+
+
+def _valid_frame(f: str) -> bool:
+    return bool(f) and not f.startswith("/") and " " not in f
+
+
+def validate_params(values: Mapping[str, Any]) -> NodeParams:
+    """Validate the static parameters (missing keys take their defaults); raises :class:`ConfigError` naming one.
+
+    Unknown keys are rejected so a typo (``sync.slopp``) does not silently fall back to a default; per-camera keys
+    (``topics.*`` / ``transport.*``) are checked later against the rig by :func:`bind_cameras`.
+    """
+    unknown = [k for k in values if k not in SPEC_BY_NAME and not k.startswith((TOPIC_PREFIX, TRANSPORT_PREFIX))
+               and k != "use_sim_time"]
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) {sorted(unknown)} for localize_node; known parameters: "
+                          f"{[s.name for s in PARAM_SPECS]} plus topics.<camera> and transport.<camera>")
+    v = {s.name: values.get(s.name, s.default) for s in PARAM_SPECS}
+    conv = {"str": _as_str, "float": _as_float, "int": _as_int, "bool": _as_bool}
+    out: dict[str, Any] = {}
+    for s in PARAM_SPECS:
+        if s.kind == "str_list":
+            lst = v[s.name]
+            if lst is None:
+                lst = []
+            if isinstance(lst, str) or not isinstance(lst, Sequence) or not all(isinstance(x, str) for x in lst):
+                raise _bad(s.name, lst, "a list of strings")
+            out[s.name] = tuple(lst)
+        else:
+            out[s.name] = conv[s.kind](s.name, v[s.name])
+
+    if not out["checkpoint"]:
+        raise ConfigError("parameter 'checkpoint' is required: pass `-p checkpoint:=/path/to/model.json` "
+                          "(or set it in the params file / the launch argument checkpoint:=...)")
+    if out["default_transport"] not in ("",) + TRANSPORTS:
+        raise _bad("default_transport", out["default_transport"], f"'' or one of {TRANSPORTS}")
+    for name in ("sync.slop", "sync.stream_timeout", "covariance.position_std", "covariance.orientation_std",
+                 "drop_warning_period"):
+        if out[name] <= 0:
+            raise _bad(name, out[name], "a number > 0")
+    for name in ("transform_tolerance", "diagnostics_period"):
+        if out[name] < 0:
+            raise _bad(name, out[name], "a number >= 0")
+    if out["sync.queue_size"] < 1:
+        raise _bad("sync.queue_size", out["sync.queue_size"], "an integer >= 1")
+    if out["sync.min_cameras"] < 0:
+        raise _bad("sync.min_cameras", out["sync.min_cameras"], "an integer >= 0 (0 = all cameras)")
+    if out["path_length"] < 0:
+        raise _bad("path_length", out["path_length"], "an integer >= 0 (0 disables ~/path)")
+    if not _valid_device(out["device"]):
+        raise _bad("device", out["device"], "auto, cpu, cuda or cuda:N")
+    if out["precision"] not in PRECISIONS:
+        raise _bad("precision", out["precision"], f"one of {PRECISIONS}")
+    if out["tf_mode"] not in TF_MODES:
+        raise _bad("tf_mode", out["tf_mode"], f"one of {TF_MODES}")
+    for name in ("map_frame", "odom_frame"):
+        if not _valid_frame(out[name]):
+            raise _bad(name, out[name], "a non-empty frame id without a leading '/' or spaces")
+    if out["base_frame"] and not _valid_frame(out["base_frame"]):
+        raise _bad("base_frame", out["base_frame"], "empty (the rig's base frame) or a frame id without '/' prefix")
+    if out["tf_mode"] != "none" and len({out["map_frame"], out["odom_frame"], out["base_frame"] or "\0"}) < 3:
+        raise ConfigError(f"parameters map_frame/odom_frame/base_frame must differ for tf_mode '{out['tf_mode']}' "
+                          f"(got {out['map_frame']!r}, {out['odom_frame']!r}, {out['base_frame']!r})")
+    return NodeParams(**{k.replace(".", "_"): val for k, val in out.items()})
+
+
+def bind_cameras(params: NodeParams, model_rig: Rig, rig: Rig | None, per_camera: Mapping[str, Any]) -> list[
+        CameraBinding]:
+    """Bind camera topics to model slots by name; returns the cameras to subscribe, in model slot order.
+
+    ``model_rig`` is the checkpoint's rig (slot order of the network); ``rig`` (the ``rig`` parameter, optional)
+    supplies topics/transports/sizes for the robot and may be a subset of the model's cameras — absent slots are
+    always masked. ``per_camera`` holds the ``topics.<camera>`` / ``transport.<camera>`` values given.
+    """
+    source = rig if rig is not None else model_rig
+    model_names = model_rig.camera_names
+    extra = [n for n in source.camera_names if n not in model_names]
+    if extra:
+        raise ConfigError(f"parameter 'rig' ({source.source}) has camera(s) {extra} that the checkpoint's model "
+                          f"does not know; model cameras (slot order): {model_names}")
+    names = source.camera_names
+    for key, val in per_camera.items():
+        prefix = TOPIC_PREFIX if key.startswith(TOPIC_PREFIX) else TRANSPORT_PREFIX
+        cam = key[len(prefix):]
+        if cam not in names:
+            raise ConfigError(f"parameter '{key}' names camera '{cam}', which is not in the rig; cameras: {names}")
+        if prefix == TOPIC_PREFIX and (not isinstance(val, str) or not val):
+            raise _bad(key, val, "a non-empty topic name")
+        if prefix == TRANSPORT_PREFIX and val not in TRANSPORTS:
+            raise _bad(key, val, f"one of {TRANSPORTS}")
+    if params.camera_topics and len(params.camera_topics) != len(names):
+        raise ConfigError(f"parameter 'camera_topics' has {len(params.camera_topics)} entries but the rig has "
+                          f"{len(names)} cameras {names}; give one topic per camera in this order")
+    bindings = []
+    for i, cam in enumerate(source.cameras):
+        topic = cam.topic
+        if params.camera_topics:
+            topic = params.camera_topics[i]
+        topic = per_camera.get(TOPIC_PREFIX + cam.name, topic)
+        if not topic:
+            raise _bad("camera_topics", list(params.camera_topics), "non-empty topic names")
+        transport = per_camera.get(TRANSPORT_PREFIX + cam.name, params.default_transport or cam.transport)
+        topic = dataclasses.replace(cam, topic=topic, transport=transport).subscribe_topic  # image_transport naming
+        bindings.append(CameraBinding(model_names.index(cam.name), cam.name, topic, transport, cam.width, cam.height))
+    topics = [b.topic for b in bindings]
+    dup = sorted({t for t in topics if topics.count(t) > 1})
+    if dup:
+        raise ConfigError(f"camera topics must be distinct; {dup} is used by more than one camera")
+    n = len(bindings)
+    if params.sync_min_cameras > n:
+        raise ConfigError(f"parameter 'sync.min_cameras' = {params.sync_min_cameras} exceeds the {n} subscribed "
+                          f"cameras {names}")
+    return sorted(bindings, key=lambda b: b.slot)

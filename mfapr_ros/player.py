@@ -1,0 +1,235 @@
+"""`mfapr play`: publish a rosbag2's messages over DDS at the recorded rate, with /clock, using rclpy.
+
+Why it exists: the PyPI ROS 2 wheels have no ``ros2 bag``, yet the live path (DDS, QoS, ``localize_node``,
+``evaluator_node``) must be exercised for real by the tests and the demo. The bag's CDR payloads are published as
+they are (``Publisher.publish(bytes)`` → ``rcl_publish_serialized_message``), so no message is converted and what
+subscribers receive is byte-identical to what was recorded.
+
+- Timing: message ``i`` is published at ``t0 + (log_time_i − start) / rate`` on the wall clock.
+- ``--clock``: publishes ``rosgraph_msgs/Clock`` with the bag time — before each message and at ``--clock-hz``
+  while waiting — so nodes with ``use_sim_time:=true`` follow the bag.
+- QoS: images use the sensor-data profile (best effort, like camera drivers) unless ``--image-qos reliable``;
+  everything else, /clock included, is reliable (compatible with both kinds of subscribers).
+- ``--wait-subscribers N``: wait (up to ``--wait-timeout``) until every image topic has N subscribers, so the start
+  of a short bag is not lost to DDS discovery.
+- SIGINT/SIGTERM stop playback cleanly (exit 0 with a summary); the node and context are always destroyed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .bag_io import IMAGE_TYPES, BagReader
+from .errors import ConfigError, DataError
+
+LOG = logging.getLogger("mfapr.play")
+CLOCK_TOPIC = "/clock"
+
+
+@dataclass
+class PlayStats:
+    """What was published: per-topic counts, skipped topics (no Python message class) and timing."""
+
+    published: dict[str, int] = field(default_factory=dict)
+    skipped_topics: dict[str, str] = field(default_factory=dict)
+    clock_messages: int = 0
+    loops: int = 0
+    bag_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def total(self) -> int:
+        return sum(self.published.values())
+
+
+def message_class(msgtype: str) -> Any:
+    """The rclpy message class of ``pkg/msg/Name`` (the interface package must be importable)."""
+    try:
+        pkg, kind, name = msgtype.split("/")
+    except ValueError as e:
+        raise DataError(f"message type '{msgtype}' is not of the form pkg/msg/Name") from e
+    try:
+        return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+    except (ImportError, AttributeError) as e:
+        raise DataError(f"no Python message class for {msgtype} ({e}); install the ROS interface package "
+                        f"'{pkg}' to publish this topic") from e
+
+
+class _StopPlaybackError(Exception):
+    """Raised from the SIGTERM handler to leave the playback loop like SIGINT does."""
+
+
+def play(bag_path: str | Path, *, rate: float = 1.0, clock: bool = False, clock_hz: float = 50.0,
+         loop: bool = False, topics: Iterable[str] | None = None, start_s: float = 0.0, end_s: float | None = None,
+         image_qos: str = "sensor", wait_subscribers: int = 0, wait_timeout_s: float = 10.0, delay_s: float = 0.0,
+         linger_s: float = 0.5, node_name: str = "mfapr_player", context: Any = None,
+         max_loops: int | None = None) -> PlayStats:
+    """Publish ``bag_path`` over DDS; returns :class:`PlayStats`. Requires an initialised rclpy ``context``
+    (the default context when None). ``start_s``/``end_s`` are seconds from the bag's start."""
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+
+    if not rate > 0:
+        raise ConfigError(f"--rate must be > 0, got {rate}")
+    if image_qos not in ("sensor", "reliable"):
+        raise ConfigError(f"--image-qos must be 'sensor' or 'reliable', got {image_qos!r}")
+    stats = PlayStats()
+    with BagReader(bag_path) as bag:
+        info = bag.info()
+        wanted = list(info.topics) if topics is None else list(topics)
+        bag.require_topics(wanted)
+        start_ns = info.start_ns + int(round(start_s * 1e9))
+        end_ns = None if end_s is None else info.start_ns + int(round(end_s * 1e9))
+        node = rclpy.create_node(node_name, context=context)
+        try:
+            pubs: dict[str, Any] = {}
+            reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+            for topic in wanted:
+                msgtype = info.topics[topic].msgtype
+                try:
+                    cls = message_class(msgtype)
+                except DataError as e:
+                    stats.skipped_topics[topic] = str(e)
+                    LOG.warning("not publishing %s: %s", topic, e)
+                    continue
+                qos = qos_profile_sensor_data if (msgtype in IMAGE_TYPES and image_qos == "sensor") else reliable
+                pubs[topic] = node.create_publisher(cls, topic, qos)
+                stats.published[topic] = 0
+            if not pubs:
+                raise DataError(f"none of the selected topics of {bag_path} can be published: {stats.skipped_topics}")
+            clock_pub = None
+            if clock:
+                from rosgraph_msgs.msg import Clock
+
+                clock_pub = node.create_publisher(Clock, CLOCK_TOPIC, QoSProfile(depth=10,
+                                                  reliability=ReliabilityPolicy.RELIABLE))
+            _wait_for_subscribers(pubs, info, wait_subscribers, wait_timeout_s)
+            if delay_s > 0:
+                time.sleep(delay_s)
+            wall0 = time.monotonic()
+            try:
+                while True:
+                    _play_once(bag, pubs, clock_pub, start_ns, end_ns, rate, clock_hz, stats)
+                    stats.loops += 1
+                    if not loop or (max_loops is not None and stats.loops >= max_loops):
+                        break
+            except (KeyboardInterrupt, _StopPlaybackError):
+                stats.interrupted = True
+            stats.wall_seconds = time.monotonic() - wall0
+            if linger_s > 0 and not stats.interrupted:
+                time.sleep(linger_s)  # let reliable writers hand their last samples to the readers
+        finally:
+            node.destroy_node()
+    return stats
+
+
+def _wait_for_subscribers(pubs: dict[str, Any], info: Any, n: int, timeout_s: float) -> None:
+    if n <= 0:
+        return
+    targets = [t for t in pubs if info.topics[t].msgtype in IMAGE_TYPES] or list(pubs)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(pubs[t].get_subscription_count() >= n for t in targets):
+            return
+        time.sleep(0.05)
+    counts = {t: pubs[t].get_subscription_count() for t in targets}
+    LOG.warning("playing although not every topic has %d subscriber(s) after %.1f s: %s", n, timeout_s, counts)
+
+
+def _play_once(bag: BagReader, pubs: dict[str, Any], clock_pub: Any, start_ns: int, end_ns: int | None,
+               rate: float, clock_hz: float, stats: PlayStats) -> None:
+    from rosgraph_msgs.msg import Clock
+
+    from .ros_convert import ns_to_time
+
+    def publish_clock(bag_ns: int) -> None:
+        if clock_pub is not None:
+            msg = Clock()
+            msg.clock = ns_to_time(bag_ns)
+            clock_pub.publish(msg)
+            stats.clock_messages += 1
+
+    wall0 = time.monotonic()
+    period = 1.0 / clock_hz if clock_hz > 0 else float("inf")
+    last_ns = start_ns
+    for m in bag.messages(list(pubs), start_ns, end_ns):
+        due = wall0 + (m.log_time_ns - start_ns) / 1e9 / rate
+        while True:
+            now = time.monotonic()
+            if now >= due:
+                break
+            step = min(due - now, period)
+            time.sleep(step)
+            if clock_pub is not None and time.monotonic() < due:
+                publish_clock(start_ns + int((time.monotonic() - wall0) * rate * 1e9))
+        publish_clock(m.log_time_ns)
+        pubs[m.topic].publish(m.raw)
+        stats.published[m.topic] += 1
+        last_ns = m.log_time_ns
+    stats.bag_seconds += (last_ns - start_ns) / 1e9
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mfapr play", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bag", help="rosbag2 directory (sqlite3 or MCAP)")
+    p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1.0)")
+    p.add_argument("--clock", action="store_true", help="publish /clock with the bag time (for use_sim_time)")
+    p.add_argument("--clock-hz", type=float, default=50.0, help="/clock rate between messages (default 50)")
+    p.add_argument("--loop", action="store_true", help="play the bag again and again until interrupted")
+    p.add_argument("--topics", nargs="+", default=None, metavar="TOPIC", help="only these topics (default: all)")
+    p.add_argument("--start", type=float, default=0.0, help="start this many seconds into the bag")
+    p.add_argument("--end", type=float, default=None, help="stop this many seconds into the bag")
+    p.add_argument("--image-qos", choices=("sensor", "reliable"), default="sensor",
+                   help="QoS of image topics (default: sensor data, best effort)")
+    p.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
+                   help="wait until every image topic has N subscribers before playing (default 0: don't wait)")
+    p.add_argument("--wait-timeout", type=float, default=10.0, help="max seconds to wait for subscribers")
+    p.add_argument("--delay", type=float, default=0.0, help="sleep this many seconds before playing")
+    p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: keep the environment's)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `mfapr play`."""
+    args = build_parser().parse_args(argv)
+    from .ros_env import apply_localhost_env
+
+    apply_localhost_env(args.domain_id)  # DDS never leaves this machine
+    import rclpy
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    ctx = rclpy.context.Context()
+    rclpy.init(context=ctx, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise _StopPlaybackError()
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        stats = play(args.bag, rate=args.rate, clock=args.clock, clock_hz=args.clock_hz, loop=args.loop,
+                     topics=args.topics, start_s=args.start, end_s=args.end, image_qos=args.image_qos,
+                     wait_subscribers=args.wait_subscribers, wait_timeout_s=args.wait_timeout, delay_s=args.delay,
+                     context=ctx)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        if ctx.ok():
+            rclpy.shutdown(context=ctx)
+    if not args.quiet:
+        state = "interrupted" if stats.interrupted else "done"
+        print(f"mfapr play: {state}: {stats.total} messages on {len(stats.published)} topics, "
+              f"{stats.bag_seconds:.1f} s of bag in {stats.wall_seconds:.1f} s, {stats.clock_messages} /clock "
+              f"messages" + (f", skipped {sorted(stats.skipped_topics)}" if stats.skipped_topics else ""),
+              file=sys.stderr)
+    return 0

@@ -1,0 +1,230 @@
+"""BundleDataset samples (tuples, the shared preprocessing, caching, bad images), track augmentation identities,
+photometric jitter and pose normalisation statistics."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mfapr_training.datasets.dataset import BundleDataset, build_tuples
+from mfapr_training.datasets.normalization import pose_normalization
+from mfapr_training.datasets.photometric import PhotometricConfig, color_jitter
+from mfapr_training.datasets.records import BundleRecord, BundleSet, ImageRef
+from mfapr_training.datasets.track_augmentation import (
+    TrackAugmentation,
+    cyclic_shifts,
+    permutation_offset,
+    permute_target,
+)
+from PIL import Image
+
+from mfapr_ros.errors import ConfigError, DataError
+from mfapr_ros.geometry import (
+    pose_compose,
+    quat_from_axis_angle,
+    quat_from_yaw,
+    quat_mul,
+    rotation_error_deg,
+)
+from mfapr_ros.preprocess import PreprocessConfig, preprocess_bundle
+from mfapr_ros.rig import Camera, Rig, load_rig, ring_rig
+
+CFG = PreprocessConfig(resize=32, crop=32)
+
+
+def _jpeg(path: Path, rng: np.random.Generator, size: tuple[int, int] = (48, 40)) -> np.ndarray:
+    arr = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path, format="JPEG", quality=95)
+    return arr
+
+
+def make_set(tmp: Path, n: int = 6, tracks: tuple[str, ...] = ("a",)) -> BundleSet:
+    rig = load_rig("ring4")
+    rng = np.random.default_rng(1)
+    recs = []
+    for tr in tracks:
+        for k in range(n):
+            refs = []
+            for c in range(rig.num_cameras):
+                p = tmp / f"{tr}_{k}_{c}.jpg"
+                _jpeg(p, rng)
+                refs.append(ImageRef.from_path(p))
+            recs.append(BundleRecord(1000 * k, refs, [1000 * k] * 4, np.ones(4, bool), np.array([k, 2.0 * k, 0.0]),
+                                     quat_from_yaw(0.1 * k), tr, len(recs)))
+    return BundleSet(rig, recs, {}, "mini")
+
+
+# ------------------------------------------------------------------------------------------ track augmentation
+def test_ring4_shift_by_one_is_a_90_degree_yaw() -> None:
+    rig = load_rig("ring4")
+    off = permutation_offset(rig, [1, 2, 3, 0])  # slot j sees camera j+1
+    assert off.is_exact
+    np.testing.assert_allclose(off.t, 0.0, atol=1e-12)  # the rig origin stays put (ring centred on it)
+    assert rotation_error_deg(off.q, quat_from_yaw(math.pi / 2)) < 1e-6
+    t, q = np.array([3.0, -2.0, 0.5]), quat_mul(quat_from_yaw(0.7), quat_from_axis_angle([1, 0, 0], 0.1))
+    t2, q2 = permute_target(rig, [1, 2, 3, 0], t, q)
+    np.testing.assert_allclose(t2, t, atol=1e-12)
+    assert rotation_error_deg(q2, quat_mul(q, quat_from_yaw(math.pi / 2))) < 1e-6
+    # the virtual rig's slot j camera is exactly the real camera j+1 (definition of the target)
+    vt, vq = rig.camera_poses(t2, q2)
+    rt, rq = rig.camera_poses(t, q)
+    np.testing.assert_allclose(vt, rt[[1, 2, 3, 0]], atol=1e-12)
+    assert np.max(rotation_error_deg(vq, rq[[1, 2, 3, 0]])) < 1e-6
+
+
+def test_shift_composition_and_identity() -> None:
+    rig = ring_rig(6, radius=0.3)
+    shifts = cyclic_shifts(6)
+    assert shifts[0] == tuple(range(6)) and permutation_offset(rig, shifts[0]).is_exact
+    t, q = np.array([1.0, 2.0, 3.0]), quat_from_yaw(0.2)
+    ta, qa = permute_target(rig, shifts[1], *permute_target(rig, shifts[1], t, q))
+    tb, qb = permute_target(rig, shifts[2], t, q)  # two shifts by one = one shift by two (a group action)
+    np.testing.assert_allclose(ta, tb, atol=1e-12)
+    assert rotation_error_deg(qa, qb) < 1e-6
+    with pytest.raises(ConfigError, match="not a permutation"):
+        permutation_offset(rig, [0, 0, 1, 2, 3, 4])
+
+
+def test_non_symmetric_rig_uses_the_averaged_offset_and_reports_residual() -> None:
+    # a 3-camera rig: front, left, and right-but-further-out: shifting is not a symmetry
+    base = ring_rig(4)
+    cams = list(base.cameras[:2]) + [Camera("cam3", "/c3", t_base_cam=(0.0, -0.4, 1.2),
+                                            q_base_cam=base.cameras[3].q_base_cam)]
+    rig = Rig("odd", tuple(cams))
+    perm = [1, 2, 0]
+    off = permutation_offset(rig, perm)
+    assert not off.is_exact and off.residual_m > 0.05
+    # the approximation is the Markley/mean over all slots' exact anchors Δ_j
+    t_rc, q_rc = rig.extrinsics()
+    from mfapr_ros.geometry import mean_pose, pose_inverse
+
+    anchors = [pose_compose(t_rc[perm[j]], q_rc[perm[j]], *pose_inverse(t_rc[j], q_rc[j])) for j in range(3)]
+    mt, mq = mean_pose(np.stack([a[0] for a in anchors]), np.stack([a[1] for a in anchors]))
+    np.testing.assert_allclose(off.t, mt, atol=1e-12)
+    assert rotation_error_deg(off.q, mq) < 1e-6
+    # each single anchor is exact for its own slot; the average is no further than the reported residual
+    vt, _ = rig.camera_poses(off.t, off.q)
+    assert np.max(np.linalg.norm(vt - t_rc[perm], axis=-1)) == pytest.approx(off.residual_m)
+    # bounded augmentation never picks it; 'symmetric' finds only the identity here
+    aug = TrackAugmentation(rig, "cyclic", max_residual_m=0.01)
+    assert aug.candidates == [(0, 1, 2)]
+    assert TrackAugmentation(rig, "symmetric").candidates == [(0, 1, 2)]
+    assert len(TrackAugmentation(ring_rig(4), "symmetric").candidates) == 4  # the ring's 4 rotations
+
+
+# ------------------------------------------------------------------------------------------ dataset
+def test_tuples_stay_inside_tracks() -> None:
+    recs = [BundleRecord(s, [None], [None], np.zeros(1, bool), None, None, tr, i)
+            for i, (s, tr) in enumerate([(5, "a"), (1, "a"), (2, "b"), (3, "a"), (4, "b"), (9, "a")])]
+    tup = build_tuples(recs, steps=2, skip=2)
+    # track a in time order: idx 1 (s1), 3 (s3), 0 (s5), 5 (s9) → stride-2 pairs; track b (2 bundles) is too short
+    assert tup == [[1, 0], [3, 5]]
+    with pytest.raises(ConfigError):
+        build_tuples(recs, 0, 1)
+
+
+def test_sample_matches_the_shared_preprocessing(tmp_path: Path) -> None:
+    bs = make_set(tmp_path)
+    ds = BundleDataset(bs, preprocess_cfg=CFG, steps=3, skip=2)
+    assert len(ds) == 2
+    s = ds[1]
+    assert s["images"].shape == (3, 4, 3, 32, 32) and s["mask"].shape == (3, 4) and s["mask"].all()
+    assert s["t"].shape == (3, 3) and s["q"].shape == (3, 4) and s["track"] == "a"
+    assert s["index"].tolist() == [1, 3, 5] and s["stamp_ns"].tolist() == [1000, 3000, 5000]
+    np.testing.assert_allclose(s["t"][2].numpy(), [5.0, 10.0, 0.0])
+    from mfapr_training.datasets.dataset import load_image
+
+    ref, _ = preprocess_bundle([load_image(r) for r in bs.records[3].images], CFG)
+    # identical up to the uint8 quantisation of the cached resized image (≤ 0.5/255 / std)
+    assert float((s["images"][1] - ref).abs().max()) <= 0.5 / 255 / min(CFG.std) + 1e-5
+    assert ds.cache is not None and len(ds.cache) == 12
+    ds[1]
+    assert ds.cache.hits >= 12  # second access decodes nothing
+
+
+def test_augmented_samples_are_seeded_and_consistent(tmp_path: Path) -> None:
+    bs = make_set(tmp_path)
+    ds = BundleDataset(bs, preprocess_cfg=CFG, steps=2, track_aug=TrackAugmentation(bs.rig, "cyclic", p=1.0),
+                       photometric=PhotometricConfig(), seed=7)
+    a, b = ds[0], ds[0]
+    assert torch.equal(a["images"], b["images"]) and torch.equal(a["perm"], b["perm"])
+    plain = BundleDataset(bs, preprocess_cfg=CFG, steps=2)[0]
+    perm = a["perm"].tolist()
+    shift = next(k for k in range(4) if perm == [(j + k) % 4 for j in range(4)])
+    t_exp, q_exp = permute_target(bs.rig, perm, plain["t"].double().numpy(), plain["q"].double().numpy())
+    np.testing.assert_allclose(a["t"].numpy(), t_exp, atol=1e-5)
+    assert np.max(rotation_error_deg(a["q"].numpy(), q_exp)) < 1e-3
+    # the targets are yaw-only, so a shift by k is a yaw of 90°·k: angle 0, 90, 180, 90 from the plain target
+    angle = np.max(rotation_error_deg(a["q"].numpy(), plain["q"].numpy()))
+    assert angle == pytest.approx([0.0, 90.0, 180.0, 90.0][shift], abs=1e-2)
+    ds.set_epoch(1)
+    assert not torch.equal(ds[0]["images"], a["images"])  # another epoch draws other jitter
+
+
+def test_bad_images_are_masked_and_counted_or_raise(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    bs = make_set(tmp_path, n=2)
+    good = bs.records[0].images[1].path
+    data = Path(good).read_bytes()
+    Path(good).write_bytes(data[: len(data) // 3])  # truncated JPEG
+    Path(bs.records[1].images[2].path).unlink()  # missing file
+    ds = BundleDataset(bs, preprocess_cfg=CFG)
+    s0, s1 = ds[0], ds[1]
+    assert s0["mask"][0].tolist() == [True, False, True, True] and float(s0["images"][0, 1].abs().max()) == 0.0
+    assert s1["mask"][0].tolist() == [True, True, False, True]
+    assert ds.drops["bad_image"] == 2 and "not found" in caplog.text
+    with pytest.raises(DataError, match=r"cannot decode image .*\.jpg|not found"):
+        BundleDataset(bs, preprocess_cfg=CFG, on_bad_image="raise")[0]
+
+
+def test_empty_split_and_wrong_slot_count(tmp_path: Path) -> None:
+    bs = make_set(tmp_path, n=2)
+    with pytest.raises(DataError, match="no samples"):
+        BundleDataset(bs, preprocess_cfg=CFG, steps=3)
+    with pytest.raises(DataError, match="4 image slots.*3 cameras"):
+        BundleDataset(bs.records, rig=ring_rig(3), preprocess_cfg=CFG)
+
+
+def test_predecode_fills_cache(tmp_path: Path) -> None:
+    bs = make_set(tmp_path, n=3)
+    ds = BundleDataset(bs, preprocess_cfg=CFG)
+    info = ds.predecode(num_threads=2)
+    assert info["images"] == 12 and info["cache_mb"] == pytest.approx(12 * 3 * 32 * 32 / 1e6)
+    misses = ds.cache.misses
+    ds[2]
+    assert ds.cache.misses == misses
+
+
+# ------------------------------------------------------------------------------------------ photometric / stats
+def test_color_jitter_properties() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 3, 8, 8, generator=g)
+    assert torch.equal(color_jitter(x, PhotometricConfig(0, 0, 0, 0)), x)  # all-zero strengths: identity
+    y1 = color_jitter(x, PhotometricConfig(), torch.Generator().manual_seed(3))
+    y2 = color_jitter(x, PhotometricConfig(), torch.Generator().manual_seed(3))
+    assert torch.equal(y1, y2) and not torch.equal(y1, x) and y1.min() >= 0 and y1.max() <= 1
+    # brightness only: a pure per-image scale
+    yb = color_jitter(x * 0.5, PhotometricConfig(0.3, 0, 0, 0), torch.Generator().manual_seed(1))
+    scale = yb[:, :, :1, :1].mean(dim=(1, 2, 3), keepdim=True) / (x[:, :, :1, :1] * 0.5).mean(
+        dim=(1, 2, 3), keepdim=True)
+    assert torch.allclose(yb, x * 0.5 * scale, atol=1e-5) and 0.7 <= float(scale.min()) <= float(scale.max()) <= 1.3
+    # hue only keeps luma (YIQ rotation) where nothing clips
+    mid = 0.4 + 0.2 * x
+    yh = color_jitter(mid, PhotometricConfig(0, 0, 0, 0.1), torch.Generator().manual_seed(2))
+    w = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+    assert torch.allclose((yh * w).sum(-3), (mid * w).sum(-3), atol=1e-5)
+    with pytest.raises(ConfigError):
+        PhotometricConfig(hue=0.7)
+
+
+def test_pose_normalization_stats(tmp_path: Path) -> None:
+    bs = make_set(tmp_path, n=4)
+    st = pose_normalization(bs)
+    t = np.array([[k, 2.0 * k, 0.0] for k in range(4)])
+    np.testing.assert_allclose(st["t_mean"], t.mean(0))
+    assert st["t_scale"] == pytest.approx(math.sqrt(np.mean(np.sum((t - t.mean(0)) ** 2, -1))))
+    assert pose_normalization(np.ones((3, 3)))["t_scale"] == 1.0
+    with pytest.raises(DataError, match="no"):
+        pose_normalization([BundleRecord(0, [None], [None], np.zeros(1, bool), None, None, "a", 0)])

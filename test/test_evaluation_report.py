@@ -1,0 +1,158 @@
+"""Evaluation metrics are exact on hand-made cases; the report folder is complete, parseable and has the baseline."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from mfapr_ros.errors import DataError
+from mfapr_ros.evaluation import (
+    FILES,
+    baseline_metrics,
+    compute_metrics,
+    format_summary,
+    load_report,
+    mean_pose_baseline,
+    write_report,
+)
+from mfapr_ros.geometry import quat_from_yaw
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _hand_case():
+    """Four poses with known errors: translations 0, 0.1, 1, 10 m; rotations 0, 1, 4, 20 degrees (about z)."""
+    t_gt = np.zeros((4, 3))
+    q_gt = np.tile([1.0, 0, 0, 0], (4, 1))
+    t_est = np.array([[0, 0, 0], [0.1, 0, 0], [0, 1.0, 0], [0, 0, 10.0]])
+    q_est = quat_from_yaw(np.radians([0.0, 1.0, 4.0, 20.0]))
+    return t_gt, q_gt, t_est, q_est
+
+
+def test_metrics_exact_on_hand_case():
+    m = compute_metrics(*_hand_case())
+    assert m["count"] == 4
+    t, r = m["translation_m"], m["rotation_deg"]
+    assert t["mean"] == pytest.approx((0 + 0.1 + 1 + 10) / 4)
+    assert t["median"] == pytest.approx(0.55)
+    assert t["max"] == pytest.approx(10.0)
+    # numpy linear percentiles of [0, 0.1, 1, 10]: p75 at rank 2.25 → 1 + 0.25·9 = 3.25
+    assert t["p75"] == pytest.approx(3.25)
+    assert t["p90"] == pytest.approx(1 + 0.7 * 9)
+    assert r["mean"] == pytest.approx(25 / 4, abs=1e-9)
+    assert r["median"] == pytest.approx(2.5, abs=1e-9)
+    # bins (0.25 m, 2°), (0.5 m, 5°), (5 m, 10°): pose0 and pose1 in all; pose2 (1 m, 4°) only in the 5 m bin
+    assert m["recall"] == {"0.25m_2deg": 0.5, "0.5m_5deg": 0.5, "5m_10deg": 0.75}
+    assert m["bins"] == [[0.25, 2.0], [0.5, 5.0], [5.0, 10.0]]
+
+
+def test_quaternion_sign_does_not_matter():
+    t_gt, q_gt, t_est, q_est = _hand_case()
+    a = compute_metrics(t_gt, q_gt, t_est, q_est)
+    b = compute_metrics(t_gt, -q_gt, t_est, -q_est)
+    assert a["rotation_deg"]["mean"] == pytest.approx(b["rotation_deg"]["mean"])
+
+
+def test_per_track_and_latency():
+    t_gt, q_gt, t_est, q_est = _hand_case()
+    m = compute_metrics(t_gt, q_gt, t_est, q_est, tracks=["a", "a", "b", "b"],
+                        latency_s=[0.01, 0.02, float("nan"), 0.04])
+    assert m["per_track"]["a"]["count"] == 2
+    assert m["per_track"]["a"]["translation_m"]["mean"] == pytest.approx(0.05)
+    assert m["per_track"]["b"]["translation_m"]["median"] == pytest.approx(5.5)
+    assert m["per_track"]["b"]["recall"]["5m_10deg"] == 0.5
+    lat = m["latency_s"]
+    assert lat["count"] == 3 and lat["missing"] == 1
+    assert lat["p50"] == pytest.approx(0.02)
+    assert lat["p99"] == pytest.approx(0.02 + 0.98 * 0.02)
+
+
+def test_empty_and_bad_inputs():
+    m = compute_metrics(np.zeros((0, 3)), np.zeros((0, 4)), np.zeros((0, 3)), np.zeros((0, 4)))
+    assert m["count"] == 0 and m["translation_m"]["median"] is None and m["recall"]["5m_10deg"] == 0.0
+    with pytest.raises(DataError, match="paired"):
+        compute_metrics(np.zeros((2, 3)), np.tile([1.0, 0, 0, 0], (2, 1)), np.zeros((1, 3)), [[1.0, 0, 0, 0]])
+    with pytest.raises(DataError, match=r"\(N, 4\)"):
+        compute_metrics(np.zeros((1, 3)), [[1.0, 0, 0]], np.zeros((1, 3)), [[1.0, 0, 0, 0]])
+    with pytest.raises(DataError, match="NaN"):
+        compute_metrics([[np.nan, 0, 0]], [[1.0, 0, 0, 0]], np.zeros((1, 3)), [[1.0, 0, 0, 0]])
+    with pytest.raises(DataError, match="one label per pose"):
+        compute_metrics(*_hand_case(), tracks=["a"])
+
+
+def test_mean_pose_baseline():
+    t_train = np.array([[0.0, 0, 0], [2.0, 0, 0], [4.0, 3.0, 0]])
+    q_train = quat_from_yaw(np.radians([-10.0, 0.0, 10.0]))
+    t_b, q_b = mean_pose_baseline(t_train, q_train)
+    np.testing.assert_allclose(t_b, [2.0, 1.0, 0.0])
+    np.testing.assert_allclose(np.abs(q_b), [1.0, 0, 0, 0], atol=1e-12)
+    gt_t = np.array([[2.0, 1.0, 0.0], [5.0, 5.0, 0.0]])
+    gt_q = quat_from_yaw(np.radians([0.0, 30.0]))
+    m = baseline_metrics(t_train, q_train, gt_t, gt_q)
+    assert m["translation_m"]["mean"] == pytest.approx(2.5)
+    assert m["rotation_deg"]["max"] == pytest.approx(30.0)
+
+
+def test_write_report_files(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 40
+    stamps = (np.arange(n) * 100_000_000 + 1_700_000_000_000_000_000).astype(np.int64)
+    t_gt = np.stack([np.cos(np.arange(n) / 6), np.sin(np.arange(n) / 6), np.zeros(n)], 1) * 5
+    q_gt = quat_from_yaw(np.arange(n) / 6)
+    t_est = t_gt + rng.normal(0, 0.2, (n, 3))
+    q_est = quat_from_yaw(np.arange(n) / 6 + np.radians(rng.normal(0, 2, n)))
+    masks = np.ones((n, 4), bool)
+    masks[10:20, 2] = False
+    paths = write_report(tmp_path / "rep", stamps_ns=stamps, t_gt=t_gt, q_gt=q_gt, t_est=t_est, q_est=q_est,
+                         baseline=(t_gt, q_gt), masks=masks, tracks=["q"] * n, latency_s=np.full(n, 0.01),
+                         meta={"source": "unit-test", "cameras": ["c0", "c1", "c2", "c3"], "drops": {"no_gt": 3}})
+    assert set(paths) == set(FILES)
+    for kind, p in paths.items():
+        assert p.exists() and p.name == FILES[kind]
+        if p.suffix == ".png":
+            assert p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 2000
+    assert not list((tmp_path / "rep").glob("*.tmp"))
+    doc = json.loads(paths["json"].read_text())
+    assert doc == load_report(tmp_path / "rep")
+    direct = compute_metrics(t_gt, q_gt, t_est, q_est)
+    assert doc["metrics"]["translation_m"]["median"] == pytest.approx(direct["translation_m"]["median"])
+    assert doc["metrics"]["recall"] == direct["recall"]
+    assert doc["metrics"]["camera_presence"]["c2"] == pytest.approx(0.75)
+    assert doc["metrics"]["latency_s"]["p50"] == pytest.approx(0.01)
+    # the baseline is the mean of the GT circle: centre ≈ origin, so its error ≈ the radius (5 m)
+    assert doc["baseline"]["metrics"]["translation_m"]["median"] == pytest.approx(5.0, abs=0.6)
+    assert doc["baseline"]["metrics"]["count"] == n
+    assert len(doc["rows"]) == n and doc["rows"][12]["mask"] == [1, 1, 0, 1]
+    assert doc["rows"][0]["stamp_ns"] == int(stamps[0])
+    assert doc["meta"]["drops"] == {"no_gt": 3}
+    md = paths["markdown"].read_text()
+    assert "| **model** |" in md and "| mean-pose baseline |" in md and "≤0.25 m, 2°" in md
+    assert "no_gt 3" in md and "c2 75.0 %" in md
+    summary = format_summary(doc)
+    assert f"poses: {n}" in summary and "baseline" in summary
+
+
+def test_write_report_single_baseline_pose_and_nan_latency(tmp_path):
+    t_gt, q_gt, t_est, q_est = _hand_case()
+    paths = write_report(tmp_path, stamps_ns=[1, 2, 3, 4], t_gt=t_gt, q_gt=q_gt, t_est=t_est, q_est=q_est,
+                         baseline=(np.zeros(3), np.array([1.0, 0, 0, 0])), latency_s=[0.1, np.nan, 0.1, 0.1],
+                         meta={}, plots_enabled=False)
+    assert set(paths) == {"json", "markdown"}
+    doc = json.loads(paths["json"].read_text())  # strict JSON: NaN became null
+    assert doc["rows"][1]["latency_s"] is None
+    assert doc["baseline"]["metrics"]["translation_m"]["max"] == 0.0
+    assert math.isclose(doc["metrics"]["translation_m"]["max"], 10.0)
+
+
+def test_write_report_rejects_mismatched_lengths(tmp_path):
+    t_gt, q_gt, t_est, q_est = _hand_case()
+    with pytest.raises(DataError, match="stamps"):
+        write_report(tmp_path, stamps_ns=[1, 2], t_gt=t_gt, q_gt=q_gt, t_est=t_est, q_est=q_est, meta={})
+    with pytest.raises(DataError, match="masks"):
+        write_report(tmp_path, stamps_ns=[1, 2, 3, 4], t_gt=t_gt, q_gt=q_gt, t_est=t_est, q_est=q_est,
+                     masks=np.ones((3, 2), bool), meta={})
+    with pytest.raises(DataError, match="load_report|no evaluation report"):
+        load_report(tmp_path / "nothing")

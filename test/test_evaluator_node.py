@@ -1,0 +1,185 @@
+"""evaluator_node: matching rules (ROS-free OnlineEvaluator) and the real node over loopback DDS."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from mfapr_ros.evaluation import compute_metrics
+from mfapr_ros.evaluation.online import OnlineEvaluator
+from mfapr_ros.geometry import quat_from_yaw
+
+NS = 1_000_000_000
+T0 = 1_700_000_000 * NS
+
+
+def _gt(s_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = (s_ns - T0) / NS
+    return np.stack([x, 2 * x, np.zeros_like(x)], 1), quat_from_yaw(0.1 * x)
+
+
+def test_online_matching_rules(tmp_path):
+    ev = OnlineEvaluator(max_gap_ns=NS // 2)
+    gs = T0 + np.arange(0, 11) * NS // 10  # GT at 10 Hz over 1 s
+    gt, gq = _gt(gs)
+    est_s = T0 + np.array([-NS // 10, 5 * NS // 100, 25 * NS // 100, 55 * NS // 100, 2 * NS])
+    et, eq = _gt(est_s)
+    et = et + [0.3, 0.0, 0.0]
+    for s, t, q in zip(est_s, et, eq, strict=True):
+        ev.add_estimate(int(s), t, q)
+    ev.add_estimate(int(est_s[1]), et[1], eq[1])  # duplicate stamp
+    ev.add_estimate(T0 + 7, [np.nan, 0, 0], [1, 0, 0, 0])  # invalid
+    assert ev.match() == 0  # no GT yet: nothing can be scored, nothing is lost
+    for s, t, q in zip(gs[:6], gt[:6], gq[:6], strict=True):
+        ev.add_gt(int(s), t, q)
+    ev.add_gt(int(gs[2]), gt[2], gq[2])  # duplicate GT
+    # GT reaches 0.5 s: the estimates at 0.05 and 0.25 s are scored, -0.1 s is outside GT (dropped),
+    # 0.55 s and 2 s wait for more GT
+    assert ev.match() == 2
+    assert ev.drops == {"estimate_duplicate_stamp": 1, "estimate_invalid": 1, "gt_duplicate_stamp": 1, "no_gt": 1}
+    assert ev.pending == 2
+    for s, t, q in zip(gs[6:], gt[6:], gq[6:], strict=True):
+        ev.add_gt(int(s), t, q)
+    assert ev.match() == 1 and ev.pending == 1
+    np.testing.assert_allclose(ev.t_err, [0.3, 0.3, 0.3], atol=1e-9)  # interpolated GT is exact on a line
+    np.testing.assert_allclose(ev.r_err, 0.0, atol=1e-6)
+    s = ev.summary()
+    assert s["count"] == 3 and s["translation_m"]["median"] == pytest.approx(0.3)
+    paths = ev.write(tmp_path, meta={"source": "unit"}, baseline=(np.zeros(3), np.array([1.0, 0, 0, 0])),
+                     plots_enabled=False)
+    doc = json.loads(paths["json"].read_text())
+    assert doc["metrics"]["count"] == 3 and doc["meta"]["drops"]["unmatched_at_end"] == 1
+    assert [r["stamp_ns"] for r in doc["rows"]] == sorted(int(x) for x in est_s[1:4])
+
+
+def test_online_out_of_order_gt_and_tf_provider():
+    ev = OnlineEvaluator()
+    gs = T0 + np.arange(5) * NS // 10
+    gt, gq = _gt(gs)
+    for i in (3, 0, 4, 1, 2):
+        ev.add_gt(int(gs[i]), gt[i], gq[i])
+    ev.add_estimate(int(gs[2] + 1000), gt[2], gq[2])
+    assert ev.match() == 1 and ev.t_err[0] < 1e-5
+
+
+
+
+def _publisher_node(ctx):
+    import rclpy
+    from geometry_msgs.msg import PoseStamped
+    from nav_msgs.msg import Odometry
+
+    node = rclpy.create_node("evaluator_test_source", context=ctx)
+    pub_est = node.create_publisher(PoseStamped, "/mfapr_localizer/pose", 100)
+    pub_gt = node.create_publisher(Odometry, "/ground_truth/odom", 100)
+    return node, pub_est, pub_gt
+
+
+def _fill(msg, stamp, t, q, pose):
+    from mfapr_ros.ros_convert import ns_to_time, pose_to_msg
+
+    msg.header.stamp = ns_to_time(stamp)
+    msg.header.frame_id = "map"
+    p = pose_to_msg(t, q)
+    pose.position, pose.orientation = p.position, p.orientation
+    return msg
+
+
+def _wait_matched(pub, n, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while pub.get_subscription_count() < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return pub.get_subscription_count() >= n
+
+
+@pytest.mark.ros
+def test_evaluator_node_over_dds(tmp_path, ros_env, rclpy_context):
+    """Odometry GT (type found in the graph) + PoseStamped estimates → report with exact errors, /diagnostics."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseStamped
+    from nav_msgs.msg import Odometry
+    from rclpy.executors import SingleThreadedExecutor
+
+    node, pub_est, pub_gt = _publisher_node(rclpy_context)
+    diags: list = []
+    node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+    ex = SingleThreadedExecutor(context=rclpy_context)
+    ex.add_node(node)
+    out = tmp_path / "rep"
+    n_est = 12
+    proc = subprocess.Popen([sys.executable, "-m", "mfapr_ros.evaluator_node", "--out", str(out),
+                             "--expected-count", str(n_est), "--duration", "60", "--ros-args", "-p",
+                             "gt_topic:=/ground_truth/odom", "-p", "diagnostics_period:=0.2"],
+                            env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        gs = T0 + np.arange(0, 30) * NS // 20  # 20 Hz GT over 1.5 s
+        gt, gq = _gt(gs)
+        es = T0 + 3 * NS // 100 + np.arange(n_est) * NS // 10  # 10 Hz estimates between GT samples
+        et, eq = _gt(es)
+        rng = np.random.default_rng(1)
+        et = et + rng.normal(0, 0.2, et.shape)
+        eq = quat_from_yaw(0.1 * (es - T0) / NS + np.radians(rng.normal(0, 3, n_est)))
+        # GT publisher first so 'auto' type discovery finds the topic; then wait for both subscriptions
+        pub_gt.publish(Odometry())  # a zero-stamp sample the evaluator must tolerate (it is far in the past)
+        assert _wait_matched(pub_gt, 1) and _wait_matched(pub_est, 1), "evaluator did not subscribe"
+        for s, t, q in zip(gs, gt, gq, strict=True):
+            m = Odometry()
+            pub_gt.publish(_fill(m, int(s), t, q, m.pose.pose))
+        for s, t, q in zip(es, et, eq, strict=True):
+            m = PoseStamped()
+            pub_est.publish(_fill(m, int(s), t, q, m.pose))
+            ex.spin_once(timeout_sec=0.02)
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            ex.spin_once(timeout_sec=0.05)
+        stdout, stderr = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        ex.shutdown()
+        node.destroy_node()
+    assert proc.returncode == 0, stderr
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["meta"]["finish_reason"] == f"expected_count {n_est} reached"
+    assert doc["meta"]["subscribed"]["/ground_truth/odom"] == "nav_msgs/msg/Odometry"
+    tg, qg = _gt(es)
+    direct = compute_metrics(tg, qg, et, eq)
+    m = doc["metrics"]
+    assert m["count"] == n_est
+    assert m["translation_m"]["median"] == pytest.approx(direct["translation_m"]["median"], abs=1e-6)
+    assert m["rotation_deg"]["mean"] == pytest.approx(direct["rotation_deg"]["mean"], abs=1e-4)
+    assert m["recall"] == direct["recall"]
+    assert doc["baseline"] is not None and doc["meta"]["baseline_source"].startswith("mean of the ground truth")
+    assert (out / "error_cdf.png").exists() and (out / "report.md").exists()
+    assert "poses: 12" in stdout
+    evals = [s for d in diags for s in d.status if "pose accuracy" in s.name]
+    assert evals, "no /diagnostics from evaluator_node"
+    keys = {kv.key for kv in evals[-1].values}
+    assert {"count", "translation_median_m", "rotation_mean_deg", "recall_0.25m_2deg"} <= keys
+
+
+@pytest.mark.ros
+def test_evaluator_node_sigint_writes_report(tmp_path, ros_env):
+    out = tmp_path / "rep"
+    proc = subprocess.Popen([sys.executable, "-m", "mfapr_ros.evaluator_node", "--out", str(out), "--ros-args",
+                             "-p", "gt_type:=pose", "-p", "pose_type:=pose"],
+                            env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0, stderr
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["metrics"]["count"] == 0 and doc["meta"]["finish_reason"] == "SIGINT received"
+
+
+@pytest.mark.ros
+def test_evaluator_node_refuses_bad_parameters(tmp_path, ros_env):
+    r = subprocess.run([sys.executable, "-m", "mfapr_ros.evaluator_node", "--ros-args", "-p", "gt_type:=lidar"],
+                       env=ros_env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "gt_type" in r.stderr and "refusing to start" in r.stderr

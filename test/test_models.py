@@ -1,0 +1,361 @@
+"""Model zoo: every backbone × every valid fusion, masks, gradients, config errors, checkpoints, export."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+import torch
+
+from mfapr_ros.checkpoint import save_checkpoint
+from mfapr_ros.errors import CheckpointError, ConfigError, DataError
+from mfapr_ros.models import PRESETS, build_model, extrinsics_from_rig, load_model, model_meta, preset, resolve_config
+from mfapr_ros.models.config import BACKBONES, INPUT_MODES, LATE_FCS, MID_BLOCKS
+from mfapr_ros.models.layers import robust_fuse, tile_grid
+from mfapr_ros.preprocess import PreprocessConfig
+from mfapr_ros.rig import ring_rig
+
+torch.set_num_threads(1)
+S = 32
+
+#: the smallest knobs per backbone so the full matrix stays fast on 2 shared cores
+SMALL: dict[str, dict] = {
+    "posenet": {"arch": "tiny", "width": 2, "fc_dim": 16},
+    "posenet_resnet": {"arch": "tiny", "width": 2, "fc_dim": 16},
+    "poselstm": {"arch": "tiny", "width": 2, "fc_dim": 16, "lstm_hidden": 4},
+    "mapnet": {"arch": "tiny", "width": 2, "fc_dim": 16},
+    "transposenet": {"arch": "tiny", "width": 2, "d_model": 8, "num_heads": 2, "num_layers": 1, "dim_feedforward": 16,
+                     "fc_dim": 16},
+    "vit": {"patch": 8, "dim": 8, "depth": 1, "heads": 2, "mlp_dim": 16, "fc_dim": 16},
+}
+
+
+def fusions(backbone: str) -> list[dict]:
+    out = [{"position": "none"}]
+    out += [{"position": "input", "mode": m} for m in INPUT_MODES[backbone]]
+    out += [{"position": "mid", "block": b} for b in MID_BLOCKS[backbone]]
+    out += [{"position": "late", "fc": f} for f in LATE_FCS]
+    return out
+
+
+ALL = [(b, f) for b in BACKBONES for f in fusions(b)]
+
+
+def cfg_for(backbone: str, fusion: dict, T: int, **kw) -> dict:
+    cfg = {"backbone": backbone, "num_cameras": T, "image_size": S, "fusion": dict(fusion), "dropout": 0.0,
+           **SMALL[backbone], **kw}
+    if fusion["position"] == "none":
+        cfg["extrinsics"] = extrinsics_from_rig(ring_rig(T))
+    return cfg
+
+
+def _id(p: tuple) -> str:
+    return f"{p[0]}-{'-'.join(str(v) for v in p[1].values())}"
+
+
+def _check_out(out: dict, B: int, T: int, model) -> None:
+    assert out["t"].shape == (B, 3) and out["q"].shape == (B, 4) and out["t_norm"].shape == (B, 3)
+    assert torch.isfinite(out["t"]).all() and torch.isfinite(out["q"]).all()
+    torch.testing.assert_close(out["q"].norm(dim=-1), torch.ones(B), atol=1e-5, rtol=0)
+    assert (out["q"][:, 0] >= 0).all()
+    if model.mix_stream:
+        assert out["per_camera_t"].shape == (B, T, 3) and out["per_camera_q"].shape == (B, T, 4)
+
+
+@pytest.mark.parametrize("backbone,fusion", ALL, ids=[_id(p) for p in ALL])
+def test_builds_for_every_rig_size(backbone, fusion):
+    """Every backbone × fusion builds for T ∈ {1, 4, 6, 10} and gives finite poses with unit quaternions.
+    Per-camera weights are tested at T=1, 4 and 6; T=10 uses shared weights (the code path is the same, ×10)."""
+    for T in (1, 4, 6, 10):
+        f = dict(fusion)
+        if T == 10 and fusion["position"] in ("mid", "late"):
+            f["shared_weights"] = True
+        torch.manual_seed(T)
+        model = build_model(cfg_for(backbone, f, T)).eval()
+        assert model.config["num_cameras"] == T
+        with torch.no_grad():
+            out = model(torch.randn(2, T, 3, S, S), torch.ones(2, T, dtype=torch.bool))
+        _check_out(out, 2, T, model)
+
+
+@pytest.mark.parametrize("backbone,fusion", ALL, ids=[_id(p) for p in ALL])
+def test_gradients_and_masks(backbone, fusion):
+    """Gradients reach every parameter; with 1 and 2 cameras missing the pose is finite and the missing
+    cameras' pixels have no influence at all (eval mode, exact)."""
+    T = 4
+    torch.manual_seed(0)
+    model = build_model(cfg_for(backbone, fusion, T, predict_variance=True))
+    model.train()
+    x = torch.randn(2, T, 3, S, S)
+    mask = torch.ones(2, T, dtype=torch.bool)
+    mask[1, 0] = False  # row 1 exercises the learned missing tokens, row 0 the camera-0 networks
+    out = model(x, mask)
+    _check_out(out, 2, T, model)
+    assert out["log_var"].shape == (2, 2)
+    g = torch.Generator().manual_seed(1)
+    loss = sum((out[k] * torch.randn(out[k].shape, generator=g)).sum() for k in ("t", "q", "log_var"))
+    if model.mix_stream:
+        loss = loss + (out["per_camera_t"] * mask[..., None]).sum()
+    loss.backward()
+    no_grad = [n for n, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    assert not no_grad, f"parameters without gradient: {no_grad}"
+
+    model.eval()
+    for missing in ([2], [1, 3]):
+        m = torch.ones(1, T, dtype=torch.bool)
+        m[0, missing] = False
+        a = x[:1].clone()
+        b = a.clone()
+        b[0, missing] = torch.randn(len(missing), 3, S, S) * 5
+        with torch.no_grad():
+            oa, ob = model(a, m), model(b, m)
+        _check_out(oa, 1, T, model)
+        torch.testing.assert_close(oa["t"], ob["t"], atol=1e-6, rtol=0)
+        torch.testing.assert_close(oa["q"], ob["q"], atol=1e-6, rtol=0)
+
+
+def test_present_camera_pixels_do_influence_output():
+    """Guards the test above against a model that ignores its input altogether."""
+    model = build_model(preset("tiny")).eval()
+    x = torch.randn(1, 4, 3, 64, 64)
+    y = x.clone()
+    y[0, 1] += 1.0
+    with torch.no_grad():
+        assert not torch.allclose(model(x)["t"], model(y)["t"])
+
+
+def test_mix_stream_fuses_per_camera_poses_through_extrinsics():
+    """The rig pose of the mix-stream model is the fusion of T_world_cam_i · T_rig_cam_i⁻¹: if every camera's
+    prediction were consistent, the rig pose is reproduced; an outlier camera is down-weighted."""
+    from mfapr_ros import geometry_torch as gt
+
+    rig = ring_rig(4)
+    ext = extrinsics_from_rig(rig)
+    et, eq = torch.tensor(ext["t"]), torch.tensor(ext["q"])
+    t_rig = torch.tensor([[1.0, 2.0, 0.5]])
+    q_rig = gt.quat_normalize(torch.tensor([[0.9, 0.1, -0.2, 0.3]]))
+    ct, cq = gt.pose_compose(t_rig[:, None].expand(1, 4, 3), q_rig[:, None].expand(1, 4, 4), et[None], eq[None])
+    ti, qi = gt.pose_inverse(et, eq)
+    rt, rq = gt.pose_compose(ct, cq, ti[None], qi[None])
+    rt_bad = rt.clone()
+    rt_bad[0, 3] += torch.tensor([5.0, 0.0, 0.0])
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    t, q, w = robust_fuse(rt, rq, mask)
+    torch.testing.assert_close(t, t_rig, atol=1e-5, rtol=0)
+    assert gt.rotation_error_deg(q, q_rig).item() < 0.05
+    t2, _, w2 = robust_fuse(rt_bad, rq, mask)
+    assert (t2 - t_rig).norm() < 0.15 * 5.0 / 4  # plain mean would be off by 1.25 m
+    assert w2[0, 3] < 0.2 * w2[0, 0]
+    t3, _, w3 = robust_fuse(rt_bad, rq, torch.tensor([[True, True, True, False]]))
+    torch.testing.assert_close(t3, t_rig, atol=1e-5, rtol=0)
+    assert w3[0, 3] == 0
+
+
+def test_pose_normalization_buffers_make_metres():
+    cfg = preset("tiny", pose_normalization={"t_mean": [10.0, -5.0, 1.0], "t_scale": 4.0})
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 4, 3, 64, 64))
+    torch.testing.assert_close(out["t"], out["t_norm"] * 4.0 + torch.tensor([10.0, -5.0, 1.0]))
+    model.set_pose_normalization([1.0, 2.0, 3.0], 2.0)
+    assert model.config["pose_normalization"] == {"t_mean": [1.0, 2.0, 3.0], "t_scale": 2.0}
+
+
+def test_mapnet_uses_log_quaternion_head():
+    model = build_model(cfg_for("mapnet", {"position": "input", "mode": "tile"}, 2)).eval()
+    assert model.rotation_repr == "logq"
+    with torch.no_grad():
+        out = model(torch.randn(2, 2, 3, S, S))
+    assert out["q_raw"].shape == (2, 3)
+    assert build_model(cfg_for("posenet", {"position": "input", "mode": "tile"}, 2)).rotation_repr == "quat"
+
+
+def test_tile_grid():
+    assert [tile_grid(t) for t in (1, 2, 3, 4, 5, 6, 9, 10)] == [(1, 1), (1, 2), (2, 2), (2, 2), (2, 3), (2, 3),
+                                                                 (3, 3), (3, 4)]
+
+
+BAD = [
+    ({"backbone": "resnet"}, "backbone"),
+    ({"backbone": "mapnet", "num_cameras": 0}, "num_cameras"),
+    ({"backbone": "mapnet", "num_cameras": 11}, "num_cameras"),
+    ({"backbone": "mapnet", "fusion": {"position": "input", "mode": "tokens"}}, "fusion.mode"),
+    ({"backbone": "vit", "fusion": {"position": "mid", "block": "block-3"}}, "not available for backbone 'vit'"),
+    ({"backbone": "vit", "fusion": {"position": "mid"}}, "'mid' is not available"),
+    ({"backbone": "transposenet", "fusion": {"position": "mid", "block": "block-3"}}, "fusion.block"),
+    ({"backbone": "mapnet", "fusion": {"position": "late", "fc": "fc-3"}}, "fusion.fc"),
+    ({"backbone": "mapnet", "fusion": {"position": "sideways"}}, "fusion.position"),
+    ({"backbone": "mapnet", "fusion": {"position": "late", "mode": "tile"}}, "fusion.mode"),
+    ({"backbone": "mapnet", "fusion": {"position": "none"}}, "extrinsics"),
+    ({"backbone": "mapnet", "fusion": {"position": "none", "shared_weights": False},
+      "extrinsics": {"t": [[0, 0, 0]] * 4, "q": [[1, 0, 0, 0]] * 4}}, "shared_weights"),
+    ({"backbone": "mapnet", "fusion": {"position": "none"}, "extrinsics": {"t": [[0, 0, 0]], "q": [[1, 0, 0, 0]]}},
+     "extrinsics"),
+    ({"backbone": "mapnet", "fusion": {"position": "none"},
+      "extrinsics": {"t": [[0, 0, 0]] * 4, "q": [[2, 0, 0, 0]] * 4}}, "extrinsics.q[0]"),
+    ({"backbone": "mapnet", "arch": "vgg16"}, "arch"),
+    ({"backbone": "mapnet", "d_model": 64}, "unknown keys ['d_model']"),
+    ({"backbone": "mapnet", "pretrained": "yes"}, "pretrained"),
+    ({"backbone": "mapnet", "image_size": 8}, "image_size"),
+    ({"backbone": "mapnet", "num_fc": 1, "fusion": {"position": "late", "fc": "fc-2"}}, "num_fc"),
+    ({"backbone": "mapnet", "pose_normalization": {"t_mean": [0, 0], "t_scale": 1}}, "pose_normalization.t_mean"),
+    ({"backbone": "mapnet", "pose_normalization": {"t_mean": [0, 0, 0], "t_scale": 0}}, "t_scale"),
+    ({"backbone": "mapnet", "rotation": "euler"}, "rotation"),
+    ({"backbone": "mapnet", "dropout": 1.5}, "dropout"),
+    ({"backbone": "vit", "image_size": 36, "patch": 16}, "image_size"),
+    ({"backbone": "vit", "dim": 10, "heads": 3}, "dim"),
+    ({"backbone": "vit", "pretrained": True}, "pretrained"),
+    ({"backbone": "transposenet", "d_model": 30, "num_heads": 3}, "d_model"),
+    ({"backbone": "poselstm", "fc_dim": 100, "lstm_grid": [10, 11]}, "lstm_grid"),
+    ({"backbone": "mapnet", "arch": "tiny", "pretrained": True}, "pretrained"),
+]
+
+
+@pytest.mark.parametrize("cfg,needle", BAD, ids=[n for _, n in BAD])
+def test_invalid_configs_raise_clear_errors(cfg, needle):
+    with pytest.raises(ConfigError, match=None) as e:
+        build_model(cfg)
+    assert needle in str(e.value), str(e.value)
+
+
+def test_pretrained_offline_says_how_to_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    def _offline(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _offline)  # never download, even on a connected box
+    with pytest.raises(ConfigError, match="TORCH_HOME") as e:
+        build_model({"backbone": "mapnet", "arch": "resnet18", "pretrained": True, "image_size": 32})
+    assert "resnet18" in str(e.value) and "pretrained: false" in str(e.value)
+
+
+def test_resolve_is_idempotent_and_json():
+    import json
+
+    for name in PRESETS:
+        r = resolve_config(PRESETS[name])
+        assert resolve_config(json.loads(json.dumps(r))) == r
+
+
+def test_input_validation_errors():
+    model = build_model(preset("tiny")).eval()
+    with pytest.raises(DataError, match="num_cameras=4"):
+        model(torch.randn(1, 3, 3, 64, 64))
+    with pytest.raises(DataError, match="image_size=64"):
+        model(torch.randn(1, 4, 3, 32, 32))
+    with pytest.raises(DataError, match="no camera present"):
+        model(torch.randn(2, 4, 3, 64, 64), torch.tensor([[True] * 4, [False] * 4]))
+
+
+def test_tiny_presets_are_fast():
+    """The tiny presets are meant for other modules' tests: build < 1 s, forward B=2 T=4 < 0.2 s (generous
+    bounds that only catch an accidental heavy default; real figures come from bench/models.py)."""
+    for name in ("tiny", "tiny_tile"):
+        t0 = time.perf_counter()
+        model = build_model(PRESETS[name]).eval()
+        assert time.perf_counter() - t0 < 1.0
+        x = torch.randn(2, 4, 3, 64, 64)
+        with torch.no_grad():
+            model(x)
+            t0 = time.perf_counter()
+            model(x)
+        assert time.perf_counter() - t0 < 0.2
+
+
+@pytest.mark.parametrize("name,fusion", [("tiny", None), ("mix", {"position": "none"}),
+                                         ("late", {"position": "late", "fc": "fc-1"})])
+def test_checkpoint_roundtrip_identical_outputs(tmp_path, name, fusion):
+    rig = ring_rig(4)
+    cfg = preset("tiny", predict_variance=True)
+    if fusion is not None:
+        cfg["fusion"] = fusion
+        cfg["extrinsics"] = extrinsics_from_rig(rig)
+    model = build_model(cfg)
+    model.set_pose_normalization([1.0, 2.0, 3.0], 5.0)
+    model.eval()
+    meta = model_meta(model, rig, PreprocessConfig(64, 64), provenance={"step": 7})
+    assert meta["pose_normalization"] == {"t_mean": [1.0, 2.0, 3.0], "t_scale": 5.0}
+    path = save_checkpoint(tmp_path / "m", model, meta)
+    loaded, ck = load_model(path)
+    assert ck.meta["provenance"] == {"step": 7} and ck.rig.camera_names == rig.camera_names
+    assert loaded.config == model.config and not loaded.training
+    x = torch.randn(2, 4, 3, 64, 64)
+    mask = torch.tensor([[True, True, True, True], [True, False, True, False]])
+    with torch.no_grad():
+        a, b = model(x, mask), loaded(x, mask)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_load_model_rejects_mismatched_weights(tmp_path):
+    model = build_model(preset("tiny"))
+    meta = model_meta(model, ring_rig(4), PreprocessConfig(64, 64))
+    meta["model"]["d_model"] = 64  # JSON now describes another network
+    meta["model"]["dim_feedforward"] = 64
+    path = save_checkpoint(tmp_path / "m", model, meta)
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_model(path)
+    meta["model"]["backbone"] = "nonsense"
+    path = save_checkpoint(tmp_path / "n", model, meta)
+    with pytest.raises(CheckpointError, match="backbone"):
+        load_model(path)
+
+
+def test_model_meta_checks_rig_and_preprocess():
+    model = build_model(preset("tiny"))
+    with pytest.raises(ConfigError, match="4 cameras|num_cameras=4"):
+        model_meta(model, ring_rig(6), PreprocessConfig(64, 64))
+    with pytest.raises(ConfigError, match="image_size"):
+        model_meta(model, ring_rig(4), PreprocessConfig(96, 96))
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "googlenet", "efficientnet_b0"])
+def test_real_trunks_build_and_run(arch):
+    """The torchvision trunks (not just `tiny`) wire up at every stage: channel fusion widens the first conv,
+    mid fusion cuts the trunk, TransPoseNet takes two scales."""
+    for backbone, fusion in [("posenet", {"position": "input", "mode": "channel"}),
+                             ("mapnet", {"position": "mid", "block": "block-3", "shared_weights": True}),
+                             ("transposenet", {"position": "input", "mode": "tokens"})]:
+        cfg = {"backbone": backbone, "arch": arch, "num_cameras": 2, "image_size": 32, "fusion": fusion}
+        if backbone == "transposenet":
+            cfg.update(d_model=16, num_heads=2, num_layers=1, dim_feedforward=32, fc_dim=16)
+        else:
+            cfg["fc_dim"] = 32
+        model = build_model(cfg).eval()
+        with torch.no_grad():
+            _check_out(model(torch.randn(1, 2, 3, 32, 32)), 1, 2, model)
+
+
+def test_presets_resolve():
+    for name in PRESETS:
+        cfg = resolve_config(PRESETS[name])
+        assert cfg["fusion"]["position"] == "input" or name.startswith("mapnet_")
+    assert PRESETS["tiny"]["fusion"]["mode"] == "tokens" and PRESETS["tiny_tile"]["fusion"]["mode"] == "tile"
+
+
+def test_channel_and_tile_inputs_combine_cameras():
+    from mfapr_ros.models.layers import InputFusion
+
+    x = torch.arange(2 * 3 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 3, 2, 2)
+    mask = torch.tensor([[True, True, True], [True, False, True]])
+    tile = InputFusion("tile", 3)
+    out = tile(x, mask)
+    assert out.shape == (2, 3, 4, 4)
+    torch.testing.assert_close(out[0, :, 0:2, 0:2], x[0, 0])
+    torch.testing.assert_close(out[0, :, 0:2, 2:4], x[0, 1])
+    torch.testing.assert_close(out[0, :, 2:4, 0:2], x[0, 2])
+    assert (out[0, :, 2:4, 2:4] == 0).all()
+    assert (out[1, :, 0:2, 2:4] == tile.missing.view(3, 1, 1)).all()
+    ch = InputFusion("channel", 3)(x, mask)
+    assert ch.shape == (2, 9, 2, 2)
+    torch.testing.assert_close(ch[0, 3:6], x[0, 1])
+
+
+def test_every_matrix_entry_is_distinct():
+    """Sanity for the matrix itself: 4 CNN backbones × 10 + TransPoseNet 8 + ViT 7 fusion settings."""
+    assert len(ALL) == 4 * 10 + 8 + 7
+    assert len({_id(p) for p in ALL}) == len(ALL)
+    assert all(isinstance(p, tuple) for p in itertools.islice(ALL, 3))

@@ -1,0 +1,279 @@
+"""localize_node end to end over real DDS (PyPI ROS 2 wheels, Fast DDS on loopback, conftest's domain id).
+
+A test node publishes synthetic images on 4 and on 10 camera topics (half raw, half compressed JPEG, jittered
+stamps, one camera dying mid-run, bad messages injected); the localization node runs in-process on a
+MultiThreadedExecutor with a tiny random checkpoint. Asserts: pose count, stamps = bundle stamps, frames, finite
+values, masks (partial bundles after the camera dies), drops counted by cause, diagnostics, clean shutdown.
+A second test runs the console script with the params file and checks startup refusal and SIGINT shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+pytest.importorskip("rclpy")
+pytest.importorskip("mfapr_ros.localizer")
+pytest.importorskip("mfapr_ros.images")
+
+ROOT = Path(__file__).resolve().parents[1]
+IMG = 32  # published image size (px); the model runs at 32 px too
+PERIOD_NS = 33_333_333  # 30 Hz stamps
+
+
+def make_checkpoint(tmp_path: Path, num_cameras: int) -> Path:
+    """A tiny randomly initialised model for a ring rig whose cameras are IMG×IMG px."""
+    import torch
+
+    from mfapr_ros.checkpoint import save_checkpoint
+    from mfapr_ros.models import build_model, model_meta
+    from mfapr_ros.models.registry import preset
+    from mfapr_ros.preprocess import PreprocessConfig
+    from mfapr_ros.rig import ring_rig
+
+    torch.manual_seed(0)
+    model = build_model(preset("tiny", num_cameras=num_cameras, image_size=IMG))
+    rig = ring_rig(num_cameras, image_size=IMG, hfov_deg=90.0)
+    meta = model_meta(model, rig, PreprocessConfig(resize=IMG, crop=IMG), {"test": "test_node"})
+    return save_checkpoint(tmp_path / f"tiny{num_cameras}", model, meta)
+
+
+def jpeg(img: np.ndarray) -> bytes:
+    import torch
+    from torchvision.io import encode_jpeg
+
+    return bytes(encode_jpeg(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)).numpy().tobytes())
+
+
+def _spin(executor, stop: threading.Event) -> None:
+    while not stop.is_set():
+        executor.spin_once(timeout_sec=0.05)
+
+
+def _wait(pred, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("num_cameras", [4, 10])
+def test_node_end_to_end(rclpy_context, tmp_path: Path, num_cameras: int) -> None:
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
+    from nav_msgs.msg import Path as PathMsg
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from mfapr_ros import ros_convert as rc
+    from mfapr_ros.node import POSE_COV_QOS, LocalizeNode
+
+    ckpt = make_checkpoint(tmp_path, num_cameras)
+    compressed = {i for i in range(num_cameras) if i % 2 == 1}
+    dying = 2  # raw camera that stops half-way
+    threads_before = set(threading.enumerate())
+    overrides = [Parameter("checkpoint", value=str(ckpt)), Parameter("device", value="cpu"),
+                 Parameter("sync.min_cameras", value=num_cameras - 1), Parameter("sync.stream_timeout", value=0.2),
+                 Parameter("path_length", value=5), Parameter("diagnostics_period", value=0.3),
+                 Parameter("tf_mode", value="map_to_base")]
+    overrides += [Parameter(f"transport.cam{i}", value="compressed") for i in compressed]
+    node = LocalizeNode(f"loc{num_cameras}", context=rclpy_context, parameter_overrides=overrides)
+    got_rig_poses: list = []
+    node.on_pose.append(got_rig_poses.append)
+    assert [b.topic for b in node.bindings] == [
+        f"/cam{i}/image_raw" + ("/compressed" if i in compressed else "") for i in range(num_cameras)]
+
+    tester = rclpy.create_node(f"tester{num_cameras}", context=rclpy_context)
+    poses: list[PoseStamped] = []
+    covs: list[PoseWithCovarianceStamped] = []
+    paths: list[PathMsg] = []
+    diags: list[DiagnosticArray] = []
+    base = f"/loc{num_cameras}"
+    tester.create_subscription(PoseStamped, f"{base}/pose", poses.append, 50)
+    tester.create_subscription(PoseWithCovarianceStamped, f"{base}/pose_with_covariance", covs.append, POSE_COV_QOS)
+    tester.create_subscription(PathMsg, f"{base}/path", paths.append, 50)
+    tester.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+    pubs = [tester.create_publisher(CompressedImage if i in compressed else Image,
+                                    node.bindings[i].topic, qos_profile_sensor_data) for i in range(num_cameras)]
+    executor = MultiThreadedExecutor(num_threads=3, context=rclpy_context)
+    executor.add_node(node)
+    executor.add_node(tester)
+    stop = threading.Event()
+    spinner = threading.Thread(target=_spin, args=(executor, stop), daemon=True)
+    spinner.start()
+    try:
+        _wait(lambda: all(p.get_subscription_count() >= 1 for p in pubs), 20, "camera subscriptions to match")
+        node_pose_pub = node.pub_pose
+        _wait(lambda: node_pose_pub.get_subscription_count() >= 1, 20, "the pose subscription to match")
+
+        rng = np.random.default_rng(num_cameras)
+        frames, die_at = 16, 8
+        t0 = 1_000_000_000_000
+        expected_stamps: dict[int, set[int]] = {}  # frame → possible bundle stamps
+        bad_injected = 0
+        for k in range(frames):
+            stamps = [t0 + k * PERIOD_NS + int(rng.integers(-3_000_000, 3_000_000)) for _ in range(num_cameras)]
+            present = [i for i in range(num_cameras) if not (i == dying and k >= die_at)]
+            expected_stamps[k] = {max(stamps[i] for i in present), max(stamps)}
+            for i in present:
+                img = np.full((IMG, IMG, 3), (k * 13 + i * 29) % 256, np.uint8)
+                img[: IMG // 2] = rng.integers(0, 256, (IMG // 2, IMG, 3), dtype=np.uint8)
+                if i in compressed:
+                    msg = rc.encoded_to_compressed_msg(jpeg(img), "jpeg", stamps[i], f"cam{i}")
+                else:
+                    msg = rc.numpy_to_image_msg(img, "rgb8", stamps[i], f"cam{i}")
+                pubs[i].publish(msg)
+            if k == 4:  # bad messages: unsupported encoding, truncated raw data, corrupt JPEG, wrong size
+                bad = rc.numpy_to_image_msg(np.zeros((IMG, IMG, 2), np.uint8), "yuv422", stamps[0] + 1)
+                pubs[0].publish(bad)
+                trunc = rc.numpy_to_image_msg(np.zeros((IMG, IMG, 3), np.uint8), "rgb8", stamps[0] + 2)
+                trunc.data = bytes(trunc.data)[: IMG * 3 * 5]
+                pubs[0].publish(trunc)
+                pubs[1].publish(rc.encoded_to_compressed_msg(b"\xff\xd8\xff\xe0 corrupt", "jpeg", stamps[1] + 3))
+                pubs[0].publish(rc.numpy_to_image_msg(np.zeros((IMG + 8, IMG, 3), np.uint8), "rgb8", stamps[0] + 4))
+                bad_injected = 4
+            time.sleep(0.06)
+        _wait(lambda: node.diagnostics_summary()["bundles"] >= frames - 3, 20, "bundles")
+        n_bundles = node.diagnostics_summary()["bundles"]
+        _wait(lambda: len(poses) >= 1 and len(got_rig_poses) == node.poses_published
+              and node.poses_published + node.diagnostics_summary()["drops"]["inference.stale"] >= n_bundles,
+              20, "all bundles to be inferred or counted stale")
+        _wait(lambda: len(poses) == node.poses_published and len(covs) == len(poses) and len(diags) >= 2, 10,
+              "the published poses and diagnostics to arrive")
+    finally:
+        stop.set()
+        spinner.join(5)
+    summary = node.diagnostics_summary()
+    # --- poses: count, stamps equal to bundle stamps, frames, finite values
+    all_expected = set().union(*expected_stamps.values())
+    assert len(poses) >= frames // 2, summary
+    assert len(poses) + summary["drops"]["inference.stale"] == summary["bundles"]
+    stamps_out = [rc.time_to_ns(p.header.stamp) for p in poses]
+    assert set(stamps_out) <= all_expected
+    assert stamps_out == sorted(stamps_out)
+    for p, c in zip(poses, covs, strict=True):
+        assert p.header.frame_id == "map" and c.header.frame_id == "map"
+        assert c.header.stamp == p.header.stamp
+        t, q = rc.msg_to_pose(p.pose)
+        assert np.all(np.isfinite(t)) and abs(np.linalg.norm(q) - 1) < 1e-6
+        cov = np.array(c.pose.covariance).reshape(6, 6)
+        assert np.all(np.isfinite(cov)) and np.all(np.diag(cov) > 0)
+    # --- masks: full bundles before the camera died, partial (slot `dying` masked) after
+    masks = np.array([np.asarray(rp.mask, bool) for rp in got_rig_poses])
+    late = [m for rp, m in zip(got_rig_poses, masks, strict=True) if rp.stamp_ns > t0 + (die_at + 4) * PERIOD_NS]
+    assert late and all(not m[dying] and m.sum() == num_cameras - 1 for m in late)
+    assert any(m.all() for m in masks)
+    assert summary["partial_bundles"] >= len(late)
+    # --- path bounded, drops counted by cause and per camera
+    assert paths and len(paths[-1].poses) == min(5, len(poses))
+    assert paths[-1].header.frame_id == "map"
+    drops = summary["drops"]
+    assert drops.get("decode.unsupported_encoding") == 1
+    assert drops.get("decode.wrong_size", 0) == 2  # truncated data + a 40x32 image where the rig says 32x32
+    assert drops.get("decode.corrupt", 0) == 1
+    assert sum(v for k, v in drops.items() if k.startswith("decode.")) == bad_injected
+    cams = {c["name"]: c for c in summary["cameras"]}
+    assert sum(cams["cam0"]["drops"].values()) == 3 and sum(cams["cam1"]["drops"].values()) == 1
+    assert cams["cam0"]["received"] == frames + 3 and cams[f"cam{dying}"]["received"] == die_at
+    assert summary["device"] == "cpu" and summary["latency_p50_ms"] > 0
+    assert summary["tf_mode"] in ("off", "map_to_base")
+    # --- /diagnostics: one localization status + one per camera, with the documented keys
+    last = diags[-1]
+    names = [s.name for s in last.status]
+    assert len(names) == num_cameras + 1 and names[0].endswith("localization")
+    keys = {kv.key for kv in last.status[0].values}
+    assert {"bundle_rate_hz", "latency_p50_ms", "latency_p99_ms", "device", "drops.decode.corrupt"} & keys >= {
+        "bundle_rate_hz", "latency_p50_ms", "latency_p99_ms", "device"}
+    cam_keys = {kv.key for kv in last.status[1].values}
+    assert {"rate_hz", "received", "topic"} <= cam_keys
+    # --- clean shutdown: no thread of ours left
+    executor.shutdown()
+    tester.destroy_node()
+    node.destroy_node()
+    node.destroy_node()  # idempotent
+    time.sleep(0.1)
+    leaked = [t for t in set(threading.enumerate()) - threads_before if t.is_alive()]
+    assert not leaked, leaked
+
+
+def _node_cmd() -> list[str]:
+    exe = shutil.which("localize_node", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-m", "mfapr_ros.node"]
+
+
+def test_console_script_refuses_bad_parameter(ros_env: dict[str, str], tmp_path: Path) -> None:
+    ckpt = make_checkpoint(tmp_path, 4)
+    cmd = _node_cmd() + ["--ros-args", "--params-file", str(ROOT / "config" / "localize.yaml"),
+                         "-p", f"checkpoint:={ckpt}", "-p", "tf_mode:=map_to_moon"]
+    r = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "tf_mode" in r.stderr and "map_to_moon" in r.stderr
+    r = subprocess.run(_node_cmd() + ["--ros-args", "-p", "sync.slop:=0.01"], env=ros_env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "checkpoint" in r.stderr
+
+
+def test_console_script_runs_and_stops_cleanly(rclpy_context, ros_env: dict[str, str], tmp_path: Path) -> None:
+    import rclpy
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from mfapr_ros import ros_convert as rc
+    from mfapr_ros.node import POSE_COV_QOS
+
+    ckpt = make_checkpoint(tmp_path, 4)
+    env = dict(ros_env, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = _node_cmd() + ["--ros-args", "--params-file", str(ROOT / "config" / "localize.yaml"),
+                         "-p", f"checkpoint:={ckpt}", "-p", "device:=cpu", "-r", "__node:=sub_loc"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tester = rclpy.create_node("sub_tester", context=rclpy_context)
+    got: list = []
+    tester.create_subscription(PoseWithCovarianceStamped, "/sub_loc/pose_with_covariance", got.append, POSE_COV_QOS)
+    pubs = [tester.create_publisher(Image, f"/cam{i}/image_raw", qos_profile_sensor_data) for i in range(4)]
+    from rclpy.executors import SingleThreadedExecutor
+
+    ex = SingleThreadedExecutor(context=rclpy_context)
+    ex.add_node(tester)
+    try:
+        deadline = time.monotonic() + 60
+        while not all(p.get_subscription_count() for p in pubs):
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "the node's camera subscriptions never matched"
+            ex.spin_once(timeout_sec=0.05)
+        k = 0
+        deadline = time.monotonic() + 30
+        while not got and time.monotonic() < deadline:
+            stamp = 5_000_000_000 + k * PERIOD_NS
+            for p in pubs:
+                p.publish(rc.numpy_to_image_msg(np.full((IMG, IMG, 3), k % 255, np.uint8), "rgb8", stamp))
+            k += 1
+            ex.spin_once(timeout_sec=0.05)
+        assert got, "no pose from the console-script node"
+        assert got[0].header.frame_id == "map"
+        assert (rc.time_to_ns(got[0].header.stamp) - 5_000_000_000) % PERIOD_NS == 0
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert "Traceback" not in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        ex.shutdown()
+        tester.destroy_node()
+    assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"

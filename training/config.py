@@ -1,0 +1,382 @@
+"""Experiment configs: YAML → validated dataclasses, ``extends:`` inheritance and ``--set key=value`` overrides.
+
+Why dataclasses and strict keys: a typo in a 3-hour training config must fail in the first second with the key's
+name and the valid choices, not silently train the default. The *resolved* config (after ``extends`` and the
+overrides) is saved beside every checkpoint and report so a number can always be traced to its settings.
+
+A config file is a mapping with the sections ``data``, ``preprocess``, ``model``, ``loss``, ``optim``,
+``schedule`` and ``train`` (see docs/training.md for every key). ``extends: other.yaml`` (relative to the file)
+deep-merges the file over ``other.yaml``; the paper's table rows are one-line variations of a base this way.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mfapr_ros.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    """Where the bundles come from and how samples are built (tuples, augmentation)."""
+
+    format: str = "synth"  # synth (an `mfapr synth --out` folder) | kapture | rosbag
+    root: str = ""
+    rig: str | None = None  # rig YAML path or shipped name; default: the dataset's own rig
+    cameras: list[str] | None = None  # camera subset in slot order (e.g. the 4 Galaxy phones)
+    train_split: str = "mapping"
+    val_split: str | None = "validation"
+    test_split: str = "query"
+    steps: int = 3  # frames per tuple (the relative loss needs ≥ 2)
+    skip: int = 1  # frame stride inside a tuple
+    track_aug: Any = "none"  # none | cyclic | symmetric | any (true = cyclic): slot↔camera permutations
+    photometric: bool = True
+    num_workers: int = 0
+    max_train: int | None = None  # keep only this many training bundles (evenly spaced) — CPU-scale runs
+    max_val: int | None = None
+    max_gap_ms: float | None = None  # split tracks at time gaps (rosbag)
+    gt_topic: str | None = None  # rosbag: ground-truth pose topic
+
+
+@dataclass
+class PreprocessSection:
+    resize: int = 224
+    crop: int = 224
+
+
+@dataclass
+class GradientBlendingConfig:
+    enabled: bool = False
+    every_steps: int = 200
+    batches: int = 4  # batches of train and held-out data per measurement
+    min_delta_o: float = 1e-3
+
+
+@dataclass
+class LossConfig:
+    norm: str = "l1"
+    rotation: str | None = None  # quat | logq; default: the model's rotation representation
+    sx: float = 0.0
+    sq: float = -3.0
+    learn_weights: bool = True
+    relative: bool = False
+    relative_weight: float = 1.0
+    srx: float = 0.0
+    srq: float = -3.0
+    rig_weight: float | None = None  # default 1, or 0 for mix-stream models (they learn per-camera poses)
+    per_camera_weight: float = 1.0
+    heteroscedastic: bool = False
+    gradient_blending: GradientBlendingConfig = field(default_factory=GradientBlendingConfig)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"  # adamw | adam
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"  # constant | step | cosine
+    warmup_steps: int = 0
+    step_size: int = 1000  # step schedule: multiply by gamma every step_size steps
+    gamma: float = 0.1
+    min_lr_ratio: float = 0.0  # cosine floor as a share of lr
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs when reached first)
+    batch_size: int = 8  # tuples per step per process
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto (bf16 on GPU, off on CPU) | off | bf16 | fp16
+    grad_clip: float | None = 10.0
+    seed: int = 0
+    deterministic: bool = False  # torch.use_deterministic_algorithms (GPU bit-exactness at a speed cost)
+    log_every: int = 10
+    val_every: int = 0  # steps; 0 = at each epoch end only
+    ckpt_every: int = 0  # steps; 0 = at each epoch end only
+    keep_last: int = 3
+    best_metric: str = "median_t"  # median_t | median_r | median_sum (m + °/10)
+    val_batches: int | None = None
+    progress: bool = True
+    tensorboard: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessSection = field(default_factory=PreprocessSection)
+    model: dict[str, Any] = field(default_factory=lambda: {"preset": "tiny"})
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    source: str = field(default="<dict>", compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/YAML form (what is saved beside checkpoints); ``from_dict(to_dict())`` round-trips."""
+        d = dataclasses.asdict(self)
+        d.pop("source", None)
+        return d
+
+    @classmethod
+    def from_dict(cls, doc: Any, source: str = "<dict>") -> ExperimentConfig:
+        if not isinstance(doc, dict):
+            raise ConfigError(f"{source}: a training config must be a mapping of sections")
+        doc = dict(doc)
+        doc.pop("extends", None)
+        cfg = _build(cls, doc, source, "")
+        cfg.source = source
+        validate(cfg)
+        return cfg
+
+
+def _build(cls: type, doc: dict[str, Any], source: str, prefix: str) -> Any:
+    """Dataclass ``cls`` from ``doc`` with unknown-key and type checks; nested dataclasses recurse."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = set(doc) - set(fields)
+    if unknown:
+        where = prefix.rstrip(".") or "top level"
+        raise ConfigError(f"{source}: unknown key(s) {sorted(prefix + k for k in unknown)} in {where}; valid keys: "
+                          f"{sorted(fields)}")
+    kw: dict[str, Any] = {}
+    hints = _hints(cls)
+    for name, value in doc.items():
+        key = prefix + name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if value is None:
+                value = {}
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: '{key}' must be a mapping, got {value!r}")
+            kw[name] = _build(hint, value, source, key + ".")
+        else:
+            kw[name] = _coerce(value, hint, key, source)
+    return cls(**kw)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    import typing
+
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
+    """Check ``value`` against a simple type hint (int/float/bool/str/list/dict, optionally ``| None``)."""
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key, source)
+    bad = ConfigError(f"{source}: '{key}' must be {_type_name(hint)}, got {value!r}")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        if not math.isfinite(float(value)):
+            raise bad
+        return float(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise bad
+        return str(value)
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad
+        return [_coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)] if args else list(value)
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return copy.deepcopy(value)
+    return value
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint)).replace("typing.", "")
+
+
+TRACK_AUG_MODES = ("none", "cyclic", "symmetric", "any")
+CHOICES = {
+    "data.format": ("synth", "kapture", "rosbag"),
+    "loss.norm": ("l1", "l2"),
+    "loss.rotation": (None, "quat", "logq"),
+    "optim.name": ("adamw", "adam"),
+    "schedule.name": ("constant", "step", "cosine"),
+    "train.amp": ("auto", "off", "bf16", "fp16"),
+    "train.best_metric": ("median_t", "median_r", "median_sum"),
+}
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Cross-field checks with messages naming the key and what to do."""
+    src = cfg.source
+    for key, choices in CHOICES.items():
+        section, name = key.split(".")
+        v = getattr(getattr(cfg, section), name)
+        if v not in choices:
+            raise ConfigError(f"{src}: '{key}' is {v!r}; expected one of {[c for c in choices if c is not None]}")
+
+    def positive(key: str, v: float | int | None, allow_zero: bool = False, allow_none: bool = False) -> None:
+        if v is None and allow_none:
+            return
+        if v is None or v < 0 or (v == 0 and not allow_zero):
+            raise ConfigError(f"{src}: '{key}' must be {'>= 0' if allow_zero else '> 0'}, got {v!r}")
+
+    ta = cfg.data.track_aug
+    if ta is True:
+        cfg.data.track_aug = "cyclic"
+    elif ta is False or ta is None:
+        cfg.data.track_aug = "none"
+    elif ta not in TRACK_AUG_MODES:
+        raise ConfigError(f"{src}: 'data.track_aug' is {ta!r}; expected one of {list(TRACK_AUG_MODES)} (or true/false)")
+    positive("data.steps", cfg.data.steps)
+    positive("data.skip", cfg.data.skip)
+    positive("data.num_workers", cfg.data.num_workers, allow_zero=True)
+    positive("data.max_train", cfg.data.max_train, allow_none=True)
+    positive("data.max_val", cfg.data.max_val, allow_none=True)
+    positive("preprocess.resize", cfg.preprocess.resize)
+    positive("preprocess.crop", cfg.preprocess.crop)
+    positive("optim.lr", cfg.optim.lr)
+    positive("optim.weight_decay", cfg.optim.weight_decay, allow_zero=True)
+    positive("train.epochs", cfg.train.epochs)
+    positive("train.max_steps", cfg.train.max_steps, allow_none=True)
+    positive("train.batch_size", cfg.train.batch_size)
+    positive("train.grad_clip", cfg.train.grad_clip, allow_none=True)
+    positive("train.log_every", cfg.train.log_every)
+    positive("train.val_every", cfg.train.val_every, allow_zero=True)
+    positive("train.ckpt_every", cfg.train.ckpt_every, allow_zero=True)
+    positive("train.keep_last", cfg.train.keep_last)
+    positive("schedule.warmup_steps", cfg.schedule.warmup_steps, allow_zero=True)
+    positive("schedule.step_size", cfg.schedule.step_size)
+    positive("loss.gradient_blending.every_steps", cfg.loss.gradient_blending.every_steps)
+    if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):
+        raise ConfigError(f"{src}: 'optim.betas' must be two numbers in [0, 1), got {cfg.optim.betas}")
+    if cfg.loss.relative and cfg.data.steps < 2:
+        raise ConfigError(f"{src}: 'loss.relative' needs tuples: set data.steps >= 2 (it is {cfg.data.steps})")
+    if cfg.preprocess.crop > cfg.preprocess.resize:
+        raise ConfigError(f"{src}: 'preprocess.crop' ({cfg.preprocess.crop}) must not exceed 'preprocess.resize' "
+                          f"({cfg.preprocess.resize})")
+    if not isinstance(cfg.model, dict) or not cfg.model:
+        raise ConfigError(f"{src}: 'model' must be a mapping (e.g. {{preset: tiny}} or {{backbone: posenet, ...}})")
+
+
+# --------------------------------------------------------------------------------------------- loading
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` wins; nested mappings merge key by key (so ``extends`` can change one field of a section)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A path, or the name of a shipped config (``demo`` → training/configs/demo.yaml)."""
+    p = Path(name)
+    if p.exists():
+        return p
+    for cand in (CONFIG_DIR / p, CONFIG_DIR / f"{p}.yaml", CONFIG_DIR / "paper" / p,
+                 CONFIG_DIR / "paper" / f"{p}.yaml"):
+        if cand.exists():
+            return cand
+    raise ConfigError(f"config '{name}' not found (not a file, not a shipped config in {CONFIG_DIR}); shipped: "
+                      f"{sorted(x.stem for x in CONFIG_DIR.rglob('*.yaml'))[:40]}")
+
+
+def load_yaml_doc(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a config file with its ``extends`` chain merged (cycles are an error)."""
+    path = resolve_config_path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: 'extends' cycle: {' -> '.join(str(p) for p in (*_seen, path))}")
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: a training config must be a mapping of sections")
+    parent = doc.pop("extends", None)
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise ConfigError(f"{path}: 'extends' must be a file name, got {parent!r}")
+        ppath = Path(parent) if Path(parent).is_absolute() else path.parent / parent
+        doc = deep_merge(load_yaml_doc(ppath, (*_seen, path)), doc)
+    return doc
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"optim.lr=3e-4"`` → ``(["optim", "lr"], 0.0003)``; the value is parsed as YAML (numbers, lists, null)."""
+    if "=" not in item:
+        raise ConfigError(f"--set '{item}': expected KEY=VALUE, e.g. --set optim.lr=3e-4")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"--set '{item}': empty key part")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set '{item}': value is not valid YAML ({e})") from None
+    # YAML 1.1 reads 3e-4 as a string; accept it as the number a user means.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") and not value.isalpha() else value
+        except ValueError:
+            pass
+    return key.split("."), value
+
+
+def apply_overrides(doc: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` items in order to a raw config mapping (validation happens after, on the whole)."""
+    out = copy.deepcopy(doc)
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = out
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set '{item}': '{p}' is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load, merge ``extends``, apply ``--set`` overrides and validate."""
+    doc = load_yaml_doc(path) if path is not None else {}
+    doc = apply_overrides(doc, overrides or [])
+    return ExperimentConfig.from_dict(doc, source=str(path) if path is not None else "<overrides>")
+
+
+def dump_yaml(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML (saved as ``config.yaml`` in the run folder)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

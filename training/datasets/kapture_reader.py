@@ -1,0 +1,412 @@
+"""kapture / NAVER LABS reader: a kapture folder → multi-camera bundles with rig poses ``T_world_rig``.
+
+Layout read (one folder per split, e.g. ``<floor>/release/mapping`` of a NAVER LABS download, or
+``OUT/kapture/<split>`` of ``mfapr synth``)::
+
+    <split>/sensors/sensors.txt          # sensor_id, name, sensor_type, [params]   (camera intrinsics)
+    <split>/sensors/rigs.txt             # rig_id, sensor_id, qw..tz   pose = T_sensor_rig ("device from rig")
+    <split>/sensors/trajectories.txt     # timestamp(µs), device_id, qw..tz   pose = T_device_world (COLMAP)
+    <split>/sensors/records_camera.txt   # timestamp(µs), sensor_id, image_path
+    <split>/sensors/records_data/<image_path>
+
+Conventions at this boundary (and nowhere else): µs → integer ns; kapture's world→device poses are inverted to
+``T_world_device``; ``rigs.txt`` (device-from-rig, ``T_cam_rig``) is inverted to the rig extrinsics
+``T_base_cam``, so the kapture rig frame *is* ``base_link``. Camera frames are kapture's (COLMAP) optical frames,
+which is the package's camera convention too.
+
+Bundling uses the project's one synchronizer (:mod:`.bundling`): the 6 NAVER Basler cameras share a trigger stamp
+(bundled exactly), each Galaxy phone has its own µs stamp (bundled within ``sync.max_interval_ns``).
+
+The rig pose of a bundle comes from a rig-level trajectory when the file has one (``device_id`` = the rig id);
+otherwise from each present camera's own trajectory (NAVER stores per-camera poses): camera ``i`` implies
+``T_world_rig = T_world_cam_i · T_cam_i_rig``, interpolated to the bundle stamp along that camera's trajectory,
+and the bundle pose is their average (mean translation, Markley quaternion mean). Their spread is recorded per
+bundle (``record.info["disagreement_m"/"_deg"]``) and summarised in ``BundleSet.info`` — a large spread means a
+wrong ``rigs.txt`` or a bad slop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mfapr_ros.errors import DataError
+from mfapr_ros.geometry import (
+    interpolate_poses,
+    mean_pose,
+    pose_compose,
+    pose_inverse,
+    rotation_error_deg,
+)
+from mfapr_ros.rig import Camera, Intrinsics, Rig
+
+from .bundling import SyncSettings, merge_streams, run_synchronizer, sync_stats
+from .records import BundleRecord, BundleSet, Drops, ImageRef, split_tracks_on_gaps, validate_pose
+
+log = logging.getLogger(__name__)
+
+#: NAVER LABS camera subsets by the dataset's sensor ids (the M1X platform).
+NAVER_GALAXY = ("AC01324954", "AC01324955", "AC01324968", "AC01324969")
+NAVER_BASLER = ("22970285", "22970286", "22970288", "22970289", "22970290", "22970291")
+CAMERA_SUBSETS = {"galaxy": NAVER_GALAXY, "basler": NAVER_BASLER}
+
+KAPTURE_SPLITS = ("mapping", "validation", "test")
+US_TO_NS = 1000
+
+
+def _rows(path: Path) -> list[tuple[int, list[str]]]:
+    """kapture CSV rows with their 1-based line numbers (kapture's own readers drop line numbers and file order,
+    both of which the error messages and the out-of-order check need)."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            line = line.rstrip("\n\r")
+            if not line.strip() or line.startswith("#"):
+                continue
+            out.append((n, [c.strip() for c in line.split(",")]))
+    return out
+
+
+def find_kapture_split(root: str | Path, split: str | None = None) -> Path:
+    """The folder holding ``sensors/`` for ``split`` under ``root`` (``root/<split>``, ``root/kapture/<split>`` or
+    NAVER's ``root/release/<split>``); ``split=None`` means ``root`` itself is the split folder."""
+    root = Path(root)
+    if split is None:
+        cands = [root]
+    else:
+        cands = [root / split, root / "kapture" / split, root / "release" / split, root / split / "kapture"]
+    for c in cands:
+        if (c / "sensors" / "sensors.txt").is_file():
+            return c
+    tried = ", ".join(str(c / "sensors" / "sensors.txt") for c in cands)
+    raise DataError(f"not a kapture folder: none of {tried} exists. Point the dataset at the split folder that "
+                    f"contains sensors/ (splits: {', '.join(KAPTURE_SPLITS)})")
+
+
+def resolve_cameras(cameras: Sequence[str] | str | None) -> list[str] | None:
+    """A camera list from config: explicit ids, or the names ``galaxy``/``basler`` for the NAVER subsets."""
+    if cameras is None:
+        return None
+    if isinstance(cameras, str):
+        if cameras.lower() in CAMERA_SUBSETS:
+            return list(CAMERA_SUBSETS[cameras.lower()])
+        return [c.strip() for c in cameras.split(",") if c.strip()]
+    return [str(c) for c in cameras]
+
+
+def _intrinsics(sensor: Any) -> tuple[int | None, int | None, Intrinsics | None]:
+    """Image size and pinhole part of a kapture camera (distortion is ignored: the model takes images as-is)."""
+    try:
+        params = [float(p) for p in sensor.camera_params]
+        model = sensor.camera_type.value
+    except (AttributeError, TypeError, ValueError):
+        return None, None, None
+    if len(params) < 3:
+        return None, None, None
+    w, h = int(params[0]), int(params[1])
+    if model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL", "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE", "FOV") \
+            and len(params) >= 5:
+        return w, h, Intrinsics(params[2], params[2], params[3], params[4])
+    if len(params) >= 6 and model != "UNKNOWN_CAMERA":
+        return w, h, Intrinsics(params[2], params[3], params[4], params[5])
+    return w, h, None
+
+
+def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *, split: str | None = None,
+                 rig_id: str | None = None, rig: Rig | None = None, sync: SyncSettings | dict | None = None,
+                 track: str | None = None, track_gap_ns: int | None = 1_000_000_000,
+                 check_files: bool = True, topic_fmt: str = "/kapture/{name}/image_raw") -> BundleSet:
+    """Read one kapture split into a :class:`BundleSet`.
+
+    Args:
+        path: the split folder (containing ``sensors/``), or a dataset root together with ``split``.
+        cameras: camera sensor ids in model slot order, or ``"galaxy"``/``"basler"``; default: all cameras of the
+            rig in ``rigs.txt`` order. An id not in ``sensors.txt`` is a :class:`DataError`.
+        rig_id: which rig of ``rigs.txt`` (default: the one rig holding all chosen cameras).
+        rig: optional rig whose extrinsics (by camera name) replace ``rigs.txt`` and whose topics are kept.
+        sync: bundling policy (slop etc.), see :class:`SyncSettings`.
+        track: track name (default: ``<split folder name>``); a gap longer than ``track_gap_ns`` starts a new
+            segment.
+        check_files: drop (and count) records whose image file is missing.
+    """
+    root = find_kapture_split(path, split)
+    sensors_dir = root / "sensors"
+    name = track or root.name
+    sync = sync if isinstance(sync, SyncSettings) else SyncSettings.from_dict(sync)
+    drops = Drops()
+
+    import kapture  # noqa: F401 - the kapture package is the reference for this format
+    from kapture.io.csv import rigs_from_file, sensors_from_file
+
+    try:
+        sensors = sensors_from_file(str(sensors_dir / "sensors.txt"))
+    except (ValueError, TypeError, KeyError) as e:
+        raise DataError(f"{sensors_dir / 'sensors.txt'}: cannot parse kapture sensors ({e})") from None
+    cam_ids = [sid for sid, s in sensors.items() if getattr(s, "sensor_type", "") == "camera"]
+    if not cam_ids:
+        raise DataError(f"{sensors_dir / 'sensors.txt'} lists no camera sensors")
+
+    krigs: dict[str, dict[str, Any]] = {}
+    if (sensors_dir / "rigs.txt").is_file():
+        try:
+            parsed = rigs_from_file(str(sensors_dir / "rigs.txt"), set(sensors.keys()))
+            krigs = {rid: dict(r) for rid, r in parsed.items()}
+        except (ValueError, TypeError) as e:
+            raise DataError(f"{sensors_dir / 'rigs.txt'}: cannot parse kapture rigs ({e})") from None
+
+    chosen = resolve_cameras(cameras)
+    if chosen is not None:
+        unknown = [c for c in chosen if c not in cam_ids]
+        if unknown:
+            raise DataError(f"{root}: camera id(s) {unknown} not in sensors.txt; cameras there: {sorted(cam_ids)}. "
+                            "Fix `cameras:` in the dataset config (NAVER: 'galaxy' or 'basler')")
+        if len(set(chosen)) != len(chosen):
+            raise DataError(f"{root}: camera list {chosen} has duplicates")
+
+    # --- which rig, and the extrinsics T_base_cam = (T_cam_rig)^-1
+    if rig_id is None and krigs:
+        want = set(chosen or [])
+        holders = [rid for rid, r in krigs.items() if want <= set(r)] if want else list(krigs)
+        if not holders:
+            raise DataError(f"{sensors_dir / 'rigs.txt'}: no rig holds all of {sorted(want)}; rigs: "
+                            f"{ {k: sorted(v) for k, v in krigs.items()} }")
+        rig_id = holders[0]
+        if len(holders) > 1:
+            log.info("kapture %s: several rigs hold the cameras %s; using '%s'", root, sorted(want), rig_id)
+    if rig_id is not None and rig_id not in krigs:
+        raise DataError(f"{sensors_dir / 'rigs.txt'}: no rig '{rig_id}'; rigs: {sorted(krigs)}")
+    if chosen is None:
+        chosen = [c for c in krigs[rig_id] if c in cam_ids] if rig_id is not None else sorted(cam_ids)
+        if not chosen:
+            raise DataError(f"{sensors_dir / 'rigs.txt'}: rig '{rig_id}' holds no camera")
+    cam_rig: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # T_cam_rig per chosen camera
+    for c in chosen:
+        if rig is not None and c in rig.camera_names:
+            cam = rig.cameras[rig.index(c)]
+            cam_rig[c] = pose_inverse(np.array(cam.t_base_cam), np.array(cam.q_base_cam))
+        elif rig_id is not None and c in krigs[rig_id]:
+            p = krigs[rig_id][c]
+            checked = validate_pose(p.t_raw, p.r_raw, f"{sensors_dir / 'rigs.txt'} rig '{rig_id}' camera '{c}'")
+            if isinstance(checked, str):
+                raise DataError(checked)
+            cam_rig[c] = checked
+        elif len(chosen) == 1:
+            cam_rig[c] = (np.zeros(3), np.array([1.0, 0, 0, 0]))  # a single camera is its own rig
+        else:
+            raise DataError(f"{root}: no extrinsics for camera '{c}': it is not in rigs.txt"
+                            f"{f' rig {rig_id!r}' if rig_id else ' (file missing)'}; add it there or pass a rig YAML")
+    cams = []
+    for c in chosen:
+        t_bc, q_bc = pose_inverse(*cam_rig[c])
+        w, h, intr = _intrinsics(sensors[c])
+        base = rig.cameras[rig.index(c)] if rig is not None and c in rig.camera_names else None
+        topic = base.topic if base else topic_fmt.format(name=c)
+        cams.append(Camera(c, topic, base.transport if base else "compressed",
+                           tuple(float(v) for v in t_bc), tuple(float(v) for v in q_bc),  # type: ignore[arg-type]
+                           w, h, intr))
+    out_rig = Rig(rig.name if rig is not None else (rig_id or root.name), tuple(cams),
+                  rig.base_frame if rig is not None else "base_link", str(sensors_dir / "rigs.txt"))
+
+    # --- records_camera: per-camera streams (stamp ns, image ref)
+    rec_path = sensors_dir / "records_camera.txt"
+    if not rec_path.is_file():
+        raise DataError(f"{rec_path} is missing; a kapture split needs records_camera.txt")
+    slot = {c: i for i, c in enumerate(chosen)}
+    streams: list[dict[int, ImageRef]] = [{} for _ in chosen]
+    last_stamp: dict[str, int] = {}
+    data_dir = sensors_dir / "records_data"
+    for line, row in _rows(rec_path):
+        where = f"{rec_path}:{line}"
+        if len(row) < 3:
+            drops.add("malformed_row", f"{where}: expected 'timestamp, sensor_id, image_path', got {row}")
+            continue
+        stamp_s, dev, img = row[0], row[1], ",".join(row[2:])
+        if dev not in sensors:
+            drops.add("unknown_camera", f"{where}: sensor id '{dev}' is not in sensors.txt")
+            continue
+        if dev not in slot:
+            continue  # a camera outside the chosen subset: selection, not a drop
+        try:
+            stamp = int(stamp_s) * US_TO_NS
+        except ValueError:
+            drops.add("malformed_row", f"{where}: timestamp '{stamp_s}' is not an integer (µs)")
+            continue
+        if dev in last_stamp and stamp < last_stamp[dev]:
+            drops.add("out_of_order_reordered", f"{where}: camera {dev} stamp {stamp_s} µs is before the previous "
+                      "row's; kept and re-sorted")
+        last_stamp[dev] = max(stamp, last_stamp.get(dev, stamp))
+        s = streams[slot[dev]]
+        if stamp in s:
+            drops.add("duplicate_record", f"{where}: camera {dev} has two images at {stamp_s} µs; keeping the first")
+            continue
+        p = data_dir / img
+        if check_files and not p.is_file():
+            drops.add("missing_image_file", f"{where}: {p} does not exist")
+            continue
+        s[stamp] = ImageRef.from_path(p)
+    if not any(streams):
+        raise DataError(f"{rec_path}: no images for cameras {chosen} (empty split, or wrong camera ids); "
+                        f"cameras with records: {sorted(set(d for _, r in _rows(rec_path) for d in r[1:2]))}")
+    for c, s in zip(chosen, streams, strict=True):
+        if not s:
+            log.warning("kapture %s: camera %s has no images; its slot is always masked", root, c)
+
+    # --- trajectories: per device, T_world_device
+    traj = _read_trajectories(sensors_dir / "trajectories.txt", set(sensors) | set(krigs), drops)
+
+    # --- bundles through the shared synchronizer
+    syncer = sync.synchronizer(len(chosen))
+    events = merge_streams([sorted(s.items()) for s in streams])
+    records: list[BundleRecord] = []
+    rig_traj = traj.get(rig_id) if rig_id is not None else None
+    cam_traj = {c: _rig_trajectory(traj[c], cam_rig[c]) for c in chosen if c in traj}
+    has_gt = rig_traj is not None or bool(cam_traj)
+    spreads_m: list[float] = []
+    spreads_deg: list[float] = []
+    for b in run_synchronizer(syncer, events):
+        mask = np.asarray(b.mask, dtype=bool)
+        imgs = [b.payloads[i] if mask[i] else None for i in range(len(chosen))]
+        stamps = [int(b.stamps_ns[i]) if mask[i] else None for i in range(len(chosen))]
+        info: dict[str, Any] = {}
+        t = q = None
+        if has_gt:
+            pose = _bundle_pose(int(b.stamp_ns), chosen, stamps, rig_traj, cam_traj, info)
+            if pose is None:
+                drops.add("no_ground_truth", f"{root}: bundle at {b.stamp_ns} ns has no trajectory pose for any "
+                          "present camera (or the rig)")
+                continue
+            t, q = pose
+            if "disagreement_m" in info:
+                spreads_m.append(info["disagreement_m"])
+                spreads_deg.append(info["disagreement_deg"])
+        records.append(BundleRecord(int(b.stamp_ns), imgs, stamps, mask, t, q, name, len(records), info))
+    drops.merge(sync_stats(syncer))
+    if not records:
+        raise DataError(f"{root}: no bundles formed from cameras {chosen} ({drops.summary(str(root), 0)}); check "
+                        "the camera ids and sync.max_interval_ns (the slop between cameras' stamps)")
+    split_tracks_on_gaps(records, track_gap_ns)
+    info_out: dict[str, Any] = {"root": str(root), "rig_id": rig_id, "cameras": list(chosen),
+                                "pose_source": "rig" if rig_traj is not None else ("cameras" if cam_traj else "none")}
+    if spreads_m:
+        info_out["disagreement_m"] = {"median": float(np.median(spreads_m)), "max": float(np.max(spreads_m))}
+        info_out["disagreement_deg"] = {"median": float(np.median(spreads_deg)), "max": float(np.max(spreads_deg))}
+        log.info("kapture %s: per-camera rig poses disagree by median %.3f m / %.2f° (max %.3f m / %.2f°)", root,
+                 info_out["disagreement_m"]["median"], info_out["disagreement_deg"]["median"],
+                 info_out["disagreement_m"]["max"], info_out["disagreement_deg"]["max"])
+    if not has_gt:
+        log.info("kapture %s: no trajectories: %d inference-only bundles (pose None)", root, len(records))
+    out = BundleSet(out_rig, records, dict(drops), name, info_out)
+    log.info(out.summary())
+    return out
+
+
+def read_kapture_splits(root: str | Path, cameras: Sequence[str] | str | None = None,
+                        splits: Sequence[str] = KAPTURE_SPLITS, **kw: Any) -> dict[str, BundleSet]:
+    """Each present split of a dataset root as its own :class:`BundleSet` (``{split: set}``); none → DataError."""
+    out = {}
+    for s in splits:
+        try:
+            folder = find_kapture_split(root, s)
+        except DataError:
+            continue
+        out[s] = read_kapture(folder, cameras, **kw)
+    if not out:
+        raise DataError(f"{root}: none of the splits {list(splits)} is a kapture folder (each needs sensors/)")
+    return out
+
+
+def _read_trajectories(path: Path, devices: set[str], drops: Drops
+                       ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``{device: (stamps_ns (N,), t_world_device (N,3), q_world_device (N,4))}``, sorted, validated, inverted.
+
+    kapture stores ``T_device_world``; inversion happens here, vectorised (equal to kapture's
+    ``PoseTransform.inverse()``, which the tests check).
+    """
+    if not path.is_file():
+        return {}
+    per: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+    for line, row in _rows(path):
+        where = f"{path}:{line}"
+        if len(row) != 9:
+            drops.add("malformed_pose", f"{where}: expected 'timestamp, device_id, qw, qx, qy, qz, tx, ty, tz'")
+            continue
+        if row[1] not in devices:
+            drops.add("unknown_device_pose", f"{where}: device '{row[1]}' is neither a sensor nor a rig")
+            continue
+        try:
+            stamp = int(row[0]) * US_TO_NS
+            vals = [float(v) for v in row[2:]]
+        except ValueError:
+            drops.add("malformed_pose", f"{where}: non-numeric field in {row}")
+            continue
+        checked = validate_pose(vals[4:7], vals[0:4], where)
+        if isinstance(checked, str):
+            drops.add("non_unit_quaternion" if "norm" in checked else "malformed_pose", checked)
+            continue
+        d = per.setdefault(row[1], {})
+        if stamp in d:
+            drops.add("duplicate_pose", f"{where}: device {row[1]} has two poses at {row[0]} µs; keeping the first")
+            continue
+        d[stamp] = checked
+    out = {}
+    for dev, d in per.items():
+        stamps = np.array(sorted(d), dtype=np.int64)
+        t_dw = np.stack([d[s][0] for s in stamps])
+        q_dw = np.stack([d[s][1] for s in stamps])
+        t_wd, q_wd = pose_inverse(t_dw, q_dw)
+        out[dev] = (stamps, t_wd, q_wd)
+    return out
+
+
+def _rig_trajectory(cam: tuple[np.ndarray, np.ndarray, np.ndarray], t_cam_rig: tuple[np.ndarray, np.ndarray]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A camera's trajectory turned into the rig trajectory it implies: ``T_world_rig = T_world_cam · T_cam_rig``."""
+    stamps, t_wc, q_wc = cam
+    t, q = pose_compose(t_wc, q_wc, t_cam_rig[0], t_cam_rig[1])
+    return stamps, t, q
+
+
+def _pose_at(traj: tuple[np.ndarray, np.ndarray, np.ndarray], stamp: int, own: int | None
+             ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Pose at ``stamp`` (interpolated inside the trajectory's span); else the pose at ``own`` stamp if exact."""
+    stamps, t, q = traj
+    ti, qi, ok = interpolate_poses(stamps, t, q, [stamp])
+    if ok[0]:
+        return ti[0], qi[0]
+    if own is not None:
+        k = int(np.searchsorted(stamps, own))
+        if k < len(stamps) and stamps[k] == own:
+            return t[k], q[k]
+    return None
+
+
+def _bundle_pose(stamp: int, chosen: list[str], stamps: list[int | None],
+                 rig_traj: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+                 cam_traj: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], info: dict[str, Any]
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Rig pose of one bundle at its stamp: from the rig trajectory, else the average over present cameras."""
+    if rig_traj is not None:
+        p = _pose_at(rig_traj, stamp, stamp)
+        if p is not None:
+            info["pose_source"] = "rig"
+            return p
+    ts, qs = [], []
+    for c, own in zip(chosen, stamps, strict=True):
+        if own is None or c not in cam_traj:
+            continue
+        p = _pose_at(cam_traj[c], stamp, own)
+        if p is not None:
+            ts.append(p[0])
+            qs.append(p[1])
+    if not ts:
+        return None
+    t_arr, q_arr = np.stack(ts), np.stack(qs)
+    t, q = mean_pose(t_arr, q_arr)
+    info["pose_source"] = f"{len(ts)} cameras"
+    info["disagreement_m"] = float(np.max(np.linalg.norm(t_arr - t, axis=-1)))
+    info["disagreement_deg"] = float(np.max(rotation_error_deg(q_arr, np.broadcast_to(q, q_arr.shape))))
+    return t, q

@@ -1,0 +1,101 @@
+"""Seeded photometric augmentation (colour jitter) on float images in [0, 1], batched.
+
+Sits between ``preprocess.resize_crop`` and ``preprocess.normalize`` (the one preprocessing): training sees the
+same geometry and normalisation as the node, plus jitter. Each image of a sample gets its own factors — real
+rigs expose every camera separately — drawn from a ``torch.Generator`` so a (seed, epoch, index) reproduces the
+exact sample.
+
+Operations (in this order, each as in torchvision's ColorJitter): brightness (scale), contrast (blend with the
+image's mean grey), saturation (blend with its greyscale), hue (rotation of the chroma plane in YIQ space — a
+linear, vectorised stand-in for the HSV hue shift: same hue angle, luma kept exactly). Results are clamped to
+[0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from mfapr_ros.errors import ConfigError
+
+_GREY = (0.299, 0.587, 0.114)
+_RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ2RGB = torch.linalg.inv(_RGB2YIQ)
+
+
+@dataclass(frozen=True)
+class PhotometricConfig:
+    """Jitter strengths: factors are drawn uniformly from ``[1 − s, 1 + s]`` (hue: shift in ``[−h, h]`` turns,
+    h ≤ 0.5). ``p``: probability that an image is jittered at all. All zero = off."""
+
+    brightness: float = 0.3
+    contrast: float = 0.3
+    saturation: float = 0.3
+    hue: float = 0.05
+    p: float = 1.0
+
+    def __post_init__(self) -> None:
+        for k in ("brightness", "contrast", "saturation"):
+            v = getattr(self, k)
+            if not (isinstance(v, (int, float)) and 0.0 <= v < 1.0):
+                raise ConfigError(f"photometric.{k} must be in [0, 1), got {v!r}")
+        if not (isinstance(self.hue, (int, float)) and 0.0 <= self.hue <= 0.5):
+            raise ConfigError(f"photometric.hue must be in [0, 0.5] (turns), got {self.hue!r}")
+        if not (isinstance(self.p, (int, float)) and 0.0 <= self.p <= 1.0):
+            raise ConfigError(f"photometric.p must be in [0, 1], got {self.p!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.p > 0 and any((self.brightness, self.contrast, self.saturation, self.hue))
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> PhotometricConfig:
+        d = dict(d or {})
+        unknown = set(d) - {"brightness", "contrast", "saturation", "hue", "p"}
+        if unknown:
+            raise ConfigError(f"photometric: unknown keys {sorted(unknown)}")
+        return cls(**d)
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    w = x.new_tensor(_GREY).view(3, 1, 1)
+    return (x * w).sum(-3, keepdim=True)
+
+
+def color_jitter(x: torch.Tensor, cfg: PhotometricConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Jitter a batch ``(..., 3, H, W)`` of floats in [0, 1]; every image draws its own factors."""
+    if not cfg.enabled:
+        return x
+    shape = x.shape
+    y = x.reshape(-1, *shape[-3:])
+    n = y.shape[0]
+
+    def factors(s: float) -> torch.Tensor:
+        return (1.0 + (torch.rand(n, generator=generator) * 2 - 1) * s).to(y).view(n, 1, 1, 1)
+
+    apply = (torch.rand(n, generator=generator) < cfg.p).to(y).view(n, 1, 1, 1)
+    b, c, s = factors(cfg.brightness), factors(cfg.contrast), factors(cfg.saturation)
+    h = ((torch.rand(n, generator=generator) * 2 - 1) * cfg.hue).to(y)
+    out = (y * b).clamp(0, 1) if cfg.brightness > 0 else y
+    if cfg.contrast > 0:
+        mean = _grey(out).mean(dim=(-2, -1), keepdim=True)
+        out = (mean + c * (out - mean)).clamp(0, 1)
+    if cfg.saturation > 0:
+        g = _grey(out)
+        out = (g + s * (out - g)).clamp(0, 1)
+    if cfg.hue > 0:
+        ang = h * 2 * math.pi
+        cos, sin = torch.cos(ang), torch.sin(ang)
+        rot = torch.zeros(n, 3, 3, dtype=y.dtype)
+        rot[:, 0, 0] = 1
+        rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
+        m = _YIQ2RGB.to(y) @ rot @ _RGB2YIQ.to(y)  # (n, 3, 3)
+        out = torch.einsum("nij,njhw->nihw", m, out).clamp(0, 1)
+    out = apply * out + (1 - apply) * y
+    return out.reshape(shape)

@@ -1,0 +1,133 @@
+"""`mfapr evaluate`: a checkpoint on a dataset split → metrics + the shared report (JSON, Markdown, PNG).
+
+    mfapr evaluate --checkpoint runs/demo/best.json --data out/demo/synth [--split query] --out runs/demo/eval
+
+The report is written by :mod:`mfapr_ros.evaluation` (the same module as `mfapr eval-bag` and the evaluator node),
+with the mean training pose (stored in the checkpoint's provenance by `mfapr train`) as the baseline, so every
+number has context. Latency is the model forward time per bundle on the chosen device (batch size 1 by default,
+i.e. what the node pays per bundle; images are already decoded and preprocessed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mfapr_ros.errors import DataError
+
+log = logging.getLogger("mfapr_training")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="mfapr evaluate", description="Evaluate a checkpoint on a kapture split, a "
+                                "synthetic world or a rosbag2 with ground truth; writes the JSON/Markdown/PNG report.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint NAME(.json) written by `mfapr train`")
+    p.add_argument("--data", required=True, help="synth OUT folder, kapture dataset root / split folder, or bag folder")
+    p.add_argument("--format", choices=("auto", "synth", "kapture", "rosbag"), default="auto",
+                   help="data format (auto: synth if DATA/rig.yaml exists, rosbag if DATA/metadata.yaml, else kapture)")
+    p.add_argument("--split", default="query", help="split to evaluate (default query; '' = DATA is the split)")
+    p.add_argument("--gt-topic", help="rosbag: ground-truth pose topic")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--batch-size", type=int, default=1, help="bundles per forward (1 = per-bundle latency)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--max-bundles", type=int, help="evaluate only this many evenly spaced bundles")
+    p.add_argument("--no-plots", action="store_true", help="JSON + Markdown only")
+    return p.parse_args(argv)
+
+
+def detect_format(data: str) -> str:
+    p = Path(data)
+    if (p / "rig.yaml").is_file() and (p / "kapture").is_dir():
+        return "synth"
+    if (p / "metadata.yaml").is_file():
+        return "rosbag"
+    return "kapture"
+
+
+def evaluate(model: Any, dataset: Any, batch_size: int, device: str) -> dict[str, Any]:
+    """Run ``model`` over ``dataset`` (items with S = 1) in order; returns arrays of estimates, GT and latency."""
+    import torch
+
+    from .loop import TrainStep, iterate_once
+
+    out: dict[str, list[Any]] = {k: [] for k in ("t_est", "q_est", "t_gt", "q_gt", "stamps", "tracks", "masks",
+                                                 "latency")}
+    model.eval()
+    with torch.inference_mode():
+        for batch in iterate_once(dataset, batch_size):
+            images, mask, t, q, _ = TrainStep.flatten(batch)
+            images, mask_d = images.to(device), mask.to(device)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            pred = model(images, mask_d)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            dt = (time.perf_counter() - t0) / len(images)
+            out["t_est"].append(pred["t"].float().cpu().numpy())
+            out["q_est"].append(pred["q"].float().cpu().numpy())
+            out["t_gt"].append(t.numpy())
+            out["q_gt"].append(q.numpy())
+            out["masks"].append(mask.numpy())
+            out["stamps"].append(np.asarray(batch["stamp_ns"]).reshape(-1))
+            tr = batch["track"]
+            out["tracks"] += list(tr) if isinstance(tr, (list, tuple)) else [str(tr)] * len(images)
+            out["latency"] += [dt] * len(images)
+    cat = {k: np.concatenate(v) for k, v in out.items() if k not in ("tracks", "latency") and v}
+    return {**cat, "tracks": out["tracks"], "latency": np.asarray(out["latency"])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch.utils.data as tud
+
+    from mfapr_ros.evaluation import print_summary, write_report
+    from mfapr_ros.models import load_model
+    from mfapr_ros.preprocess import PreprocessConfig
+
+    from .datasets import BundleDataset
+    from .distributed import resolve_device
+    from .train import even_subset, load_split
+
+    device = resolve_device(args.device)
+    model, ckpt = load_model(args.checkpoint, device=device)
+    rig = ckpt.rig
+    pre = PreprocessConfig.from_dict(ckpt.preprocess)
+    fmt = detect_format(args.data) if args.format == "auto" else args.format
+    data = load_split(fmt, args.data, args.split, rig=rig, cameras=rig.camera_names, gt_topic=args.gt_topic)
+    with_pose = [r for r in data.records if r.has_pose]
+    skipped = len(data.records) - len(with_pose)
+    if skipped:
+        log.warning("%d of %d bundles have no ground-truth pose and are not evaluated", skipped, len(data.records))
+    if not with_pose:
+        raise DataError(f"{args.data} (split '{args.split}'): no bundle has a ground-truth pose; evaluate a split "
+                        "with trajectories (e.g. --split validation)")
+    ds = BundleDataset(with_pose, rig, pre, steps=1, track_aug=None, photometric=False)
+    if args.max_bundles:
+        ds = tud.Subset(ds, even_subset(len(ds), args.max_bundles))
+    res = evaluate(model, ds, max(1, args.batch_size), device)
+    prov = ckpt.meta.get("provenance", {})
+    base = prov.get("train_mean_pose")
+    baseline = (np.asarray(base["t"]), np.asarray(base["q_wxyz"])) if base else None
+    if baseline is None:
+        log.warning("checkpoint has no train_mean_pose in its provenance: the report has no baseline")
+    meta = {"checkpoint": str(ckpt.path), "data": str(args.data), "format": fmt, "split": args.split,
+            "device": device, "batch_size": args.batch_size, "cameras": rig.camera_names,
+            "drops": {**dict(data.drops), **({"no_ground_truth": skipped} if skipped else {})},
+            "model": ckpt.meta.get("model", {}).get("backbone"), "fusion": ckpt.meta.get("model", {}).get("fusion"),
+            "training_config": prov.get("training_config", {}).get("name"), "step": prov.get("step")}
+    paths = write_report(args.out, stamps_ns=res["stamps"], t_gt=res["t_gt"], q_gt=res["q_gt"], t_est=res["t_est"],
+                         q_est=res["q_est"], baseline=baseline, masks=res["masks"], tracks=res["tracks"],
+                         latency_s=res["latency"], meta=meta, camera_names=rig.camera_names,
+                         plots_enabled=not args.no_plots)
+    from mfapr_ros.evaluation import load_report
+
+    print_summary(load_report(paths["json"]))
+    print(f"mfapr evaluate: report in {Path(args.out)} ({', '.join(sorted(p.name for p in paths.values()))})")
+    return 0

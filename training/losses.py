@@ -1,0 +1,183 @@
+"""Pose-regression losses: learned-weighting absolute loss, MapNet relative loss, mix-stream and heteroscedastic NLL.
+
+Why learned weighting: metres and quaternion units are incommensurable, and hand-tuning β per scene (PoseNet) is
+brittle. Kendall & Cipolla's homoscedastic form ``L = d_t·e^(−sx) + sx + d_q·e^(−sq) + sq`` learns the balance;
+MapNet initialises ``sx = 0, sq = −3`` (rotation ≈ 20× the weight of position at the start).
+
+All translations here are in the model's *normalised* frame (``t_norm`` = ``(t − t_mean)/t_scale``) so one set of
+initial weights suits a 10 m synthetic room and a 500 m mall alike. Quaternions are ``(w, x, y, z)``; every
+rotation distance is sign-invariant (``q`` and ``−q`` are the same rotation), either through ``min(‖q−q̂‖, ‖q+q̂‖)``
+or through the log map with ``w ≥ 0`` (:func:`mfapr_ros.geometry_torch.quat_log`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mfapr_ros.errors import ConfigError
+from mfapr_ros.geometry_torch import pose_between, pose_compose, quat_log, quat_normalize
+
+NORMS = ("l1", "l2")
+ROTATIONS = ("quat", "logq")
+
+
+def vector_distance(a: torch.Tensor, b: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-row distance over the last dim: ``l1`` = Σ|a−b| (robust, MapNet default), ``l2`` = Euclidean ‖a−b‖₂."""
+    d = a - b
+    if norm == "l1":
+        return d.abs().sum(-1)
+    if norm == "l2":
+        # sqrt with an epsilon: the gradient of ‖·‖₂ at exactly 0 is NaN otherwise (a perfect prediction).
+        return (d.square().sum(-1) + 1e-12).sqrt()
+    raise ConfigError(f"loss.norm is '{norm}'; expected one of {NORMS}")
+
+
+def rotation_distance(q: torch.Tensor, q_hat: torch.Tensor, norm: str, rotation: str) -> torch.Tensor:
+    """Sign-invariant per-row rotation distance in the chosen representation (``quat`` or ``logq``)."""
+    if rotation == "quat":
+        qn, qh = quat_normalize(q), quat_normalize(q_hat)
+        return torch.minimum(vector_distance(qn, qh, norm), vector_distance(qn, -qh, norm))
+    if rotation == "logq":
+        return vector_distance(quat_log(q), quat_log(q_hat), norm)
+    raise ConfigError(f"loss.rotation is '{rotation}'; expected one of {ROTATIONS}")
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return x.mean()
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp_min(1.0)
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """The loss part of the training config (validated in :mod:`mfapr_training.config`)."""
+
+    norm: str = "l1"
+    rotation: str = "quat"
+    sx: float = 0.0
+    sq: float = -3.0
+    learn_weights: bool = True
+    relative: bool = False
+    relative_weight: float = 1.0
+    srx: float = 0.0
+    srq: float = -3.0
+    rig_weight: float = 1.0
+    per_camera_weight: float = 1.0
+    heteroscedastic: bool = False
+
+
+class LearnedWeighting(nn.Module):
+    """``d_t·e^(−sx) + sx + d_q·e^(−sq) + sq`` with ``sx``, ``sq`` trained (or frozen when ``learn=False``)."""
+
+    def __init__(self, sx: float, sq: float, learn: bool = True) -> None:
+        super().__init__()
+        self.sx = nn.Parameter(torch.tensor(float(sx)), requires_grad=learn)
+        self.sq = nn.Parameter(torch.tensor(float(sq)), requires_grad=learn)
+
+    def forward(self, d_t: torch.Tensor, d_q: torch.Tensor) -> torch.Tensor:
+        """Combine *already averaged* distances (scalars)."""
+        return d_t * torch.exp(-self.sx) + self.sx + d_q * torch.exp(-self.sq) + self.sq
+
+
+def heteroscedastic_nll(d_t: torch.Tensor, d_q: torch.Tensor, log_var: torch.Tensor,
+                        mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample version of the learned weighting: ``d·e^(−s) + s`` with ``s`` = the model's predicted log-variance.
+
+    This is the Laplace negative log-likelihood (up to constants) when ``norm = l1``; the network learns to report
+    a larger variance where it is unsure, which the node turns into the pose covariance.
+    """
+    s_t, s_q = log_var[..., 0], log_var[..., 1]
+    per = d_t * torch.exp(-s_t) + s_t + d_q * torch.exp(-s_q) + s_q
+    return _masked_mean(per, mask)
+
+
+class PoseLoss(nn.Module):
+    """The full training criterion on a model output dict and a batch of ground truth.
+
+    Inputs (batch ``B``, tuple length ``S``, cameras ``T``): ``out`` from the model on the flattened ``B·S``
+    bundles; ``t_gt_norm`` (B·S, 3) ground-truth positions in the normalised frame; ``q_gt`` (B·S, 4);
+    ``steps = S`` for the relative loss; for mix-stream models ``cam_t_gt_norm`` (B·S, T, 3), ``cam_q_gt``
+    (B·S, T, 4) and ``mask`` (B·S, T). Returns ``(loss, parts)`` where ``parts`` holds detached scalars for logging.
+    """
+
+    def __init__(self, settings: LossSettings) -> None:
+        super().__init__()
+        if settings.norm not in NORMS:
+            raise ConfigError(f"loss.norm is '{settings.norm}'; expected one of {NORMS}")
+        if settings.rotation not in ROTATIONS:
+            raise ConfigError(f"loss.rotation is '{settings.rotation}'; expected one of {ROTATIONS}")
+        self.settings = settings
+        self.absolute = LearnedWeighting(settings.sx, settings.sq, settings.learn_weights)
+        self.relative = LearnedWeighting(settings.srx, settings.srq, settings.learn_weights) if settings.relative \
+            else None
+
+    def distances(self, t: torch.Tensor, q: torch.Tensor, t_gt: torch.Tensor, q_gt: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row ``(d_t, d_q)`` with the configured norm and rotation representation."""
+        s = self.settings
+        return vector_distance(t, t_gt, s.norm), rotation_distance(q, q_gt, s.norm, s.rotation)
+
+    def forward(self, out: dict[str, torch.Tensor], t_gt_norm: torch.Tensor, q_gt: torch.Tensor, steps: int = 1,
+                cam_t_gt_norm: torch.Tensor | None = None, cam_q_gt: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        s = self.settings
+        parts: dict[str, float] = {}
+        total = t_gt_norm.new_zeros(())
+        t_pred, q_pred = out["t_norm"].float(), out["q"].float()
+        d_t, d_q = self.distances(t_pred, q_pred, t_gt_norm, q_gt)
+        if s.rig_weight > 0:
+            if s.heteroscedastic and out.get("log_var") is not None:
+                rig = heteroscedastic_nll(d_t, d_q, out["log_var"].float())
+            else:
+                rig = self.absolute(d_t.mean(), d_q.mean())
+            total = total + s.rig_weight * rig
+            parts["loss_abs"] = float(rig.detach())
+        parts["d_t"], parts["d_q"] = float(d_t.detach().mean()), float(d_q.detach().mean())
+        if s.per_camera_weight > 0 and out.get("per_camera_t_norm") is not None:
+            if cam_t_gt_norm is None or cam_q_gt is None:
+                raise ConfigError("the model predicts per-camera poses (mix-stream) but the batch has no camera "
+                                  "ground truth; the training module must pass cam_t_gt_norm/cam_q_gt")
+            pct, pcq = out["per_camera_t_norm"].float(), out["per_camera_q"].float()
+            cd_t, cd_q = self.distances(pct, pcq, cam_t_gt_norm, cam_q_gt)
+            cam = self.absolute(_masked_mean(cd_t, mask), _masked_mean(cd_q, mask))
+            total = total + s.per_camera_weight * cam
+            parts["loss_cam"] = float(cam.detach())
+        if self.relative is not None and steps > 1:
+            rel = self.relative_loss(t_pred, q_pred, t_gt_norm, q_gt, steps)
+            total = total + s.relative_weight * rel
+            parts["loss_rel"] = float(rel.detach())
+        parts["sx"], parts["sq"] = float(self.absolute.sx.detach()), float(self.absolute.sq.detach())
+        if self.relative is not None:
+            parts["srx"], parts["srq"] = float(self.relative.sx.detach()), float(self.relative.sq.detach())
+        parts["loss"] = float(total.detach())
+        return total, parts
+
+    def relative_loss(self, t: torch.Tensor, q: torch.Tensor, t_gt: torch.Tensor, q_gt: torch.Tensor,
+                      steps: int) -> torch.Tensor:
+        """MapNet's relative term over consecutive frames of each tuple: ``T_i⁻¹·T_{i+1}`` predicted vs true."""
+        assert self.relative is not None
+        if t.shape[0] % steps:
+            raise ConfigError(f"relative loss: batch of {t.shape[0]} bundles is not a whole number of "
+                              f"{steps}-frame tuples")
+        rt, rq = relative_poses(t.view(-1, steps, 3), q.view(-1, steps, 4))
+        gt_rt, gt_rq = relative_poses(t_gt.view(-1, steps, 3), q_gt.view(-1, steps, 4))
+        d_t, d_q = self.distances(rt.reshape(-1, 3), rq.reshape(-1, 4), gt_rt.reshape(-1, 3), gt_rq.reshape(-1, 4))
+        return self.relative(d_t.mean(), d_q.mean())
+
+
+def relative_poses(t: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Consecutive relative poses along dim 1: ``(B, S, ·) → (B, S−1, ·)`` via ``geometry_torch.pose_between``."""
+    return pose_between(t[:, :-1], q[:, :-1], t[:, 1:], q[:, 1:])
+
+
+def camera_ground_truth(t_world_rig: torch.Tensor, q_world_rig: torch.Tensor, t_base_cam: torch.Tensor,
+                        q_base_cam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-camera world poses ``T_world_cam_i = T_world_rig · T_rig_cam_i``: (N,3),(N,4) × (T,3),(T,4) → (N,T,·)."""
+    n, t_cams = t_world_rig.shape[0], t_base_cam.shape[0]
+    tw = t_world_rig[:, None, :].expand(n, t_cams, 3)
+    qw = q_world_rig[:, None, :].expand(n, t_cams, 4)
+    return pose_compose(tw, qw, t_base_cam[None].expand(n, t_cams, 3), q_base_cam[None].expand(n, t_cams, 4))
