@@ -37,12 +37,13 @@ _LOG = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
                         category=DeprecationWarning)
 
-#: encoding → (channels, bytes per channel, channel order to get RGB or None for grey)
-RAW_ENCODINGS: dict[str, tuple[int, int, tuple[int, ...] | None]] = {
-    "rgb8": (3, 1, (0, 1, 2)),
-    "bgr8": (3, 1, (2, 1, 0)),
-    "rgba8": (4, 1, (0, 1, 2)),
-    "bgra8": (4, 1, (2, 1, 0)),
+#: encoding → (channels, bytes per channel, channel slice giving RGB, or None for grey). Slices, not index lists:
+#: a basic-slicing view copied once is ~3x faster than numpy fancy indexing at camera resolutions.
+RAW_ENCODINGS: dict[str, tuple[int, int, slice | None]] = {
+    "rgb8": (3, 1, slice(0, 3)),
+    "bgr8": (3, 1, slice(2, None, -1)),
+    "rgba8": (4, 1, slice(0, 3)),
+    "bgra8": (4, 1, slice(2, None, -1)),
     "mono8": (1, 1, None),
     "mono16": (1, 2, None),
 }
@@ -106,7 +107,7 @@ def decode_raw(encoding: str, height: int, width: int, step: int, data: Any, is_
     img = px.reshape(height, width, ch)
     if order is None:
         return np.repeat(img, 3, axis=2)
-    return np.ascontiguousarray(img[:, :, list(order)])
+    return np.ascontiguousarray(img[:, :, order])
 
 
 def _is_cuda(device: Any) -> bool:

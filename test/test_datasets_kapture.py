@@ -113,7 +113,6 @@ def test_basler_shared_stamp_bundles_and_rig_poses(kroot: Path) -> None:
 
 
 def test_rig_extrinsics_from_rigs_txt(kroot: Path) -> None:
-    ext = make_kapture.__globals__  # noqa: F841 - (documentation: extrinsics come from the fixture's ring rigs)
     bs = read_kapture(kroot / "mapping", list(reversed(NAVER_GALAXY)))
     galaxy = ring_rig(4, radius=0.2, height=1.2)
     for slot, cam in enumerate(bs.rig.cameras):

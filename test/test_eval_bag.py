@@ -162,7 +162,7 @@ def test_bad_bags_fail_clearly(tmp_path, checkpoint, capsys):
     rc, err = run("--bag", str(path))
     assert rc == 2 and "storage format 'rosbag_v2'" in err and "sqlite3, mcap" in err
     rc, err = run("--bag", str(tmp_path / "o"))
-    assert rc == 2 and "does not exist" in err or "metadata.yaml" in err
+    assert rc == 2 and ("does not exist" in err or "metadata.yaml" in err)
 
 
 def test_helpers_validate():

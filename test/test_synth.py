@@ -7,6 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mfapr_training.synth.cli import main as synth_main
+from mfapr_training.synth.generate import SynthConfig, camera_models, generate
+from mfapr_training.synth.render import SURFACE_CEILING, SURFACE_FLOOR, CameraModel, project, render
+from mfapr_training.synth.tracks import plan_tracks
+from mfapr_training.synth.world import KIND_REPEATED, KIND_TEXTURELESS, WorldConfig, build_world, make_lighting
 
 from mfapr_ros.errors import ConfigError
 from mfapr_ros.geometry import (
@@ -19,11 +24,6 @@ from mfapr_ros.geometry import (
     rotation_error_deg,
 )
 from mfapr_ros.rig import load_rig, ring_rig
-from mfapr_training.synth.cli import main as synth_main
-from mfapr_training.synth.generate import SynthConfig, camera_models, generate
-from mfapr_training.synth.render import SURFACE_CEILING, SURFACE_FLOOR, CameraModel, project, render
-from mfapr_training.synth.tracks import plan_tracks
-from mfapr_training.synth.world import KIND_REPEATED, KIND_TEXTURELESS, WorldConfig, build_world, make_lighting
 
 SMALL = WorldConfig(seed=3, px_per_m=16)
 

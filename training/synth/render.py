@@ -129,7 +129,8 @@ def _plane_rgb(world: World, px: np.ndarray, py: np.ndarray, floor: bool | np.nd
         cgrid = ((fx_ * np.float32(1 / 0.6)) % 1.0 < 0.05) | ((fy_ * np.float32(1 / 0.6)) % 1.0 < 0.05)
         return np.where(cgrid, np.float32(0.5), np.float32(0.72))[..., None] * np.ones(3, np.float32)
     ix, iy = fx_.astype(np.int32), fy_.astype(np.int32)
-    tint = world.floor_tint[np.clip(iy, 0, world.floor_tint.shape[0] - 1), np.clip(ix, 0, world.floor_tint.shape[1] - 1)]
+    gy, gx = world.floor_tint.shape[:2]
+    tint = world.floor_tint[np.clip(iy, 0, gy - 1), np.clip(ix, 0, gx - 1)]
     tile = ((ix + iy) & 1).astype(np.float32)
     grout = (np.abs(fx_ - np.round(fx_)) < 0.03) | (np.abs(fy_ - np.round(fy_)) < 0.03)
     v = (np.float32(0.85) + np.float32(0.12) * tile) * np.where(grout, np.float32(0.55), np.float32(1.0))
@@ -165,7 +166,7 @@ def _render_upright(world: World, lighting: Lighting, model: CameraModel, t: np.
                     gain: np.ndarray) -> np.ndarray:
     """Column-separable fast path: wall test, texture column and wall lighting once per image column; floor and
     ceiling only on the rows below / above the horizon."""
-    bsz, hh, ww = t.shape[0], model.height, model.width
+    hh, ww = model.height, model.width
     rot = quat_to_matrix(q).astype(np.float32)
     xn = ((np.arange(ww) + 0.5 - model.cx) / model.fx).astype(np.float32)
     yn = ((np.arange(hh) + 0.5 - model.cy) / model.fy).astype(np.float32)
