@@ -13,6 +13,8 @@ from PIL import Image
 from mfapr_ros.errors import DataError
 from mfapr_ros.images import DropCounter, ImageDecodeError, decode_compressed, decode_or_drop, decode_raw
 
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
+
 # A 2x3 RGB image with distinct channel values everywhere.
 RGB = np.array([[[10, 20, 30], [40, 50, 60], [70, 80, 90]],
                 [[100, 110, 120], [130, 140, 150], [160, 170, 180]]], dtype=np.uint8)
@@ -41,6 +43,7 @@ def test_rgb8_bgr8_rgba8_bgra8(step_pad: int) -> None:
         step = w * src.shape[2] + step_pad
         out = decode_raw(enc, h, w, step, pad_rows(src, step))
         assert out.dtype == np.uint8 and out.shape == (2, 3, 3) and out.flags["C_CONTIGUOUS"], enc
+        assert out.flags["WRITEABLE"] and out.flags["OWNDATA"], enc  # never a view of the message buffer
         np.testing.assert_array_equal(out, RGB, err_msg=enc)
 
 

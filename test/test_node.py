@@ -140,10 +140,13 @@ def test_node_end_to_end(rclpy_context, tmp_path: Path, num_cameras: int) -> Non
             if k == 4:  # bad messages: unsupported encoding, truncated raw data, corrupt JPEG, wrong size
                 bad = rc.numpy_to_image_msg(np.zeros((IMG, IMG, 2), np.uint8), "yuv422", stamps[0] + 1)
                 pubs[0].publish(bad)
+                time.sleep(0.02)  # sensor-data QoS keeps 5 messages: do not burst past the reader's history
                 trunc = rc.numpy_to_image_msg(np.zeros((IMG, IMG, 3), np.uint8), "rgb8", stamps[0] + 2)
                 trunc.data = bytes(trunc.data)[: IMG * 3 * 5]
                 pubs[0].publish(trunc)
+                time.sleep(0.02)
                 pubs[1].publish(rc.encoded_to_compressed_msg(b"\xff\xd8\xff\xe0 corrupt", "jpeg", stamps[1] + 3))
+                time.sleep(0.02)
                 pubs[0].publish(rc.numpy_to_image_msg(np.zeros((IMG + 8, IMG, 3), np.uint8), "rgb8", stamps[0] + 4))
                 bad_injected = 4
             time.sleep(0.06)

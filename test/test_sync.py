@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import random
 
 import numpy as np
@@ -14,7 +15,9 @@ from hypothesis import strategies as st
 from mfapr_ros.errors import ConfigError
 from mfapr_ros.sync import DROP_KEYS, ApproximateTimeSynchronizer, Bundle
 
-FAST = settings(max_examples=int(__import__("os").environ.get("SYNC_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# SYNC_EXAMPLES=600 for a deeper search than the default quick run.
+FAST = settings(max_examples=int(os.environ.get("SYNC_EXAMPLES", "60")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 
 # ---------------------------------------------------------------------------- reference

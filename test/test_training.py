@@ -144,8 +144,18 @@ def test_config_overrides_and_errors(tmp_path: Path) -> None:
 def test_shipped_configs_validate() -> None:
     files = sorted((REPO / "training" / "configs").rglob("*.yaml"))
     assert len(files) >= 10
+    from mfapr_ros.models import resolve_config
+    from mfapr_training.train import model_config
+
     for f in files:
-        load_config(f, ["data.root=/nonexistent"])
+        cfg = load_config(f, ["data.root=/nonexistent"])
+        rig = ring_rig(6 if cfg.data.cameras == "basler" else 4)
+        resolved = resolve_config(model_config(cfg, rig, {"t_mean": [0.0, 0.0, 0.0], "t_scale": 2.0}))
+        assert resolved["num_cameras"] == rig.num_cameras and resolved["image_size"] == cfg.preprocess.crop
+    paper = {f.stem: load_config(f) for f in files if f.parent.name == "paper"}
+    assert paper["table1_mixstream_mapnet"].model["fusion"]["position"] == "none"
+    assert paper["table3_relative_off"].loss.relative is False and paper["table3_relative_on"].loss.relative
+    assert paper["table5_basler"].data.cameras == "basler"
 
 
 # --------------------------------------------------------------------------------------------- engine

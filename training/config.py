@@ -32,7 +32,7 @@ class DataConfig:
     format: str = "synth"  # synth (an `mfapr synth --out` folder) | kapture | rosbag
     root: str = ""
     rig: str | None = None  # rig YAML path or shipped name; default: the dataset's own rig
-    cameras: list[str] | None = None  # camera subset in slot order (e.g. the 4 Galaxy phones)
+    cameras: Any = None  # camera ids in slot order, or galaxy / basler (the NAVER LABS subsets); None = all
     train_split: str = "mapping"
     val_split: str | None = "validation"
     test_split: str = "query"
@@ -256,6 +256,10 @@ def validate(cfg: ExperimentConfig) -> None:
         cfg.data.track_aug = "none"
     elif ta not in TRACK_AUG_MODES:
         raise ConfigError(f"{src}: 'data.track_aug' is {ta!r}; expected one of {list(TRACK_AUG_MODES)} (or true/false)")
+    cams = cfg.data.cameras
+    if cams is not None and not (cams in ("galaxy", "basler") or (isinstance(cams, list) and cams
+                                                                   and all(isinstance(c, str) for c in cams))):
+        raise ConfigError(f"{src}: 'data.cameras' must be a list of camera ids, 'galaxy' or 'basler'; got {cams!r}")
     positive("data.steps", cfg.data.steps)
     positive("data.skip", cfg.data.skip)
     positive("data.num_workers", cfg.data.num_workers, allow_zero=True)

@@ -43,7 +43,7 @@ def resolve_rig(data_format: str, root: str, rig: str | None) -> Rig | None:
 
 
 def load_split(data_format: str, root: str, split: str, *, rig: Rig | None = None,
-               cameras: list[str] | None = None, gt_topic: str | None = None) -> Any:
+               cameras: list[str] | str | None = None, gt_topic: str | None = None) -> Any:
     """One split as a ``BundleSet`` (``synth``/``kapture``: a kapture split folder; ``rosbag``: ``root/split``
     is a bag, or ``root`` itself when ``split`` is empty)."""
     if not root:
@@ -62,6 +62,8 @@ def load_split(data_format: str, root: str, split: str, *, rig: Rig | None = Non
             raise ConfigError("data.format=rosbag needs data.rig (the rig YAML that names the camera topics)")
         bag = Path(root) / split if split else Path(root)
         gt = GroundTruthSpec(topic=gt_topic) if gt_topic else None
+        if isinstance(cameras, str):
+            raise ConfigError(f"data.cameras '{cameras}' names a kapture camera subset; for rosbag give camera names")
         if cameras:
             rig = rig.subset(cameras)
         return read_rosbag(bag, rig, gt=gt, track=split or None)
