@@ -124,7 +124,7 @@ class ApproximateTimeSynchronizer:
         min_streams: smallest number of present streams for a partial bundle; ``None`` → ``num_streams`` (full
             bundles only, exactly the C++ policy).
         stream_timeout_ns: message-time silence after which a stream stops blocking (partial mode only); default
-            500 ms. Must be ≥ ``max_interval_ns``.
+            500 ms. Must be ≥ ``max_interval_ns`` in partial mode (unused in full-bundle mode).
         logger: a ``logging.Logger`` or a callable taking one string (the node passes its ROS logger's ``warn``);
             default: this module's logger.
         age_penalty: C++ ``age_penalty`` (≥ 0): favours publishing earlier sets sooner.
@@ -148,7 +148,7 @@ class ApproximateTimeSynchronizer:
             raise ConfigError(f"sync: min_streams must be in 1..{num_streams} (num_streams), got {min_streams!r}")
         if stream_timeout_ns is None:
             stream_timeout_ns = 500_000_000
-        if not isinstance(stream_timeout_ns, int) or stream_timeout_ns < max_interval_ns:
+        if not isinstance(stream_timeout_ns, int) or (min_streams < num_streams and stream_timeout_ns < max_interval_ns):
             raise ConfigError(f"sync: stream_timeout_ns ({stream_timeout_ns!r}) must be an integer ≥ max_interval_ns "
                               f"({max_interval_ns}); a stream cannot be declared silent within one bundle's spread")
         if age_penalty < 0:

@@ -144,8 +144,9 @@ def test_config_overrides_and_errors(tmp_path: Path) -> None:
 def test_shipped_configs_validate() -> None:
     files = sorted((REPO / "training" / "configs").rglob("*.yaml"))
     assert len(files) >= 10
-    from mfapr_ros.models import resolve_config
     from mfapr_training.train import model_config
+
+    from mfapr_ros.models import resolve_config
 
     for f in files:
         cfg = load_config(f, ["data.root=/nonexistent"])
