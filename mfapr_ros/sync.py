@@ -148,7 +148,8 @@ class ApproximateTimeSynchronizer:
             raise ConfigError(f"sync: min_streams must be in 1..{num_streams} (num_streams), got {min_streams!r}")
         if stream_timeout_ns is None:
             stream_timeout_ns = 500_000_000
-        if not isinstance(stream_timeout_ns, int) or (min_streams < num_streams and stream_timeout_ns < max_interval_ns):
+        partial = min_streams < num_streams
+        if not isinstance(stream_timeout_ns, int) or (partial and stream_timeout_ns < max_interval_ns):
             raise ConfigError(f"sync: stream_timeout_ns ({stream_timeout_ns!r}) must be an integer ≥ max_interval_ns "
                               f"({max_interval_ns}); a stream cannot be declared silent within one bundle's spread")
         if age_penalty < 0:
