@@ -29,7 +29,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Path
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
@@ -338,14 +338,15 @@ class LocalizeNode(Node):
         self._async = AsyncLocalizer(self.localizer, self._on_pose, on_error=self._on_inference_error,
                                      name=f"{self.get_name()}-inference")
 
-        # subscriptions: callbacks may run in parallel (decode is the expensive part); sync is under a lock
-        group = ReentrantCallbackGroup()
+        # subscriptions: one mutually exclusive group per camera, so different cameras decode in parallel while
+        # each camera's messages reach the synchronizer in arrival order (a reentrant group would let two frames
+        # of one camera overtake each other under load, which the synchronizer must treat as time going back).
         self._subs = []
         for i, b in enumerate(self.bindings):
             mtype = CompressedImage if b.transport == "compressed" else Image
             cb = (lambda msg, i=i: self._on_image(i, msg))
             self._subs.append(self.create_subscription(mtype, b.topic, cb, qos_profile_sensor_data,
-                                                       callback_group=group))
+                                                       callback_group=MutuallyExclusiveCallbackGroup()))
         self._diag_pub = None
         self._updater = None
         if p.diagnostics_period > 0:
