@@ -8,7 +8,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export ROS_LOCALHOST_ONLY := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install test lint format demo bench clean
+.PHONY: install test lint format demo bench paper-synthetic clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,25 @@ format: install
 test: install
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+# The main job on a fresh machine: synthetic world → CPU training → live DDS replay → report (out/demo).
+# DEMO_SCALE=tiny runs the same steps in about a minute (what the test suite runs).
+demo: install
+	$(VENV)/bin/mfapr demo --out out/demo $(if $(DEMO_SCALE),--scale $(DEMO_SCALE))
+
+# Benchmarks print figures (they are not tests).
+bench: install
+	OMP_NUM_THREADS=1 $(PY) bench/sync.py
+	$(PY) bench/decode.py
+	$(PY) bench/data.py
+	$(PY) bench/synth.py
+	OMP_NUM_THREADS=1 $(PY) bench/models.py --size 64 --iters 5 --vit vit_small
+	$(PY) bench/eval_bag.py
+	OMP_NUM_THREADS=1 $(PY) bench/node.py
+
+# The paper's experiments on the synthetic world at CPU scale; writes docs/results.md.
+paper-synthetic: install
+	$(PY) scripts/paper_synthetic.py
 
 clean:
 	rm -rf $(VENV) out build install log *.egg-info
