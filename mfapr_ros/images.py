@@ -121,6 +121,18 @@ def _is_cuda(device: Any) -> bool:
 _warned_cuda = False
 
 
+def warm_up() -> None:
+    """Import the compressed-image decoders now.
+
+    The first ``import torchvision`` takes seconds; done lazily inside several camera callbacks at once it holds the
+    import lock while every camera's first frame waits, so a node calls this before it subscribes.
+    """
+    try:
+        import torchvision.io  # noqa: F401
+    except ImportError:  # pragma: no cover - PIL fallback, see decode_compressed
+        pass
+
+
 def decode_compressed(fmt: str, data: Any, device: Any = None) -> Any:
     """``sensor_msgs/CompressedImage`` fields → uint8 RGB HWC.
 

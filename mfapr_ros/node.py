@@ -40,6 +40,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from .errors import ConfigError, DataError, MfaprError
 from .geometry import pose_compose, pose_inverse
 from .images import DropCounter
+from .images import warm_up as warm_up_decoders
 from .node_params import (
     PARAM_SPECS,
     TOPIC_PREFIX,
@@ -338,6 +339,8 @@ class LocalizeNode(Node):
         self._async = AsyncLocalizer(self.localizer, self._on_pose, on_error=self._on_inference_error,
                                      name=f"{self.get_name()}-inference")
 
+        warm_up_decoders()  # decoders imported before the first frame, not inside four callbacks at once
+
         # subscriptions: one mutually exclusive group per camera, so different cameras decode in parallel while
         # each camera's messages reach the synchronizer in arrival order (a reentrant group would let two frames
         # of one camera overtake each other under load, which the synchronizer must treat as time going back).
@@ -536,9 +539,23 @@ def main(args: list[str] | None = None) -> int:
         pass
     finally:
         executor.shutdown()
+        _log_final_summary(node)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def _log_final_summary(node: LocalizeNode) -> None:
+    """One line at shutdown with what came in and what went out, so a replay that produced nothing says why."""
+    try:
+        s = node.diagnostics_summary()
+        received = {c["name"]: c["received"] for c in s["cameras"]}
+        drops = {k: v for k, v in s["drops"].items() if v}
+        print(f"localize_node: stopped: images received {received}, bundles {s['bundles']} "
+              f"({s['partial_bundles']} partial), poses published {s['poses']}, drops {drops or 'none'}",
+              file=sys.stderr, flush=True)
+    except Exception as e:  # noqa: BLE001 - a summary must never turn a clean shutdown into a crash
+        print(f"localize_node: stopped (no summary: {e})", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover
