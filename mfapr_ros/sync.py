@@ -24,9 +24,10 @@ Deviations from ``message_filters`` (all deliberate, each counted in :attr:`Appr
   otherwise. Here a message older than the last accepted one on its stream is dropped (``dropped_out_of_order``),
   an exact repeat of the last stamp is dropped (``duplicates``). The output then equals the output on the
   in-order subsequence (tested).
-* **Time jumps backwards** (bag loop, sim-time restart) by more than ``time_jump_ns`` relative to the latest stamp
-  seen reset the synchronizer with a log line (``time_jumps``; pending messages → ``dropped_time_jump``). Messages
-  still in flight from the old epoch (stamps near the old latest) are dropped as ``dropped_stale_after_jump`` until
+* **Time jumps backwards** (bag loop, sim-time restart) by more than ``time_jump_ns`` relative to the same
+  stream's previous stamp reset the synchronizer with a log line (``time_jumps``; pending messages →
+  ``dropped_time_jump``); a stream that only lags the others is not a jump. Messages still in flight from the
+  old epoch (stamps near the old latest) are dropped as ``dropped_stale_after_jump`` until
   the new epoch's time catches up, so a straggler does not trigger a second reset. C++ has no such handling.
 * **Partial bundles** (``min_streams < num_streams``): a stream whose latest stamp is older than the latest stamp
   seen on any stream by more than ``stream_timeout_ns`` (message time, so bag replay is deterministic) becomes
@@ -271,7 +272,11 @@ class ApproximateTimeSynchronizer:
         self._stats["received"] += 1
         self._stream_stats[i]["received"] += 1
         now = self._now
-        if now is not None and stamp < now - self.time_jump_ns:
+        last = self._last[i]
+        # A jump is a stream going back on *itself* (bag loop, sim-time restart). A stream that merely lags the
+        # others (a starved callback, a slow link) is not one: comparing with the global latest stamp would reset
+        # the synchronizer and then drop every other stream's messages as stale.
+        if now is not None and last is not None and stamp < last - self.time_jump_ns:
             self._jump(i, stamp, now)
             now = None
         elif self._stale_floor is not None and now is not None:

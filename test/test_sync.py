@@ -339,3 +339,25 @@ def test_short_bag_loop_detected_by_consecutive_backward_stamps() -> None:
     assert s.stats["time_jumps"] == 1 and "time jumped back" in msgs[0]
     assert n1 >= 14 and n2 >= n1 - 5  # about queue_size + 1 frames of the second loop are lost to the detection
     conservation(s)
+
+
+def test_lagging_stream_is_not_a_time_jump():
+    """A camera whose frames arrive 1.5 s late (starved callback, slow link) but in order must not reset the
+    synchronizer (that would drop every other camera as stale); once it catches up, full bundles resume."""
+    sync = ApproximateTimeSynchronizer(4, queue_size=10, max_interval_ns=20_000_000)
+    period, lag = 100_000_000, 15
+    out: list[Bundle] = []
+    for k in range(60):
+        for s in (0, 1, 3):
+            out += sync.add(s, k * period + s * 1_000_000, k)
+        if k >= lag:  # stream 2 delivers frame k - lag now
+            out += sync.add(2, (k - lag) * period + 2_000_000, k - lag)
+    for k in range(60 - lag, 60):  # stream 2 catches up
+        out += sync.add(2, k * period + 2_000_000, k)
+    for k in range(60, 70):
+        for s in range(4):
+            out += sync.add(s, k * period + s * 1_000_000, k)
+    assert sync.stats["time_jumps"] == 0
+    assert sync.stats["dropped_stale_after_jump"] == 0
+    assert sum(b.is_full for b in out) >= 15, "bundles did not resume after the lagging camera caught up"
+    assert all(b.spread_ns <= 20_000_000 for b in out)
