@@ -111,7 +111,10 @@ class TransPoseTokens(nn.Module):
         self.cnn = TwoScaleCnn(cfg["arch"], 3, cfg["width"], cfg["pretrained"])
         ch = stage_channels(cfg["arch"], cfg["width"])
         self.branches = _Branches(cfg, ch[2], ch[3])
-        self.slot = nn.Parameter(torch.randn(self.T, cfg["d_model"]) * 0.02)
+        # unit-scale slot codes (comparable to the sine positional encoding): the model must know from the first
+        # step which camera a token came from, or it starts permutation-invariant and, with cyclic track
+        # augmentation, the orientation target looks ambiguous and the head collapses to the mean rotation
+        self.slot = nn.Parameter(torch.randn(self.T, cfg["d_model"]))
         self.out_dims = self.branches.out_dims
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
