@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -195,10 +194,11 @@ def test_latest_bundle_wins_and_stale_are_counted() -> None:
     try:
         assert a.submit([], 1)
         assert fake.started.acquire(timeout=10)  # the worker is busy with bundle 1
-        t0 = time.perf_counter()
-        for s in (2, 3, 4):
-            assert a.submit([], s)  # never blocks, even though the worker is busy
-        assert time.perf_counter() - t0 < 0.5
+        submitted: list[bool] = []
+        t = threading.Thread(target=lambda: submitted.extend(a.submit([], s) for s in (2, 3, 4)))
+        t.start()
+        t.join(timeout=10)  # the worker is still gated: a blocking submit would never return
+        assert not t.is_alive() and submitted == [True, True, True]
         fake.release.release()
         assert fake.started.acquire(timeout=10)  # now running 4 (2 and 3 were replaced)
         fake.release.release()
