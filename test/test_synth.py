@@ -143,6 +143,22 @@ def test_tracks_speed_clearance_and_reverse_query(world):
         assert np.median(rotation_error_deg(qq[close], qm[nn[close]])) > 150
 
 
+
+def test_forward_query_revisits_the_mapping_route_same_heading(world):
+    """--query-direction forward: the query drives mapping route 0 the same way (another lane, speed, lighting)."""
+    tracks = plan_tracks(world, seed=5, frames=150, rate_hz=10.0, mapping=2, validation=0, query=1,
+                         query_direction="forward")
+    m0, q0 = tracks[0], tracks[2]
+    assert q0.direction == "forward" and q0.route == m0.route
+    tm, qm = m0.pose_at(m0.start_ns + np.arange(0, 1500, dtype=np.int64) * 10_000_000)
+    tq, qq = q0.pose_at(q0.start_ns + np.arange(0, 150, dtype=np.int64) * 100_000_000)
+    nn = np.argmin(np.linalg.norm(tq[:, None, :2] - tm[None, :, :2], axis=-1), axis=1)
+    close = np.linalg.norm(tq[:, :2] - tm[nn, :2], axis=1) < 1.0
+    assert close.sum() > 10
+    assert np.median(rotation_error_deg(qq[close], qm[nn[close]])) < 30
+    with pytest.raises(ConfigError, match="query-direction"):
+        SynthConfig(out="x", query_direction="sideways").validate()
+
 # ------------------------------------------------------------------------------------------------ pipeline
 def _cfg(out: Path, **kw) -> SynthConfig:
     base = dict(out=str(out), frames=12, mapping_tracks=1, validation_tracks=1, query_tracks=1, size=32,

@@ -1,6 +1,7 @@
 """`mfapr demo` (what `make demo` runs): the whole product on one CPU machine, end to end, with real ROS 2.
 
-1. ``mfapr synth``   a synthetic indoor floor seen by a 4-camera ring: kapture splits + a query rosbag2;
+1. ``mfapr synth``   a synthetic indoor floor seen by a 4-camera ring: kapture splits + a query rosbag2 (the query
+   track revisits mapping route 0 in another lane, at another speed and under other lighting);
 2. ``mfapr train``   an input-fused transformer (``training/configs/demo.yaml``) for a few minutes on CPU;
 3. ``mfapr eval-bag`` the query bag offline (batched inference) → report;
 4. live replay: ``mfapr play`` publishes the query bag over loopback DDS (with /clock), ``localize_node`` localizes
@@ -72,6 +73,7 @@ def synth(out: Path, scale: Scale, fresh: bool) -> Path:
         shutil.rmtree(world)
     _run_module("mfapr_ros.cli", ["synth", "--out", str(world), "--rig", "ring4", "--frames", str(scale.frames),
                                   "--size", str(scale.size), "--transport", "compressed", "--bags", "query",
+                                  "--query-direction", "forward",
                                   "--seed", "0"])
     return world
 

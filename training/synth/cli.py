@@ -38,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mapping-tracks", type=int, default=2, help="mapping tracks (default 2)")
     p.add_argument("--validation-tracks", type=int, default=1, help="validation tracks (default 1)")
     p.add_argument("--query-tracks", type=int, default=1,
-                   help="query tracks; the first ones drive mapping routes in reverse (default 1)")
+                   help="query tracks; the first ones revisit mapping routes (see --query-direction) (default 1)")
+    p.add_argument("--query-direction", default="reverse",
+                   help="reverse: query k drives mapping route k the other way (the paper's hard case); "
+                        "forward: same way, another lane/speed/lighting (default reverse)")
     p.add_argument("--size", type=int, default=128, help="image width in px; height keeps the rig aspect (128)")
     p.add_argument("--rate", type=float, default=10.0, help="frame rate in Hz (default 10)")
     p.add_argument("--speed", type=float, default=1.0, help="mean speed in m/s (default 1)")
@@ -82,7 +85,8 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
     world = WorldConfig(seed=args.seed, blocks_x=bx, blocks_y=by, open_halls=1 if bx * by > 1 else 0)
     cfg = SynthConfig(out=args.out, rig=args.rig, seed=args.seed, frames=args.frames,
                       mapping_tracks=args.mapping_tracks, validation_tracks=args.validation_tracks,
-                      query_tracks=args.query_tracks, size=args.size, rate_hz=args.rate, speed_mps=args.speed,
+                      query_tracks=args.query_tracks, query_direction=args.query_direction,
+                      size=args.size, rate_hz=args.rate, speed_mps=args.speed,
                       transport=args.transport, bag_storage=args.bag_storage, bags=bags, drop_rate=args.drop_rate,
                       shared_trigger=args.shared_trigger, offset_ms=args.offset_ms, jitter_ms=args.jitter_ms,
                       jpeg_quality=args.jpeg_quality, workers=args.workers,

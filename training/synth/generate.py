@@ -49,6 +49,7 @@ class SynthConfig:
     mapping_tracks: int = 2
     validation_tracks: int = 1
     query_tracks: int = 1
+    query_direction: str = "reverse"  # query track k drives mapping route k in reverse, or forward
     size: int = 128
     rate_hz: float = 10.0
     speed_mps: float = 1.0
@@ -74,6 +75,8 @@ class SynthConfig:
         for name in ("mapping_tracks", "validation_tracks", "query_tracks"):
             if getattr(self, name) < 0:
                 raise bad(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.query_direction not in ("reverse", "forward"):
+            raise bad("query_direction", f"'{self.query_direction}' is not one of reverse, forward")
         if self.mapping_tracks + self.validation_tracks + self.query_tracks == 0:
             raise bad("mapping_tracks", "all track counts are 0; nothing to generate")
         if not 8 <= self.size <= 2048:
@@ -246,7 +249,7 @@ def generate(cfg: SynthConfig, rig: Rig, progress: Callable[[str], None] | None 
     models = camera_models(rig, cfg.size)
     rig = rendered_rig(rig, models, cfg.transport)
     tracks = plan_tracks(world, cfg.seed, cfg.frames, cfg.rate_hz, cfg.mapping_tracks, cfg.validation_tracks,
-                         cfg.query_tracks, cfg.speed_mps)
+                         cfg.query_tracks, cfg.speed_mps, cfg.query_direction)
     offsets = camera_offsets_ns(cfg.seed, rig.num_cameras, cfg.shared_trigger, cfg.offset_ms)
     plans = [plan_stamps(tr, cfg.frames, cfg.rate_hz, offsets, cfg.shared_trigger, cfg.jitter_ms, cfg.drop_rate,
                          cfg.seed, i) for i, tr in enumerate(tracks)]

@@ -138,8 +138,13 @@ def make_track(world: World, name: str, split: str, direction: str, route: list[
 
 
 def plan_tracks(world: World, seed: int, frames: int, rate_hz: float, mapping: int, validation: int,
-                query: int, speed: float = 1.0) -> list[Track]:
-    """Mapping, validation and query tracks for one world (deterministic from ``seed``)."""
+                query: int, speed: float = 1.0, query_direction: str = "reverse") -> list[Track]:
+    """Mapping, validation and query tracks for one world (deterministic from ``seed``).
+
+    Query track k revisits mapping route k — driven in reverse (the paper's hard case: test data runs the other way,
+    which track augmentation addresses) or forward (``query_direction="forward"``: another lane, speed and lighting
+    on the same route) — and further query tracks are new random walks.
+    """
     # path needed: start margin + frames at the fastest speed profile (+10 % speed, +15 % variation), + corner cuts
     need = (2.0 + 1.3 * speed * (frames + 2) / rate_hz) * 1.1 + 6.0
     tracks: list[Track] = []
@@ -159,7 +164,9 @@ def plan_tracks(world: World, seed: int, frames: int, rate_hz: float, mapping: i
         index += 1
     for k in range(query):
         rng = np.random.default_rng([seed, 0x7AC, 2, k])
-        if k < len(mapping_routes):
+        if k < len(mapping_routes) and query_direction == "forward":
+            route, direction = list(mapping_routes[k]), "forward"
+        elif k < len(mapping_routes):
             route, direction = list(reversed(mapping_routes[k])), "reverse"
         else:
             route, direction = random_walk(world, rng, need), "walk"
