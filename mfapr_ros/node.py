@@ -552,7 +552,8 @@ def _log_final_summary(node: LocalizeNode) -> None:
         received = {c["name"]: c["received"] for c in s["cameras"]}
         drops = {k: v for k, v in s["drops"].items() if v}
         print(f"localize_node: stopped: images received {received}, bundles {s['bundles']} "
-              f"({s['partial_bundles']} partial), poses published {s['poses']}, drops {drops or 'none'}",
+              f"({s['partial_bundles']} partial), poses published {s['poses']}, inference p50 "
+              f"{s['latency_p50_ms']:.0f} ms, drops {drops or 'none'}",
               file=sys.stderr, flush=True)
     except Exception as e:  # noqa: BLE001 - a summary must never turn a clean shutdown into a crash
         print(f"localize_node: stopped (no summary: {e})", file=sys.stderr)
