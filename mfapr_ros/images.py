@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError
+from .log_sink import warn
 
 _LOG = logging.getLogger(__name__)
 # torchvision 0.29 deprecates its decoders in favour of torchcodec (not a dependency here); they work, and one
@@ -250,13 +251,7 @@ class DropCounter:
         return True
 
     def _emit(self, msg: str) -> None:
-        lg = self._logger
-        if lg is None:
-            _LOG.warning(msg)
-        elif isinstance(lg, logging.Logger):
-            lg.warning(msg)
-        else:
-            lg(msg)
+        warn(self._logger, _LOG, msg)
 
     @property
     def counts(self) -> dict[tuple[str, str], int]:

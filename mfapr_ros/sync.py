@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
+from .log_sink import warn
 
 _LOG = logging.getLogger(__name__)
 
@@ -250,13 +251,7 @@ class ApproximateTimeSynchronizer:
         self._out = []
 
     def _log(self, msg: str) -> None:
-        lg = self._logger
-        if lg is None:
-            _LOG.warning(msg)
-        elif isinstance(lg, logging.Logger):
-            lg.warning(msg)
-        else:
-            lg(msg)
+        warn(self._logger, _LOG, msg)
 
     def _drop(self, stream: int, cause: str, count: int = 1) -> None:
         self._stats[cause] += count
