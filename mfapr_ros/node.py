@@ -35,6 +35,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from .errors import ConfigError, DataError, MfaprError
@@ -80,6 +81,17 @@ _FOREIGN_PREFIXES = ("qos_overrides.",)
 POSE_COV_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
 POSE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def image_qos() -> QoSProfile:
+    """A fresh copy of the sensor-data profile for one image subscription.
+
+    A copy, because rclpy applies ``qos_overrides.<topic>.subscription.*`` by editing the profile object it is given:
+    handing it the module-global ``qos_profile_sensor_data`` would leak one camera's override into every later
+    subscription of the process.
+    """
+    q = qos_profile_sensor_data
+    return QoSProfile(history=q.history, depth=q.depth, reliability=q.reliability, durability=q.durability)
 
 
 # ---------------------------------------------------------------------------- statistics (ROS-free helpers)
@@ -341,15 +353,18 @@ class LocalizeNode(Node):
 
         warm_up_decoders()  # decoders imported before the first frame, not inside four callbacks at once
 
-        # subscriptions: one mutually exclusive group per camera, so different cameras decode in parallel while
+        # subscriptions: sensor-data QoS (best effort, depth 5) unless the standard ROS 2 mechanism overrides it,
+        # e.g. ``qos_overrides./cam0/image_raw.subscription.reliability: reliable`` and ``...depth: 20``.
+        # One mutually exclusive group per camera, so different cameras decode in parallel while
         # each camera's messages reach the synchronizer in arrival order (a reentrant group would let two frames
         # of one camera overtake each other under load, which the synchronizer must treat as time going back).
         self._subs = []
         for i, b in enumerate(self.bindings):
             mtype = CompressedImage if b.transport == "compressed" else Image
             cb = (lambda msg, i=i: self._on_image(i, msg))
-            self._subs.append(self.create_subscription(mtype, b.topic, cb, qos_profile_sensor_data,
-                                                       callback_group=MutuallyExclusiveCallbackGroup()))
+            self._subs.append(self.create_subscription(
+                mtype, b.topic, cb, image_qos(), callback_group=MutuallyExclusiveCallbackGroup(),
+                qos_overriding_options=QoSOverridingOptions.with_default_policies()))
         self._diag_pub = None
         self._updater = None
         if p.diagnostics_period > 0:

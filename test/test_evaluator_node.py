@@ -212,13 +212,16 @@ def test_play_node_evaluator_pipeline(tmp_path, ros_env):
                                   "--ros-args", "-p", "gt_type:=pose", "-p", "pose_type:=pose",
                                   "-p", "use_sim_time:=true"],
                                  env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # reliable images end to end (player --image-qos reliable + the node's standard qos_overrides), and half speed:
+    # the comparison below must not depend on best-effort losses or on CPU contention on a loaded 2-core CI box
+    qos = [a for c in rig.cameras for a in ("-p", f"qos_overrides.{c.topic}.subscription.reliability:=reliable")]
     node = subprocess.Popen([py, "-m", "mfapr_ros.node", "--ros-args", "-p", f"checkpoint:={ck}", "-p",
-                             "device:=cpu", "-p", "use_sim_time:=true"],
+                             "device:=cpu", "-p", "use_sim_time:=true", *qos],
                             env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     procs = [evaluator, node]
     try:
         player = subprocess.run([py, "-m", "mfapr_ros.cli", "play", str(bag), "--clock", "--wait-subscribers", "1",
-                                 "--wait-timeout", "60", "--delay", "1.0"],
+                                 "--wait-timeout", "60", "--delay", "1.0", "--rate", "0.5", "--image-qos", "reliable"],
                                 env=ros_env, capture_output=True, text=True, timeout=120)
         assert player.returncode == 0, player.stderr
         time.sleep(2.0)  # let the last inferences and poses arrive

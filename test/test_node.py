@@ -68,6 +68,21 @@ def _wait(pred, timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
+def _wait_stable(probe, hold_s: float, timeout: float, what: str) -> None:
+    """Wait until ``probe()`` returns a tuple whose first item is true and which stays equal for ``hold_s``."""
+    deadline = time.monotonic() + timeout
+    last, since = None, time.monotonic()
+    while True:
+        now = probe()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif now[0] and time.monotonic() - since >= hold_s:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}; last state {last}")
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize("num_cameras", [4, 10])
 def test_node_end_to_end(rclpy_context, tmp_path: Path, num_cameras: int) -> None:
     import rclpy
@@ -76,7 +91,7 @@ def test_node_end_to_end(rclpy_context, tmp_path: Path, num_cameras: int) -> Non
     from nav_msgs.msg import Path as PathMsg
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
-    from rclpy.qos import qos_profile_sensor_data
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CompressedImage, Image
 
     from mfapr_ros import ros_convert as rc
@@ -91,11 +106,16 @@ def test_node_end_to_end(rclpy_context, tmp_path: Path, num_cameras: int) -> Non
                  Parameter("path_length", value=5), Parameter("diagnostics_period", value=0.3),
                  Parameter("tf_mode", value="map_to_base")]
     overrides += [Parameter(f"transport.cam{i}", value="compressed") for i in compressed]
+    # reliable image transport through the standard qos_overrides parameters: exact counts below must not depend on
+    # best-effort losses on a loaded CI box (the sensor-data default is covered by test_image_qos_default_and_override)
+    topics = [f"/cam{i}/image_raw" + ("/compressed" if i in compressed else "") for i in range(num_cameras)]
+    for topic in topics:
+        overrides += [Parameter(f"qos_overrides.{topic}.subscription.reliability", value="reliable"),
+                      Parameter(f"qos_overrides.{topic}.subscription.depth", value=50)]
     node = LocalizeNode(f"loc{num_cameras}", context=rclpy_context, parameter_overrides=overrides)
     got_rig_poses: list = []
     node.on_pose.append(got_rig_poses.append)
-    assert [b.topic for b in node.bindings] == [
-        f"/cam{i}/image_raw" + ("/compressed" if i in compressed else "") for i in range(num_cameras)]
+    assert [b.topic for b in node.bindings] == topics
 
     tester = rclpy.create_node(f"tester{num_cameras}", context=rclpy_context)
     poses: list[PoseStamped] = []
@@ -104,11 +124,14 @@ def test_node_end_to_end(rclpy_context, tmp_path: Path, num_cameras: int) -> Non
     diags: list[DiagnosticArray] = []
     base = f"/loc{num_cameras}"
     tester.create_subscription(PoseStamped, f"{base}/pose", poses.append, 50)
-    tester.create_subscription(PoseWithCovarianceStamped, f"{base}/pose_with_covariance", covs.append, POSE_COV_QOS)
+    # the node keeps depth 1 (latched latest pose); the tester keeps 50 so a busy executor loses none of them
+    cov_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, durability=POSE_COV_QOS.durability)
+    tester.create_subscription(PoseWithCovarianceStamped, f"{base}/pose_with_covariance", covs.append, cov_qos)
     tester.create_subscription(PathMsg, f"{base}/path", paths.append, 50)
     tester.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+    reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
     pubs = [tester.create_publisher(CompressedImage if i in compressed else Image,
-                                    node.bindings[i].topic, qos_profile_sensor_data) for i in range(num_cameras)]
+                                    node.bindings[i].topic, reliable) for i in range(num_cameras)]
     executor = MultiThreadedExecutor(num_threads=3, context=rclpy_context)
     executor.add_node(node)
     executor.add_node(tester)
@@ -140,7 +163,7 @@ def test_node_end_to_end(rclpy_context, tmp_path: Path, num_cameras: int) -> Non
             if k == 4:  # bad messages: unsupported encoding, truncated raw data, corrupt JPEG, wrong size
                 bad = rc.numpy_to_image_msg(np.zeros((IMG, IMG, 2), np.uint8), "yuv422", stamps[0] + 1)
                 pubs[0].publish(bad)
-                time.sleep(0.02)  # sensor-data QoS keeps 5 messages: do not burst past the reader's history
+                time.sleep(0.02)
                 trunc = rc.numpy_to_image_msg(np.zeros((IMG, IMG, 3), np.uint8), "rgb8", stamps[0] + 2)
                 trunc.data = bytes(trunc.data)[: IMG * 3 * 5]
                 pubs[0].publish(trunc)
@@ -150,13 +173,18 @@ def test_node_end_to_end(rclpy_context, tmp_path: Path, num_cameras: int) -> Non
                 pubs[0].publish(rc.numpy_to_image_msg(np.zeros((IMG + 8, IMG, 3), np.uint8), "rgb8", stamps[0] + 4))
                 bad_injected = 4
             time.sleep(0.06)
-        _wait(lambda: node.diagnostics_summary()["bundles"] >= frames - 3, 20, "bundles")
-        n_bundles = node.diagnostics_summary()["bundles"]
-        _wait(lambda: len(poses) >= 1 and len(got_rig_poses) == node.poses_published
-              and node.poses_published + node.diagnostics_summary()["drops"]["inference.stale"] >= n_bundles,
-              20, "all bundles to be inferred or counted stale")
-        _wait(lambda: len(poses) == node.poses_published and len(covs) == len(poses) and len(diags) >= 2, 10,
-              "the published poses and diagnostics to arrive")
+        _wait(lambda: node.diagnostics_summary()["bundles"] >= frames - 3, 30, "bundles")
+
+        def settled() -> tuple:
+            s = node.diagnostics_summary()
+            done = (len(poses) >= 1 and len(got_rig_poses) == node.poses_published == len(poses) == len(covs)
+                    and node.poses_published + s["drops"].get("inference.stale", 0) == s["bundles"]
+                    and len(diags) >= 2)
+            return (done, s["bundles"], len(poses), len(covs))
+
+        # no input is left, so once every bundle is inferred or counted stale and every pose has arrived with its
+        # covariance twin, nothing can change any more: require that state to hold for 0.5 s before stopping
+        _wait_stable(settled, 0.5, 40, "all bundles to be inferred or counted stale and their poses to arrive")
     finally:
         stop.set()
         spinner.join(5)
@@ -281,3 +309,27 @@ def test_console_script_runs_and_stops_cleanly(rclpy_context, ros_env: dict[str,
         ex.shutdown()
         tester.destroy_node()
     assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+
+
+def test_image_qos_default_and_override(rclpy_context, tmp_path: Path) -> None:
+    """Image subscriptions default to sensor-data QoS; ``qos_overrides.<topic>.subscription.*`` (the standard ROS 2
+    mechanism) changes one camera's reliability and depth without touching the others."""
+    from rclpy.parameter import Parameter
+    from rclpy.qos import ReliabilityPolicy, qos_profile_sensor_data
+
+    from mfapr_ros.node import LocalizeNode
+
+    ckpt = make_checkpoint(tmp_path, 4)
+    overrides = [Parameter("checkpoint", value=str(ckpt)), Parameter("device", value="cpu"),
+                 Parameter("qos_overrides./cam1/image_raw.subscription.reliability", value="reliable"),
+                 Parameter("qos_overrides./cam1/image_raw.subscription.depth", value=30)]
+    node = LocalizeNode("qos_loc", context=rclpy_context, parameter_overrides=overrides)
+    try:
+        profiles = [s.qos_profile for s in node._subs]
+        assert profiles[1].reliability == ReliabilityPolicy.RELIABLE and profiles[1].depth == 30
+        for i in (0, 2, 3):
+            assert profiles[i].reliability == qos_profile_sensor_data.reliability == ReliabilityPolicy.BEST_EFFORT
+            assert profiles[i].depth == qos_profile_sensor_data.depth
+        assert node.get_parameter("qos_overrides./cam1/image_raw.subscription.depth").value == 30
+    finally:
+        node.destroy_node()
