@@ -46,6 +46,7 @@ setup(
     entry_points={
         "console_scripts": [
             "localize_node = mfapr_ros.node:main",
+            "localize_lifecycle_node = mfapr_ros.lifecycle_node:main",
             "evaluator_node = mfapr_ros.evaluator_node:main",
             "mfapr = mfapr_ros.cli:main",
         ],

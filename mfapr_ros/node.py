@@ -205,6 +205,18 @@ class TfOutput:
                 self._listener = tf2_ros.TransformListener(self._buffer, node, spin_thread=False)
                 self.lookup = self._tf2_lookup
 
+    def close(self) -> None:
+        """Release what tf2_ros created on the node (a lifecycle cleanup may be followed by a new configure)."""
+        self.enabled = False
+        listener = getattr(self, "_listener", None)
+        if listener is not None:  # pragma: no cover - tf2_ros is not in the PyPI wheels
+            listener.unregister()
+            self._listener = None
+        pub = getattr(self.broadcaster, "pub_tf", None)
+        if pub is not None:  # pragma: no cover - tf2_ros is not in the PyPI wheels
+            self._node.destroy_publisher(pub)
+        self.broadcaster = None
+
     def _tf2_lookup(self, target: str, source: str, stamp_ns: int) -> tuple[np.ndarray, np.ndarray]:
         stamp = rclpy.time.Time(nanoseconds=stamp_ns)
         tr = self._buffer.lookup_transform(target, source, stamp)
@@ -248,43 +260,59 @@ def _descriptor(spec: Any) -> ParameterDescriptor:
                                dynamic_typing=spec.kind == "float")
 
 
-class LocalizeNode(Node):
-    """The localization node. Construct inside an initialised rclpy context; ``destroy_node`` stops the worker.
+class LocalizeCore:
+    """The localization on a ROS node, as the four lifecycle steps shared by :class:`LocalizeNode` (which runs
+    configure + activate in its constructor) and :class:`mfapr_ros.lifecycle_node.LocalizeLifecycleNode`:
 
-    ``localizer_factory(params) -> Localizer`` may be injected (tests, benchmarks); by default the checkpoint is
-    loaded with :class:`mfapr_ros.localizer.Localizer`.
+    * configure: validate parameters, load the model, bind cameras, create publishers and the inference worker;
+    * activate: subscribe to the cameras, start /diagnostics;
+    * deactivate: unsubscribe, let the running inference finish, forget half-built bundles (counted);
+    * cleanup: stop the worker, release the publishers (configure may run again, e.g. after the checkpoint file
+      was replaced on disk).
+
+    A mixin, not a base node, so the same code runs on ``rclpy.node.Node`` and ``rclpy.lifecycle.LifecycleNode``.
     """
 
-    def __init__(self, node_name: str = NODE_NAME, *, localizer_factory: Callable[[NodeParams], Any] | None = None,
-                 **node_kwargs: Any) -> None:
-        super().__init__(node_name, **node_kwargs)
+    #: parameters the subclass declares itself (kept out of the unknown-parameter check)
+    _OWN_PARAMS: tuple[str, ...] = ()
+
+    def _init_core(self) -> None:
         self._async: Any = None
         self._closed = False
-        try:
-            self._setup(localizer_factory)
-        except BaseException:
-            self._shutdown_worker()
-            super().destroy_node()
-            raise
+        self._active = False
+        self._configured = False
+        self._subs: list[Any] = []
+        self._diag_pub: Any = None
+        self._diag_timer: Any = None
+        self._updater: Any = None
+        self.pub_pose: Any = None
+        self.pub_pose_cov: Any = None
+        self.pub_path: Any = None
+        self.tf: TfOutput | None = None
+        self.on_pose: list[Callable[[Any], None]] = []  # hooks (tests, benchmark): called after publishing
 
     # ------------------------------------------------------------------ parameters
     def _overrides(self) -> dict[str, Any]:
         ov = getattr(self, "_parameter_overrides", {}) or {}
         return {k: v.value for k, v in ov.items()}
 
-    def _declare_static(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
+    def _declare_static(self) -> None:
+        """Declare every parameter of :data:`PARAM_SPECS` (idempotent); a value of the wrong type is a ConfigError."""
         for spec in PARAM_SPECS:
+            if self.has_parameter(spec.name):
+                continue
             try:
                 if spec.kind == "str_list":
-                    p = self.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, _descriptor(spec))
+                    self.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, _descriptor(spec))
                 else:
-                    p = self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+                    self.declare_parameter(spec.name, spec.default, _descriptor(spec))
             except (ParameterException, TypeError, ValueError) as e:
                 raise ConfigError(f"parameter '{spec.name}' is invalid: {e}. Expected a {spec.kind} "
                                   f"({spec.constraints or spec.description})") from None
-            values[spec.name] = p.value
-        known = {s.name for s in PARAM_SPECS}
+
+    def _static_values(self) -> dict[str, Any]:
+        values = {spec.name: self.get_parameter_or(spec.name).value for spec in PARAM_SPECS}  # unset list: None
+        known = {s.name for s in PARAM_SPECS} | set(self._OWN_PARAMS)
         for k, v in self._overrides().items():  # typos and stray keys: validate_params rejects them by name
             if k not in known and k not in _FOREIGN_PARAMS and not k.startswith(_FOREIGN_PREFIXES):
                 values[k] = v
@@ -296,90 +324,144 @@ class LocalizeNode(Node):
         for cam in names:
             for prefix, what in ((TOPIC_PREFIX, "topic"), (TRANSPORT_PREFIX, "transport (raw|compressed)")):
                 name = prefix + cam
-                desc = ParameterDescriptor(name=name, type=ParameterType.PARAMETER_STRING, read_only=True,
-                                           description=f"{what} of camera '{cam}'; '' = from rig/camera_topics")
-                try:
-                    p = self.declare_parameter(name, "", desc)
-                except (ParameterException, TypeError, ValueError) as e:
-                    raise ConfigError(f"parameter '{name}' is invalid: {e}; expected a string") from None
-                if p.value:
-                    given[name] = p.value
+                if self.has_parameter(name):  # a second configure of a lifecycle node
+                    value = self.get_parameter(name).value
+                else:
+                    desc = ParameterDescriptor(name=name, type=ParameterType.PARAMETER_STRING, read_only=True,
+                                               description=f"{what} of camera '{cam}'; '' = from rig/camera_topics")
+                    try:
+                        value = self.declare_parameter(name, "", desc).value
+                    except (ParameterException, TypeError, ValueError) as e:
+                        raise ConfigError(f"parameter '{name}' is invalid: {e}; expected a string") from None
+                if value:
+                    given[name] = value
         for k, v in self._overrides().items():
             if k.startswith((TOPIC_PREFIX, TRANSPORT_PREFIX)) and k[k.index(".") + 1:] not in names:
                 given[k] = v
         return given
 
-    # ------------------------------------------------------------------ setup
-    def _setup(self, localizer_factory: Callable[[NodeParams], Any] | None) -> None:
+    # ------------------------------------------------------------------ publishers (the lifecycle node overrides)
+    def _make_publisher(self, msg_type: Any, topic: str, qos: QoSProfile) -> Any:
+        return self.create_publisher(msg_type, topic, qos)
+
+    def _drop_publisher(self, pub: Any) -> None:
+        self.destroy_publisher(pub)
+
+    # ------------------------------------------------------------------ configure / activate / deactivate / cleanup
+    def _configure(self, localizer_factory: Callable[[NodeParams], Any] | None) -> None:
+        """Validate, load, bind, create publishers and the worker. On failure nothing stays allocated."""
         from .rig import load_rig
 
-        self.params = p = validate_params(self._declare_static())  # before any heavy import: fail fast
-        from .localizer import AsyncLocalizer
-        self.localizer = (localizer_factory or _default_localizer)(p)
-        model_rig = self.localizer.rig
-        rig = load_rig(p.rig) if p.rig else None
-        per_cam = self._declare_per_camera((rig or model_rig).camera_names)
-        self.bindings: list[CameraBinding] = bind_cameras(p, model_rig, rig, per_cam)
-        self.num_slots = model_rig.num_cameras
-        self.base_frame = p.base_frame or (rig or model_rig).base_frame
-        self.device = str(getattr(self.localizer, "device", p.device))
-        n = len(self.bindings)
-        self.sync = ApproximateTimeSynchronizer(
-            num_streams=n, queue_size=p.sync_queue_size, max_interval_ns=int(round(p.sync_slop * NS_PER_S)),
-            min_streams=p.sync_min_cameras or n, stream_timeout_ns=int(round(p.sync_stream_timeout * NS_PER_S)),
-            logger=self.get_logger().warning)  # thread-safe (its own lock): callbacks may run in parallel
-        self._decode_device = self.device if (p.decode_on_device and self.device.startswith("cuda")) else None
+        try:
+            self._declare_static()
+            self.params = p = validate_params(self._static_values())  # before any heavy import: fail fast
+            from .localizer import AsyncLocalizer
+            self.localizer = (localizer_factory or _default_localizer)(p)
+            model_rig = self.localizer.rig
+            rig = load_rig(p.rig) if p.rig else None
+            per_cam = self._declare_per_camera((rig or model_rig).camera_names)
+            self.bindings: list[CameraBinding] = bind_cameras(p, model_rig, rig, per_cam)
+            self.num_slots = model_rig.num_cameras
+            self.base_frame = p.base_frame or (rig or model_rig).base_frame
+            self.device = str(getattr(self.localizer, "device", p.device))
+            n = len(self.bindings)
+            self.sync = ApproximateTimeSynchronizer(
+                num_streams=n, queue_size=p.sync_queue_size, max_interval_ns=int(round(p.sync_slop * NS_PER_S)),
+                min_streams=p.sync_min_cameras or n, stream_timeout_ns=int(round(p.sync_stream_timeout * NS_PER_S)),
+                logger=self.get_logger().warning)  # thread-safe (its own lock): callbacks may run in parallel
+            self._decode_device = self.device if (p.decode_on_device and self.device.startswith("cuda")) else None
 
-        # statistics
-        self.cam_rates = [RateMeter() for _ in self.bindings]
-        self.bundle_rate, self.pose_rate = RateMeter(), RateMeter()
-        self.latency = LatencyStats()
-        self.decode_time, self.sync_time, self.publish_time = LatencyStats(), LatencyStats(), LatencyStats()
-        self.drops = DropCounter(self.get_logger().warning, p.drop_warning_period)
-        self.poses_published = 0
-        self.partial_bundles = 0
-        self.on_pose: list[Callable[[Any], None]] = []  # hooks (tests, benchmark): called after publishing
+            # statistics
+            self.cam_rates = [RateMeter() for _ in self.bindings]
+            self.bundle_rate, self.pose_rate = RateMeter(), RateMeter()
+            self.latency = LatencyStats()
+            self.decode_time, self.sync_time, self.publish_time = LatencyStats(), LatencyStats(), LatencyStats()
+            self.drops = DropCounter(self.get_logger().warning, p.drop_warning_period)
+            self.poses_published = 0
+            self.partial_bundles = 0
 
-        # publishers
-        self.pub_pose = self.create_publisher(PoseStamped, "~/pose", POSE_QOS)
-        self.pub_pose_cov = self.create_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance", POSE_COV_QOS)
-        self.path = PathBuffer(p.path_length, p.map_frame) if p.path_length > 0 else None
-        self.pub_path = self.create_publisher(Path, "~/path", POSE_QOS) if self.path else None
-        self.tf = TfOutput(self, p, self.base_frame)
+            # publishers
+            self.pub_pose = self._make_publisher(PoseStamped, "~/pose", POSE_QOS)
+            self.pub_pose_cov = self._make_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance",
+                                                     POSE_COV_QOS)
+            self.path = PathBuffer(p.path_length, p.map_frame) if p.path_length > 0 else None
+            self.pub_path = self._make_publisher(Path, "~/path", POSE_QOS) if self.path else None
+            self.tf = TfOutput(self, p, self.base_frame)
 
-        # inference worker (started before the subscriptions so no bundle arrives without a consumer)
-        self._async = AsyncLocalizer(self.localizer, self._on_pose, on_error=self._on_inference_error,
-                                     name=f"{self.get_name()}-inference")
+            # inference worker (started before the subscriptions so no bundle arrives without a consumer)
+            self._closed = False
+            self._async = AsyncLocalizer(self.localizer, self._on_pose, on_error=self._on_inference_error,
+                                         name=f"{self.get_name()}-inference")
+            warm_up_decoders()  # decoders imported before the first frame, not inside four callbacks at once
+        except BaseException:
+            self._cleanup()
+            raise
+        self._configured = True
+        cams = ", ".join(f"{b.name}<-{b.topic} ({b.transport})" for b in self.bindings)
+        self.get_logger().info(
+            f"localizing with {n}/{self.num_slots} cameras [{cams}] on {self.device} ({p.precision}); "
+            f"poses in '{p.map_frame}' for '{self.base_frame}', tf_mode={p.tf_mode}")
 
-        warm_up_decoders()  # decoders imported before the first frame, not inside four callbacks at once
-
+    def _activate(self) -> None:
+        """Subscribe to the cameras and start /diagnostics."""
+        p = self.params
         # subscriptions: sensor-data QoS (best effort, depth 5) unless the standard ROS 2 mechanism overrides it,
         # e.g. ``qos_overrides./cam0/image_raw.subscription.reliability: reliable`` and ``...depth: 20``.
         # One mutually exclusive group per camera, so different cameras decode in parallel while
         # each camera's messages reach the synchronizer in arrival order (a reentrant group would let two frames
         # of one camera overtake each other under load, which the synchronizer must treat as time going back).
-        self._subs = []
+        self._active = True
         for i, b in enumerate(self.bindings):
             mtype = CompressedImage if b.transport == "compressed" else Image
             cb = (lambda msg, i=i: self._on_image(i, msg))
             self._subs.append(self.create_subscription(
                 mtype, b.topic, cb, image_qos(), callback_group=MutuallyExclusiveCallbackGroup(),
                 qos_overriding_options=QoSOverridingOptions.with_default_policies()))
-        self._diag_pub = None
-        self._updater = None
         if p.diagnostics_period > 0:
             if diagnostic_updater is not None:  # pragma: no cover - not in the PyPI wheels
-                self._updater = diagnostic_updater.Updater(self, period=p.diagnostics_period)
-                self._updater.setHardwareID(self.device)
-                self._updater.add("localization", self._fill_updater)
+                if self._updater is None:
+                    self._updater = diagnostic_updater.Updater(self, period=p.diagnostics_period)
+                    self._updater.setHardwareID(self.device)
+                    self._updater.add("localization", self._fill_updater)
             else:
                 self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
                 self._diag_timer = self.create_timer(p.diagnostics_period, self._publish_diagnostics,
                                                      callback_group=MutuallyExclusiveCallbackGroup())
-        cams = ", ".join(f"{b.name}<-{b.topic} ({b.transport})" for b in self.bindings)
-        self.get_logger().info(
-            f"localizing with {n}/{self.num_slots} cameras [{cams}] on {self.device} ({p.precision}); "
-            f"poses in '{p.map_frame}' for '{self.base_frame}', tf_mode={p.tf_mode}")
+
+    def _deactivate(self, idle_timeout_s: float = 10.0) -> None:
+        """Unsubscribe; the bundle being inferred is still published; queued messages are dropped (counted as
+        ``sync.dropped_reset``) so a later activation does not pair old frames with new ones."""
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        if self._diag_pub is not None:
+            self.destroy_publisher(self._diag_pub)
+            self._diag_pub = None
+        if self._configured:
+            self.sync.reset()
+            if self._async is not None and not self._async.wait_idle(idle_timeout_s):
+                self.get_logger().warning(f"deactivating although inference is still running after "
+                                          f"{idle_timeout_s:.0f} s; its result will be dropped (counted)")
+        self._active = False
+
+    def _cleanup(self) -> None:
+        """Stop the worker and release the publishers; safe on a partly configured node and to call twice."""
+        if self._active:
+            self._deactivate()
+        self._shutdown_worker()
+        for name in ("pub_pose", "pub_pose_cov", "pub_path"):
+            pub = getattr(self, name, None)
+            if pub is not None:
+                self._drop_publisher(pub)
+                setattr(self, name, None)
+        tf = getattr(self, "tf", None)
+        if tf is not None:
+            tf.close()
+            self.tf = None
+        self._configured = False
 
     # ------------------------------------------------------------------ callbacks
     def _on_image(self, idx: int, msg: Image | CompressedImage) -> None:
@@ -425,6 +507,9 @@ class LocalizeNode(Node):
     def _on_pose(self, pose: Any) -> None:
         """Inference result (worker thread): publish everything with the bundle stamp."""
         if self._closed:
+            return
+        if not self._active:  # finished after a lifecycle deactivate: not published, but counted
+            self.drops.drop("model", "inactive", f"pose at {pose.stamp_ns} ns finished after deactivation")
             return
         t0 = time.perf_counter()
         if not (np.all(np.isfinite(pose.t)) and np.all(np.isfinite(pose.q))):
@@ -523,6 +608,26 @@ class LocalizeNode(Node):
         if self._async is not None:
             self._async.close()
             self._async = None
+
+
+class LocalizeNode(LocalizeCore, Node):
+    """The localization node (unmanaged): configured and active once constructed; ``destroy_node`` stops the worker.
+
+    Construct inside an initialised rclpy context. ``localizer_factory(params) -> Localizer`` may be injected (tests,
+    benchmarks); by default the checkpoint is loaded with :class:`mfapr_ros.localizer.Localizer`.
+    """
+
+    def __init__(self, node_name: str = NODE_NAME, *, localizer_factory: Callable[[NodeParams], Any] | None = None,
+                 **node_kwargs: Any) -> None:
+        Node.__init__(self, node_name, **node_kwargs)
+        self._init_core()
+        try:
+            self._configure(localizer_factory)
+            self._activate()
+        except BaseException:
+            self._cleanup()
+            Node.destroy_node(self)
+            raise
 
     def destroy_node(self) -> None:
         """Stop the inference thread (joined) before the ROS entities go away; safe to call twice."""

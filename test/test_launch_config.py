@@ -101,11 +101,34 @@ def test_launch_file_matches_node_and_setup() -> None:
     assert "get_package_share_directory" in LAUNCH.read_text()
 
 
-def test_launch_file_imports_where_launch_ros_exists(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_lifecycle_launch_file_matches_the_lifecycle_node() -> None:
+    """localize_lifecycle.launch.py: same arguments plus autostart, a launch_ros LifecycleNode running the
+    console script that setup.py installs, parameters that the lifecycle node declares."""
+    path = ROOT / "launch" / "localize_lifecycle.launch.py"
+    tree = ast.parse(path.read_text())
+    c = _consts(tree)
+    assert c["EXECUTABLE"] == "localize_lifecycle_node" and c["PARAMS_FILE"] == "localize.yaml"
+    from mfapr_ros.lifecycle_node import AUTOSTART
+    from mfapr_ros.node import NODE_NAME
+
+    assert c["NODE_NAME"] == NODE_NAME and c["PACKAGE"] == "mfapr_ros"
+    assert "localize_lifecycle_node = mfapr_ros.lifecycle_node:main" in (ROOT / "setup.py").read_text()
+    args = {a.args[0].value for a in _calls(tree, "DeclareLaunchArgument")}
+    assert args == {"checkpoint", "rig", "params_file", "namespace", "use_sim_time", "device", AUTOSTART}
+    assert {a.args[0].value for a in _calls(tree, "LaunchConfiguration")} == args
+    node_call = _calls(tree, "LifecycleNode")[0]
+    kw = {k.arg: k.value for k in node_call.keywords}
+    assert kw["executable"].id == "EXECUTABLE" and kw["namespace"] is not None  # launch_ros requires a namespace
+    param_dict = next(e for e in kw["parameters"].elts if isinstance(e, ast.Dict))
+    assert {k.value for k in param_dict.keys} == {"checkpoint", "rig", "device", "use_sim_time", AUTOSTART}
+
+
+@pytest.mark.parametrize("name", ["localize.launch.py", "localize_lifecycle.launch.py"])
+def test_launch_file_imports_where_launch_ros_exists(name: str) -> None:
     pytest.importorskip("launch_ros")  # not in the PyPI wheels: the ast test above is the check here
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("localize_launch", LAUNCH)
+    spec = importlib.util.spec_from_file_location("localize_launch", ROOT / "launch" / name)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     assert mod.generate_launch_description() is not None

@@ -1,0 +1,145 @@
+"""Managed (lifecycle) variant of the localization node, executable ``localize_lifecycle_node``.
+
+Why: nav2-style bring-up. A lifecycle manager (nav2_lifecycle_manager, ``ros2 lifecycle set``, or launch_ros'
+lifecycle events) decides when the model is loaded and when the cameras are subscribed, so a robot can load the
+checkpoint once at boot, localize only while a mission runs, and swap a retrained checkpoint with
+cleanup → configure without restarting the process.
+
+States (REP-2 / ``lifecycle_msgs``), mapped on :class:`mfapr_ros.node.LocalizeCore`:
+
+* ``configure``: parameters validated, checkpoint loaded and warmed up, publishers (lifecycle publishers: silent
+  until active) and the inference worker created. A bad parameter or checkpoint → ``FAILURE`` with the reason logged;
+  the node stays *unconfigured* and can be configured again.
+* ``activate``: camera subscriptions and /diagnostics start. ``deactivate``: subscriptions removed, the running
+  inference is still published, queued frames are dropped and counted (``sync.dropped_reset``).
+* ``cleanup`` / ``shutdown``: the worker is joined and the publishers are released.
+
+Parameter ``autostart`` (default false): configure and activate at startup, like nav2's lifecycle manager with
+``autostart: true``, for a robot without a manager; a failed autostart exits with status 2 and the reason.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import QoSProfile
+
+from .errors import MfaprError
+from .node import NODE_NAME, LocalizeCore, _log_final_summary
+from .node_params import NodeParams
+
+AUTOSTART = "autostart"
+
+
+class LocalizeLifecycleNode(LocalizeCore, LifecycleNode):
+    """The localization node as a managed node; starts *unconfigured* (unless ``autostart``)."""
+
+    _OWN_PARAMS = (AUTOSTART,)
+
+    def __init__(self, node_name: str = NODE_NAME, *, localizer_factory: Callable[[NodeParams], Any] | None = None,
+                 **node_kwargs: Any) -> None:
+        LifecycleNode.__init__(self, node_name, **node_kwargs)
+        self._init_core()
+        self._factory = localizer_factory
+        self.last_error: str | None = None  # why the last configure failed (also logged)
+        self.declare_parameter(AUTOSTART, False, ParameterDescriptor(
+            description="configure + activate at startup (no lifecycle manager needed)", read_only=True))
+        try:
+            self._declare_static()  # declared now so `ros2 param` shows them in the unconfigured state
+        except MfaprError:
+            LifecycleNode.destroy_node(self)
+            raise
+
+    # ------------------------------------------------------------------ lifecycle publishers
+    def _make_publisher(self, msg_type: Any, topic: str, qos: QoSProfile) -> Any:
+        return self.create_lifecycle_publisher(msg_type, topic, qos)
+
+    def _drop_publisher(self, pub: Any) -> None:
+        self.destroy_lifecycle_publisher(pub)
+
+    # ------------------------------------------------------------------ transitions
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure(self._factory)
+        except MfaprError as e:
+            self.last_error = str(e)
+            self.get_logger().error(f"configure failed: {e}")
+            return TransitionCallbackReturn.FAILURE
+        self.last_error = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._activate()
+        ret = super().on_activate(state)  # enables the lifecycle publishers
+        self.get_logger().info(f"active: subscribed to {len(self._subs)} camera topics")
+        return ret
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        ret = super().on_deactivate(state)
+        self.get_logger().info("inactive: camera subscriptions removed")
+        return ret
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._cleanup()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._cleanup()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error(f"error while in '{state.label}': releasing everything")
+        self._cleanup()
+        return TransitionCallbackReturn.SUCCESS  # back to unconfigured, ready for another configure
+
+    def destroy_node(self) -> None:
+        """Stop the inference thread (joined) before the ROS entities go away; safe to call twice."""
+        self._shutdown_worker()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of ``localize_lifecycle_node``: 0 on a clean shutdown, 2 when it cannot start (bad parameter type,
+    or ``autostart`` and configure failed)."""
+    rclpy.init(args=args)
+    try:
+        node = LocalizeLifecycleNode()
+    except MfaprError as e:
+        print(f"localize_lifecycle_node: refusing to start: {e}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    if node.get_parameter(AUTOSTART).value:
+        node.trigger_configure()
+        if not node._configured:
+            print(f"localize_lifecycle_node: autostart: configure failed: {node.last_error}", file=sys.stderr)
+            node.destroy_node()
+            rclpy.try_shutdown()
+            return 2
+        node.trigger_activate()
+    else:
+        node.get_logger().info("unconfigured; waiting for a lifecycle manager (or: ros2 lifecycle set "
+                               f"{node.get_fully_qualified_name()} configure, then activate)")
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        if node._configured:
+            _log_final_summary(node)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""The managed (lifecycle) localizer over real DDS: transitions driven through the standard lifecycle services
+(``~/change_state``, ``~/get_state``) by a client node, as ``ros2 lifecycle set`` or nav2_lifecycle_manager would.
+
+Asserts: no camera subscription and no pose before ``activate``; poses while active; nothing after ``deactivate``
+(subscriptions gone, queued frames counted); poses again after re-activation; cleanup joins the worker (no thread
+left) and a second configure works; a bad checkpoint makes configure fail (state stays unconfigured, reason kept);
+the console script with ``autostart:=true`` localizes and stops cleanly, and refuses a bad checkpoint with status 2.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+pytest.importorskip("rclpy")
+pytest.importorskip("mfapr_ros.localizer")
+
+from test_node import IMG, PERIOD_NS, _spin, _wait, make_checkpoint  # noqa: E402
+
+NAME = "lc_loc"
+
+
+def _reliable_overrides(ckpt: Path, num_cameras: int) -> list:
+    from rclpy.parameter import Parameter
+
+    ov = [Parameter("checkpoint", value=str(ckpt)), Parameter("device", value="cpu"),
+          Parameter("diagnostics_period", value=0.0)]
+    for i in range(num_cameras):  # exact counts below must not depend on best-effort losses on a busy CI box
+        ov += [Parameter(f"qos_overrides./cam{i}/image_raw.subscription.reliability", value="reliable"),
+               Parameter(f"qos_overrides./cam{i}/image_raw.subscription.depth", value=50)]
+    return ov
+
+
+def test_lifecycle_transitions_over_services(rclpy_context, tmp_path: Path) -> None:
+    import rclpy
+    from geometry_msgs.msg import PoseStamped
+    from lifecycle_msgs.msg import State, Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from mfapr_ros import ros_convert as rc
+    from mfapr_ros.lifecycle_node import LocalizeLifecycleNode
+
+    n = 4
+    ckpt = make_checkpoint(tmp_path, n)
+    threads_before = set(threading.enumerate())
+    node = LocalizeLifecycleNode(NAME, context=rclpy_context, parameter_overrides=_reliable_overrides(ckpt, n))
+    tester = rclpy.create_node("lc_tester", context=rclpy_context)
+    poses: list[PoseStamped] = []
+    tester.create_subscription(PoseStamped, f"/{NAME}/pose", poses.append, 100)
+    reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    pubs = [tester.create_publisher(Image, f"/cam{i}/image_raw", reliable) for i in range(n)]
+    change = tester.create_client(ChangeState, f"/{NAME}/change_state")
+    get = tester.create_client(GetState, f"/{NAME}/get_state")
+    executor = MultiThreadedExecutor(num_threads=3, context=rclpy_context)
+    executor.add_node(node)
+    executor.add_node(tester)
+    stop = threading.Event()
+    spinner = threading.Thread(target=_spin, args=(executor, stop), daemon=True)
+    spinner.start()
+
+    def call(client, request, timeout: float = 60.0):
+        assert client.wait_for_service(timeout_sec=20), f"{client.srv_name} not available"
+        fut = client.call_async(request)
+        _wait(fut.done, timeout, f"{client.srv_name} to answer")
+        return fut.result()
+
+    def transition(tid: int) -> bool:
+        return call(change, ChangeState.Request(transition=Transition(id=tid))).success
+
+    def state() -> int:
+        return call(get, GetState.Request()).current_state.id
+
+    frame = [0]
+
+    def send(frames: int) -> list[int]:
+        stamps = []
+        for _ in range(frames):
+            k = frame[0]
+            frame[0] += 1
+            stamp = 1_000_000_000_000 + k * PERIOD_NS
+            for p in pubs:
+                p.publish(rc.numpy_to_image_msg(np.full((IMG, IMG, 3), (k * 7) % 256, np.uint8), "rgb8", stamp))
+            stamps.append(stamp)
+            time.sleep(0.05)
+        return stamps
+
+    try:
+        # unconfigured: parameters visible, nothing subscribed, nothing loaded
+        assert state() == State.PRIMARY_STATE_UNCONFIGURED
+        assert node.get_parameter("checkpoint").value == str(ckpt)
+        assert all(p.get_subscription_count() == 0 for p in pubs)
+
+        assert transition(Transition.TRANSITION_CONFIGURE)
+        assert state() == State.PRIMARY_STATE_INACTIVE
+        time.sleep(0.3)
+        assert all(p.get_subscription_count() == 0 for p in pubs), "inactive must not subscribe to cameras"
+        assert [t.name for t in threading.enumerate() if t.name.endswith("-inference")] == [f"{NAME}-inference"]
+
+        assert transition(Transition.TRANSITION_ACTIVATE)
+        assert state() == State.PRIMARY_STATE_ACTIVE
+        _wait(lambda: all(p.get_subscription_count() == 1 for p in pubs), 20, "camera subscriptions")
+        _wait(lambda: tester.count_publishers(f"/{NAME}/pose") == 1, 20, "the pose publisher")
+        first = send(8)
+        _wait(lambda: len(poses) >= 1 and node._async.wait_idle(0.01)
+              and len(poses) == node.poses_published, 30, "poses while active")
+        got_first = {rc.time_to_ns(p.header.stamp) for p in poses}
+        assert got_first <= set(first) and len(got_first) >= 2
+
+        assert transition(Transition.TRANSITION_DEACTIVATE)
+        assert state() == State.PRIMARY_STATE_INACTIVE
+        _wait(lambda: all(p.get_subscription_count() == 0 for p in pubs), 20, "camera subscriptions to go away")
+        n_before = len(poses)
+        send(5)
+        time.sleep(0.5)
+        assert len(poses) == n_before, "an inactive lifecycle node published a pose"
+        assert node.diagnostics_summary()["bundles"] <= len(first)
+
+        assert transition(Transition.TRANSITION_ACTIVATE)
+        _wait(lambda: all(p.get_subscription_count() == 1 for p in pubs), 20, "camera subscriptions again")
+        second = send(8)
+        _wait(lambda: len(poses) > n_before and node._async.wait_idle(0.01)
+              and len(poses) == node.poses_published, 30, "poses after re-activation")
+        assert {rc.time_to_ns(p.header.stamp) for p in poses[n_before:]} <= set(second)
+
+        assert transition(Transition.TRANSITION_DEACTIVATE)
+        assert transition(Transition.TRANSITION_CLEANUP)
+        assert state() == State.PRIMARY_STATE_UNCONFIGURED
+        assert not [t for t in threading.enumerate() if t.name.endswith("-inference") and t.is_alive()]
+        assert node.pub_pose is None and node._subs == []
+
+        assert transition(Transition.TRANSITION_CONFIGURE), "a second configure after cleanup must work"
+        assert transition(Transition.TRANSITION_ACTIVATE)
+        _wait(lambda: all(p.get_subscription_count() == 1 for p in pubs), 20, "subscriptions after reconfigure")
+        poses_before = len(poses)
+        send(6)
+        _wait(lambda: len(poses) > poses_before, 30, "poses after reconfigure")
+        assert node.poses_published == len(poses) - poses_before  # statistics restart with a new configure
+
+        assert transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)
+        assert state() == State.PRIMARY_STATE_FINALIZED
+    finally:
+        stop.set()
+        spinner.join(5)
+        executor.shutdown()
+        tester.destroy_node()
+        node.destroy_node()
+    time.sleep(0.1)
+    leaked = [t for t in set(threading.enumerate()) - threads_before if t.is_alive()]
+    assert not leaked, leaked
+
+
+def test_configure_fails_cleanly_on_a_bad_checkpoint(rclpy_context, tmp_path: Path) -> None:
+    from lifecycle_msgs.msg import State
+    from rclpy.parameter import Parameter
+
+    from mfapr_ros.lifecycle_node import LocalizeLifecycleNode
+
+    node = LocalizeLifecycleNode("lc_bad", context=rclpy_context, parameter_overrides=[
+        Parameter("checkpoint", value=str(tmp_path / "missing.json")), Parameter("device", value="cpu")])
+    try:
+        node.trigger_configure()
+        assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
+        assert not node._configured and node.last_error and "missing.json" in node.last_error
+        assert node.pub_pose is None and node._async is None
+        # an unknown parameter is refused at configure time, by name
+        bad = LocalizeLifecycleNode("lc_bad2", context=rclpy_context, parameter_overrides=[
+            Parameter("checkpoint", value=str(tmp_path / "x.json")), Parameter("sync.slopp", value=0.1)])
+        try:
+            bad.trigger_configure()
+            assert bad.last_error and "sync.slopp" in bad.last_error
+        finally:
+            bad.destroy_node()
+    finally:
+        node.destroy_node()
+
+
+def test_plain_node_rejects_autostart(rclpy_context, tmp_path: Path) -> None:
+    """``autostart`` belongs to the lifecycle node only; the plain node refuses it like any unknown parameter."""
+    from rclpy.parameter import Parameter
+
+    from mfapr_ros.errors import ConfigError
+    from mfapr_ros.node import LocalizeNode
+
+    with pytest.raises(ConfigError, match="autostart"):
+        LocalizeNode("plain_auto", context=rclpy_context, parameter_overrides=[
+            Parameter("checkpoint", value=str(make_checkpoint(tmp_path, 4))), Parameter("autostart", value=True)])
+
+
+def _exe() -> list[str]:
+    import shutil
+
+    exe = shutil.which("localize_lifecycle_node", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-m", "mfapr_ros.lifecycle_node"]
+
+
+def test_console_script_autostart(rclpy_context, ros_env: dict[str, str], tmp_path: Path) -> None:
+    import rclpy
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from mfapr_ros import ros_convert as rc
+    from mfapr_ros.node import POSE_COV_QOS
+
+    bad = subprocess.run(_exe() + ["--ros-args", "-p", f"checkpoint:={tmp_path / 'nope.json'}",
+                                   "-p", "autostart:=true"], env=ros_env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "autostart: configure failed" in bad.stderr and "nope.json" in bad.stderr
+
+    ckpt = make_checkpoint(tmp_path, 4)
+    env = dict(ros_env, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(_exe() + ["--ros-args", "-p", f"checkpoint:={ckpt}", "-p", "device:=cpu",
+                                      "-p", "autostart:=true", "-r", "__node:=lc_auto"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tester = rclpy.create_node("lc_auto_tester", context=rclpy_context)
+    got: list = []
+    tester.create_subscription(PoseWithCovarianceStamped, "/lc_auto/pose_with_covariance", got.append, POSE_COV_QOS)
+    pubs = [tester.create_publisher(Image, f"/cam{i}/image_raw", qos_profile_sensor_data) for i in range(4)]
+    ex = SingleThreadedExecutor(context=rclpy_context)
+    ex.add_node(tester)
+    try:
+        deadline = time.monotonic() + 60
+        while not all(p.get_subscription_count() for p in pubs):
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "the autostarted node never subscribed to the cameras"
+            ex.spin_once(timeout_sec=0.05)
+        k, deadline = 0, time.monotonic() + 30
+        while not got and time.monotonic() < deadline:
+            stamp = 7_000_000_000 + k * PERIOD_NS
+            for p in pubs:
+                p.publish(rc.numpy_to_image_msg(np.full((IMG, IMG, 3), k % 255, np.uint8), "rgb8", stamp))
+            k += 1
+            ex.spin_once(timeout_sec=0.05)
+        assert got, "no pose from the autostarted lifecycle node"
+        assert (rc.time_to_ns(got[0].header.stamp) - 7_000_000_000) % PERIOD_NS == 0
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert "Traceback" not in out and "stopped: images received" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        ex.shutdown()
+        tester.destroy_node()
