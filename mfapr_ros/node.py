@@ -83,6 +83,11 @@ POSE_COV_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=
 POSE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
+#: drop-counter source of results the model side drops (inference errors, non-finite poses, finished after deactivate);
+#: reported as ``inference.<cause>``, camera drops as ``decode.<cause>`` (summed over cameras)
+MODEL_SOURCE = "model"
+
+
 def image_qos() -> QoSProfile:
     """A fresh copy of the sensor-data profile for one image subscription.
 
@@ -502,18 +507,19 @@ class LocalizeCore:
 
     def _on_inference_error(self, exc: BaseException) -> None:
         """Inference failed for one bundle (worker thread): counted (diagnostics) and warned, throttled."""
-        self.drops.drop("model", "inference_error", f"{type(exc).__name__}: {exc}")
+        self.drops.drop(MODEL_SOURCE, "inference_error", f"{type(exc).__name__}: {exc}")
 
     def _on_pose(self, pose: Any) -> None:
         """Inference result (worker thread): publish everything with the bundle stamp."""
         if self._closed:
             return
         if not self._active:  # finished after a lifecycle deactivate: not published, but counted
-            self.drops.drop("model", "inactive", f"pose at {pose.stamp_ns} ns finished after deactivation")
+            self.drops.drop(MODEL_SOURCE, "inactive", f"pose at {pose.stamp_ns} ns finished after deactivation")
             return
         t0 = time.perf_counter()
         if not (np.all(np.isfinite(pose.t)) and np.all(np.isfinite(pose.q))):
-            self.drops.drop("model", "non_finite_pose", f"the model returned a non-finite pose at {pose.stamp_ns} ns")
+            self.drops.drop(MODEL_SOURCE, "non_finite_pose",
+                            f"the model returned a non-finite pose at {pose.stamp_ns} ns")
             return
         ps = rig_pose_to_pose_stamped(pose, self.params.map_frame)
         self.pub_pose.publish(ps)
@@ -535,6 +541,10 @@ class LocalizeCore:
         sync_stats = self.sync.stats
         inf = self._async.stats if self._async is not None else {}
         drop_counts = self.drops.counts
+        drops_by_kind: dict[str, int] = {}
+        for (source, cause), v in sorted(drop_counts.items()):
+            key = f"{'inference' if source == MODEL_SOURCE else 'decode'}.{cause}"
+            drops_by_kind[key] = drops_by_kind.get(key, 0) + v
         cams = []
         for b, r in zip(self.bindings, self.cam_rates, strict=True):
             last = r.last()
@@ -547,7 +557,7 @@ class LocalizeCore:
             "bundles": self.bundle_rate.count, "partial_bundles": self.partial_bundles,
             "poses": self.poses_published,
             "latency_p50_ms": 1e3 * self.latency.percentile(50), "latency_p99_ms": 1e3 * self.latency.percentile(99),
-            "drops": {**{f"decode.{k}": v for k, v in self.drops.by_cause().items()},
+            "drops": {**drops_by_kind,
                       **{f"sync.{k}": int(sync_stats[k]) for k in DROP_KEYS},
                       "inference.stale": int(inf.get("stale_dropped", 0)),
                       "inference.errors": int(inf.get("errors", 0) + inf.get("callback_errors", 0))},

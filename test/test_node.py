@@ -333,3 +333,25 @@ def test_image_qos_default_and_override(rclpy_context, tmp_path: Path) -> None:
         assert node.get_parameter("qos_overrides./cam1/image_raw.subscription.depth").value == 30
     finally:
         node.destroy_node()
+
+
+def test_drop_summary_sums_cameras_and_separates_model_drops(rclpy_context, tmp_path: Path) -> None:
+    """``drops.decode.<cause>`` sums every camera's drops of that cause; the model side's are ``inference.<cause>``."""
+    from rclpy.parameter import Parameter
+
+    from mfapr_ros.node import LocalizeNode
+
+    node = LocalizeNode("drops_loc", context=rclpy_context, parameter_overrides=[
+        Parameter("checkpoint", value=str(make_checkpoint(tmp_path, 4))), Parameter("device", value="cpu")])
+    try:
+        node.drops.drop("cam0", "corrupt", "x")
+        node.drops.drop("cam2", "corrupt", "x")
+        node.drops.drop("cam2", "wrong_size", "x")
+        node._on_inference_error(RuntimeError("boom"))
+        drops = node.diagnostics_summary()["drops"]
+        assert drops["decode.corrupt"] == 2 and drops["decode.wrong_size"] == 1
+        assert drops["inference.inference_error"] == 1 and "decode.inference_error" not in drops
+        cams = {c["name"]: c["drops"] for c in node.diagnostics_summary()["cameras"]}
+        assert cams["cam2"] == {"corrupt": 1, "wrong_size": 1} and cams["cam1"] == {}
+    finally:
+        node.destroy_node()
