@@ -265,6 +265,7 @@ def validate(cfg: ExperimentConfig) -> None:
     positive("data.num_workers", cfg.data.num_workers, allow_zero=True)
     positive("data.max_train", cfg.data.max_train, allow_none=True)
     positive("data.max_val", cfg.data.max_val, allow_none=True)
+    positive("data.max_gap_ms", cfg.data.max_gap_ms, allow_none=True)
     positive("preprocess.resize", cfg.preprocess.resize)
     positive("preprocess.crop", cfg.preprocess.crop)
     positive("optim.lr", cfg.optim.lr)

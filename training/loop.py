@@ -593,7 +593,9 @@ class Trainer:
                     steps_this_call += 1
                     img_count += int(batch["mask"].sum()) * info.world_size
                     end_of_epoch = self.pos >= len(batches)
-                    if self.global_step % cfg.train.log_every == 0 or end_of_epoch:
+                    # the final step is always logged: a run shorter than log_every still records its loss
+                    if (self.global_step % cfg.train.log_every == 0 or end_of_epoch
+                            or self.global_step >= self.total_steps):
                         parts["loss"] = all_reduce_mean(parts["loss"], info)
                         now = time.perf_counter()
                         parts["images_per_s"] = img_count / max(now - t_last, 1e-9)

@@ -43,18 +43,21 @@ def resolve_rig(data_format: str, root: str, rig: str | None) -> Rig | None:
 
 
 def load_split(data_format: str, root: str, split: str, *, rig: Rig | None = None,
-               cameras: list[str] | str | None = None, gt_topic: str | None = None) -> Any:
+               cameras: list[str] | str | None = None, gt_topic: str | None = None,
+               max_gap_ms: float | None = None) -> Any:
     """One split as a ``BundleSet`` (``synth``/``kapture``: a kapture split folder; ``rosbag``: ``root/split``
-    is a bag, or ``root`` itself when ``split`` is empty)."""
+    is a bag, or ``root`` itself when ``split`` is empty). ``max_gap_ms`` (``data.max_gap_ms``): time gap that
+    starts a new track; ``None`` = the reader's default (1 s)."""
     if not root:
         raise ConfigError("data.root is empty: give the dataset folder, e.g. --set data.root=/data/naverlabs")
     if not Path(root).exists():
         raise DataError(f"data.root '{root}' does not exist")
+    gap = {} if max_gap_ms is None else {"track_gap_ns": int(round(max_gap_ms * 1e6))}
     if data_format in ("synth", "kapture"):
         from .datasets import read_kapture
 
         cams = cameras if cameras is not None else (rig.camera_names if rig is not None else None)
-        return read_kapture(root, cams, split=split, rig=rig)
+        return read_kapture(root, cams, split=split, rig=rig, **gap)
     if data_format == "rosbag":
         from .datasets import GroundTruthSpec, read_rosbag
 
@@ -66,7 +69,7 @@ def load_split(data_format: str, root: str, split: str, *, rig: Rig | None = Non
             raise ConfigError(f"data.cameras '{cameras}' names a kapture camera subset; for rosbag give camera names")
         if cameras:
             rig = rig.subset(cameras)
-        return read_rosbag(bag, rig, gt=gt, track=split or None)
+        return read_rosbag(bag, rig, gt=gt, track=split or None, **gap)
     raise ConfigError(f"data.format is '{data_format}'; expected synth, kapture or rosbag")
 
 
@@ -85,7 +88,8 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
 
     d = cfg.data
     rig = resolve_rig(d.format, d.root, d.rig)
-    train = load_split(d.format, d.root, d.train_split, rig=rig, cameras=d.cameras, gt_topic=d.gt_topic)
+    train = load_split(d.format, d.root, d.train_split, rig=rig, cameras=d.cameras, gt_topic=d.gt_topic,
+                       max_gap_ms=d.max_gap_ms)
     log.info("%s", train.summary())
     rig = train.rig
     pre = PreprocessConfig(resize=cfg.preprocess.resize, crop=cfg.preprocess.crop)
@@ -94,7 +98,8 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
     train_ds = tud.Subset(train_ds, even_subset(len(train_ds), d.max_train)) if d.max_train else train_ds
     val_ds = None
     if d.val_split:
-        val = load_split(d.format, d.root, d.val_split, rig=rig, cameras=rig.camera_names, gt_topic=d.gt_topic)
+        val = load_split(d.format, d.root, d.val_split, rig=rig, cameras=rig.camera_names, gt_topic=d.gt_topic,
+                         max_gap_ms=d.max_gap_ms)
         val_ds = BundleDataset(val, rig, pre, steps=1, track_aug=None, photometric=False)
         val_ds = tud.Subset(val_ds, even_subset(len(val_ds), d.max_val)) if d.max_val else val_ds
     return rig, train_ds, val_ds, train

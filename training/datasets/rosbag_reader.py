@@ -86,6 +86,13 @@ def bind_camera_topics(bag: BagReader, rig: Rig, topics: dict[str, str] | None =
                         f"{images or 'none'}. Map cameras to topics (topics: {{camera: topic}}) or fix the rig YAML")
     if missing:
         log.warning("bag %s: cameras without a topic (always masked): %s", bag.path, ", ".join(missing))
+    for cam, hit in zip(rig.cameras, out, strict=True):
+        if hit is not None and cam.name not in topics and hit != cam.subscribe_topic:
+            # the checkpoint keeps the rig as written: say so, or the robot node subscribes to a topic that is silent
+            log.warning("bag %s: camera %s: the rig's %s topic %s is not in the bag; using %s. A checkpoint trained "
+                        "on it keeps transport '%s': on the robot set transport.%s:=%s (or fix the rig YAML) if the "
+                        "camera publishes only %s", bag.path, cam.name, cam.transport, cam.subscribe_topic, hit,
+                        cam.transport, cam.name, "compressed" if hit.endswith("/compressed") else "raw", hit)
     return out
 
 
