@@ -157,3 +157,32 @@ def test_gradient_blending_weights_hand_case() -> None:
     assert blend_weights(cur, cur) == pytest.approx([1 / 3] * 3)
     with pytest.raises(ConfigError):
         gb.update(200, [1.0], [1.0])
+
+
+def test_loss_config_and_settings_agree() -> None:
+    """config.LossConfig (what users set) and losses.LossSettings (what the loss runs with) share every field and
+    default, except the two the model decides when the config says None; loss_settings fills those in."""
+    import dataclasses
+
+    from mfapr_training.config import LossConfig
+    from mfapr_training.loop import MODEL_DEPENDENT_LOSS_FIELDS, loss_settings
+    from mfapr_training.losses import LossSettings
+
+    cfg_defaults = {f.name: f.default for f in dataclasses.fields(LossConfig) if f.name != "gradient_blending"}
+    run_defaults = {f.name: f.default for f in dataclasses.fields(LossSettings)}
+    assert set(cfg_defaults) == set(run_defaults)
+    for name in MODEL_DEPENDENT_LOSS_FIELDS:
+        assert cfg_defaults.pop(name) is None
+        run_defaults.pop(name)
+    assert cfg_defaults == run_defaults
+
+    class _Cfg:
+        loss = LossConfig(sx=0.5, relative=True)
+
+    class _Mix(torch.nn.Module):
+        mix_stream, rotation_repr = True, "logq"
+
+    s = loss_settings(_Cfg(), _Mix())  # type: ignore[arg-type]
+    assert (s.sx, s.relative, s.rotation, s.rig_weight) == (0.5, True, "logq", 0.0)
+    s = loss_settings(_Cfg(), torch.nn.Linear(1, 1))  # type: ignore[arg-type]
+    assert (s.rotation, s.rig_weight) == ("quat", 1.0)

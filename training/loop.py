@@ -20,6 +20,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
 import random
@@ -249,15 +250,22 @@ class TrainStep(nn.Module):
         return [float(x) for x in stream] + [float(fused)]
 
 
+#: LossSettings fields whose config value may be ``None`` = "decided by the model" (filled in by loss_settings)
+MODEL_DEPENDENT_LOSS_FIELDS = ("rotation", "rig_weight")
+
+
 def loss_settings(cfg: ExperimentConfig, model: nn.Module) -> LossSettings:
-    """Loss settings with the model-dependent defaults filled (rotation representation, mix-stream weights)."""
+    """Loss settings with the model-dependent defaults filled (rotation representation, mix-stream weights).
+
+    Every other field is copied by name from ``cfg.loss`` (config.LossConfig), so a field added to LossSettings
+    without its config twin fails here, loudly, instead of silently keeping a default the user cannot change.
+    """
     lc = cfg.loss
     mix = bool(getattr(model, "mix_stream", False))
-    return LossSettings(norm=lc.norm, rotation=lc.rotation or getattr(model, "rotation_repr", "quat"), sx=lc.sx,
-                        sq=lc.sq, learn_weights=lc.learn_weights, relative=lc.relative,
-                        relative_weight=lc.relative_weight, srx=lc.srx, srq=lc.srq,
-                        rig_weight=lc.rig_weight if lc.rig_weight is not None else (0.0 if mix else 1.0),
-                        per_camera_weight=lc.per_camera_weight, heteroscedastic=lc.heteroscedastic)
+    values = {f.name: getattr(lc, f.name) for f in dataclasses.fields(LossSettings)}
+    values["rotation"] = lc.rotation or getattr(model, "rotation_repr", "quat")
+    values["rig_weight"] = lc.rig_weight if lc.rig_weight is not None else (0.0 if mix else 1.0)
+    return LossSettings(**values)
 
 
 # --------------------------------------------------------------------------------------------- state (no pickle)
