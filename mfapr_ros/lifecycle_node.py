@@ -25,22 +25,30 @@ from collections.abc import Callable
 from typing import Any
 
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 
 from .errors import MfaprError
 from .node import NODE_NAME, LocalizeCore, _log_final_summary
-from .node_params import NodeParams
+from .node_params import PARAM_SPECS, TOPIC_PREFIX, TRANSPORT_PREFIX, NodeParams
 
 AUTOSTART = "autostart"
+_STATIC_NAMES = frozenset(spec.name for spec in PARAM_SPECS)
 
 
 class LocalizeLifecycleNode(LocalizeCore, LifecycleNode):
-    """The localization node as a managed node; starts *unconfigured* (unless ``autostart``)."""
+    """The localization node as a managed node; starts *unconfigured* (unless ``autostart``).
+
+    Its parameters (checkpoint, rig, sync.*, topics.<camera> …) can be changed while *unconfigured* and are
+    validated by the next ``configure``; while configured a change is rejected with the reason, because the
+    loaded model, bindings and synchronizer would silently disagree with it.
+    """
 
     _OWN_PARAMS = (AUTOSTART,)
+    _PARAMS_READ_ONLY = False
 
     def __init__(self, node_name: str = NODE_NAME, *, localizer_factory: Callable[[NodeParams], Any] | None = None,
                  **node_kwargs: Any) -> None:
@@ -48,6 +56,7 @@ class LocalizeLifecycleNode(LocalizeCore, LifecycleNode):
         self._init_core()
         self._factory = localizer_factory
         self.last_error: str | None = None  # why the last configure failed (also logged)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.declare_parameter(AUTOSTART, False, ParameterDescriptor(
             description="configure + activate at startup (no lifecycle manager needed)", read_only=True))
         try:
@@ -55,6 +64,15 @@ class LocalizeLifecycleNode(LocalizeCore, LifecycleNode):
         except MfaprError:
             LifecycleNode.destroy_node(self)
             raise
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        per_camera = (TOPIC_PREFIX, TRANSPORT_PREFIX)
+        ours = [p.name for p in params if p.name in _STATIC_NAMES or p.name.startswith(per_camera)]
+        if ours and self._configured:
+            return SetParametersResult(successful=False, reason=(
+                f"{', '.join(ours)}: parameters change only while unconfigured (deactivate + cleanup, set, "
+                "configure): the loaded model and camera bindings would not follow"))
+        return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ lifecycle publishers
     def _make_publisher(self, msg_type: Any, topic: str, qos: QoSProfile) -> Any:

@@ -255,13 +255,13 @@ class TfOutput:
 
 
 # ---------------------------------------------------------------------------- the node
-def _descriptor(spec: Any) -> ParameterDescriptor:
+def _descriptor(spec: Any, read_only: bool = True) -> ParameterDescriptor:
     types = {"str": ParameterType.PARAMETER_STRING, "float": ParameterType.PARAMETER_DOUBLE,
              "int": ParameterType.PARAMETER_INTEGER, "bool": ParameterType.PARAMETER_BOOL,
              "str_list": ParameterType.PARAMETER_STRING_ARRAY}
     # Doubles accept integers (`-p sync.slop:=1`): typing is dynamic, validate_params checks the value.
     return ParameterDescriptor(name=spec.name, type=types[spec.kind], description=spec.description,
-                               additional_constraints=spec.constraints, read_only=True,
+                               additional_constraints=spec.constraints, read_only=read_only,
                                dynamic_typing=spec.kind == "float")
 
 
@@ -280,6 +280,9 @@ class LocalizeCore:
 
     #: parameters the subclass declares itself (kept out of the unknown-parameter check)
     _OWN_PARAMS: tuple[str, ...] = ()
+    #: the plain node's parameters are read-only (a change needs a restart); the lifecycle node accepts changes
+    #: while unconfigured and rejects them otherwise (see lifecycle_node)
+    _PARAMS_READ_ONLY = True
 
     def _init_core(self) -> None:
         self._async: Any = None
@@ -308,9 +311,10 @@ class LocalizeCore:
                 continue
             try:
                 if spec.kind == "str_list":
-                    self.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, _descriptor(spec))
+                    self.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY,
+                                           _descriptor(spec, self._PARAMS_READ_ONLY))
                 else:
-                    self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+                    self.declare_parameter(spec.name, spec.default, _descriptor(spec, self._PARAMS_READ_ONLY))
             except (ParameterException, TypeError, ValueError) as e:
                 raise ConfigError(f"parameter '{spec.name}' is invalid: {e}. Expected a {spec.kind} "
                                   f"({spec.constraints or spec.description})") from None
@@ -332,7 +336,8 @@ class LocalizeCore:
                 if self.has_parameter(name):  # a second configure of a lifecycle node
                     value = self.get_parameter(name).value
                 else:
-                    desc = ParameterDescriptor(name=name, type=ParameterType.PARAMETER_STRING, read_only=True,
+                    desc = ParameterDescriptor(name=name, type=ParameterType.PARAMETER_STRING,
+                                               read_only=self._PARAMS_READ_ONLY,
                                                description=f"{what} of camera '{cam}'; '' = from rig/camera_topics")
                     try:
                         value = self.declare_parameter(name, "", desc).value

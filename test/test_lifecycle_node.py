@@ -254,3 +254,38 @@ def test_console_script_autostart(rclpy_context, ros_env: dict[str, str], tmp_pa
             proc.wait()
         ex.shutdown()
         tester.destroy_node()
+
+
+def test_parameters_change_only_while_unconfigured(rclpy_context, tmp_path: Path) -> None:
+    """Swap a model without restarting: set ``checkpoint`` while unconfigured, configure loads the new one; while
+    configured the change is refused with the reason. The plain node's parameters stay read-only."""
+    from rclpy.parameter import Parameter
+
+    from mfapr_ros.lifecycle_node import LocalizeLifecycleNode
+    from mfapr_ros.node import LocalizeNode
+
+    four, six = make_checkpoint(tmp_path, 4), make_checkpoint(tmp_path, 6)
+    node = LocalizeLifecycleNode("lc_swap", context=rclpy_context, parameter_overrides=[
+        Parameter("checkpoint", value=str(four)), Parameter("device", value="cpu")])
+    try:
+        node.trigger_configure()
+        assert node._configured and node.num_slots == 4
+        refused = node.set_parameters([Parameter("checkpoint", value=str(six))])[0]
+        assert not refused.successful and "only while unconfigured" in refused.reason
+        assert not node.set_parameters([Parameter("topics.cam0", value="/x")])[0].successful
+        assert node.get_parameter("checkpoint").value == str(four)
+        node.trigger_cleanup()
+        assert node.set_parameters([Parameter("checkpoint", value=str(six))])[0].successful
+        node.trigger_configure()
+        assert node._configured and node.num_slots == 6 and len(node.bindings) == 6
+        assert [b.topic for b in node.bindings] == [f"/cam{i}/image_raw" for i in range(6)]
+        # use_sim_time and other rclpy parameters are not ours to freeze
+        assert node.set_parameters([Parameter("use_sim_time", value=False)])[0].successful
+    finally:
+        node.destroy_node()
+    plain = LocalizeNode("plain_ro", context=rclpy_context, parameter_overrides=[
+        Parameter("checkpoint", value=str(four)), Parameter("device", value="cpu")])
+    try:
+        assert not plain.set_parameters([Parameter("checkpoint", value=str(six))])[0].successful
+    finally:
+        plain.destroy_node()
