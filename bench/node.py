@@ -3,7 +3,8 @@
     .venv/bin/python bench/node.py                        # 4 and 10 cameras, raw, tiny model, CPU
     .venv/bin/python bench/node.py --cameras 10 --transport compressed --device cuda --preset demo
 
-What is measured (wall clock, one process, the node on a MultiThreadedExecutor as `localize_node` runs it):
+What is measured (wall clock, one process, the node on the executor `localize_node` builds for
+``executor_threads`` — 1 = SingleThreadedExecutor, the default, N > 1 = MultiThreadedExecutor; both are run):
 * latency: a publisher sends one bundle at a time (paced, so nothing queues) and times last image publish →
   PoseStamped received by a subscriber; the node's own decode / sync / inference / publish times are its stats.
 * sustained: the baseline is `Localizer.infer` alone on the same images in the same run; bundles are then
@@ -53,18 +54,18 @@ def _pct(v: list[float], p: float) -> float:
 
 
 def run(num_cameras: int, size: int, transport: str, seconds: float, device: str, preset_name: str,
-        latency_samples: int, fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)) -> dict[str, Any]:
+        latency_samples: int, threads: int = 1,
+        fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)) -> dict[str, Any]:
     import rclpy
     import torch
     from geometry_msgs.msg import PoseStamped
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CompressedImage, Image
     from torchvision.io import encode_jpeg
 
     from mfapr_ros import ros_convert as rc
-    from mfapr_ros.node import LocalizeNode
+    from mfapr_ros.node import LocalizeNode, make_executor
 
     tmp = Path(tempfile.mkdtemp(prefix="mfapr_bench_node_"))
     ckpt = make_checkpoint(tmp, num_cameras, size, preset_name)
@@ -84,7 +85,7 @@ def run(num_cameras: int, size: int, transport: str, seconds: float, device: str
                                lambda m: recv.setdefault(rc.time_to_ns(m.header.stamp), time.perf_counter()), 100)
     mtype = CompressedImage if transport == "compressed" else Image
     pubs = [tester.create_publisher(mtype, b.topic, qos_profile_sensor_data) for b in node.bindings]
-    ex = MultiThreadedExecutor(num_threads=4, context=ctx)
+    ex = make_executor(threads, context=ctx)
     ex.add_node(node)
     ex.add_node(tester)
     spin = threading.Thread(target=ex.spin, daemon=True)
@@ -161,7 +162,8 @@ def run(num_cameras: int, size: int, transport: str, seconds: float, device: str
         rclpy.shutdown(context=ctx)
         spin.join(5)
     return {
-        "cameras": num_cameras, "lat_n": len(lat), "e2e_p50": _pct(lat, 50), "e2e_p99": _pct(lat, 99),
+        "cameras": num_cameras, "threads": threads, "lat_n": len(lat),
+        "e2e_p50": _pct(lat, 50), "e2e_p99": _pct(lat, 99),
         **{f"{k}_p50": _pct(v, 50) for k, v in stage.items()}, **{f"{k}_p99": _pct(v, 99) for k, v in stage.items()},
         "baseline_hz": base_rate, "sweep": sweep,
         "sustained_hz": max([w["poses"] for w in sweep if w["poses"] >= 0.95 * w["offered"]], default=0.0),
@@ -177,24 +179,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-samples", type=int, default=50)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--preset", default="tiny", help="model preset (tiny, demo, transposenet, ...)")
+    ap.add_argument("--executor-threads", type=int, nargs="+", default=[1, 4],
+                    help="executor_threads values to compare (1 = single-threaded, the node's default)")
     args = ap.parse_args(argv)
     import torch
 
     print(f"# bench/node.py  preset={args.preset} size={args.size}px transport={args.transport} "
           f"device={args.device} torch_threads={torch.get_num_threads()} OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', '-')}")
-    rows = [run(n, args.size, args.transport, args.seconds, args.device, args.preset, args.latency_samples)
-            for n in args.cameras]
+    rows = [run(n, args.size, args.transport, args.seconds, args.device, args.preset, args.latency_samples, th)
+            for n in args.cameras for th in args.executor_threads]
     print("\nlatency, one bundle in flight (ms)      p50      p99")
     for r in rows:
-        print(f"  N={r['cameras']:<3} end-to-end (n={r['lat_n']:<3})       {r['e2e_p50']:7.2f}  {r['e2e_p99']:7.2f}")
+        print(f"  N={r['cameras']:<3} threads={r['threads']} end-to-end (n={r['lat_n']:<3}) "
+              f"{r['e2e_p50']:7.2f}  {r['e2e_p99']:7.2f}")
         for k in ("decode", "sync", "inference", "publish"):
             per = " (per image)" if k in ("decode", "sync") else ""
             print(f"        {k + per:<30}{r[k + '_p50']:7.2f}  {r[k + '_p99']:7.2f}")
     print("\nsustained, paced at fractions of the model-only rate (bundles/s)")
     print("          offered   poses/s  kept   stale  sync drops")
     for r in rows:
-        print(f"  N={r['cameras']:<3} model alone (Localizer.infer): {r['baseline_hz']:.1f}/s")
+        print(f"  N={r['cameras']:<3} threads={r['threads']} model alone (Localizer.infer): {r['baseline_hz']:.1f}/s")
         for w in r["sweep"]:
             print(f"        {w['offered']:9.1f} {w['poses']:9.1f}  {w['poses'] / w['offered']:5.2f}  {w['stale']:5d}  "
                   f"{w['sync_drops']:10d}")

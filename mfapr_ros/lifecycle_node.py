@@ -26,13 +26,13 @@ from typing import Any
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 
 from .errors import MfaprError
-from .node import NODE_NAME, LocalizeCore, _log_final_summary
+from .node import NODE_NAME, LocalizeCore, _log_final_summary, make_executor
 from .node_params import PARAM_SPECS, TOPIC_PREFIX, TRANSPORT_PREFIX, NodeParams
 
 AUTOSTART = "autostart"
@@ -144,7 +144,9 @@ def main(args: list[str] | None = None) -> int:
     else:
         node.get_logger().info("unconfigured; waiting for a lifecycle manager (or: ros2 lifecycle set "
                                f"{node.get_fully_qualified_name()} configure, then activate)")
-    executor = MultiThreadedExecutor(num_threads=4)
+    # the executor is chosen before configure validates the parameters: read the declared value, default 1
+    threads = node.get_parameter("executor_threads").value
+    executor = make_executor(threads if isinstance(threads, int) else 1)
     executor.add_node(node)
     try:
         executor.spin()

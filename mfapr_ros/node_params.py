@@ -78,6 +78,10 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               ">= 0"),
     ParamSpec("drop_warning_period", 5.0, "float", "Throttle (s) of the per-camera warning on dropped images.",
               "> 0"),
+    ParamSpec("executor_threads", 1, "int", "Threads of the executor running the camera callbacks (console "
+              "scripts). 1 = single-threaded: callbacks only decode and synchronize, inference has its own thread. "
+              ">1 = rclpy MultiThreadedExecutor (cameras decode in parallel) whose Python wait loop costs CPU and "
+              "GIL time per wake-up; see docs/node.md before raising it.", ">= 1"),
 )
 
 SPEC_BY_NAME: dict[str, ParamSpec] = {s.name: s for s in PARAM_SPECS}
@@ -122,6 +126,7 @@ class NodeParams:
     covariance_orientation_std: float = 0.1
     diagnostics_period: float = 1.0
     drop_warning_period: float = 5.0
+    executor_threads: int = 1
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def default_covariance(self) -> list[float]:
@@ -212,6 +217,8 @@ def validate_params(values: Mapping[str, Any]) -> NodeParams:
         raise _bad("sync.queue_size", out["sync.queue_size"], "an integer >= 1")
     if out["sync.min_cameras"] < 0:
         raise _bad("sync.min_cameras", out["sync.min_cameras"], "an integer >= 0 (0 = all cameras)")
+    if out["executor_threads"] < 1:
+        raise _bad("executor_threads", out["executor_threads"], "an integer >= 1 (1 = single-threaded executor)")
     if out["path_length"] < 0:
         raise _bad("path_length", out["path_length"], "an integer >= 0 (0 disables ~/path)")
     if not _valid_device(out["device"]):

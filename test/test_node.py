@@ -95,7 +95,7 @@ def test_node_end_to_end(rclpy_context, tmp_path: Path, num_cameras: int) -> Non
     from sensor_msgs.msg import CompressedImage, Image
 
     from mfapr_ros import ros_convert as rc
-    from mfapr_ros.node import POSE_COV_QOS, LocalizeNode
+    from mfapr_ros.node import POSE_COV_QOS, LocalizeNode, make_executor
 
     ckpt = make_checkpoint(tmp_path, num_cameras)
     compressed = {i for i in range(num_cameras) if i % 2 == 1}
@@ -132,7 +132,10 @@ def test_node_end_to_end(rclpy_context, tmp_path: Path, num_cameras: int) -> Non
     reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
     pubs = [tester.create_publisher(CompressedImage if i in compressed else Image,
                                     node.bindings[i].topic, reliable) for i in range(num_cameras)]
-    executor = MultiThreadedExecutor(num_threads=3, context=rclpy_context)
+    # both executors localize_node can run on (executor_threads): multi-threaded with 4 cameras, the default
+    # single-threaded one with 10
+    executor = make_executor(3 if num_cameras == 4 else 1, rclpy_context)
+    assert isinstance(executor, MultiThreadedExecutor) == (num_cameras == 4)
     executor.add_node(node)
     executor.add_node(tester)
     stop = threading.Event()
@@ -355,3 +358,23 @@ def test_drop_summary_sums_cameras_and_separates_model_drops(rclpy_context, tmp_
         assert cams["cam2"] == {"corrupt": 1, "wrong_size": 1} and cams["cam1"] == {}
     finally:
         node.destroy_node()
+
+
+def test_executor_threads_parameter(rclpy_context) -> None:
+    """``executor_threads`` picks the console scripts' executor; 0 is refused by name."""
+    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+
+    from mfapr_ros.errors import ConfigError
+    from mfapr_ros.node import make_executor
+    from mfapr_ros.node_params import validate_params
+
+    assert validate_params({"checkpoint": "m.json"}).executor_threads == 1
+    assert validate_params({"checkpoint": "m.json", "executor_threads": 4}).executor_threads == 4
+    with pytest.raises(ConfigError, match="executor_threads"):
+        validate_params({"checkpoint": "m.json", "executor_threads": 0})
+    for threads, kind in ((1, SingleThreadedExecutor), (4, MultiThreadedExecutor)):
+        ex = make_executor(threads, rclpy_context)
+        try:
+            assert type(ex) is kind
+        finally:
+            ex.shutdown()
