@@ -366,6 +366,10 @@ class LocalizeCore:
             self._declare_static()
             self.params = p = validate_params(self._static_values())  # before any heavy import: fail fast
             from .localizer import AsyncLocalizer
+            if p.inference_threads > 0:  # before loading: the warm-up already runs with the final thread count
+                import torch
+
+                torch.set_num_threads(p.inference_threads)
             self.localizer = (localizer_factory or _default_localizer)(p)
             model_rig = self.localizer.rig
             rig = load_rig(p.rig) if p.rig else None

@@ -59,6 +59,8 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("sync.stream_timeout", 0.5, "float", "A camera silent this long (s) stops blocking bundles.", "> 0"),
     ParamSpec("device", "auto", "str", "Inference device: auto, cpu, cuda or cuda:N.", "auto|cpu|cuda|cuda:N"),
     ParamSpec("precision", "fp32", "str", "Inference precision.", "fp32|fp16|bf16"),
+    ParamSpec("inference_threads", 0, "int", "torch intra-op threads for CPU inference (process-wide); 0 = torch's "
+              "default, one per core. Set it on a robot to leave cores to the other nodes.", ">= 0"),
     ParamSpec("strict_device", False, "bool", "Fail instead of falling back to CPU when CUDA is requested "
               "but unavailable."),
     ParamSpec("decode_on_device", False, "bool", "Decode JPEG on the inference device (nvjpeg) when it is CUDA."),
@@ -114,6 +116,7 @@ class NodeParams:
     sync_stream_timeout: float = 0.5
     device: str = "auto"
     precision: str = "fp32"
+    inference_threads: int = 0
     strict_device: bool = False
     decode_on_device: bool = False
     map_frame: str = "map"
@@ -217,6 +220,8 @@ def validate_params(values: Mapping[str, Any]) -> NodeParams:
         raise _bad("sync.queue_size", out["sync.queue_size"], "an integer >= 1")
     if out["sync.min_cameras"] < 0:
         raise _bad("sync.min_cameras", out["sync.min_cameras"], "an integer >= 0 (0 = all cameras)")
+    if out["inference_threads"] < 0:
+        raise _bad("inference_threads", out["inference_threads"], "an integer >= 0 (0 = torch's default)")
     if out["executor_threads"] < 1:
         raise _bad("executor_threads", out["executor_threads"], "an integer >= 1 (1 = single-threaded executor)")
     if out["path_length"] < 0:

@@ -378,3 +378,26 @@ def test_executor_threads_parameter(rclpy_context) -> None:
             assert type(ex) is kind
         finally:
             ex.shutdown()
+
+
+def test_inference_threads_parameter(rclpy_context, tmp_path: Path) -> None:
+    """``inference_threads`` caps torch's intra-op threads before the model is loaded; negative values are refused."""
+    import torch
+    from rclpy.parameter import Parameter
+
+    from mfapr_ros.errors import ConfigError
+    from mfapr_ros.node import LocalizeNode
+    from mfapr_ros.node_params import validate_params
+
+    with pytest.raises(ConfigError, match="inference_threads"):
+        validate_params({"checkpoint": "m.json", "inference_threads": -1})
+    before = torch.get_num_threads()
+    want = before + 1  # differs from the current value whatever the machine, so the assertion can fail
+    node = LocalizeNode("threads_loc", context=rclpy_context, parameter_overrides=[
+        Parameter("checkpoint", value=str(make_checkpoint(tmp_path, 4))), Parameter("device", value="cpu"),
+        Parameter("inference_threads", value=want)])
+    try:
+        assert torch.get_num_threads() == want and node.params.inference_threads == want
+    finally:
+        node.destroy_node()
+        torch.set_num_threads(before)
