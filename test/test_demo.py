@@ -22,6 +22,10 @@ def test_tiny_demo_end_to_end(tmp_path, ros_env):
     live = json.loads((out / "live" / "report.json").read_text())
     assert offline["metrics"]["count"] >= 30  # 40 query frames, a few lost to stamp jitter at the ends at most
     assert live["metrics"]["count"] >= 1, "no pose went through play → localize_node → evaluator_node"
+    # the live node must keep up with a 10 Hz replay on 2 loaded cores (39 of 40 measured with two CPU hogs running;
+    # the multi-threaded executor regression kept 6 %): latest-bundle-wins may skip a few, not most
+    assert live["metrics"]["count"] >= 0.75 * offline["metrics"]["count"], (
+        live["metrics"]["count"], offline["metrics"]["count"], (out / "logs" / "localize_node.log").read_text()[-1500:])
     for name in ("report.md", "error_cdf.png", "trajectory.png"):
         assert (out / "eval_bag" / name).exists()
     # even one CPU epoch on 80 bundles must beat the mean training pose (seeded, deterministic on CPU)
