@@ -93,13 +93,13 @@ class LocalizeLifecycleNode(LocalizeCore, LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        ret = super().on_activate(state)  # enable the lifecycle publishers first: a pose may follow the subscriptions
         self._activate()
-        ret = super().on_activate(state)  # enables the lifecycle publishers
         self.get_logger().info(f"active: subscribed to {len(self._subs)} camera topics")
         return ret
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._deactivate()
+        self._deactivate()  # unsubscribe and finish the running inference while the publishers are still enabled
         ret = super().on_deactivate(state)
         self.get_logger().info("inactive: camera subscriptions removed")
         return ret
