@@ -332,6 +332,8 @@ def tf_trajectory(edges: TfEdges, static: set[tuple[str, str]], parent: str, chi
         return None
     trajs = {k: build_trajectory([e[0] for e in edges[k]], [e[1] for e in edges[k]], [e[2] for e in edges[k]],
                                  f"tf {k[0]}->{k[1]}") for k, _ in chain}
+    if any(len(tr) == 0 for tr in trajs.values()):  # an edge whose every sample was invalid: no usable chain yet
+        return None
     dynamic = [k for k, _ in chain if k not in static and len(trajs[k]) > 1]
     ref = max(dynamic, key=lambda k: len(trajs[k])) if dynamic else chain[-1][0]
     stamps = trajs[ref].stamps_ns

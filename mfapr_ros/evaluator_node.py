@@ -96,6 +96,9 @@ class EvaluatorNode(Node):
         if int(p["expected_count"]) < 0:
             raise ConfigError(f"parameter 'expected_count' = {p['expected_count']} must be >= 0")
         self.p = p
+        # the checkpoint baseline is resolved now: a bad path must refuse the start, not lose the report at the end
+        self._ckpt_baseline = self._checkpoint_baseline(p["baseline"], p["checkpoint"])
+        self._tick_errors = 0
         self.finished = False
         self.finish_reason = ""
         self._t0 = time.monotonic()
@@ -195,7 +198,15 @@ class EvaluatorNode(Node):
         return self._tf_cache
 
     def _tick(self) -> None:
-        self.ev.match()
+        try:
+            self.ev.match()
+        except Exception as e:  # noqa: BLE001 - a timer callback must not kill the node (and its report)
+            self._tick_errors += 1
+            self.ev.drops["match_error"] = self.ev.drops.get("match_error", 0) + 1
+            if self._tick_errors == 1 or self._tick_errors % 100 == 0:
+                self.get_logger().warning(f"matching poses to ground truth failed ({type(e).__name__}: {e}); "
+                                          f"{self._tick_errors} time(s) so far, retrying")
+            return
         n = int(self.p["expected_count"])
         if n and self.ev.count >= n:
             self._finish(f"expected_count {n} reached")
@@ -234,22 +245,31 @@ class EvaluatorNode(Node):
         self._diag_pub.publish(arr)
 
     # ------------------------------------------------------------------ report
-    def baseline(self) -> tuple[tuple[Any, Any] | None, str]:
-        mode, ck = self.p["baseline"], self.p["checkpoint"]
-        if mode in ("auto", "checkpoint") and ck:
-            from .checkpoint import checkpoint_paths
-            from .eval_bag import checkpoint_baseline
+    @staticmethod
+    def _checkpoint_baseline(mode: str, ck: str) -> tuple[Any, Any] | None:
+        """The training mean pose recorded in the checkpoint's JSON (or None); ConfigError when unusable."""
+        if mode not in ("auto", "checkpoint"):
+            return None
+        if not ck:
+            if mode == "checkpoint":
+                raise ConfigError("baseline 'checkpoint' needs the parameter 'checkpoint' (the model's NAME.json)")
+            return None
+        from .checkpoint import checkpoint_paths
+        from .eval_bag import checkpoint_baseline
 
-            try:
-                meta = json.loads(checkpoint_paths(ck)[0].read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise ConfigError(f"parameter 'checkpoint' = {ck!r}: cannot read its JSON ({e})") from e
-            b = checkpoint_baseline(meta)
-            if b is not None:
-                return b, "checkpoint provenance (training mean pose)"
-        if mode == "checkpoint":
+        try:
+            meta = json.loads(checkpoint_paths(ck)[0].read_text())
+        except (OSError, json.JSONDecodeError, MfaprError) as e:
+            raise ConfigError(f"parameter 'checkpoint' = {ck!r}: cannot read its JSON ({e})") from e
+        b = checkpoint_baseline(meta)
+        if b is None and mode == "checkpoint":
             raise ConfigError(f"baseline 'checkpoint' needs a checkpoint that records provenance.mean_pose ({ck!r})")
-        if mode in ("auto", "gt") and self.ev.t_gt:
+        return b
+
+    def baseline(self) -> tuple[tuple[Any, Any] | None, str]:
+        if self._ckpt_baseline is not None:
+            return self._ckpt_baseline, "checkpoint provenance (training mean pose)"
+        if self.p["baseline"] in ("auto", "gt") and self.ev.t_gt:
             return (np.asarray(self.ev.t_gt), np.asarray(self.ev.q_gt)), "mean of the ground truth (optimistic)"
         return None, "none"
 

@@ -82,19 +82,28 @@ class LocalizeLifecycleNode(LocalizeCore, LifecycleNode):
         self.destroy_lifecycle_publisher(pub)
 
     # ------------------------------------------------------------------ transitions
+    def _failed(self, what: str, e: BaseException) -> TransitionCallbackReturn:
+        """Keep and log the reason (rclpy would turn an unexpected exception into ERROR without saying why)."""
+        self.last_error = str(e) if isinstance(e, MfaprError) else f"{type(e).__name__}: {e}"
+        self.get_logger().error(f"{what} failed: {self.last_error}")
+        return TransitionCallbackReturn.FAILURE
+
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self._configure(self._factory)
-        except MfaprError as e:
-            self.last_error = str(e)
-            self.get_logger().error(f"configure failed: {e}")
-            return TransitionCallbackReturn.FAILURE
+        except Exception as e:  # noqa: BLE001 - bad parameter/checkpoint, CUDA out of memory …: FAILURE + reason
+            return self._failed("configure", e)
         self.last_error = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         ret = super().on_activate(state)  # enable the lifecycle publishers first: a pose may follow the subscriptions
-        self._activate()
+        try:
+            self._activate()
+        except Exception as e:  # noqa: BLE001 - e.g. a malformed qos_overrides value: stay inactive, say why
+            self._deactivate()
+            super().on_deactivate(state)
+            return self._failed("activate", e)
         self.get_logger().info(f"active: subscribed to {len(self._subs)} camera topics")
         return ret
 
@@ -129,8 +138,9 @@ def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     try:
         node = LocalizeLifecycleNode()
-    except MfaprError as e:
-        print(f"localize_lifecycle_node: refusing to start: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - any construction failure: a clear line and status 2, no traceback
+        why = str(e) if isinstance(e, MfaprError) else f"{type(e).__name__}: {e}"
+        print(f"localize_lifecycle_node: refusing to start: {why}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
     if node.get_parameter(AUTOSTART).value:
@@ -141,6 +151,12 @@ def main(args: list[str] | None = None) -> int:
             rclpy.try_shutdown()
             return 2
         node.trigger_activate()
+        if not node._active:
+            print(f"localize_lifecycle_node: autostart: activate failed: {node.last_error}", file=sys.stderr)
+            node.trigger_cleanup()
+            node.destroy_node()
+            rclpy.try_shutdown()
+            return 2
     else:
         node.get_logger().info("unconfigured; waiting for a lifecycle manager (or: ros2 lifecycle set "
                                f"{node.get_fully_qualified_name()} configure, then activate)")

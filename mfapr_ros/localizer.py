@@ -266,7 +266,7 @@ class AsyncLocalizer:
         self._busy = False
         self._closed = False
         self._stats = {"submitted": 0, "processed": 0, "stale_dropped": 0, "errors": 0, "callback_errors": 0,
-                       "dropped_closed": 0}
+                       "dropped_closed": 0, "discarded": 0}
         self._latencies: list[float] = []
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -312,6 +312,17 @@ class AsyncLocalizer:
                     return False
                 self._cond.wait(left)
         return True
+
+    def discard_pending(self) -> bool:
+        """Drop the bundle waiting for the worker, if any (counted ``discarded``); the running one finishes.
+        Returns whether one was dropped (a lifecycle deactivate: queued input must not be published later)."""
+        with self._cond:
+            if self._pending is None:
+                return False
+            self._pending = None
+            self._stats["discarded"] += 1
+            self._cond.notify_all()
+            return True
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Stop accepting bundles, drop a pending one, finish the running one and join the thread."""

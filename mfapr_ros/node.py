@@ -456,6 +456,8 @@ class LocalizeCore:
             self._diag_pub = None
         if self._configured:
             self.sync.reset()
+            if self._async is not None and self._async.discard_pending():
+                self.drops.drop(MODEL_SOURCE, "inactive", "a bundle waiting for inference was discarded at deactivate")
             if self._async is not None and not self._async.wait_idle(idle_timeout_s):
                 self.get_logger().warning(f"deactivating although inference is still running after "
                                           f"{idle_timeout_s:.0f} s; its result will be dropped (counted)")
@@ -475,6 +477,13 @@ class LocalizeCore:
         if tf is not None:
             tf.close()
             self.tf = None
+        if getattr(self, "localizer", None) is not None:  # unconfigured = nothing loaded (GPU memory freed before
+            on_cuda = str(getattr(self.localizer, "device", "")).startswith("cuda")  # a new checkpoint loads)
+            self.localizer = None
+            if on_cuda:  # pragma: no cover - no GPU here
+                import torch
+
+                torch.cuda.empty_cache()
         self._configured = False
 
     # ------------------------------------------------------------------ callbacks
@@ -526,13 +535,16 @@ class LocalizeCore:
             self.drops.drop(MODEL_SOURCE, "inactive", f"pose at {pose.stamp_ns} ns finished after deactivation")
             return
         t0 = time.perf_counter()
-        if not (np.all(np.isfinite(pose.t)) and np.all(np.isfinite(pose.q))):
+        if not (np.all(np.isfinite(pose.t)) and np.all(np.isfinite(pose.q))
+                and np.all(np.isfinite(pose.covariance))):
             self.drops.drop(MODEL_SOURCE, "non_finite_pose",
-                            f"the model returned a non-finite pose at {pose.stamp_ns} ns")
+                            f"the model returned a non-finite pose or covariance at {pose.stamp_ns} ns")
             return
+        # every message is built before anything is published: all outputs carry a pose, or none does
         ps = rig_pose_to_pose_stamped(pose, self.params.map_frame)
+        pwc = rig_pose_to_pose_with_covariance(pose, self.params.map_frame)
         self.pub_pose.publish(ps)
-        self.pub_pose_cov.publish(rig_pose_to_pose_with_covariance(pose, self.params.map_frame))
+        self.pub_pose_cov.publish(pwc)
         if self.path is not None and self.pub_path is not None:
             self.pub_path.publish(self.path.append(ps))
         self.tf.publish(int(pose.stamp_ns), pose.t, pose.q)
@@ -680,8 +692,9 @@ def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     try:
         node = LocalizeNode()
-    except MfaprError as e:
-        print(f"localize_node: refusing to start: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - any construction failure (bad parameter, checkpoint, qos override,
+        why = str(e) if isinstance(e, MfaprError) else f"{type(e).__name__}: {e}"  # CUDA OOM): one line, status 2
+        print(f"localize_node: refusing to start: {why}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
     executor = make_executor(node.params.executor_threads)

@@ -113,21 +113,23 @@ def play(bag_path: str | Path, *, rate: float = 1.0, clock: bool = False, clock_
 
                 clock_pub = node.create_publisher(Clock, CLOCK_TOPIC, QoSProfile(depth=10,
                                                   reliability=ReliabilityPolicy.RELIABLE))
-            _wait_for_subscribers(pubs, info, wait_subscribers, wait_timeout_s)
-            if delay_s > 0:
-                time.sleep(delay_s)
             wall0 = time.monotonic()
-            try:
+            try:  # a stop (Ctrl-C, SIGTERM) while waiting, delaying, playing or lingering ends cleanly
+                _wait_for_subscribers(pubs, info, wait_subscribers, wait_timeout_s)
+                if delay_s > 0:
+                    time.sleep(delay_s)
+                wall0 = time.monotonic()
                 while True:
                     _play_once(bag, pubs, clock_pub, start_ns, end_ns, rate, clock_hz, stats)
                     stats.loops += 1
                     if not loop or (max_loops is not None and stats.loops >= max_loops):
                         break
+                stats.wall_seconds = time.monotonic() - wall0
+                if linger_s > 0:
+                    time.sleep(linger_s)  # let reliable writers hand their last samples to the readers
             except (KeyboardInterrupt, _StopPlaybackError):
                 stats.interrupted = True
-            stats.wall_seconds = time.monotonic() - wall0
-            if linger_s > 0 and not stats.interrupted:
-                time.sleep(linger_s)  # let reliable writers hand their last samples to the readers
+                stats.wall_seconds = stats.wall_seconds or time.monotonic() - wall0
         finally:
             node.destroy_node()
     return stats

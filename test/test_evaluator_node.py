@@ -185,6 +185,41 @@ def test_evaluator_node_refuses_bad_parameters(tmp_path, ros_env):
     assert r.returncode == 2 and "gt_type" in r.stderr and "refusing to start" in r.stderr
 
 
+def test_evaluator_node_checks_the_baseline_checkpoint_at_start(tmp_path, rclpy_context):
+    """A checkpoint that cannot give the baseline refuses the start (before any pose is scored), never at the end
+    where the whole run's report would be lost."""
+    from mfapr_ros.errors import ConfigError
+    from mfapr_ros.evaluator_node import EvaluatorNode
+
+    with pytest.raises(ConfigError, match="missing.json"):
+        EvaluatorNode("ev_bad_ck", overrides={"checkpoint": str(tmp_path / "missing.json")}, context=rclpy_context)
+    no_prov = tmp_path / "np.json"
+    no_prov.write_text(json.dumps({"format": "x"}))
+    with pytest.raises(ConfigError, match="provenance.mean_pose"):
+        EvaluatorNode("ev_bad_ck2", overrides={"checkpoint": str(no_prov), "baseline": "checkpoint"},
+                      context=rclpy_context)
+    with pytest.raises(ConfigError, match="needs the parameter 'checkpoint'"):
+        EvaluatorNode("ev_bad_ck3", overrides={"baseline": "checkpoint"}, context=rclpy_context)
+    node = EvaluatorNode("ev_auto", overrides={"checkpoint": str(no_prov)}, context=rclpy_context)  # auto: GT mean
+    try:
+        assert node.baseline() == (None, "none")  # no GT received yet
+    finally:
+        node.destroy_node()
+
+
+def test_tf_chain_with_only_invalid_samples_is_no_ground_truth_yet():
+    """A static edge whose only sample has a zero quaternion gives no trajectory (None), not an IndexError inside the
+    evaluator's timer (which used to kill the node before it wrote its report)."""
+    from mfapr_ros.bag_io import tf_trajectory
+
+    good = [(k * 100, np.array([k * 0.1, 0.0, 0.0]), np.array([1.0, 0.0, 0.0, 0.0])) for k in range(5)]
+    edges = {("map", "odom"): [(0, np.zeros(3), np.zeros(4))], ("odom", "base_link"): good}
+    assert tf_trajectory(edges, {("map", "odom")}, "map", "base_link") is None
+    edges[("map", "odom")].append((0, np.zeros(3), np.array([1.0, 0.0, 0.0, 0.0])))
+    traj = tf_trajectory(edges, {("map", "odom")}, "map", "base_link")
+    assert traj is not None and len(traj) == 5
+
+
 @pytest.mark.ros
 @pytest.mark.slow
 def test_play_node_evaluator_pipeline(tmp_path, ros_env):

@@ -289,3 +289,118 @@ def test_parameters_change_only_while_unconfigured(rclpy_context, tmp_path: Path
         assert not plain.set_parameters([Parameter("checkpoint", value=str(six))])[0].successful
     finally:
         plain.destroy_node()
+
+
+class _FakeLocalizer:
+    """A stand-in model (node tests of what surrounds inference): fixed pose, configurable covariance/delay."""
+
+    def __init__(self, n: int = 2, cov=None, delay: float = 0.0) -> None:
+        from mfapr_ros.rig import ring_rig
+
+        self.rig = ring_rig(n, image_size=IMG, hfov_deg=90.0)
+        self.device = "cpu"
+        self.cov = np.eye(6) * 0.1 if cov is None else cov
+        self.delay = delay
+
+    def infer(self, images, stamp_ns, mask=None):
+        from mfapr_ros.localizer import RigPose
+
+        if self.delay:
+            time.sleep(self.delay)
+        m = np.array([im is not None for im in images])
+        return RigPose(int(stamp_ns), np.array([1.0, 2.0, 3.0]), np.array([1.0, 0, 0, 0]), self.cov, 0.0, m)
+
+
+def test_nan_covariance_publishes_nothing(rclpy_context) -> None:
+    """All outputs carry a pose or none does: a non-finite covariance is a counted drop, ~/pose is not sent alone."""
+    from rclpy.parameter import Parameter
+
+    from mfapr_ros.localizer import RigPose
+    from mfapr_ros.node import LocalizeNode
+
+    fake = _FakeLocalizer(cov=np.full((6, 6), np.nan))
+    node = LocalizeNode("nan_cov", context=rclpy_context, localizer_factory=lambda p: fake,
+                        parameter_overrides=[Parameter("checkpoint", value="fake.json"),
+                                             Parameter("diagnostics_period", value=0.0)])
+    sent = []
+    try:
+        for name in ("pub_pose", "pub_pose_cov", "pub_path"):
+            pub = getattr(node, name)
+            pub.publish = lambda msg, name=name: sent.append(name)
+        node._on_pose(RigPose(5, np.zeros(3), np.array([1.0, 0, 0, 0]), fake.cov, 0.0, np.ones(2, bool)))
+        assert sent == [] and node.poses_published == 0
+        assert node.diagnostics_summary()["drops"]["inference.non_finite_pose"] == 1
+        node._on_pose(RigPose(6, np.zeros(3), np.array([1.0, 0, 0, 0]), np.eye(6), 0.0, np.ones(2, bool)))
+        assert sent == ["pub_pose", "pub_pose_cov", "pub_path"] and node.poses_published == 1
+    finally:
+        node.destroy_node()
+
+
+def test_cleanup_releases_the_model_and_unexpected_failures_keep_their_reason(rclpy_context) -> None:
+    import gc
+    import weakref
+
+    from lifecycle_msgs.msg import State
+    from rclpy.parameter import Parameter
+
+    from mfapr_ros.lifecycle_node import LocalizeLifecycleNode
+
+    made: list = []
+
+    def factory(p):
+        if len(made) == 1:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        made.append(weakref.ref(loc := _FakeLocalizer()))
+        return loc
+
+    node = LocalizeLifecycleNode("lc_release", context=rclpy_context, localizer_factory=factory,
+                                 parameter_overrides=[Parameter("checkpoint", value="fake.json"),
+                                                      Parameter("diagnostics_period", value=0.0)])
+    try:
+        node.trigger_configure()
+        assert node._configured and made[0]() is not None
+        node.trigger_cleanup()
+        gc.collect()
+        assert node.localizer is None and made[0]() is None, "unconfigured must hold no model"
+        node.trigger_configure()  # the factory now raises a non-mfapr error: FAILURE with the reason, not ERROR
+        assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
+        assert node.last_error == "RuntimeError: CUDA out of memory (simulated)"
+    finally:
+        node.destroy_node()
+
+
+def test_deactivate_discards_the_queued_bundle(rclpy_context) -> None:
+    """Only the bundle being inferred is published at deactivate; the one waiting behind it is dropped, counted."""
+    from rclpy.parameter import Parameter
+
+    from mfapr_ros.lifecycle_node import LocalizeLifecycleNode
+
+    node = LocalizeLifecycleNode("lc_discard", context=rclpy_context,
+                                 localizer_factory=lambda p: _FakeLocalizer(delay=0.4),
+                                 parameter_overrides=[Parameter("checkpoint", value="fake.json"),
+                                                      Parameter("diagnostics_period", value=0.0)])
+    try:
+        node.trigger_configure()
+        node.trigger_activate()
+        node._async.submit([np.zeros((IMG, IMG, 3), np.uint8)] * 2, 1)  # starts running
+        time.sleep(0.1)
+        node._async.submit([np.zeros((IMG, IMG, 3), np.uint8)] * 2, 2)  # waits behind it
+        node.trigger_deactivate()
+        assert node.poses_published == 1
+        assert node.diagnostics_summary()["drops"]["inference.inactive"] == 1
+        assert node._async.stats["discarded"] == 1
+    finally:
+        node.destroy_node()
+
+
+def test_console_scripts_refuse_a_malformed_qos_override(ros_env: dict[str, str], tmp_path: Path) -> None:
+    """rclpy raises a plain RuntimeError for a bad qos_overrides value: still one line and status 2."""
+    ckpt = make_checkpoint(tmp_path, 4)
+    bad = "qos_overrides./cam0/image_raw.subscription.reliability:=sometimes"
+    r = subprocess.run([sys.executable, "-m", "mfapr_ros.node", "--ros-args", "-p", f"checkpoint:={ckpt}",
+                        "-p", "device:=cpu", "-p", bad], env=ros_env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "refusing to start" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    r = subprocess.run(_exe() + ["--ros-args", "-p", f"checkpoint:={ckpt}", "-p", "device:=cpu",
+                                 "-p", "autostart:=true", "-p", bad],
+                       env=ros_env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "activate failed" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]

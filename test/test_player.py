@@ -121,3 +121,17 @@ def test_sigint_stops_cleanly(bag, ros_env):
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "interrupted" in err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stop_while_waiting_for_subscribers_is_clean(bag, ros_env, sig):
+    """A stop before playback starts (nobody subscribed yet) also exits 0 with the summary, not a traceback."""
+    path, _ = bag
+    proc = subprocess.Popen([sys.executable, "-m", "mfapr_ros.cli", "play", str(path), "--wait-subscribers", "1",
+                             "--wait-timeout", "60"], env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(3.0)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "interrupted: 0 messages" in err and "Traceback" not in err
