@@ -67,9 +67,11 @@ def pose_between(t_a: torch.Tensor, q_a: torch.Tensor, t_b: torch.Tensor, q_b: t
     return pose_compose(ti, qi, t_b, q_b)
 
 
-def quat_log(q: torch.Tensor) -> torch.Tensor:
-    """MapNet log map ``u/‖u‖ · acos(w)`` with ``w ≥ 0`` (so ``q`` and ``-q`` agree)."""
-    q = quat_normalize(q)
+def quat_log(q: torch.Tensor, canonical: bool = True) -> torch.Tensor:
+    """MapNet log map ``u/‖u‖ · acos(w)``; with ``canonical`` (default) ``q`` is first flipped to ``w ≥ 0`` so ``q``
+    and ``-q`` agree. ``canonical=False`` keeps the given sign (norm up to π): for a distance between two
+    quaternions whose signs were aligned first, which stays continuous across 180° rotations where ``w`` = 0."""
+    q = quat_normalize(q) if canonical else q / q.norm(dim=-1, keepdim=True).clamp_min(_EPS)
     w = q[..., :1].clamp(-1.0 + 1e-7, 1.0 - 1e-7)
     u = q[..., 1:]
     n = u.norm(dim=-1, keepdim=True)

@@ -217,3 +217,21 @@ def test_bad_data_is_counted_or_raised(kroot: Path, tmp_path: Path, caplog: pyte
     with pytest.raises(DataError, match="records_camera.txt: no images"):
         read_kapture(d, "basler")
     assert math.isfinite(bs.info["disagreement_m"]["max"])
+
+
+def test_intrinsics_parameter_layouts() -> None:
+    """Single-focal models read (f, cx, cy); FOV, OPENCV, PINHOLE … read (fx, fy, cx, cy) — FOV is w, h, fx, fy, cx,
+    cy, omega (it was read as single-focal: fy took cx's value)."""
+    from types import SimpleNamespace
+
+    from mfapr_training.datasets.kapture_reader import _intrinsics
+
+    def sensor(model: str, params: list[float]) -> SimpleNamespace:
+        return SimpleNamespace(camera_params=params, camera_type=SimpleNamespace(value=model))
+
+    _, _, k = _intrinsics(sensor("FOV", [1024, 768, 500, 510, 320, 240, 0.9]))
+    assert (k.fx, k.fy, k.cx, k.cy) == (500, 510, 320, 240)
+    _, _, k = _intrinsics(sensor("SIMPLE_RADIAL", [1024, 768, 500, 320, 240, 0.01]))
+    assert (k.fx, k.fy, k.cx, k.cy) == (500, 500, 320, 240)
+    w, h, k = _intrinsics(sensor("OPENCV", [1024, 768, 500, 510, 320, 240, 0, 0, 0, 0]))
+    assert (w, h, k.fx, k.fy, k.cx, k.cy) == (1024, 768, 500, 510, 320, 240)

@@ -186,3 +186,25 @@ def test_loss_config_and_settings_agree() -> None:
     assert (s.sx, s.relative, s.rotation, s.rig_weight) == (0.5, True, "logq", 0.0)
     s = loss_settings(_Cfg(), torch.nn.Linear(1, 1))  # type: ignore[arg-type]
     assert (s.rotation, s.rig_weight) == ("quat", 1.0)
+
+
+def test_logq_distance_is_continuous_across_180_degrees() -> None:
+    """Headings 2° apart across ±180° yaw are 2° apart for the logq loss too (the canonical w ≥ 0 log made them π
+    apart), and the distance ignores the sign of either quaternion."""
+    import numpy as np
+    from mfapr_training.losses import rotation_distance
+
+    from mfapr_ros.geometry import quat_from_yaw
+
+    def q(deg: float) -> torch.Tensor:
+        return torch.tensor(quat_from_yaw(np.radians(deg)), dtype=torch.float64)[None]
+
+    half_rad = np.radians(1.0)  # logq is the half-angle axis vector: 2° apart → 1° in logq
+    for a, b in ((179.0, -179.0), (-179.0, 179.0), (10.0, 12.0), (90.0, 92.0)):
+        for sa in (1, -1):
+            for sb in (1, -1):
+                d = rotation_distance(sa * q(a), sb * q(b), "l2", "logq")
+                assert float(d) == pytest.approx(half_rad, rel=1e-6), (a, b, sa, sb, float(d))
+    qh = (q(179.0) * 1.3).requires_grad_(True)  # unnormalised prediction: gradients finite
+    rotation_distance(q(-179.0), qh, "l1", "logq").sum().backward()
+    assert torch.isfinite(qh.grad).all()

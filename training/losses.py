@@ -41,7 +41,13 @@ def rotation_distance(q: torch.Tensor, q_hat: torch.Tensor, norm: str, rotation:
         qn, qh = quat_normalize(q), quat_normalize(q_hat)
         return torch.minimum(vector_distance(qn, qh, norm), vector_distance(qn, -qh, norm))
     if rotation == "logq":
-        return vector_distance(quat_log(q), quat_log(q_hat), norm)
+        # Align q̂'s sign to q, then take both logs without re-canonicalising: the canonical (w ≥ 0) log jumps where
+        # w changes sign (180° rotations), which made two headings 2° apart across ±180° yaw look π apart.
+        qn = quat_normalize(q)
+        qh = q_hat / q_hat.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        qh = qh * torch.where((qn * qh).sum(-1, keepdim=True) < 0, -torch.ones_like(qh[..., :1]),
+                              torch.ones_like(qh[..., :1]))
+        return vector_distance(quat_log(qn, canonical=False), quat_log(qh, canonical=False), norm)
     raise ConfigError(f"loss.rotation is '{rotation}'; expected one of {ROTATIONS}")
 
 

@@ -108,7 +108,7 @@ def _intrinsics(sensor: Any) -> tuple[int | None, int | None, Intrinsics | None]
     if len(params) < 3:
         return None, None, None
     w, h = int(params[0]), int(params[1])
-    if model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL", "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE", "FOV") \
+    if model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL", "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE") \
             and len(params) >= 5:
         return w, h, Intrinsics(params[2], params[2], params[3], params[4])
     if len(params) >= 6 and model != "UNKNOWN_CAMERA":
