@@ -208,3 +208,39 @@ def test_logq_distance_is_continuous_across_180_degrees() -> None:
     qh = (q(179.0) * 1.3).requires_grad_(True)  # unnormalised prediction: gradients finite
     rotation_distance(q(-179.0), qh, "l1", "logq").sum().backward()
     assert torch.isfinite(qh.grad).all()
+
+
+def test_mix_stream_heteroscedastic_trains_the_variance_heads_and_fuses_scales() -> None:
+    """Mix-stream + loss.heteroscedastic: the per-camera term is the NLL with the per-camera log-scales (the
+    variance heads got no gradient before), and the fused scale of T equal, equally weighted cameras is σ/√T."""
+    import math
+
+    from mfapr_training.losses import LossSettings, PoseLoss
+
+    from mfapr_ros.models import build_model, extrinsics_from_rig, preset
+    from mfapr_ros.rig import ring_rig
+
+    torch.manual_seed(0)
+    m = build_model(preset("tiny", image_size=32, fusion={"position": "none"}, predict_variance=True,
+                           extrinsics=extrinsics_from_rig(ring_rig(4))))
+    assert m.mix_stream
+    x = torch.randn(3, 4, 3, 32, 32)
+    mask = torch.tensor([[True] * 4, [True] * 4, [True, False, True, False]])
+    out = m(x, mask)
+    loss, _ = PoseLoss(LossSettings(rig_weight=0.0, heteroscedastic=True))(
+        out, torch.zeros(3, 3), torch.tensor([[1.0, 0, 0, 0]] * 3), cam_t_gt_norm=torch.zeros(3, 4, 3),
+        cam_q_gt=torch.tensor([[1.0, 0, 0, 0]]).expand(3, 4, 4), mask=mask)
+    loss.backward()
+    heads = m.net.head
+    assert heads.var_t.weight.grad is not None and heads.var_t.weight.grad.abs().sum() > 0
+    assert heads.var_r.weight.grad is not None and heads.var_r.weight.grad.abs().sum() > 0
+    # fusion of log-scales: equal per-camera s and weights 1/T → s − ½·log T
+    lv = torch.full((1, 4, 2), 0.3)
+    w = torch.full((1, 4), 0.25)
+    fused = 0.5 * torch.logsumexp(2 * lv + 2 * torch.log(w)[..., None], dim=1)
+    assert torch.allclose(fused, torch.full((1, 2), 0.3 - 0.5 * math.log(4)))
+    with torch.no_grad():
+        o = m(x, mask)
+    pc, wt = o["per_camera_log_var"], o["fusion_weights"]
+    expect = 0.5 * torch.log((wt[..., None] ** 2 * torch.exp(2 * pc)).sum(1))
+    assert torch.allclose(o["log_var"], expect, atol=1e-5)

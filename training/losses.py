@@ -149,7 +149,10 @@ class PoseLoss(nn.Module):
                                   "ground truth; the training module must pass cam_t_gt_norm/cam_q_gt")
             pct, pcq = out["per_camera_t_norm"].float(), out["per_camera_q"].float()
             cd_t, cd_q = self.distances(pct, pcq, cam_t_gt_norm, cam_q_gt)
-            cam = self.absolute(_masked_mean(cd_t, mask), _masked_mean(cd_q, mask))
+            if s.heteroscedastic and out.get("per_camera_log_var") is not None:  # mix-stream: trains the
+                cam = heteroscedastic_nll(cd_t, cd_q, out["per_camera_log_var"].float(), mask)  # variance heads
+            else:
+                cam = self.absolute(_masked_mean(cd_t, mask), _masked_mean(cd_q, mask))
             total = total + s.per_camera_weight * cam
             parts["loss_cam"] = float(cam.detach())
         if self.relative is not None and steps > 1:

@@ -101,8 +101,9 @@ class PoseRegressor(nn.Module):
         if "log_var" in raw:
             lv = raw["log_var"].reshape(B, T, 2)
             out["per_camera_log_var"] = lv
-            # variance of a weighted mean of independent estimates: Σ wᵢ² σᵢ²
-            out["log_var"] = torch.logsumexp(lv + 2 * torch.log(w.clamp_min(1e-12))[..., None], dim=1)
+            # lv is a log *scale* (e^s = the expected error distance, see heteroscedastic_nll), so the fused scale of
+            # a weighted mean of independent estimates is sqrt(Σ wᵢ² e^(2sᵢ)): s = ½·logsumexp(2sᵢ + 2·log wᵢ)
+            out["log_var"] = 0.5 * torch.logsumexp(2 * lv + 2 * torch.log(w.clamp_min(1e-12))[..., None], dim=1)
         return out
 
 
