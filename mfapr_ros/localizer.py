@@ -205,7 +205,7 @@ class Localizer:
     def _forward(self, x: torch.Tensor, m: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         with self._lock, torch.inference_mode(), self._autocast():
             out = self.model(x, m)
-        t = out["t"].float().cpu().numpy().astype(np.float64)
+        t = out["t"].double().cpu().numpy()  # float64 end to end: large map coordinates keep cm resolution
         q = out["q"].float().cpu().numpy().astype(np.float64)
         q /= np.linalg.norm(q, axis=1, keepdims=True)
         q *= np.where(q[:, :1] < 0, -1.0, 1.0)  # canonical sign (w ≥ 0): q and −q are the same rotation

@@ -157,7 +157,9 @@ def test_pose_normalization_buffers_make_metres():
     model = build_model(cfg).eval()
     with torch.no_grad():
         out = model(torch.randn(2, 4, 3, 64, 64))
-    torch.testing.assert_close(out["t"], out["t_norm"] * 4.0 + torch.tensor([10.0, -5.0, 1.0]))
+    assert out["t"].dtype == torch.float64  # de-normalised in float64 (large map coordinates)
+    torch.testing.assert_close(out["t"], out["t_norm"].double() * 4.0 + torch.tensor([10.0, -5.0, 1.0],
+                                                                                   dtype=torch.float64))
     model.set_pose_normalization([1.0, 2.0, 3.0], 2.0)
     assert model.config["pose_normalization"] == {"t_mean": [1.0, 2.0, 3.0], "t_scale": 2.0}
 
@@ -372,7 +374,27 @@ def test_pose_outputs_stay_fp32_under_autocast() -> None:
     x = torch.randn(4, 4, 3, 32, 32)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = m(x)
-    for key in ("t_norm", "t", "q", "log_var"):
+    for key in ("t_norm", "q", "log_var"):
         assert out[key].dtype == torch.float32, key
+    assert out["t"].dtype == torch.float64  # world positions are de-normalised in float64
     assert torch.allclose(out["q"].norm(dim=-1), torch.ones(4), atol=1e-6)
     assert not bool((out["t_norm"].bfloat16().float() == out["t_norm"]).all())  # not bf16-rounded values
+
+
+def test_large_map_coordinates_keep_centimetres() -> None:
+    """A map frame at UTM-like coordinates (northing 5.4e6 m, float32 spacing 0.5 m): positions computed by the
+    model, the localizer and the training targets keep sub-centimetre resolution (float64 de-normalisation)."""
+    import numpy as np
+    import torch
+
+    from mfapr_ros.models import build_model, preset
+
+    mean = [512345.678, 5412345.632, 41.25]
+    m = build_model(preset("tiny", image_size=32, pose_normalization={"t_mean": mean, "t_scale": 30.0})).eval()
+    with torch.no_grad():
+        m.net.head.fc_t.weight.zero_()
+        m.net.head.fc_t.bias.copy_(torch.tensor([0.001, -0.002, 0.0]))  # 3 cm / 6 cm from the mean
+        out = m(torch.randn(1, 4, 3, 32, 32))
+    want = np.array(mean) + np.array([0.03, -0.06, 0.0])
+    np.testing.assert_allclose(out["t"][0].numpy(), want, atol=1e-6)
+    assert float(torch.tensor(mean[1], dtype=torch.float32)) != mean[1]  # the float32 path could not do this

@@ -69,7 +69,7 @@ def evaluate(model: Any, dataset: Any, batch_size: int, device: str) -> dict[str
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             dt = (time.perf_counter() - t0) / len(images)
-            out["t_est"].append(pred["t"].float().cpu().numpy())
+            out["t_est"].append(pred["t"].double().cpu().numpy())
             out["q_est"].append(pred["q"].float().cpu().numpy())
             out["t_gt"].append(t.numpy())
             out["q_gt"].append(q.numpy())

@@ -195,7 +195,11 @@ class TrainStep(nn.Module):
             images, mask, t, q = images[:, None], mask[:, None], t[:, None], q[:, None]
         b, s = images.shape[:2]
         return (images.reshape(b * s, *images.shape[2:]), mask.reshape(b * s, -1).bool(),
-                t.reshape(b * s, 3).float(), q.reshape(b * s, 4).float(), torch.tensor(s))
+                t.reshape(b * s, 3).double(), q.reshape(b * s, 4).float(), torch.tensor(s))
+
+    def normalize_t(self, t: torch.Tensor) -> torch.Tensor:
+        """World positions (float64, possibly large) → the model's normalised frame, float32 for the loss."""
+        return ((t.double() - self.model.t_mean.double()) / self.model.t_scale.double()).float()
 
     def predict(self, images: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         device_type = images.device.type
@@ -206,11 +210,11 @@ class TrainStep(nn.Module):
         images, mask, t, q, s = self.flatten(batch)
         steps = int(s)
         out = self.predict(images, mask)
-        t_gt_norm = (t - self.model.t_mean) / self.model.t_scale
+        t_gt_norm = self.normalize_t(t)
         cam_t = cam_q = None
         if "per_camera_t_norm" in out:
-            ct, cam_q = camera_ground_truth(t, q, self.model.ext_t, self.model.ext_q)
-            cam_t = (ct - self.model.t_mean) / self.model.t_scale
+            ct, cam_q = camera_ground_truth(t, q.double(), self.model.ext_t.double(), self.model.ext_q.double())
+            cam_t, cam_q = self.normalize_t(ct), cam_q.float()
         if self.blender is None:
             return self.criterion(out, t_gt_norm, q, steps, cam_t, cam_q, mask)
         # Gradient blending: Σ w_k L_stream_k + w_fused L_fused (+ the relative term, unweighted).
@@ -246,7 +250,7 @@ class TrainStep(nn.Module):
         """Per-stream + fused losses on one batch (for the blending weights), no gradient."""
         images, mask, t, q, _ = self.flatten(batch)
         out = self.predict(images, mask)
-        stream, fused = self._stream_losses(out, (t - self.model.t_mean) / self.model.t_scale, q)
+        stream, fused = self._stream_losses(out, self.normalize_t(t), q)
         return [float(x) for x in stream] + [float(fused)]
 
 
@@ -492,7 +496,7 @@ class Trainer:
             for batch in make_loader(dataset, batches, self.cfg.data.num_workers, 0, self.device):
                 images, mask, t, q, _ = TrainStep.flatten(batch)
                 out = self.step_module.predict(images.to(self.device, non_blocking=True), mask.to(self.device))
-                t_est.append(out["t"].float().cpu())
+                t_est.append(out["t"].double().cpu())
                 q_est.append(out["q"].float().cpu())
                 t_gt.append(t)
                 q_gt.append(q)

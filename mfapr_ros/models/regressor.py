@@ -38,7 +38,9 @@ class PoseRegressor(nn.Module):
         self.rotation_repr: str = cfg["rotation"]
         self.mix_stream = cfg["fusion"]["position"] == "none"
         pn = cfg["pose_normalization"]
-        self.register_buffer("t_mean", torch.tensor(pn["t_mean"], dtype=torch.float32))
+        # float64: map frames with large coordinates (UTM northings ~5e6 m) have 0.5 m float32 spacing; positions are
+        # de-normalised in float64 (t = t_norm·t_scale + t_mean), the network itself stays float32
+        self.register_buffer("t_mean", torch.tensor(pn["t_mean"], dtype=torch.float64))
         self.register_buffer("t_scale", torch.tensor(float(pn["t_scale"]), dtype=torch.float32))
         if self.mix_stream:
             inner = dict(cfg, num_cameras=1, fusion={"position": "input", "mode": "tile", "shared_weights": True})
@@ -51,7 +53,7 @@ class PoseRegressor(nn.Module):
 
     def set_pose_normalization(self, t_mean: Any, t_scale: float) -> None:
         """Update the normalisation buffers *and* ``config`` (training computes them from the training set)."""
-        self.t_mean.copy_(torch.as_tensor(t_mean, dtype=torch.float32))
+        self.t_mean.copy_(torch.as_tensor(t_mean, dtype=torch.float64))
         self.t_scale.fill_(float(t_scale))
         self.config["pose_normalization"] = {"t_mean": [float(x) for x in t_mean], "t_scale": float(t_scale)}
 
@@ -83,19 +85,21 @@ class PoseRegressor(nn.Module):
         if not self.mix_stream:
             raw = self.net(images, mask)
             out = dict(raw)
-            out["t"] = raw["t_norm"] * self.t_scale + self.t_mean
+            out["t"] = raw["t_norm"].double() * self.t_scale.double() + self.t_mean
             out["q"] = raw_to_quat(raw["q_raw"], self.rotation_repr)
             return out
         B, T = images.shape[:2]
         x = mask_images(images, mask).reshape(B * T, 1, *images.shape[2:])
         raw = self.net(x, torch.ones(B * T, 1, dtype=torch.bool, device=images.device))
         pc_t_norm = raw["t_norm"].reshape(B, T, 3)
-        pc_t = pc_t_norm * self.t_scale + self.t_mean
+        pc_t = pc_t_norm.double() * self.t_scale.double() + self.t_mean
         pc_q = raw_to_quat(raw["q_raw"], self.rotation_repr).reshape(B, T, 4)
         ti, qi = gt.pose_inverse(self.ext_t, self.ext_q)  # T_cam_rig
-        rt, rq = gt.pose_compose(pc_t, pc_q, ti.expand(B, T, 3), qi.expand(B, T, 4))
+        rt, rq = gt.pose_compose(pc_t, pc_q.double(), ti.double().expand(B, T, 3), qi.double().expand(B, T, 4))
         t, q, w = robust_fuse(rt, rq, mask, t_sigma=0.2 * float(self.config["pose_normalization"]["t_scale"]))
-        out = {"t": t, "q": q, "t_norm": (t - self.t_mean) / self.t_scale, "q_raw": _quat_to_raw(q, self.rotation_repr),
+        q, w = q.float(), w.float()  # positions stay float64 (see t_mean); rotations and weights are float32
+        t_norm = ((t - self.t_mean) / self.t_scale.double()).float()
+        out = {"t": t, "q": q, "t_norm": t_norm, "q_raw": _quat_to_raw(q, self.rotation_repr),
                "per_camera_t": pc_t, "per_camera_q": pc_q, "per_camera_t_norm": pc_t_norm,
                "per_camera_q_raw": raw["q_raw"].reshape(B, T, -1), "fusion_weights": w}
         if "log_var" in raw:

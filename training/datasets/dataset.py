@@ -249,7 +249,7 @@ class BundleDataset(Dataset):
         return {
             "images": x,
             "mask": mask,
-            "t": torch.as_tensor(t, dtype=torch.float32),
+            "t": torch.as_tensor(t, dtype=torch.float64),  # float64: large map coordinates (see PoseRegressor)
             "q": torch.as_tensor(q, dtype=torch.float32),
             "stamp_ns": torch.tensor([r.stamp_ns for r in rows], dtype=torch.int64),
             "index": torch.tensor([r.index for r in rows], dtype=torch.int64),
