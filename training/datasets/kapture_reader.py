@@ -394,19 +394,28 @@ def _bundle_pose(stamp: int, chosen: list[str], stamps: list[int | None],
         if p is not None:
             info["pose_source"] = "rig"
             return p
-    ts, qs = [], []
+    # Poses at the bundle stamp first; a camera whose trajectory does not cover it (end of a track, a gap) gives its
+    # pose at its own stamp — up to one slop earlier — which is used only when no camera covers the bundle stamp.
+    at_stamp: list[tuple[np.ndarray, np.ndarray]] = []
+    at_own: list[tuple[np.ndarray, np.ndarray]] = []
     for c, own in zip(chosen, stamps, strict=True):
         if own is None or c not in cam_traj:
             continue
+        p = _pose_at(cam_traj[c], stamp, None)
+        if p is not None:
+            at_stamp.append(p)
+            continue
         p = _pose_at(cam_traj[c], stamp, own)
         if p is not None:
-            ts.append(p[0])
-            qs.append(p[1])
-    if not ts:
+            at_own.append(p)
+    use = at_stamp or at_own
+    if not use:
         return None
-    t_arr, q_arr = np.stack(ts), np.stack(qs)
+    if at_stamp and at_own:
+        info["own_stamp_poses_skipped"] = len(at_own)
+    t_arr, q_arr = np.stack([p[0] for p in use]), np.stack([p[1] for p in use])
     t, q = mean_pose(t_arr, q_arr)
-    info["pose_source"] = f"{len(ts)} cameras"
+    info["pose_source"] = f"{len(use)} cameras" + ("" if at_stamp else " (at their own stamps)")
     info["disagreement_m"] = float(np.max(np.linalg.norm(t_arr - t, axis=-1)))
     info["disagreement_deg"] = float(np.max(rotation_error_deg(q_arr, np.broadcast_to(q, q_arr.shape))))
     return t, q
