@@ -147,3 +147,29 @@ def test_inference_only_bag_and_errors(tmp_path: Path) -> None:
     meta.write_text(meta.read_text().replace("storage_identifier: mcap", "storage_identifier: leveldb"))
     with pytest.raises(DataError, match="leveldb"):
         read_rosbag(bag, RIG, require_gt=False)
+
+
+def test_zero_header_stamps_use_the_recording_time(tmp_path: Path) -> None:
+    """A driver that leaves header.stamp at 0: training's bag reader and eval-bag both fall back to the recording
+    time (counted), so the same bundles form in both (the reader used to keep 0 and form at most one bundle)."""
+    from mfapr_ros.bag_io import BagReader
+    from mfapr_ros.eval_bag import iter_bundles, node_sync_defaults
+    from mfapr_ros.evaluation.synthbag import SynthBagSpec, write_synth_bag
+    from mfapr_ros.sync import ApproximateTimeSynchronizer
+
+    rig4 = ring_rig(4)
+    bag = tmp_path / "zero"
+    spec = SynthBagSpec([c.topic for c in rig4.cameras], frames=12, size=16, storage="mcap", jitter_ms=1.0,
+                        zero_header_stamps=True)
+    write_synth_bag(bag, spec)
+    bs = read_rosbag(bag, rig4)
+    assert len(bs) == 12 and bs.drops["zero_header_stamp"] == 48
+    stamps = [r.stamp_ns for r in bs.records]
+    assert stamps == sorted(stamps) and all(s > spec.t0_ns for s in stamps)
+    assert all(r.t_world_rig is not None for r in bs.records)
+    d = node_sync_defaults()
+    sync = ApproximateTimeSynchronizer(4, queue_size=d["queue_size"], max_interval_ns=int(d["slop"] * 1e9))
+    drops: dict[str, int] = {}
+    with BagReader(bag) as reader:
+        ev_stamps = [b.stamp_ns for b in iter_bundles(reader, [c.topic for c in rig4.cameras], sync, drops=drops)]
+    assert ev_stamps == stamps and drops["zero_header_stamp"] == 48

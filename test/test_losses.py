@@ -244,3 +244,18 @@ def test_mix_stream_heteroscedastic_trains_the_variance_heads_and_fuses_scales()
     pc, wt = o["per_camera_log_var"], o["fusion_weights"]
     expect = 0.5 * torch.log((wt[..., None] ** 2 * torch.exp(2 * pc)).sum(1))
     assert torch.allclose(o["log_var"], expect, atol=1e-5)
+
+
+def test_heteroscedastic_needs_a_variance_predicting_model() -> None:
+    from mfapr_training.config import LossConfig
+    from mfapr_training.loop import loss_settings
+
+    from mfapr_ros.models import build_model, preset
+
+    class _Cfg:
+        loss = LossConfig(heteroscedastic=True)
+
+    with pytest.raises(ConfigError, match="predict_variance"):
+        loss_settings(_Cfg(), build_model(preset("tiny", image_size=32)))  # type: ignore[arg-type]
+    s = loss_settings(_Cfg(), build_model(preset("tiny", image_size=32, predict_variance=True)))  # type: ignore
+    assert s.heteroscedastic

@@ -266,6 +266,10 @@ def loss_settings(cfg: ExperimentConfig, model: nn.Module) -> LossSettings:
     """
     lc = cfg.loss
     mix = bool(getattr(model, "mix_stream", False))
+    cfg_model = getattr(model, "config", None)
+    if lc.heteroscedastic and isinstance(cfg_model, dict) and not cfg_model.get("predict_variance", False):
+        raise ConfigError("loss.heteroscedastic needs a model that predicts its variances: set "
+                          "model.predict_variance: true (otherwise the loss would silently use fixed weights)")
     values = {f.name: getattr(lc, f.name) for f in dataclasses.fields(LossSettings)}
     values["rotation"] = lc.rotation or getattr(model, "rotation_repr", "quat")
     values["rig_weight"] = lc.rig_weight if lc.rig_weight is not None else (0.0 if mix else 1.0)

@@ -41,6 +41,7 @@ class SynthBagSpec:
     radius: float = 3.0
     seed: int = 0
     extra_topics: bool = True  # a /rosout-like string topic to prove unrelated topics are ignored
+    zero_header_stamps: bool = False  # camera header stamps left 0 (some drivers): readers use the recording time
 
 
 def trajectory(t_s: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -110,12 +111,14 @@ def write_synth_bag(path: str | Path, spec: SynthBagSpec) -> dict[str, Any]:
             if comp[i]:
                 msgtype = "sensor_msgs/msg/CompressedImage"
                 data = encode_jpeg(img)
-                msg = T[msgtype](header=hdr(st, f"cam{i}"), format="rgb8; jpeg compressed bgr8",
+                msg = T[msgtype](header=hdr(0 if spec.zero_header_stamps else st, f"cam{i}"),
+                                 format="rgb8; jpeg compressed bgr8",
                                  data=np.frombuffer(data, np.uint8))
                 topic = topic if topic.endswith("/compressed") else topic + "/compressed"
             else:
                 msgtype = "sensor_msgs/msg/Image"
-                msg = T[msgtype](header=hdr(st, f"cam{i}"), height=spec.size, width=spec.size, encoding="rgb8",
+                msg = T[msgtype](header=hdr(0 if spec.zero_header_stamps else st, f"cam{i}"), height=spec.size,
+                                 width=spec.size, encoding="rgb8",
                                  is_bigendian=0, step=3 * spec.size, data=img.reshape(-1))
             truth["stamps_ns"][i].append(st)
             truth["images"][i].append(img)

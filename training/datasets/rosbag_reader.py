@@ -140,6 +140,10 @@ def iter_bag_bundles(bag: str | Path | BagReader, rig: Rig, topics: dict[str, st
         def events() -> Iterator[tuple[int, int, Any]]:
             for m in reader.messages(list(slot), start_ns, end_ns):
                 f = image_fields(m.msgtype, m.msg)
+                if f["stamp_ns"] == 0:  # a driver that leaves header.stamp unset: the recording time, as eval-bag
+                    drops.add("zero_header_stamp", f"bag {reader.path}: {m.topic} has header stamp 0; using the "
+                              "recording time instead")
+                    f = dict(f, stamp_ns=int(m.log_time_ns))
                 yield slot[m.topic], f["stamp_ns"], image_ref(f, f"{reader.path}:{m.topic}:{f['stamp_ns']}")
 
         index = 0
