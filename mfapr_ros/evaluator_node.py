@@ -98,7 +98,6 @@ class EvaluatorNode(Node):
         self.p = p
         # the checkpoint baseline is resolved now: a bad path must refuse the start, not lose the report at the end
         self._ckpt_baseline = self._checkpoint_baseline(p["baseline"], p["checkpoint"])
-        self._tick_errors = 0
         self.finished = False
         self.finish_reason = ""
         self._t0 = time.monotonic()
@@ -201,11 +200,10 @@ class EvaluatorNode(Node):
         try:
             self.ev.match()
         except Exception as e:  # noqa: BLE001 - a timer callback must not kill the node (and its report)
-            self._tick_errors += 1
-            self.ev.drops["match_error"] = self.ev.drops.get("match_error", 0) + 1
-            if self._tick_errors == 1 or self._tick_errors % 100 == 0:
+            n = self.ev.drops["match_error"] = self.ev.drops.get("match_error", 0) + 1
+            if n == 1 or n % 100 == 0:
                 self.get_logger().warning(f"matching poses to ground truth failed ({type(e).__name__}: {e}); "
-                                          f"{self._tick_errors} time(s) so far, retrying")
+                                          f"{n} time(s) so far, retrying")
             return
         n = int(self.p["expected_count"])
         if n and self.ev.count >= n:

@@ -26,13 +26,12 @@ from typing import Any
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 
 from .errors import MfaprError
-from .node import NODE_NAME, LocalizeCore, _log_final_summary, make_executor
+from .node import NODE_NAME, LocalizeCore, describe_failure, spin_until_shutdown
 from .node_params import PARAM_SPECS, TOPIC_PREFIX, TRANSPORT_PREFIX, NodeParams
 
 AUTOSTART = "autostart"
@@ -84,7 +83,7 @@ class LocalizeLifecycleNode(LocalizeCore, LifecycleNode):
     # ------------------------------------------------------------------ transitions
     def _failed(self, what: str, e: BaseException) -> TransitionCallbackReturn:
         """Keep and log the reason (rclpy would turn an unexpected exception into ERROR without saying why)."""
-        self.last_error = str(e) if isinstance(e, MfaprError) else f"{type(e).__name__}: {e}"
+        self.last_error = describe_failure(e)
         self.get_logger().error(f"{what} failed: {self.last_error}")
         return TransitionCallbackReturn.FAILURE
 
@@ -139,8 +138,7 @@ def main(args: list[str] | None = None) -> int:
     try:
         node = LocalizeLifecycleNode()
     except Exception as e:  # noqa: BLE001 - any construction failure: a clear line and status 2, no traceback
-        why = str(e) if isinstance(e, MfaprError) else f"{type(e).__name__}: {e}"
-        print(f"localize_lifecycle_node: refusing to start: {why}", file=sys.stderr)
+        print(f"localize_lifecycle_node: refusing to start: {describe_failure(e)}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
     if node.get_parameter(AUTOSTART).value:
@@ -162,19 +160,7 @@ def main(args: list[str] | None = None) -> int:
                                f"{node.get_fully_qualified_name()} configure, then activate)")
     # the executor is chosen before configure validates the parameters: read the declared value, default 1
     threads = node.get_parameter("executor_threads").value
-    executor = make_executor(threads if isinstance(threads, int) else 1)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        if node._configured:
-            _log_final_summary(node)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_until_shutdown(node, threads if isinstance(threads, int) else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -297,6 +297,7 @@ class LocalizeCore:
         self.pub_pose_cov: Any = None
         self.pub_path: Any = None
         self.tf: TfOutput | None = None
+        self.localizer: Any = None
         self.on_pose: list[Callable[[Any], None]] = []  # hooks (tests, benchmark): called after publishing
 
     # ------------------------------------------------------------------ parameters
@@ -469,16 +470,15 @@ class LocalizeCore:
             self._deactivate()
         self._shutdown_worker()
         for name in ("pub_pose", "pub_pose_cov", "pub_path"):
-            pub = getattr(self, name, None)
+            pub = getattr(self, name)
             if pub is not None:
                 self._drop_publisher(pub)
                 setattr(self, name, None)
-        tf = getattr(self, "tf", None)
-        if tf is not None:
-            tf.close()
+        if self.tf is not None:
+            self.tf.close()
             self.tf = None
-        if getattr(self, "localizer", None) is not None:  # unconfigured = nothing loaded (GPU memory freed before
-            on_cuda = str(getattr(self.localizer, "device", "")).startswith("cuda")  # a new checkpoint loads)
+        if self.localizer is not None:  # unconfigured = nothing loaded (GPU memory freed before a new checkpoint)
+            on_cuda = str(getattr(self.localizer, "device", "")).startswith("cuda")
             self.localizer = None
             if on_cuda:  # pragma: no cover - no GPU here
                 import torch
@@ -693,11 +693,22 @@ def main(args: list[str] | None = None) -> int:
     try:
         node = LocalizeNode()
     except Exception as e:  # noqa: BLE001 - any construction failure (bad parameter, checkpoint, qos override,
-        why = str(e) if isinstance(e, MfaprError) else f"{type(e).__name__}: {e}"  # CUDA OOM): one line, status 2
-        print(f"localize_node: refusing to start: {why}", file=sys.stderr)
+        print(f"localize_node: refusing to start: {describe_failure(e)}", file=sys.stderr)  # CUDA OOM): status 2
         rclpy.try_shutdown()
         return 2
-    executor = make_executor(node.params.executor_threads)
+    return spin_until_shutdown(node, node.params.executor_threads)
+
+
+def describe_failure(e: BaseException) -> str:
+    """One line for a start/transition failure: our errors carry their own message; anything else (CUDA out of
+    memory, rclpy's RuntimeError for a bad qos override) is prefixed with its type, which the bare text lacks."""
+    return str(e) if isinstance(e, MfaprError) else f"{type(e).__name__}: {e}"
+
+
+def spin_until_shutdown(node: LocalizeCore, threads: int) -> int:
+    """Spin the node of a console script until Ctrl-C / SIGTERM / rclpy shutdown, then print the final summary
+    line (if the node is configured at that moment), destroy the node and shut rclpy down; returns status 0."""
+    executor = make_executor(threads)
     executor.add_node(node)
     try:
         executor.spin()
@@ -705,13 +716,14 @@ def main(args: list[str] | None = None) -> int:
         pass
     finally:
         executor.shutdown()
-        _log_final_summary(node)
+        if node._configured:
+            _log_final_summary(node)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
 
 
-def _log_final_summary(node: LocalizeNode) -> None:
+def _log_final_summary(node: LocalizeCore) -> None:
     """One line at shutdown with what came in and what went out, so a replay that produced nothing says why."""
     try:
         s = node.diagnostics_summary()

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.ros
 pytest.importorskip("rclpy")
 pytest.importorskip("mfapr_ros.localizer")
 
-from test_node import IMG, PERIOD_NS, _spin, _wait, make_checkpoint  # noqa: E402
+from test_node import IMG, PERIOD_NS, _spin, _wait, make_checkpoint, poses_from_console_node  # noqa: E402
 
 NAME = "lc_loc"
 
@@ -205,14 +205,7 @@ def _exe() -> list[str]:
 
 
 def test_console_script_autostart(rclpy_context, ros_env: dict[str, str], tmp_path: Path) -> None:
-    import rclpy
-    from geometry_msgs.msg import PoseWithCovarianceStamped
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import Image
-
     from mfapr_ros import ros_convert as rc
-    from mfapr_ros.node import POSE_COV_QOS
 
     bad = subprocess.run(_exe() + ["--ros-args", "-p", f"checkpoint:={tmp_path / 'nope.json'}",
                                    "-p", "autostart:=true"], env=ros_env, capture_output=True, text=True, timeout=120)
@@ -223,25 +216,8 @@ def test_console_script_autostart(rclpy_context, ros_env: dict[str, str], tmp_pa
     proc = subprocess.Popen(_exe() + ["--ros-args", "-p", f"checkpoint:={ckpt}", "-p", "device:=cpu",
                                       "-p", "autostart:=true", "-r", "__node:=lc_auto"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    tester = rclpy.create_node("lc_auto_tester", context=rclpy_context)
-    got: list = []
-    tester.create_subscription(PoseWithCovarianceStamped, "/lc_auto/pose_with_covariance", got.append, POSE_COV_QOS)
-    pubs = [tester.create_publisher(Image, f"/cam{i}/image_raw", qos_profile_sensor_data) for i in range(4)]
-    ex = SingleThreadedExecutor(context=rclpy_context)
-    ex.add_node(tester)
     try:
-        deadline = time.monotonic() + 60
-        while not all(p.get_subscription_count() for p in pubs):
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "the autostarted node never subscribed to the cameras"
-            ex.spin_once(timeout_sec=0.05)
-        k, deadline = 0, time.monotonic() + 30
-        while not got and time.monotonic() < deadline:
-            stamp = 7_000_000_000 + k * PERIOD_NS
-            for p in pubs:
-                p.publish(rc.numpy_to_image_msg(np.full((IMG, IMG, 3), k % 255, np.uint8), "rgb8", stamp))
-            k += 1
-            ex.spin_once(timeout_sec=0.05)
+        got = poses_from_console_node(rclpy_context, proc, "lc_auto", 7_000_000_000)
         assert got, "no pose from the autostarted lifecycle node"
         assert (rc.time_to_ns(got[0].header.stamp) - 7_000_000_000) % PERIOD_NS == 0
         proc.send_signal(signal.SIGINT)
@@ -252,8 +228,6 @@ def test_console_script_autostart(rclpy_context, ros_env: dict[str, str], tmp_pa
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        ex.shutdown()
-        tester.destroy_node()
 
 
 def test_parameters_change_only_while_unconfigured(rclpy_context, tmp_path: Path) -> None:

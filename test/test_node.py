@@ -9,7 +9,6 @@ A second test runs the console script with the params file and checks startup re
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -262,42 +261,55 @@ def test_console_script_refuses_bad_parameter(ros_env: dict[str, str], tmp_path:
     assert r.returncode == 2 and "checkpoint" in r.stderr
 
 
-def test_console_script_runs_and_stops_cleanly(rclpy_context, ros_env: dict[str, str], tmp_path: Path) -> None:
+def poses_from_console_node(rclpy_context, proc: subprocess.Popen, node_name: str, t0_ns: int) -> list:
+    """Drive a console-script node in ``proc``: wait (60 s) until it subscribes to /cam0..3/image_raw, publish
+    bundles stamped ``t0_ns + k·PERIOD_NS`` until its first ``~/pose_with_covariance`` arrives (30 s), return what
+    arrived. Shared by the plain and the lifecycle console-script tests; the caller stops ``proc``."""
     import rclpy
     from geometry_msgs.msg import PoseWithCovarianceStamped
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
     from mfapr_ros import ros_convert as rc
     from mfapr_ros.node import POSE_COV_QOS
 
-    ckpt = make_checkpoint(tmp_path, 4)
-    env = dict(ros_env, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    cmd = _node_cmd() + ["--ros-args", "--params-file", str(ROOT / "config" / "localize.yaml"),
-                         "-p", f"checkpoint:={ckpt}", "-p", "device:=cpu", "-r", "__node:=sub_loc"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    tester = rclpy.create_node("sub_tester", context=rclpy_context)
+    tester = rclpy.create_node(f"{node_name}_tester", context=rclpy_context)
     got: list = []
-    tester.create_subscription(PoseWithCovarianceStamped, "/sub_loc/pose_with_covariance", got.append, POSE_COV_QOS)
+    tester.create_subscription(PoseWithCovarianceStamped, f"/{node_name}/pose_with_covariance", got.append,
+                               POSE_COV_QOS)
     pubs = [tester.create_publisher(Image, f"/cam{i}/image_raw", qos_profile_sensor_data) for i in range(4)]
-    from rclpy.executors import SingleThreadedExecutor
-
     ex = SingleThreadedExecutor(context=rclpy_context)
     ex.add_node(tester)
     try:
         deadline = time.monotonic() + 60
         while not all(p.get_subscription_count() for p in pubs):
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "the node's camera subscriptions never matched"
+            assert time.monotonic() < deadline, f"{node_name}'s camera subscriptions never matched"
             ex.spin_once(timeout_sec=0.05)
-        k = 0
-        deadline = time.monotonic() + 30
+        k, deadline = 0, time.monotonic() + 30
         while not got and time.monotonic() < deadline:
-            stamp = 5_000_000_000 + k * PERIOD_NS
+            stamp = t0_ns + k * PERIOD_NS
             for p in pubs:
                 p.publish(rc.numpy_to_image_msg(np.full((IMG, IMG, 3), k % 255, np.uint8), "rgb8", stamp))
             k += 1
             ex.spin_once(timeout_sec=0.05)
+    finally:
+        ex.shutdown()
+        tester.destroy_node()
+    return got
+
+
+def test_console_script_runs_and_stops_cleanly(rclpy_context, ros_env: dict[str, str], tmp_path: Path) -> None:
+    from mfapr_ros import ros_convert as rc
+
+    ckpt = make_checkpoint(tmp_path, 4)
+    env = dict(ros_env, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = _node_cmd() + ["--ros-args", "--params-file", str(ROOT / "config" / "localize.yaml"),
+                         "-p", f"checkpoint:={ckpt}", "-p", "device:=cpu", "-r", "__node:=sub_loc"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        got = poses_from_console_node(rclpy_context, proc, "sub_loc", 5_000_000_000)
         assert got, "no pose from the console-script node"
         assert got[0].header.frame_id == "map"
         assert (rc.time_to_ns(got[0].header.stamp) - 5_000_000_000) % PERIOD_NS == 0
@@ -309,9 +321,6 @@ def test_console_script_runs_and_stops_cleanly(rclpy_context, ros_env: dict[str,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        ex.shutdown()
-        tester.destroy_node()
-    assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
 
 
 def test_image_qos_default_and_override(rclpy_context, tmp_path: Path) -> None:

@@ -199,7 +199,7 @@ class TrainStep(nn.Module):
 
     def normalize_t(self, t: torch.Tensor) -> torch.Tensor:
         """World positions (float64, possibly large) → the model's normalised frame, float32 for the loss."""
-        return ((t.double() - self.model.t_mean.double()) / self.model.t_scale.double()).float()
+        return ((t.double() - self.model.t_mean) / self.model.t_scale.double()).float()  # t_mean is float64
 
     def predict(self, images: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         device_type = images.device.type

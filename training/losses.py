@@ -44,9 +44,8 @@ def rotation_distance(q: torch.Tensor, q_hat: torch.Tensor, norm: str, rotation:
         # Align q̂'s sign to q, then take both logs without re-canonicalising: the canonical (w ≥ 0) log jumps where
         # w changes sign (180° rotations), which made two headings 2° apart across ±180° yaw look π apart.
         qn = quat_normalize(q)
-        qh = q_hat / q_hat.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        qh = qh * torch.where((qn * qh).sum(-1, keepdim=True) < 0, -torch.ones_like(qh[..., :1]),
-                              torch.ones_like(qh[..., :1]))
+        flip = (qn * q_hat).sum(-1, keepdim=True) < 0
+        qh = torch.where(flip, -q_hat, q_hat)  # quat_log normalises; the sign test does not need it
         return vector_distance(quat_log(qn, canonical=False), quat_log(qh, canonical=False), norm)
     raise ConfigError(f"loss.rotation is '{rotation}'; expected one of {ROTATIONS}")
 

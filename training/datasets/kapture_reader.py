@@ -371,16 +371,17 @@ def _rig_trajectory(cam: tuple[np.ndarray, np.ndarray, np.ndarray], t_cam_rig: t
 
 
 def _pose_at(traj: tuple[np.ndarray, np.ndarray, np.ndarray], stamp: int, own: int | None
-             ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Pose at ``stamp`` (interpolated inside the trajectory's span); else the pose at ``own`` stamp if exact."""
+             ) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """``(t, q, at_stamp)``: the pose at ``stamp`` (interpolated inside the trajectory's span, ``at_stamp`` True);
+    else the pose at the ``own`` stamp if the trajectory has it exactly (``at_stamp`` False); else None."""
     stamps, t, q = traj
     ti, qi, ok = interpolate_poses(stamps, t, q, [stamp])
     if ok[0]:
-        return ti[0], qi[0]
+        return ti[0], qi[0], True
     if own is not None:
         k = int(np.searchsorted(stamps, own))
         if k < len(stamps) and stamps[k] == own:
-            return t[k], q[k]
+            return t[k], q[k], False
     return None
 
 
@@ -393,7 +394,7 @@ def _bundle_pose(stamp: int, chosen: list[str], stamps: list[int | None],
         p = _pose_at(rig_traj, stamp, stamp)
         if p is not None:
             info["pose_source"] = "rig"
-            return p
+            return p[0], p[1]
     # Poses at the bundle stamp first; a camera whose trajectory does not cover it (end of a track, a gap) gives its
     # pose at its own stamp — up to one slop earlier — which is used only when no camera covers the bundle stamp.
     at_stamp: list[tuple[np.ndarray, np.ndarray]] = []
@@ -401,13 +402,9 @@ def _bundle_pose(stamp: int, chosen: list[str], stamps: list[int | None],
     for c, own in zip(chosen, stamps, strict=True):
         if own is None or c not in cam_traj:
             continue
-        p = _pose_at(cam_traj[c], stamp, None)
-        if p is not None:
-            at_stamp.append(p)
-            continue
         p = _pose_at(cam_traj[c], stamp, own)
         if p is not None:
-            at_own.append(p)
+            (at_stamp if p[2] else at_own).append((p[0], p[1]))
     use = at_stamp or at_own
     if not use:
         return None
