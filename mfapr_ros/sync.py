@@ -2,52 +2,71 @@
 
 Why not ``message_filters``: its C++ ``ApproximateTime`` policy takes at most 9 inputs and cannot be called from
 Python; its Python ``ApproximateTimeSynchronizer`` searches the product of all queues greedily (exponential in the
-number of topics) and runs user callbacks under its lock. This module is a port of the C++ *pivot* algorithm to
-any number of streams (16+): O(N · queue) work per step, no product search, outputs returned to the caller (no
-callbacks, nothing user-defined runs under the lock).
+number of topics) and runs user callbacks under its lock. This module has two assignment policies behind one
+front end, both O(N) per message for any number of streams (16+), outputs returned to the caller (no callbacks,
+nothing user-defined runs under the lock). One settings object, :class:`SyncSettings`, configures it for the node
+(``sync.*`` parameters), ``eval-bag`` and training (``data.sync``), so the three bundle identically.
 
-Semantics kept from the C++ policy (``message_filters/sync_policies/approximate_time.h``):
+**Policy ``pivot``** (default) — a port of the C++ *pivot* algorithm (``message_filters/sync_policies/
+approximate_time.h``):
 
 * each message is used in at most one bundle; bundles do not cross (per stream, bundle k's message is older than
   bundle k+1's); all messages older than a published bundle's message on its stream are dropped;
 * a bundle is the *minimum-span* set containing the pivot message (the first message that can close a set whose
-  span is ≤ ``max_interval_ns``), published as soon as it is provably optimal — it never waits for more data than
-  needed (the virtual-candidate search with the default inter-message lower bound 0);
-* output depends only on the stamps, not on the interleaving of the streams' arrivals, as long as no queue
-  overflows (``queue_size`` = max messages kept per stream, as in C++, candidate search included);
+  span is ≤ ``max_interval_ns``);
+* ``publish="arrival"`` (default): each stream's *inter-message lower bound* (C++ ``setInterMessageLowerBound``) is
+  learned from its observed stamps (half the smallest of its last 8 gaps), so a complete bundle is proved optimal
+  — and leaves — when its last member arrives instead of one frame later. ``publish="optimal"`` keeps the bound 0:
+  exactly the C++ default, which waits for a later message on every stream (output independent of the arrival
+  interleaving, tested against an exhaustive reference). With a learned bound the output is the same whenever
+  the bound holds (a stream never delivers two messages closer than half its smallest recent gap);
 * on overflow the oldest message of the offending stream is dropped and that stream may not be pivot until the
   candidate search has moved past it (``has_dropped_messages``), exactly as in C++; ``age_penalty`` as in C++.
 
-Deviations from ``message_filters`` (all deliberate, each counted in :attr:`ApproximateTimeSynchronizer.stats`):
+**Policy ``frames``** — period-aware assignment for loose stamps (jitter comparable to the frame period:
+phones, software-stamped USB cameras). Every camera delivers one message per period, so instead of grouping by
+spread alone, a frame clock ``t(f) = T + f·P`` is fitted to all streams (exponentially weighted least squares over
+about one second of messages, so it follows clock drift) with a per-stream phase offset; each message gets the
+frame index its stream's order predicts (the previous index + 1, or more only when the stamp says a frame was
+dropped), and a bundle is the set of messages with the same index, published as soon as every active stream has
+delivered that index (publish on arrival). A bundle whose spread exceeds ``max_interval_ns`` is dropped (full
+mode) or trimmed to the members within the slop (partial mode). The clock is bootstrapped from the first 8
+messages of a stream (held back once, at the start); streams with different frame rates (> 10 % apart) fall back
+to ``pivot`` with a log line.
 
-* **Per-stream order is enforced.** C++ assumes each topic arrives in stamp order and silently corrupts its queue
-  otherwise. Here a message older than the last accepted one on its stream is dropped (``dropped_out_of_order``),
-  an exact repeat of the last stamp is dropped (``duplicates``). The output then equals the output on the
-  in-order subsequence (tested).
-* **Time jumps backwards** (bag loop, sim-time restart) by more than ``time_jump_ns`` relative to the same
-  stream's previous stamp reset the synchronizer with a log line (``time_jumps``; pending messages →
-  ``dropped_time_jump``); a stream that only lags the others is not a jump. Messages still in flight from the
-  old epoch (stamps near the old latest) are dropped as ``dropped_stale_after_jump`` until
-  the new epoch's time catches up, so a straggler does not trigger a second reset. C++ has no such handling.
+Front end (both policies), each deviation counted in :attr:`ApproximateTimeSynchronizer.stats`:
+
+* **Per-stream order is enforced.** A message older than the last accepted one on its stream is dropped
+  (``dropped_out_of_order``), an exact repeat of the last stamp is dropped (``duplicates``).
+* **Glitch-proof time.** A stamp more than ``time_jump_ns`` before its stream's last stamp, or ahead of the latest
+  stamp by more than ``max(time_jump_ns, 4 periods)``, is *suspect*: held, not used. It becomes real only with
+  evidence — a second suspect consistent with it, from another stream or from the same stream's next message
+  (one stream period). A lone outlier whose stream goes on in the old time is dropped (``dropped_glitch``) and
+  never moves the clock. A confirmed jump *back* (bag loop, clock reset) publishes what can still be published,
+  drops the old queues (``dropped_time_jump``, ``time_jumps``, logged) and keeps the suspects — the other
+  streams' data already in the new time; messages still in flight from the old time are dropped
+  (``dropped_stale_after_jump``) until the new time catches up. A confirmed jump *forward* (a recording gap) is
+  just accepted (``forward_jumps``). A jump seen on one stream only, contradicted by the others, re-times that
+  stream alone (``stream_clock_jumps``). A run of more than ``queue_size`` consecutive small backward steps on one
+  stream is a loop shorter than ``time_jump_ns``, handled as a jump.
 * **Partial bundles** (``min_streams < num_streams``): a stream whose latest stamp is older than the latest stamp
-  seen on any stream by more than ``stream_timeout_ns`` (message time, so bag replay is deterministic) becomes
-  *inactive*: its queue is flushed (``dropped_stream_timeout``) and the pivot algorithm runs over the active
-  streams only; bundles carry ``None`` and ``mask[i] = False`` for inactive streams. With fewer than
-  ``min_streams`` active streams nothing is published (overflow then counts as ``dropped_too_few_streams``). A
-  message on an inactive stream reactivates it (``stream_rejoins``) unless it is itself older than the timeout
-  horizon (``dropped_late``). Every change of the active set cancels the candidate search and restarts it from the
-  queues (the C++ overflow path does the same), so a pending candidate may be lost at a rejoin. Which stream is
-  declared silent depends on what the other streams have delivered so far, hence partial-mode output depends on
-  arrival order near a timeout (full-bundle mode does not).
-* ``flush()`` publishes the pending candidate at end of data (bag evaluation); C++ never publishes it.
+  seen by more than its timeout becomes *inactive* (``stream_timeouts``, logged): ``max(stream_timeout_ns,
+  stream_timeout_periods × its observed period)`` (message time, so bag replay is deterministic; a stream without
+  a period yet uses the largest known one), so a 1 Hz dataset is not timed out between frames. Inactive streams
+  do not block; bundles carry ``None`` and ``mask[i] = False`` for them. A message on an inactive stream
+  reactivates it (``stream_rejoins``) unless it is itself older than the timeout horizon (``dropped_late``).
+* ``flush()`` publishes what the held messages can still form at end of data (bag evaluation); C++ never does.
 """
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import logging
+import math
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +76,9 @@ from .errors import ConfigError
 from .log_sink import warn
 
 _LOG = logging.getLogger(__name__)
+
+POLICIES = ("pivot", "frames")
+PUBLISH_MODES = ("arrival", "optimal")
 
 #: Counter names in :attr:`ApproximateTimeSynchronizer.stats` (always present, starting at 0).
 STAT_KEYS = (
@@ -71,17 +93,157 @@ STAT_KEYS = (
     "duplicates",
     "dropped_stream_timeout",
     "dropped_late",
+    "dropped_glitch",
     "dropped_time_jump",
     "dropped_stale_after_jump",
     "dropped_reset",
     "dropped_bad_stream",
     "time_jumps",
+    "forward_jumps",
+    "stream_clock_jumps",
     "stream_timeouts",
     "stream_rejoins",
 )
 
 #: Counters that are message drops (their sum + bundled + pending == received + bad-stream calls).
 DROP_KEYS = tuple(k for k in STAT_KEYS if k.startswith("dropped_") or k == "duplicates")
+
+NS_PER_S = 1_000_000_000
+_GAPS_KEPT = 8  # per-stream stamp gaps kept for the period / lower-bound estimates
+_BOOT_MESSAGES = 8  # frames policy: messages of one stream before the frame clock is fitted
+_DROP_THRESHOLD = 1.85  # frames policy: a gap this many periods long means a dropped frame
+_OFFSET_GAIN = 0.02  # frames policy: per-message gain of a stream's phase offset
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """The synchronizer's settings — one object for the node, ``eval-bag`` and training.
+
+    Units are integer nanoseconds (stamps are compared as integers). :meth:`from_dict` also takes the node's
+    parameter names in seconds (``slop``, ``stream_timeout``, ``time_jump``, ``min_cameras``), which is what
+    ``data.sync`` in a training YAML and ``config/localize.yaml`` use; :meth:`to_dict` writes those names.
+
+    ``min_streams`` ``None`` (or 0) means all streams (full bundles only). ``stream_timeout_ns`` is the floor of
+    the period-relative stream timeout (partial mode only).
+    """
+
+    max_interval_ns: int = 20_000_000
+    queue_size: int = 10
+    min_streams: int | None = None
+    stream_timeout_ns: int = 500_000_000
+    stream_timeout_periods: float = 3.0
+    time_jump_ns: int = NS_PER_S
+    policy: str = "pivot"
+    publish: str = "arrival"
+    age_penalty: float = 0.0
+
+    def __post_init__(self) -> None:
+        def bad(key: str, v: Any, what: str) -> ConfigError:
+            return ConfigError(f"sync.{key} = {v!r} is invalid: expected {what}")
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if not is_int(self.max_interval_ns) or self.max_interval_ns <= 0:
+            raise bad("slop", self.max_interval_ns, "a positive integer of nanoseconds (slop > 0 s)")
+        if not is_int(self.queue_size) or self.queue_size < 1:
+            raise bad("queue_size", self.queue_size, "an integer >= 1")
+        if self.min_streams is not None and (not is_int(self.min_streams) or self.min_streams < 0):
+            raise bad("min_cameras", self.min_streams, "an integer >= 0 (0 = all cameras)")
+        if not is_int(self.stream_timeout_ns) or self.stream_timeout_ns < self.max_interval_ns:
+            raise bad("stream_timeout", self.stream_timeout_ns,
+                      f"an integer of ns >= the slop ({self.max_interval_ns})")
+        if not isinstance(self.stream_timeout_periods, (int, float)) or not self.stream_timeout_periods >= 0:
+            raise bad("stream_timeout_periods", self.stream_timeout_periods, "a number >= 0 (0 = floor only)")
+        if not is_int(self.time_jump_ns) or self.time_jump_ns <= self.max_interval_ns:
+            raise bad("time_jump", self.time_jump_ns, "an integer of ns > the slop")
+        if self.policy not in POLICIES:
+            raise bad("policy", self.policy, f"one of {POLICIES}")
+        if self.publish not in PUBLISH_MODES:
+            raise bad("publish", self.publish, f"one of {PUBLISH_MODES}")
+        if not isinstance(self.age_penalty, (int, float)) or self.age_penalty < 0:
+            raise bad("age_penalty", self.age_penalty, "a number >= 0")
+
+    #: Keys of :meth:`from_dict` (node names in seconds, and the ns / ms forms).
+    KEYS = ("slop", "slop_ms", "max_interval_ms", "max_interval_ns", "queue_size", "min_cameras", "min_streams",
+            "stream_timeout", "stream_timeout_ns", "stream_timeout_periods", "time_jump", "time_jump_ns", "policy",
+            "publish", "age_penalty")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None, where: str = "sync") -> SyncSettings:
+        """From a config mapping (``data.sync`` of a training YAML, a reader's ``sync=`` argument).
+
+        Seconds for ``slop``/``stream_timeout``/``time_jump`` (the node's parameter names), or the ``*_ns`` /
+        ``*_ms`` forms; unknown keys are an error naming the valid ones.
+        """
+        d = dict(d or {})
+        unknown = sorted(set(d) - set(cls.KEYS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {list(cls.KEYS)}")
+
+        def num(key: str) -> float:
+            v = d[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+                raise ConfigError(f"{where}.{key} = {v!r} is invalid: expected a number")
+            return float(v)
+
+        kw: dict[str, Any] = {}
+        for key, field_, scale in (("slop", "max_interval_ns", 1e9), ("slop_ms", "max_interval_ns", 1e6),
+                                   ("max_interval_ms", "max_interval_ns", 1e6), ("stream_timeout", "stream_timeout_ns",
+                                   1e9), ("time_jump", "time_jump_ns", 1e9)):
+            if key in d:
+                kw[field_] = int(round(num(key) * scale))
+        for key in ("max_interval_ns", "stream_timeout_ns", "time_jump_ns", "queue_size"):
+            if key in d:
+                v = d[key]
+                kw[key] = int(v) if isinstance(v, float) and v.is_integer() else v
+        for src, dst in (("min_cameras", "min_streams"), ("min_streams", "min_streams")):
+            if src in d:
+                v = d[src]
+                kw[dst] = None if v in (None, 0) else (int(v) if isinstance(v, float) and v.is_integer() else v)
+        for key in ("stream_timeout_periods", "age_penalty"):
+            if key in d:
+                kw[key] = num(key)
+        for key in ("policy", "publish"):
+            if key in d:
+                kw[key] = d[key]
+        try:
+            return cls(**kw)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+
+    @classmethod
+    def from_node_params(cls, p: Any) -> SyncSettings:
+        """From :class:`mfapr_ros.node_params.NodeParams` (``sync.*`` in seconds)."""
+        return cls.from_dict({"slop": p.sync_slop, "queue_size": p.sync_queue_size, "min_cameras": p.sync_min_cameras,
+                              "stream_timeout": p.sync_stream_timeout,
+                              "stream_timeout_periods": p.sync_stream_timeout_periods, "time_jump": p.sync_time_jump,
+                              "policy": p.sync_policy, "publish": p.sync_publish}, where="parameter sync")
+
+    def replace(self, **kw: Any) -> SyncSettings:
+        return dataclasses.replace(self, **kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The node's vocabulary (seconds), as stored in reports and accepted by :meth:`from_dict`."""
+        return {"slop": self.max_interval_ns / 1e9, "queue_size": self.queue_size,
+                "min_cameras": self.min_streams or 0, "stream_timeout": self.stream_timeout_ns / 1e9,
+                "stream_timeout_periods": self.stream_timeout_periods, "time_jump": self.time_jump_ns / 1e9,
+                "policy": self.policy, "publish": self.publish}
+
+    def make(self, num_streams: int, logger: Logger | None = None) -> ApproximateTimeSynchronizer:
+        """The synchronizer for ``num_streams`` streams (``min_streams`` above it is an error naming both)."""
+        ms = self.min_streams or num_streams
+        if ms > num_streams:
+            raise ConfigError(f"sync.min_cameras = {ms} exceeds the {num_streams} camera(s) being bundled; use "
+                              f"0..{num_streams} (0 = all)")
+        return ApproximateTimeSynchronizer(num_streams, self.queue_size, self.max_interval_ns, min_streams=ms,
+                                           stream_timeout_ns=self.stream_timeout_ns, logger=logger,
+                                           age_penalty=self.age_penalty, time_jump_ns=self.time_jump_ns,
+                                           policy=self.policy, publish=self.publish,
+                                           stream_timeout_periods=self.stream_timeout_periods)
+
+    # the readers' historical name
+    synchronizer = make
 
 
 @dataclass(frozen=True)
@@ -115,28 +277,46 @@ class Bundle:
 Logger = logging.Logger | Callable[[str], Any]
 
 
+def _circmean(values: list[float], period: float) -> float:
+    """Circular mean of ``values`` modulo ``period``, in [0, period)."""
+    c = sum(math.cos(2 * math.pi * v / period) for v in values)
+    s = sum(math.sin(2 * math.pi * v / period) for v in values)
+    return (math.atan2(s, c) / (2 * math.pi) * period) % period
+
+
+def _wrap(x: float, period: float) -> float:
+    """``x`` wrapped into (−period/2, period/2]."""
+    return x - period * math.floor(x / period + 0.5)
+
+
 class ApproximateTimeSynchronizer:
     """Approximate-time policy over ``num_streams`` streams; see the module docstring for the exact semantics.
 
     Args:
         num_streams: number of input streams (cameras), ≥ 1.
-        queue_size: messages kept per stream (C++ ``queue_size``); older ones are dropped as overflow.
+        queue_size: messages kept per stream (C++ ``queue_size``); older ones are dropped as overflow. In the
+            ``frames`` policy: frames kept open.
         max_interval_ns: largest allowed spread (latest − earliest stamp) of a bundle (C++ ``max_interval``, the
             Python ``slop``). Default 20 ms: less than a frame at 30 Hz so consecutive frames cannot pair.
         min_streams: smallest number of present streams for a partial bundle; ``None`` → ``num_streams`` (full
             bundles only, exactly the C++ policy).
-        stream_timeout_ns: message-time silence after which a stream stops blocking (partial mode only); default
-            500 ms. Must be ≥ ``max_interval_ns`` in partial mode (unused in full-bundle mode).
+        stream_timeout_ns: floor of the message-time silence after which a stream stops blocking (partial mode);
+            default 500 ms. Must be ≥ ``max_interval_ns`` in partial mode (unused in full-bundle mode).
         logger: a ``logging.Logger`` or a callable taking one string (the node passes its ROS logger's ``warn``);
             default: this module's logger.
-        age_penalty: C++ ``age_penalty`` (≥ 0): favours publishing earlier sets sooner.
-        time_jump_ns: a stamp this much older than the latest stamp seen is a time jump (bag loop) → reset.
+        age_penalty: C++ ``age_penalty`` (≥ 0): favours publishing earlier sets sooner (``pivot``).
+        time_jump_ns: a stamp this much before its stream's last one is a suspected time jump (see the module
+            docstring: a glitch unless confirmed).
+        policy: ``"pivot"`` (minimum-span sets) or ``"frames"`` (period-aware frame indices).
+        publish: ``"arrival"`` (learned inter-message lower bounds) or ``"optimal"`` (C++ default, bound 0).
+        stream_timeout_periods: the stream timeout is at least this many of the stream's observed periods.
     """
 
     def __init__(self, num_streams: int, queue_size: int = 10, max_interval_ns: int = 20_000_000,
                  min_streams: int | None = None, stream_timeout_ns: int | None = None,
                  logger: Logger | None = None, age_penalty: float = 0.0,
-                 time_jump_ns: int = 1_000_000_000) -> None:
+                 time_jump_ns: int = NS_PER_S, *, policy: str = "pivot", publish: str = "arrival",
+                 stream_timeout_periods: float = 3.0) -> None:
         if not isinstance(num_streams, int) or num_streams < 1:
             raise ConfigError(f"sync: num_streams must be a positive integer, got {num_streams!r}")
         if not isinstance(queue_size, int) or queue_size < 1:
@@ -158,13 +338,23 @@ class ApproximateTimeSynchronizer:
             raise ConfigError(f"sync: age_penalty must be ≥ 0, got {age_penalty}")
         if not isinstance(time_jump_ns, int) or time_jump_ns <= max_interval_ns:
             raise ConfigError(f"sync: time_jump_ns ({time_jump_ns!r}) must be an integer > max_interval_ns")
+        if policy not in POLICIES:
+            raise ConfigError(f"sync: policy must be one of {POLICIES}, got {policy!r}")
+        if publish not in PUBLISH_MODES:
+            raise ConfigError(f"sync: publish must be one of {PUBLISH_MODES}, got {publish!r}")
+        if not stream_timeout_periods >= 0:
+            raise ConfigError(f"sync: stream_timeout_periods must be ≥ 0, got {stream_timeout_periods!r}")
         self.num_streams = num_streams
         self.queue_size = queue_size
         self.max_interval_ns = max_interval_ns
         self.min_streams = min_streams
         self.partial = min_streams < num_streams
         self.stream_timeout_ns = stream_timeout_ns
+        self.stream_timeout_periods = float(stream_timeout_periods)
         self.time_jump_ns = time_jump_ns
+        self.policy = policy
+        self.configured_policy = policy
+        self.publish = publish
         # Integer arithmetic when there is no penalty, so comparisons of ns stamps stay exact.
         self._age: float | int = 1 + age_penalty if age_penalty else 1
         self._logger = logger
@@ -172,7 +362,13 @@ class ApproximateTimeSynchronizer:
         self._stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self._stream_stats: list[dict[str, int]] = [
             {"received": 0, "bundled": 0, "dropped": 0} for _ in range(num_streams)]
-        self._stale_floor: int | None = None
+        n = num_streams
+        # Stamp statistics survive resets and jumps (a camera's rate does not change when the clock does).
+        self._gaps: list[deque[int]] = [deque(maxlen=_GAPS_KEPT) for _ in range(n)]
+        self._period: list[int | None] = [None] * n  # median recent gap
+        self._lb: list[int] = [0] * n  # inter-message lower bound (publish="arrival")
+        self._timeout: list[int] = [stream_timeout_ns] * n
+        self._old_epoch: int | None = None
         self._clear()
 
     # ------------------------------------------------------------------ public API
@@ -195,10 +391,16 @@ class ApproximateTimeSynchronizer:
             return list(self._active)
 
     @property
-    def pending(self) -> int:
-        """Messages held (queued or inside the candidate search)."""
+    def periods_ns(self) -> list[int | None]:
+        """Each stream's observed period (median of its recent stamp gaps), ``None`` before two messages."""
         with self._lock:
-            return sum(len(q) for q in self._q) + sum(len(p) for p in self._past)
+            return list(self._period)
+
+    @property
+    def pending(self) -> int:
+        """Messages held (queued, inside the candidate search, open frames, suspects)."""
+        with self._lock:
+            return self._pending_count()
 
     def add(self, stream: int, stamp_ns: int, payload: Any = None) -> list[Bundle]:
         """Feed one message; returns the bundles it completed (usually 0 or 1, oldest first).
@@ -216,21 +418,23 @@ class ApproximateTimeSynchronizer:
             return self._out
 
     def flush(self) -> list[Bundle]:
-        """End of data: publish what the queued messages can still form (the pending candidate, then any sets
-        that follow from what is left). Used by the bag evaluator at the end of a bag; live nodes never call it."""
+        """End of data: publish what the held messages can still form (the pending candidate or open frames, then
+        whatever follows from what is left). Used at the end of a bag; live nodes never call it."""
         with self._lock:
             self._out = []
-            self._finish_candidates()
+            if self._susp:  # no evidence either way will come: what the suspects say is all there is
+                self._confirm_jump()
+            self._end_of_data()
             return self._out
 
     def reset(self) -> None:
-        """Forget all queued messages (counted as ``dropped_reset``); counters are kept."""
+        """Forget all held messages (counted as ``dropped_reset``); counters and stream periods are kept."""
         with self._lock:
             self._drop_all("dropped_reset")
             self._clear()
-            self._stale_floor = None
+            self._old_epoch = None
 
-    # ------------------------------------------------------------------ internals
+    # ------------------------------------------------------------------ state
     def _clear(self) -> None:
         n = self.num_streams
         self._q: list[deque[tuple[int, Any]]] = [deque() for _ in range(n)]
@@ -249,6 +453,17 @@ class ApproximateTimeSynchronizer:
         self._now: int | None = None
         self._t0: int | None = None
         self._out = []
+        # suspects (glitch or jump?): (stream, stamp, payload) in arrival order
+        self._susp: list[tuple[int, int, Any]] = []
+        self._susp_ref = 0
+        self._susp_since: int | None = None
+        self._susp_contra: set[int] = set()
+        self._fr_clear()
+
+    def _pending_count(self) -> int:
+        n = sum(len(q) for q in self._q) + sum(len(p) for p in self._past) + len(self._susp)
+        n += len(self._fr_boot) + sum(sum(1 for m in b if m is not None) for b in self._fr_bins.values())
+        return n
 
     def _log(self, msg: str) -> None:
         warn(self._logger, _LOG, msg)
@@ -262,48 +477,150 @@ class ApproximateTimeSynchronizer:
             k = len(self._q[i]) + len(self._past[i])
             if k:
                 self._drop(i, cause, k)
+        for i, _, _ in self._susp:
+            self._drop(i, cause)
+        for i, _, _ in self._fr_boot:
+            self._drop(i, cause)
+        for b in self._fr_bins.values():
+            for i, m in enumerate(b):
+                if m is not None:
+                    self._drop(i, cause)
+
+    # ------------------------------------------------------------------ front end: order, glitches, jumps
+    def _forward_limit(self, i: int) -> int:
+        p = self._period[i] or self._pmax()
+        return max(self.time_jump_ns, 4 * p) if p else self.time_jump_ns
+
+    def _pmax(self) -> int:
+        return max((p for p in self._period if p is not None), default=0)
 
     def _add(self, i: int, stamp: int, payload: Any) -> None:
         self._stats["received"] += 1
         self._stream_stats[i]["received"] += 1
         now = self._now
-        last = self._last[i]
-        # A jump is a stream going back on *itself* (bag loop, sim-time restart). A stream that merely lags the
-        # others (a starved callback, a slow link) is not one: comparing with the global latest stamp would reset
-        # the synchronizer and then drop every other stream's messages as stale.
-        if now is not None and last is not None and stamp < last - self.time_jump_ns:
-            self._jump(i, stamp, now)
-            now = None
-        elif self._stale_floor is not None and now is not None:
-            if now >= self._stale_floor:
-                self._stale_floor = None  # the new epoch has caught up; stragglers are long gone
-            elif stamp > now + self.time_jump_ns:
+        old = self._old_epoch
+        if old is not None:
+            if now is None or now >= old - self.time_jump_ns:
+                self._old_epoch = None  # the new time has caught up; stragglers of the old one are long gone
+            elif abs(stamp - old) < abs(stamp - now):
                 self._drop(i, "dropped_stale_after_jump")  # in flight from before the jump back
-                return
+                return None
         last = self._last[i]
+        if (last is not None and stamp < last - self.time_jump_ns) or (
+                now is not None and stamp > max(now, last if last is not None else now) + self._forward_limit(i)):
+            return self._suspect(i, stamp, payload)
+        if self._susp:
+            self._normal_seen(i)
         if last is not None and stamp <= last:
             if stamp < last:
                 self._ooo_run[i] += 1
                 if self._ooo_run[i] > self.queue_size:
                     # A whole queue's worth in a row went back in time: a loop shorter than time_jump_ns.
-                    self._jump(i, stamp, self._now if self._now is not None else last)
-                    return self._add_accepted(i, stamp, payload)
+                    self._ooo_run[i] = 0
+                    self._drop_suspects("dropped_glitch")
+                    self._susp = [(i, stamp, payload)]
+                    return self._confirm_jump()
             self._drop(i, "duplicates" if stamp == last else "dropped_out_of_order")
             return None
         self._ooo_run[i] = 0
-        return self._add_accepted(i, stamp, payload)
+        return self._accept(i, stamp, payload)
 
-    def _jump(self, i: int, stamp: int, latest: int) -> None:
-        """Time went backwards (bag loop): log, count, forget everything queued."""
-        self._log(f"sync: time jumped back by {(latest - stamp) / 1e9:.3f} s on stream {i} "
-                  f"({latest} → {stamp} ns; bag loop or clock reset): resetting the synchronizer")
-        self._stats["time_jumps"] += 1
-        self._drop_all("dropped_time_jump")
-        self._clear()
-        self._stale_floor = latest - self.time_jump_ns
+    def _suspect(self, i: int, stamp: int, payload: Any) -> None:
+        """Hold a far-off stamp until evidence says whether it is a glitch or the new time."""
+        if self._susp and abs(stamp - self._susp_ref) > self._forward_limit(i):
+            self._drop_suspects("dropped_glitch")  # inconsistent with the held ones: they were glitches
+        own = [s for k, s, _ in self._susp if k == i]
+        if own and stamp <= own[-1]:
+            self._drop(i, "duplicates" if stamp == own[-1] else "dropped_out_of_order")
+            return None
+        if not self._susp:
+            self._susp_since = self._now
+            self._susp_contra = set()
+            self._susp_ref = stamp
+        self._susp.append((i, stamp, payload))
+        self._susp_ref = max(self._susp_ref, stamp)
+        streams = {k for k, _, _ in self._susp}
+        if len(streams) >= 2:
+            return self._confirm_jump()
+        if own:  # the same stream's next message agrees: one period of evidence
+            if self._susp_contra - {i}:
+                return self._retime_stream(i)
+            return self._confirm_jump()
+        return None
 
-    def _add_accepted(self, i: int, stamp: int, payload: Any) -> None:
-        st = self._stats
+    def _normal_seen(self, i: int) -> None:
+        """A message in the current time: it refutes its own stream's suspects; others' expire after a while."""
+        if any(k == i for k, _, _ in self._susp):
+            keep = []
+            for k, s, p in self._susp:
+                if k == i:
+                    self._drop(k, "dropped_glitch")
+                else:
+                    keep.append((k, s, p))
+            self._susp = keep
+        else:
+            self._susp_contra.add(i)
+        now, since = self._now, self._susp_since
+        if self._susp and now is not None and since is not None and now - since > self.time_jump_ns:
+            self._drop_suspects("dropped_glitch")
+
+    def _drop_suspects(self, cause: str) -> None:
+        for k, _, _ in self._susp:
+            self._drop(k, cause)
+        self._susp = []
+
+    def _retime_stream(self, i: int) -> None:
+        """Stream ``i``'s clock moved while the others go on: accept its new time for it alone."""
+        self._stats["stream_clock_jumps"] += 1
+        held = [(s, p) for k, s, p in self._susp if k == i]
+        self._susp = [(k, s, p) for k, s, p in self._susp if k != i]
+        self._log(f"sync: stream {i} jumped to {held[0][0]} ns while the other streams stay near {self._now} ns "
+                  "(its clock moved); re-timing that stream only")
+        self._last[i] = None
+        self._ooo_run[i] = 0
+        self._fr_forget_stream(i)
+        for s, p in held:
+            self._accept(i, s, p)
+
+    def _confirm_jump(self) -> None:
+        """The suspects are the new time: a jump back resets (keeping them), a jump forward is accepted."""
+        held = sorted(self._susp, key=lambda m: m[1])
+        self._susp = []
+        now = self._now
+        if now is not None and held[0][1] < now:
+            self._log(f"sync: time jumped back by {(now - held[0][1]) / 1e9:.3f} s on stream {held[0][0]} "
+                      f"({now} → {held[0][1]} ns; bag loop or clock reset): resetting the synchronizer")
+            self._stats["time_jumps"] += 1
+            self._end_of_data()  # what was complete before the jump still leaves
+            self._drop_all("dropped_time_jump")
+            self._clear()
+            self._old_epoch = now
+        elif now is not None:
+            self._stats["forward_jumps"] += 1
+        for k, s, p in held:
+            last = self._last[k]
+            if last is not None and s <= last:
+                self._drop(k, "duplicates" if s == last else "dropped_out_of_order")
+            else:
+                self._accept(k, s, p)
+
+    # ------------------------------------------------------------------ accepted messages
+    def _observe(self, i: int, stamp: int) -> None:
+        """Per-stream period (median gap) and inter-message lower bound (half the smallest gap) from the stamps."""
+        last = self._last[i]
+        if last is None or stamp <= last:
+            return
+        g = self._gaps[i]
+        g.append(stamp - last)
+        if len(g) >= 2:
+            s = sorted(g)
+            p = s[len(s) // 2]
+            self._period[i] = p
+            self._lb[i] = s[0] // 2 if (self.publish == "arrival" and len(g) >= 3) else 0
+            self._timeout[i] = max(self.stream_timeout_ns, int(self.stream_timeout_periods * p))
+
+    def _accept(self, i: int, stamp: int, payload: Any) -> None:
+        self._observe(i, stamp)
         now = self._now
         if now is None or stamp > now:
             self._now = now = stamp
@@ -311,11 +628,11 @@ class ApproximateTimeSynchronizer:
             self._t0 = stamp
         if self.partial:
             if not self._active[i]:
-                if stamp < now - self.stream_timeout_ns:
+                if stamp < now - self._timeout[i]:
                     self._last[i] = stamp
                     self._drop(i, "dropped_late")
                     return
-                st["stream_rejoins"] += 1
+                self._stats["stream_rejoins"] += 1
                 self._log(f"sync: stream {i} speaks again (stamp {stamp} ns); it rejoins the bundles")
                 self._last[i] = stamp
                 self._set_active(i, True)
@@ -324,12 +641,250 @@ class ApproximateTimeSynchronizer:
             self._check_timeouts(now)
         else:
             self._last[i] = stamp
+        if self.policy == "frames":
+            return self._fr_add(i, stamp, payload)
+        return self._pv_add(i, stamp, payload)
+
+    def _check_timeouts(self, now: int) -> None:
+        t0 = self._t0 if self._t0 is not None else now
+        pmax = self._pmax()
+        for j in self._active_idx:
+            last = self._last[j]
+            tmo = self._timeout[j]
+            if self._period[j] is None and pmax:
+                tmo = max(tmo, int(self.stream_timeout_periods * pmax))
+            if (last if last is not None else t0) < now - tmo:
+                self._stats["stream_timeouts"] += 1
+                self._log(f"sync: stream {j} silent for more than {tmo / 1e9:.3f} s of message time; publishing "
+                          "bundles without it")
+                self._set_active(j, False)
+                return self._check_timeouts(now)  # the active list changed; rescan (at most N times)
+        return None
+
+    def _end_of_data(self) -> None:
+        """Treat the held messages as all there will be (``flush``, before a jump back)."""
+        if self.policy == "frames":
+            self._fr_end_of_data()
+        else:
+            self._finish_candidates()
+
+    def _set_active(self, j: int, on: bool) -> None:
+        if self.policy == "frames":
+            self._active[j] = on
+            self._active_idx = [k for k in range(self.num_streams) if self._active[k]]
+            if not on:
+                self._fr_finalize()
+            return
+        self._pv_set_active(j, on)
+
+    # ------------------------------------------------------------------ policy "frames"
+    def _fr_clear(self) -> None:
+        n = self.num_streams
+        self._fr_boot: list[tuple[int, int, Any]] = []
+        self._fr_boot_count = [0] * n
+        self._fr_ready = False
+        self._fr_bins: dict[int, list[tuple[int, Any] | None]] = {}
+        self._fr_keys: list[int] = []  # sorted open frame indices
+        self._fr_done: int | None = None  # highest finalized frame index
+        self._fr_idx: list[int | None] = [None] * n
+        self._fr_off = [0.0] * n
+        self._fr_nobs = [0] * n
+        self._fr_base = 0
+        self._fr_p0 = 0.0
+        self._fr_t0 = 0.0
+        # exponentially weighted least squares of x = T + f·P (weights decay by lam per message)
+        self._fr_lam = 1.0 - 1.0 / (30.0 * n)
+        self._fr_w = 0.0
+        self._fr_mf = 0.0
+        self._fr_mx = 0.0
+        self._fr_cff = 0.0
+        self._fr_cfx = 0.0
+
+    def _fr_forget_stream(self, i: int) -> None:
+        self._fr_idx[i] = None
+        self._fr_nobs[i] = 0
+
+    def _fr_add(self, i: int, stamp: int, payload: Any) -> None:
+        if not self._fr_ready:
+            self._fr_boot.append((i, stamp, payload))
+            self._fr_boot_count[i] += 1
+            if self._fr_boot_count[i] >= _BOOT_MESSAGES:
+                self._fr_bootstrap()
+            return None
+        self._fr_place(i, stamp, payload)
+        return self._fr_finalize()
+
+    def _fr_bootstrap(self) -> None:
+        """Fit the frame clock (period, phase, per-stream offsets) to the held messages, then replay them."""
+        boot = self._fr_boot
+        self._fr_boot = []
+        per: list[list[int]] = [[] for _ in range(self.num_streams)]
+        for i, s, _ in boot:
+            per[i].append(s)
+        gaps = [b - a for st in per for a, b in zip(st, st[1:], strict=False)]
+        periods = []
+        if gaps:
+            p00 = sorted(gaps)[len(gaps) // 2]
+            for st in per:
+                if len(st) >= 3:
+                    k = sum(1 if g < _DROP_THRESHOLD * p00 else max(1, round(g / p00))
+                            for g in (b - a for a, b in zip(st, st[1:], strict=False)))
+                    periods.append((st[-1] - st[0]) / k)
+        if not periods or min(periods) <= 0 or max(periods) > 1.1 * min(periods):
+            self._log(f"sync: policy 'frames' needs every camera at the same frame rate; observed periods "
+                      f"{[round(p / 1e6, 2) for p in periods]} ms: falling back to policy 'pivot'")
+            self.policy = "pivot"
+            for i, s, p in boot:
+                self._pv_add(i, s, p)
+            return
+        p0 = sorted(periods)[len(periods) // 2]
+        self._fr_base = base = min(s for _, s, _ in boot)
+        phase = _circmean([s - base for _, s, _ in boot], p0)
+        for i, st in enumerate(per):
+            if st:
+                self._fr_off[i] = _wrap(_circmean([s - base for s in st], p0) - phase, p0)
+                self._fr_nobs[i] = 50  # offset known: slow gain from the start
+        self._fr_p0, self._fr_t0 = p0, phase
+        self._fr_ready = True
+        for i, s, p in boot:
+            self._fr_place(i, s, p)
+            self._fr_finalize()
+
+    def _fr_clock(self) -> tuple[float, float, float]:
+        """(reference index, its time, period) of the fitted clock (the bootstrap fit until the LSQ has spread)."""
+        if self._fr_w > 0 and self._fr_cff > 4.0 * self._fr_w:
+            return self._fr_mf, self._fr_mx, self._fr_cfx / self._fr_cff
+        return 0.0, self._fr_t0, self._fr_p0
+
+    def _fr_place(self, i: int, stamp: int, payload: Any) -> None:
+        mf, mx, p = self._fr_clock()
+        x = float(stamp - self._fr_base) - self._fr_off[i]
+        prev = self._fr_idx[i]
+        if prev is None:
+            f = int(round(mf + (x - mx) / p))
+        else:
+            k = (x - (mx + (prev - mf) * p)) / p
+            f = prev + (1 if k < _DROP_THRESHOLD else max(1, int(round(k))))
+        self._fr_idx[i] = f
+        r = x - (mx + (f - mf) * p)
+        n = self._fr_nobs[i]
+        self._fr_off[i] += r * max(_OFFSET_GAIN, 1.0 / (n + 4))
+        self._fr_nobs[i] = n + 1
+        # clock update (weighted Welford with forgetting)
+        lam = self._fr_lam
+        w = self._fr_w * lam + 1.0
+        df = f - self._fr_mf
+        dx = x - self._fr_mx
+        self._fr_mf += df / w
+        self._fr_mx += dx / w
+        self._fr_cff = self._fr_cff * lam + df * (f - self._fr_mf)
+        self._fr_cfx = self._fr_cfx * lam + df * (x - self._fr_mx)
+        self._fr_w = w
+        if self._fr_done is not None and f <= self._fr_done:
+            self._drop(i, "dropped_unmatched")  # its frame was already closed (published without it)
+            return
+        b = self._fr_bins.get(f)
+        if b is None:
+            b = self._fr_bins[f] = [None] * self.num_streams
+            bisect.insort(self._fr_keys, f)
+            if len(self._fr_keys) > self.queue_size:  # too many open frames: the oldest is closed as it is
+                self._fr_close(self._fr_keys[0], overflow=True)
+        if b[i] is not None:  # two messages of one stream in one frame: keep the newer
+            self._drop(i, "dropped_unmatched")
+        b[i] = (stamp, payload)
+
+    def _fr_finalize(self) -> None:
+        """Close every frame that no active stream can still add to (publish on arrival of the last member)."""
+        keys = self._fr_keys
+        if not keys:
+            return
+        lo = None
+        for j in self._active_idx:
+            f = self._fr_idx[j]
+            if f is None:
+                return  # a stream that has not spoken yet may still fill any frame
+            if lo is None or f < lo:
+                lo = f
+        if lo is None:
+            lo = keys[-1]
+        while keys and keys[0] <= lo:
+            self._fr_close(keys[0])
+
+    def _fr_close(self, f: int, overflow: bool = False) -> None:
+        self._fr_keys.remove(f)
+        b = self._fr_bins.pop(f)
+        self._fr_done = f if self._fr_done is None else max(self._fr_done, f)
+        present = [k for k in range(self.num_streams) if b[k] is not None]
+        if len(present) == self.num_streams or (self.partial and len(present) >= self.min_streams):
+            stamps = sorted(b[k][0] for k in present)  # type: ignore[index]
+            if stamps[-1] - stamps[0] > self.max_interval_ns and self.partial:
+                med = stamps[len(stamps) // 2]
+                while len(present) > 1:
+                    lo_s = min(b[k][0] for k in present)  # type: ignore[index]
+                    hi_s = max(b[k][0] for k in present)  # type: ignore[index]
+                    if hi_s - lo_s <= self.max_interval_ns:
+                        break
+                    far = max(present, key=lambda k: abs(b[k][0] - med))  # type: ignore[index]
+                    present.remove(far)
+                    self._drop(far, "dropped_unmatched")
+                    b[far] = None
+            pst = [b[k][0] for k in present]  # type: ignore[index]
+            if len(present) >= self.min_streams and max(pst) - min(pst) <= self.max_interval_ns:
+                self._emit([b[k] for k in range(self.num_streams)])
+                return
+        cause = "dropped_queue_overflow" if overflow else "dropped_unmatched"
+        if not self.partial or len(self._active_idx) >= self.min_streams:
+            pass
+        else:
+            cause = "dropped_too_few_streams"
+        for k in present:
+            self._drop(k, cause)
+
+    def _fr_end_of_data(self) -> None:
+        if not self._fr_ready and self._fr_boot:
+            boot = self._fr_boot
+            if max(self._fr_boot_count) >= 3:
+                self._fr_bootstrap()
+            else:  # too little to fit a clock: bundle what there is by spread
+                self._fr_boot = []
+                self.policy = "pivot"
+                for i, s, p in boot:
+                    self._pv_add(i, s, p)
+                self._finish_candidates()
+                return
+        if self.policy == "pivot":
+            self._finish_candidates()
+            return
+        while self._fr_keys:
+            self._fr_close(self._fr_keys[0])
+
+    def _emit(self, members: list[tuple[int, Any] | None]) -> None:
+        stamps = [c[0] if c is not None else None for c in members]
+        payloads = [c[1] if c is not None else None for c in members]
+        mask = np.array([c is not None for c in members], dtype=bool)
+        present = [s for s in stamps if s is not None]
+        self._out.append(Bundle(max(present), stamps, payloads, mask))
+        n = len(present)
+        self._stats["bundles_full" if n == self.num_streams else "bundles_partial"] += 1
+        self._stats["bundled_messages"] += n
+        for k, c in enumerate(members):
+            if c is not None:
+                self._stream_stats[k]["bundled"] += 1
+
+    # ------------------------------------------------------------------ policy "pivot"
+    def _pv_add(self, i: int, stamp: int, payload: Any) -> None:
         q = self._q[i]
         q.append((stamp, payload))
         if self._active[i]:
             if len(q) == 1:
                 self._n_nonempty += 1
                 if self._n_nonempty == len(self._active_idx):
+                    self._process()
+            elif self._pivot is not None and self._n_nonempty < len(self._active_idx):
+                # A stalled optimality proof may succeed with this message (C++ only retries when an empty queue
+                # fills, which made its output depend on the arrival interleaving in rare cases).
+                self._virtual_search(len(self._active_idx))
+                if self._pivot is None:
                     self._process()
         past = self._past[i]
         if len(q) + len(past) > self.queue_size:
@@ -346,19 +901,6 @@ class ApproximateTimeSynchronizer:
                 self._candidate = []
                 self._process()
 
-    def _check_timeouts(self, now: int) -> None:
-        horizon = now - self.stream_timeout_ns
-        t0 = self._t0 if self._t0 is not None else now
-        for j in self._active_idx:
-            last = self._last[j]
-            if (last if last is not None else t0) < horizon:
-                self._stats["stream_timeouts"] += 1
-                self._log(f"sync: stream {j} silent for more than {self.stream_timeout_ns / 1e9:.3f} s of message "
-                          f"time; publishing bundles without it")
-                self._set_active(j, False)
-                return self._check_timeouts(now)  # the active list changed; rescan (at most N times)
-        return None
-
     def _finish_candidates(self) -> None:
         """Treat the queued messages as all there will be: a pending candidate is then optimal (every better one
         needs a message that will not come), so publish it and continue with what is left."""
@@ -366,7 +908,7 @@ class ApproximateTimeSynchronizer:
             self._publish()
             self._process()
 
-    def _set_active(self, j: int, on: bool) -> None:
+    def _pv_set_active(self, j: int, on: bool) -> None:
         """Change the active set: cancel any candidate search and restart it over the new set.
 
         A stream going silent ends its data, so a pending candidate containing its message is first published
@@ -415,8 +957,9 @@ class ApproximateTimeSynchronizer:
 
     def _virtual_bounds(self) -> tuple[int, int, int, int]:
         """Like :meth:`_bounds`, with an empty queue's time = the earliest its next message could have
-        (its last message moved to past, but no earlier than the pivot; inter-message lower bound 0)."""
-        qs, past, pt = self._q, self._past, self._pivot_time
+        (its last message moved to past plus the stream's inter-message lower bound — 0 with ``publish="optimal"``
+        — but no earlier than the pivot)."""
+        qs, past, pt, lb = self._q, self._past, self._pivot_time, self._lb
         si = ei = -1
         st = et = 0
         for k in self._active_idx:
@@ -424,7 +967,7 @@ class ApproximateTimeSynchronizer:
             if q:
                 t = q[0][0]
             else:
-                t = past[k][-1][0]
+                t = past[k][-1][0] + lb[k]  # the earliest its next message can have (C++ inter-message bound)
                 if t < pt:
                     t = pt
             if si < 0 or t < st:
@@ -457,14 +1000,7 @@ class ApproximateTimeSynchronizer:
 
     def _publish(self) -> None:
         cand = self._candidate
-        stamps = [c[0] if c is not None else None for c in cand]
-        payloads = [c[1] if c is not None else None for c in cand]
-        mask = np.array([c is not None for c in cand], dtype=bool)
-        present = [s for s in stamps if s is not None]
-        self._out.append(Bundle(max(present), stamps, payloads, mask))
-        n = len(present)
-        self._stats["bundles_full" if n == self.num_streams else "bundles_partial"] += 1
-        self._stats["bundled_messages"] += n
+        self._emit(cand)
         self._pivot = None
         self._candidate = []
         for k in self._active_idx:
@@ -473,7 +1009,6 @@ class ApproximateTimeSynchronizer:
                 q.extendleft(reversed(p))
                 p.clear()
             q.popleft()  # the candidate's message: the oldest one left on this stream
-            self._stream_stats[k]["bundled"] += 1
         self._n_nonempty = sum(1 for k in self._active_idx if self._q[k])
 
     def _process(self) -> None:
