@@ -110,7 +110,7 @@ DROP_KEYS = tuple(k for k in STAT_KEYS if k.startswith("dropped_") or k == "dupl
 
 NS_PER_S = 1_000_000_000
 _GAPS_KEPT = 8  # per-stream stamp gaps kept for the period / lower-bound estimates
-_BOOT_MESSAGES = 8  # frames policy: messages of one stream before the frame clock is fitted
+_BOOT_MESSAGES = 20  # frames policy: messages of one stream before the frame clock is fitted
 _DROP_THRESHOLD = 1.85  # frames policy: a gap this many periods long means a dropped frame
 _OFFSET_GAIN = 0.02  # frames policy: per-message gain of a stream's phase offset
 
@@ -392,7 +392,7 @@ class ApproximateTimeSynchronizer:
 
     @property
     def periods_ns(self) -> list[int | None]:
-        """Each stream's observed period (median of its recent stamp gaps), ``None`` before two messages."""
+        """Each stream's observed period (median of its recent stamp gaps), ``None`` before its second message."""
         with self._lock:
             return list(self._period)
 
@@ -463,6 +463,7 @@ class ApproximateTimeSynchronizer:
     def _pending_count(self) -> int:
         n = sum(len(q) for q in self._q) + sum(len(p) for p in self._past) + len(self._susp)
         n += len(self._fr_boot) + sum(sum(1 for m in b if m is not None) for b in self._fr_bins.values())
+        n += sum(1 for t in self._fr_tent if t is not None)
         return n
 
     def _log(self, msg: str) -> None:
@@ -481,6 +482,9 @@ class ApproximateTimeSynchronizer:
             self._drop(i, cause)
         for i, _, _ in self._fr_boot:
             self._drop(i, cause)
+        for i, t in enumerate(self._fr_tent):
+            if t is not None:
+                self._drop(i, cause)
         for b in self._fr_bins.values():
             for i, m in enumerate(b):
                 if m is not None:
@@ -512,6 +516,11 @@ class ApproximateTimeSynchronizer:
         if self._susp:
             self._normal_seen(i)
         if last is not None and stamp <= last:
+            if stamp < last and self.policy == "frames" and self._ooo_run[i] < self.queue_size:
+                # One topic is delivered in publish order, so its next message is its next frame even when jitter
+                # put its stamp before the previous one: the frames policy labels by order and keeps it.
+                self._ooo_run[i] += 1
+                return self._accept(i, stamp, payload)
             if stamp < last:
                 self._ooo_run[i] += 1
                 if self._ooo_run[i] > self.queue_size:
@@ -612,7 +621,7 @@ class ApproximateTimeSynchronizer:
             return
         g = self._gaps[i]
         g.append(stamp - last)
-        if len(g) >= 2:
+        if g:
             s = sorted(g)
             p = s[len(s) // 2]
             self._period[i] = p
@@ -673,6 +682,7 @@ class ApproximateTimeSynchronizer:
             self._active[j] = on
             self._active_idx = [k for k in range(self.num_streams) if self._active[k]]
             if not on:
+                self._fr_commit_tentatives(j)
                 self._fr_finalize()
             return
         self._pv_set_active(j, on)
@@ -687,7 +697,10 @@ class ApproximateTimeSynchronizer:
         self._fr_keys: list[int] = []  # sorted open frame indices
         self._fr_done: int | None = None  # highest finalized frame index
         self._fr_idx: list[int | None] = [None] * n
+        self._fr_tent: list[tuple[int, Any] | None] = [None] * n  # a message held after a skip
         self._fr_off = [0.0] * n
+        self._fr_fast = [0.0] * n  # fast average of each stream's residual (label check)
+        self._fr_var = 0.0  # running mean square residual (stamp jitter²), set by the bootstrap
         self._fr_nobs = [0] * n
         self._fr_base = 0
         self._fr_p0 = 0.0
@@ -701,6 +714,8 @@ class ApproximateTimeSynchronizer:
         self._fr_cfx = 0.0
 
     def _fr_forget_stream(self, i: int) -> None:
+        if self.policy == "frames" and self._fr_ready:
+            self._fr_commit_tentatives(i)
         self._fr_idx[i] = None
         self._fr_nobs[i] = 0
 
@@ -721,30 +736,64 @@ class ApproximateTimeSynchronizer:
         per: list[list[int]] = [[] for _ in range(self.num_streams)]
         for i, s, _ in boot:
             per[i].append(s)
-        gaps = [b - a for st in per for a, b in zip(st, st[1:], strict=False)]
-        periods = []
-        if gaps:
-            p00 = sorted(gaps)[len(gaps) // 2]
-            for st in per:
-                if len(st) >= 3:
-                    k = sum(1 if g < _DROP_THRESHOLD * p00 else max(1, round(g / p00))
-                            for g in (b - a for a, b in zip(st, st[1:], strict=False)))
-                    periods.append((st[-1] - st[0]) / k)
-        if not periods or min(periods) <= 0 or max(periods) > 1.1 * min(periods):
+        periods: list[float] = []
+        p0 = 0.0
+        if any(len(st) >= 3 for st in per):
+            # Labels by arrival order first (one topic arrives in publish order; drops are rare), then a pooled fit
+            # (common period, own intercepts) and relabelling against each stream's fitted line, twice. A newest
+            # frame only partly in holds the early-stamped messages: fit on the labels every stream has reached.
+            labels = [list(range(len(st))) for st in per]
+            for _ in range(3):
+                k_cut = min(ks[-1] for ks in labels if len(ks) >= 3) - 1
+                fits: list[tuple[int, float, float, float]] = []  # stream, mean label, mean stamp, cxx
+                sxx = sxy = 0.0
+                periods = []
+                for i, (st, ks) in enumerate(zip(per, labels, strict=True)):
+                    pts = [(kk, float(ss - st[0])) for kk, ss in zip(ks, st, strict=True) if kk <= k_cut]
+                    if len(pts) < 3:
+                        continue
+                    mk = sum(x for x, _ in pts) / len(pts)
+                    my = sum(y for _, y in pts) / len(pts)
+                    cxx = sum((x - mk) ** 2 for x, _ in pts)
+                    cxy = sum((x - mk) * (y - my) for x, y in pts)
+                    if cxx > 0:
+                        periods.append(cxy / cxx)
+                        fits.append((i, mk, my, cxx))
+                        sxx += cxx
+                        sxy += cxy
+                if sxx <= 0:
+                    break
+                p0 = sxy / sxx
+                for i, mk, my, _ in fits:
+                    st = per[i]
+                    ks, lab = [0], 0
+                    for ss in st[1:]:
+                        k = (float(ss - st[0]) - (my + (lab - mk) * p0)) / p0
+                        lab += 1 if k < _DROP_THRESHOLD else max(1, round(k))
+                        ks.append(lab)
+                    labels[i] = ks
+        # A camera at another rate is off by ≥ 1.5× (20 vs 30 Hz); jitter moves a 10-message estimate much less.
+        if not periods or p0 <= 0 or min(periods) <= 0 or max(periods) > 1.45 * min(periods):
             self._log(f"sync: policy 'frames' needs every camera at the same frame rate; observed periods "
                       f"{[round(p / 1e6, 2) for p in periods]} ms: falling back to policy 'pivot'")
             self.policy = "pivot"
             for i, s, p in boot:
                 self._pv_add(i, s, p)
             return
-        p0 = sorted(periods)[len(periods) // 2]
         self._fr_base = base = min(s for _, s, _ in boot)
-        phase = _circmean([s - base for _, s, _ in boot], p0)
-        for i, st in enumerate(per):
-            if st:
-                self._fr_off[i] = _wrap(_circmean([s - base for s in st], p0) - phase, p0)
+        # Each fitted stream: the time its first message's label has on its line. Their circular mean is the
+        # frame phase; the remainders are the streams' phase offsets (σ/√n precise, unlike one stamp).
+        origin = {i: float(per[i][0] - base) + my - mk * p0 for i, mk, my, _ in fits}
+        phase = _circmean(list(origin.values()), p0) if origin else _circmean([s - base for _, s, _ in boot], p0)
+        for i in range(len(per)):
+            if i in origin:
+                off = _wrap(origin[i] - phase, p0)
+                self._fr_off[i] = off
                 self._fr_nobs[i] = 50  # offset known: slow gain from the start
+                # its first message is on frame g0: start its labels just before it
+                self._fr_idx[i] = int(round((origin[i] - phase - off) / p0)) - 1
         self._fr_p0, self._fr_t0 = p0, phase
+        self._fr_var = (p0 / 6.0) ** 2
         self._fr_ready = True
         for i, s, p in boot:
             self._fr_place(i, s, p)
@@ -753,30 +802,76 @@ class ApproximateTimeSynchronizer:
     def _fr_clock(self) -> tuple[float, float, float]:
         """(reference index, its time, period) of the fitted clock (the bootstrap fit until the LSQ has spread)."""
         if self._fr_w > 0 and self._fr_cff > 4.0 * self._fr_w:
-            return self._fr_mf, self._fr_mx, self._fr_cfx / self._fr_cff
+            # the bootstrap period as a prior worth about 10 frames of all streams: the first seconds' fit alone
+            # is a short baseline whose slope error, times the frames since, would mislabel
+            k = 80.0 * self.num_streams
+            return self._fr_mf, self._fr_mx, (self._fr_cfx + k * self._fr_p0) / (self._fr_cff + k)
         return 0.0, self._fr_t0, self._fr_p0
 
     def _fr_place(self, i: int, stamp: int, payload: Any) -> None:
+        """Label a message with its frame index: the stream's previous index + 1, or more when the clock says
+        frames were skipped (a drop). A skip is *tentative* until the stream's next message: if that one turns out
+        to sit on the skipped-to frame, the skip was jitter and the held message goes one frame back."""
         mf, mx, p = self._fr_clock()
         x = float(stamp - self._fr_base) - self._fr_off[i]
         prev = self._fr_idx[i]
+        tent = self._fr_tent[i]
         if prev is None:
             f = int(round(mf + (x - mx) / p))
+            skip = False
         else:
             k = (x - (mx + (prev - mf) * p)) / p
-            f = prev + (1 if k < _DROP_THRESHOLD else max(1, int(round(k))))
+            inc = 1 if k < 1.5 else max(1, int(round(k)))
+            f, skip = prev + inc, inc >= 2
+            if tent is not None:
+                # Two messages decide the held one: both one frame back (no skip) or the skip and this one after
+                # it. The skip must explain them better by more than a dropped frame's prior costs.
+                xt = float(tent[0] - self._fr_base) - self._fr_off[i]
+
+                def t(g: int) -> float:
+                    return mx + (g - mf) * p
+
+                k0 = (x - t(prev - 1)) / p
+                f0 = prev - 1 + (1 if k0 < 1.5 else max(1, int(round(k0))))
+                e0 = (xt - t(prev - 1)) ** 2 + (x - t(f0)) ** 2
+                e1 = (xt - t(prev)) ** 2 + (x - t(f)) ** 2
+                if e0 <= e1 + 2.0 * self._fr_var * math.log(50.0):
+                    self._fr_tent[i] = None
+                    self._fr_commit(i, prev - 1, *tent)  # the skip was one too many
+                    tent = None
+                    f, skip = f0, f0 >= prev + 1
+        if tent is not None:
+            self._fr_tent[i] = None
+            self._fr_commit(i, prev, *tent)  # type: ignore[arg-type]
         self._fr_idx[i] = f
+        if skip:
+            self._fr_tent[i] = (stamp, payload)
+        else:
+            self._fr_commit(i, f, stamp, payload)
+
+    def _fr_commit(self, i: int, f: int, stamp: int, payload: Any) -> None:
+        """Put a labelled message into its frame and let it correct the clock and its stream's offset."""
+        mf, mx, p = self._fr_clock()
+        x = float(stamp - self._fr_base) - self._fr_off[i]
         r = x - (mx + (f - mf) * p)
+        self._fr_var += 0.01 * (min(r * r, p * p) - self._fr_var)
+        fast = self._fr_fast[i] = 0.8 * self._fr_fast[i] + 0.2 * r
+        if abs(fast) > 0.4 * p:
+            # This stream's recent messages sit a whole period off their labels (a skip decided wrongly that the
+            # next message could not undo): relabel the stream by one frame.
+            d = 1 if fast > 0 else -1
+            f += d
+            self._fr_idx[i] = (self._fr_idx[i] or 0) + d
+            r -= d * p
+            self._fr_fast[i] = 0.0
         n = self._fr_nobs[i]
         self._fr_off[i] += r * max(_OFFSET_GAIN, 1.0 / (n + 4))
         self._fr_nobs[i] = n + 1
-        # clock update (weighted Welford with forgetting)
-        lam = self._fr_lam
+        lam = self._fr_lam  # weighted Welford with forgetting: x = T + f·P over about a second of messages
         w = self._fr_w * lam + 1.0
         df = f - self._fr_mf
-        dx = x - self._fr_mx
         self._fr_mf += df / w
-        self._fr_mx += dx / w
+        self._fr_mx += (x - self._fr_mx) / w
         self._fr_cff = self._fr_cff * lam + df * (f - self._fr_mf)
         self._fr_cfx = self._fr_cfx * lam + df * (x - self._fr_mx)
         self._fr_w = w
@@ -793,6 +888,13 @@ class ApproximateTimeSynchronizer:
             self._drop(i, "dropped_unmatched")
         b[i] = (stamp, payload)
 
+    def _fr_commit_tentatives(self, only: int | None = None) -> None:
+        for i in range(self.num_streams) if only is None else (only,):
+            t = self._fr_tent[i]
+            if t is not None:
+                self._fr_tent[i] = None
+                self._fr_commit(i, self._fr_idx[i], *t)  # type: ignore[arg-type]
+
     def _fr_finalize(self) -> None:
         """Close every frame that no active stream can still add to (publish on arrival of the last member)."""
         keys = self._fr_keys
@@ -803,6 +905,8 @@ class ApproximateTimeSynchronizer:
             f = self._fr_idx[j]
             if f is None:
                 return  # a stream that has not spoken yet may still fill any frame
+            if self._fr_tent[j] is not None:
+                f -= 2  # its held message may still go to f or f - 1
             if lo is None or f < lo:
                 lo = f
         if lo is None:
@@ -855,6 +959,7 @@ class ApproximateTimeSynchronizer:
         if self.policy == "pivot":
             self._finish_candidates()
             return
+        self._fr_commit_tentatives()
         while self._fr_keys:
             self._fr_close(self._fr_keys[0])
 
