@@ -56,6 +56,49 @@ CAMERA_SUBSETS = {"galaxy": NAVER_GALAXY, "basler": NAVER_BASLER}
 
 KAPTURE_SPLITS = ("mapping", "validation", "test")
 US_TO_NS = 1000
+#: ``stamp_unit`` values of :func:`read_kapture` → factor to nanoseconds.
+STAMP_UNITS = {"us": US_TO_NS, "ns": 1}
+
+
+def detect_stamp_unit(stamps: dict[str, list[int]], where: str, unit: str = "auto") -> int:
+    """The factor that turns this kapture's integer timestamps into ns, or a :class:`DataError` that says how to fix.
+
+    kapture's timestamps are integers of an unspecified unit: µs by convention (NAVER LABS, ``mfapr synth``), ns in
+    ROS conversions (naver/kapture ``samples/t265/ros_kapture``), frame indices in image collections
+    (``samples/t265/kapture``). Epoch stamps are recognised by magnitude (µs ≈ 1e15, ns ≈ 1e18, ms ≈ 1e12);
+    stamps counted from 0 by each camera's median step (µs: 5e3–5e6 = 0.2–200 Hz; ns: ≥ 5e6). Milliseconds and
+    frame indices are refused: bundling by time with the wrong unit silently pairs the wrong frames.
+    """
+    if unit != "auto":
+        if unit not in STAMP_UNITS:
+            raise DataError(f"{where}: stamp_unit {unit!r} is not one of {['auto', *STAMP_UNITS]}")
+        return STAMP_UNITS[unit]
+    allv = [v for vs in stamps.values() for v in vs]
+    if not allv:
+        return US_TO_NS
+    first = min(allv)
+    steps = sorted(b - a for vs in stamps.values() for a, b in zip(sorted(set(vs)), sorted(set(vs))[1:],
+                                                                   strict=False))
+    step = steps[len(steps) // 2] if steps else None
+    how = ("kapture timestamps must be µs (or ns) for bundling by time: convert the timestamp column of "
+           "records_camera.txt and trajectories.txt (ms → µs: × 1000; frame indices of an N Hz recording → "
+           "index × 1e6 / N µs), or pass stamp_unit='us'/'ns' to read_kapture if the unit is right after all")
+    if 10**17 <= first < 10**19:
+        return 1
+    if 10**14 <= first < 10**16:
+        return US_TO_NS
+    if 10**11 <= first < 10**13:
+        raise DataError(f"{where}: timestamps look like epoch milliseconds (first {first}); {how}")
+    if 10**8 <= first < 10**10:
+        raise DataError(f"{where}: timestamps look like epoch seconds (first {first}); {how}")
+    if step is None:
+        return US_TO_NS
+    if step <= 2:
+        raise DataError(f"{where}: timestamps look like frame indices (first {first}, median step {step}); {how}")
+    if step < 5000:
+        raise DataError(f"{where}: timestamps look like milliseconds (median step {step}, i.e. "
+                        f"{1e3 / step:.1f} Hz in ms but {1e6 / step:.0f} Hz in µs); {how}")
+    return US_TO_NS if step < 5_000_000 else 1
 
 
 def _rows(path: Path) -> list[tuple[int, list[str]]]:
@@ -119,7 +162,8 @@ def _intrinsics(sensor: Any) -> tuple[int | None, int | None, Intrinsics | None]
 def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *, split: str | None = None,
                  rig_id: str | None = None, rig: Rig | None = None, sync: SyncSettings | dict | None = None,
                  track: str | None = None, track_gap_ns: int | None = 1_000_000_000,
-                 check_files: bool = True, topic_fmt: str = "/kapture/{name}/image_raw") -> BundleSet:
+                 check_files: bool = True, topic_fmt: str = "/kapture/{name}/image_raw",
+                 stamp_unit: str = "auto") -> BundleSet:
     """Read one kapture split into a :class:`BundleSet`.
 
     Args:
@@ -132,6 +176,7 @@ def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *
         track: track name (default: ``<split folder name>``); a gap longer than ``track_gap_ns`` starts a new
             segment.
         check_files: drop (and count) records whose image file is missing.
+        stamp_unit: ``auto`` (detected, see :func:`detect_stamp_unit`), ``us`` or ``ns``.
     """
     root = find_kapture_split(path, split)
     sensors_dir = root / "sensors"
@@ -184,10 +229,18 @@ def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *
         if not chosen:
             raise DataError(f"{sensors_dir / 'rigs.txt'}: rig '{rig_id}' holds no camera")
     cam_rig: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # T_cam_rig per chosen camera
+    unknown_extrinsics: set[str] = set()
     for c in chosen:
         if rig is not None and c in rig.camera_names:
             cam = rig.cameras[rig.index(c)]
             cam_rig[c] = pose_inverse(np.array(cam.t_base_cam), np.array(cam.q_base_cam))
+        elif rig_id is not None and c in krigs[rig_id] and _empty_pose(krigs[rig_id][c]):
+            # kapture allows an unknown pose in rigs.txt (naver/kapture samples/t265/kapture): identity extrinsics
+            # as a placeholder, and this camera's own trajectory is not turned into rig poses (below)
+            log.warning("kapture %s: rigs.txt gives no pose for camera '%s' of rig '%s'; using identity extrinsics "
+                        "(pass a rig YAML with the real ones: the checkpoint stores them)", root, c, rig_id)
+            cam_rig[c] = (np.zeros(3), np.array([1.0, 0, 0, 0]))
+            unknown_extrinsics.add(c)
         elif rig_id is not None and c in krigs[rig_id]:
             p = krigs[rig_id][c]
             checked = validate_pose(p.t_raw, p.r_raw, f"{sensors_dir / 'rigs.txt'} rig '{rig_id}' camera '{c}'")
@@ -219,6 +272,7 @@ def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *
     streams: list[dict[int, ImageRef]] = [{} for _ in chosen]
     last_stamp: dict[str, int] = {}
     data_dir = sensors_dir / "records_data"
+    rows: list[tuple[str, str, int, str, str]] = []  # where, camera, raw stamp, raw text, image path
     for line, row in _rows(rec_path):
         where = f"{rec_path}:{line}"
         if len(row) < 3:
@@ -231,17 +285,26 @@ def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *
         if dev not in slot:
             continue  # a camera outside the chosen subset: selection, not a drop
         try:
-            stamp = int(stamp_s) * US_TO_NS
+            raw = int(stamp_s)
         except ValueError:
-            drops.add("malformed_row", f"{where}: timestamp '{stamp_s}' is not an integer (µs)")
+            drops.add("malformed_row", f"{where}: timestamp '{stamp_s}' is not an integer")
             continue
+        rows.append((where, dev, raw, stamp_s, img))
+    by_cam: dict[str, list[int]] = {}
+    for _, dev, raw, _, _ in rows:
+        by_cam.setdefault(dev, []).append(raw)
+    to_ns = detect_stamp_unit(by_cam, str(rec_path), stamp_unit)
+    unit = "ns" if to_ns == 1 else "µs"
+    for where, dev, raw, stamp_s, img in rows:
+        stamp = raw * to_ns
         if dev in last_stamp and stamp < last_stamp[dev]:
-            drops.add("out_of_order_reordered", f"{where}: camera {dev} stamp {stamp_s} µs is before the previous "
-                      "row's; kept and re-sorted")
+            drops.add("out_of_order_reordered", f"{where}: camera {dev} stamp {stamp_s} {unit} is before the "
+                      "previous row's; kept and re-sorted")
         last_stamp[dev] = max(stamp, last_stamp.get(dev, stamp))
         s = streams[slot[dev]]
         if stamp in s:
-            drops.add("duplicate_record", f"{where}: camera {dev} has two images at {stamp_s} µs; keeping the first")
+            drops.add("duplicate_record", f"{where}: camera {dev} has two images at {stamp_s} {unit}; keeping the "
+                      "first")
             continue
         p = data_dir / img
         if check_files and not p.is_file():
@@ -251,19 +314,26 @@ def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *
     if not any(streams):
         raise DataError(f"{rec_path}: no images for cameras {chosen} (empty split, or wrong camera ids); "
                         f"cameras with records: {sorted(set(d for _, r in _rows(rec_path) for d in r[1:2]))}")
-    for c, s in zip(chosen, streams, strict=True):
-        if not s:
-            log.warning("kapture %s: camera %s has no images; its slot is always masked", root, c)
+    empty = [c for c, s in zip(chosen, streams, strict=True) if not s]
+    full_only = not sync.min_streams or sync.min_streams >= len(chosen)
+    if empty and full_only:
+        listed = any(d in empty for _, d, _, _, _ in rows)
+        why = " (their image files are missing)" if listed else ""
+        raise DataError(f"{rec_path}: camera(s) {empty} have no images{why}, but bundles need all {len(chosen)} "
+                        "cameras; drop them from `cameras:` (data.cameras) or "
+                        f"allow partial bundles with data.sync.min_cameras < {len(chosen)}")
+    for c in empty:
+        log.warning("kapture %s: camera %s has no images; its slot is always masked", root, c)
 
     # --- trajectories: per device, T_world_device
-    traj = _read_trajectories(sensors_dir / "trajectories.txt", set(sensors) | set(krigs), drops)
+    traj = _read_trajectories(sensors_dir / "trajectories.txt", set(sensors) | set(krigs), drops, to_ns)
 
     # --- bundles through the shared synchronizer
     syncer = sync.synchronizer(len(chosen))
     events = merge_streams([sorted(s.items()) for s in streams])
     records: list[BundleRecord] = []
     rig_traj = traj.get(rig_id) if rig_id is not None else None
-    cam_traj = {c: _rig_trajectory(traj[c], cam_rig[c]) for c in chosen if c in traj}
+    cam_traj = {c: _rig_trajectory(traj[c], cam_rig[c]) for c in chosen if c in traj and c not in unknown_extrinsics}
     has_gt = rig_traj is not None or bool(cam_traj)
     spreads_m: list[float] = []
     spreads_deg: list[float] = []
@@ -319,7 +389,7 @@ def read_kapture_splits(root: str | Path, cameras: Sequence[str] | str | None = 
     return out
 
 
-def _read_trajectories(path: Path, devices: set[str], drops: Drops
+def _read_trajectories(path: Path, devices: set[str], drops: Drops, to_ns: int = US_TO_NS
                        ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``{device: (stamps_ns (N,), t_world_device (N,3), q_world_device (N,4))}``, sorted, validated, inverted.
 
@@ -338,7 +408,7 @@ def _read_trajectories(path: Path, devices: set[str], drops: Drops
             drops.add("unknown_device_pose", f"{where}: device '{row[1]}' is neither a sensor nor a rig")
             continue
         try:
-            stamp = int(row[0]) * US_TO_NS
+            stamp = int(row[0]) * to_ns
             vals = [float(v) for v in row[2:]]
         except ValueError:
             drops.add("malformed_pose", f"{where}: non-numeric field in {row}")
@@ -349,7 +419,7 @@ def _read_trajectories(path: Path, devices: set[str], drops: Drops
             continue
         d = per.setdefault(row[1], {})
         if stamp in d:
-            drops.add("duplicate_pose", f"{where}: device {row[1]} has two poses at {row[0]} µs; keeping the first")
+            drops.add("duplicate_pose", f"{where}: device {row[1]} has two poses at stamp {row[0]}; keeping the first")
             continue
         d[stamp] = checked
     out = {}
@@ -360,6 +430,11 @@ def _read_trajectories(path: Path, devices: set[str], drops: Drops
         t_wd, q_wd = pose_inverse(t_dw, q_dw)
         out[dev] = (stamps, t_wd, q_wd)
     return out
+
+
+def _empty_pose(p: Any) -> bool:
+    """kapture parses an empty rigs.txt pose (all fields blank) to a PoseTransform without rotation/translation."""
+    return getattr(p, "t_raw", None) is None or getattr(p, "r_raw", None) is None
 
 
 def _rig_trajectory(cam: tuple[np.ndarray, np.ndarray, np.ndarray], t_cam_rig: tuple[np.ndarray, np.ndarray]
