@@ -35,43 +35,43 @@ def node_sync_defaults() -> dict[str, Any]:
     """The node's sync defaults (one table: :data:`mfapr_ros.node_params.PARAM_SPECS`, = config/localize.yaml)."""
     from .node_params import SPEC_BY_NAME
 
-    return {k: SPEC_BY_NAME[f"sync.{k}"].default for k in ("slop", "queue_size", "min_cameras", "stream_timeout")}
+    return {k[5:]: s.default for k, s in SPEC_BY_NAME.items() if k.startswith("sync.")}
 
 
-@dataclass(frozen=True)
 class SyncConfig:
-    """Synchronizer settings in the node's units (seconds; ``min_cameras`` 0 = all cameras)."""
+    """Builds the one :class:`mfapr_ros.sync.SyncSettings` from the node's defaults and the CLI's overrides (seconds,
+    ``min_cameras`` 0 = all), so eval-bag bundles exactly as ``localize_node`` with the same parameters."""
 
-    slop_s: float
-    queue_size: int
-    min_cameras: int
-    stream_timeout_s: float
+    @staticmethod
+    def from_node_defaults(slop_ms: float | None = None, min_cameras: int | None = None,
+                           queue_size: int | None = None, stream_timeout_s: float | None = None,
+                           **more: Any) -> Any:
+        from .sync import SyncSettings
 
-    @classmethod
-    def from_node_defaults(cls, slop_ms: float | None = None, min_cameras: int | None = None,
-                           queue_size: int | None = None, stream_timeout_s: float | None = None) -> SyncConfig:
         d = node_sync_defaults()
-        return cls(slop_s=d["slop"] if slop_ms is None else slop_ms / 1e3,
-                   queue_size=d["queue_size"] if queue_size is None else queue_size,
-                   min_cameras=d["min_cameras"] if min_cameras is None else min_cameras,
-                   stream_timeout_s=d["stream_timeout"] if stream_timeout_s is None else stream_timeout_s)
+        for key, v in (("slop", None if slop_ms is None else slop_ms / 1e3), ("min_cameras", min_cameras),
+                       ("queue_size", queue_size), ("stream_timeout", stream_timeout_s), *more.items()):
+            if v is not None:
+                d[key] = v
+        if not d["slop"] > 0:
+            raise ConfigError(f"--slop-ms must be > 0, got {d['slop'] * 1e3}")
+        return SyncSettings.from_dict(d, where="eval-bag sync")
 
-    def make(self, num_streams: int) -> Any:
-        """The synchronizer, configured exactly as the node configures it from the same parameters."""
-        from .sync import ApproximateTimeSynchronizer
 
-        if not 0 <= self.min_cameras <= num_streams:
-            raise ConfigError(f"--min-cameras {self.min_cameras} must be in 0..{num_streams} (0 = all cameras)")
-        if self.slop_s <= 0:
-            raise ConfigError(f"--slop-ms must be > 0, got {self.slop_s * 1e3}")
-        return ApproximateTimeSynchronizer(
-            num_streams, queue_size=self.queue_size, max_interval_ns=int(round(self.slop_s * 1e9)),
-            min_streams=None if self.min_cameras in (0, num_streams) else self.min_cameras,
-            stream_timeout_ns=int(round(self.stream_timeout_s * 1e9)), logger=LOG.debug)
+def message_size(m: BagMessage) -> tuple[int, int] | None:
+    """(width, height) of a bag image without decoding it (raw: the header fields; compressed: the JPEG/PNG header),
+    None when it cannot be read (the decoder then reports the image)."""
+    if m.msgtype != COMPRESSED_IMAGE:
+        return int(m.msg.width), int(m.msg.height)
+    import io
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"slop_s": self.slop_s, "queue_size": self.queue_size, "min_cameras": self.min_cameras,
-                "stream_timeout_s": self.stream_timeout_s}
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(np.asarray(m.msg.data, dtype=np.uint8).tobytes())) as im:
+            return int(im.size[0]), int(im.size[1])
+    except Exception:  # noqa: BLE001 - unreadable header: left to the decoder, which counts it as corrupt
+        return None
 
 
 def parse_topic_map(spec: str | Sequence[str] | None) -> dict[str, str]:
@@ -146,11 +146,15 @@ class DecodedBundle:
 
 def iter_bundles(bag: BagReader, topics: Sequence[str], sync: Any, start_ns: int | None = None,
                  end_ns: int | None = None, drops: dict[str, int] | None = None, device: Any = None,
-                 on_message: Callable[[], None] | None = None) -> Iterator[DecodedBundle]:
+                 on_message: Callable[[], None] | None = None,
+                 bindings: Sequence[Any] | None = None) -> Iterator[DecodedBundle]:
     """Stream bundles from ``topics`` (slot order) through ``sync``; images decode only once bundled.
 
     Stamps are header stamps (bag log time where a header stamp is zero, counted as ``zero_header_stamp``).
-    Undecodable images become absent slots (``decode_error``); a bundle left with no image is dropped.
+    With ``bindings`` (:class:`mfapr_ros.node_params.CameraBinding` per slot, i.e. ``enforce_image_size``), an
+    image whose size differs from its camera's is dropped *before* the synchronizer (``wrong_size``), exactly
+    where the node drops it. Undecodable images become absent slots (``decode_error``); a bundle left with no
+    image is dropped.
     """
     drops = drops if drops is not None else {}
     slot = {t: i for i, t in enumerate(topics)}
@@ -183,6 +187,14 @@ def iter_bundles(bag: BagReader, topics: Sequence[str], sync: Any, start_ns: int
         if stamp == 0:
             drops["zero_header_stamp"] = drops.get("zero_header_stamp", 0) + 1
             stamp = m.log_time_ns
+        if bindings is not None:
+            size = message_size(m)
+            why = bindings[slot[m.topic]].size_mismatch(*size) if size is not None else None
+            if why is not None:
+                drops["wrong_size"] = drops.get("wrong_size", 0) + 1
+                if drops["wrong_size"] <= 3:
+                    LOG.warning("dropping an image of %s at %d ns: %s", m.topic, stamp, why)
+                continue
         yield from finish(sync.add(slot[m.topic], stamp, m))
     yield from finish(sync.flush())
 
@@ -222,8 +234,8 @@ class EvalResult:
 def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[str, str] | None = None,
                  gt_topic: str | None = None, gt_tf: str | None = None, start_s: float = 0.0,
                  end_s: float | None = None, max_duration_s: float | None = None, batch: int = 16,
-                 device: str = "auto", sync: SyncConfig | None = None, max_gap_s: float = 0.5,
-                 progress: bool = True, localizer: Any = None) -> EvalResult:
+                 device: str = "auto", sync: Any = None, max_gap_s: float = 0.5,
+                 progress: bool = True, localizer: Any = None, enforce_image_size: bool = True) -> EvalResult:
     """Run the checkpoint on the bag and pair estimates with interpolated GT (see the module docstring)."""
     if batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {batch}")
@@ -248,7 +260,13 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
                               f"(bag is {info.duration_s:.1f} s long)")
         gt = read_gt(bag, gt_topic, gt_tf)
         drops: dict[str, int] = {f"gt_{k}": v for k, v in gt.drops.items()}
-        synchronizer = sync.make(len(cam_topics))
+        synchronizer = sync.make(len(cam_topics), logger=LOG.debug)
+        from .node_params import CameraBinding
+
+        bindings = None
+        if enforce_image_size:  # the node's policy: a wrong-size image is dropped before the synchronizer
+            bindings = [CameraBinding(i, c.name, t, c.transport, c.width, c.height)
+                        for i, (c, t) in enumerate(zip(rig.cameras, cam_topics, strict=True))]
         n_msgs = sum(info.topics[t].count for t in cam_topics)
         bar = _progress(n_msgs, progress)
         stamps: list[int] = []
@@ -279,7 +297,7 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
 
         tick = bar.update if bar is not None else None
         for b in iter_bundles(bag, cam_topics, synchronizer, start_ns, end_ns, drops,
-                              on_message=(lambda: tick(1)) if tick else None):
+                              on_message=(lambda: tick(1)) if tick else None, bindings=bindings):
             pending.append(b)
             if len(pending) >= batch:
                 run(pending)
@@ -313,7 +331,8 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
         latency_s=np.asarray(lat)[ok], drops=drops, bundles=len(s),
         bag_seconds=bag_seconds, wall_seconds=wall, infer_seconds=infer_s, camera_names=list(rig.camera_names),
         topics=cam_topics, gt=gt,
-        meta={"sync": sync.to_dict(), "sync_stats": synchronizer.stats, "window_ns": [start_ns, end_ns],
+        meta={"sync": sync.to_dict(), "sync_stats": synchronizer.stats, "enforce_image_size": enforce_image_size,
+              "window_ns": [start_ns, end_ns],
               "bag_storage": info.storage})
 
 
@@ -359,6 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue-size", type=int, default=None, help=f"sync queue per camera (default {d['queue_size']})")
     p.add_argument("--stream-timeout", type=float, default=None,
                    help=f"seconds after which a silent camera stops blocking (default {d['stream_timeout']})")
+    p.add_argument("--sync-policy", choices=("pivot", "frames"), default=None,
+                   help=f"bundle assignment (node default {d['policy']}; frames: period-aware, for loose stamps)")
+    p.add_argument("--sync-publish", choices=("arrival", "optimal"), default=None,
+                   help=f"when a bundle leaves (node default {d['publish']})")
+    p.add_argument("--enforce-image-size", action=argparse.BooleanOptionalAction, default=True,
+                   help="drop (and count) images whose size differs from the rig's, as localize_node does "
+                        "(default: on, like its enforce_image_size)")
     p.add_argument("--max-gap", type=float, default=0.5, help="max GT sample gap (s) to interpolate across")
     p.add_argument("--baseline", choices=("auto", "checkpoint", "gt", "none"), default="auto",
                    help="mean-pose baseline: the training mean stored in the checkpoint (auto falls back to the "
@@ -375,12 +401,14 @@ def main(argv: list[str] | None = None) -> int:
     from .evaluation import print_summary, write_report
     from .localizer import Localizer
 
-    sync = SyncConfig.from_node_defaults(args.slop_ms, args.min_cameras, args.queue_size, args.stream_timeout)
+    sync = SyncConfig.from_node_defaults(args.slop_ms, args.min_cameras, args.queue_size, args.stream_timeout,
+                                         policy=args.sync_policy, publish=args.sync_publish)
     localizer = Localizer(args.checkpoint, device=args.device)
     res = evaluate_bag(args.checkpoint, args.bag, topics=parse_topic_map(args.topics), gt_topic=args.gt_topic,
                        gt_tf=args.gt_tf, start_s=args.start, end_s=args.end, max_duration_s=args.max_duration,
                        batch=args.batch, device=args.device, sync=sync, max_gap_s=args.max_gap,
-                       progress=not args.no_progress, localizer=localizer)
+                       progress=not args.no_progress, localizer=localizer,
+                       enforce_image_size=args.enforce_image_size)
     ck_meta = getattr(getattr(localizer, "checkpoint", None), "meta", None) or {}
     baseline, base_src = None, "none"
     if args.baseline in ("auto", "checkpoint"):

@@ -380,10 +380,8 @@ class LocalizeCore:
             self.base_frame = p.base_frame or (rig or model_rig).base_frame
             self.device = str(getattr(self.localizer, "device", p.device))
             n = len(self.bindings)
-            self.sync = ApproximateTimeSynchronizer(
-                num_streams=n, queue_size=p.sync_queue_size, max_interval_ns=int(round(p.sync_slop * NS_PER_S)),
-                min_streams=p.sync_min_cameras or n, stream_timeout_ns=int(round(p.sync_stream_timeout * NS_PER_S)),
-                logger=self.get_logger().warning)  # thread-safe (its own lock): callbacks may run in parallel
+            # the one settings object (also eval-bag's and training's); thread-safe (its own lock)
+            self.sync: ApproximateTimeSynchronizer = p.sync_settings().make(n, logger=self.get_logger().warning)
             self._decode_device = self.device if (p.decode_on_device and self.device.startswith("cuda")) else None
 
             # statistics
@@ -495,11 +493,10 @@ class LocalizeCore:
             t0 = time.perf_counter()
             stamp_ns = time_to_ns(msg.header.stamp)
             image = decode_image_msg(msg, self._decode_device)
-            if self.params.enforce_image_size and b.width is not None and b.height is not None:
-                h, w = int(image.shape[0]), int(image.shape[1])
-                if (w, h) != (b.width, b.height):
-                    self.drops.drop(b.name, "wrong_size", f"{w}x{h} px on {b.topic}, the rig expects "
-                                    f"{b.width}x{b.height} (set enforce_image_size:=false to accept it)")
+            if self.params.enforce_image_size:
+                why = b.size_mismatch(int(image.shape[1]), int(image.shape[0]))
+                if why is not None:
+                    self.drops.drop(b.name, "wrong_size", why)
                     return
             t1 = time.perf_counter()
             bundles = self.sync.add(idx, stamp_ns, image)

@@ -56,7 +56,16 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("sync.queue_size", 10, "int", "Messages queued per camera by the synchronizer.", ">= 1"),
     ParamSpec("sync.min_cameras", 0, "int", "Fewest cameras in a (partial) bundle; 0 = all cameras.",
               "0..number of cameras"),
-    ParamSpec("sync.stream_timeout", 0.5, "float", "A camera silent this long (s) stops blocking bundles.", "> 0"),
+    ParamSpec("sync.stream_timeout", 0.5, "float", "A camera silent this long (s) stops blocking bundles (the floor of "
+              "a timeout of at least sync.stream_timeout_periods observed periods).", "> 0"),
+    ParamSpec("sync.stream_timeout_periods", 3.0, "float", "The stream timeout is at least this many of the "
+              "camera's observed frame periods; 0 = sync.stream_timeout only.", ">= 0"),
+    ParamSpec("sync.time_jump", 1.0, "float", "A stamp this far (s) before its camera's last one is a suspected time "
+              "jump: a glitch unless confirmed by another camera or the camera's next message.", "> sync.slop"),
+    ParamSpec("sync.policy", "pivot", "str", "Assignment policy: pivot (minimum-span sets) or frames (period-aware "
+              "frame indices, for loose stamps).", "pivot|frames"),
+    ParamSpec("sync.publish", "arrival", "str", "arrival: a bundle leaves when its last member arrives; optimal: "
+              "the C++ policy, which waits for a later message on every camera.", "arrival|optimal"),
     ParamSpec("device", "auto", "str", "Inference device: auto, cpu, cuda or cuda:N.", "auto|cpu|cuda|cuda:N"),
     ParamSpec("precision", "fp32", "str", "Inference precision.", "fp32|fp16|bf16"),
     ParamSpec("inference_threads", 0, "int", "torch intra-op threads for CPU inference (process-wide); 0 = torch's "
@@ -100,6 +109,15 @@ class CameraBinding:
     width: int | None = None
     height: int | None = None
 
+    def size_mismatch(self, width: int, height: int) -> str | None:
+        """Why an image of ``width``×``height`` is refused under ``enforce_image_size`` (None = accepted) — the one
+        policy of the node and ``eval-bag``: a different resolution silently changes the field of view the model
+        sees, so it is dropped and counted (``wrong_size``), never resized."""
+        if self.width is None or self.height is None or (width, height) == (self.width, self.height):
+            return None
+        return (f"{width}x{height} px on {self.topic}, the rig expects {self.width}x{self.height} (set "
+                "enforce_image_size:=false / --no-enforce-image-size to accept it)")
+
 
 @dataclass(frozen=True)
 class NodeParams:
@@ -114,6 +132,10 @@ class NodeParams:
     sync_queue_size: int = 10
     sync_min_cameras: int = 0
     sync_stream_timeout: float = 0.5
+    sync_stream_timeout_periods: float = 3.0
+    sync_time_jump: float = 1.0
+    sync_policy: str = "pivot"
+    sync_publish: str = "arrival"
     device: str = "auto"
     precision: str = "fp32"
     inference_threads: int = 0
@@ -131,6 +153,12 @@ class NodeParams:
     drop_warning_period: float = 5.0
     executor_threads: int = 1
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def sync_settings(self) -> Any:
+        """The synchronizer settings (:class:`mfapr_ros.sync.SyncSettings`, shared with eval-bag and training)."""
+        from .sync import SyncSettings
+
+        return SyncSettings.from_node_params(self)
 
     def default_covariance(self) -> list[float]:
         """Diagonal of the fallback 6×6 covariance [x y z roll pitch yaw] (variances)."""
@@ -216,6 +244,18 @@ def validate_params(values: Mapping[str, Any]) -> NodeParams:
     for name in ("transform_tolerance", "diagnostics_period"):
         if out[name] < 0:
             raise _bad(name, out[name], "a number >= 0")
+    if out["sync.stream_timeout_periods"] < 0:
+        raise _bad("sync.stream_timeout_periods", out["sync.stream_timeout_periods"], "a number >= 0")
+    if out["sync.time_jump"] <= out["sync.slop"]:
+        raise _bad("sync.time_jump", out["sync.time_jump"], f"a number of seconds > sync.slop ({out['sync.slop']})")
+    if out["sync.min_cameras"] and out["sync.stream_timeout"] < out["sync.slop"]:
+        raise _bad("sync.stream_timeout", out["sync.stream_timeout"], f"a number >= sync.slop ({out['sync.slop']})")
+    from .sync import POLICIES, PUBLISH_MODES
+
+    if out["sync.policy"] not in POLICIES:
+        raise _bad("sync.policy", out["sync.policy"], f"one of {POLICIES}")
+    if out["sync.publish"] not in PUBLISH_MODES:
+        raise _bad("sync.publish", out["sync.publish"], f"one of {PUBLISH_MODES}")
     if out["sync.queue_size"] < 1:
         raise _bad("sync.queue_size", out["sync.queue_size"], "an integer >= 1")
     if out["sync.min_cameras"] < 0:

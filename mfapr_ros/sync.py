@@ -150,7 +150,7 @@ class SyncSettings:
             raise bad("queue_size", self.queue_size, "an integer >= 1")
         if self.min_streams is not None and (not is_int(self.min_streams) or self.min_streams < 0):
             raise bad("min_cameras", self.min_streams, "an integer >= 0 (0 = all cameras)")
-        if not is_int(self.stream_timeout_ns) or self.stream_timeout_ns < self.max_interval_ns:
+        if not is_int(self.stream_timeout_ns) or (self.min_streams and self.stream_timeout_ns < self.max_interval_ns):
             raise bad("stream_timeout", self.stream_timeout_ns,
                       f"an integer of ns >= the slop ({self.max_interval_ns})")
         if not isinstance(self.stream_timeout_periods, (int, float)) or not self.stream_timeout_periods >= 0:
@@ -234,8 +234,8 @@ class SyncSettings:
         """The synchronizer for ``num_streams`` streams (``min_streams`` above it is an error naming both)."""
         ms = self.min_streams or num_streams
         if ms > num_streams:
-            raise ConfigError(f"sync.min_cameras = {ms} exceeds the {num_streams} camera(s) being bundled; use "
-                              f"0..{num_streams} (0 = all)")
+            raise ConfigError(f"sync.min_cameras (eval-bag --min-cameras, training data.sync.min_cameras) = {ms} "
+                              f"exceeds the {num_streams} camera(s) being bundled; use 0..{num_streams} (0 = all)")
         return ApproximateTimeSynchronizer(num_streams, self.queue_size, self.max_interval_ns, min_streams=ms,
                                            stream_timeout_ns=self.stream_timeout_ns, logger=logger,
                                            age_penalty=self.age_penalty, time_jump_ns=self.time_jump_ns,

@@ -194,7 +194,8 @@ def test_bad_parameter_is_named(key: str, value: object, match: str) -> None:
 
 
 def test_int_accepted_for_float_and_frames_must_differ() -> None:
-    assert validate_params({**GOOD, "sync.slop": 1}).sync_slop == 1.0
+    # (a 1 s slop needs a time-jump threshold above it: the synchronizer refuses time_jump <= slop)
+    assert validate_params({**GOOD, "sync.slop": 1, "sync.time_jump": 2}).sync_slop == 1.0
     assert validate_params({**GOOD, "device": "cuda:1"}).device == "cuda:1"
     with pytest.raises(ConfigError, match="must differ"):
         validate_params({**GOOD, "tf_mode": "map_to_odom", "odom_frame": "map"})

@@ -36,8 +36,9 @@ class DataConfig:
     train_split: str = "mapping"
     val_split: str | None = "validation"
     test_split: str = "query"
-    steps: int = 3  # frames per tuple (the relative loss needs ≥ 2)
+    steps: int = 3  # frames per tuple (the relative loss needs ≥ 2); without the relative loss samples are single
     skip: int = 1  # frame stride inside a tuple
+    spacing_s: float | None = None  # time between tuple frames (overrides skip, from the median frame period)
     track_aug: Any = "none"  # none | cyclic | symmetric | any (true = cyclic): slot↔camera permutations
     photometric: bool = True
     num_workers: int = 0
@@ -45,6 +46,9 @@ class DataConfig:
     max_val: int | None = None
     max_gap_ms: float | None = None  # split tracks at time gaps (rosbag)
     gt_topic: str | None = None  # rosbag: ground-truth pose topic
+    # bundling (mfapr_ros.sync.SyncSettings, the node's sync.* names and defaults): slop, queue_size, min_cameras,
+    # stream_timeout, stream_timeout_periods, time_jump, policy (pivot|frames), publish (arrival|optimal)
+    sync: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -64,17 +68,21 @@ class GradientBlendingConfig:
 @dataclass
 class LossConfig:
     norm: str = "l1"
-    rotation: str | None = None  # quat | logq; default: the model's rotation representation
+    # quat | logq | chordal | geodesic; default: quat/logq for those model representations, chordal for 6d/9d_svd
+    rotation: str | None = None
     sx: float = 0.0
     sq: float = -3.0
     learn_weights: bool = True
+    weights_lr: float | None = None  # lr of the learned sx/sq (own group, no weight decay); None = optim.lr
     relative: bool = False
     relative_weight: float = 1.0
+    relative_warmup_steps: int = 0  # the relative term's weight ramps 0 → 1 over these steps
     srx: float = 0.0
     srq: float = -3.0
     rig_weight: float | None = None  # default 1, or 0 for mix-stream models (they learn per-camera poses)
     per_camera_weight: float = 1.0
     heteroscedastic: bool = False
+    anchor_weight: float = 1.0  # cross-entropy weight of an anchor head (model.num_anchors > 0)
     gradient_blending: GradientBlendingConfig = field(default_factory=GradientBlendingConfig)
 
 
@@ -110,7 +118,8 @@ class TrainConfig:
     val_every: int = 0  # steps; 0 = at each epoch end only
     ckpt_every: int = 0  # steps; 0 = at each epoch end only
     keep_last: int = 3
-    best_metric: str = "median_t"  # median_t | median_r | median_sum (m + °/10)
+    # median_t | median_r | median_sum (m + °/10) | recall (share outside 0.5 m / 5°, median_sum breaks ties)
+    best_metric: str = "median_t"
     val_batches: int | None = None
     progress: bool = True
     tensorboard: bool = True
@@ -226,11 +235,11 @@ TRACK_AUG_MODES = ("none", "cyclic", "symmetric", "any")
 CHOICES = {
     "data.format": ("synth", "kapture", "rosbag"),
     "loss.norm": ("l1", "l2"),
-    "loss.rotation": (None, "quat", "logq"),
+    "loss.rotation": (None, "quat", "logq", "chordal", "geodesic"),
     "optim.name": ("adamw", "adam"),
     "schedule.name": ("constant", "step", "cosine"),
     "train.amp": ("auto", "off", "bf16", "fp16"),
-    "train.best_metric": ("median_t", "median_r", "median_sum"),
+    "train.best_metric": ("median_t", "median_r", "median_sum", "recall"),
 }
 
 
@@ -266,6 +275,9 @@ def validate(cfg: ExperimentConfig) -> None:
     positive("data.max_train", cfg.data.max_train, allow_none=True)
     positive("data.max_val", cfg.data.max_val, allow_none=True)
     positive("data.max_gap_ms", cfg.data.max_gap_ms, allow_none=True)
+    from mfapr_ros.sync import SyncSettings
+
+    SyncSettings.from_dict(cfg.data.sync, where=f"{src}: data.sync")  # fails naming the key and the valid ones
     positive("preprocess.resize", cfg.preprocess.resize)
     positive("preprocess.crop", cfg.preprocess.crop)
     positive("optim.lr", cfg.optim.lr)
@@ -279,6 +291,10 @@ def validate(cfg: ExperimentConfig) -> None:
     positive("train.ckpt_every", cfg.train.ckpt_every, allow_zero=True)
     positive("train.keep_last", cfg.train.keep_last)
     positive("schedule.warmup_steps", cfg.schedule.warmup_steps, allow_zero=True)
+    positive("data.spacing_s", cfg.data.spacing_s, allow_none=True)
+    positive("loss.weights_lr", cfg.loss.weights_lr, allow_none=True)
+    positive("loss.relative_warmup_steps", cfg.loss.relative_warmup_steps, allow_zero=True)
+    positive("loss.anchor_weight", cfg.loss.anchor_weight, allow_zero=True)
     positive("schedule.step_size", cfg.schedule.step_size)
     positive("loss.gradient_blending.every_steps", cfg.loss.gradient_blending.every_steps)
     if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):

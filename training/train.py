@@ -44,10 +44,11 @@ def resolve_rig(data_format: str, root: str, rig: str | None) -> Rig | None:
 
 def load_split(data_format: str, root: str, split: str, *, rig: Rig | None = None,
                cameras: list[str] | str | None = None, gt_topic: str | None = None,
-               max_gap_ms: float | None = None) -> Any:
+               max_gap_ms: float | None = None, sync: dict[str, Any] | None = None) -> Any:
     """One split as a ``BundleSet`` (``synth``/``kapture``: a kapture split folder; ``rosbag``: ``root/split``
     is a bag, or ``root`` itself when ``split`` is empty). ``max_gap_ms`` (``data.max_gap_ms``): time gap that
-    starts a new track; ``None`` = the reader's default (1 s)."""
+    starts a new track; ``None`` = the reader's default (1 s). ``sync`` (``data.sync``): the synchronizer
+    settings in the node's vocabulary (``mfapr_ros.sync.SyncSettings``); empty = the node's defaults."""
     if not root:
         raise ConfigError("data.root is empty: give the dataset folder, e.g. --set data.root=/data/naverlabs")
     if not Path(root).exists():
@@ -57,7 +58,7 @@ def load_split(data_format: str, root: str, split: str, *, rig: Rig | None = Non
         from .datasets import read_kapture
 
         cams = cameras if cameras is not None else (rig.camera_names if rig is not None else None)
-        return read_kapture(root, cams, split=split, rig=rig, **gap)
+        return read_kapture(root, cams, split=split, rig=rig, sync=sync, **gap)
     if data_format == "rosbag":
         from .datasets import GroundTruthSpec, read_rosbag
 
@@ -69,7 +70,7 @@ def load_split(data_format: str, root: str, split: str, *, rig: Rig | None = Non
             raise ConfigError(f"data.cameras '{cameras}' names a kapture camera subset; for rosbag give camera names")
         if cameras:
             rig = rig.subset(cameras)
-        return read_rosbag(bag, rig, gt=gt, track=split or None, **gap)
+        return read_rosbag(bag, rig, gt=gt, track=split or None, sync=sync, **gap)
     raise ConfigError(f"data.format is '{data_format}'; expected synth, kapture or rosbag")
 
 
@@ -89,20 +90,43 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
     d = cfg.data
     rig = resolve_rig(d.format, d.root, d.rig)
     train = load_split(d.format, d.root, d.train_split, rig=rig, cameras=d.cameras, gt_topic=d.gt_topic,
-                       max_gap_ms=d.max_gap_ms)
+                       max_gap_ms=d.max_gap_ms, sync=d.sync)
     log.info("%s", train.summary())
     rig = train.rig
     pre = PreprocessConfig(resize=cfg.preprocess.resize, crop=cfg.preprocess.crop)
     aug = d.track_aug if d.track_aug not in (False, None, "none") else None
-    train_ds = BundleDataset(train, rig, pre, steps=d.steps, skip=d.skip, track_aug=aug, photometric=d.photometric)
+    # Tuples only feed the relative loss; without it every sample is one bundle, so a batch holds batch_size
+    # distinct places instead of batch_size/steps places seen 0.2 s apart.
+    steps = d.steps if cfg.loss.relative else 1
+    skip = tuple_skip(train, d.spacing_s) if (steps > 1 and d.spacing_s) else d.skip
+    if steps > 1:
+        log.info("relative loss: %d-frame tuples, %d frames apart", steps, skip)
+    train_ds = BundleDataset(train, rig, pre, steps=steps, skip=skip, track_aug=aug, photometric=d.photometric)
     train_ds = tud.Subset(train_ds, even_subset(len(train_ds), d.max_train)) if d.max_train else train_ds
     val_ds = None
     if d.val_split:
         val = load_split(d.format, d.root, d.val_split, rig=rig, cameras=rig.camera_names, gt_topic=d.gt_topic,
-                         max_gap_ms=d.max_gap_ms)
+                         max_gap_ms=d.max_gap_ms, sync=d.sync)
         val_ds = BundleDataset(val, rig, pre, steps=1, track_aug=None, photometric=False)
         val_ds = tud.Subset(val_ds, even_subset(len(val_ds), d.max_val)) if d.max_val else val_ds
     return rig, train_ds, val_ds, train
+
+
+def tuple_skip(bundles: Any, spacing_s: float) -> int:
+    """Frames between tuple members for ``data.spacing_s`` seconds, from the split's median frame period.
+
+    Why seconds, not frames: MapNet's relative loss needs frames far enough apart that their relative pose is not
+    ~identity (at 10 Hz, 0.2 s is 1° of yaw, which a constant prediction satisfies for free); the frame rate
+    differs between datasets, the spacing that works does not.
+    """
+    by_track: dict[str, list[int]] = {}
+    for r in bundles.records:
+        by_track.setdefault(r.track, []).append(r.stamp_ns)
+    periods = [np.diff(sorted(v)) for v in by_track.values() if len(v) > 1]
+    if not periods:
+        raise DataError("data.spacing_s: the training split has no track with two bundles")
+    period_s = float(np.median(np.concatenate(periods))) / 1e9
+    return max(1, int(round(spacing_s / max(period_s, 1e-9))))
 
 
 def model_config(cfg: ExperimentConfig, rig: Rig, pose_norm: dict[str, Any]) -> dict[str, Any]:
@@ -122,6 +146,32 @@ def model_config(cfg: ExperimentConfig, rig: Rig, pose_norm: dict[str, Any]) -> 
     out["extrinsics"] = extrinsics_from_rig(rig)
     out["pose_normalization"] = pose_norm
     return out
+
+
+def write_retrieval_databases(out: Path, train_ds: Any) -> None:
+    """The image-retrieval baseline's database (thumbnails + poses of the training bundles, without augmentation)
+    beside ``best`` and ``last``, so every evaluation of this model can show whether it beats retrieval."""
+    from mfapr_ros.evaluation.retrieval import RetrievalDatabase, database_path
+
+    inner = train_ds.dataset if hasattr(train_ds, "dataset") else train_ds  # a max_train Subset
+    plain = type(inner)(inner.records, inner.rig, inner.cfg, steps=1, track_aug=None, photometric=False)
+    plain.cache = inner.cache  # decoded images are reused, not decoded again
+
+    def batches() -> Any:
+        for i in range(0, len(plain), 64):
+            items = [plain[k] for k in range(i, min(i + 64, len(plain)))]
+            keep = [it for it in items if bool(np.isfinite(it["t"]).all())]
+            if keep:
+                yield (np.concatenate([it["images"].numpy() for it in keep]),
+                       np.concatenate([it["mask"].numpy() for it in keep]),
+                       np.concatenate([it["t"].numpy() for it in keep]),
+                       np.concatenate([it["q"].numpy() for it in keep]))
+
+    db = RetrievalDatabase.build(batches())
+    for name in ("best", "last"):
+        if (out / f"{name}.json").exists():
+            db.save(database_path(out / f"{name}.json"))
+    log.info("retrieval baseline database: %d training bundles → %s", len(db.t), database_path(out / "best.json"))
 
 
 def git_commit() -> str | None:
@@ -172,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         pose_norm = pose_normalization(train_set)
         model = build_model(model_config(cfg, rig, pose_norm))
         t_train, q_train = train_set.poses()
+        if model.config["num_anchors"]:
+            from .anchors import farthest_point_anchors
+
+            anchors, spacing = farthest_point_anchors(t_train, model.config["num_anchors"])
+            model.set_anchors(anchors, spacing)
+            log.info("anchor head: %d anchors over the training trajectories, spacing %.2f m", len(anchors), spacing)
         mt, mq = mean_pose(t_train, q_train)
         pre = PreprocessConfig(resize=cfg.preprocess.resize, crop=cfg.preprocess.crop)
         provenance = {"dataset": {"format": cfg.data.format, "root": cfg.data.root, "train_split": cfg.data.train_split,
@@ -188,9 +244,14 @@ def main(argv: list[str] | None = None) -> int:
                      len(train_ds), trainer.total_steps, info.device, info.world_size, out)
         summary = trainer.fit(resume=args.resume)
         if info.is_main:
+            write_retrieval_databases(out, train_ds)
             best = summary.get("best")
+            # without validation (data.val_split: null) no best checkpoint is chosen: name only what was written
+            model = out / "best.json" if (out / "best.json").exists() else out / "last.json"
             print(f"mfapr train: {cfg.name}: {summary['global_step']} steps; best {cfg.train.best_metric} "
-                  f"{best if best is None else round(best, 4)}; model {out / 'best.json'} (last: {out / 'last.json'})")
+                  f"{best if best is None else round(best, 4)}; model {model}"
+                  + (f" (last: {out / 'last.json'})" if model.name == "best.json" else " (no validation split: "
+                     "no best checkpoint)"))
     finally:
         shutdown()
     return 0
