@@ -5,7 +5,7 @@ ground truth (``gt_topic`` of the same kinds, or TF ``gt_tf: "map:base_link"`` o
 stamp (GT interpolated; :class:`mfapr_ros.evaluation.online.OnlineEvaluator`), publishes the running count / mean /
 median errors on ``/diagnostics`` and writes the shared report (:func:`mfapr_ros.evaluation.write_report`) into
 ``out_dir`` when it stops: on SIGINT/SIGTERM, after ``duration`` seconds (wall clock), or once ``expected_count``
-poses are scored. It exits 0 after writing the report.
+poses are scored. It exits 0 after writing the report, 1 when the report is empty (no pose scored).
 
 Topic types: ``*_type: auto`` waits (``discovery_timeout``) until the topic appears in the ROS graph and uses its
 type, so the same node works for PoseStamped GT and Odometry GT without configuration.
@@ -302,7 +302,7 @@ def _split_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point: 0 after the report is written, 2 when the node refuses to start."""
+    """Entry point: 0 after the report is written, 1 when it scored no pose, 2 when the node refuses to start."""
     from .ros_env import apply_localhost_env
 
     argv = list(sys.argv[1:] if args is None else args)
@@ -344,6 +344,12 @@ def main(args: list[str] | None = None) -> int:
 
         print(format_summary(load_report(paths["json"])))
         print(f"evaluator_node: report written to {paths['markdown'].parent} ({node.finish_reason})")
+        if node.ev.count == 0:
+            # an empty report is a failed evaluation, not a success a script would take at face value
+            print(f"evaluator_node: no pose was scored ({node.finish_reason}): check that the pose topic has a "
+                  "publisher, that ground truth arrives, and that both use the same clock (use_sim_time)",
+                  file=sys.stderr)
+            return 1
         return 0
     finally:
         for s, h in old.items():

@@ -10,8 +10,9 @@ subscribers receive is byte-identical to what was recorded.
   while waiting — so nodes with ``use_sim_time:=true`` follow the bag.
 - QoS: images use the sensor-data profile (best effort, like camera drivers) unless ``--image-qos reliable``;
   everything else, /clock included, is reliable (compatible with both kinds of subscribers).
-- ``--wait-subscribers N``: wait (up to ``--wait-timeout``) until every image topic has N subscribers, so the start
-  of a short bag is not lost to DDS discovery.
+- ``--wait-subscribers N``: wait (up to ``--wait-timeout``) until the image topics someone subscribes to have N
+  subscribers (topics nobody subscribes to are named, not waited for), so the start of a short bag is not lost
+  to DDS discovery.
 - SIGINT/SIGTERM stop playback cleanly (exit 0 with a summary); the node and context are always destroyed.
 """
 
@@ -135,13 +136,32 @@ def play(bag_path: str | Path, *, rate: float = 1.0, clock: bool = False, clock_
     return stats
 
 
-def _wait_for_subscribers(pubs: dict[str, Any], info: Any, n: int, timeout_s: float) -> None:
+def _wait_for_subscribers(pubs: dict[str, Any], info: Any, n: int, timeout_s: float, settle_s: float = 1.0) -> None:
+    """Wait until the image topics that are subscribed at all have ``n`` subscribers.
+
+    A bag usually records more image topics than a localizer subscribes to (raw and compressed, extra cameras), so
+    waiting for *every* topic sat out the whole timeout. Ready: every image topic has ``n`` subscribers; or at least
+    one has, every topic that has any has ``n``, and the set of subscribed topics has not changed for ``settle_s``
+    (DDS discovery of one node's subscriptions arrives within milliseconds of each other). The topics nobody
+    subscribes to are named once.
+    """
     if n <= 0:
         return
     targets = [t for t in pubs if info.topics[t].msgtype in IMAGE_TYPES] or list(pubs)
     deadline = time.monotonic() + timeout_s
+    seen: frozenset[str] = frozenset()
+    since = time.monotonic()
     while time.monotonic() < deadline:
-        if all(pubs[t].get_subscription_count() >= n for t in targets):
+        counts = {t: pubs[t].get_subscription_count() for t in targets}
+        if all(c >= n for c in counts.values()):
+            return
+        subscribed = frozenset(t for t, c in counts.items() if c > 0)
+        if subscribed != seen:
+            seen, since = subscribed, time.monotonic()
+        elif (subscribed and all(counts[t] >= n for t in subscribed)
+              and time.monotonic() - since >= settle_s):
+            LOG.info("playing: %d subscribed image topic(s) ready; nobody subscribes to %s", len(subscribed),
+                     sorted(set(targets) - subscribed))
             return
         time.sleep(0.05)
     counts = {t: pubs[t].get_subscription_count() for t in targets}
