@@ -737,41 +737,30 @@ class ApproximateTimeSynchronizer:
         for i, s, _ in boot:
             per[i].append(s)
         periods: list[float] = []
+        fits: list[tuple[int, float, float, float]] = []  # stream, mean label, mean stamp (from its first), cxx
         p0 = 0.0
         if any(len(st) >= 3 for st in per):
-            # Labels by arrival order first (one topic arrives in publish order; drops are rare), then a pooled fit
-            # (common period, own intercepts) and relabelling against each stream's fitted line, twice. A newest
-            # frame only partly in holds the early-stamped messages: fit on the labels every stream has reached.
-            labels = [list(range(len(st))) for st in per]
-            for _ in range(3):
-                k_cut = min(ks[-1] for ks in labels if len(ks) >= 3) - 1
-                fits: list[tuple[int, float, float, float]] = []  # stream, mean label, mean stamp, cxx
-                sxx = sxy = 0.0
-                periods = []
-                for i, (st, ks) in enumerate(zip(per, labels, strict=True)):
-                    pts = [(kk, float(ss - st[0])) for kk, ss in zip(ks, st, strict=True) if kk <= k_cut]
-                    if len(pts) < 3:
-                        continue
-                    mk = sum(x for x, _ in pts) / len(pts)
-                    my = sum(y for _, y in pts) / len(pts)
-                    cxx = sum((x - mk) ** 2 for x, _ in pts)
-                    cxy = sum((x - mk) * (y - my) for x, y in pts)
-                    if cxx > 0:
-                        periods.append(cxy / cxx)
-                        fits.append((i, mk, my, cxx))
-                        sxx += cxx
-                        sxy += cxy
-                if sxx <= 0:
-                    break
-                p0 = sxy / sxx
-                for i, mk, my, _ in fits:
-                    st = per[i]
-                    ks, lab = [0], 0
-                    for ss in st[1:]:
-                        k = (float(ss - st[0]) - (my + (lab - mk) * p0)) / p0
-                        lab += 1 if k < _DROP_THRESHOLD else max(1, round(k))
-                        ks.append(lab)
-                    labels[i] = ks
+            # Two starting labellings — arrival order (one topic arrives in publish order), and arrival order with a
+            # gap of ~2 median gaps read as a drop — each refined three times: a pooled fit (common period, own
+            # intercepts), then relabelling against each stream's fitted line. The one with the smaller residual
+            # wins (gap reading is right for tight stamps, misleads when the jitter is a third of the period).
+            # A newest frame only partly in holds the early-stamped messages: fit on labels every stream reached.
+            gaps = sorted(b - a for st in per for a, b in zip(st, st[1:], strict=False))
+            g0 = max(gaps[len(gaps) // 2], 1)
+            by_gap = []
+            for st in per:
+                ks, lab = [0], 0
+                for a, b in zip(st, st[1:], strict=False):
+                    lab += 1 if b - a < _DROP_THRESHOLD * g0 else max(1, round((b - a) / g0))
+                    ks.append(lab)
+                by_gap.append(ks)
+            best = None
+            for start in ([list(range(len(st))) for st in per], by_gap):
+                res = self._fr_fit(per, start)
+                if res is not None and (best is None or res[3] < best[3]):
+                    best = res
+            if best is not None:
+                p0, fits, periods, _ = best
         # A camera at another rate is off by ≥ 1.5× (20 vs 30 Hz); jitter moves a 10-message estimate much less.
         if not periods or p0 <= 0 or min(periods) <= 0 or max(periods) > 1.45 * min(periods):
             self._log(f"sync: policy 'frames' needs every camera at the same frame rate; observed periods "
@@ -798,6 +787,51 @@ class ApproximateTimeSynchronizer:
         for i, s, p in boot:
             self._fr_place(i, s, p)
             self._fr_finalize()
+
+    @staticmethod
+    def _fr_fit(per: list[list[int]], labels: list[list[int]]
+                ) -> tuple[float, list[tuple[int, float, float, float]], list[float], float] | None:
+        """Pooled line fit of the bootstrap stamps: (period, per-stream fits, per-stream periods, mean sq. residual)."""
+        labels = [list(ks) for ks in labels]
+        out = None
+        for _ in range(3):
+            k_cut = min(ks[-1] for ks, st in zip(labels, per, strict=True) if len(st) >= 3) - 1
+            fits: list[tuple[int, float, float, float]] = []
+            pts_all: list[tuple[int, list[tuple[int, float]]]] = []
+            sxx = sxy = 0.0
+            periods = []
+            for i, (st, ks) in enumerate(zip(per, labels, strict=True)):
+                pts = [(kk, float(ss - st[0])) for kk, ss in zip(ks, st, strict=True) if kk <= k_cut]
+                if len(pts) < 3:
+                    continue
+                mk = sum(x for x, _ in pts) / len(pts)
+                my = sum(y for _, y in pts) / len(pts)
+                cxx = sum((x - mk) ** 2 for x, _ in pts)
+                cxy = sum((x - mk) * (y - my) for x, y in pts)
+                if cxx > 0:
+                    periods.append(cxy / cxx)
+                    fits.append((i, mk, my, cxx))
+                    pts_all.append((i, pts))
+                    sxx += cxx
+                    sxy += cxy
+            if sxx <= 0:
+                return out
+            p0 = sxy / sxx
+            if p0 <= 0:
+                return out
+            fit_of = {i: (mk, my) for i, mk, my, _ in fits}
+            n = sum(len(pts) for _, pts in pts_all)
+            rss = sum((y - (fit_of[i][1] + (x - fit_of[i][0]) * p0)) ** 2 for i, pts in pts_all for x, y in pts) / n
+            out = (p0, fits, periods, rss / (p0 * p0))
+            for i, mk, my, _ in fits:
+                st = per[i]
+                ks, lab = [0], 0
+                for ss in st[1:]:
+                    k = (float(ss - st[0]) - (my + (lab - mk) * p0)) / p0
+                    lab += 1 if k < _DROP_THRESHOLD else max(1, round(k))
+                    ks.append(lab)
+                labels[i] = ks
+        return out
 
     def _fr_clock(self) -> tuple[float, float, float]:
         """(reference index, its time, period) of the fitted clock (the bootstrap fit until the LSQ has spread)."""
