@@ -762,9 +762,14 @@ class ApproximateTimeSynchronizer:
             if best is not None:
                 p0, fits, periods, _ = best
         # A camera at another rate is off by ≥ 1.5× (20 vs 30 Hz); jitter moves a 10-message estimate much less.
-        if not periods or p0 <= 0 or min(periods) <= 0 or max(periods) > 1.45 * min(periods):
+        # ... and a camera at half the rate reads as one with every other frame dropped: count its coverage
+        sparse = [i for i, st in enumerate(per) if len(st) >= 3 and p0 > 0
+                  and len(st) < 0.7 * (round((st[-1] - st[0]) / p0) + 1)]
+        if not periods or p0 <= 0 or min(periods) <= 0 or max(periods) > 1.45 * min(periods) or sparse:
             self._log(f"sync: policy 'frames' needs every camera at the same frame rate; observed periods "
-                      f"{[round(p / 1e6, 2) for p in periods]} ms: falling back to policy 'pivot'")
+                      f"{[round(p / 1e6, 2) for p in periods]} ms"
+                      + (f", streams {sparse} deliver under 70 % of the frames" if sparse else "")
+                      + ": falling back to policy 'pivot'")
             self.policy = "pivot"
             for i, s, p in boot:
                 self._pv_add(i, s, p)
