@@ -1,0 +1,36 @@
+"""One image-size policy for the node and eval-bag (issue 11): a wrong-size image is dropped before the
+synchronizer (counted ``wrong_size``), never resized and scored; eval-bag reads the size from the header (raw
+fields or the JPEG header) without decoding."""
+
+from __future__ import annotations
+
+import pytest
+
+from mfapr_ros.bag_io import BagReader
+from mfapr_ros.eval_bag import iter_bundles, message_size
+from mfapr_ros.evaluation.synthbag import SynthBagSpec, write_synth_bag
+from mfapr_ros.node_params import CameraBinding
+from mfapr_ros.sync import SyncSettings
+
+TOPICS = [f"/cam{i}/image_raw" for i in range(2)]
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_wrong_size_dropped_before_sync_like_the_node(tmp_path, compressed: bool) -> None:
+    path = tmp_path / "b"
+    write_synth_bag(path, SynthBagSpec(TOPICS, frames=10, size=32, compressed=compressed))
+    topics = [t + "/compressed" for t in TOPICS] if compressed else TOPICS
+    with BagReader(path) as bag:
+        m = next(iter(bag.messages(topics)))
+        assert message_size(m) == (32, 32)
+        right = [CameraBinding(i, f"cam{i}", t, "raw", 32, 32) for i, t in enumerate(topics)]
+        wrong = [CameraBinding(0, "cam0", topics[0], "raw", 32, 32), CameraBinding(1, "cam1", topics[1], "raw", 64, 48)]
+        assert CameraBinding(1, "cam1", topics[1], "raw", 64, 48).size_mismatch(32, 32).startswith("32x32 px")
+        drops: dict[str, int] = {}
+        ok = list(iter_bundles(bag, topics, SyncSettings().make(2), drops=drops, bindings=right))
+        assert len(ok) == 10 and drops == {}
+        drops = {}
+        sync = SyncSettings().make(2)
+        bad = list(iter_bundles(bag, topics, sync, drops=drops, bindings=wrong))
+        assert bad == [] and drops["wrong_size"] == 10
+        assert sync.stats["received"] == 10  # only camera 0 reached the synchronizer, as in the node
