@@ -368,6 +368,8 @@ class ApproximateTimeSynchronizer:
         self._period: list[int | None] = [None] * n  # median recent gap
         self._lb: list[int] = [0] * n  # inter-message lower bound (publish="arrival")
         self._timeout: list[int] = [stream_timeout_ns] * n
+        self._fwd: list[int] = [0] * n  # forward-suspect limit, max(time_jump, 4 periods); 0 = no period yet
+        self._nobs: list[int] = [0] * n
         self._old_epoch: int | None = None
         self._clear()
 
@@ -492,7 +494,10 @@ class ApproximateTimeSynchronizer:
 
     # ------------------------------------------------------------------ front end: order, glitches, jumps
     def _forward_limit(self, i: int) -> int:
-        p = self._period[i] or self._pmax()
+        f = self._fwd[i]
+        if f:
+            return f
+        p = self._pmax()
         return max(self.time_jump_ns, 4 * p) if p else self.time_jump_ns
 
     def _pmax(self) -> int:
@@ -621,12 +626,14 @@ class ApproximateTimeSynchronizer:
             return
         g = self._gaps[i]
         g.append(stamp - last)
-        if g:
+        self._nobs[i] += 1
+        if len(g) < _GAPS_KEPT or self._nobs[i] % 4 == 0:  # the estimates move slowly: refresh every 4th gap
             s = sorted(g)
             p = s[len(s) // 2]
             self._period[i] = p
             self._lb[i] = s[0] // 2 if (self.publish == "arrival" and len(g) >= 3) else 0
             self._timeout[i] = max(self.stream_timeout_ns, int(self.stream_timeout_periods * p))
+            self._fwd[i] = max(self.time_jump_ns, 4 * p)
 
     def _accept(self, i: int, stamp: int, payload: Any) -> None:
         self._observe(i, stamp)
