@@ -123,7 +123,8 @@ def test_window_and_cli_report(tmp_path, checkpoint, capsys):
     assert doc["baseline"]["t"] == MEAN_POSE["t"]
     assert doc["meta"]["baseline_source"].startswith("checkpoint")
     assert doc["meta"]["gt"].startswith("/ground_truth [geometry_msgs/msg/PoseWithCovarianceStamped]")
-    assert doc["meta"]["sync"]["slop"] == 0.02 and doc["meta"]["sync"]["policy"] == "pivot" and doc["meta"]["speedup_vs_realtime"] > 0
+    assert doc["meta"]["sync"]["slop"] == 0.02 and doc["meta"]["sync"]["policy"] == "pivot"
+    assert doc["meta"]["speedup_vs_realtime"] > 0
     for f in ("report.md", "error_cdf.png", "trajectory.png", "error_over_time.png", "camera_availability.png"):
         assert (out / f).exists(), f
     assert "× real time" in captured.out and "median error" in captured.out
