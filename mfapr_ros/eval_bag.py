@@ -220,6 +220,8 @@ class EvalResult:
     topics: list[str]
     gt: Trajectory
     meta: dict[str, Any] = field(default_factory=dict)
+    retrieval_t: np.ndarray | None = None  # the image-retrieval baseline per row (None without a database)
+    retrieval_q: np.ndarray | None = None
 
     @property
     def bundles_per_s(self) -> float:
@@ -275,6 +277,8 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
         masks: list[np.ndarray] = []
         cam_stamps: list[list[int]] = []
         lat: list[float] = []
+        ret_t: list[np.ndarray] = []
+        ret_q: list[np.ndarray] = []
         pending: list[DecodedBundle] = []
         infer_s = 0.0
         wall0 = time.perf_counter()
@@ -291,6 +295,10 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
                 masks.append(b.mask)
                 cam_stamps.append([-1 if x is None else int(x) for x in b.stamps_ns])
                 lat.append(float(getattr(p, "latency_s", float("nan"))))
+                ex = getattr(p, "extras", None) or {}
+                if "retrieval_t" in ex:
+                    ret_t.append(np.asarray(ex["retrieval_t"], dtype=np.float64))
+                    ret_q.append(np.asarray(ex["retrieval_q"], dtype=np.float64))
             if bar is not None:
                 el = time.perf_counter() - wall0
                 bar.set_postfix_str(f"{len(stamps)} bundles, {len(stamps) / max(el, 1e-9):.1f} bundles/s")
@@ -333,7 +341,9 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
         topics=cam_topics, gt=gt,
         meta={"sync": sync.to_dict(), "sync_stats": synchronizer.stats, "enforce_image_size": enforce_image_size,
               "window_ns": [start_ns, end_ns],
-              "bag_storage": info.storage})
+              "bag_storage": info.storage},
+        retrieval_t=np.asarray(ret_t)[ok] if len(ret_t) == len(s) else None,
+        retrieval_q=np.asarray(ret_q)[ok] if len(ret_q) == len(s) else None)
 
 
 def _progress(total: int, enabled: bool) -> Any:
@@ -429,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     paths = write_report(args.out, stamps_ns=res.stamps_ns, t_gt=res.t_gt, q_gt=res.q_gt, t_est=res.t_est,
                          q_est=res.q_est, baseline=baseline, masks=res.masks, latency_s=res.latency_s, meta=meta,
-                         camera_names=res.camera_names, plots_enabled=not args.no_plots)
+                         camera_names=res.camera_names, plots_enabled=not args.no_plots,
+                         retrieval=(res.retrieval_t, res.retrieval_q) if res.retrieval_t is not None else None)
     from .evaluation import load_report
 
     print_summary(load_report(paths["json"]))

@@ -150,11 +150,14 @@ class Localizer:
         default_covariance: used when the model does not predict variances: ``(pos_var, rot_var)``, 6-vector or 6×6.
         warmup: forward passes at load time (CUDA kernels/cuDNN autotune happen here, not on the first bundle).
         max_batch: :meth:`infer_batch` splits larger lists into forward passes of this many bundles.
+        retrieval: load ``<checkpoint>.retrieval.safetensors`` when present; every pose then has
+            ``extras["retrieval_t"]``, ``["retrieval_q"]`` and ``["retrieval_score"]`` (the nearest training
+            bundle by thumbnail descriptor), the baseline every report shows beside the model.
     """
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", precision: str = "fp32", strict: bool = False,
                  default_covariance: Any = DEFAULT_COVARIANCE, warmup: int = 1, max_batch: int = 32,
-                 logger: logging.Logger | None = None) -> None:
+                 logger: logging.Logger | None = None, retrieval: bool = True) -> None:
         from .models import load_model
 
         self._log = logger or _LOG
@@ -174,6 +177,11 @@ class Localizer:
             raise ConfigError(f"{self.checkpoint.path}: rig '{self.rig.name}' has {self.rig.num_cameras} cameras but "
                               f"the model takes {self.num_cameras}")
         self.t_scale = float(self.model.config["pose_normalization"]["t_scale"])
+        # the image-retrieval prior: written beside the checkpoint by training (evaluation/retrieval.py); each
+        # pose then carries the nearest training bundle's pose in ``extras`` (reports show it as a baseline)
+        from .evaluation.retrieval import load_for_checkpoint
+
+        self.retrieval = load_for_checkpoint(self.checkpoint.path) if retrieval else None
         self._lock = threading.Lock()
         for _ in range(warmup):
             blank = [np.zeros((self.preprocess_cfg.crop, self.preprocess_cfg.crop, 3), np.uint8)] * self.num_cameras
@@ -215,12 +223,23 @@ class Localizer:
             cov = np.broadcast_to(self.default_covariance, (t.shape[0], 6, 6)).copy()
         return t, q, cov
 
+    def _retrieve(self, x: torch.Tensor, m: torch.Tensor) -> list[dict[str, Any]]:
+        """The retrieval prior per bundle of a preprocessed batch (empty dicts without a database)."""
+        if self.retrieval is None:
+            return [{} for _ in range(x.shape[0])]
+        from .evaluation.retrieval import thumbnails
+
+        t, q, score = self.retrieval.query(thumbnails(x.float().cpu(), m.cpu()))
+        return [{"retrieval_t": t[i], "retrieval_q": q[i], "retrieval_score": float(score[i])}
+                for i in range(len(t))]
+
     def infer(self, images: Sequence[Any], stamp_ns: int, mask: Any = None) -> RigPose:
         """One bundle (slot order = ``self.rig.cameras``; ``None`` for a missing camera) → :class:`RigPose`."""
         t0 = time.perf_counter()
         x, m = self._prepare(images, mask)
         t, q, cov = self._forward(x[None], m[None])
-        return RigPose(int(stamp_ns), t[0], q[0], cov[0], time.perf_counter() - t0, m.cpu().numpy())
+        extras = self._retrieve(x[None], m[None])[0]
+        return RigPose(int(stamp_ns), t[0], q[0], cov[0], time.perf_counter() - t0, m.cpu().numpy(), extras)
 
     def infer_batch(self, items: Sequence[tuple[Any, ...]]) -> list[RigPose]:
         """Many bundles ``(images, stamp_ns[, mask])`` in forward passes of up to ``max_batch`` (the bag evaluator).
@@ -239,9 +258,11 @@ class Localizer:
                 xs.append(x)
                 ms.append(m)
                 stamps.append(int(item[1]))
-            t, q, cov = self._forward(torch.stack(xs), torch.stack(ms))
+            xb, mb = torch.stack(xs), torch.stack(ms)
+            t, q, cov = self._forward(xb, mb)
             dt = time.perf_counter() - t0
-            out += [RigPose(s, t[i], q[i], cov[i], dt, ms[i].cpu().numpy()) for i, s in enumerate(stamps)]
+            extras = self._retrieve(xb, mb)
+            out += [RigPose(s, t[i], q[i], cov[i], dt, ms[i].cpu().numpy(), extras[i]) for i, s in enumerate(stamps)]
         return out
 
 

@@ -115,8 +115,8 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms (GPU bit-exactness at a speed cost)
     log_every: int = 10
-    val_every: int = 0  # steps; 0 = at each epoch end only
-    ckpt_every: int = 0  # steps; 0 = at each epoch end only
+    val_every: int = 0  # steps (then not at epoch ends); 0 = at each epoch end; the last step always
+    ckpt_every: int = 0  # steps (then not at epoch ends); 0 = at each epoch end; the last step always
     keep_last: int = 3
     # median_t | median_r | median_sum (m + °/10) | recall (share outside 0.5 m / 5°, median_sum breaks ties)
     best_metric: str = "median_t"

@@ -49,14 +49,15 @@ def detect_format(data: str) -> str:
     return "kapture"
 
 
-def evaluate(model: Any, dataset: Any, batch_size: int, device: str) -> dict[str, Any]:
-    """Run ``model`` over ``dataset`` (items with S = 1) in order; returns arrays of estimates, GT and latency."""
+def evaluate(model: Any, dataset: Any, batch_size: int, device: str, retrieval: Any = None) -> dict[str, Any]:
+    """Run ``model`` over ``dataset`` (items with S = 1) in order; returns arrays of estimates, GT and latency
+    (and, with a :class:`~mfapr_ros.evaluation.retrieval.RetrievalDatabase`, the retrieval baseline's poses)."""
     import torch
 
     from .loop import TrainStep, iterate_once
 
     out: dict[str, list[Any]] = {k: [] for k in ("t_est", "q_est", "t_gt", "q_gt", "stamps", "tracks", "masks",
-                                                 "latency")}
+                                                 "latency", "ret_t", "ret_q")}
     model.eval()
     with torch.inference_mode():
         for batch in iterate_once(dataset, batch_size):
@@ -74,6 +75,12 @@ def evaluate(model: Any, dataset: Any, batch_size: int, device: str) -> dict[str
             out["t_gt"].append(t.numpy())
             out["q_gt"].append(q.numpy())
             out["masks"].append(mask.numpy())
+            if retrieval is not None:
+                from mfapr_ros.evaluation.retrieval import thumbnails
+
+                rt, rq, _ = retrieval.query(thumbnails(images.cpu(), mask))
+                out["ret_t"].append(rt)
+                out["ret_q"].append(rq)
             out["stamps"].append(np.asarray(batch["stamp_ns"]).reshape(-1))
             tr = batch["track"]
             out["tracks"] += list(tr) if isinstance(tr, (list, tuple)) else [str(tr)] * len(images)
@@ -111,7 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     ds = BundleDataset(with_pose, rig, pre, steps=1, track_aug=None, photometric=False)
     if args.max_bundles:
         ds = tud.Subset(ds, even_subset(len(ds), args.max_bundles))
-    res = evaluate(model, ds, max(1, args.batch_size), device)
+    from mfapr_ros.evaluation.retrieval import load_for_checkpoint
+
+    database = load_for_checkpoint(ckpt.path)
+    if database is None:
+        log.warning("no retrieval database beside %s: the report has no image-retrieval baseline", ckpt.path)
+    res = evaluate(model, ds, max(1, args.batch_size), device, database)
     prov = ckpt.meta.get("provenance", {})
     base = prov.get("train_mean_pose")
     baseline = (np.asarray(base["t"]), np.asarray(base["q_wxyz"])) if base else None
@@ -125,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_report(args.out, stamps_ns=res["stamps"], t_gt=res["t_gt"], q_gt=res["q_gt"], t_est=res["t_est"],
                          q_est=res["q_est"], baseline=baseline, masks=res["masks"], tracks=res["tracks"],
                          latency_s=res["latency"], meta=meta, camera_names=rig.camera_names,
-                         plots_enabled=not args.no_plots)
+                         plots_enabled=not args.no_plots,
+                         retrieval=(res["ret_t"], res["ret_q"]) if "ret_t" in res else None)
     from mfapr_ros.evaluation import load_report
 
     print_summary(load_report(paths["json"]))

@@ -19,6 +19,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import logging
@@ -41,6 +42,7 @@ from mfapr_ros.io_utils import atomic_write_json, atomic_write_text
 from .config import ExperimentConfig, dump_yaml
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .gradient_blending import GradientBlender
+from .health import HeadProbe, health_report
 from .losses import LossSettings, PoseLoss, camera_ground_truth
 
 log = logging.getLogger("mfapr_training")
@@ -69,7 +71,7 @@ class SeededDataset(Dataset):
     def __getitem__(self, index: int) -> Any:
         s = (self.seed * 1_000_003 + self.epoch * 7_919 + int(index)) % (2**31 - 1)
         np_state, py_state = np.random.get_state(), random.getstate()
-        with torch.random.fork_rng(devices=[]):
+        with one_torch_thread(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(s)
             np.random.seed(s)
             random.seed(s)
@@ -78,6 +80,25 @@ class SeededDataset(Dataset):
             finally:
                 np.random.set_state(np_state)
                 random.setstate(py_state)
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run a sample's tensor work on one intra-op thread, then restore the count.
+
+    Why: a sample is a few small tensors (4 images of 64 px); with 2+ intra-op threads each op pays an OpenMP fork
+    and barrier, and on a busy 2-core machine the spinning made colour jitter 30 ms per sample instead of 1.5 ms —
+    the data path, not the model, set the step time. (DataLoader worker processes already use one thread.)
+    """
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, info: DistInfo, shuffle: bool = True
@@ -118,10 +139,24 @@ def lr_at(step: int, cfg: ExperimentConfig, total_steps: int) -> float:
     return floor + (base - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def make_optimizer(params: Sequence[nn.Parameter], cfg: ExperimentConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: Sequence[nn.Parameter], cfg: ExperimentConfig,
+                   weight_params: Sequence[nn.Parameter] = ()) -> torch.optim.Optimizer:
+    """Network parameters in group 0; the learned loss weights (sx, sq, …) in group 1 with ``loss.weights_lr``
+    and no weight decay. Why their own group: Adam moves a parameter by about lr per step, so at a network lr of
+    1e-4 the weights cannot travel the few units to their equilibrium within a run (they moved 0.35 in the old
+    demo), and decaying them towards 0 biases the balance."""
     o = cfg.optim
     kw = dict(lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
-    return torch.optim.AdamW(params, **kw) if o.name == "adamw" else torch.optim.Adam(params, **kw)
+    ids = {id(p) for p in weight_params}
+    groups: list[dict[str, Any]] = [{"params": [p for p in params if id(p) not in ids]}]
+    if weight_params:
+        groups.append({"params": list(weight_params), "weight_decay": 0.0, "lr_scale": weights_lr_scale(cfg)})
+    return torch.optim.AdamW(groups, **kw) if o.name == "adamw" else torch.optim.Adam(groups, **kw)
+
+
+def weights_lr_scale(cfg: ExperimentConfig) -> float:
+    """The loss weights' lr as a multiple of the network lr (the schedule scales both alike)."""
+    return 1.0 if cfg.loss.weights_lr is None else cfg.loss.weights_lr / cfg.optim.lr
 
 
 def amp_dtype(cfg: ExperimentConfig, device: str) -> torch.dtype | None:
@@ -271,7 +306,8 @@ def loss_settings(cfg: ExperimentConfig, model: nn.Module) -> LossSettings:
         raise ConfigError("loss.heteroscedastic needs a model that predicts its variances: set "
                           "model.predict_variance: true (otherwise the loss would silently use fixed weights)")
     values = {f.name: getattr(lc, f.name) for f in dataclasses.fields(LossSettings)}
-    values["rotation"] = lc.rotation or getattr(model, "rotation_repr", "quat")
+    rep = getattr(model, "rotation_repr", "quat")
+    values["rotation"] = lc.rotation or (rep if rep in ("quat", "logq") else "chordal")
     values["rig_weight"] = lc.rig_weight if lc.rig_weight is not None else (0.0 if mix else 1.0)
     return LossSettings(**values)
 
@@ -396,7 +432,8 @@ class Trainer:
         self.step_module = TrainStep(self.model, self.criterion, self.blender, self.amp).to(self.device)
         self.train_set = SeededDataset(train_set, cfg.train.seed)
         self.val_set = val_set
-        self.optimizer = make_optimizer([p for p in self.step_module.parameters() if p.requires_grad], cfg)
+        self.optimizer = make_optimizer([p for p in self.step_module.parameters() if p.requires_grad], cfg,
+                                        [p for p in self.criterion.parameters() if p.requires_grad])
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.ddp: nn.Module = self.step_module
         if self.info.distributed:
@@ -415,6 +452,8 @@ class Trainer:
         self.pos = 0  # batches of the current epoch already consumed
         self.best: float | None = None
         self.history: list[dict[str, Any]] = []
+        self.health: dict[str, Any] | None = None  # the last validation pass's health report (training/health.py)
+        self.health_warnings: list[str] = []
 
     # ------------------------------------------------------------------ checkpoints
     def _meta(self, extra: dict[str, Any]) -> dict[str, Any]:
@@ -513,16 +552,27 @@ class Trainer:
             return None
         from mfapr_ros.evaluation import compute_metrics
 
-        p = self.predict(self.val_set, self.cfg.train.val_batches)
+        with HeadProbe(self.model) as probe:
+            p = self.predict(self.val_set, self.cfg.train.val_batches)
         m = compute_metrics(p["t_gt"], p["q_gt"], p["t_est"], p["q_est"])
+        health = health_report(p, probe.dead_shares())
+        for w in health["warnings"]:
+            log.warning("step %d: TRAINING HEALTH: %s", self.global_step, w)
+            self.health_warnings.append(f"step {self.global_step}: {w}")
+        self.health = health
         return {"median_t": m["translation_m"]["median"], "median_r": m["rotation_deg"]["median"],
                 "mean_t": m["translation_m"]["mean"], "mean_r": m["rotation_deg"]["mean"],
-                **{f"recall_{k}": v for k, v in m["recall"].items()}, "count": m["count"]}
+                **{f"recall_{k}": v for k, v in m["recall"].items()}, "count": m["count"],
+                "position_std_pred_m": health["position_std_pred_m"], "yaw_std_pred_deg": health["yaw_std_pred_deg"],
+                **{f"dead_{k}": v for k, v in health["dead_units"].items()}}
 
     def _score(self, val: dict[str, Any]) -> float:
         key = self.cfg.train.best_metric
+        median_sum = float(val["median_t"]) + float(val["median_r"]) / 10.0
         if key == "median_sum":
-            return float(val["median_t"]) + float(val["median_r"]) / 10.0
+            return median_sum
+        if key == "recall":
+            return 1.0 - float(val["recall_0.5m_5deg"]) + median_sum / 1000.0
         return float(val[key])
 
     # ------------------------------------------------------------------ gradient blending
@@ -584,7 +634,8 @@ class Trainer:
                         self._blend_update(batches)
                     lr = lr_at(self.global_step, cfg, self.total_steps)
                     for g in self.optimizer.param_groups:
-                        g["lr"] = lr
+                        g["lr"] = lr * g.get("lr_scale", 1.0)
+                    self.criterion.step = self.global_step
                     batch = self._to_device(batch)
                     loss, parts = self.ddp(batch)
                     self.optimizer.zero_grad(set_to_none=True)
@@ -627,10 +678,12 @@ class Trainer:
                     if end_of_epoch:
                         self.epoch, self.pos = self.epoch + 1, 0
                     last = self.global_step >= self.total_steps
-                    do_val = end_of_epoch or last or (cfg.train.val_every and
-                                                      self.global_step % cfg.train.val_every == 0)
-                    do_ckpt = end_of_epoch or last or (cfg.train.ckpt_every and
-                                                       self.global_step % cfg.train.ckpt_every == 0)
+                    # a step interval, when set, replaces the epoch cadence (a 20-bundle set trained for 150
+                    # epochs must not write 150 checkpoints); the last step always validates and checkpoints
+                    do_val = last or (self.global_step % cfg.train.val_every == 0 if cfg.train.val_every
+                                      else end_of_epoch)
+                    do_ckpt = last or (self.global_step % cfg.train.ckpt_every == 0 if cfg.train.ckpt_every
+                                       else end_of_epoch)
                     self._boundary(writer, bool(do_val), bool(do_ckpt))
                     if last or (stop_after is not None and steps_this_call >= stop_after):
                         break
@@ -642,7 +695,7 @@ class Trainer:
             if writer is not None:
                 writer.close()
         summary = {"global_step": self.global_step, "epoch": self.epoch, "best": self.best,
-                   "history": self.history}
+                   "history": self.history, "health": self.health, "health_warnings": self.health_warnings}
         if info.is_main and self.global_step >= self.total_steps:
             save_checkpoint(self.out / "last", self.model, self._meta({"final": True}))
             atomic_write_json(self.out / "summary.json", summary)

@@ -18,10 +18,21 @@ import torch
 from torch import nn
 
 from mfapr_ros.errors import ConfigError
-from mfapr_ros.geometry_torch import pose_between, pose_compose, quat_log, quat_normalize
+from mfapr_ros.geometry_torch import (
+    chordal_distance,
+    geodesic_distance,
+    pose_between,
+    pose_compose,
+    quat_log,
+    quat_normalize,
+    quat_to_matrix,
+)
 
 NORMS = ("l1", "l2")
-ROTATIONS = ("quat", "logq")
+#: rotation distances: on quaternions (PoseNet), log-quaternions (MapNet), or rotation matrices (chordal ‖R − R̂‖_F,
+#: geodesic angle) — the matrix forms are continuous everywhere and go with the 6d / 9d_svd representations
+ROTATIONS = ("quat", "logq", "chordal", "geodesic")
+MATRIX_ROTATIONS = ("chordal", "geodesic")
 
 
 def vector_distance(a: torch.Tensor, b: torch.Tensor, norm: str) -> torch.Tensor:
@@ -35,8 +46,14 @@ def vector_distance(a: torch.Tensor, b: torch.Tensor, norm: str) -> torch.Tensor
     raise ConfigError(f"loss.norm is '{norm}'; expected one of {NORMS}")
 
 
-def rotation_distance(q: torch.Tensor, q_hat: torch.Tensor, norm: str, rotation: str) -> torch.Tensor:
-    """Sign-invariant per-row rotation distance in the chosen representation (``quat`` or ``logq``)."""
+def rotation_distance(q: torch.Tensor, q_hat: torch.Tensor, norm: str, rotation: str,
+                      r: torch.Tensor | None = None) -> torch.Tensor:
+    """Sign-invariant per-row rotation distance between a prediction ``q`` (or its matrix ``r``, used when given —
+    the 6d / 9d_svd heads produce it directly) and the target ``q_hat``; ``rotation`` names the distance."""
+    if rotation in MATRIX_ROTATIONS:
+        r = quat_to_matrix(q) if r is None else r
+        r_hat = quat_to_matrix(q_hat)
+        return chordal_distance(r, r_hat) if rotation == "chordal" else geodesic_distance(r, r_hat)
     if rotation == "quat":
         qn, qh = quat_normalize(q), quat_normalize(q_hat)
         return torch.minimum(vector_distance(qn, qh, norm), vector_distance(qn, -qh, norm))
@@ -66,13 +83,16 @@ class LossSettings:
     sx: float = 0.0
     sq: float = -3.0
     learn_weights: bool = True
+    weights_lr: float | None = None
     relative: bool = False
     relative_weight: float = 1.0
+    relative_warmup_steps: int = 0
     srx: float = 0.0
     srq: float = -3.0
     rig_weight: float = 1.0
     per_camera_weight: float = 1.0
     heteroscedastic: bool = False
+    anchor_weight: float = 1.0
 
 
 class LearnedWeighting(nn.Module):
@@ -83,9 +103,32 @@ class LearnedWeighting(nn.Module):
         self.sx = nn.Parameter(torch.tensor(float(sx)), requires_grad=learn)
         self.sq = nn.Parameter(torch.tensor(float(sq)), requires_grad=learn)
 
+    def terms(self, d_t: torch.Tensor, d_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The position and rotation parts of the combination (for logging each term's share)."""
+        return d_t * torch.exp(-self.sx) + self.sx, d_q * torch.exp(-self.sq) + self.sq
+
     def forward(self, d_t: torch.Tensor, d_q: torch.Tensor) -> torch.Tensor:
         """Combine *already averaged* distances (scalars)."""
-        return d_t * torch.exp(-self.sx) + self.sx + d_q * torch.exp(-self.sq) + self.sq
+        a, b = self.terms(d_t, d_q)
+        return a + b
+
+
+def anchor_terms(out: dict[str, torch.Tensor], t_gt: torch.Tensor, norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row ``(offset distance, cross-entropy)`` of an anchor head (``layers.PoseHead`` with ``num_anchors``).
+
+    The offset of the anchor *nearest the target* is trained (whatever the classifier chose, so a wrong guess does
+    not drag that anchor's offset across the map), and the classifier against soft labels
+    ``∝ exp(−d²/2σ²)``, σ = half the anchor spacing: neighbouring anchors are nearly as right as the nearest one,
+    which keeps the labels smooth along a track.
+    """
+    centres, cand, logits = out["anchor_centres"].float(), out["anchor_positions"].float(), out["anchor_logits"]
+    sigma = 0.5 * out["anchor_spacing"].float().clamp_min(1e-6)
+    d = torch.cdist(t_gt[None].float(), centres[None])[0]  # (B, K)
+    nearest = d.argmin(dim=1)
+    off = vector_distance(cand[torch.arange(len(t_gt), device=t_gt.device), nearest], t_gt.float(), norm)
+    soft = torch.softmax(-d.square() / (2 * sigma**2), dim=1)
+    ce = -(soft * torch.log_softmax(logits.float(), dim=1)).sum(1)
+    return off, ce
 
 
 def heteroscedastic_nll(d_t: torch.Tensor, d_q: torch.Tensor, log_var: torch.Tensor,
@@ -116,53 +159,79 @@ class PoseLoss(nn.Module):
         if settings.rotation not in ROTATIONS:
             raise ConfigError(f"loss.rotation is '{settings.rotation}'; expected one of {ROTATIONS}")
         self.settings = settings
+        self.step = 0  # optimizer step, set by the trainer (relative-loss warm-up)
         self.absolute = LearnedWeighting(settings.sx, settings.sq, settings.learn_weights)
         self.relative = LearnedWeighting(settings.srx, settings.srq, settings.learn_weights) if settings.relative \
             else None
 
-    def distances(self, t: torch.Tensor, q: torch.Tensor, t_gt: torch.Tensor, q_gt: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-row ``(d_t, d_q)`` with the configured norm and rotation representation."""
+    def distances(self, t: torch.Tensor, q: torch.Tensor, t_gt: torch.Tensor, q_gt: torch.Tensor,
+                  r: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row ``(d_t, d_q)`` with the configured norm and rotation distance (``r``: predicted matrices)."""
         s = self.settings
-        return vector_distance(t, t_gt, s.norm), rotation_distance(q, q_gt, s.norm, s.rotation)
+        return vector_distance(t, t_gt, s.norm), rotation_distance(q, q_gt, s.norm, s.rotation, r)
 
     def forward(self, out: dict[str, torch.Tensor], t_gt_norm: torch.Tensor, q_gt: torch.Tensor, steps: int = 1,
                 cam_t_gt_norm: torch.Tensor | None = None, cam_q_gt: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         s = self.settings
         parts: dict[str, float] = {}
+        terms: dict[str, torch.Tensor] = {}  # each term's contribution to the total, for the share log
         total = t_gt_norm.new_zeros(())
         t_pred, q_pred = out["t_norm"].float(), out["q"].float()
-        d_t, d_q = self.distances(t_pred, q_pred, t_gt_norm, q_gt)
+        r_pred = out["R"].float() if "R" in out else None
+        d_t, d_q = self.distances(t_pred, q_pred, t_gt_norm, q_gt, r_pred)
+        parts["d_t"] = float(d_t.detach().mean())
+        if "anchor_logits" in out:  # anchor head: its own position terms replace the direct distance
+            d_t, ce = anchor_terms(out, t_gt_norm, s.norm)
+            terms["anchor_ce"] = s.anchor_weight * ce.mean()
+            parts["anchor_ce"] = float(ce.detach().mean())
+            parts["d_offset"] = float(d_t.detach().mean())
         if s.rig_weight > 0:
             if s.heteroscedastic and out.get("log_var") is not None:
                 rig = heteroscedastic_nll(d_t, d_q, out["log_var"].float())
+                terms["absolute"] = s.rig_weight * rig
             else:
-                rig = self.absolute(d_t.mean(), d_q.mean())
-            total = total + s.rig_weight * rig
+                a, b = self.absolute.terms(d_t.mean(), d_q.mean())
+                rig = a + b
+                terms["position"], terms["rotation"] = s.rig_weight * a, s.rig_weight * b
             parts["loss_abs"] = float(rig.detach())
-        parts["d_t"], parts["d_q"] = float(d_t.detach().mean()), float(d_q.detach().mean())
+        parts["d_q"] = float(d_q.detach().mean())
         if s.per_camera_weight > 0 and out.get("per_camera_t_norm") is not None:
             if cam_t_gt_norm is None or cam_q_gt is None:
                 raise ConfigError("the model predicts per-camera poses (mix-stream) but the batch has no camera "
                                   "ground truth; the training module must pass cam_t_gt_norm/cam_q_gt")
             pct, pcq = out["per_camera_t_norm"].float(), out["per_camera_q"].float()
-            cd_t, cd_q = self.distances(pct, pcq, cam_t_gt_norm, cam_q_gt)
+            pcr = out["per_camera_R"].float() if "per_camera_R" in out else None
+            cd_t, cd_q = self.distances(pct, pcq, cam_t_gt_norm, cam_q_gt, pcr)
             if s.heteroscedastic and out.get("per_camera_log_var") is not None:  # mix-stream: trains the
                 cam = heteroscedastic_nll(cd_t, cd_q, out["per_camera_log_var"].float(), mask)  # variance heads
             else:
                 cam = self.absolute(_masked_mean(cd_t, mask), _masked_mean(cd_q, mask))
-            total = total + s.per_camera_weight * cam
+            terms["per_camera"] = s.per_camera_weight * cam
             parts["loss_cam"] = float(cam.detach())
         if self.relative is not None and steps > 1:
             rel = self.relative_loss(t_pred, q_pred, t_gt_norm, q_gt, steps)
-            total = total + s.relative_weight * rel
+            terms["relative"] = s.relative_weight * self.relative_ramp() * rel
             parts["loss_rel"] = float(rel.detach())
+        for v in terms.values():
+            total = total + v
+        # each term's share of the loss magnitude: a term at 95 % for the whole run is a weighting problem
+        mag = sum(float(v.detach().abs()) for v in terms.values()) or 1.0
+        for name, v in terms.items():
+            parts[f"share_{name}"] = float(v.detach().abs()) / mag
         parts["sx"], parts["sq"] = float(self.absolute.sx.detach()), float(self.absolute.sq.detach())
         if self.relative is not None:
             parts["srx"], parts["srq"] = float(self.relative.sx.detach()), float(self.relative.sq.detach())
         parts["loss"] = float(total.detach())
         return total, parts
+
+    def relative_ramp(self) -> float:
+        """Weight factor of the relative term at ``self.step`` (set by the trainer): 0 → 1 linearly over
+        ``relative_warmup_steps``. Why: early on, a constant prediction satisfies the relative loss almost for free
+        (frames close in time have nearly equal poses) and rewards a collapsed head; the absolute loss must shape
+        the embedding first."""
+        n = self.settings.relative_warmup_steps
+        return 1.0 if n <= 0 else min(1.0, self.step / n)
 
     def relative_loss(self, t: torch.Tensor, q: torch.Tensor, t_gt: torch.Tensor, q_gt: torch.Tensor,
                       steps: int) -> torch.Tensor:

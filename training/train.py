@@ -13,6 +13,7 @@ import argparse
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,10 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
     if steps > 1:
         log.info("relative loss: %d-frame tuples, %d frames apart", steps, skip)
     train_ds = BundleDataset(train, rig, pre, steps=steps, skip=skip, track_aug=aug, photometric=d.photometric)
+    t0 = time.perf_counter()
+    stats = train_ds.predecode()  # decode + resize once, in threads, before the first step (not inside it)
+    log.info("training images decoded: %d in %.1f s (%.0f MB cached)", int(stats["images"]),
+             time.perf_counter() - t0, stats["cache_mb"])
     train_ds = tud.Subset(train_ds, even_subset(len(train_ds), d.max_train)) if d.max_train else train_ds
     val_ds = None
     if d.val_split:
@@ -151,6 +156,8 @@ def model_config(cfg: ExperimentConfig, rig: Rig, pose_norm: dict[str, Any]) -> 
 def write_retrieval_databases(out: Path, train_ds: Any) -> None:
     """The image-retrieval baseline's database (thumbnails + poses of the training bundles, without augmentation)
     beside ``best`` and ``last``, so every evaluation of this model can show whether it beats retrieval."""
+    import torch
+
     from mfapr_ros.evaluation.retrieval import RetrievalDatabase, database_path
 
     inner = train_ds.dataset if hasattr(train_ds, "dataset") else train_ds  # a max_train Subset
@@ -160,7 +167,7 @@ def write_retrieval_databases(out: Path, train_ds: Any) -> None:
     def batches() -> Any:
         for i in range(0, len(plain), 64):
             items = [plain[k] for k in range(i, min(i + 64, len(plain)))]
-            keep = [it for it in items if bool(np.isfinite(it["t"]).all())]
+            keep = [it for it in items if bool(torch.isfinite(it["t"]).all())]
             if keep:
                 yield (np.concatenate([it["images"].numpy() for it in keep]),
                        np.concatenate([it["mask"].numpy() for it in keep]),

@@ -59,12 +59,13 @@ def write_report(out_dir: str | Path, *, stamps_ns: Sequence[int] | np.ndarray, 
                  q_est: Any, baseline: tuple[Any, Any] | None = None, masks: Any = None,
                  tracks: Sequence[str] | None = None, latency_s: Sequence[float] | np.ndarray | None = None,
                  meta: dict[str, Any] | None = None, camera_names: Sequence[str] | None = None,
-                 plots_enabled: bool = True) -> dict[str, Path]:
+                 plots_enabled: bool = True, retrieval: tuple[Any, Any] | None = None) -> dict[str, Path]:
     """Write the report for paired GT/estimate rows into ``out_dir``; returns ``{kind: path}`` (keys of FILES).
 
     ``baseline``: see :func:`resolve_baseline`. ``masks``: ``(N, T)`` bool camera presence per pose (the
     availability strip; names from ``camera_names`` or ``meta["cameras"]``). ``meta``: anything JSON-serialisable
-    the reader needs to reproduce the run (checkpoint, bag, resolved options, drop counters).
+    the reader needs to reproduce the run (checkpoint, bag, resolved options, drop counters). ``retrieval``:
+    ``(t (N,3), q (N,4))`` the image-retrieval baseline's pose per row (:mod:`.retrieval`), or ``None``.
     """
     meta = dict(meta or {})
     stamps = np.asarray(stamps_ns, dtype=np.int64).reshape(-1)
@@ -94,6 +95,14 @@ def write_report(out_dir: str | Path, *, stamps_ns: Sequence[int] | np.ndarray, 
         t_err_b, r_err_b = pose_errors(t_gt, q_gt, tb, qb)
         base_doc = {"t": base[0].tolist(), "q_wxyz": base[1].tolist(),
                     "metrics": compute_metrics(t_gt, q_gt, tb, qb, tracks=tracks)}
+    retrieval_doc: dict[str, Any] | None = None
+    if retrieval is not None:
+        tr = np.asarray(retrieval[0], dtype=np.float64).reshape(-1, 3)
+        qr = np.asarray(retrieval[1], dtype=np.float64).reshape(-1, 4)
+        if len(tr) != n or len(qr) != n:
+            raise DataError(f"write_report: {len(tr)} retrieval poses for {n} poses; give one per pose")
+        retrieval_doc = {"metrics": compute_metrics(t_gt, q_gt, tr, qr, tracks=tracks),
+                         "method": "nearest training bundle by 16x16 high-pass thumbnails (evaluation/retrieval.py)"}
     if mask_arr is not None:
         metrics["camera_presence"] = {
             (names[i] if names and len(names) == mask_arr.shape[1] else f"cam{i}"): float(mask_arr[:, i].mean())
@@ -117,7 +126,7 @@ def write_report(out_dir: str | Path, *, stamps_ns: Sequence[int] | np.ndarray, 
 
     doc = {
         "format": REPORT_FORMAT, "format_version": REPORT_VERSION, "mfapr_ros_version": __version__,
-        "metrics": metrics, "baseline": base_doc, "meta": meta, "rows": rows,
+        "metrics": metrics, "baseline": base_doc, "retrieval": retrieval_doc, "meta": meta, "rows": rows,
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -202,9 +211,17 @@ def markdown_summary(doc: dict[str, Any]) -> str:
     lines.append(row("**model**", m))
     if b is not None:
         lines.append(row("mean-pose baseline", b))
+    rb = doc["retrieval"]["metrics"] if doc.get("retrieval") else None
+    if rb is not None:
+        lines.append(row("image-retrieval baseline", rb))
     if b is not None and m["translation_m"]["median"] is not None and b["translation_m"]["median"]:
         ratio = m["translation_m"]["median"] / b["translation_m"]["median"]
         lines += ["", f"Median translation error is {100 * ratio:.1f} % of the mean-pose baseline's."]
+    if rb is not None and m["translation_m"]["median"] is not None and rb["translation_m"]["median"]:
+        ratio = m["translation_m"]["median"] / rb["translation_m"]["median"]
+        verdict = "beats" if m["translation_m"]["median"] < rb["translation_m"]["median"] else "does not beat"
+        lines += [f"The model {verdict} image retrieval on median position ({ratio:.2f}× retrieval's median; mean "
+                  f"{_fmt(m['translation_m']['mean'])} m vs {_fmt(rb['translation_m']['mean'])} m)."]
     lat = m.get("latency_s")
     if lat and lat.get("count"):
         lines += ["", f"Latency: p50 {1e3 * lat['p50']:.1f} ms, p99 {1e3 * lat['p99']:.1f} ms "
@@ -226,11 +243,13 @@ def markdown_summary(doc: dict[str, Any]) -> str:
 
 
 def format_summary(doc_or_metrics: dict[str, Any], baseline_metrics: dict[str, Any] | None = None) -> str:
-    """A few console lines: count, median errors, recall bins, and the baseline's median for comparison."""
+    """A few console lines: count, median errors, recall bins, and the baselines' medians for comparison."""
+    retrieval = None
     if "metrics" in doc_or_metrics:
         m = doc_or_metrics["metrics"]
         base = doc_or_metrics.get("baseline")
         baseline_metrics = base["metrics"] if base else baseline_metrics
+        retrieval = (doc_or_metrics.get("retrieval") or {}).get("metrics")
     else:
         m = doc_or_metrics
     t, r = m["translation_m"], m["rotation_deg"]
@@ -241,6 +260,10 @@ def format_summary(doc_or_metrics: dict[str, Any], baseline_metrics: dict[str, A
     if baseline_metrics is not None:
         bt, br = baseline_metrics["translation_m"], baseline_metrics["rotation_deg"]
         lines.append(f"mean-pose baseline median: {_fmt(bt['median'])} m, {_fmt(br['median'], 2)}°")
+    if retrieval is not None:
+        rt, rr = retrieval["translation_m"], retrieval["rotation_deg"]
+        lines.append(f"image-retrieval baseline median: {_fmt(rt['median'])} m, {_fmt(rr['median'], 2)}° "
+                     f"(mean {_fmt(rt['mean'])} m, {_fmt(rr['mean'], 2)}°)")
     lat = m.get("latency_s")
     if lat and lat.get("count"):
         lines.append(f"latency p50 {1e3 * lat['p50']:.1f} ms, p99 {1e3 * lat['p99']:.1f} ms")

@@ -1,4 +1,5 @@
-"""PoseNet (GoogLeNet / ResNet trunk), PoseLSTM and MapNet encoders: a CNN trunk + global average pooling.
+"""PoseNet (GoogLeNet / ResNet trunk), PoseLSTM and MapNet encoders: a CNN trunk + global average pooling
+(or, with ``pool_grid`` > 1, a coarse spatial grid of pooled features).
 
 The regressors differ only after the pooled embedding (fc 2048 → position/quaternion for PoseNet; fc 2048 →
 32×64 grid → four LSTMs for PoseLSTM; fc 2048 + ReLU + dropout → position/log-quaternion for MapNet), which
@@ -29,16 +30,26 @@ class Stages(nn.Module):
         return [x]
 
 
+def pool(x: torch.Tensor, grid: int) -> torch.Tensor:
+    """``grid`` = 1: global average pooling (the paper's PoseNet/MapNet); ``grid`` = g > 1: average pooling to g×g
+    cells, flattened — the embedding keeps *where* in the image a feature is, which position regression needs
+    (a global average cannot tell a poster on the left wall from the same poster on the right)."""
+    if grid == 1:
+        return x.mean(dim=(2, 3))
+    return nn.functional.adaptive_avg_pool2d(x, grid).flatten(1)
+
+
 class CnnEncoder(nn.Module):
     """One image (or a tile canvas / a 3T-channel stack) → ``[pooled embedding]`` (fc-0)."""
 
     def __init__(self, cfg: dict[str, Any], in_channels: int = 3) -> None:
         super().__init__()
         self.trunk = Stages(build_trunk(cfg["arch"], in_channels, cfg["width"], cfg["pretrained"]))
-        self.out_dims = [stage_channels(cfg["arch"], cfg["width"])[-1]]
+        self.grid = int(cfg.get("pool_grid", 1))
+        self.out_dims = [stage_channels(cfg["arch"], cfg["width"])[-1] * self.grid ** 2]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [self.trunk(x)[0].mean(dim=(2, 3))]
+        return [pool(self.trunk(x)[0], self.grid)]
 
 
 class CnnMidEncoder(nn.Module):
@@ -57,9 +68,10 @@ class CnnMidEncoder(nn.Module):
         self.missing = nn.Parameter(torch.zeros(c))
         self.fuse = nn.Sequential(nn.Conv2d(T * c, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
         self.rest = Stages(nn.ModuleList(list(build_trunk(arch, 3, width, pre))[k:]))
-        self.out_dims = [ch[-1]]
+        self.grid = int(cfg.get("pool_grid", 1))
+        self.out_dims = [ch[-1] * self.grid ** 2]
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
         f = fill_missing(self.per_camera(images)[0], mask, self.missing)
         x = self.fuse(f.flatten(1, 2))
-        return [self.rest(x)[0].mean(dim=(2, 3))]
+        return [pool(self.rest(x)[0], self.grid)]

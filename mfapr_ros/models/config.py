@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from ..errors import ConfigError
+from .rotation import REPRESENTATIONS
 from .trunks import ARCHS
 
 BACKBONES = ("posenet", "posenet_resnet", "poselstm", "mapnet", "transposenet", "vit")
@@ -29,12 +30,13 @@ _COMMON: dict[str, Any] = {
     "image_size": 224,
     "pretrained": False,
     "predict_variance": False,
-    "rotation": None,  # quat | logq; default per backbone
+    "num_anchors": 0,  # 0: direct position regression; K > 0: anchor classification + offset (layers.PoseHead)
+    "rotation": None,  # quat | logq | 6d | 9d_svd (models/rotation.py); default per backbone
     "dropout": 0.0,
     "pose_normalization": {"t_mean": [0.0, 0.0, 0.0], "t_scale": 1.0},
     "extrinsics": None,
 }
-_CNN: dict[str, Any] = {"arch": "resnet34", "width": 16, "fc_dim": 2048, "num_fc": None}
+_CNN: dict[str, Any] = {"arch": "resnet34", "width": 16, "fc_dim": 2048, "num_fc": None, "pool_grid": 1}
 DEFAULTS: dict[str, dict[str, Any]] = {
     "posenet": {**_COMMON, **_CNN, "arch": "googlenet", "dropout": 0.5},
     "posenet_resnet": {**_COMMON, **_CNN, "arch": "resnet34", "dropout": 0.5},
@@ -155,10 +157,11 @@ def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
     _int(out, "image_size", 16, 4096)
     _bool(out, "pretrained")
     _bool(out, "predict_variance")
+    _int(out, "num_anchors", 0, 65536)
     if out["rotation"] is None:
         out["rotation"] = DEFAULT_ROTATION.get(backbone, "quat")
-    if out["rotation"] not in ("quat", "logq"):
-        raise _err("rotation", f"must be 'quat' or 'logq', got {out['rotation']!r}")
+    if out["rotation"] not in REPRESENTATIONS:
+        raise _err("rotation", f"must be one of {list(REPRESENTATIONS)}, got {out['rotation']!r}")
     d = out["dropout"]
     if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 <= d < 1.0:
         raise _err("dropout", f"must be a number in [0, 1), got {d!r}")
@@ -175,6 +178,8 @@ def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
         if out["arch"] not in ARCHS:
             raise _err("arch", f"must be one of {sorted(ARCHS)}, got {out['arch']!r}")
         _int(out, "width", 1, 512)
+    if "pool_grid" in out:
+        _int(out, "pool_grid", 1, 16)
     if backbone == "vit":
         for k in ("patch", "dim", "depth", "heads", "mlp_dim"):
             _int(out, k, 1)

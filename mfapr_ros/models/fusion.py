@@ -78,7 +78,8 @@ class FusedNet(nn.Module):
             raise ValueError(f"FusedNet does not handle fusion position {self.position!r}")  # resolve_config guards
         self.stacks = nn.ModuleList(FcStack(d, cfg["fc_dim"], cfg["num_fc"], cfg["dropout"], start, None, lstm)
                                     for d in dims)
-        self.head = PoseHead([s.out_dim for s in self.stacks], cfg["rotation"], cfg["predict_variance"])
+        self.head = PoseHead([s.out_dim for s in self.stacks], cfg["rotation"], cfg["predict_variance"],
+                             cfg["num_anchors"])
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         images = mask_images(images, mask)

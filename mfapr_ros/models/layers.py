@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .. import geometry_torch as gt
+from .rotation import RAW_DIMS, identity_raw
 
 
 def sine_pos_2d(h: int, w: int, d: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -161,42 +162,76 @@ def stack_dims(in_dim: int, fc_dim: int, num_fc: int, lstm: tuple[list[int], int
 
 
 class PoseHead(nn.Module):
-    """Final regressors: position (3), rotation (4 quaternion or 3 log-quaternion), optional log-variances (2).
+    """Final regressors: position (3), rotation (raw form of ``rotation``: 4 quat, 3 logq, 6 for 6d, 9 for
+    9d_svd — see :mod:`.rotation`), optional log-variances (2).
 
     With one embedding both come from it (PoseNet/MapNet/ViT); with two (TransPoseNet) the first is the position
     branch and the second the orientation branch.
+
+    ``num_anchors`` = K > 0 replaces direct position regression by *anchor classification + offset* (Saha et al.,
+    BMVC 2018): K anchor positions spread over the training trajectories (buffer ``anchors``, set by
+    :meth:`set_anchors` before training and stored with the weights), a K-way classifier and one offset per anchor.
+    Why: regressing metres directly makes the network average between look-alike places and converges slowly
+    (the demo's regressor missed even its own training images by metres); choosing "which part of the map" is a
+    classification the network learns in a few hundred steps, and the offset only has to cover one anchor cell.
+    The position is the probability-weighted mean of ``anchor + offset`` over the anchors near the most likely one
+    (:attr:`RADIUS_SPACINGS`), so two look-alike places far apart are never averaged.
     """
 
-    def __init__(self, in_dims: list[int], rotation: str, predict_variance: bool) -> None:
+    def __init__(self, in_dims: list[int], rotation: str, predict_variance: bool, num_anchors: int = 0) -> None:
         super().__init__()
         dp, dr = in_dims[0], in_dims[-1]
         self.rotation = rotation
-        self.fc_t = nn.Linear(dp, 3)
-        self.fc_r = nn.Linear(dr, 4 if rotation == "quat" else 3)
+        self.num_anchors = int(num_anchors)
+        if self.num_anchors:
+            self.fc_cls = nn.Linear(dp, self.num_anchors)
+            self.fc_off = nn.Linear(dp, 3 * self.num_anchors)
+            with torch.no_grad():
+                self.fc_off.weight.mul_(0.1)
+                self.fc_off.bias.zero_()
+            self.register_buffer("anchors", torch.zeros(self.num_anchors, 3))
+            self.register_buffer("anchor_spacing", torch.tensor(0.0))
+        else:
+            self.fc_t = nn.Linear(dp, 3)
+        self.fc_r = nn.Linear(dr, RAW_DIMS[rotation])
         with torch.no_grad():  # start near the identity rotation so early normalisation is well conditioned
             self.fc_r.weight.mul_(0.1)
-            self.fc_r.bias.zero_()
-            if rotation == "quat":
-                self.fc_r.bias[0] = 1.0
+            self.fc_r.bias.copy_(torch.tensor(identity_raw(rotation)))
         self.var_t = nn.Linear(dp, 1) if predict_variance else None
         self.var_r = nn.Linear(dr, 1) if predict_variance else None
+
+    #: the position averages the anchors within this many anchor spacings of the most likely one
+    RADIUS_SPACINGS = 1.5
+
+    @torch.no_grad()
+    def set_anchors(self, anchors: torch.Tensor, spacing: float) -> None:
+        """Anchor positions (K, 3) in the normalised frame and their typical (median nearest-neighbour) spacing."""
+        if anchors.shape != (self.num_anchors, 3):
+            raise ValueError(f"set_anchors: expected ({self.num_anchors}, 3), got {tuple(anchors.shape)}")
+        self.anchors.copy_(anchors.to(self.anchors))
+        self.anchor_spacing.fill_(float(spacing))
+
+    def _anchor_position(self, ep: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.fc_cls(ep)
+        off = self.fc_off(ep).reshape(ep.shape[0], self.num_anchors, 3)
+        cand = self.anchors[None] + off  # (B, K, 3)
+        best = logits.argmax(dim=-1)
+        radius = self.RADIUS_SPACINGS * self.anchor_spacing
+        near = (self.anchors[None] - self.anchors[best][:, None]).norm(dim=-1) <= radius
+        w = torch.softmax(logits.masked_fill(~near, float("-inf")), dim=-1)
+        return {"t_norm": (w[..., None] * cand).sum(1), "anchor_logits": logits, "anchor_positions": cand,
+                "anchor_centres": self.anchors, "anchor_spacing": self.anchor_spacing}
 
     def forward(self, emb: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         # The regressors run in fp32 even under autocast (precision bf16/fp16, AMP training): a bf16 position has
         # 8 significant bits, ~0.4 % of t_scale (0.15 m at t_scale 30 m), and a bf16 quaternion is not unit.
         with torch.autocast(device_type=emb[0].device.type, enabled=False):
             ep, er = emb[0].float(), emb[-1].float()
-            out = {"t_norm": self.fc_t(ep), "q_raw": self.fc_r(er)}
+            out = self._anchor_position(ep) if self.num_anchors else {"t_norm": self.fc_t(ep)}
+            out["q_raw"] = self.fc_r(er)
             if self.var_t is not None and self.var_r is not None:
                 out["log_var"] = torch.cat([self.var_t(ep), self.var_r(er)], dim=-1)
         return out
-
-
-def raw_to_quat(q_raw: torch.Tensor, rotation: str) -> torch.Tensor:
-    """Head output → unit quaternion (w,x,y,z) with w ≥ 0."""
-    if rotation == "logq":
-        return gt.quat_normalize(gt.quat_exp(q_raw))
-    return gt.quat_normalize(q_raw)
 
 
 def robust_fuse(t: torch.Tensor, q: torch.Tensor, mask: torch.Tensor, iters: int = 3, t_sigma: float = 1.0,

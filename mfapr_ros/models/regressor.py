@@ -14,7 +14,8 @@ from torch import nn
 from .. import geometry_torch as gt
 from ..errors import DataError
 from .fusion import FusedNet
-from .layers import mask_images, raw_to_quat, robust_fuse
+from .layers import mask_images, robust_fuse
+from .rotation import quat_to_raw, raw_to_matrix, raw_to_quat
 
 
 def _tracing() -> bool:
@@ -57,6 +58,15 @@ class PoseRegressor(nn.Module):
         self.t_scale.fill_(float(t_scale))
         self.config["pose_normalization"] = {"t_mean": [float(x) for x in t_mean], "t_scale": float(t_scale)}
 
+    def set_anchors(self, t_world: Any, spacing_m: float) -> None:
+        """Anchor positions (K, 3) in world metres (stored in the normalised frame) for an anchor head, and their
+        typical spacing in metres (training picks them from the training trajectories, ``mfapr_training.anchors``)."""
+        head = self.net.head
+        if not head.num_anchors:
+            raise ValueError("set_anchors: this model regresses positions directly (num_anchors = 0)")
+        a = (torch.as_tensor(t_world, dtype=torch.float64) - self.t_mean.cpu()) / float(self.t_scale)
+        head.set_anchors(a.float(), spacing_m / float(self.t_scale))
+
     def check_inputs(self, images: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Shape/mask validation with messages that say what the model expects; returns the (default) mask."""
         T, S = self.num_cameras, self.image_size
@@ -87,6 +97,7 @@ class PoseRegressor(nn.Module):
             out = dict(raw)
             out["t"] = raw["t_norm"].double() * self.t_scale.double() + self.t_mean
             out["q"] = raw_to_quat(raw["q_raw"], self.rotation_repr)
+            out["R"] = raw_to_matrix(raw["q_raw"], self.rotation_repr)  # what the chordal/geodesic losses compare
             return out
         B, T = images.shape[:2]
         x = mask_images(images, mask).reshape(B * T, 1, *images.shape[2:])
@@ -94,12 +105,14 @@ class PoseRegressor(nn.Module):
         pc_t_norm = raw["t_norm"].reshape(B, T, 3)
         pc_t = pc_t_norm.double() * self.t_scale.double() + self.t_mean
         pc_q = raw_to_quat(raw["q_raw"], self.rotation_repr).reshape(B, T, 4)
+        pc_r = raw_to_matrix(raw["q_raw"], self.rotation_repr).reshape(B, T, 3, 3)
         ti, qi = gt.pose_inverse(self.ext_t, self.ext_q)  # T_cam_rig
         rt, rq = gt.pose_compose(pc_t, pc_q.double(), ti.double().expand(B, T, 3), qi.double().expand(B, T, 4))
         t, q, w = robust_fuse(rt, rq, mask, t_sigma=0.2 * float(self.config["pose_normalization"]["t_scale"]))
         q, w = q.float(), w.float()  # positions stay float64 (see t_mean); rotations and weights are float32
         t_norm = ((t - self.t_mean) / self.t_scale.double()).float()
-        out = {"t": t, "q": q, "t_norm": t_norm, "q_raw": _quat_to_raw(q, self.rotation_repr),
+        out = {"t": t, "q": q, "t_norm": t_norm, "q_raw": quat_to_raw(q, self.rotation_repr),
+               "R": gt.quat_to_matrix(q), "per_camera_R": pc_r,
                "per_camera_t": pc_t, "per_camera_q": pc_q, "per_camera_t_norm": pc_t_norm,
                "per_camera_q_raw": raw["q_raw"].reshape(B, T, -1), "fusion_weights": w}
         if "log_var" in raw:
@@ -109,7 +122,3 @@ class PoseRegressor(nn.Module):
             # a weighted mean of independent estimates is sqrt(Σ wᵢ² e^(2sᵢ)): s = ½·logsumexp(2sᵢ + 2·log wᵢ)
             out["log_var"] = 0.5 * torch.logsumexp(2 * lv + 2 * torch.log(w.clamp_min(1e-12))[..., None], dim=1)
         return out
-
-
-def _quat_to_raw(q: torch.Tensor, rotation: str) -> torch.Tensor:
-    return gt.quat_log(q) if rotation == "logq" else q

@@ -35,7 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "ringN for an N-camera ring (default ring4)")
     p.add_argument("--seed", type=int, default=0, help="world/track/lighting seed (default 0)")
     p.add_argument("--frames", type=int, default=500, help="frames per track (default 500)")
-    p.add_argument("--mapping-tracks", type=int, default=2, help="mapping tracks (default 2)")
+    p.add_argument("--mapping-tracks", type=int, default=2, help="mapping routes (default 2)")
+    p.add_argument("--mapping-lanes", type=int, default=1,
+                   help="passes per mapping route, each in its own lane and lighting, like a mapping platform "
+                        "that drives a floor several times (default 1)")
+    p.add_argument("--validation-route", default="walk", choices=("walk", "revisit"),
+                   help="validation tracks: new random walks, or revisits of mapping routes like the query "
+                        "(default walk)")
     p.add_argument("--validation-tracks", type=int, default=1, help="validation tracks (default 1)")
     p.add_argument("--query-tracks", type=int, default=1,
                    help="query tracks; the first ones revisit mapping routes (see --query-direction) (default 1)")
@@ -84,7 +90,8 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
         raise ConfigError(f"--blocks: expected COLSxROWS like 2x2, got '{args.blocks}'") from None
     world = WorldConfig(seed=args.seed, blocks_x=bx, blocks_y=by, open_halls=1 if bx * by > 1 else 0)
     cfg = SynthConfig(out=args.out, rig=args.rig, seed=args.seed, frames=args.frames,
-                      mapping_tracks=args.mapping_tracks, validation_tracks=args.validation_tracks,
+                      mapping_tracks=args.mapping_tracks, mapping_lanes=args.mapping_lanes,
+                      validation_route=args.validation_route, validation_tracks=args.validation_tracks,
                       query_tracks=args.query_tracks, query_direction=args.query_direction,
                       size=args.size, rate_hz=args.rate, speed_mps=args.speed,
                       transport=args.transport, bag_storage=args.bag_storage, bags=bags, drop_rate=args.drop_rate,

@@ -47,6 +47,8 @@ class SynthConfig:
     seed: int = 0
     frames: int = 500
     mapping_tracks: int = 2
+    mapping_lanes: int = 1  # passes per mapping route, each in its own lane and lighting
+    validation_route: str = "walk"  # walk (a new random walk) | revisit (a mapping route, like the query)
     validation_tracks: int = 1
     query_tracks: int = 1
     query_direction: str = "reverse"  # query track k drives mapping route k in reverse, or forward
@@ -75,6 +77,10 @@ class SynthConfig:
         for name in ("mapping_tracks", "validation_tracks", "query_tracks"):
             if getattr(self, name) < 0:
                 raise bad(name, f"must be >= 0, got {getattr(self, name)}")
+        if not 1 <= self.mapping_lanes <= 16:
+            raise bad("mapping_lanes", f"must be in 1..16, got {self.mapping_lanes}")
+        if self.validation_route not in ("walk", "revisit"):
+            raise bad("validation_route", f"'{self.validation_route}' is not one of walk, revisit")
         if self.query_direction not in ("reverse", "forward"):
             raise bad("query_direction", f"'{self.query_direction}' is not one of reverse, forward")
         if self.mapping_tracks + self.validation_tracks + self.query_tracks == 0:
@@ -249,7 +255,8 @@ def generate(cfg: SynthConfig, rig: Rig, progress: Callable[[str], None] | None 
     models = camera_models(rig, cfg.size)
     rig = rendered_rig(rig, models, cfg.transport)
     tracks = plan_tracks(world, cfg.seed, cfg.frames, cfg.rate_hz, cfg.mapping_tracks, cfg.validation_tracks,
-                         cfg.query_tracks, cfg.speed_mps, cfg.query_direction)
+                         cfg.query_tracks, cfg.speed_mps, cfg.query_direction, cfg.mapping_lanes,
+                         cfg.validation_route)
     offsets = camera_offsets_ns(cfg.seed, rig.num_cameras, cfg.shared_trigger, cfg.offset_ms)
     plans = [plan_stamps(tr, cfg.frames, cfg.rate_hz, offsets, cfg.shared_trigger, cfg.jitter_ms, cfg.drop_rate,
                          cfg.seed, i) for i, tr in enumerate(tracks)]

@@ -124,10 +124,15 @@ def _smooth_path(world: World, route: list[tuple[int, int]], lane_offset: float,
     return s, xy, yaw
 
 
+LANE_RANGE = (0.3, 0.8)  # metres right of the corridor centre line
+
+
 def make_track(world: World, name: str, split: str, direction: str, route: list[tuple[int, int]],
-               rng: np.random.Generator, start_ns: int, speed: float = 1.0) -> Track:
-    """A :class:`Track` along ``route`` with randomised lane offset, speed profile and heading wobble."""
-    lane = float(rng.uniform(0.3, 0.8))
+               rng: np.random.Generator, start_ns: int, speed: float = 1.0, lane: float | None = None) -> Track:
+    """A :class:`Track` along ``route`` with randomised lane offset (unless ``lane`` is given), speed profile and
+    heading wobble."""
+    drawn = float(rng.uniform(*LANE_RANGE))
+    lane = drawn if lane is None else float(lane)
     s, xy, yaw = _smooth_path(world, route, lane)
     return Track(name=name, split=split, direction=direction, route=route, s=s, xy=xy, yaw=yaw,
                  start_ns=int(start_ns), speed=float(speed * rng.uniform(0.9, 1.1)),
@@ -137,13 +142,26 @@ def make_track(world: World, name: str, split: str, direction: str, route: list[
                  lane_offset=lane)
 
 
+def mapping_lane(pass_index: int, passes: int, rng: np.random.Generator) -> float:
+    """Lane of mapping pass ``pass_index`` of ``passes``: evenly spread over :data:`LANE_RANGE` (± a little), so the
+    passes together cover the corridor's width the way a mapping platform drives a floor several times."""
+    lo, hi = LANE_RANGE
+    width = (hi - lo) / passes
+    return float(lo + (pass_index + 0.5) * width + rng.uniform(-0.2, 0.2) * width)
+
+
 def plan_tracks(world: World, seed: int, frames: int, rate_hz: float, mapping: int, validation: int,
-                query: int, speed: float = 1.0, query_direction: str = "reverse") -> list[Track]:
+                query: int, speed: float = 1.0, query_direction: str = "reverse", mapping_lanes: int = 1,
+                validation_route: str = "walk") -> list[Track]:
     """Mapping, validation and query tracks for one world (deterministic from ``seed``).
 
+    Mapping route k is driven ``mapping_lanes`` times (``mapping_kk`` for one pass, ``mapping_kk_lanep`` for
+    several), each pass in its own lane across the corridor and, through its track index, under its own lighting.
     Query track k revisits mapping route k — driven in reverse (the paper's hard case: test data runs the other way,
     which track augmentation addresses) or forward (``query_direction="forward"``: another lane, speed and lighting
-    on the same route) — and further query tracks are new random walks.
+    on the same route) — and further query tracks are new random walks. Validation tracks are random walks
+    (``validation_route="walk"``) or revisit mapping routes from the last one backwards the way the query does
+    (``"revisit"``), so that checkpoint selection measures what the query measures: places that were mapped.
     """
     # path needed: start margin + frames at the fastest speed profile (+10 % speed, +15 % variation), + corner cuts
     need = (2.0 + 1.3 * speed * (frames + 2) / rate_hz) * 1.1 + 6.0
@@ -154,12 +172,22 @@ def plan_tracks(world: World, seed: int, frames: int, rate_hz: float, mapping: i
         rng = np.random.default_rng([seed, 0x7AC, 0, k])
         route = random_walk(world, rng, need)
         mapping_routes.append(route)
-        tracks.append(make_track(world, f"mapping_{k:02d}", "mapping", "forward", route, rng,
-                                 EPOCH_NS + index * TRACK_SPACING_NS, speed))
-        index += 1
+        for lane_i in range(mapping_lanes):
+            prng = rng if lane_i == 0 else np.random.default_rng([seed, 0x7AC, 0, k, lane_i])
+            lane = None if mapping_lanes == 1 else mapping_lane(lane_i, mapping_lanes, prng)
+            name = f"mapping_{k:02d}" if mapping_lanes == 1 else f"mapping_{k:02d}_lane{lane_i}"
+            tracks.append(make_track(world, name, "mapping", "forward", route, prng,
+                                     EPOCH_NS + index * TRACK_SPACING_NS, speed, lane=lane))
+            index += 1
     for k in range(validation):
         rng = np.random.default_rng([seed, 0x7AC, 1, k])
-        tracks.append(make_track(world, f"validation_{k:02d}", "validation", "walk", random_walk(world, rng, need),
+        if validation_route == "revisit" and mapping_routes:
+            route = list(mapping_routes[(len(mapping_routes) - 1 - k) % len(mapping_routes)])
+            if query_direction == "reverse":
+                route = route[::-1]
+        else:
+            route = random_walk(world, rng, need)
+        tracks.append(make_track(world, f"validation_{k:02d}", "validation", "walk", route,
                                  rng, EPOCH_NS + index * TRACK_SPACING_NS, speed))
         index += 1
     for k in range(query):

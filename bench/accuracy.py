@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Accuracy of the demo recipe with its seed spread: one synthetic world, N training seeds, the query bag.
+
+    .venv/bin/python bench/accuracy.py [--seeds 0,1,2] [--out out/bench_accuracy] [--config demo] [--set K=V ...]
+
+For each seed: `mfapr train` (the demo config, wall time measured) and `mfapr eval-bag` on the query bag; then one
+table per seed and the median / min–max over seeds of training time, query median and mean error (m, °), the recall
+bins, and both baselines (mean training pose, image retrieval from the training split). CPU-scale training is
+noisy: a change to the recipe counts when it moves the median over seeds, not one run. Not a test: it prints figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(cmd: list[str], log: Path) -> float:
+    t0 = time.perf_counter()
+    with log.open("w") as f:
+        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
+    if r.returncode:
+        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}; see {log}")
+    return time.perf_counter() - t0
+
+
+def figures(m: dict) -> dict[str, float]:
+    return {"median_m": m["translation_m"]["median"], "median_deg": m["rotation_deg"]["median"],
+            "mean_m": m["translation_m"]["mean"], "mean_deg": m["rotation_deg"]["mean"],
+            **{f"recall_{k}": 100 * v for k, v in m["recall"].items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--out", default="out/bench_accuracy")
+    p.add_argument("--config", default="demo")
+    p.add_argument("--world", help="an existing `mfapr synth` folder (default: generate the demo world)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="training config override")
+    args = p.parse_args(argv)
+    from mfapr_ros.ros_env import localhost_env
+
+    os.environ.update(localhost_env())
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+    world = Path(args.world).resolve() if args.world else out / "synth"
+    if not (world / "world.json").exists():
+        from mfapr_training.demo import SCALES, synth  # the demo's own world, the same flags
+
+        world = synth(out, SCALES["default"], fresh=False)
+    rows = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        run_dir = out / f"seed{seed}"
+        if not (run_dir / "best.json").exists():
+            cmd = [py, "-m", "mfapr_ros.cli", "train", "--config", args.config, "--out", str(run_dir), "-q",
+                   "--set", f"data.root={world}", "--set", f"train.seed={seed}"]
+            for o in args.overrides:
+                cmd += ["--set", o]
+            train_s = run(cmd, out / f"train_seed{seed}.log")
+            (run_dir / "train_seconds.txt").write_text(f"{train_s:.1f}\n")
+        train_s = float((run_dir / "train_seconds.txt").read_text())
+        rep = out / f"eval_seed{seed}"
+        run([py, "-m", "mfapr_ros.cli", "eval-bag", "--checkpoint", str(run_dir / "best.json"), "--bag",
+             str(world / "bags" / "query"), "--out", str(rep), "--no-plots", "--no-progress"],
+            out / f"eval_seed{seed}.log")
+        doc = json.loads((rep / "report.json").read_text())
+        summary = json.loads((run_dir / "summary.json").read_text())
+        rows.append({"seed": seed, "train_s": train_s, "model": figures(doc["metrics"]),
+                     "mean_pose": figures(doc["baseline"]["metrics"]) if doc.get("baseline") else None,
+                     "retrieval": figures(doc["retrieval"]["metrics"]) if doc.get("retrieval") else None,
+                     "health_warnings": summary.get("health_warnings", [])})
+    keys = list(rows[0]["model"])
+    head = "| run | train (s) | " + " | ".join(keys) + " |"
+    lines = [head, "|" + "---|" * (len(keys) + 2)]
+
+    def fmt(v: float) -> str:
+        return f"{v:.2f}" if abs(v) < 100 else f"{v:.0f}"
+
+    for r in rows:
+        cells = " | ".join(fmt(r["model"][k]) for k in keys)
+        lines.append(f"| seed {r['seed']} | {r['train_s']:.0f} | {cells} |")
+    med = {k: float(np.median([r["model"][k] for r in rows])) for k in keys}
+    lo = {k: min(r["model"][k] for r in rows) for k in keys}
+    hi = {k: max(r["model"][k] for r in rows) for k in keys}
+    tr = [r["train_s"] for r in rows]
+    lines.append(f"| **median (min–max)** | {np.median(tr):.0f} ({min(tr):.0f}–{max(tr):.0f}) | "
+                 + " | ".join(f"{fmt(med[k])} ({fmt(lo[k])}–{fmt(hi[k])})" for k in keys) + " |")
+    for name in ("mean_pose", "retrieval"):
+        if rows[0][name]:
+            lines.append(f"| {name.replace('_', '-')} baseline | – | " + " | ".join(fmt(rows[0][name][k]) for k in keys)
+                         + " |")
+    table = "\n".join(lines)
+    print(table)
+    warn = [f"seed {r['seed']}: {w}" for r in rows for w in r["health_warnings"]]
+    if warn:
+        print("\nhealth warnings:\n" + "\n".join(warn))
+    (out / "accuracy.json").write_text(json.dumps({"rows": rows, "median": med, "min": lo, "max": hi}, indent=2))
+    (out / "accuracy.md").write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Image-retrieval baseline: the pose of the most similar training bundle, from tiny thumbnail descriptors.
+
+Why every report shows it: absolute pose regression behaves much like image retrieval (Sattler et al., CVPR 2019),
+so a regressor that does not beat nearest-neighbour retrieval on the same map has not learned anything a user could
+not get for free. The descriptor is deliberately simple and cheap — each camera's image as a 16×16 grey thumbnail,
+high-pass filtered (minus a 3×3 box blur, so global brightness and lighting gradients do not dominate), zero-mean
+and unit-norm per camera, concatenated in slot order (absent cameras are zeros), and the whole vector unit-norm —
+so a bundle is compared place *and* heading at once, and the baseline costs milliseconds per query.
+
+The database (descriptors + poses of the training split) is written beside a checkpoint as
+``<checkpoint>.retrieval.safetensors`` by training and read by every evaluation; it can also be built from any
+bundle source with :meth:`RetrievalDatabase.build`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError, DataError
+
+THUMB = 16
+SUFFIX = ".retrieval.safetensors"
+
+
+def thumbnails(images: torch.Tensor | np.ndarray, mask: torch.Tensor | np.ndarray | None = None,
+               size: int = THUMB) -> np.ndarray:
+    """Bundle descriptors ``(B, T·size²)`` float32 from images ``(B, T, 3, H, W)`` (any range, float or uint8).
+
+    Grey = channel mean (the same for ImageNet-normalised or [0, 1] inputs up to an affine map, which the per-camera
+    normalisation removes).
+    """
+    x = torch.as_tensor(images).float()
+    if x.dim() != 5 or x.shape[2] != 3:
+        raise DataError(f"retrieval thumbnails: images must be (B, T, 3, H, W), got {tuple(x.shape)}")
+    b, t = x.shape[:2]
+    g = x.mean(dim=2).reshape(b * t, 1, *x.shape[3:])
+    g = torch.nn.functional.adaptive_avg_pool2d(g, size)
+    blur = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(g, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    d = (g - blur).reshape(b, t, size * size)
+    d = d - d.mean(dim=-1, keepdim=True)
+    d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    if mask is not None:
+        d = d * torch.as_tensor(mask, dtype=torch.bool).reshape(b, t, 1).float()
+    d = d.reshape(b, t * size * size)
+    d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    return d.numpy().astype(np.float32)
+
+
+@dataclass
+class RetrievalDatabase:
+    """Descriptors ``(N, D)`` and world poses ``t (N, 3)`` float64, ``q (N, 4)`` (w, x, y, z) of a training split."""
+
+    desc: np.ndarray
+    t: np.ndarray
+    q: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.desc = np.ascontiguousarray(self.desc, dtype=np.float32)
+        self.t = np.asarray(self.t, dtype=np.float64)
+        self.q = np.asarray(self.q, dtype=np.float64)
+        if not (len(self.desc) == len(self.t) == len(self.q)) or len(self.desc) == 0:
+            raise DataError(f"retrieval database: {len(self.desc)} descriptors, {len(self.t)} positions, "
+                            f"{len(self.q)} rotations; need the same non-zero count")
+
+    @classmethod
+    def build(cls, batches: Iterable[tuple[Any, Any, Any, Any]]) -> RetrievalDatabase:
+        """From ``(images (B,T,3,H,W), mask (B,T), t (B,3), q (B,4))`` batches."""
+        d, ts, qs = [], [], []
+        for images, mask, t, q in batches:
+            d.append(thumbnails(images, mask))
+            ts.append(np.asarray(t, dtype=np.float64).reshape(-1, 3))
+            qs.append(np.asarray(q, dtype=np.float64).reshape(-1, 4))
+        if not d:
+            raise DataError("retrieval database: no training bundles")
+        return cls(np.concatenate(d), np.concatenate(ts), np.concatenate(qs))
+
+    def query(self, desc: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pose of the best match per query descriptor and its cosine similarity: ``(t, q, score)``."""
+        desc = np.asarray(desc, dtype=np.float32)
+        if desc.ndim != 2 or desc.shape[1] != self.desc.shape[1]:
+            raise DataError(f"retrieval query: descriptors of width {desc.shape[-1]} against a database of width "
+                            f"{self.desc.shape[1]} (another rig or thumbnail size)")
+        best, score = np.empty(len(desc), np.int64), np.empty(len(desc), np.float32)
+        for i in range(0, len(desc), chunk):
+            s = desc[i:i + chunk] @ self.desc.T
+            best[i:i + chunk] = s.argmax(1)
+            score[i:i + chunk] = s.max(1)
+        return self.t[best], self.q[best], score
+
+    def save(self, path: str | Path) -> Path:
+        """Atomic write of ``path`` (safetensors; no pickle)."""
+        from safetensors.torch import save
+
+        from ..io_utils import atomic_write_bytes
+
+        path = Path(path)
+        data = save({"desc": torch.from_numpy(self.desc).half(), "t": torch.from_numpy(self.t),
+                     "q": torch.from_numpy(self.q)}, metadata={"format": "mfapr_ros.retrieval",
+                                                               "thumb": json.dumps(THUMB)})
+        atomic_write_bytes(path, data)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> RetrievalDatabase:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            d = load_file(str(path))
+        except (OSError, SafetensorError) as e:
+            raise CheckpointError(f"{path}: not a readable retrieval database ({e})") from None
+        if set(d) != {"desc", "t", "q"}:
+            raise CheckpointError(f"{path}: retrieval database keys {sorted(d)}; expected desc, q, t")
+        return cls(d["desc"].float().numpy(), d["t"].numpy(), d["q"].numpy())
+
+
+def database_path(checkpoint: str | Path) -> Path:
+    """``run/best.json`` → ``run/best.retrieval.safetensors``."""
+    p = Path(checkpoint)
+    return p.with_name(p.name[:-len(p.suffix)] + SUFFIX if p.suffix else p.name + SUFFIX)
+
+
+def load_for_checkpoint(checkpoint: str | Path) -> RetrievalDatabase | None:
+    """The database written beside ``checkpoint``, or ``None`` when there is none (older checkpoints)."""
+    p = database_path(checkpoint)
+    return RetrievalDatabase.load(p) if p.is_file() else None

@@ -1,0 +1,75 @@
+"""Rotation representations a pose head can regress, and the conversions every caller needs.
+
+Why more than quaternions: a network that regresses a 4-D quaternion (or MapNet's 3-D log-quaternion) must learn a
+discontinuous function where ``q`` and ``−q`` meet, and near-symmetric views (a corridor seen from the front and the
+back) pull it towards the average of two antipodal targets — a point 90° from both. Zhou et al. (CVPR 2019) show
+every 3-D/4-D representation of SO(3) is discontinuous; the 6-D Gram–Schmidt form and the 9-D SVD form
+(Levinson et al., NeurIPS 2020) are continuous, and with a chordal or geodesic loss on the rotation matrix they train
+stably. ``quat`` and ``logq`` stay for the paper's configs.
+
+Every representation maps to a rotation matrix (for the losses) and to a unit quaternion ``(w, x, y, z)`` with
+``w ≥ 0`` (what the rest of the package uses).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import geometry_torch as gt
+
+#: representation → raw head width
+RAW_DIMS = {"quat": 4, "logq": 3, "6d": 6, "9d_svd": 9}
+REPRESENTATIONS = tuple(RAW_DIMS)
+CONTINUOUS = ("6d", "9d_svd")
+
+
+def identity_raw(rotation: str) -> list[float]:
+    """The raw vector of the identity rotation (the head's bias starts there, so early outputs are well posed)."""
+    return {"quat": [1.0, 0.0, 0.0, 0.0], "logq": [0.0, 0.0, 0.0], "6d": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+            "9d_svd": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]}[rotation]
+
+
+def _full(raw: torch.Tensor) -> torch.Tensor:
+    return raw.float() if raw.dtype in (torch.float16, torch.bfloat16) else raw
+
+
+def raw_to_matrix(raw: torch.Tensor, rotation: str) -> torch.Tensor:
+    """Head output ``(…, RAW_DIMS[rotation])`` → rotation matrix ``(…, 3, 3)``, in full precision even under
+    autocast (a bf16 rotation matrix is not orthogonal to 1e-2)."""
+    with torch.autocast(device_type=raw.device.type, enabled=False):
+        return _raw_to_matrix(_full(raw), rotation)
+
+
+def _raw_to_matrix(raw: torch.Tensor, rotation: str) -> torch.Tensor:
+    if rotation == "6d":
+        # the two columns are stored interleaved as [c1; c2] = raw[:3], raw[3:]
+        return gt.gram_schmidt_6d(raw)
+    if rotation == "9d_svd":
+        return gt.svd_orthogonalize(raw)
+    return gt.quat_to_matrix(_raw_to_quat(raw, rotation))
+
+
+def raw_to_quat(raw: torch.Tensor, rotation: str) -> torch.Tensor:
+    """Head output → unit quaternion ``(w, x, y, z)`` with ``w ≥ 0`` (full precision, as :func:`raw_to_matrix`)."""
+    with torch.autocast(device_type=raw.device.type, enabled=False):
+        return _raw_to_quat(_full(raw), rotation)
+
+
+def _raw_to_quat(raw: torch.Tensor, rotation: str) -> torch.Tensor:
+    if rotation == "logq":
+        return gt.quat_normalize(gt.quat_exp(raw))
+    if rotation == "quat":
+        return gt.quat_normalize(raw)
+    return gt.matrix_to_quat(_raw_to_matrix(raw, rotation))
+
+
+def quat_to_raw(q: torch.Tensor, rotation: str) -> torch.Tensor:
+    """Unit quaternion → the raw form of ``rotation`` (``raw_to_quat(quat_to_raw(q)) == q``)."""
+    if rotation == "logq":
+        return gt.quat_log(q)
+    if rotation == "quat":
+        return q
+    m = gt.quat_to_matrix(q)
+    if rotation == "6d":
+        return torch.cat([m[..., :, 0], m[..., :, 1]], dim=-1)
+    return m.reshape(*m.shape[:-2], 9)

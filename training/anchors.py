@@ -1,0 +1,34 @@
+"""Anchor positions for an anchor pose head: spread evenly over the places the training data visits.
+
+Farthest-point sampling over the training positions: every training pose is within about one spacing of an anchor,
+the anchors follow the trajectories (not a grid over walls and shops nobody drove through), and the result is a
+deterministic function of the data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mfapr_ros.errors import DataError
+
+
+def farthest_point_anchors(t: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    """``k`` anchors (k, 3) from positions ``t`` (N, 3) and their median nearest-neighbour spacing (metres)."""
+    t = np.asarray(t, dtype=np.float64)
+    if t.ndim != 2 or t.shape[1] != 3 or len(t) == 0:
+        raise DataError(f"anchors: need training positions (N, 3), got shape {t.shape}")
+    if k > len(t):
+        raise DataError(f"model.num_anchors is {k} but the training split has only {len(t)} poses; lower "
+                        "model.num_anchors")
+    sel = [0]
+    d = np.linalg.norm(t - t[0], axis=1)
+    for _ in range(k - 1):
+        i = int(d.argmax())
+        sel.append(i)
+        d = np.minimum(d, np.linalg.norm(t - t[i], axis=1))
+    a = t[sel]
+    if k == 1:
+        return a, 1.0
+    dist = np.linalg.norm(a[:, None] - a[None], axis=-1)
+    np.fill_diagonal(dist, np.inf)
+    return a, float(max(np.median(dist.min(axis=1)), 1e-3))
