@@ -2,11 +2,13 @@
 """The paper's experiments on the synthetic world at CPU scale; writes docs/results.md with the numbers obtained.
 
     .venv/bin/python scripts/paper_synthetic.py [--rows input,mixstream,mid,late,norelative,trackaug]
-        [--steps 120] [--frames 200] [--size 64] [--out out/paper_synthetic] [--results docs/results.md]
+        [--reverse-rows input,trackaug] [--seeds 0,1,2] [--steps 300] [--frames 200] [--lanes 3] [--size 64]
+        [--out out/paper_synthetic] [--results docs/results.md]
 
 Each row is `training/configs/synthetic_<row>.yaml` (one factor changed from synthetic_base.yaml), trained with
 `mfapr train` for the same number of steps and evaluated with `mfapr evaluate` on the query split against the
-mean-training-pose baseline. Rows run in subprocesses one after another (bounded memory, clean RNG state).
+mean-training-pose and image-retrieval baselines, for every seed (rows report mean ± std over seeds).
+Rows run in subprocesses one after another (bounded memory, clean RNG state).
 The expected orderings from the paper are checked and reported as reproduced or not — never adjusted.
 """
 
@@ -33,6 +35,7 @@ DESCRIPTIONS = {
     "norelative": "input fusion, absolute loss only",
     "trackaug": "input fusion + track augmentation",
 }
+BEGIN, END = "<!-- paper_synthetic:begin -->", "<!-- paper_synthetic:end -->"
 #: (better row, worse row, the paper's claim)
 ORDERINGS = [
     ("input", "mixstream", "input fusion beats the mix-stream baseline"),
@@ -139,7 +142,7 @@ def verdict(a: tuple[float, float], b: tuple[float, float]) -> str:
 def write_results(path: Path, results: dict[str, dict], args: argparse.Namespace) -> None:
     n = len(args.seeds.split(","))
     lines = [
-        "# Results on the synthetic world (CPU scale)",
+        "## The paper's experiments on the synthetic world (CPU scale)",
         "",
         f"Produced by `scripts/paper_synthetic.py --rows {args.rows} --reverse-rows {args.reverse_rows} --seeds "
         f"{args.seeds} --steps {args.steps} --frames {args.frames} --lanes {args.lanes} --size {args.size}` on a "
@@ -174,7 +177,7 @@ def write_results(path: Path, results: dict[str, dict], args: argparse.Namespace
                 lines.append(f"| baseline ({world}) | {name} | {m['translation_m']['median']:.2f} | "
                              f"{m['rotation_deg']['median']:.1f} | {m['translation_m']['mean']:.2f} | "
                              f"{m['rotation_deg']['mean']:.1f} | {100 * m['recall']['0.5m_5deg']:.0f} | – |")
-    lines += ["", "## Expected orderings (from the paper) at this scale", "",
+    lines += ["", "### Expected orderings (from the paper) at this scale", "",
               "Compared on median position + median rotation/10 (m + °/10, the checkpoint-selection score), mean ± std "
               "over seeds; *not distinguishable* when the means differ by less than the two spreads together.", ""]
     for better, worse, claim in ORDERINGS:
@@ -185,12 +188,15 @@ def write_results(path: Path, results: dict[str, dict], args: argparse.Namespace
                 b = _score(results[b_key]["runs"])
                 lines.append(f"- {claim}{' (reverse query)' if suffix else ''}: {a_key} {pm(a)} vs {b_key} {pm(b)}"
                              f" → {verdict(a, b)}")
-    lines += ["", "## Analysis", "", "ANALYSIS_PLACEHOLDER", ""]
+    # only the generated block is replaced: the rest of the file (the recipe, the analysis) is written by hand
+    block = BEGIN + "\n" + "\n".join(lines) + "\n" + END
     path.parent.mkdir(parents=True, exist_ok=True)
     old = path.read_text() if path.exists() else ""
-    analysis = old.split("## Analysis\n\n", 1)[1].strip() if "## Analysis\n\n" in old else \
-        "(to be written after looking at the numbers)"
-    path.write_text("\n".join(lines).replace("ANALYSIS_PLACEHOLDER", analysis) + "\n")
+    if BEGIN in old and END in old:
+        new = old.split(BEGIN, 1)[0] + block + old.split(END, 1)[1]
+    else:
+        new = (old.rstrip() + "\n\n" if old else "") + block + "\n"
+    path.write_text(new)
     print(f"wrote {path}")
 
 

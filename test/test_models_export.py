@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize("fmt", ["torch-export", "torchscript"])
-@pytest.mark.parametrize("name", ["tiny", "tiny_tile"])
+@pytest.mark.parametrize("name", ["tiny", "tiny_tile", "demo"])
 def test_export_matches_eager(fmt, name):
     torch.manual_seed(0)
     model = build_model(preset(name, predict_variance=True)).eval()

@@ -187,3 +187,41 @@ def test_tiny_recipe_fits_twenty_training_bundles(tmp_path: Path) -> None:
     assert rep["metrics"]["rotation_deg"]["median"] < 3.0
     # the retrieval baseline is in the report (its database was written beside the checkpoint)
     assert rep["retrieval"]["metrics"]["translation_m"]["median"] < 1e-6  # the training images themselves
+
+
+def test_reports_show_the_retrieval_baseline_offline_and_online(tmp_path: Path) -> None:
+    from mfapr_ros.evaluation import write_report
+    from mfapr_ros.evaluation.online import OnlineEvaluator
+
+    n = 10
+    stamps = np.arange(n) * 100_000_000
+    t = np.stack([np.arange(n, dtype=float), np.zeros(n), np.zeros(n)], 1)
+    q = quat_from_yaw(np.zeros(n))
+    write_report(tmp_path / "a", stamps_ns=stamps, t_gt=t, q_gt=q, t_est=t + [0.5, 0, 0], q_est=q,
+                 retrieval=(t + [0.2, 0, 0], q), plots_enabled=False)
+    doc = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert doc["retrieval"]["metrics"]["translation_m"]["median"] == pytest.approx(0.2)
+    md = (tmp_path / "a" / "report.md").read_text()
+    assert "image-retrieval baseline" in md and "does not beat image retrieval" in md
+    with pytest.raises(DataError, match="retrieval"):
+        write_report(tmp_path / "b", stamps_ns=stamps, t_gt=t, q_gt=q, t_est=t, q_est=q,
+                     retrieval=(t[:3], q[:3]), plots_enabled=False)
+    ev = OnlineEvaluator()
+    for i in range(n):
+        ev.add_gt(int(stamps[i]), t[i], q[i])
+        ev.add_estimate(int(stamps[i]), t[i] + [0.1, 0, 0], q[i])
+        ev.add_retrieval(int(stamps[i]), t[i] + [0.3, 0, 0], q[i])
+    ev.write(tmp_path / "c", plots_enabled=False)
+    doc = json.loads((tmp_path / "c" / "report.json").read_text())
+    assert doc["retrieval"]["metrics"]["translation_m"]["median"] == pytest.approx(0.3)
+    assert doc["metrics"]["translation_m"]["median"] == pytest.approx(0.1)
+
+
+def test_auto_initial_weights_are_the_log_mean_pose_distances() -> None:
+    from mfapr_training.losses import initial_log_weights
+
+    t = torch.tensor([[1.0, 0, 0], [-1.0, 0, 0]])
+    q = torch.as_tensor(quat_from_yaw(np.radians([30.0, -30.0])), dtype=torch.float32)
+    sx, sq = initial_log_weights(t, q, "l1", "geodesic")
+    assert sx == pytest.approx(0.0, abs=1e-6)  # both 1 unit from the mean (0, 0, 0)
+    assert sq == pytest.approx(np.log(np.radians(30.0)), abs=1e-4)

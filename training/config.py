@@ -74,6 +74,7 @@ class LossConfig:
     sq: float = -3.0
     learn_weights: bool = True
     weights_lr: float | None = None  # lr of the learned sx/sq (own group, no weight decay); None = optim.lr
+    auto_init: bool = False  # start sx, sq at the log mean-pose distances of the training targets (not sx/sq)
     relative: bool = False
     relative_weight: float = 1.0
     relative_warmup_steps: int = 0  # the relative term's weight ramps 0 → 1 over these steps

@@ -113,22 +113,48 @@ class LearnedWeighting(nn.Module):
         return a + b
 
 
-def anchor_terms(out: dict[str, torch.Tensor], t_gt: torch.Tensor, norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+def anchor_terms(out: dict[str, torch.Tensor], t_gt: torch.Tensor, norm: str,
+                 radius_spacings: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row ``(offset distance, cross-entropy)`` of an anchor head (``layers.PoseHead`` with ``num_anchors``).
 
-    The offset of the anchor *nearest the target* is trained (whatever the classifier chose, so a wrong guess does
-    not drag that anchor's offset across the map), and the classifier against soft labels
+    Offsets: every anchor within ``radius_spacings`` anchor spacings of the target (at least the nearest) is
+    trained to point at it, whatever the classifier chose — exactly the anchors the head averages at inference
+    (``PoseHead.RADIUS_SPACINGS``), so each candidate in that average is a trained estimate, not an untrained offset
+    that pulls the position towards an anchor centre. Classifier: cross-entropy against soft labels
     ``∝ exp(−d²/2σ²)``, σ = half the anchor spacing: neighbouring anchors are nearly as right as the nearest one,
     which keeps the labels smooth along a track.
     """
     centres, cand, logits = out["anchor_centres"].float(), out["anchor_positions"].float(), out["anchor_logits"]
-    sigma = 0.5 * out["anchor_spacing"].float().clamp_min(1e-6)
+    spacing = out["anchor_spacing"].float().clamp_min(1e-6)
     d = torch.cdist(t_gt[None].float(), centres[None])[0]  # (B, K)
-    nearest = d.argmin(dim=1)
-    off = vector_distance(cand[torch.arange(len(t_gt), device=t_gt.device), nearest], t_gt.float(), norm)
-    soft = torch.softmax(-d.square() / (2 * sigma**2), dim=1)
+    near = d <= radius_spacings * spacing
+    near = near | (d == d.min(dim=1, keepdim=True).values)
+    per = vector_distance(cand, t_gt.float()[:, None, :].expand_as(cand), norm)  # (B, K)
+    w = near.float()
+    off = (per * w).sum(1) / w.sum(1)
+    soft = torch.softmax(-d.square() / (2 * (0.5 * spacing) ** 2), dim=1)
     ce = -(soft * torch.log_softmax(logits.float(), dim=1)).sum(1)
     return off, ce
+
+
+def initial_log_weights(t_norm: torch.Tensor, q: torch.Tensor, norm: str, rotation: str
+                        ) -> tuple[float, float]:
+    """``(sx, sq)`` at which learned weighting starts balanced: the log of the distances a constant prediction
+    (the mean pose) makes on the training targets, in the normalised frame (so they follow ``t_scale``).
+
+    Why: at the homoscedastic equilibrium ``e^s`` equals the mean distance of that term; MapNet's fixed start
+    (sx = 0, sq = −3) weighs one degree of yaw like ≈ 2.5 m at t_scale 12 m, and Adam moves s by ≈ lr per step, so a
+    start far from the equilibrium is never corrected within a CPU-scale run. Starting at the mean-pose distances
+    gives both terms the same weight relative to their own scale at step 0.
+    """
+    from mfapr_ros.geometry import mean_pose
+
+    tm, qm = mean_pose(t_norm.double().numpy(), q.double().numpy())
+    t0 = torch.as_tensor(tm, dtype=torch.float32).expand_as(t_norm)
+    q0 = torch.as_tensor(qm, dtype=torch.float32).expand_as(q)
+    d_t = vector_distance(t0, t_norm.float(), norm).mean().clamp_min(1e-6)
+    d_q = rotation_distance(q0, q.float(), norm, rotation).mean().clamp_min(1e-6)
+    return float(torch.log(d_t)), float(torch.log(d_q))
 
 
 def heteroscedastic_nll(d_t: torch.Tensor, d_q: torch.Tensor, log_var: torch.Tensor,

@@ -13,7 +13,7 @@ twice.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,8 @@ class OnlineEvaluator:
         self.t_err: list[float] = []
         self.r_err: list[float] = []
         self.drops: dict[str, int] = {}
-        self.received = {"estimates": 0, "gt": 0}
+        self.received = {"estimates": 0, "gt": 0, "retrieval": 0}
+        self._retrieval: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _drop(self, cause: str, n: int = 1) -> None:
         self.drops[cause] = self.drops.get(cause, 0) + n
@@ -77,6 +78,19 @@ class OnlineEvaluator:
             self._drop("estimate_invalid")
             return
         self._pending.append((s, t_arr, q_arr, float(latency_s)))
+
+    def add_retrieval(self, stamp_ns: int, t: Any, q: Any) -> None:
+        """The image-retrieval baseline's pose for the bundle at ``stamp_ns`` (the node's ``~/retrieval_pose``);
+        the report shows it beside the model for every scored stamp that has one."""
+        self.received["retrieval"] += 1
+        self._retrieval[int(stamp_ns)] = (np.asarray(t, dtype=np.float64), np.asarray(q, dtype=np.float64))
+
+    def retrieval_rows(self, stamps: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Retrieval poses for ``stamps`` when every one of them has one (a report row needs both), else None."""
+        if not self._retrieval or not len(stamps) or any(int(s) not in self._retrieval for s in stamps):
+            return None
+        rows = [self._retrieval[int(s)] for s in stamps]
+        return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
 
     def gt_trajectory(self) -> Trajectory | None:
         if self._gt_provider is not None:
@@ -156,8 +170,13 @@ class OnlineEvaluator:
         meta.setdefault("drops", dict(self.drops))
         meta.setdefault("received", dict(self.received))
         lat = np.asarray(self.latency, dtype=np.float64)[order] if n else np.zeros(0)
-        return write_report(out_dir, stamps_ns=np.asarray(self.stamps, dtype=np.int64)[order] if n else [],
+        stamps = np.asarray(self.stamps, dtype=np.int64)[order] if n else np.zeros(0, dtype=np.int64)
+        retrieval = self.retrieval_rows(stamps.tolist())
+        if retrieval is None and self._retrieval:
+            have = sum(int(s) in self._retrieval for s in stamps)
+            meta.setdefault("retrieval_coverage", f"{have} of {n} scored poses have a retrieval pose; not reported")
+        return write_report(out_dir, stamps_ns=stamps if n else [],
                             t_gt=arr(self.t_gt, 3), q_gt=arr(self.q_gt, 4), t_est=arr(self.t_est, 3),
                             q_est=arr(self.q_est, 4), baseline=baseline,
                             latency_s=lat if np.isfinite(lat).any() else None, meta=meta,
-                            plots_enabled=plots_enabled)
+                            plots_enabled=plots_enabled, retrieval=retrieval)
