@@ -57,6 +57,9 @@ PARAMS: dict[str, tuple[Any, str]] = {
     "gt_topic": ("/ground_truth/pose", "Ground-truth topic (ignored when gt_tf is set)."),
     "gt_type": ("auto", "auto | pose | pose_cov | odom."),
     "gt_tf": ("", "Ground truth from TF instead, as PARENT:CHILD (e.g. map:base_link); needs tf2_msgs."),
+    "retrieval_topic": ("/mfapr_localizer/retrieval_pose", "PoseStamped of the image-retrieval baseline (the "
+                        "node's ~/retrieval_pose, published when the checkpoint has a retrieval database); scored "
+                        "beside the model in the report; '' = off."),
     "out_dir": ("out/evaluator", "Report folder (report.json, report.md, PNGs)."),
     "duration": (0.0, "Stop after this many seconds (wall clock); 0 = until interrupted."),
     "expected_count": (0, "Stop once this many poses are scored; 0 = no limit."),
@@ -120,6 +123,9 @@ class EvaluatorNode(Node):
         else:
             self._pending_subs.append((p["gt_topic"], p["gt_type"], self._on_gt))
         self.subscribed: dict[str, str] = {}
+        if p["retrieval_topic"]:  # a known type: subscribed at once, harmless when nobody publishes it
+            self.create_subscription(POSE_TYPES[SHORT_TYPES["pose"]], str(p["retrieval_topic"]), self._on_retrieval,
+                                     QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
         self._try_subscribe()
         if self._pending_subs:
             self._sub_timer = self.create_timer(0.2, self._try_subscribe)
@@ -175,6 +181,10 @@ class EvaluatorNode(Node):
     def _on_pose(self, msg: Any) -> None:
         s, t, q = _msg_pose(msg)
         self.ev.add_estimate(s, t, q)
+
+    def _on_retrieval(self, msg: Any) -> None:
+        s, t, q = _msg_pose(msg)
+        self.ev.add_retrieval(s, t, q)
 
     def _on_gt(self, msg: Any) -> None:
         s, t, q = _msg_pose(msg)

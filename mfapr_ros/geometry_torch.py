@@ -152,10 +152,11 @@ def svd_orthogonalize(v: torch.Tensor) -> torch.Tensor:
     if m.dtype in (torch.float16, torch.bfloat16):
         m = m.float()
     u, _, vh = torch.linalg.svd(m)
-    d = torch.det(u @ vh)
+    # U·diag(1, 1, det(U Vᵀ))·Vᵀ written elementwise (a matmul would run in bf16 under autocast)
+    d = torch.det(u) * torch.det(vh)
     ones = torch.ones_like(d)
     s = torch.stack([ones, ones, d], dim=-1)
-    return (u * s[..., None, :]) @ vh
+    return ((u * s[..., None, :])[..., :, :, None] * vh[..., None, :, :]).sum(dim=-2)
 
 
 def chordal_distance(r: torch.Tensor, r_hat: torch.Tensor) -> torch.Tensor:

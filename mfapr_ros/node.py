@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -296,6 +297,7 @@ class LocalizeCore:
         self.pub_pose: Any = None
         self.pub_pose_cov: Any = None
         self.pub_path: Any = None
+        self.pub_retrieval: Any = None
         self.tf: TfOutput | None = None
         self.localizer: Any = None
         self.on_pose: list[Callable[[Any], None]] = []  # hooks (tests, benchmark): called after publishing
@@ -399,6 +401,10 @@ class LocalizeCore:
                                                      POSE_COV_QOS)
             self.path = PathBuffer(p.path_length, p.map_frame) if p.path_length > 0 else None
             self.pub_path = self._make_publisher(Path, "~/path", POSE_QOS) if self.path else None
+            # the image-retrieval prior (nearest training bundle, evaluation/retrieval.py) when the checkpoint has
+            # its database: what evaluator_node scores beside the model, and a sanity check for a user in RViz
+            self.pub_retrieval = (self._make_publisher(PoseStamped, "~/retrieval_pose", POSE_QOS)
+                                  if getattr(self.localizer, "retrieval", None) is not None else None)
             self.tf = TfOutput(self, p, self.base_frame)
 
             # inference worker (started before the subscriptions so no bundle arrives without a consumer)
@@ -467,7 +473,7 @@ class LocalizeCore:
         if self._active:
             self._deactivate()
         self._shutdown_worker()
-        for name in ("pub_pose", "pub_pose_cov", "pub_path"):
+        for name in ("pub_pose", "pub_pose_cov", "pub_path", "pub_retrieval"):
             pub = getattr(self, name)
             if pub is not None:
                 self._drop_publisher(pub)
@@ -540,8 +546,14 @@ class LocalizeCore:
         # every message is built before anything is published: all outputs carry a pose, or none does
         ps = rig_pose_to_pose_stamped(pose, self.params.map_frame)
         pwc = rig_pose_to_pose_with_covariance(pose, self.params.map_frame)
+        ret = None
+        if self.pub_retrieval is not None and "retrieval_t" in pose.extras:
+            ret = rig_pose_to_pose_stamped(SimpleNamespace(stamp_ns=pose.stamp_ns, t=pose.extras["retrieval_t"],
+                                                           q=pose.extras["retrieval_q"]), self.params.map_frame)
         self.pub_pose.publish(ps)
         self.pub_pose_cov.publish(pwc)
+        if ret is not None and self.pub_retrieval is not None:
+            self.pub_retrieval.publish(ret)
         if self.path is not None and self.pub_path is not None:
             self.pub_path.publish(self.path.append(ps))
         self.tf.publish(int(pose.stamp_ns), pose.t, pose.q)

@@ -332,7 +332,8 @@ def test_real_trunks_build_and_run(arch):
 def test_presets_resolve():
     for name in PRESETS:
         cfg = resolve_config(PRESETS[name])
-        assert cfg["fusion"]["position"] == "input" or name.startswith("mapnet_")
+        # the demo model is late fusion at fc-0 (per-camera CNN, embeddings concatenated in slot order)
+        assert cfg["fusion"]["position"] == "input" or name.startswith("mapnet_") or name == "demo"
     assert PRESETS["tiny"]["fusion"]["mode"] == "tokens" and PRESETS["tiny_tile"]["fusion"]["mode"] == "tile"
 
 

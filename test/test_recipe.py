@@ -92,8 +92,10 @@ def test_farthest_point_anchors_cover_the_trajectory() -> None:
     nearest = np.linalg.norm(t[:, None] - a[None], axis=-1).min(1)
     assert nearest.max() <= spacing * 1.01
     assert 0.8 < spacing < 1.3
-    with pytest.raises(DataError, match="num_anchors"):
-        farthest_point_anchors(t[:10], 11)
+    few, _ = farthest_point_anchors(t[:10], 12)  # fewer poses than anchors: every pose is one, repeated
+    assert few.shape == (12, 3) and len(np.unique(few, axis=0)) == 10
+    with pytest.raises(DataError, match="training positions"):
+        farthest_point_anchors(np.zeros((0, 3)), 4)
 
 
 def test_anchor_head_positions_follow_the_classifier() -> None:

@@ -7,9 +7,13 @@ deterministic function of the data.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from mfapr_ros.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 def farthest_point_anchors(t: np.ndarray, k: int) -> tuple[np.ndarray, float]:
@@ -18,8 +22,13 @@ def farthest_point_anchors(t: np.ndarray, k: int) -> tuple[np.ndarray, float]:
     if t.ndim != 2 or t.shape[1] != 3 or len(t) == 0:
         raise DataError(f"anchors: need training positions (N, 3), got shape {t.shape}")
     if k > len(t):
-        raise DataError(f"model.num_anchors is {k} but the training split has only {len(t)} poses; lower "
-                        "model.num_anchors")
+        # a tiny training split (a smoke test, a CI run): every pose is an anchor, repeated to fill the head's K
+        # outputs — duplicates are harmless (they get the same soft labels), an error would make the shipped
+        # configs unusable on small data
+        log.warning("model.num_anchors is %d but the training split has only %d poses: every pose is an anchor "
+                    "(repeated); lower model.num_anchors for this dataset", k, len(t))
+        a = t[np.arange(k) % len(t)]
+        return a, _spacing(t) if len(t) > 1 else 1.0
     sel = [0]
     d = np.linalg.norm(t - t[0], axis=1)
     for _ in range(k - 1):
@@ -27,8 +36,14 @@ def farthest_point_anchors(t: np.ndarray, k: int) -> tuple[np.ndarray, float]:
         sel.append(i)
         d = np.minimum(d, np.linalg.norm(t - t[i], axis=1))
     a = t[sel]
-    if k == 1:
-        return a, 1.0
+    return a, (_spacing(a) if k > 1 else 1.0)
+
+
+def _spacing(a: np.ndarray) -> float:
+    """Median nearest-neighbour distance between distinct points (metres, at least 1 mm)."""
+    a = np.unique(a, axis=0)
+    if len(a) < 2:
+        return 1.0
     dist = np.linalg.norm(a[:, None] - a[None], axis=-1)
     np.fill_diagonal(dist, np.inf)
-    return a, float(max(np.median(dist.min(axis=1)), 1e-3))
+    return float(max(np.median(dist.min(axis=1)), 1e-3))

@@ -35,9 +35,10 @@ def _full(raw: torch.Tensor) -> torch.Tensor:
 
 def raw_to_matrix(raw: torch.Tensor, rotation: str) -> torch.Tensor:
     """Head output ``(…, RAW_DIMS[rotation])`` → rotation matrix ``(…, 3, 3)``, in full precision even under
-    autocast (a bf16 rotation matrix is not orthogonal to 1e-2)."""
-    with torch.autocast(device_type=raw.device.type, enabled=False):
-        return _raw_to_matrix(_full(raw), rotation)
+    autocast (a bf16 rotation matrix is not orthogonal to 1e-2): the input is cast up and every op on the way is
+    elementwise or an SVD, none of which autocast lowers (no autocast context: it does not survive torch.export
+    serialisation)."""
+    return _raw_to_matrix(_full(raw), rotation)
 
 
 def _raw_to_matrix(raw: torch.Tensor, rotation: str) -> torch.Tensor:
@@ -51,8 +52,7 @@ def _raw_to_matrix(raw: torch.Tensor, rotation: str) -> torch.Tensor:
 
 def raw_to_quat(raw: torch.Tensor, rotation: str) -> torch.Tensor:
     """Head output → unit quaternion ``(w, x, y, z)`` with ``w ≥ 0`` (full precision, as :func:`raw_to_matrix`)."""
-    with torch.autocast(device_type=raw.device.type, enabled=False):
-        return _raw_to_quat(_full(raw), rotation)
+    return _raw_to_quat(_full(raw), rotation)
 
 
 def _raw_to_quat(raw: torch.Tensor, rotation: str) -> torch.Tensor:
