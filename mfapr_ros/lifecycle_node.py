@@ -31,7 +31,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 
 from .errors import MfaprError
-from .node import NODE_NAME, LocalizeCore, describe_failure, spin_until_shutdown
+from .node import NODE_NAME, STOP, LocalizeCore, describe_failure, init_ros, spin_until_shutdown
 from .node_params import PARAM_SPECS, TOPIC_PREFIX, TRANSPORT_PREFIX, NodeParams
 
 AUTOSTART = "autostart"
@@ -134,10 +134,14 @@ class LocalizeLifecycleNode(LocalizeCore, LifecycleNode):
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``localize_lifecycle_node``: 0 on a clean shutdown, 2 when it cannot start (bad parameter type,
     or ``autostart`` and configure failed)."""
-    rclpy.init(args=args)
+    init_ros(args)  # our own SIGINT/SIGTERM flag: a Ctrl-C during start-up is not lost (see node.init_ros)
     try:
         node = LocalizeLifecycleNode()
-    except Exception as e:  # noqa: BLE001 - any construction failure: a clear line and status 2, no traceback
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - any construction failure: one line, status 2
+        if STOP["signal"] is not None:
+            print(f"localize_lifecycle_node: {STOP['signal']} during start-up: stopped", file=sys.stderr)
+            rclpy.try_shutdown()
+            return 0
         print(f"localize_lifecycle_node: refusing to start: {describe_failure(e)}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2

@@ -33,3 +33,9 @@ def test_tiny_demo_end_to_end(tmp_path, ros_env):
     base_med = offline["baseline"]["metrics"]["translation_m"]["median"]
     assert model_med < base_med, (model_med, base_med)
     assert "Live over DDS" in proc.stdout
+    # both reports show the image-retrieval baseline: offline from the Localizer's prior, live from the node's
+    # ~/retrieval_pose scored by evaluator_node
+    assert (out / "train" / "best.retrieval.safetensors").exists()
+    for doc in (offline, live):
+        assert doc["retrieval"] is not None and doc["retrieval"]["metrics"]["count"] == doc["metrics"]["count"]
+    assert "image-retrieval basel." in proc.stdout

@@ -107,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     rig = ckpt.rig
     pre = PreprocessConfig.from_dict(ckpt.preprocess)
     fmt = detect_format(args.data) if args.format == "auto" else args.format
-    data = load_split(fmt, args.data, args.split, rig=rig, cameras=rig.camera_names, gt_topic=args.gt_topic)
+    # bundle the way the model was trained: the checkpoint's data.sync (empty = the node's defaults)
+    sync = ((ckpt.meta.get("provenance") or {}).get("training_config") or {}).get("data", {}).get("sync") or {}
+    data = load_split(fmt, args.data, args.split, rig=rig, cameras=rig.camera_names, gt_topic=args.gt_topic,
+                      sync=sync)
     with_pose = [r for r in data.records if r.has_pose]
     skipped = len(data.records) - len(with_pose)
     if skipped:

@@ -84,6 +84,7 @@ class LossSettings:
     sq: float = -3.0
     learn_weights: bool = True
     weights_lr: float | None = None
+    auto_init: bool = False  # start sx, sq at initial_log_weights (applied once by mfapr train)
     relative: bool = False
     relative_weight: float = 1.0
     relative_warmup_steps: int = 0

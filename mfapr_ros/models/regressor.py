@@ -15,7 +15,7 @@ from .. import geometry_torch as gt
 from ..errors import DataError
 from .fusion import FusedNet
 from .layers import mask_images, robust_fuse
-from .rotation import quat_to_raw, raw_to_matrix, raw_to_quat
+from .rotation import quat_to_raw, raw_to_rotation
 
 
 def _tracing() -> bool:
@@ -96,16 +96,16 @@ class PoseRegressor(nn.Module):
             raw = self.net(images, mask)
             out = dict(raw)
             out["t"] = raw["t_norm"].double() * self.t_scale.double() + self.t_mean
-            out["q"] = raw_to_quat(raw["q_raw"], self.rotation_repr)
-            out["R"] = raw_to_matrix(raw["q_raw"], self.rotation_repr)  # what the chordal/geodesic losses compare
+            # R is what the chordal/geodesic losses compare
+            out["q"], out["R"] = raw_to_rotation(raw["q_raw"], self.rotation_repr)
             return out
         B, T = images.shape[:2]
         x = mask_images(images, mask).reshape(B * T, 1, *images.shape[2:])
         raw = self.net(x, torch.ones(B * T, 1, dtype=torch.bool, device=images.device))
         pc_t_norm = raw["t_norm"].reshape(B, T, 3)
         pc_t = pc_t_norm.double() * self.t_scale.double() + self.t_mean
-        pc_q = raw_to_quat(raw["q_raw"], self.rotation_repr).reshape(B, T, 4)
-        pc_r = raw_to_matrix(raw["q_raw"], self.rotation_repr).reshape(B, T, 3, 3)
+        pc_q, pc_r = raw_to_rotation(raw["q_raw"], self.rotation_repr)
+        pc_q, pc_r = pc_q.reshape(B, T, 4), pc_r.reshape(B, T, 3, 3)
         ti, qi = gt.pose_inverse(self.ext_t, self.ext_q)  # T_cam_rig
         rt, rq = gt.pose_compose(pc_t, pc_q.double(), ti.double().expand(B, T, 3), qi.double().expand(B, T, 4))
         t, q, w = robust_fuse(rt, rq, mask, t_sigma=0.2 * float(self.config["pose_normalization"]["t_scale"]))

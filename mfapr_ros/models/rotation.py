@@ -63,6 +63,17 @@ def _raw_to_quat(raw: torch.Tensor, rotation: str) -> torch.Tensor:
     return gt.matrix_to_quat(_raw_to_matrix(raw, rotation))
 
 
+def raw_to_rotation(raw: torch.Tensor, rotation: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(quaternion, matrix)`` of a head output, each computed once (the continuous forms go through the matrix,
+    the quaternion forms through the quaternion)."""
+    raw = _full(raw)
+    if rotation in CONTINUOUS:
+        r = _raw_to_matrix(raw, rotation)
+        return gt.matrix_to_quat(r), r
+    q = _raw_to_quat(raw, rotation)
+    return q, gt.quat_to_matrix(q)
+
+
 def quat_to_raw(q: torch.Tensor, rotation: str) -> torch.Tensor:
     """Unit quaternion → the raw form of ``rotation`` (``raw_to_quat(quat_to_raw(q)) == q``)."""
     if rotation == "logq":
