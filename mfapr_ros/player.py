@@ -225,20 +225,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `mfapr play`."""
-    args = build_parser().parse_args(argv)
-    from .ros_env import apply_localhost_env
-
-    apply_localhost_env(args.domain_id)  # DDS never leaves this machine
-    import rclpy
-
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    ctx = rclpy.context.Context()
-    rclpy.init(context=ctx, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
-
+    # both signals installed first thing, before the slow rclpy import: a process started with SIGINT ignored (a
+    # background job of a non-interactive shell) inherits SIG_IGN, Python then never raises KeyboardInterrupt, and
+    # a SIGINT from a supervisor was lost — play ran on until killed
     def on_term(signum: int, frame: Any) -> None:
         raise _StopPlaybackError()
 
     old = signal.signal(signal.SIGTERM, on_term)
+    old_int = signal.signal(signal.SIGINT, on_term)
+    args = build_parser().parse_args(argv)
+    from .ros_env import apply_localhost_env
+
+    apply_localhost_env(args.domain_id)  # DDS never leaves this machine
+    try:
+        import rclpy
+
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+        ctx = rclpy.context.Context()
+        rclpy.init(context=ctx, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    except _StopPlaybackError:  # a stop request during start-up: nothing was published
+        signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
+        print("mfapr play: interrupted during start-up: 0 messages", file=sys.stderr)
+        return 0
+
     try:
         stats = play(args.bag, rate=args.rate, clock=args.clock, clock_hz=args.clock_hz, loop=args.loop,
                      topics=args.topics, start_s=args.start, end_s=args.end, image_qos=args.image_qos,
@@ -246,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                      context=ctx)
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
         if ctx.ok():
             rclpy.shutdown(context=ctx)
     if not args.quiet:
