@@ -144,13 +144,12 @@ def replay_live(out: Path, ckpt: Path, bag: Path, env: dict[str, str]) -> Path:
     return report / "report.json"
 
 
-def summarise(report_json: Path, title: str, retrieval: dict | None = None) -> dict:
-    """Print one report against both baselines. ``retrieval``: the offline report's retrieval section, shown for
-    the live report too (its bundles are the same query bag's; evaluator_node only sees poses, not images)."""
+def summarise(report_json: Path, title: str) -> dict:
+    """Print one report against both baselines (mean training pose, image retrieval)."""
     doc = json.loads(report_json.read_text())
     m = doc["metrics"]
     b = (doc.get("baseline") or {}).get("metrics") or {}
-    r = (doc.get("retrieval") or retrieval or {}).get("metrics") or {}
+    r = (doc.get("retrieval") or {}).get("metrics") or {}
 
     def errs(mm: dict) -> str:
         t, q = mm["translation_m"], mm["rotation_deg"]
@@ -201,9 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = _step("4/4 live replay over DDS: mfapr play → localize_node → evaluator_node")
         live = replay_live(out, ckpt, bag, env)
         _done(t0)
-    off = summarise(offline, "Offline (eval-bag)")
+    summarise(offline, "Offline (eval-bag)")
     if live is not None:
-        summarise(live, "Live over DDS (evaluator_node)", off.get("retrieval"))
+        summarise(live, "Live over DDS (evaluator_node)")
     print(f"\nCheckpoint: {ckpt}\nReports and PNGs: {out}  (total {time.perf_counter() - t_all:.0f} s)")
     return 0
 

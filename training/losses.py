@@ -27,6 +27,7 @@ from mfapr_ros.geometry_torch import (
     quat_normalize,
     quat_to_matrix,
 )
+from mfapr_ros.models.layers import PoseHead
 
 NORMS = ("l1", "l2")
 #: rotation distances: on quaternions (PoseNet), log-quaternions (MapNet), or rotation matrices (chordal ‖R − R̂‖_F,
@@ -115,13 +116,13 @@ class LearnedWeighting(nn.Module):
 
 
 def anchor_terms(out: dict[str, torch.Tensor], t_gt: torch.Tensor, norm: str,
-                 radius_spacings: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:
+                 radius_spacings: float = PoseHead.RADIUS_SPACINGS) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row ``(offset distance, cross-entropy)`` of an anchor head (``layers.PoseHead`` with ``num_anchors``).
 
     Offsets: every anchor within ``radius_spacings`` anchor spacings of the target (at least the nearest) is
     trained to point at it, whatever the classifier chose — exactly the anchors the head averages at inference
-    (``PoseHead.RADIUS_SPACINGS``), so each candidate in that average is a trained estimate, not an untrained offset
-    that pulls the position towards an anchor centre. Classifier: cross-entropy against soft labels
+    (the same ``PoseHead.RADIUS_SPACINGS``), so each candidate in that average is a trained estimate, not an
+    untrained offset that pulls the position towards an anchor centre. Classifier: cross-entropy against soft labels
     ``∝ exp(−d²/2σ²)``, σ = half the anchor spacing: neighbouring anchors are nearly as right as the nearest one,
     which keeps the labels smooth along a track.
     """

@@ -124,7 +124,7 @@ class RetrievalDatabase:
 def database_path(checkpoint: str | Path) -> Path:
     """``run/best.json`` → ``run/best.retrieval.safetensors``."""
     p = Path(checkpoint)
-    return p.with_name(p.name[:-len(p.suffix)] + SUFFIX if p.suffix else p.name + SUFFIX)
+    return p.with_name(p.stem + SUFFIX)
 
 
 def load_for_checkpoint(checkpoint: str | Path) -> RetrievalDatabase | None:

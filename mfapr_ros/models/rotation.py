@@ -29,49 +29,31 @@ def identity_raw(rotation: str) -> list[float]:
             "9d_svd": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]}[rotation]
 
 
-def _full(raw: torch.Tensor) -> torch.Tensor:
-    return raw.float() if raw.dtype in (torch.float16, torch.bfloat16) else raw
+def raw_to_rotation(raw: torch.Tensor, rotation: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Head output ``(…, RAW_DIMS[rotation])`` → ``(unit quaternion (w, x, y, z) with w ≥ 0, rotation matrix)``,
+    each computed once: the continuous forms go through the matrix, the quaternion forms through the quaternion.
 
-
-def raw_to_matrix(raw: torch.Tensor, rotation: str) -> torch.Tensor:
-    """Head output ``(…, RAW_DIMS[rotation])`` → rotation matrix ``(…, 3, 3)``, in full precision even under
-    autocast (a bf16 rotation matrix is not orthogonal to 1e-2): the input is cast up and every op on the way is
-    elementwise or an SVD, none of which autocast lowers (no autocast context: it does not survive torch.export
-    serialisation)."""
-    return _raw_to_matrix(_full(raw), rotation)
-
-
-def _raw_to_matrix(raw: torch.Tensor, rotation: str) -> torch.Tensor:
-    if rotation == "6d":
-        # the two columns are stored interleaved as [c1; c2] = raw[:3], raw[3:]
-        return gt.gram_schmidt_6d(raw)
-    if rotation == "9d_svd":
-        return gt.svd_orthogonalize(raw)
-    return gt.quat_to_matrix(_raw_to_quat(raw, rotation))
+    Full precision even under autocast (a bf16 rotation matrix is not orthogonal to 1e-2): the input is cast up and
+    every op on the way is elementwise or an SVD, none of which autocast lowers (no autocast context: it does not
+    survive torch.export serialisation).
+    """
+    if raw.dtype in (torch.float16, torch.bfloat16):
+        raw = raw.float()
+    if rotation in CONTINUOUS:
+        r = gt.gram_schmidt_6d(raw) if rotation == "6d" else gt.svd_orthogonalize(raw)
+        return gt.matrix_to_quat(r), r
+    q = gt.quat_normalize(gt.quat_exp(raw) if rotation == "logq" else raw)
+    return q, gt.quat_to_matrix(q)
 
 
 def raw_to_quat(raw: torch.Tensor, rotation: str) -> torch.Tensor:
-    """Head output → unit quaternion ``(w, x, y, z)`` with ``w ≥ 0`` (full precision, as :func:`raw_to_matrix`)."""
-    return _raw_to_quat(_full(raw), rotation)
+    """The quaternion of :func:`raw_to_rotation`."""
+    return raw_to_rotation(raw, rotation)[0]
 
 
-def _raw_to_quat(raw: torch.Tensor, rotation: str) -> torch.Tensor:
-    if rotation == "logq":
-        return gt.quat_normalize(gt.quat_exp(raw))
-    if rotation == "quat":
-        return gt.quat_normalize(raw)
-    return gt.matrix_to_quat(_raw_to_matrix(raw, rotation))
-
-
-def raw_to_rotation(raw: torch.Tensor, rotation: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(quaternion, matrix)`` of a head output, each computed once (the continuous forms go through the matrix,
-    the quaternion forms through the quaternion)."""
-    raw = _full(raw)
-    if rotation in CONTINUOUS:
-        r = _raw_to_matrix(raw, rotation)
-        return gt.matrix_to_quat(r), r
-    q = _raw_to_quat(raw, rotation)
-    return q, gt.quat_to_matrix(q)
+def raw_to_matrix(raw: torch.Tensor, rotation: str) -> torch.Tensor:
+    """The rotation matrix of :func:`raw_to_rotation`."""
+    return raw_to_rotation(raw, rotation)[1]
 
 
 def quat_to_raw(q: torch.Tensor, rotation: str) -> torch.Tensor:
