@@ -45,9 +45,9 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            "localize_node = mfapr_ros.node:main",
-            "localize_lifecycle_node = mfapr_ros.lifecycle_node:main",
-            "evaluator_node = mfapr_ros.evaluator_node:main",
+            "localize_node = mfapr_ros.ros.localize_node:main",
+            "localize_lifecycle_node = mfapr_ros.ros.lifecycle_node:main",
+            "evaluator_node = mfapr_ros.ros.evaluator_node:main",
             "mfapr = mfapr_ros.cli:main",
         ],
     },

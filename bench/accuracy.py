@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--world", help="an existing `mfapr synth` folder (default: generate the demo world)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="training config override")
     args = p.parse_args(argv)
-    from mfapr_ros.ros_env import localhost_env
+    from mfapr_ros.ros.env import localhost_env
 
     os.environ.update(localhost_env())
     out = Path(args.out).resolve()

@@ -2,7 +2,7 @@
 
 Compares, in one run on the same files and thread budget (default 2 threads, the target machine):
   pil        plain PIL baseline: Image.open → RGB → resize (bilinear) → centre crop → tensor → normalise
-  project    the project's path: mfapr_ros.images.decode_compressed (torchvision.io) → preprocess.resize_crop
+  project    the project's path: mfapr_ros.core.images.decode_compressed (torchvision.io) → preprocess.resize_crop
              (the one preprocessing) → photometric.color_jitter → preprocess.normalize
   cached     BundleDataset's second epoch: resized uint8 images from the in-memory cache → jitter → normalise
 Prints one line per pipeline and the ratios vs the PIL baseline.
@@ -58,9 +58,16 @@ def main() -> None:
     from mfapr_training.datasets.photometric import PhotometricConfig, color_jitter
     from mfapr_training.datasets.records import BundleRecord, ImageRef
 
-    from mfapr_ros.images import decode_compressed
-    from mfapr_ros.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig, normalize, resize_crop, to_float_chw
-    from mfapr_ros.rig import ring_rig
+    from mfapr_ros.core.images import decode_compressed
+    from mfapr_ros.core.preprocess import (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        PreprocessConfig,
+        normalize,
+        resize_crop,
+        to_float_chw,
+    )
+    from mfapr_ros.core.rig import ring_rig
 
     cfg = PreprocessConfig(resize=a.size, crop=a.size)
     pcfg = PhotometricConfig()

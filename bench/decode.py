@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from mfapr_ros.images import decode_compressed, decode_raw
+from mfapr_ros.core.images import decode_compressed, decode_raw
 
 
 def scene(size: int, seed: int = 0) -> np.ndarray:

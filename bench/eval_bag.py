@@ -32,13 +32,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from mfapr_ros.checkpoint import save_checkpoint
-    from mfapr_ros.eval_bag import evaluate_bag
-    from mfapr_ros.evaluation.synthbag import SynthBagSpec, write_synth_bag
-    from mfapr_ros.localizer import Localizer
+    from mfapr_ros.bag.synth import SynthBagSpec, write_synth_bag
+    from mfapr_ros.core.checkpoint import save_checkpoint
+    from mfapr_ros.core.localizer import Localizer
+    from mfapr_ros.core.preprocess import PreprocessConfig
+    from mfapr_ros.core.rig import ring_rig
+    from mfapr_ros.evaluation.eval_bag import evaluate_bag
     from mfapr_ros.models import build_model, model_meta, preset
-    from mfapr_ros.preprocess import PreprocessConfig
-    from mfapr_ros.rig import ring_rig
 
     rig = ring_rig(4)
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,7 +14,7 @@ Sections (issue 13), each a list of rows in the JSON and in the table:
   followed by ``torch.cuda.synchronize()`` (what a caller waits for, launch overhead included). Compiled rows run
   last, inside a compile budget and the suite's deadline, so a slow compiler cannot push the run past 6 minutes;
   rows that do not fit (or do not apply: fp16 on the CPU, bf16 without support) are kept with the reason.
-* ``localizer``: :class:`mfapr_ros.localizer.Localizer` end to end per bundle (JPEG decode + preprocess + model +
+* ``localizer``: :class:`mfapr_ros.core.localizer.Localizer` end to end per bundle (JPEG decode + preprocess + model +
   de-normalisation) at T = 4 and 10, JPEG decoded on the device (nvjpeg, ``decode_compressed(device=cuda)``) vs on
   the CPU, fp32 and half precision.
 * ``node``: ``localize_node`` over loopback DDS with 10 compressed cameras paced at 30 Hz, through
@@ -61,7 +61,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mfapr_ros.ros_env import apply_localhost_env, localhost_env  # noqa: E402
+from mfapr_ros.ros.env import apply_localhost_env, localhost_env  # noqa: E402
 
 apply_localhost_env()  # before any rclpy import: DDS stays on this machine, our own domain id
 
@@ -218,7 +218,7 @@ def _time_ms(ctx: Ctx, fn: Callable[[], Any], iters: int, warmup: int) -> list[f
 def _autocast(ctx: Ctx, dtype: str) -> contextlib.AbstractContextManager[Any]:
     import torch
 
-    from mfapr_ros.localizer import PRECISIONS
+    from mfapr_ros.core.localizer import PRECISIONS
 
     if dtype == "fp32":
         return contextlib.nullcontext()
@@ -407,8 +407,8 @@ def section_localizer(ctx: Ctx) -> dict[str, Any]:
     """Localizer.infer per bundle with JPEG decode on the CPU and on the device (nvjpeg)."""
     import torch
 
-    from mfapr_ros.images import decode_compressed
-    from mfapr_ros.localizer import Localizer
+    from mfapr_ros.core.images import decode_compressed
+    from mfapr_ros.core.localizer import Localizer
 
     bench_node, bench_decode = _load_bench("node"), _load_bench("decode")
     sc = ctx.scale
@@ -481,7 +481,7 @@ def _node_params(extra: dict[str, Any], seen: list[Any]) -> Iterator[None]:
     ``decode_on_device`` / ``precision`` / ``strict_device``), and keep the node so its devices can be checked."""
     from rclpy.parameter import Parameter
 
-    import mfapr_ros.node as node_mod
+    import mfapr_ros.ros.localize_node as node_mod
 
     base = node_mod.LocalizeNode
 
@@ -554,7 +554,7 @@ def _train_proxy(ctx: Ctx, amp: str | None) -> dict[str, Any]:
     """Forward + backward + AdamW of the demo model on a synthetic batch under the same AMP: the data-free rate."""
     import torch
 
-    from mfapr_ros.localizer import PRECISIONS
+    from mfapr_ros.core.localizer import PRECISIONS
     from mfapr_ros.models import build_model, preset
 
     sc = ctx.scale
@@ -631,9 +631,9 @@ def section_train(ctx: Ctx) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- eval-bag
 def section_eval_bag(ctx: Ctx) -> dict[str, Any]:
     """evaluate_bag on the trained model's query bag, GPU and CPU in the same run (one warm-up pass each)."""
-    from mfapr_ros.eval_bag import evaluate_bag
+    from mfapr_ros.core.localizer import Localizer
     from mfapr_ros.evaluation import compute_metrics
-    from mfapr_ros.localizer import Localizer
+    from mfapr_ros.evaluation.eval_bag import evaluate_bag
 
     ck, bag = ctx.shared["train_ckpt"], ctx.shared["query_bag"]
     rows: list[dict[str, Any]] = []

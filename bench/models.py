@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
+from mfapr_ros.core.rig import ring_rig
 from mfapr_ros.models import build_model, extrinsics_from_rig, preset
-from mfapr_ros.rig import ring_rig
 
 #: the default rows: each backbone at every fusion position (one representative setting per position)
 ROWS: list[tuple[str, dict[str, Any]]] = [

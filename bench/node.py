@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mfapr_ros.ros_env import apply_localhost_env
+from mfapr_ros.ros.env import apply_localhost_env
 
 apply_localhost_env()
 
@@ -37,10 +37,10 @@ apply_localhost_env()
 def make_checkpoint(folder: Path, num_cameras: int, size: int, preset_name: str) -> Path:
     import torch
 
-    from mfapr_ros.checkpoint import save_checkpoint
+    from mfapr_ros.core.checkpoint import save_checkpoint
+    from mfapr_ros.core.preprocess import PreprocessConfig
+    from mfapr_ros.core.rig import ring_rig
     from mfapr_ros.models import build_model, model_meta, preset
-    from mfapr_ros.preprocess import PreprocessConfig
-    from mfapr_ros.rig import ring_rig
 
     torch.manual_seed(0)
     model = build_model(preset(preset_name, num_cameras=num_cameras, image_size=size))
@@ -64,8 +64,8 @@ def run(num_cameras: int, size: int, transport: str, seconds: float, device: str
     from sensor_msgs.msg import CompressedImage, Image
     from torchvision.io import encode_jpeg
 
-    from mfapr_ros import ros_convert as rc
-    from mfapr_ros.node import LocalizeNode, make_executor
+    from mfapr_ros.ros import convert as rc
+    from mfapr_ros.ros.localize_node import LocalizeNode, make_executor
 
     tmp = Path(tempfile.mkdtemp(prefix="mfapr_bench_node_"))
     ckpt = make_checkpoint(tmp, num_cameras, size, preset_name)

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mfapr_ros.sync import ApproximateTimeSynchronizer
+from mfapr_ros.core.sync import ApproximateTimeSynchronizer
 
 PERIOD_NS = 33_333_333
 US_TARGET = 15.0

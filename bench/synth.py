@@ -24,8 +24,8 @@ from mfapr_training.synth.render import render
 from mfapr_training.synth.tracks import plan_tracks
 from mfapr_training.synth.world import build_world, make_lighting
 
-from mfapr_ros.geometry import pose_compose
-from mfapr_ros.rig import load_rig
+from mfapr_ros.core.geometry import pose_compose
+from mfapr_ros.core.rig import load_rig
 
 
 def _poses(n_frames: int) -> tuple[np.ndarray, np.ndarray, object, object]:

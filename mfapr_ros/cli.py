@@ -11,15 +11,16 @@ import importlib
 import sys
 
 from . import __version__
-from .errors import MfaprError
+from .core.errors import MfaprError
 
 #: name → (module, one-line help). Modules are imported only when their subcommand runs.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("mfapr_training.synth.cli", "generate a synthetic multi-camera world (kapture + rosbag2)"),
     "train": ("mfapr_training.train", "train a pose regressor from a YAML config"),
     "evaluate": ("mfapr_training.evaluate", "evaluate a checkpoint on a dataset; JSON + Markdown + PNG report"),
-    "eval-bag": ("mfapr_ros.eval_bag", "evaluate a checkpoint on a rosbag2 (sqlite3/MCAP) against ground truth"),
-    "play": ("mfapr_ros.player", "publish a rosbag2 over DDS at recorded rate with /clock (no ros2 bag needed)"),
+    "eval-bag": ("mfapr_ros.evaluation.eval_bag",
+                 "evaluate a checkpoint on a rosbag2 (sqlite3/MCAP) against ground truth"),
+    "play": ("mfapr_ros.ros.player", "publish a rosbag2 over DDS at recorded rate with /clock (no ros2 bag needed)"),
     "demo": ("mfapr_training.demo", "the end-to-end demo: synth → train → replay over DDS → report"),
     "export": ("mfapr_ros.models.export", "export a checkpoint for deployment (torch.export / ONNX)"),
 }

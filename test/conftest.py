@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from mfapr_ros.ros_env import apply_localhost_env, localhost_env
+from mfapr_ros.ros.env import apply_localhost_env, localhost_env
 
 DOMAIN_ID = apply_localhost_env(domain_id=int(os.environ.get("MFAPR_TEST_DOMAIN_ID", "0")) or None)
 

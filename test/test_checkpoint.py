@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from mfapr_ros.checkpoint import checkpoint_paths, load_checkpoint, read_checkpoint_meta, save_checkpoint
-from mfapr_ros.errors import CheckpointError
-from mfapr_ros.preprocess import PreprocessConfig
-from mfapr_ros.rig import ring_rig
+from mfapr_ros.core.checkpoint import checkpoint_paths, load_checkpoint, read_checkpoint_meta, save_checkpoint
+from mfapr_ros.core.errors import CheckpointError
+from mfapr_ros.core.preprocess import PreprocessConfig
+from mfapr_ros.core.rig import ring_rig
 
 
 def _meta():

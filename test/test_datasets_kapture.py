@@ -22,9 +22,9 @@ from mfapr_training.datasets.kapture_reader import (
 from mfapr_training.datasets.records import Drops
 from PIL import Image
 
-from mfapr_ros.errors import DataError
-from mfapr_ros.geometry import pose_compose, pose_inverse, quat_from_yaw, rotation_error_deg
-from mfapr_ros.rig import ring_rig
+from mfapr_ros.core.errors import DataError
+from mfapr_ros.core.geometry import pose_compose, pose_inverse, quat_from_yaw, rotation_error_deg
+from mfapr_ros.core.rig import ring_rig
 
 RIG_ID = "m1x"
 N_FRAMES = 8
@@ -212,7 +212,7 @@ def test_bad_data_is_counted_or_raised(kroot: Path, tmp_path: Path, caplog: pyte
                                            "stream_timeout_periods": 0})
     r2 = next(r for r in part.records if r.stamp_ns == (T0_US + 2 * PERIOD_US) * 1000)
     # (which other streams the synchronizer also counts as silent at that instant depends on arrival order near
-    # the timeout — documented in mfapr_ros.sync — so only the missing camera's slot is asserted)
+    # the timeout — documented in mfapr_ros.core.sync — so only the missing camera's slot is asserted)
     assert not r2.mask[1] and r2.images[1] is None and r2.mask.sum() >= 4 and r2.mask[0]
     # an empty split is an error naming the file
     (sensors / "records_camera.txt").write_text("# timestamp, device_id, image_path\n")

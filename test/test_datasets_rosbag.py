@@ -14,9 +14,9 @@ from PIL import Image
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from mfapr_ros.errors import DataError
-from mfapr_ros.geometry import quat_from_yaw, quat_wxyz_to_xyzw, rotation_error_deg
-from mfapr_ros.rig import ring_rig
+from mfapr_ros.core.errors import DataError
+from mfapr_ros.core.geometry import quat_from_yaw, quat_wxyz_to_xyzw, rotation_error_deg
+from mfapr_ros.core.rig import ring_rig
 
 TS = get_typestore(Stores.ROS2_HUMBLE)
 RIG = ring_rig(4)
@@ -79,7 +79,7 @@ def write_bag(path: Path, plugin: StoragePlugin, gt: str = "pose", with_cams: bo
             m = TS.types["geometry_msgs/msg/PoseStamped"](header=_header(ns, "map"), pose=_pose(t, q))
             msgs.append((ns, "/ground_truth/pose", "geometry_msgs/msg/PoseStamped", m))
         elif gt == "tf":
-            from mfapr_ros.geometry import pose_compose, pose_inverse
+            from mfapr_ros.core.geometry import pose_compose, pose_inverse
 
             ot, oq = pose_compose(*pose_inverse(odom_t, odom_q), t, q)  # T_odom_base = T_map_odom⁻¹ · T_map_base
             m = TS.types["tf2_msgs/msg/TFMessage"](transforms=[_transform("base_link", "odom", ns, ot, oq)])
@@ -152,10 +152,10 @@ def test_inference_only_bag_and_errors(tmp_path: Path) -> None:
 def test_zero_header_stamps_use_the_recording_time(tmp_path: Path) -> None:
     """A driver that leaves header.stamp at 0: training's bag reader and eval-bag both fall back to the recording
     time (counted), so the same bundles form in both (the reader used to keep 0 and form at most one bundle)."""
-    from mfapr_ros.bag_io import BagReader
-    from mfapr_ros.eval_bag import iter_bundles, node_sync_defaults
-    from mfapr_ros.evaluation.synthbag import SynthBagSpec, write_synth_bag
-    from mfapr_ros.sync import ApproximateTimeSynchronizer
+    from mfapr_ros.bag.reader import BagReader
+    from mfapr_ros.bag.synth import SynthBagSpec, write_synth_bag
+    from mfapr_ros.core.sync import ApproximateTimeSynchronizer
+    from mfapr_ros.evaluation.eval_bag import iter_bundles, node_sync_defaults
 
     rig4 = ring_rig(4)
     bag = tmp_path / "zero"

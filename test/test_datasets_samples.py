@@ -21,16 +21,16 @@ from mfapr_training.datasets.track_augmentation import (
 )
 from PIL import Image
 
-from mfapr_ros.errors import ConfigError, DataError
-from mfapr_ros.geometry import (
+from mfapr_ros.core.errors import ConfigError, DataError
+from mfapr_ros.core.geometry import (
     pose_compose,
     quat_from_axis_angle,
     quat_from_yaw,
     quat_mul,
     rotation_error_deg,
 )
-from mfapr_ros.preprocess import PreprocessConfig, preprocess_bundle
-from mfapr_ros.rig import Camera, Rig, load_rig, ring_rig
+from mfapr_ros.core.preprocess import PreprocessConfig, preprocess_bundle
+from mfapr_ros.core.rig import Camera, Rig, load_rig, ring_rig
 
 CFG = PreprocessConfig(resize=32, crop=32)
 
@@ -99,7 +99,7 @@ def test_non_symmetric_rig_uses_the_averaged_offset_and_reports_residual() -> No
     assert not off.is_exact and off.residual_m > 0.05
     # the approximation is the Markley/mean over all slots' exact anchors Δ_j
     t_rc, q_rc = rig.extrinsics()
-    from mfapr_ros.geometry import mean_pose, pose_inverse
+    from mfapr_ros.core.geometry import mean_pose, pose_inverse
 
     anchors = [pose_compose(t_rc[perm[j]], q_rc[perm[j]], *pose_inverse(t_rc[j], q_rc[j])) for j in range(3)]
     mt, mq = mean_pose(np.stack([a[0] for a in anchors]), np.stack([a[1] for a in anchors]))

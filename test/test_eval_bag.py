@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from mfapr_ros.bag_io import BagReader, read_gt
-from mfapr_ros.errors import ConfigError, DataError
-from mfapr_ros.eval_bag import SyncConfig, evaluate_bag, node_sync_defaults, parse_topic_map
+from mfapr_ros.bag.reader import BagReader, read_gt
+from mfapr_ros.bag.synth import SynthBagSpec, encode_jpeg, trajectory, write_synth_bag
+from mfapr_ros.core.errors import ConfigError, DataError
+from mfapr_ros.core.rig import ring_rig
 from mfapr_ros.evaluation import compute_metrics
-from mfapr_ros.evaluation.synthbag import SynthBagSpec, encode_jpeg, trajectory, write_synth_bag
-from mfapr_ros.rig import ring_rig
+from mfapr_ros.evaluation.eval_bag import SyncConfig, evaluate_bag, node_sync_defaults, parse_topic_map
 
-localizer_mod = pytest.importorskip("mfapr_ros.localizer", reason="mfapr_ros.localizer (issue: node) not present")
+localizer_mod = pytest.importorskip("mfapr_ros.core.localizer", reason="needs torch")
 
 SIZE = 32
 RIG = ring_rig(4)
@@ -26,9 +26,9 @@ MEAN_POSE = {"t": [0.0, 0.0, 0.0], "q_wxyz": [1.0, 0.0, 0.0, 0.0]}
 def checkpoint(tmp_path_factory):
     import torch
 
-    from mfapr_ros.checkpoint import save_checkpoint
+    from mfapr_ros.core.checkpoint import save_checkpoint
+    from mfapr_ros.core.preprocess import PreprocessConfig
     from mfapr_ros.models import build_model, model_meta, preset
-    from mfapr_ros.preprocess import PreprocessConfig
 
     torch.manual_seed(0)
     model = build_model(preset("tiny", image_size=SIZE))
@@ -50,7 +50,7 @@ def _bag(tmp_path, name, **kw):
 def _direct(res, truth, spec, localizer, compressed):
     """Rebuild every bundle's images from the truth (JPEG round trip for compressed cameras), run the Localizer one
     bundle at a time, and score against the analytic trajectory: independent of the bag, sync and batching code."""
-    from mfapr_ros import images
+    from mfapr_ros.core import images
 
     t_est, q_est = [], []
     for row in res.camera_stamps_ns:

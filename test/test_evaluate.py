@@ -13,7 +13,7 @@ import torch
 from mfapr_training.evaluate import evaluate
 from torch import nn
 
-from mfapr_ros.errors import ConfigError, DataError
+from mfapr_ros.core.errors import ConfigError, DataError
 
 
 class EchoModel(nn.Module):

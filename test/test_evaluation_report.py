@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from mfapr_ros.errors import DataError
+from mfapr_ros.core.errors import DataError
+from mfapr_ros.core.geometry import quat_from_yaw
 from mfapr_ros.evaluation import (
     FILES,
     baseline_metrics,
@@ -18,7 +19,6 @@ from mfapr_ros.evaluation import (
     mean_pose_baseline,
     write_report,
 )
-from mfapr_ros.geometry import quat_from_yaw
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -11,9 +11,9 @@ import time
 import numpy as np
 import pytest
 
+from mfapr_ros.core.geometry import quat_from_yaw
 from mfapr_ros.evaluation import compute_metrics
 from mfapr_ros.evaluation.online import OnlineEvaluator
-from mfapr_ros.geometry import quat_from_yaw
 
 NS = 1_000_000_000
 T0 = 1_700_000_000 * NS
@@ -82,7 +82,7 @@ def _publisher_node(ctx):
 
 
 def _fill(msg, stamp, t, q, pose):
-    from mfapr_ros.ros_convert import ns_to_time, pose_to_msg
+    from mfapr_ros.ros.convert import ns_to_time, pose_to_msg
 
     msg.header.stamp = ns_to_time(stamp)
     msg.header.frame_id = "map"
@@ -113,7 +113,7 @@ def test_evaluator_node_over_dds(tmp_path, ros_env, rclpy_context):
     ex.add_node(node)
     out = tmp_path / "rep"
     n_est = 12
-    proc = subprocess.Popen([sys.executable, "-m", "mfapr_ros.evaluator_node", "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "mfapr_ros.ros.evaluator_node", "--out", str(out),
                              "--expected-count", str(n_est), "--duration", "60", "--ros-args", "-p",
                              "gt_topic:=/ground_truth/odom", "-p", "diagnostics_period:=0.2"],
                             env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -167,7 +167,7 @@ def test_evaluator_node_over_dds(tmp_path, ros_env, rclpy_context):
 @pytest.mark.ros
 def test_evaluator_node_sigint_writes_report(tmp_path, ros_env):
     out = tmp_path / "rep"
-    proc = subprocess.Popen([sys.executable, "-m", "mfapr_ros.evaluator_node", "--out", str(out), "--ros-args",
+    proc = subprocess.Popen([sys.executable, "-m", "mfapr_ros.ros.evaluator_node", "--out", str(out), "--ros-args",
                              "-p", "gt_type:=pose", "-p", "pose_type:=pose"],
                             env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(2.5)
@@ -181,7 +181,7 @@ def test_evaluator_node_sigint_writes_report(tmp_path, ros_env):
 
 @pytest.mark.ros
 def test_evaluator_node_refuses_bad_parameters(tmp_path, ros_env):
-    r = subprocess.run([sys.executable, "-m", "mfapr_ros.evaluator_node", "--ros-args", "-p", "gt_type:=lidar"],
+    r = subprocess.run([sys.executable, "-m", "mfapr_ros.ros.evaluator_node", "--ros-args", "-p", "gt_type:=lidar"],
                        env=ros_env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "gt_type" in r.stderr and "refusing to start" in r.stderr
 
@@ -189,8 +189,8 @@ def test_evaluator_node_refuses_bad_parameters(tmp_path, ros_env):
 def test_evaluator_node_checks_the_baseline_checkpoint_at_start(tmp_path, rclpy_context):
     """A checkpoint that cannot give the baseline refuses the start (before any pose is scored), never at the end
     where the whole run's report would be lost."""
-    from mfapr_ros.errors import ConfigError
-    from mfapr_ros.evaluator_node import EvaluatorNode
+    from mfapr_ros.core.errors import ConfigError
+    from mfapr_ros.ros.evaluator_node import EvaluatorNode
 
     with pytest.raises(ConfigError, match="missing.json"):
         EvaluatorNode("ev_bad_ck", overrides={"checkpoint": str(tmp_path / "missing.json")}, context=rclpy_context)
@@ -211,7 +211,7 @@ def test_evaluator_node_checks_the_baseline_checkpoint_at_start(tmp_path, rclpy_
 def test_tf_chain_with_only_invalid_samples_is_no_ground_truth_yet():
     """A static edge whose only sample has a zero quaternion gives no trajectory (None), not an IndexError inside the
     evaluator's timer (which used to kill the node before it wrote its report)."""
-    from mfapr_ros.bag_io import tf_trajectory
+    from mfapr_ros.bag.reader import tf_trajectory
 
     good = [(k * 100, np.array([k * 0.1, 0.0, 0.0]), np.array([1.0, 0.0, 0.0, 0.0])) for k in range(5)]
     edges = {("map", "odom"): [(0, np.zeros(3), np.zeros(4))], ("odom", "base_link"): good}
@@ -226,15 +226,15 @@ def test_tf_chain_with_only_invalid_samples_is_no_ground_truth_yet():
 def test_play_node_evaluator_pipeline(tmp_path, ros_env):
     """`mfapr play` → localize_node (use_sim_time) → evaluator_node over DDS: the live report's poses equal the
     offline `eval-bag` poses at the same bundle stamps (same sync, same Localizer)."""
-    pytest.importorskip("mfapr_ros.localizer")
+    pytest.importorskip("mfapr_ros.core.localizer")
     import torch
 
-    from mfapr_ros.checkpoint import save_checkpoint
-    from mfapr_ros.eval_bag import evaluate_bag
-    from mfapr_ros.evaluation.synthbag import SynthBagSpec, write_synth_bag
+    from mfapr_ros.bag.synth import SynthBagSpec, write_synth_bag
+    from mfapr_ros.core.checkpoint import save_checkpoint
+    from mfapr_ros.core.preprocess import PreprocessConfig
+    from mfapr_ros.core.rig import ring_rig
+    from mfapr_ros.evaluation.eval_bag import evaluate_bag
     from mfapr_ros.models import build_model, model_meta, preset
-    from mfapr_ros.preprocess import PreprocessConfig
-    from mfapr_ros.rig import ring_rig
 
     rig = ring_rig(4)
     torch.manual_seed(0)
@@ -244,14 +244,14 @@ def test_play_node_evaluator_pipeline(tmp_path, ros_env):
     write_synth_bag(bag, SynthBagSpec([c.topic for c in rig.cameras], frames=30, size=32, storage="mcap"))
     out = tmp_path / "live"
     py = sys.executable
-    evaluator = subprocess.Popen([py, "-m", "mfapr_ros.evaluator_node", "--out", str(out), "--checkpoint", str(ck),
+    evaluator = subprocess.Popen([py, "-m", "mfapr_ros.ros.evaluator_node", "--out", str(out), "--checkpoint", str(ck),
                                   "--ros-args", "-p", "gt_type:=pose", "-p", "pose_type:=pose",
                                   "-p", "use_sim_time:=true"],
                                  env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # reliable images end to end (player --image-qos reliable + the node's standard qos_overrides), and half speed:
     # the comparison below must not depend on best-effort losses or on CPU contention on a loaded 2-core CI box
     qos = [a for c in rig.cameras for a in ("-p", f"qos_overrides.{c.topic}.subscription.reliability:=reliable")]
-    node = subprocess.Popen([py, "-m", "mfapr_ros.node", "--ros-args", "-p", f"checkpoint:={ck}", "-p",
+    node = subprocess.Popen([py, "-m", "mfapr_ros.ros.localize_node", "--ros-args", "-p", f"checkpoint:={ck}", "-p",
                              "device:=cpu", "-p", "use_sim_time:=true", *qos],
                             env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     procs = [evaluator, node]

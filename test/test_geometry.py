@@ -10,9 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mfapr_ros import geometry as g
-from mfapr_ros import geometry_torch as gt
-from mfapr_ros.errors import DataError
+from mfapr_ros.core import geometry as g
+from mfapr_ros.core import geometry_torch as gt
+from mfapr_ros.core.errors import DataError
 
 finite = st.floats(-10, 10, allow_nan=False, allow_infinity=False)
 vec3 = st.tuples(finite, finite, finite).map(np.array)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mfapr_ros.errors import DataError
-from mfapr_ros.images import DropCounter, ImageDecodeError, decode_compressed, decode_or_drop, decode_raw
+from mfapr_ros.core.errors import DataError
+from mfapr_ros.core.images import DropCounter, ImageDecodeError, decode_compressed, decode_or_drop, decode_raw
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 
@@ -182,7 +182,7 @@ def test_drop_counter_counts_and_throttles() -> None:
 
 def test_decode_or_drop_never_raises(caplog: pytest.LogCaptureFixture) -> None:
     c = DropCounter()
-    with caplog.at_level(logging.WARNING, logger="mfapr_ros.images"):
+    with caplog.at_level(logging.WARNING, logger="mfapr_ros.core.images"):
         assert decode_or_drop(c, "front", decode_raw, "yuv422", 2, 2, 4, b"\0" * 8) is None
         assert decode_or_drop(c, "front", decode_compressed, "jpeg", b"junk") is None
         ok = decode_or_drop(c, "front", decode_raw, "rgb8", 2, 3, 9, RGB.tobytes())

@@ -12,7 +12,7 @@ import pytest
 from mfapr_training.datasets import read_kapture
 from mfapr_training.datasets.kapture_reader import detect_stamp_unit
 
-from mfapr_ros.errors import DataError
+from mfapr_ros.core.errors import DataError
 
 FISHEYE = "OPENCV_FISHEYE, 848, 800, 284.468, 285.51, 424.355, 393.742, 0.0008, 0.031, -0.03, 0.005"
 POSES = ["0.9540331248716523, -0.03768128483784883, -0.2972570621910482, -0.0062565444214723875, 2.7429402281860904, "

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mfapr_ros.errors import ConfigError
-from mfapr_ros.node_params import PARAM_SPECS, bind_cameras, validate_params
-from mfapr_ros.rig import load_rig, ring_rig
+from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.rig import load_rig, ring_rig
+from mfapr_ros.ros.params import PARAM_SPECS, bind_cameras, validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch" / "localize.launch.py"
@@ -78,12 +78,12 @@ def test_launch_file_matches_node_and_setup() -> None:
     tree = _launch_tree()
     c = _consts(tree)
     assert c["PACKAGE"] == "mfapr_ros" and c["EXECUTABLE"] == "localize_node" and c["PARAMS_FILE"] == "localize.yaml"
-    from mfapr_ros.node import NODE_NAME
+    from mfapr_ros.ros.localize_node import NODE_NAME
 
     assert c["NODE_NAME"] == NODE_NAME
     assert (ROOT / "config" / c["PARAMS_FILE"]).is_file()
     setup = (ROOT / "setup.py").read_text()
-    assert "localize_node = mfapr_ros.node:main" in setup
+    assert "localize_node = mfapr_ros.ros.localize_node:main" in setup
     assert 'glob("launch/*.launch.py")' in setup
     args = {a.args[0].value for a in _calls(tree, "DeclareLaunchArgument")}
     assert args == {"checkpoint", "rig", "params_file", "namespace", "use_sim_time", "device"}
@@ -108,11 +108,11 @@ def test_lifecycle_launch_file_matches_the_lifecycle_node() -> None:
     tree = ast.parse(path.read_text())
     c = _consts(tree)
     assert c["EXECUTABLE"] == "localize_lifecycle_node" and c["PARAMS_FILE"] == "localize.yaml"
-    from mfapr_ros.lifecycle_node import AUTOSTART
-    from mfapr_ros.node import NODE_NAME
+    from mfapr_ros.ros.lifecycle_node import AUTOSTART
+    from mfapr_ros.ros.localize_node import NODE_NAME
 
     assert c["NODE_NAME"] == NODE_NAME and c["PACKAGE"] == "mfapr_ros"
-    assert "localize_lifecycle_node = mfapr_ros.lifecycle_node:main" in (ROOT / "setup.py").read_text()
+    assert "localize_lifecycle_node = mfapr_ros.ros.lifecycle_node:main" in (ROOT / "setup.py").read_text()
     args = {a.args[0].value for a in _calls(tree, "DeclareLaunchArgument")}
     assert args == {"checkpoint", "rig", "params_file", "namespace", "use_sim_time", "device", AUTOSTART}
     assert {a.args[0].value for a in _calls(tree, "LaunchConfiguration")} == args
@@ -135,7 +135,7 @@ def test_launch_file_imports_where_launch_ros_exists(name: str) -> None:
 
 
 def test_rviz_config_topics_match_the_node() -> None:
-    from mfapr_ros.node import NODE_NAME
+    from mfapr_ros.ros.localize_node import NODE_NAME
 
     doc = yaml.safe_load(RVIZ.read_text())
     displays = doc["Visualization Manager"]["Displays"]

@@ -21,7 +21,7 @@ import pytest
 
 pytestmark = pytest.mark.ros
 pytest.importorskip("rclpy")
-pytest.importorskip("mfapr_ros.localizer")
+pytest.importorskip("mfapr_ros.core.localizer")
 
 from test_node import IMG, PERIOD_NS, _spin, _wait, make_checkpoint, poses_from_console_node  # noqa: E402
 
@@ -48,8 +48,8 @@ def test_lifecycle_transitions_over_services(rclpy_context, tmp_path: Path) -> N
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from mfapr_ros import ros_convert as rc
-    from mfapr_ros.lifecycle_node import LocalizeLifecycleNode
+    from mfapr_ros.ros import convert as rc
+    from mfapr_ros.ros.lifecycle_node import LocalizeLifecycleNode
 
     n = 4
     ckpt = make_checkpoint(tmp_path, n)
@@ -164,7 +164,7 @@ def test_configure_fails_cleanly_on_a_bad_checkpoint(rclpy_context, tmp_path: Pa
     from lifecycle_msgs.msg import State
     from rclpy.parameter import Parameter
 
-    from mfapr_ros.lifecycle_node import LocalizeLifecycleNode
+    from mfapr_ros.ros.lifecycle_node import LocalizeLifecycleNode
 
     node = LocalizeLifecycleNode("lc_bad", context=rclpy_context, parameter_overrides=[
         Parameter("checkpoint", value=str(tmp_path / "missing.json")), Parameter("device", value="cpu")])
@@ -189,8 +189,8 @@ def test_plain_node_rejects_autostart(rclpy_context, tmp_path: Path) -> None:
     """``autostart`` belongs to the lifecycle node only; the plain node refuses it like any unknown parameter."""
     from rclpy.parameter import Parameter
 
-    from mfapr_ros.errors import ConfigError
-    from mfapr_ros.node import LocalizeNode
+    from mfapr_ros.core.errors import ConfigError
+    from mfapr_ros.ros.localize_node import LocalizeNode
 
     with pytest.raises(ConfigError, match="autostart"):
         LocalizeNode("plain_auto", context=rclpy_context, parameter_overrides=[
@@ -201,11 +201,11 @@ def _exe() -> list[str]:
     import shutil
 
     exe = shutil.which("localize_lifecycle_node", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "mfapr_ros.lifecycle_node"]
+    return [exe] if exe else [sys.executable, "-m", "mfapr_ros.ros.lifecycle_node"]
 
 
 def test_console_script_autostart(rclpy_context, ros_env: dict[str, str], tmp_path: Path) -> None:
-    from mfapr_ros import ros_convert as rc
+    from mfapr_ros.ros import convert as rc
 
     bad = subprocess.run(_exe() + ["--ros-args", "-p", f"checkpoint:={tmp_path / 'nope.json'}",
                                    "-p", "autostart:=true"], env=ros_env, capture_output=True, text=True, timeout=120)
@@ -235,8 +235,8 @@ def test_parameters_change_only_while_unconfigured(rclpy_context, tmp_path: Path
     configured the change is refused with the reason. The plain node's parameters stay read-only."""
     from rclpy.parameter import Parameter
 
-    from mfapr_ros.lifecycle_node import LocalizeLifecycleNode
-    from mfapr_ros.node import LocalizeNode
+    from mfapr_ros.ros.lifecycle_node import LocalizeLifecycleNode
+    from mfapr_ros.ros.localize_node import LocalizeNode
 
     four, six = make_checkpoint(tmp_path, 4), make_checkpoint(tmp_path, 6)
     node = LocalizeLifecycleNode("lc_swap", context=rclpy_context, parameter_overrides=[
@@ -269,7 +269,7 @@ class _FakeLocalizer:
     """A stand-in model (node tests of what surrounds inference): fixed pose, configurable covariance/delay."""
 
     def __init__(self, n: int = 2, cov=None, delay: float = 0.0) -> None:
-        from mfapr_ros.rig import ring_rig
+        from mfapr_ros.core.rig import ring_rig
 
         self.rig = ring_rig(n, image_size=IMG, hfov_deg=90.0)
         self.device = "cpu"
@@ -277,7 +277,7 @@ class _FakeLocalizer:
         self.delay = delay
 
     def infer(self, images, stamp_ns, mask=None):
-        from mfapr_ros.localizer import RigPose
+        from mfapr_ros.core.localizer import RigPose
 
         if self.delay:
             time.sleep(self.delay)
@@ -289,8 +289,8 @@ def test_nan_covariance_publishes_nothing(rclpy_context) -> None:
     """All outputs carry a pose or none does: a non-finite covariance is a counted drop, ~/pose is not sent alone."""
     from rclpy.parameter import Parameter
 
-    from mfapr_ros.localizer import RigPose
-    from mfapr_ros.node import LocalizeNode
+    from mfapr_ros.core.localizer import RigPose
+    from mfapr_ros.ros.localize_node import LocalizeNode
 
     fake = _FakeLocalizer(cov=np.full((6, 6), np.nan))
     node = LocalizeNode("nan_cov", context=rclpy_context, localizer_factory=lambda p: fake,
@@ -317,7 +317,7 @@ def test_cleanup_releases_the_model_and_unexpected_failures_keep_their_reason(rc
     from lifecycle_msgs.msg import State
     from rclpy.parameter import Parameter
 
-    from mfapr_ros.lifecycle_node import LocalizeLifecycleNode
+    from mfapr_ros.ros.lifecycle_node import LocalizeLifecycleNode
 
     made: list = []
 
@@ -347,7 +347,7 @@ def test_deactivate_discards_the_queued_bundle(rclpy_context) -> None:
     """Only the bundle being inferred is published at deactivate; the one waiting behind it is dropped, counted."""
     from rclpy.parameter import Parameter
 
-    from mfapr_ros.lifecycle_node import LocalizeLifecycleNode
+    from mfapr_ros.ros.lifecycle_node import LocalizeLifecycleNode
 
     node = LocalizeLifecycleNode("lc_discard", context=rclpy_context,
                                  localizer_factory=lambda p: _FakeLocalizer(delay=0.4),
@@ -371,7 +371,7 @@ def test_console_scripts_refuse_a_malformed_qos_override(ros_env: dict[str, str]
     """rclpy raises a plain RuntimeError for a bad qos_overrides value: still one line and status 2."""
     ckpt = make_checkpoint(tmp_path, 4)
     bad = "qos_overrides./cam0/image_raw.subscription.reliability:=sometimes"
-    r = subprocess.run([sys.executable, "-m", "mfapr_ros.node", "--ros-args", "-p", f"checkpoint:={ckpt}",
+    r = subprocess.run([sys.executable, "-m", "mfapr_ros.ros.localize_node", "--ros-args", "-p", f"checkpoint:={ckpt}",
                         "-p", "device:=cpu", "-p", bad], env=ros_env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "refusing to start" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
     r = subprocess.run(_exe() + ["--ros-args", "-p", f"checkpoint:={ckpt}", "-p", "device:=cpu",

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from mfapr_ros.checkpoint import save_checkpoint
-from mfapr_ros.errors import ConfigError, DataError
-from mfapr_ros.localizer import (
+from mfapr_ros.core.checkpoint import save_checkpoint
+from mfapr_ros.core.errors import ConfigError, DataError
+from mfapr_ros.core.localizer import (
     AsyncLocalizer,
     Localizer,
     RigPose,
@@ -21,9 +21,9 @@ from mfapr_ros.localizer import (
     covariance_matrix,
     resolve_device,
 )
+from mfapr_ros.core.preprocess import PreprocessConfig, preprocess_bundle
+from mfapr_ros.core.rig import ring_rig
 from mfapr_ros.models import build_model, model_meta, preset
-from mfapr_ros.preprocess import PreprocessConfig, preprocess_bundle
-from mfapr_ros.rig import ring_rig
 
 T_MEAN = [10.0, -5.0, 1.0]
 
@@ -138,7 +138,7 @@ def test_default_covariance_forms() -> None:
 def test_cuda_missing_falls_back_or_errors(ckpt: Path, monkeypatch: pytest.MonkeyPatch,
                                            caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="mfapr_ros.localizer"):
+    with caplog.at_level(logging.WARNING, logger="mfapr_ros.core.localizer"):
         loc = Localizer(ckpt, device="cuda:0", warmup=0)
     assert loc.device.type == "cpu" and "running on the CPU" in caplog.text
     with pytest.raises(ConfigError, match="CUDA is not available"):
@@ -151,7 +151,7 @@ def test_cuda_missing_falls_back_or_errors(ckpt: Path, monkeypatch: pytest.Monke
 
 
 def test_precision_rules_on_cpu(ckpt: Path, loc: Localizer, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="mfapr_ros.localizer"):
+    with caplog.at_level(logging.WARNING, logger="mfapr_ros.core.localizer"):
         half = Localizer(ckpt, device="cpu", precision="fp16", warmup=0)
     assert half.precision == "fp32" and "fp16 is not supported on the CPU" in caplog.text
     with pytest.raises(ConfigError, match="fp16"):
@@ -240,7 +240,7 @@ def test_callback_errors_are_counted(caplog: pytest.LogCaptureFixture) -> None:
     a = AsyncLocalizer(fake, boom)
     try:
         fake.release.release()
-        with caplog.at_level(logging.WARNING, logger="mfapr_ros.localizer"):
+        with caplog.at_level(logging.WARNING, logger="mfapr_ros.core.localizer"):
             a.submit([], 3)
             assert a.wait_idle(timeout=10)
     finally:

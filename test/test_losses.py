@@ -17,8 +17,8 @@ from mfapr_training.losses import (
     vector_distance,
 )
 
-from mfapr_ros.errors import ConfigError
-from mfapr_ros.geometry_torch import quat_normalize
+from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.geometry_torch import quat_normalize
 
 ID = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
 
@@ -165,7 +165,7 @@ def test_loss_config_and_settings_agree() -> None:
     import dataclasses
 
     from mfapr_training.config import LossConfig
-    from mfapr_training.loop import MODEL_DEPENDENT_LOSS_FIELDS, loss_settings
+    from mfapr_training.engine import MODEL_DEPENDENT_LOSS_FIELDS, loss_settings
     from mfapr_training.losses import LossSettings
 
     cfg_defaults = {f.name: f.default for f in dataclasses.fields(LossConfig) if f.name != "gradient_blending"}
@@ -194,7 +194,7 @@ def test_logq_distance_is_continuous_across_180_degrees() -> None:
     import numpy as np
     from mfapr_training.losses import rotation_distance
 
-    from mfapr_ros.geometry import quat_from_yaw
+    from mfapr_ros.core.geometry import quat_from_yaw
 
     def q(deg: float) -> torch.Tensor:
         return torch.tensor(quat_from_yaw(np.radians(deg)), dtype=torch.float64)[None]
@@ -217,8 +217,8 @@ def test_mix_stream_heteroscedastic_trains_the_variance_heads_and_fuses_scales()
 
     from mfapr_training.losses import LossSettings, PoseLoss
 
+    from mfapr_ros.core.rig import ring_rig
     from mfapr_ros.models import build_model, extrinsics_from_rig, preset
-    from mfapr_ros.rig import ring_rig
 
     torch.manual_seed(0)
     m = build_model(preset("tiny", image_size=32, fusion={"position": "none"}, predict_variance=True,
@@ -248,7 +248,7 @@ def test_mix_stream_heteroscedastic_trains_the_variance_heads_and_fuses_scales()
 
 def test_heteroscedastic_needs_a_variance_predicting_model() -> None:
     from mfapr_training.config import LossConfig
-    from mfapr_training.loop import loss_settings
+    from mfapr_training.engine import loss_settings
 
     from mfapr_ros.models import build_model, preset
 

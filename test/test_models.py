@@ -7,13 +7,13 @@ import itertools
 import pytest
 import torch
 
-from mfapr_ros.checkpoint import save_checkpoint
-from mfapr_ros.errors import CheckpointError, ConfigError, DataError
+from mfapr_ros.core.checkpoint import save_checkpoint
+from mfapr_ros.core.errors import CheckpointError, ConfigError, DataError
+from mfapr_ros.core.preprocess import PreprocessConfig
+from mfapr_ros.core.rig import ring_rig
 from mfapr_ros.models import PRESETS, build_model, extrinsics_from_rig, load_model, model_meta, preset, resolve_config
 from mfapr_ros.models.config import BACKBONES, INPUT_MODES, LATE_FCS, MID_BLOCKS
 from mfapr_ros.models.layers import robust_fuse, tile_grid
-from mfapr_ros.preprocess import PreprocessConfig
-from mfapr_ros.rig import ring_rig
 
 torch.set_num_threads(1)
 S = 32
@@ -128,7 +128,7 @@ def test_present_camera_pixels_do_influence_output():
 def test_mix_stream_fuses_per_camera_poses_through_extrinsics():
     """The rig pose of the mix-stream model is the fusion of T_world_cam_i · T_rig_cam_i⁻¹: if every camera's
     prediction were consistent, the rig pose is reproduced; an outlier camera is down-weighted."""
-    from mfapr_ros import geometry_torch as gt
+    from mfapr_ros.core import geometry_torch as gt
 
     rig = ring_rig(4)
     ext = extrinsics_from_rig(rig)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mfapr_ros.checkpoint import save_checkpoint
-from mfapr_ros.errors import ConfigError
+from mfapr_ros.core.checkpoint import save_checkpoint
+from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.preprocess import PreprocessConfig
+from mfapr_ros.core.rig import ring_rig
 from mfapr_ros.models import build_model, model_meta, preset
 from mfapr_ros.models.export import export_program, main, run_program, verify_export
-from mfapr_ros.preprocess import PreprocessConfig
-from mfapr_ros.rig import ring_rig
 
 torch.set_num_threads(1)
 

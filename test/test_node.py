@@ -22,8 +22,8 @@ import pytest
 
 pytestmark = pytest.mark.ros
 pytest.importorskip("rclpy")
-pytest.importorskip("mfapr_ros.localizer")
-pytest.importorskip("mfapr_ros.images")
+pytest.importorskip("mfapr_ros.core.localizer")
+pytest.importorskip("mfapr_ros.core.images")
 
 ROOT = Path(__file__).resolve().parents[1]
 IMG = 32  # published image size (px); the model runs at 32 px too
@@ -34,11 +34,11 @@ def make_checkpoint(tmp_path: Path, num_cameras: int) -> Path:
     """A tiny randomly initialised model for a ring rig whose cameras are IMG×IMG px."""
     import torch
 
-    from mfapr_ros.checkpoint import save_checkpoint
+    from mfapr_ros.core.checkpoint import save_checkpoint
+    from mfapr_ros.core.preprocess import PreprocessConfig
+    from mfapr_ros.core.rig import ring_rig
     from mfapr_ros.models import build_model, model_meta
     from mfapr_ros.models.registry import preset
-    from mfapr_ros.preprocess import PreprocessConfig
-    from mfapr_ros.rig import ring_rig
 
     torch.manual_seed(0)
     model = build_model(preset("tiny", num_cameras=num_cameras, image_size=IMG))
@@ -93,8 +93,8 @@ def test_node_end_to_end(rclpy_context, tmp_path: Path, num_cameras: int) -> Non
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CompressedImage, Image
 
-    from mfapr_ros import ros_convert as rc
-    from mfapr_ros.node import POSE_COV_QOS, LocalizeNode, make_executor
+    from mfapr_ros.ros import convert as rc
+    from mfapr_ros.ros.localize_node import POSE_COV_QOS, LocalizeNode, make_executor
 
     ckpt = make_checkpoint(tmp_path, num_cameras)
     compressed = {i for i in range(num_cameras) if i % 2 == 1}
@@ -246,7 +246,7 @@ def test_node_end_to_end(rclpy_context, tmp_path: Path, num_cameras: int) -> Non
 
 def _node_cmd() -> list[str]:
     exe = shutil.which("localize_node", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "mfapr_ros.node"]
+    return [exe] if exe else [sys.executable, "-m", "mfapr_ros.ros.localize_node"]
 
 
 def test_console_script_refuses_bad_parameter(ros_env: dict[str, str], tmp_path: Path) -> None:
@@ -271,8 +271,8 @@ def poses_from_console_node(rclpy_context, proc: subprocess.Popen, node_name: st
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
-    from mfapr_ros import ros_convert as rc
-    from mfapr_ros.node import POSE_COV_QOS
+    from mfapr_ros.ros import convert as rc
+    from mfapr_ros.ros.localize_node import POSE_COV_QOS
 
     tester = rclpy.create_node(f"{node_name}_tester", context=rclpy_context)
     got: list = []
@@ -301,7 +301,7 @@ def poses_from_console_node(rclpy_context, proc: subprocess.Popen, node_name: st
 
 
 def test_console_script_runs_and_stops_cleanly(rclpy_context, ros_env: dict[str, str], tmp_path: Path) -> None:
-    from mfapr_ros import ros_convert as rc
+    from mfapr_ros.ros import convert as rc
 
     ckpt = make_checkpoint(tmp_path, 4)
     env = dict(ros_env, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -329,7 +329,7 @@ def test_image_qos_default_and_override(rclpy_context, tmp_path: Path) -> None:
     from rclpy.parameter import Parameter
     from rclpy.qos import ReliabilityPolicy, qos_profile_sensor_data
 
-    from mfapr_ros.node import LocalizeNode
+    from mfapr_ros.ros.localize_node import LocalizeNode
 
     ckpt = make_checkpoint(tmp_path, 4)
     overrides = [Parameter("checkpoint", value=str(ckpt)), Parameter("device", value="cpu"),
@@ -351,7 +351,7 @@ def test_drop_summary_sums_cameras_and_separates_model_drops(rclpy_context, tmp_
     """``drops.decode.<cause>`` sums every camera's drops of that cause; the model side's are ``inference.<cause>``."""
     from rclpy.parameter import Parameter
 
-    from mfapr_ros.node import LocalizeNode
+    from mfapr_ros.ros.localize_node import LocalizeNode
 
     node = LocalizeNode("drops_loc", context=rclpy_context, parameter_overrides=[
         Parameter("checkpoint", value=str(make_checkpoint(tmp_path, 4))), Parameter("device", value="cpu")])
@@ -373,9 +373,9 @@ def test_executor_threads_parameter(rclpy_context) -> None:
     """``executor_threads`` picks the console scripts' executor; 0 is refused by name."""
     from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 
-    from mfapr_ros.errors import ConfigError
-    from mfapr_ros.node import make_executor
-    from mfapr_ros.node_params import validate_params
+    from mfapr_ros.core.errors import ConfigError
+    from mfapr_ros.ros.localize_node import make_executor
+    from mfapr_ros.ros.params import validate_params
 
     assert validate_params({"checkpoint": "m.json"}).executor_threads == 1
     assert validate_params({"checkpoint": "m.json", "executor_threads": 4}).executor_threads == 4
@@ -394,9 +394,9 @@ def test_inference_threads_parameter(rclpy_context, tmp_path: Path) -> None:
     import torch
     from rclpy.parameter import Parameter
 
-    from mfapr_ros.errors import ConfigError
-    from mfapr_ros.node import LocalizeNode
-    from mfapr_ros.node_params import validate_params
+    from mfapr_ros.core.errors import ConfigError
+    from mfapr_ros.ros.localize_node import LocalizeNode
+    from mfapr_ros.ros.params import validate_params
 
     with pytest.raises(ConfigError, match="inference_threads"):
         validate_params({"checkpoint": "m.json", "inference_threads": -1})

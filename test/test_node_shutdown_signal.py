@@ -35,8 +35,8 @@ def test_signal_before_spinning_stops_the_node(tmp_path: Path) -> None:
     import rclpy
     from test_node import make_checkpoint
 
-    from mfapr_ros import node as node_mod
-    from mfapr_ros.ros_env import apply_localhost_env
+    from mfapr_ros.ros import localize_node as node_mod
+    from mfapr_ros.ros.env import apply_localhost_env
 
     apply_localhost_env(None)
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -67,7 +67,7 @@ def test_start_sigint_soak(tmp_path: Path, ros_env: dict[str, str], rclpy_contex
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
-    from mfapr_ros import ros_convert as rc
+    from mfapr_ros.ros import convert as rc
 
     ckpt = tn.make_checkpoint(tmp_path, 4)
     env = dict(ros_env, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", OMP_NUM_THREADS="1")

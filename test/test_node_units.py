@@ -7,10 +7,10 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from mfapr_ros import node as nd
-from mfapr_ros.geometry import pose_compose, quat_from_axis_angle, quat_from_yaw, rotation_error_deg
-from mfapr_ros.node_params import validate_params
-from mfapr_ros.ros_convert import msg_to_pose, time_to_ns
+from mfapr_ros.core.geometry import pose_compose, quat_from_axis_angle, quat_from_yaw, rotation_error_deg
+from mfapr_ros.ros import localize_node as nd
+from mfapr_ros.ros.convert import msg_to_pose, time_to_ns
+from mfapr_ros.ros.params import validate_params
 
 
 def test_map_to_odom_composes_back_to_map_to_base() -> None:

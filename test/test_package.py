@@ -40,7 +40,7 @@ def test_setup_installs_share_files(tmp_path):
     scripts = prefix / "lib" / "mfapr_ros"
     assert {"localize_node", "evaluator_node", "mfapr"} <= {p.name for p in scripts.iterdir()}
     site = next(prefix.glob("lib/python*/site-packages"))
-    assert (site / "mfapr_ros" / "geometry.py").exists()
+    assert (site / "mfapr_ros" / "core" / "geometry.py").exists()
     assert (site / "mfapr_training" / "__init__.py").exists()
     assert not (site / "training").exists(), "training/ must install as mfapr_training, not a bare 'training'"
 
@@ -56,6 +56,7 @@ def test_cli_version_and_help():
 
 def test_core_modules_import_without_rclpy():
     """The ROS-free core must not pull rclpy in (node-side modules only)."""
-    code = ("import sys; import mfapr_ros.geometry, mfapr_ros.rig, mfapr_ros.checkpoint, mfapr_ros.preprocess; "
+    code = ("import sys; import mfapr_ros.core.geometry, mfapr_ros.core.rig, mfapr_ros.core.checkpoint, "
+            "mfapr_ros.core.preprocess; "
             "assert 'rclpy' not in sys.modules, 'rclpy imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from mfapr_ros.bag_io import BagReader
-from mfapr_ros.errors import ConfigError, DataError
-from mfapr_ros.evaluation.synthbag import SynthBagSpec, write_synth_bag
+from mfapr_ros.bag.reader import BagReader
+from mfapr_ros.bag.synth import SynthBagSpec, write_synth_bag
+from mfapr_ros.core.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.ros
 
@@ -39,7 +39,7 @@ def test_play_publishes_bag_over_dds(bag, ros_env, rclpy_context):
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import CompressedImage, Image
 
-    from mfapr_ros.ros_convert import time_to_ns
+    from mfapr_ros.ros.convert import time_to_ns
 
     path, truth = bag
     node = __import__("rclpy").create_node("play_test_sink", context=rclpy_context)
@@ -86,7 +86,7 @@ def test_play_publishes_bag_over_dds(bag, ros_env, rclpy_context):
 
 
 def test_play_rejects_bad_input(tmp_path, bag, rclpy_context):
-    from mfapr_ros.player import play
+    from mfapr_ros.ros.player import play
 
     path, _ = bag
     with pytest.raises(DataError, match="no metadata.yaml"):
@@ -99,7 +99,7 @@ def test_play_rejects_bad_input(tmp_path, bag, rclpy_context):
 
 def test_play_in_process_rate_and_window(bag, rclpy_context):
     """Rate 4× plays 1.4 s of bag in ~0.35 s; --start/--end select a window; topics without a class are skipped."""
-    from mfapr_ros.player import play
+    from mfapr_ros.ros.player import play
 
     path, _ = bag
     t0 = time.monotonic()

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mfapr_ros.player import _wait_for_subscribers
+from mfapr_ros.ros.player import _wait_for_subscribers
 
 IMAGE = "sensor_msgs/msg/CompressedImage"
 
@@ -50,7 +50,7 @@ def test_all_topics_subscribed_returns_at_once_and_nobody_waits_out_the_timeout(
 @pytest.mark.ros
 def test_evaluator_without_poses_exits_1(tmp_path, ros_env) -> None:
     pytest.importorskip("rclpy")
-    proc = subprocess.Popen([sys.executable, "-m", "mfapr_ros.evaluator_node", "--out", str(tmp_path / "rep"),
+    proc = subprocess.Popen([sys.executable, "-m", "mfapr_ros.ros.evaluator_node", "--out", str(tmp_path / "rep"),
                              "--duration", "60"], env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:

@@ -14,9 +14,9 @@ from mfapr_training.health import HeadProbe, circular_std_deg, health_report
 from mfapr_training.synth.tracks import plan_tracks
 from mfapr_training.synth.world import WorldConfig, build_world
 
-from mfapr_ros.errors import DataError
+from mfapr_ros.core.errors import DataError
+from mfapr_ros.core.geometry import quat_from_yaw
 from mfapr_ros.evaluation.retrieval import RetrievalDatabase, database_path, load_for_checkpoint, thumbnails
-from mfapr_ros.geometry import quat_from_yaw
 from mfapr_ros.models import build_model, preset
 
 SMALL = WorldConfig(seed=3, px_per_m=16)
@@ -165,7 +165,7 @@ def test_tiny_recipe_fits_twenty_training_bundles(tmp_path: Path) -> None:
     from mfapr_training.synth.generate import SynthConfig, generate
     from mfapr_training.train import main as train_main
 
-    from mfapr_ros.rig import load_rig
+    from mfapr_ros.core.rig import load_rig
 
     world = tmp_path / "w"
     generate(SynthConfig(out=str(world), frames=20, mapping_tracks=1, validation_tracks=0, query_tracks=0,

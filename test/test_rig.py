@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from mfapr_ros.errors import ConfigError
-from mfapr_ros.geometry import quat_from_yaw, quat_rotate, rotation_error_deg
-from mfapr_ros.rig import Rig, load_rig, ring_rig, write_rig
+from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.geometry import quat_from_yaw, quat_rotate, rotation_error_deg
+from mfapr_ros.core.rig import Rig, load_rig, ring_rig, write_rig
 
 
 def test_shipped_rigs_load():

@@ -12,9 +12,9 @@ pytest.importorskip("rclpy")
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mfapr_ros import ros_convert as rc
-from mfapr_ros.errors import DataError
-from mfapr_ros.geometry import quat_from_axis_angle, quat_mul, quat_rotate
+from mfapr_ros.core.errors import DataError
+from mfapr_ros.core.geometry import quat_from_axis_angle, quat_mul, quat_rotate
+from mfapr_ros.ros import convert as rc
 
 
 @dataclass
@@ -27,7 +27,7 @@ class _Pose:
 
 def _has_images() -> bool:
     try:
-        import mfapr_ros.images  # noqa: F401
+        import mfapr_ros.core.images  # noqa: F401
     except ImportError:
         return False
     return True
@@ -118,7 +118,7 @@ def test_compressed_fields() -> None:
 
 
 def test_decode_image_msg_uses_the_package_decoder() -> None:
-    images = pytest.importorskip("mfapr_ros.images")
+    images = pytest.importorskip("mfapr_ros.core.images")
     img = (np.random.default_rng(0).random((8, 6, 3)) * 255).astype(np.uint8)
     out = rc.decode_image_msg(rc.numpy_to_image_msg(img[..., ::-1], "bgr8", 1))
     np.testing.assert_array_equal(out, img)

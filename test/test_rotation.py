@@ -11,8 +11,8 @@ import pytest
 import torch
 from mfapr_training.losses import ROTATIONS, rotation_distance
 
-from mfapr_ros import geometry_torch as gt
-from mfapr_ros.geometry import quat_from_yaw
+from mfapr_ros.core import geometry_torch as gt
+from mfapr_ros.core.geometry import quat_from_yaw
 from mfapr_ros.models import build_model, preset
 from mfapr_ros.models.rotation import REPRESENTATIONS, identity_raw, quat_to_raw, raw_to_matrix, raw_to_quat
 
@@ -38,7 +38,7 @@ def test_identity_raw_is_the_identity(rep: str) -> None:
 
 
 def test_matrix_quat_conversions_agree_with_numpy_and_cover_all_branches() -> None:
-    from mfapr_ros.geometry import quat_to_matrix as np_q2m
+    from mfapr_ros.core.geometry import quat_to_matrix as np_q2m
 
     # rotations of 180° about each axis hit the three non-w Shepperd branches
     q = torch.cat([random_quats(64, 1), torch.tensor([[0.0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]],

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mfapr_ros.errors import ConfigError
-from mfapr_ros.sync import DROP_KEYS, ApproximateTimeSynchronizer, Bundle
+from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.sync import DROP_KEYS, ApproximateTimeSynchronizer, Bundle
 
 # SYNC_EXAMPLES=600 for a deeper search than the default quick run.
 FAST = settings(max_examples=int(os.environ.get("SYNC_EXAMPLES", "60")), deadline=None,
@@ -307,7 +307,7 @@ def test_partial_mode_invariants(data: st.DataObject, n: int, max_iv: int, timeo
 def test_bag_loop_resets_with_log_and_keeps_going(caplog: pytest.LogCaptureFixture) -> None:
     ev = camera_events(3, 2.0, seed=4)
     s = ApproximateTimeSynchronizer(3, max_interval_ns=10_000_000)
-    with caplog.at_level(logging.WARNING, logger="mfapr_ros.sync"):
+    with caplog.at_level(logging.WARNING, logger="mfapr_ros.core.sync"):
         first = feed(s, ev)
         # One straggler from the first pass arrives after the loop started: dropped, no second reset.
         second = feed(s, ev[:30] + [(1, ev[-1][1] + 33_000_000)] + ev[30:])

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from mfapr_ros.errors import ConfigError
-from mfapr_ros.sync import DROP_KEYS, ApproximateTimeSynchronizer, Bundle, SyncSettings
+from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.sync import DROP_KEYS, ApproximateTimeSynchronizer, Bundle, SyncSettings
 
 P = 33_333_333  # 30 Hz
 

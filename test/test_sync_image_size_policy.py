@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from mfapr_ros.bag_io import BagReader
-from mfapr_ros.eval_bag import iter_bundles, message_size
-from mfapr_ros.evaluation.synthbag import SynthBagSpec, write_synth_bag
-from mfapr_ros.node_params import CameraBinding
-from mfapr_ros.sync import SyncSettings
+from mfapr_ros.bag.reader import BagReader
+from mfapr_ros.bag.synth import SynthBagSpec, write_synth_bag
+from mfapr_ros.core.sync import SyncSettings
+from mfapr_ros.evaluation.eval_bag import iter_bundles, message_size
+from mfapr_ros.ros.params import CameraBinding
 
 TOPICS = [f"/cam{i}/image_raw" for i in range(2)]
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from mfapr_training.config import load_config
 
-from mfapr_ros.errors import ConfigError
-from mfapr_ros.eval_bag import SyncConfig
-from mfapr_ros.node_params import validate_params
-from mfapr_ros.sync import SyncSettings
+from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.sync import SyncSettings
+from mfapr_ros.evaluation.eval_bag import SyncConfig
+from mfapr_ros.ros.params import validate_params
 
 
 def test_training_yaml_accepts_data_sync_with_the_node_names() -> None:

@@ -13,8 +13,8 @@ from mfapr_training.synth.render import SURFACE_CEILING, SURFACE_FLOOR, CameraMo
 from mfapr_training.synth.tracks import plan_tracks
 from mfapr_training.synth.world import KIND_REPEATED, KIND_TEXTURELESS, WorldConfig, build_world, make_lighting
 
-from mfapr_ros.errors import ConfigError
-from mfapr_ros.geometry import (
+from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.geometry import (
     pose_compose,
     pose_inverse,
     quat_from_axis_angle,
@@ -23,7 +23,7 @@ from mfapr_ros.geometry import (
     quat_to_yaw,
     rotation_error_deg,
 )
-from mfapr_ros.rig import load_rig, ring_rig
+from mfapr_ros.core.rig import load_rig, ring_rig
 
 SMALL = WorldConfig(seed=3, px_per_m=16)
 

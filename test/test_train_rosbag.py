@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mfapr_ros.evaluation.synthbag import SynthBagSpec, trajectory, write_synth_bag
-from mfapr_ros.rig import load_rig, ring_rig, write_rig
+from mfapr_ros.bag.synth import SynthBagSpec, trajectory, write_synth_bag
+from mfapr_ros.core.rig import load_rig, ring_rig, write_rig
 
 SIZE = 32
 FRAMES = 40  # training bag, 10 Hz
@@ -99,10 +99,10 @@ def test_train_on_bag_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
                                  compressed: bool | list[bool]) -> None:
     from mfapr_training.datasets import read_rosbag
 
-    from mfapr_ros.checkpoint import load_checkpoint
     from mfapr_ros.cli import main
-    from mfapr_ros.eval_bag import evaluate_bag
-    from mfapr_ros.localizer import Localizer
+    from mfapr_ros.core.checkpoint import load_checkpoint
+    from mfapr_ros.core.localizer import Localizer
+    from mfapr_ros.evaluation.eval_bag import evaluate_bag
     from mfapr_ros.models import load_model
 
     data = make_dataset(tmp_path / "data", storage, compressed)
@@ -195,7 +195,7 @@ def test_max_gap_ms_sets_the_track_split(tmp_path: Path) -> None:
     from mfapr_training.config import load_config
     from mfapr_training.train import build_datasets
 
-    from mfapr_ros.errors import ConfigError
+    from mfapr_ros.core.errors import ConfigError
 
     data = make_dataset(tmp_path / "data", "mcap", False)
     cfg_path = write_config(tmp_path / "cfg.yaml", data)
@@ -255,7 +255,7 @@ def test_compressed_fallback_is_warned(tmp_path: Path, caplog: pytest.LogCapture
 
     from mfapr_training.datasets.rosbag_reader import bind_camera_topics
 
-    from mfapr_ros.bag_io import BagReader
+    from mfapr_ros.bag.reader import BagReader
 
     bag = tmp_path / "bag"
     spec = SynthBagSpec(TOPICS, frames=3, size=SIZE, storage="mcap", compressed=[False, True, False, False])

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import torch
 from mfapr_training.config import ExperimentConfig, apply_overrides, load_config, parse_override
-from mfapr_training.loop import SeededDataset, Trainer, epoch_batches, lr_at
+from mfapr_training.engine import SeededDataset, Trainer, epoch_batches, lr_at
 
-from mfapr_ros.errors import ConfigError, DataError
-from mfapr_ros.preprocess import PreprocessConfig
-from mfapr_ros.rig import ring_rig
+from mfapr_ros.core.errors import ConfigError, DataError
+from mfapr_ros.core.preprocess import PreprocessConfig
+from mfapr_ros.core.rig import ring_rig
 
 REPO = Path(__file__).resolve().parents[1]
 PX = 32
@@ -74,7 +74,7 @@ def make_trainer(out: Path, cfg: ExperimentConfig, info: object = None) -> Train
 
 
 def weights_of(path: Path) -> dict[str, torch.Tensor]:
-    from mfapr_ros.checkpoint import load_checkpoint
+    from mfapr_ros.core.checkpoint import load_checkpoint
 
     return load_checkpoint(path).state_dict
 

@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from mfapr_ros.errors import DataError
+from mfapr_ros.core.errors import DataError
 
 log = logging.getLogger(__name__)
 

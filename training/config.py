@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from mfapr_ros.errors import ConfigError
+from mfapr_ros.core.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -46,7 +46,7 @@ class DataConfig:
     max_val: int | None = None
     max_gap_ms: float | None = None  # split tracks at time gaps (rosbag)
     gt_topic: str | None = None  # rosbag: ground-truth pose topic
-    # bundling (mfapr_ros.sync.SyncSettings, the node's sync.* names and defaults): slop, queue_size, min_cameras,
+    # bundling (mfapr_ros.core.sync.SyncSettings, the node's sync.* names and defaults): slop, queue_size, min_cameras,
     # stream_timeout, stream_timeout_periods, time_jump, policy (pivot|frames), publish (arrival|optimal)
     sync: dict[str, Any] = field(default_factory=dict)
 
@@ -276,7 +276,7 @@ def validate(cfg: ExperimentConfig) -> None:
     positive("data.max_train", cfg.data.max_train, allow_none=True)
     positive("data.max_val", cfg.data.max_val, allow_none=True)
     positive("data.max_gap_ms", cfg.data.max_gap_ms, allow_none=True)
-    from mfapr_ros.sync import SyncSettings
+    from mfapr_ros.core.sync import SyncSettings
 
     SyncSettings.from_dict(cfg.data.sync, where=f"{src}: data.sync")  # fails naming the key and the valid ones
     positive("preprocess.resize", cfg.preprocess.resize)

@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mfapr_ros.errors import MfaprError
-from mfapr_ros.ros_env import localhost_env
+from mfapr_ros.core.errors import MfaprError
+from mfapr_ros.ros.env import localhost_env
 
 
 @dataclass(frozen=True)
@@ -116,11 +116,11 @@ def replay_live(out: Path, ckpt: Path, bag: Path, env: dict[str, str]) -> Path:
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / "evaluator.log", "w") as ev_log, open(logs / "localize_node.log", "w") as node_log:
-        evaluator = subprocess.Popen([py, "-m", "mfapr_ros.evaluator_node", "--out", str(report),
+        evaluator = subprocess.Popen([py, "-m", "mfapr_ros.ros.evaluator_node", "--out", str(report),
                                       "--checkpoint", str(ckpt), "--ros-args", "-p", "gt_type:=pose",
                                       "-p", "pose_type:=pose", "-p", "use_sim_time:=true"],
                                      env=env, stdout=ev_log, stderr=subprocess.STDOUT)
-        node = subprocess.Popen([py, "-m", "mfapr_ros.node", "--ros-args", "-p", f"checkpoint:={ckpt}",
+        node = subprocess.Popen([py, "-m", "mfapr_ros.ros.localize_node", "--ros-args", "-p", f"checkpoint:={ckpt}",
                                  "-p", "device:=cpu", "-p", "use_sim_time:=true"],
                                 env=env, stdout=node_log, stderr=subprocess.STDOUT)
         procs = [evaluator, node]

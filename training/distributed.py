@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from mfapr_ros.errors import ConfigError
+from mfapr_ros.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mfapr_ros.errors import DataError
+from mfapr_ros.core.errors import DataError
 
 log = logging.getLogger("mfapr_training")
 
@@ -54,7 +54,7 @@ def evaluate(model: Any, dataset: Any, batch_size: int, device: str, retrieval: 
     (and, with a :class:`~mfapr_ros.evaluation.retrieval.RetrievalDatabase`, the retrieval baseline's poses)."""
     import torch
 
-    from .loop import TrainStep, iterate_once
+    from .engine import TrainStep, iterate_once
 
     out: dict[str, list[Any]] = {k: [] for k in ("t_est", "q_est", "t_gt", "q_gt", "stamps", "tracks", "masks",
                                                  "latency", "ret_t", "ret_q")}
@@ -94,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch.utils.data as tud
 
+    from mfapr_ros.core.preprocess import PreprocessConfig
     from mfapr_ros.evaluation import print_summary, write_report
     from mfapr_ros.models import load_model
-    from mfapr_ros.preprocess import PreprocessConfig
 
     from .datasets import BundleDataset
     from .distributed import resolve_device

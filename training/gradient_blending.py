@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mfapr_ros.errors import ConfigError
+from mfapr_ros.core.errors import ConfigError
 
 
 @dataclass

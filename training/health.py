@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mfapr_ros.geometry import quat_to_yaw
+from mfapr_ros.core.geometry import quat_to_yaw
 
 COLLAPSE_RATIO = 0.1  # predictions spread < 10 % of the targets' spread = collapsed
 DEAD_SHARE = 0.9  # > 90 % of a head's input units constant over a validation pass = dead

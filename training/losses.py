@@ -7,7 +7,7 @@ MapNet initialises ``sx = 0, sq = −3`` (rotation ≈ 20× the weight of positi
 All translations here are in the model's *normalised* frame (``t_norm`` = ``(t − t_mean)/t_scale``) so one set of
 initial weights suits a 10 m synthetic room and a 500 m mall alike. Quaternions are ``(w, x, y, z)``; every
 rotation distance is sign-invariant (``q`` and ``−q`` are the same rotation), either through ``min(‖q−q̂‖, ‖q+q̂‖)``
-or through the log map with ``w ≥ 0`` (:func:`mfapr_ros.geometry_torch.quat_log`).
+or through the log map with ``w ≥ 0`` (:func:`mfapr_ros.core.geometry_torch.quat_log`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mfapr_ros.errors import ConfigError
-from mfapr_ros.geometry_torch import (
+from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.geometry_torch import (
     chordal_distance,
     geodesic_distance,
     pose_between,
@@ -149,7 +149,7 @@ def initial_log_weights(t_norm: torch.Tensor, q: torch.Tensor, norm: str, rotati
     start far from the equilibrium is never corrected within a CPU-scale run. Starting at the mean-pose distances
     gives both terms the same weight relative to their own scale at step 0.
     """
-    from mfapr_ros.geometry import mean_pose
+    from mfapr_ros.core.geometry import mean_pose
 
     tm, qm = mean_pose(t_norm.double().numpy(), q.double().numpy())
     t0 = torch.as_tensor(tm, dtype=torch.float32).expand_as(t_norm)

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from mfapr_ros.errors import ConfigError, DataError
-from mfapr_ros.geometry import mean_pose
-from mfapr_ros.preprocess import PreprocessConfig
-from mfapr_ros.rig import Rig, load_rig
+from mfapr_ros.core.errors import ConfigError, DataError
+from mfapr_ros.core.geometry import mean_pose
+from mfapr_ros.core.preprocess import PreprocessConfig
+from mfapr_ros.core.rig import Rig, load_rig
 
 from .config import ExperimentConfig, load_config
 
@@ -49,7 +49,7 @@ def load_split(data_format: str, root: str, split: str, *, rig: Rig | None = Non
     """One split as a ``BundleSet`` (``synth``/``kapture``: a kapture split folder; ``rosbag``: ``root/split``
     is a bag, or ``root`` itself when ``split`` is empty). ``max_gap_ms`` (``data.max_gap_ms``): time gap that
     starts a new track; ``None`` = the reader's default (1 s). ``sync`` (``data.sync``): the synchronizer
-    settings in the node's vocabulary (``mfapr_ros.sync.SyncSettings``); empty = the node's defaults."""
+    settings in the node's vocabulary (``mfapr_ros.core.sync.SyncSettings``); empty = the node's defaults."""
     if not root:
         raise ConfigError("data.root is empty: give the dataset folder, e.g. --set data.root=/data/naverlabs")
     if not Path(root).exists():
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .datasets import pose_normalization
     from .distributed import init_distributed, shutdown
-    from .loop import Trainer
+    from .engine import Trainer
 
     info = init_distributed(cfg.train.device)
     try:
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # torchrun -m mfapr_training.train ...
-    from mfapr_ros.errors import MfaprError
+    from mfapr_ros.core.errors import MfaprError
 
     try:
         sys.exit(main())

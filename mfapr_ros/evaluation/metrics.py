@@ -1,8 +1,8 @@
 """Accuracy metrics of a pose regressor: the one implementation behind `mfapr evaluate`, `mfapr eval-bag` and
 `evaluator_node`, so the three report the same numbers for the same poses.
 
-Errors come from :mod:`mfapr_ros.geometry` (translation in metres, rotation ``2·acos|<q, q̂>|`` in degrees) and the
-recall bins are the kapture / NAVER LABS ones (:data:`mfapr_ros.geometry.RECALL_BINS`). Percentiles use numpy's
+Errors come from :mod:`mfapr_ros.core.geometry` (translation in metres, rotation ``2·acos|<q, q̂>|`` in degrees) and the
+recall bins are the kapture / NAVER LABS ones (:data:`mfapr_ros.core.geometry.RECALL_BINS`). Percentiles use numpy's
 default linear interpolation; every number is a plain ``float``/``int`` so the dict is JSON-ready.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
-from ..geometry import RECALL_BINS, mean_pose, recall_at_bins, rotation_error_deg, translation_error
+from mfapr_ros.core.errors import DataError
+from mfapr_ros.core.geometry import RECALL_BINS, mean_pose, recall_at_bins, rotation_error_deg, translation_error
 
 #: Percentiles reported for both error kinds (the median is also reported as ``median``).
 PERCENTILES: tuple[int, ...] = (75, 90, 95)

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..bag_io import Trajectory, build_trajectory
+from mfapr_ros.bag.reader import Trajectory, build_trajectory
+
 from .metrics import compute_metrics, metrics_from_errors, pose_errors
 from .report import write_report
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..geometry import RECALL_BINS
+from mfapr_ros.core.geometry import RECALL_BINS
 
 DPI = 100
 

@@ -9,7 +9,7 @@ One folder, always the same file names, so scripts (and the demo) can read any r
     error_over_time.png       errors against time
     camera_availability.png   per-camera presence strip (only when masks are given)
 
-Every file is written atomically (:mod:`mfapr_ros.io_utils`), so a report is complete or absent.
+Every file is written atomically (:mod:`mfapr_ros.core.io`), so a report is complete or absent.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from ..errors import DataError
-from ..geometry import RECALL_BINS
-from ..io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mfapr_ros import __version__
+from mfapr_ros.core.errors import DataError
+from mfapr_ros.core.geometry import RECALL_BINS
+from mfapr_ros.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
 from . import plots
 from .metrics import bin_label, compute_metrics, mean_pose_baseline, pose_errors
 

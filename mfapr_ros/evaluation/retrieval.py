@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, DataError
+from mfapr_ros.core.errors import CheckpointError, DataError
 
 THUMB = 16
 SUFFIX = ".retrieval.safetensors"
@@ -98,7 +98,7 @@ class RetrievalDatabase:
         """Atomic write of ``path`` (safetensors; no pickle)."""
         from safetensors.torch import save
 
-        from ..io_utils import atomic_write_bytes
+        from mfapr_ros.core.io import atomic_write_bytes
 
         path = Path(path)
         data = save({"desc": torch.from_numpy(self.desc).half(), "t": torch.from_numpy(self.t),

@@ -11,7 +11,8 @@ import copy
 import math
 from typing import Any
 
-from ..errors import ConfigError
+from mfapr_ros.core.errors import ConfigError
+
 from .rotation import REPRESENTATIONS
 from .trunks import ARCHS
 
@@ -246,6 +247,6 @@ def _resolve_extrinsics(ext: Any, position: str, T: int) -> dict[str, Any] | Non
 
 
 def extrinsics_from_rig(rig: Any) -> dict[str, list[list[float]]]:
-    """``{t, q}`` (T_base_camera, w,x,y,z) of a :class:`~mfapr_ros.rig.Rig` for the config's ``extrinsics`` key."""
+    """``{t, q}`` (T_base_camera, w,x,y,z) of a :class:`~mfapr_ros.core.rig.Rig` for the config's ``extrinsics`` key."""
     t, q = rig.extrinsics()
     return {"t": [[float(x) for x in r] for r in t], "q": [[float(x) for x in r] for r in q]}

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError, MfaprError
-from ..io_utils import atomic_write_bytes
+from mfapr_ros.core.errors import ConfigError, MfaprError
+from mfapr_ros.core.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 FORMATS = ("torch-export", "torchscript", "onnx")

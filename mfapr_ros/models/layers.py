@@ -14,7 +14,8 @@ import math
 import torch
 from torch import nn
 
-from .. import geometry_torch as gt
+from mfapr_ros.core import geometry_torch as gt
+
 from .rotation import RAW_DIMS, identity_raw
 
 

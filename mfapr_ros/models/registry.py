@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import Checkpoint, load_checkpoint
-from ..errors import CheckpointError, ConfigError
+from mfapr_ros.core.checkpoint import Checkpoint, load_checkpoint
+from mfapr_ros.core.errors import CheckpointError, ConfigError
+
 from .config import resolve_config
 from .regressor import PoseRegressor
 

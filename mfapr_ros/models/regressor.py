@@ -11,8 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import geometry_torch as gt
-from ..errors import DataError
+from mfapr_ros.core import geometry_torch as gt
+from mfapr_ros.core.errors import DataError
+
 from .fusion import FusedNet
 from .layers import mask_images, robust_fuse
 from .rotation import quat_to_raw, raw_to_rotation

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import geometry_torch as gt
+from mfapr_ros.core import geometry_torch as gt
 
 #: representation → raw head width
 RAW_DIMS = {"quat": 4, "logq": 3, "6d": 6, "9d_svd": 9}

@@ -5,7 +5,7 @@ feature scales at ``block-3``/``block-4``), so each architecture is expressed on
 stages with known channel counts. ``tiny`` is a few-conv CNN for tests and the CPU demo.
 
 Pretrained ImageNet weights go through the torchvision weights API; offline, a missing file becomes a
-:class:`~mfapr_ros.errors.ConfigError` that says how to pre-download it into ``TORCH_HOME``.
+:class:`~mfapr_ros.core.errors.ConfigError` that says how to pre-download it into ``TORCH_HOME``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from mfapr_ros.core.errors import ConfigError
 
 #: arch → (torchvision builder, weights enum name, channels of block-1..block-5).
 ARCHS: dict[str, tuple[str | None, str | None, tuple[int, ...]]] = {

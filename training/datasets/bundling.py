@@ -2,7 +2,7 @@
 
 Readers must form bundles exactly like the live node does, so they do not re-implement the policy: they merge
 the per-camera streams in stamp order (what a live subscriber would see) and push them into
-``mfapr_ros.sync.ApproximateTimeSynchronizer`` built from the same :class:`~mfapr_ros.sync.SyncSettings` the node
+``ApproximateTimeSynchronizer`` built from the same :class:`~mfapr_ros.core.sync.SyncSettings` the node
 and ``eval-bag`` use (``data.sync`` in the training YAML, with the node's parameter names and defaults).
 """
 
@@ -12,12 +12,12 @@ import heapq
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from mfapr_ros.sync import SyncSettings
+from mfapr_ros.core.sync import SyncSettings
 
 __all__ = ["DEFAULT_MAX_INTERVAL_NS", "DEFAULT_QUEUE_SIZE", "SyncSettings", "merge_streams", "run_synchronizer",
            "sync_stats"]
 
-#: The node's defaults (one settings object, :class:`mfapr_ros.sync.SyncSettings`): readers bundle as it does.
+#: The node's defaults (one settings object, :class:`mfapr_ros.core.sync.SyncSettings`): readers bundle as it does.
 DEFAULT_MAX_INTERVAL_NS = SyncSettings.max_interval_ns
 DEFAULT_QUEUE_SIZE = SyncSettings.queue_size
 
@@ -48,7 +48,7 @@ def run_synchronizer(sync: Any, events: Iterable[tuple[int, int, Any]]) -> Itera
 
 def sync_stats(sync: Any) -> dict[str, int]:
     """The synchronizer's non-zero message-drop counters as ``{"sync_<cause>": n}``, for a reader's drop table."""
-    from mfapr_ros.sync import DROP_KEYS
+    from mfapr_ros.core.sync import DROP_KEYS
 
     stats = dict(getattr(sync, "stats", {}) or {})
     return {f"sync_{k}": int(stats[k]) for k in DROP_KEYS if int(stats.get(k, 0))}

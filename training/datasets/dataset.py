@@ -2,7 +2,7 @@
 
 A sample (``steps`` = S frames ``i, i+skip, …`` of one track, T cameras) is a dict::
 
-    images  (S, T, 3, H, W) float32   preprocess: resize_crop → photometric jitter → normalize (mfapr_ros.preprocess)
+    images  (S, T, 3, H, W) float32   preprocess: resize_crop → photometric jitter → normalize (core.preprocess)
     mask    (S, T) bool                False where a camera is absent (its slot is zeros, as in preprocess_bundle)
     t       (S, 3) float32             rig position in the world (NaN for inference-only records)
     q       (S, 4) float32             rig orientation (w, x, y, z)
@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mfapr_ros.errors import ConfigError, DataError
-from mfapr_ros.preprocess import PreprocessConfig, normalize, resize_crop, to_float_chw
-from mfapr_ros.rig import Rig
+from mfapr_ros.core.errors import ConfigError, DataError
+from mfapr_ros.core.preprocess import PreprocessConfig, normalize, resize_crop, to_float_chw
+from mfapr_ros.core.rig import Rig
 
 from .photometric import PhotometricConfig, color_jitter
 from .records import BundleRecord, BundleSet, Drops, ImageRef, decode_ref

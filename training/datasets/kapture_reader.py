@@ -34,15 +34,15 @@ from typing import Any
 
 import numpy as np
 
-from mfapr_ros.errors import DataError
-from mfapr_ros.geometry import (
+from mfapr_ros.core.errors import DataError
+from mfapr_ros.core.geometry import (
     interpolate_poses,
     mean_pose,
     pose_compose,
     pose_inverse,
     rotation_error_deg,
 )
-from mfapr_ros.rig import Camera, Intrinsics, Rig
+from mfapr_ros.core.rig import Camera, Intrinsics, Rig
 
 from .bundling import SyncSettings, merge_streams, run_synchronizer, sync_stats
 from .records import BundleRecord, BundleSet, Drops, ImageRef, split_tracks_on_gaps, validate_pose

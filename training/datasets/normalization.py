@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from mfapr_ros.errors import DataError
+from mfapr_ros.core.errors import DataError
 
 from .records import BundleRecord, BundleSet
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from mfapr_ros.errors import ConfigError
+from mfapr_ros.core.errors import ConfigError
 
 _GREY = (0.299, 0.587, 0.114)
 _RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from mfapr_ros.errors import DataError
-from mfapr_ros.rig import Rig
+from mfapr_ros.core.errors import DataError
+from mfapr_ros.core.rig import Rig
 
 log = logging.getLogger(__name__)
 
-#: File suffix → compressed format name understood by ``mfapr_ros.images.decode_compressed``.
+#: File suffix → compressed format name understood by ``mfapr_ros.core.images.decode_compressed``.
 SUFFIX_FORMATS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png"}
 
 
@@ -33,7 +33,7 @@ class ImageRef:
     """Where one camera image lives, undecoded: a file, encoded bytes (CompressedImage) or raw pixels (Image).
 
     ``key`` identifies the image for caches (a path, or ``<bag>:<topic>:<stamp>``). Decoding happens in
-    :func:`mfapr_training.datasets.dataset.load_image` through the project's one decoder (``mfapr_ros.images``).
+    :func:`mfapr_training.datasets.dataset.load_image` through the project's one decoder (``mfapr_ros.core.images``).
     """
 
     key: str
@@ -222,11 +222,11 @@ def read_ref_bytes(ref: ImageRef) -> bytes:
 
 
 def decode_ref(ref: ImageRef) -> np.ndarray:
-    """Decode a reference to uint8 RGB HWC through the project's one decoder (``mfapr_ros.images``).
+    """Decode a reference to uint8 RGB HWC through the project's one decoder (``mfapr_ros.core.images``).
 
     Raises :class:`DataError` naming the image (missing file, truncated/corrupt data, unknown encoding).
     """
-    from mfapr_ros import images
+    from mfapr_ros.core import images
 
     data = read_ref_bytes(ref)
     try:

@@ -3,14 +3,14 @@
 Shared by training (:func:`read_rosbag` → :class:`BundleSet`) and the bag evaluator (:func:`iter_bag_bundles`
 streams bundles, so a long bag never sits in memory). Bag access, GT reading (PoseStamped,
 PoseWithCovarianceStamped, Odometry, TransformStamped or a TF chain ``parent → child`` over /tf + /tf_static) and
-message field extraction are ``mfapr_ros.bag_io``'s — the one bag implementation; this module adds the camera
+message field extraction are ``mfapr_ros.bag.reader``'s — the one bag implementation; this module adds the camera
 binding, the bundling (the node's one ``ApproximateTimeSynchronizer`` with the same :class:`SyncSettings`) and the
 GT interpolation at bundle stamps. Only numpy and ``mfapr_ros`` are imported (no torch, no rclpy), so the
 module can move under ``mfapr_ros`` unchanged if the evaluator wants it there.
 
 - Cameras bind by *name* to topics: ``topics={camera: topic}``, else the rig's ``topic`` (or its
   ``/compressed`` variant). ``sensor_msgs/Image`` and ``CompressedImage`` stay undecoded in :class:`ImageRef`
-  (bytes + encoding fields); decoding is lazy, through ``mfapr_ros.images`` (``records.decode_ref``).
+  (bytes + encoding fields); decoding is lazy, through ``mfapr_ros.core.images`` (``records.decode_ref``).
 - Stamps are header stamps in integer ns. A camera stamp not after the previous one on its topic is dropped and
   counted (``out_of_order_image``).
 - GT is interpolated at each bundle stamp (linear + slerp, ``geometry.interpolate_poses``); bundles outside GT
@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from mfapr_ros.bag_io import IMAGE_TYPES, BagReader, image_fields, read_gt
-from mfapr_ros.errors import DataError
-from mfapr_ros.rig import Rig
+from mfapr_ros.bag.reader import IMAGE_TYPES, BagReader, image_fields, read_gt
+from mfapr_ros.core.errors import DataError
+from mfapr_ros.core.rig import Rig
 
 from .bundling import SyncSettings, run_synchronizer, sync_stats
 from .records import BundleRecord, BundleSet, Drops, ImageRef, split_tracks_on_gaps

@@ -28,9 +28,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from mfapr_ros.errors import ConfigError
-from mfapr_ros.geometry import mean_pose, pose_compose, pose_inverse, quat_normalize, rotation_error_deg
-from mfapr_ros.rig import Rig
+from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.geometry import mean_pose, pose_compose, pose_inverse, quat_normalize, rotation_error_deg
+from mfapr_ros.core.rig import Rig
 
 MODES = ("none", "cyclic", "symmetric", "any")
 

@@ -24,9 +24,9 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from mfapr_ros.errors import ConfigError
-from mfapr_ros.geometry import quat_wxyz_to_xyzw
-from mfapr_ros.rig import Rig
+from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.geometry import quat_wxyz_to_xyzw
+from mfapr_ros.core.rig import Rig
 
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 TRANSPORTS = ("raw", "compressed")

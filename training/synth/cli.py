@@ -4,7 +4,7 @@ Example (the demo's default world: ring4, 4 tracks × 500 frames = 2,000 frames,
 
     mfapr synth --out data/synth --rig ring4 --seed 0 --frames 500 --bags query
 
-Bad arguments raise :class:`~mfapr_ros.errors.ConfigError` (the `mfapr` dispatcher prints one line, exit code 2).
+Bad arguments raise :class:`~mfapr_ros.core.errors.ConfigError` (the `mfapr` dispatcher prints one line, exit code 2).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from mfapr_ros.errors import ConfigError
-from mfapr_ros.rig import Rig, load_rig, ring_rig
+from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.rig import Rig, load_rig, ring_rig
 
 from .generate import SPLITS, SynthConfig, generate, stderr_progress
 from .world import WorldConfig

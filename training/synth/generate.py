@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mfapr_ros.errors import ConfigError
-from mfapr_ros.geometry import pose_compose
-from mfapr_ros.io_utils import atomic_write_json
-from mfapr_ros.rig import Intrinsics, Rig, write_rig
+from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.geometry import pose_compose
+from mfapr_ros.core.io import atomic_write_json
+from mfapr_ros.core.rig import Intrinsics, Rig, write_rig
 
 from .bag_writer import STORAGES, TRANSPORTS, BagSplitWriter
 from .kapture_writer import KaptureSplitWriter

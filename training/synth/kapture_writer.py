@@ -27,9 +27,9 @@ import kapture
 import kapture.io.csv as kcsv
 import numpy as np
 
-from mfapr_ros.errors import ConfigError
-from mfapr_ros.geometry import pose_inverse
-from mfapr_ros.rig import Rig
+from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.geometry import pose_inverse
+from mfapr_ros.core.rig import Rig
 
 from .render import CameraModel
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mfapr_ros.errors import ConfigError
-from mfapr_ros.geometry import quat_to_matrix
+from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.geometry import quat_to_matrix
 
 from .world import Lighting, World
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from mfapr_ros.errors import ConfigError
-from mfapr_ros.geometry import quat_from_yaw
+from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.geometry import quat_from_yaw
 
 from .world import World
 

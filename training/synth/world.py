@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from mfapr_ros.errors import ConfigError
+from mfapr_ros.core.errors import ConfigError
 
 #: Wall kinds (``World.kind``); names are used in world.json and docs.
 KIND_SHOP, KIND_POSTERS, KIND_TEXTURELESS, KIND_REPEATED = 0, 1, 2, 3

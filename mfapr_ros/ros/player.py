@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bag_io import IMAGE_TYPES, BagReader
-from .errors import ConfigError, DataError
+from mfapr_ros.bag.reader import IMAGE_TYPES, BagReader
+from mfapr_ros.core.errors import ConfigError, DataError
 
 LOG = logging.getLogger("mfapr.play")
 CLOCK_TOPIC = "/clock"
@@ -172,7 +172,7 @@ def _play_once(bag: BagReader, pubs: dict[str, Any], clock_pub: Any, start_ns: i
                rate: float, clock_hz: float, stats: PlayStats) -> None:
     from rosgraph_msgs.msg import Clock
 
-    from .ros_convert import ns_to_time
+    from .convert import ns_to_time
 
     def publish_clock(bag_ns: int) -> None:
         if clock_pub is not None:
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     old = signal.signal(signal.SIGTERM, on_term)
     old_int = signal.signal(signal.SIGINT, on_term)
     args = build_parser().parse_args(argv)
-    from .ros_env import apply_localhost_env
+    from .env import apply_localhost_env
 
     apply_localhost_env(args.domain_id)  # DDS never leaves this machine
     try:

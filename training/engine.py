@@ -35,9 +35,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mfapr_ros.checkpoint import load_checkpoint, save_checkpoint
-from mfapr_ros.errors import CheckpointError, ConfigError, DataError
-from mfapr_ros.io_utils import atomic_write_json, atomic_write_text
+from mfapr_ros.core.checkpoint import load_checkpoint, save_checkpoint
+from mfapr_ros.core.errors import CheckpointError, ConfigError, DataError
+from mfapr_ros.core.io import atomic_write_json, atomic_write_text
 
 from .config import ExperimentConfig, dump_yaml
 from .distributed import DistInfo, all_reduce_mean, barrier

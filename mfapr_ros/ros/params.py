@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
-from .rig import TRANSPORTS, Rig
+from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.rig import TRANSPORTS, Rig
 
 TF_MODES = ("none", "map_to_base", "map_to_odom")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -155,8 +155,8 @@ class NodeParams:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def sync_settings(self) -> Any:
-        """The synchronizer settings (:class:`mfapr_ros.sync.SyncSettings`, shared with eval-bag and training)."""
-        from .sync import SyncSettings
+        """The synchronizer settings (:class:`mfapr_ros.core.sync.SyncSettings`, shared with eval-bag and training)."""
+        from mfapr_ros.core.sync import SyncSettings
 
         return SyncSettings.from_node_params(self)
 
@@ -250,7 +250,7 @@ def validate_params(values: Mapping[str, Any]) -> NodeParams:
         raise _bad("sync.time_jump", out["sync.time_jump"], f"a number of seconds > sync.slop ({out['sync.slop']})")
     if out["sync.min_cameras"] and out["sync.stream_timeout"] < out["sync.slop"]:
         raise _bad("sync.stream_timeout", out["sync.stream_timeout"], f"a number >= sync.slop ({out['sync.slop']})")
-    from .sync import POLICIES, PUBLISH_MODES
+    from mfapr_ros.core.sync import POLICIES, PUBLISH_MODES
 
     if out["sync.policy"] not in POLICIES:
         raise _bad("sync.policy", out["sync.policy"], f"one of {POLICIES}")

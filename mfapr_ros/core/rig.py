@@ -240,7 +240,7 @@ def load_rig(path: str | Path) -> Rig:
 def shipped_config_dir() -> Path:
     """The package's ``config/`` folder: the source tree, or ``share/mfapr_ros/config`` of an install."""
     here = Path(__file__).resolve().parent
-    candidates = [here.parent / "config"]
+    candidates = [here.parents[1] / "config"]
     try:  # a colcon/ament install
         from ament_index_python.packages import get_package_share_directory  # type: ignore[import-not-found]
 
@@ -292,6 +292,6 @@ def _tidy(v: float) -> float:
 
 def write_rig(rig: Rig, path: str | Path) -> None:
     """Write a rig YAML (atomically) that :func:`load_rig` reads back to an equal rig."""
-    from .io_utils import atomic_write_text
+    from .io import atomic_write_text
 
     atomic_write_text(Path(path), yaml.safe_dump(rig.to_dict(), sort_keys=False))

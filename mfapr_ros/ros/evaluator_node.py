@@ -35,11 +35,12 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from .bag_io import Trajectory, tf_trajectory
-from .errors import ConfigError, MfaprError
-from .evaluation.online import OnlineEvaluator
-from .evaluation.report import format_summary
-from .ros_convert import msg_to_pose, time_to_ns
+from mfapr_ros.bag.reader import Trajectory, tf_trajectory
+from mfapr_ros.core.errors import ConfigError, MfaprError
+from mfapr_ros.evaluation.online import OnlineEvaluator
+from mfapr_ros.evaluation.report import format_summary
+
+from .convert import msg_to_pose, time_to_ns
 
 NODE_NAME = "evaluator_node"
 POSE_TYPES: dict[str, Any] = {
@@ -262,8 +263,8 @@ class EvaluatorNode(Node):
             if mode == "checkpoint":
                 raise ConfigError("baseline 'checkpoint' needs the parameter 'checkpoint' (the model's NAME.json)")
             return None
-        from .checkpoint import checkpoint_paths
-        from .eval_bag import checkpoint_baseline
+        from mfapr_ros.core.checkpoint import checkpoint_paths
+        from mfapr_ros.evaluation.eval_bag import checkpoint_baseline
 
         try:
             meta = json.loads(checkpoint_paths(ck)[0].read_text())
@@ -313,7 +314,7 @@ def _split_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def main(args: list[str] | None = None) -> int:
     """Entry point: 0 after the report is written, 1 when it scored no pose, 2 when the node refuses to start."""
-    from .ros_env import apply_localhost_env
+    from .env import apply_localhost_env
 
     argv = list(sys.argv[1:] if args is None else args)
     ns, ros_args = _split_args(argv)
@@ -350,7 +351,7 @@ def main(args: list[str] | None = None) -> int:
             ex.spin_once(timeout_sec=0.05)
         ex.shutdown()
         paths = node.write_report()
-        from .evaluation import load_report
+        from mfapr_ros.evaluation import load_report
 
         print(format_summary(load_report(paths["json"])))
         print(f"evaluator_node: report written to {paths['markdown'].parent} ({node.finish_reason})")

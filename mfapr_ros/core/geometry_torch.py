@@ -1,4 +1,4 @@
-"""Batched, differentiable torch twins of :mod:`mfapr_ros.geometry` for losses and model heads.
+"""Batched, differentiable torch twins of :mod:`mfapr_ros.core.geometry` for losses and model heads.
 
 Same conventions: quaternions ``(w, x, y, z)``, poses ``T_a_b``, leading dimensions broadcast. Only the operations
 that losses, augmentation and heads need live here; anything for the node side uses the numpy module.

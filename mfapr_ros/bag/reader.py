@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .errors import DataError
-from .geometry import interpolate_poses, pose_compose, pose_inverse, quat_normalize, quat_xyzw_to_wxyz
+from mfapr_ros.core.errors import DataError
+from mfapr_ros.core.geometry import interpolate_poses, pose_compose, pose_inverse, quat_normalize, quat_xyzw_to_wxyz
 
 #: Storage plugins rosbags reads (``storage_identifier`` in metadata.yaml).
 STORAGE_FORMATS = ("sqlite3", "mcap")
@@ -407,7 +407,7 @@ def read_gt(bag: BagReader, gt_topic: str | None = None, gt_tf: str | None = Non
 
 
 def image_fields(msgtype: str, msg: Any) -> dict[str, Any]:
-    """The fields `mfapr_ros.images` decodes, from a rosbags (or rclpy) Image / CompressedImage message."""
+    """The fields `mfapr_ros.core.images` decodes, from a rosbags (or rclpy) Image / CompressedImage message."""
     if msgtype == IMAGE:
         return {"kind": "raw", "stamp_ns": stamp_ns(msg.header.stamp), "encoding": str(msg.encoding),
                 "height": int(msg.height), "width": int(msg.width), "step": int(msg.step),

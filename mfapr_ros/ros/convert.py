@@ -3,7 +3,7 @@
 Why one place: the quaternion order (ROS ``x, y, z, w`` vs. the package's ``w, x, y, z``), ROS ``Time`` vs. integer
 nanoseconds and image fields are classic sources of silent bugs; keeping every conversion here (and tested both
 ways) means the node, the evaluator node and the bag player cannot disagree. Decoding itself stays in
-:mod:`mfapr_ros.images` (ROS-free, shared with the offline readers); this module only hands it the message fields.
+:mod:`mfapr_ros.core.images` (ROS-free, shared with the offline readers); this module only hands it the message fields.
 
 Message data (``uint8[]``) arrives from rclpy as ``array.array('B')``; it is passed on as a zero-copy
 ``memoryview`` so a 10-camera node does not copy every frame once more.
@@ -20,14 +20,14 @@ from geometry_msgs.msg import Pose, PoseStamped, PoseWithCovarianceStamped, Tran
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from .errors import DataError
-from .geometry import quat_normalize, quat_wxyz_to_xyzw, quat_xyzw_to_wxyz
+from mfapr_ros.core.errors import DataError
+from mfapr_ros.core.geometry import quat_normalize, quat_wxyz_to_xyzw, quat_xyzw_to_wxyz
 
 NS_PER_S = 1_000_000_000
 
 
 class PoseLike(Protocol):
-    """What the pose converters need from a :class:`mfapr_ros.localizer.RigPose` (kept structural: no import)."""
+    """What the pose converters need from a :class:`mfapr_ros.core.localizer.RigPose` (kept structural: no import)."""
 
     stamp_ns: int
     t: np.ndarray
@@ -55,13 +55,13 @@ def header(stamp_ns: int, frame_id: str) -> Header:
 
 # ---------------------------------------------------------------- images
 def image_fields(msg: Image) -> dict[str, Any]:
-    """``sensor_msgs/Image`` → keyword arguments of :func:`mfapr_ros.images.decode_raw` (data zero-copy)."""
+    """``sensor_msgs/Image`` → keyword arguments of :func:`mfapr_ros.core.images.decode_raw` (data zero-copy)."""
     return {"encoding": msg.encoding, "height": int(msg.height), "width": int(msg.width), "step": int(msg.step),
             "data": _buffer(msg.data), "is_bigendian": bool(msg.is_bigendian)}
 
 
 def compressed_fields(msg: CompressedImage) -> dict[str, Any]:
-    """``sensor_msgs/CompressedImage`` → keyword arguments of :func:`mfapr_ros.images.decode_compressed`."""
+    """``sensor_msgs/CompressedImage`` → keyword arguments of :func:`mfapr_ros.core.images.decode_compressed`."""
     return {"format": msg.format, "data": _buffer(msg.data)}
 
 
@@ -70,7 +70,7 @@ def decode_image_msg(msg: Image | CompressedImage, device: Any = None) -> np.nda
 
     ``device`` is only used for compressed images (JPEG decoding on CUDA where available).
     """
-    from . import images
+    from mfapr_ros.core import images
 
     if isinstance(msg, CompressedImage):
         f = compressed_fields(msg)

@@ -1,6 +1,7 @@
 """Image decoding at the boundary (ROS-free: takes message *fields*, not messages) and counted, throttled drops.
 
-Everything downstream (the one :mod:`mfapr_ros.preprocess`, the synchronizer payloads, the bag evaluator) sees uint8
+Everything downstream (the one :mod:`~mfapr_ros.core.preprocess`, the
+synchronizer payloads, the bag evaluator) sees uint8
 RGB HWC images, whatever the camera sends:
 
 * ``sensor_msgs/Image`` fields → :func:`decode_raw`: rgb8, bgr8, rgba8, bgra8, mono8, mono16 (+ the OpenCV aliases
@@ -276,7 +277,7 @@ class DropCounter:
 
 
 def decode_or_drop(counter: DropCounter, camera: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call a decoder; on :class:`~mfapr_ros.errors.DataError` count the drop (cause from the error) and return
+    """Call a decoder; on :class:`~mfapr_ros.core.errors.DataError` count the drop (cause from the error) and return
     ``None``. This is what a subscription callback calls: bad messages never raise out of it."""
     try:
         return fn(*args, **kwargs)

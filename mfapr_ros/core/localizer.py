@@ -9,7 +9,7 @@ the network: a newer bundle replaces a pending one (latest wins; the replaced on
 Device and precision decisions (documented in docs/runtime.md):
 
 * ``device="auto"`` → ``cuda`` when available, else ``cpu``. ``cuda``/``cuda:N`` requested but unusable → a
-  warning and the CPU, or :class:`~mfapr_ros.errors.ConfigError` with ``strict=True``.
+  warning and the CPU, or :class:`~mfapr_ros.core.errors.ConfigError` with ``strict=True``.
 * ``precision``: ``fp32``; ``fp16``/``bf16`` run the model under ``torch.autocast`` (normalisation layers and the
   pose outputs stay fp32, so the quaternion stays unit and stamps/poses stay exact). ``fp16`` on the CPU → a
   warning and fp32 (CPU fp16 kernels are slow or missing), ``ConfigError`` if strict; ``bf16`` on the CPU is honoured.
@@ -158,7 +158,7 @@ class Localizer:
     def __init__(self, checkpoint: str | Path, device: str = "auto", precision: str = "fp32", strict: bool = False,
                  default_covariance: Any = DEFAULT_COVARIANCE, warmup: int = 1, max_batch: int = 32,
                  logger: logging.Logger | None = None, retrieval: bool = True) -> None:
-        from .models import load_model
+        from mfapr_ros.models import load_model
 
         self._log = logger or _LOG
         self.device = resolve_device(device, strict, self._log)
@@ -179,7 +179,7 @@ class Localizer:
         self.t_scale = float(self.model.config["pose_normalization"]["t_scale"])
         # the image-retrieval prior: written beside the checkpoint by training (evaluation/retrieval.py); each
         # pose then carries the nearest training bundle's pose in ``extras`` (reports show it as a baseline)
-        from .evaluation.retrieval import load_for_checkpoint
+        from mfapr_ros.evaluation.retrieval import load_for_checkpoint
 
         self.retrieval = load_for_checkpoint(self.checkpoint.path) if retrieval else None
         self._lock = threading.Lock()
@@ -227,7 +227,7 @@ class Localizer:
         """The retrieval prior per bundle of a preprocessed batch (empty dicts without a database)."""
         if self.retrieval is None:
             return [{} for _ in range(x.shape[0])]
-        from .evaluation.retrieval import thumbnails
+        from mfapr_ros.evaluation.retrieval import thumbnails
 
         t, q, score = self.retrieval.query(thumbnails(x.float().cpu(), m.cpu()))
         return [{"retrieval_t": t[i], "retrieval_q": q[i], "retrieval_score": float(score[i])}

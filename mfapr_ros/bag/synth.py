@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..geometry import quat_from_yaw, quat_wxyz_to_xyzw
+from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.geometry import quat_from_yaw, quat_wxyz_to_xyzw
 
 GT_KINDS = ("pose", "pose_cov", "odom", "tf", "none")
 

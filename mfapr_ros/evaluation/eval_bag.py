@@ -1,9 +1,10 @@
 """`mfapr eval-bag`: accuracy of a checkpoint on a recorded rosbag2, offline and faster than real time.
 
 The pipeline is the live node's, piece by piece, so the numbers transfer: camera topics are bound to model slots
-by :func:`mfapr_ros.node_params.bind_cameras` (same topic / transport rules, same defaults as
-``config/localize.yaml``), bundled by the one :class:`mfapr_ros.sync.ApproximateTimeSynchronizer` with the node's
-settings, decoded by :mod:`mfapr_ros.images`, and localised by :class:`mfapr_ros.localizer.Localizer` — except that
+by :func:`mfapr_ros.ros.params.bind_cameras` (same topic / transport rules, same defaults as
+``config/localize.yaml``), bundled by the one :class:`mfapr_ros.core.sync.ApproximateTimeSynchronizer` with the node's
+settings, decoded by :mod:`~mfapr_ros.core.images`,
+and localised by :class:`~mfapr_ros.core.localizer.Localizer` — except that
 bundles are batched (``--batch``) through ``infer_batch``, which is what makes a CPU run faster than real time.
 Ground truth (PoseStamped / PoseWithCovarianceStamped / Odometry topic, or TF between two frames) is interpolated
 at each bundle stamp; the shared report (:mod:`mfapr_ros.evaluation`) is written to ``--out``.
@@ -25,28 +26,28 @@ from typing import Any
 
 import numpy as np
 
-from .bag_io import COMPRESSED_IMAGE, IMAGE_TYPES, BagMessage, BagReader, Trajectory, image_fields, read_gt
-from .errors import ConfigError, DataError
+from mfapr_ros.bag.reader import COMPRESSED_IMAGE, IMAGE_TYPES, BagMessage, BagReader, Trajectory, image_fields, read_gt
+from mfapr_ros.core.errors import ConfigError, DataError
 
 LOG = logging.getLogger("mfapr.eval_bag")
 
 
 def node_sync_defaults() -> dict[str, Any]:
-    """The node's sync defaults (one table: :data:`mfapr_ros.node_params.PARAM_SPECS`, = config/localize.yaml)."""
-    from .node_params import SPEC_BY_NAME
+    """The node's sync defaults (one table: :data:`mfapr_ros.ros.params.PARAM_SPECS`, = config/localize.yaml)."""
+    from mfapr_ros.ros.params import SPEC_BY_NAME
 
     return {k[5:]: s.default for k, s in SPEC_BY_NAME.items() if k.startswith("sync.")}
 
 
 class SyncConfig:
-    """Builds the one :class:`mfapr_ros.sync.SyncSettings` from the node's defaults and the CLI's overrides (seconds,
+    """Builds the one :class:`~.core.sync.SyncSettings` from the node's defaults and the CLI's overrides (seconds,
     ``min_cameras`` 0 = all), so eval-bag bundles exactly as ``localize_node`` with the same parameters."""
 
     @staticmethod
     def from_node_defaults(slop_ms: float | None = None, min_cameras: int | None = None,
                            queue_size: int | None = None, stream_timeout_s: float | None = None,
                            **more: Any) -> Any:
-        from .sync import SyncSettings
+        from mfapr_ros.core.sync import SyncSettings
 
         d = node_sync_defaults()
         for key, v in (("slop", None if slop_ms is None else slop_ms / 1e3), ("min_cameras", min_cameras),
@@ -96,7 +97,7 @@ def resolve_camera_topics(rig: Any, bag_types: dict[str, str], topic_map: dict[s
     """Bag topic of each model slot, with the node's binding rules; a camera whose bound topic is absent from the
     bag falls back to its other transport (``/x`` ↔ ``/x/compressed``) when that one is there. DataError lists
     the missing cameras and the bag's image topics."""
-    from .node_params import TOPIC_PREFIX, bind_cameras, validate_params
+    from mfapr_ros.ros.params import TOPIC_PREFIX, bind_cameras, validate_params
 
     topic_map = topic_map or {}
     unknown = [c for c in topic_map if c not in rig.camera_names]
@@ -122,8 +123,8 @@ def resolve_camera_topics(rig: Any, bag_types: dict[str, str], topic_map: dict[s
 
 
 def decode_message(m: BagMessage, device: Any = None) -> np.ndarray:
-    """Decode one bag image with the package's one decoder (:mod:`mfapr_ros.images`)."""
-    from . import images
+    """Decode one bag image with the package's one decoder (:mod:`mfapr_ros.core.images`)."""
+    from mfapr_ros.core import images
 
     f = image_fields(m.msgtype, m.msg)
     if m.msgtype == COMPRESSED_IMAGE:
@@ -151,7 +152,7 @@ def iter_bundles(bag: BagReader, topics: Sequence[str], sync: Any, start_ns: int
     """Stream bundles from ``topics`` (slot order) through ``sync``; images decode only once bundled.
 
     Stamps are header stamps (bag log time where a header stamp is zero, counted as ``zero_header_stamp``).
-    With ``bindings`` (:class:`mfapr_ros.node_params.CameraBinding` per slot, i.e. ``enforce_image_size``), an
+    With ``bindings`` (:class:`mfapr_ros.ros.params.CameraBinding` per slot, i.e. ``enforce_image_size``), an
     image whose size differs from its camera's is dropped *before* the synchronizer (``wrong_size``), exactly
     where the node drops it. Undecodable images become absent slots (``decode_error``); a bundle left with no
     image is dropped.
@@ -242,7 +243,7 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
     if batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {batch}")
     if localizer is None:
-        from .localizer import Localizer
+        from mfapr_ros.core.localizer import Localizer
 
         localizer = Localizer(str(checkpoint), device=device)
     rig = localizer.rig
@@ -263,7 +264,7 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
         gt = read_gt(bag, gt_topic, gt_tf)
         drops: dict[str, int] = {f"gt_{k}": v for k, v in gt.drops.items()}
         synchronizer = sync.make(len(cam_topics), logger=LOG.debug)
-        from .node_params import CameraBinding
+        from mfapr_ros.ros.params import CameraBinding
 
         bindings = None
         if enforce_image_size:  # the node's policy: a wrong-size image is dropped before the synchronizer
@@ -408,8 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `mfapr eval-bag`; errors surface as MfaprError (the dispatcher prints one line, exit 2)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    from .evaluation import print_summary, write_report
-    from .localizer import Localizer
+    from mfapr_ros.core.localizer import Localizer
+
+    from . import print_summary, write_report
 
     sync = SyncConfig.from_node_defaults(args.slop_ms, args.min_cameras, args.queue_size, args.stream_timeout,
                                          policy=args.sync_policy, publish=args.sync_publish)
@@ -441,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
                          q_est=res.q_est, baseline=baseline, masks=res.masks, latency_s=res.latency_s, meta=meta,
                          camera_names=res.camera_names, plots_enabled=not args.no_plots,
                          retrieval=(res.retrieval_t, res.retrieval_q) if res.retrieval_t is not None else None)
-    from .evaluation import load_report
+    from . import load_report
 
     print_summary(load_report(paths["json"]))
     print(f"{res.bundles} bundles in {res.wall_seconds:.2f} s ({res.bundles_per_s:.1f} bundles/s); "

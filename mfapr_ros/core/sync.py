@@ -214,7 +214,7 @@ class SyncSettings:
 
     @classmethod
     def from_node_params(cls, p: Any) -> SyncSettings:
-        """From :class:`mfapr_ros.node_params.NodeParams` (``sync.*`` in seconds)."""
+        """From :class:`mfapr_ros.ros.params.NodeParams` (``sync.*`` in seconds)."""
         return cls.from_dict({"slop": p.sync_slop, "queue_size": p.sync_queue_size, "min_cameras": p.sync_min_cameras,
                               "stream_timeout": p.sync_stream_timeout,
                               "stream_timeout_periods": p.sync_stream_timeout_periods, "time_jump": p.sync_time_jump,

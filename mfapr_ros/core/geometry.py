@@ -9,7 +9,7 @@ Conventions (stated once, here):
 - Rotation error is ``2·acos|<q, q̂>|`` in degrees, so ``q`` and ``-q`` are the same rotation.
 - Timestamps are integer nanoseconds (``int`` / ``np.int64``).
 
-Batched torch twins for losses live in :mod:`mfapr_ros.geometry_torch`.
+Batched torch twins for losses live in :mod:`mfapr_ros.core.geometry_torch`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A checkpoint named ``NAME`` is two files side by side: ``NAME.safetensors`` (tensors only) and ``NAME.json``::
 
-    {"format": "mfapr_ros.checkpoint", "format_version": 1,
+    {"format": "mfapr_ros.core.checkpoint", "format_version": 1,
      "tensors": {"file": "NAME.safetensors", "sha256": "...", "num_tensors": 123},
      "model": {... build_model config ...},          # rebuilds the network from the JSON alone
      "rig": {... Rig.to_dict() ...},                 # camera order = model input slots
@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError
-from .io_utils import atomic_write_bytes, atomic_write_json
+from .io import atomic_write_bytes, atomic_write_json
 
-FORMAT = "mfapr_ros.checkpoint"
+FORMAT = "mfapr_ros.core.checkpoint"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model", "rig", "preprocess")
 

@@ -5,7 +5,7 @@ lifecycle events) decides when the model is loaded and when the cameras are subs
 checkpoint once at boot, localize only while a mission runs, and swap a retrained checkpoint with
 cleanup → configure without restarting the process.
 
-States (REP-2 / ``lifecycle_msgs``), mapped on :class:`mfapr_ros.node.LocalizeCore`:
+States (REP-2 / ``lifecycle_msgs``), mapped on :class:`mfapr_ros.ros.localize_node.LocalizeCore`:
 
 * ``configure``: parameters validated, checkpoint loaded and warmed up, publishers (lifecycle publishers: silent
   until active) and the inference worker created. A bad parameter or checkpoint → ``FAILURE`` with the reason logged;
@@ -30,9 +30,10 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 
-from .errors import MfaprError
-from .node import NODE_NAME, STOP, LocalizeCore, describe_failure, init_ros, spin_until_shutdown
-from .node_params import PARAM_SPECS, TOPIC_PREFIX, TRANSPORT_PREFIX, NodeParams
+from mfapr_ros.core.errors import MfaprError
+
+from .localize_node import NODE_NAME, STOP, LocalizeCore, describe_failure, init_ros, spin_until_shutdown
+from .params import PARAM_SPECS, TOPIC_PREFIX, TRANSPORT_PREFIX, NodeParams
 
 AUTOSTART = "autostart"
 _STATIC_NAMES = frozenset(spec.name for spec in PARAM_SPECS)

@@ -39,11 +39,21 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 
-from .errors import ConfigError, DataError, MfaprError
-from .geometry import pose_compose, pose_inverse
-from .images import DropCounter
-from .images import warm_up as warm_up_decoders
-from .node_params import (
+from mfapr_ros.core.errors import ConfigError, DataError, MfaprError
+from mfapr_ros.core.geometry import pose_compose, pose_inverse
+from mfapr_ros.core.images import DropCounter
+from mfapr_ros.core.images import warm_up as warm_up_decoders
+from mfapr_ros.core.sync import DROP_KEYS, ApproximateTimeSynchronizer
+
+from .convert import (
+    decode_image_msg,
+    msg_to_pose,
+    rig_pose_to_pose_stamped,
+    rig_pose_to_pose_with_covariance,
+    time_to_ns,
+    transform_stamped,
+)
+from .params import (
     PARAM_SPECS,
     TOPIC_PREFIX,
     TRANSPORT_PREFIX,
@@ -52,15 +62,6 @@ from .node_params import (
     bind_cameras,
     validate_params,
 )
-from .ros_convert import (
-    decode_image_msg,
-    msg_to_pose,
-    rig_pose_to_pose_stamped,
-    rig_pose_to_pose_with_covariance,
-    time_to_ns,
-    transform_stamped,
-)
-from .sync import DROP_KEYS, ApproximateTimeSynchronizer
 
 try:  # the PyPI ROS 2 wheels do not ship tf2_ros; TF is then off (logged once) and everything else works
     import tf2_ros  # type: ignore[import-not-found]
@@ -268,7 +269,7 @@ def _descriptor(spec: Any, read_only: bool = True) -> ParameterDescriptor:
 
 class LocalizeCore:
     """The localization on a ROS node, as the four lifecycle steps shared by :class:`LocalizeNode` (which runs
-    configure + activate in its constructor) and :class:`mfapr_ros.lifecycle_node.LocalizeLifecycleNode`:
+    configure + activate in its constructor) and :class:`mfapr_ros.ros.lifecycle_node.LocalizeLifecycleNode`:
 
     * configure: validate parameters, load the model, bind cameras, create publishers and the inference worker;
     * activate: subscribe to the cameras, start /diagnostics;
@@ -363,12 +364,12 @@ class LocalizeCore:
     # ------------------------------------------------------------------ configure / activate / deactivate / cleanup
     def _configure(self, localizer_factory: Callable[[NodeParams], Any] | None) -> None:
         """Validate, load, bind, create publishers and the worker. On failure nothing stays allocated."""
-        from .rig import load_rig
+        from mfapr_ros.core.rig import load_rig
 
         try:
             self._declare_static()
             self.params = p = validate_params(self._static_values())  # before any heavy import: fail fast
-            from .localizer import AsyncLocalizer
+            from mfapr_ros.core.localizer import AsyncLocalizer
             if p.inference_threads > 0:  # before loading: the warm-up already runs with the final thread count
                 import torch
 
@@ -658,7 +659,7 @@ class LocalizeNode(LocalizeCore, Node):
     """The localization node (unmanaged): configured and active once constructed; ``destroy_node`` stops the worker.
 
     Construct inside an initialised rclpy context. ``localizer_factory(params) -> Localizer`` may be injected (tests,
-    benchmarks); by default the checkpoint is loaded with :class:`mfapr_ros.localizer.Localizer`.
+    benchmarks); by default the checkpoint is loaded with :class:`mfapr_ros.core.localizer.Localizer`.
     """
 
     def __init__(self, node_name: str = NODE_NAME, *, localizer_factory: Callable[[NodeParams], Any] | None = None,
@@ -694,7 +695,7 @@ def make_executor(threads: int, context: Any = None) -> Any:
 
 
 def _default_localizer(p: NodeParams) -> Any:
-    from .localizer import Localizer
+    from mfapr_ros.core.localizer import Localizer
 
     return Localizer(p.checkpoint, device=p.device, precision=p.precision, strict=p.strict_device,
                      default_covariance=np.diag(p.default_covariance()))
