@@ -17,6 +17,7 @@ $(VENV)/.installed: requirements.txt setup.py
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q -e . --no-deps
+	bash scripts/ros_interfaces/build_interfaces.sh $(VENV)
 	touch $@
 
 lint: install
