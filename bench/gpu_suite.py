@@ -639,8 +639,8 @@ def section_eval_bag(ctx: Ctx) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     rates: dict[str, float] = {}
     for dev in ("cuda", "cpu"):
-        # evaluate_bag calls iter_bundles without a device, so JPEGs are decoded on the CPU even for a CUDA run
-        base = {"device": dev, "batch": 16, "decode": "cpu (evaluate_bag passes no device to iter_bundles)"}
+        # evaluate_bag calls decode_bundles without a device, so JPEGs are decoded on the CPU even for a CUDA run
+        base = {"device": dev, "batch": 16, "decode": "cpu (evaluate_bag passes no device to decode_bundles)"}
         if dev == "cuda" and not ctx.gpu:
             rows.append({**base, "skipped": "n/a (cpu): no CUDA device in this run"})
             continue

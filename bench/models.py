@@ -18,21 +18,29 @@ from typing import Any
 import torch
 
 from mfapr_ros.core.rig import ring_rig
-from mfapr_ros.models import build_model, extrinsics_from_rig, preset
+from mfapr_ros.models import BACKBONES, PRESETS, build_model, extrinsics_from_rig, preset
+from mfapr_ros.models.base import get_backbone
+
+
+def default_rows() -> list[tuple[str, dict[str, Any]]]:
+    """Each registered backbone at every fusion position it offers, one representative setting per position:
+    input ``tile`` plus the backbone's other default (``tokens`` where it is the default, else ``channel``), its
+    default mid block, late ``fc-1`` — read from the registry so a new backbone file gets bench rows for free."""
+    rows: list[tuple[str, dict[str, Any]]] = []
+    for name in BACKBONES:
+        bb = get_backbone(name)
+        fusions = [{"position": "none"}, {"position": "input", "mode": "tile"},
+                   {"position": "input", "mode": bb.default_input_mode if bb.default_input_mode != "tile"
+                    else "channel"}]
+        if bb.mid_blocks:
+            fusions.append({"position": "mid", "block": bb.mid_blocks[min(1, len(bb.mid_blocks) - 1)]})
+        fusions.append({"position": "late", "fc": "fc-1"})
+        rows += [(name, f) for f in fusions]
+    return rows
+
 
 #: the default rows: each backbone at every fusion position (one representative setting per position)
-ROWS: list[tuple[str, dict[str, Any]]] = [
-    (b, f) for b in ("posenet", "posenet_resnet", "poselstm", "mapnet")
-    for f in ({"position": "none"}, {"position": "input", "mode": "tile"}, {"position": "input", "mode": "channel"},
-              {"position": "mid", "block": "block-3"}, {"position": "late", "fc": "fc-1"})
-] + [
-    ("transposenet", f) for f in ({"position": "none"}, {"position": "input", "mode": "tile"},
-                                  {"position": "input", "mode": "tokens"}, {"position": "mid", "block": "cnn"},
-                                  {"position": "late", "fc": "fc-1"})
-] + [
-    ("vit", f) for f in ({"position": "none"}, {"position": "input", "mode": "tile"},
-                         {"position": "input", "mode": "tokens"}, {"position": "late", "fc": "fc-1"})
-]
+ROWS: list[tuple[str, dict[str, Any]]] = default_rows()
 
 
 def fusion_name(f: dict[str, Any]) -> str:
@@ -40,7 +48,8 @@ def fusion_name(f: dict[str, Any]) -> str:
 
 
 def make_cfg(backbone: str, fusion: dict[str, Any], T: int, size: int, shared: bool, vit: str) -> dict[str, Any]:
-    base = preset(vit) if backbone == "vit" else preset(backbone) if backbone != "poselstm" else preset("poselstm")
+    # the paper's preset where there is one; a backbone without a preset runs at its registered defaults
+    base = preset(vit) if backbone == "vit" else preset(backbone) if backbone in PRESETS else {"backbone": backbone}
     cfg = dict(base, num_cameras=T, image_size=size, fusion=dict(fusion))
     if fusion["position"] in ("mid", "late"):
         cfg["fusion"]["shared_weights"] = shared

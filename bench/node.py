@@ -65,7 +65,8 @@ def run(num_cameras: int, size: int, transport: str, seconds: float, device: str
     from torchvision.io import encode_jpeg
 
     from mfapr_ros.ros import convert as rc
-    from mfapr_ros.ros.localize_node import LocalizeNode, make_executor
+    from mfapr_ros.ros.localize_node import LocalizeNode
+    from mfapr_ros.ros.runtime import make_executor
 
     tmp = Path(tempfile.mkdtemp(prefix="mfapr_bench_node_"))
     ckpt = make_checkpoint(tmp, num_cameras, size, preset_name)

@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "play": ("mfapr_ros.ros.player", "publish a rosbag2 over DDS at recorded rate with /clock (no ros2 bag needed)"),
     "demo": ("mfapr_training.demo", "the end-to-end demo: synth → train → replay over DDS → report"),
     "export": ("mfapr_ros.models.export", "export a checkpoint for deployment (torch.export / ONNX)"),
+    "explain": ("mfapr_training.explain", "per-camera attention/saliency and camera contributions (PNG + JSON)"),
 }
 
 

@@ -19,9 +19,9 @@ from mfapr_training.datasets.kapture_reader import (
     read_kapture,
     read_kapture_splits,
 )
-from mfapr_training.datasets.records import Drops
 from PIL import Image
 
+from mfapr_ros.core.drops import DropCounter
 from mfapr_ros.core.errors import DataError
 from mfapr_ros.core.geometry import pose_compose, pose_inverse, quat_from_yaw, rotation_error_deg
 from mfapr_ros.core.rig import ring_rig
@@ -159,7 +159,7 @@ def test_inversion_matches_kapture_posetransform(tmp_path: Path) -> None:
     q /= np.linalg.norm(q)
     t = rng.normal(size=3)
     (tmp_path / "trajectories.txt").write_text(f"1, cam, {', '.join(map(str, q))}, {', '.join(map(str, t))}\n")
-    out = _read_trajectories(tmp_path / "trajectories.txt", {"cam"}, Drops())
+    out = _read_trajectories(tmp_path / "trajectories.txt", {"cam"}, DropCounter.for_reader())
     inv = kapture.PoseTransform(q.tolist(), t.tolist()).inverse()
     np.testing.assert_allclose(out["cam"][1][0], inv.t_raw, atol=1e-12)
     assert rotation_error_deg(out["cam"][2][0], np.array(inv.r_raw)) < 1e-6

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mfapr_training.datasets.records import Drops
 from mfapr_training.datasets.rosbag_reader import GroundTruthSpec, iter_bag_bundles, read_rosbag
 from PIL import Image
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from mfapr_ros.core.drops import DropCounter
 from mfapr_ros.core.errors import DataError
 from mfapr_ros.core.geometry import quat_from_yaw, quat_wxyz_to_xyzw, rotation_error_deg
 from mfapr_ros.core.rig import ring_rig
@@ -119,7 +119,7 @@ def test_bag_bundles_and_interpolated_gt(tmp_path: Path, plugin: StoragePlugin) 
 
 def test_tf_chain_gt_and_time_window(tmp_path: Path) -> None:
     bag = write_bag(tmp_path / "tfbag", StoragePlugin.SQLITE3, gt="tf")
-    drops = Drops()
+    drops = DropCounter.for_reader()
     start = T0 + 4 * FRAME_NS
     recs = list(iter_bag_bundles(bag, RIG, gt=GroundTruthSpec(tf="map:base_link"), start_ns=start, drops=drops))
     assert [r.index for r in recs] == list(range(len(recs))) and len(recs) == N_FRAMES - 4
@@ -150,12 +150,13 @@ def test_inference_only_bag_and_errors(tmp_path: Path) -> None:
 
 
 def test_zero_header_stamps_use_the_recording_time(tmp_path: Path) -> None:
-    """A driver that leaves header.stamp at 0: training's bag reader and eval-bag both fall back to the recording
-    time (counted), so the same bundles form in both (the reader used to keep 0 and form at most one bundle)."""
+    """A driver that leaves header.stamp at 0: the one bag pipeline (mfapr_ros.bag.bundles, under training's reader
+    and eval-bag) falls back to the recording time (counted), so bundles still form (the reader used to keep 0 and
+    form at most one bundle); the reader's records are exactly the pipeline's bundles."""
+    from mfapr_ros.bag.bundles import bind_bag_topics, iter_bundles
     from mfapr_ros.bag.reader import BagReader
     from mfapr_ros.bag.synth import SynthBagSpec, write_synth_bag
-    from mfapr_ros.core.sync import ApproximateTimeSynchronizer
-    from mfapr_ros.evaluation.eval_bag import iter_bundles, node_sync_defaults
+    from mfapr_ros.core.sync import SyncSettings
 
     rig4 = ring_rig(4)
     bag = tmp_path / "zero"
@@ -167,9 +168,8 @@ def test_zero_header_stamps_use_the_recording_time(tmp_path: Path) -> None:
     stamps = [r.stamp_ns for r in bs.records]
     assert stamps == sorted(stamps) and all(s > spec.t0_ns for s in stamps)
     assert all(r.t_world_rig is not None for r in bs.records)
-    d = node_sync_defaults()
-    sync = ApproximateTimeSynchronizer(4, queue_size=d["queue_size"], max_interval_ns=int(d["slop"] * 1e9))
-    drops: dict[str, int] = {}
+    drops = DropCounter.for_reader()
     with BagReader(bag) as reader:
-        ev_stamps = [b.stamp_ns for b in iter_bundles(reader, [c.topic for c in rig4.cameras], sync, drops=drops)]
+        bindings = bind_bag_topics(rig4, reader.topic_types())
+        ev_stamps = [b.stamp_ns for b in iter_bundles(reader, bindings, SyncSettings().make(4), drops=drops)]
     assert ev_stamps == stamps and drops["zero_header_stamp"] == 48

@@ -11,8 +11,10 @@ from mfapr_ros.bag.reader import BagReader, read_gt
 from mfapr_ros.bag.synth import SynthBagSpec, encode_jpeg, trajectory, write_synth_bag
 from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.rig import ring_rig
+from mfapr_ros.core.sync import SyncSettings
 from mfapr_ros.evaluation import compute_metrics
-from mfapr_ros.evaluation.eval_bag import SyncConfig, evaluate_bag, node_sync_defaults, parse_topic_map
+from mfapr_ros.evaluation.baselines import mean_pose_record
+from mfapr_ros.evaluation.eval_bag import evaluate_bag, parse_topic_map
 
 localizer_mod = pytest.importorskip("mfapr_ros.core.localizer", reason="needs torch")
 
@@ -32,7 +34,8 @@ def checkpoint(tmp_path_factory):
 
     torch.manual_seed(0)
     model = build_model(preset("tiny", image_size=SIZE))
-    meta = model_meta(model, RIG, PreprocessConfig(resize=SIZE, crop=SIZE), {"mean_pose": MEAN_POSE, "test": True})
+    provenance = {**mean_pose_record(MEAN_POSE["t"], MEAN_POSE["q_wxyz"]), "test": True}
+    meta = model_meta(model, RIG, PreprocessConfig(resize=SIZE, crop=SIZE), provenance)
     return save_checkpoint(tmp_path_factory.mktemp("ck") / "tiny", model, meta)
 
 
@@ -76,7 +79,7 @@ def test_eval_bag_matches_direct_computation(tmp_path, localizer, checkpoint, st
     path, spec, truth = _bag(tmp_path, f"bag_{storage}", storage=storage, compressed=list(compressed), gt=gt,
                              missing={2: (1.0, 2.0)})
     res = evaluate_bag(checkpoint, path, gt_tf="map:base_link" if gt == "tf" else None, batch=8,
-                       sync=SyncConfig.from_node_defaults(min_cameras=3), progress=False, localizer=localizer)
+                       sync=SyncSettings.from_dict({"min_cameras": 3}), progress=False, localizer=localizer)
     # 30 frames; camera 2 silent from 1.0 to 2.0 s: with min_cameras=3 those become partial bundles
     assert 26 <= res.bundles <= 30
     absent = ~res.masks[:, 2]
@@ -97,7 +100,7 @@ def test_eval_bag_matches_direct_computation(tmp_path, localizer, checkpoint, st
 
 def test_all_cameras_required_by_default(tmp_path, localizer, checkpoint):
     """The node's default (sync.min_cameras 0 = all) drops the bundles of the stretch where a camera is missing."""
-    assert node_sync_defaults() == {"slop": 0.02, "queue_size": 10, "min_cameras": 0, "stream_timeout": 0.5,
+    assert SyncSettings().to_dict() == {"slop": 0.02, "queue_size": 10, "min_cameras": 0, "stream_timeout": 0.5,
                                     "stream_timeout_periods": 3.0, "time_jump": 1.0, "policy": "pivot",
                                     "publish": "arrival"}
     path, _, _ = _bag(tmp_path, "b", missing={1: (1.0, 2.0)}, gt="odom", gt_topic="/odom_gt")
@@ -173,7 +176,7 @@ def test_helpers_validate():
     with pytest.raises(ConfigError, match="CAMERA=TOPIC"):
         parse_topic_map("cam0:/a")
     with pytest.raises(ConfigError, match="min-cameras"):
-        SyncConfig.from_node_defaults(min_cameras=9).make(4)
+        SyncSettings.from_dict({"min_cameras": 9}).make(4)
 
 
 def test_read_gt_kinds_agree(tmp_path):

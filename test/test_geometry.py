@@ -100,3 +100,22 @@ def test_recall_bins_and_mean_pose():
 def test_zero_quaternion_is_an_error():
     with pytest.raises(DataError, match="zero quaternion"):
         g.quat_normalize([0, 0, 0, 0])
+
+
+def test_map_to_odom_composes_back_to_map_to_base() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        t_mb, t_ob = rng.normal(size=3) * 5, rng.normal(size=3) * 5
+        q_mb = g.quat_from_axis_angle(rng.normal(size=3), rng.uniform(-3, 3))
+        q_ob = g.quat_from_axis_angle(rng.normal(size=3), rng.uniform(-3, 3))
+        t_mo, q_mo = g.map_to_odom(t_mb, q_mb, t_ob, q_ob)
+        t2, q2 = g.pose_compose(t_mo, q_mo, t_ob, q_ob)  # map→odom · odom→base must equal map→base
+        np.testing.assert_allclose(t2, t_mb, atol=1e-9)
+        assert abs(float(np.dot(q2, q_mb))) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_map_to_odom_example() -> None:
+    # base at (1, 0, 0) in odom, at (11, 5, 0) yawed 90° in map → odom origin at (11, 4, 0) in map, yawed 90°
+    t_mo, q_mo = g.map_to_odom([11.0, 5.0, 0.0], g.quat_from_yaw(np.pi / 2), [1.0, 0, 0], [1.0, 0, 0, 0])
+    np.testing.assert_allclose(t_mo, [11, 4, 0], atol=1e-12)
+    assert g.rotation_error_deg(q_mo, g.quat_from_yaw(np.pi / 2)) < 1e-9

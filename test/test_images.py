@@ -5,13 +5,15 @@ from __future__ import annotations
 import array
 import io
 import logging
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from mfapr_ros.core.drops import DropCounter
 from mfapr_ros.core.errors import DataError
-from mfapr_ros.core.images import DropCounter, ImageDecodeError, decode_compressed, decode_or_drop, decode_raw
+from mfapr_ros.core.images import ImageDecodeError, decode_compressed, decode_raw
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 
@@ -180,12 +182,21 @@ def test_drop_counter_counts_and_throttles() -> None:
     assert c.by_camera() == {"cam0": 12, "cam1": 1} and c.total == 13
 
 
-def test_decode_or_drop_never_raises(caplog: pytest.LogCaptureFixture) -> None:
+def test_decode_errors_are_counted_by_cause(caplog: pytest.LogCaptureFixture) -> None:
+    """What a subscription callback does (localize_node): a DataError's cause is the counted drop, nothing raises."""
     c = DropCounter()
-    with caplog.at_level(logging.WARNING, logger="mfapr_ros.core.images"):
-        assert decode_or_drop(c, "front", decode_raw, "yuv422", 2, 2, 4, b"\0" * 8) is None
-        assert decode_or_drop(c, "front", decode_compressed, "jpeg", b"junk") is None
-        ok = decode_or_drop(c, "front", decode_raw, "rgb8", 2, 3, 9, RGB.tobytes())
+
+    def decode(fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except DataError as e:
+            c.drop("front", getattr(e, "cause", "bad_data"), str(e))
+            return None
+
+    with caplog.at_level(logging.WARNING, logger="mfapr_ros.core.drops"):
+        assert decode(decode_raw, "yuv422", 2, 2, 4, b"\0" * 8) is None
+        assert decode(decode_compressed, "jpeg", b"junk") is None
+        ok = decode(decode_raw, "rgb8", 2, 3, 9, RGB.tobytes())
     np.testing.assert_array_equal(ok, RGB)
     assert c.counts == {("front", "unsupported_encoding"): 1, ("front", "corrupt"): 1}
     assert "camera 'front'" in caplog.text

@@ -159,25 +159,21 @@ def test_gradient_blending_weights_hand_case() -> None:
         gb.update(200, [1.0], [1.0])
 
 
-def test_loss_config_and_settings_agree() -> None:
-    """config.LossConfig (what users set) and losses.LossSettings (what the loss runs with) share every field and
-    default, except the two the model decides when the config says None; loss_settings fills those in."""
+def test_loss_config_is_the_loss_settings() -> None:
+    """The config's loss section is the dataclass the loss runs with (one type, so no field exists on one side
+    only); its None defaults are exactly the fields the model decides, which loss_settings fills in."""
     import dataclasses
 
-    from mfapr_training.config import LossConfig
-    from mfapr_training.engine import MODEL_DEPENDENT_LOSS_FIELDS, loss_settings
-    from mfapr_training.losses import LossSettings
+    from mfapr_training.config import ExperimentConfig
+    from mfapr_training.engine import loss_settings
+    from mfapr_training.losses import MODEL_DEPENDENT_LOSS_FIELDS, LossSettings
 
-    cfg_defaults = {f.name: f.default for f in dataclasses.fields(LossConfig) if f.name != "gradient_blending"}
-    run_defaults = {f.name: f.default for f in dataclasses.fields(LossSettings)}
-    assert set(cfg_defaults) == set(run_defaults)
-    for name in MODEL_DEPENDENT_LOSS_FIELDS:
-        assert cfg_defaults.pop(name) is None
-        run_defaults.pop(name)
-    assert cfg_defaults == run_defaults
+    assert isinstance(ExperimentConfig().loss, LossSettings)
+    none_defaults = {f.name for f in dataclasses.fields(LossSettings) if f.default is None}
+    assert none_defaults - {"weights_lr"} == set(MODEL_DEPENDENT_LOSS_FIELDS)
 
     class _Cfg:
-        loss = LossConfig(sx=0.5, relative=True)
+        loss = LossSettings(sx=0.5, relative=True)
 
     class _Mix(torch.nn.Module):
         mix_stream, rotation_repr = True, "logq"
@@ -247,13 +243,13 @@ def test_mix_stream_heteroscedastic_trains_the_variance_heads_and_fuses_scales()
 
 
 def test_heteroscedastic_needs_a_variance_predicting_model() -> None:
-    from mfapr_training.config import LossConfig
     from mfapr_training.engine import loss_settings
+    from mfapr_training.losses import LossSettings
 
     from mfapr_ros.models import build_model, preset
 
     class _Cfg:
-        loss = LossConfig(heteroscedastic=True)
+        loss = LossSettings(heteroscedastic=True)
 
     with pytest.raises(ConfigError, match="predict_variance"):
         loss_settings(_Cfg(), build_model(preset("tiny", image_size=32)))  # type: ignore[arg-type]

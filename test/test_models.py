@@ -11,8 +11,18 @@ from mfapr_ros.core.checkpoint import save_checkpoint
 from mfapr_ros.core.errors import CheckpointError, ConfigError, DataError
 from mfapr_ros.core.preprocess import PreprocessConfig
 from mfapr_ros.core.rig import ring_rig
-from mfapr_ros.models import PRESETS, build_model, extrinsics_from_rig, load_model, model_meta, preset, resolve_config
-from mfapr_ros.models.config import BACKBONES, INPUT_MODES, LATE_FCS, MID_BLOCKS
+from mfapr_ros.models import (
+    BACKBONES,
+    PRESETS,
+    build_model,
+    extrinsics_from_rig,
+    load_model,
+    model_meta,
+    preset,
+    resolve_config,
+)
+from mfapr_ros.models.base import get_backbone
+from mfapr_ros.models.fusions.late import LATE_FCS
 from mfapr_ros.models.layers import robust_fuse, tile_grid
 
 torch.set_num_threads(1)
@@ -32,8 +42,8 @@ SMALL: dict[str, dict] = {
 
 def fusions(backbone: str) -> list[dict]:
     out = [{"position": "none"}]
-    out += [{"position": "input", "mode": m} for m in INPUT_MODES[backbone]]
-    out += [{"position": "mid", "block": b} for b in MID_BLOCKS[backbone]]
+    out += [{"position": "input", "mode": m} for m in get_backbone(backbone).input_modes]
+    out += [{"position": "mid", "block": b} for b in get_backbone(backbone).mid_blocks]
     out += [{"position": "late", "fc": f} for f in LATE_FCS]
     return out
 
@@ -160,7 +170,8 @@ def test_pose_normalization_buffers_make_metres():
     assert out["t"].dtype == torch.float64  # de-normalised in float64 (large map coordinates)
     torch.testing.assert_close(out["t"], out["t_norm"].double() * 4.0 + torch.tensor([10.0, -5.0, 1.0],
                                                                                    dtype=torch.float64))
-    model.set_pose_normalization([1.0, 2.0, 3.0], 2.0)
+    # training computes the statistics first and builds the model with them (mfapr_training.train)
+    model = build_model(dict(cfg, pose_normalization={"t_mean": [1.0, 2.0, 3.0], "t_scale": 2.0}))
     assert model.config["pose_normalization"] == {"t_mean": [1.0, 2.0, 3.0], "t_scale": 2.0}
 
 
@@ -268,12 +279,11 @@ def test_tiny_presets_stay_tiny():
                                          ("late", {"position": "late", "fc": "fc-1"})])
 def test_checkpoint_roundtrip_identical_outputs(tmp_path, name, fusion):
     rig = ring_rig(4)
-    cfg = preset("tiny", predict_variance=True)
+    cfg = preset("tiny", predict_variance=True, pose_normalization={"t_mean": [1.0, 2.0, 3.0], "t_scale": 5.0})
     if fusion is not None:
         cfg["fusion"] = fusion
         cfg["extrinsics"] = extrinsics_from_rig(rig)
     model = build_model(cfg)
-    model.set_pose_normalization([1.0, 2.0, 3.0], 5.0)
     model.eval()
     meta = model_meta(model, rig, PreprocessConfig(64, 64), provenance={"step": 7})
     assert meta["pose_normalization"] == {"t_mean": [1.0, 2.0, 3.0], "t_scale": 5.0}

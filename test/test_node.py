@@ -94,7 +94,8 @@ def test_node_end_to_end(rclpy_context, tmp_path: Path, num_cameras: int) -> Non
     from sensor_msgs.msg import CompressedImage, Image
 
     from mfapr_ros.ros import convert as rc
-    from mfapr_ros.ros.localize_node import POSE_COV_QOS, LocalizeNode, make_executor
+    from mfapr_ros.ros.localize_node import POSE_COV_QOS, LocalizeNode
+    from mfapr_ros.ros.runtime import make_executor
 
     ckpt = make_checkpoint(tmp_path, num_cameras)
     compressed = {i for i in range(num_cameras) if i % 2 == 1}
@@ -374,8 +375,8 @@ def test_executor_threads_parameter(rclpy_context) -> None:
     from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 
     from mfapr_ros.core.errors import ConfigError
-    from mfapr_ros.ros.localize_node import make_executor
     from mfapr_ros.ros.params import validate_params
+    from mfapr_ros.ros.runtime import make_executor
 
     assert validate_params({"checkpoint": "m.json"}).executor_threads == 1
     assert validate_params({"checkpoint": "m.json", "executor_threads": 4}).executor_threads == 4

@@ -35,20 +35,21 @@ def test_signal_before_spinning_stops_the_node(tmp_path: Path) -> None:
     import rclpy
     from test_node import make_checkpoint
 
-    from mfapr_ros.ros import localize_node as node_mod
+    from mfapr_ros.ros import runtime
     from mfapr_ros.ros.env import apply_localhost_env
+    from mfapr_ros.ros.localize_node import LocalizeNode
 
     apply_localhost_env(None)
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     ckpt = make_checkpoint(tmp_path, 4)
-    node_mod.init_ros(["--ros-args", "-p", f"checkpoint:={ckpt}", "-p", "device:=cpu", "-r", "__node:=sig_test"])
+    runtime.init_ros(["--ros-args", "-p", f"checkpoint:={ckpt}", "-p", "device:=cpu", "-r", "__node:=sig_test"])
     try:
         os.kill(os.getpid(), signal.SIGINT)  # arrives before the node exists
         time.sleep(0.05)
-        assert node_mod.STOP["signal"] == "SIGINT"
-        node = node_mod.LocalizeNode()
+        assert runtime.STOP["signal"] == "SIGINT"
+        node = LocalizeNode()
         t0 = time.monotonic()
-        assert node_mod.spin_until_shutdown(node, 1) == 0
+        assert runtime.spin_until_shutdown(node, 1) == 0
         assert time.monotonic() - t0 < 5.0
     finally:
         for s, h in old.items():

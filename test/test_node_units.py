@@ -1,4 +1,6 @@
-"""Node building blocks without DDS traffic: REP-105 map→odom, TF output modes, drop counting, rates, path bound."""
+"""The node's stateful outputs without DDS traffic: TF output modes (REP-105 map→odom, lookup failures counted, the
+tf2_msgs fallback's buffer and publishers, off without tf2_ros and tf2_msgs) and the path bound. The ROS-free maths
+is tested in test_geometry.py (map→odom) and test_stats.py; TF over real DDS in test_tf_loopback.py."""
 
 from __future__ import annotations
 
@@ -7,29 +9,10 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from mfapr_ros.core.geometry import pose_compose, quat_from_axis_angle, quat_from_yaw, rotation_error_deg
-from mfapr_ros.ros import localize_node as nd
+from mfapr_ros.core.geometry import quat_from_yaw
+from mfapr_ros.ros import tf_output
 from mfapr_ros.ros.convert import msg_to_pose, time_to_ns
 from mfapr_ros.ros.params import validate_params
-
-
-def test_map_to_odom_composes_back_to_map_to_base() -> None:
-    rng = np.random.default_rng(1)
-    for _ in range(20):
-        t_mb, t_ob = rng.normal(size=3) * 5, rng.normal(size=3) * 5
-        q_mb = quat_from_axis_angle(rng.normal(size=3), rng.uniform(-3, 3))
-        q_ob = quat_from_axis_angle(rng.normal(size=3), rng.uniform(-3, 3))
-        t_mo, q_mo = nd.map_to_odom(t_mb, q_mb, t_ob, q_ob)
-        t2, q2 = pose_compose(t_mo, q_mo, t_ob, q_ob)  # map→odom · odom→base must equal map→base
-        np.testing.assert_allclose(t2, t_mb, atol=1e-9)
-        assert abs(float(np.dot(q2, q_mb))) == pytest.approx(1.0, abs=1e-12)
-
-
-def test_map_to_odom_example() -> None:
-    # base at (1, 0, 0) in odom, at (11, 5, 0) yawed 90° in map → odom origin at (11, 4, 0) in map, yawed 90°
-    t_mo, q_mo = nd.map_to_odom([11.0, 5.0, 0.0], quat_from_yaw(np.pi / 2), [1.0, 0, 0], [1.0, 0, 0, 0])
-    np.testing.assert_allclose(t_mo, [11, 4, 0], atol=1e-12)
-    assert rotation_error_deg(q_mo, quat_from_yaw(np.pi / 2)) < 1e-9
 
 
 class _Broadcaster:
@@ -64,7 +47,7 @@ def _params(**kw):
 
 def test_tf_map_to_base() -> None:
     br = _Broadcaster()
-    tf = nd.TfOutput(_FakeNode(), _params(tf_mode="map_to_base"), "base_link", broadcaster=br)
+    tf = tf_output.TfOutput(_FakeNode(), _params(tf_mode="map_to_base"), "base_link", broadcaster=br)
     assert tf.publish(3_000_000_000, np.array([1.0, 2, 3]), np.array([1.0, 0, 0, 0]))
     (tr,) = br.sent
     assert tr.header.frame_id == "map" and tr.child_frame_id == "base_link"
@@ -84,7 +67,7 @@ def test_tf_map_to_odom_future_dated_and_lookup_failure_counted() -> None:
 
     node = _FakeNode()
     p = _params(tf_mode="map_to_odom", transform_tolerance=0.25)
-    tf = nd.TfOutput(node, p, "base_link", broadcaster=br, lookup=lookup)
+    tf = tf_output.TfOutput(node, p, "base_link", broadcaster=br, lookup=lookup)
     assert tf.publish(10_000_000_000, np.array([11.0, 5, 0]), quat_from_yaw(np.pi / 2))
     assert calls == [("odom", "base_link", 10_000_000_000)]
     (tr,) = br.sent
@@ -97,34 +80,94 @@ def test_tf_map_to_odom_future_dated_and_lookup_failure_counted() -> None:
     assert any("odom->base_link" in m for m in node.log.lines)
 
 
-def test_tf_off_without_tf2_ros_logs_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(nd, "tf2_ros", None)
+def test_tf_off_without_tf2_ros_and_tf2_msgs_logs_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tf_output, "tf2_ros", None)
+    monkeypatch.setattr(tf_output, "TFMessage", None)
+    assert tf_output.tf_backend() == "none"
     node = _FakeNode()
-    tf = nd.TfOutput(node, _params(tf_mode="map_to_base"), "base_link")
+    tf = tf_output.TfOutput(node, _params(tf_mode="map_to_base"), "base_link")
     assert not tf.enabled
     assert not tf.publish(1, np.zeros(3), np.array([1.0, 0, 0, 0]))
     assert len(node.log.lines) == 1 and "TF is off" in node.log.lines[0]
-    none = nd.TfOutput(node, _params(), "base_link")
+    none = tf_output.TfOutput(node, _params(), "base_link")
     assert not none.enabled and len(node.log.lines) == 1  # tf_mode none: nothing to say
 
 
-def test_rate_meter_and_latency() -> None:
-    r = nd.RateMeter(window_s=10.0)
-    for i in range(11):
-        r.tick(100.0 + i * 0.1)
-    assert r.rate(101.0) == pytest.approx(10.0)
-    assert r.rate(200.0) == 0.0 and r.count == 11
-    lat = nd.LatencyStats(n=100)
-    for v in range(1, 101):
-        lat.add(v / 1000)
-    assert lat.percentile(50) == pytest.approx(0.0505)
-    assert lat.percentile(99) == pytest.approx(0.09901)
+def test_tf_buffer_interpolates_and_refuses_outside_its_window() -> None:
+    buf = tf_output.TfBuffer(cache_s=1.0)
+    yaw0, yaw1 = 0.2, 0.6
+    buf.add("odom", "base_link", 1_000, np.array([0.0, 0, 0]), quat_from_yaw(yaw0))
+    buf.add("/odom", "base_link", 3_000, np.array([2.0, 4, 0]), quat_from_yaw(yaw1))  # leading '/' as tf2
+    t, q = buf.lookup("odom", "base_link", 1_500)  # a quarter of the way
+    np.testing.assert_allclose(t, [0.5, 1.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(q, quat_from_yaw(0.3), atol=1e-12)  # slerp of a yaw-only rotation: linear in yaw
+    t, _ = buf.lookup("odom", "base_link", 3_000)  # an exact sample (the end of the window) is valid
+    np.testing.assert_allclose(t, [2.0, 4.0, 0.0])
+    with pytest.raises(tf_output.TfLookupError, match="future"):
+        buf.lookup("odom", "base_link", 3_001)
+    with pytest.raises(tf_output.TfLookupError, match="past"):
+        buf.lookup("odom", "base_link", 999)
+    # inverse direction (base_link→odom) and a chain through a static parent: map→odom static, odom→base_link dynamic
+    ti, qi = buf.lookup("base_link", "odom", 1_000)
+    np.testing.assert_allclose(ti, [0, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(qi, quat_from_yaw(-yaw0), atol=1e-12)
+    buf.add("map", "odom", 0, np.array([1.0, 0, 0]), np.array([1.0, 0, 0, 0]), static=True)
+    t, q = buf.lookup("map", "base_link", 3_000)
+    np.testing.assert_allclose(t, [3.0, 4.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(q, quat_from_yaw(yaw1), atol=1e-12)
+    with pytest.raises(tf_output.TfLookupError, match="not connected"):
+        buf.lookup("map", "camera", 2_000)
+    # the window: samples more than cache_s behind the newest one are dropped; out-of-order inserts are sorted
+    buf.add("odom", "base_link", 2_000_000_000, np.zeros(3), np.array([1.0, 0, 0, 0]))
+    buf.add("odom", "base_link", 1_500_000_000, np.zeros(3), np.array([1.0, 0, 0, 0]))
+    assert buf.span("odom", "base_link") == (1_500_000_000, 2_000_000_000)
+
+
+def test_tf_fallback_publishers_qos_and_lookup(rclpy_context) -> None:
+    """Without tf2_ros (always, on the pip route) and with tf2_msgs: rclpy publishers with tf2_ros' QoS, a
+    listener buffer behind the map_to_odom lookup, one log line, everything released by close()."""
+    if tf_output.TFMessage is None:
+        pytest.skip("tf2_msgs is not importable (make install could not build it here)")
+    import rclpy
+    from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+
+    assert tf_output.tf_backend() == ("tf2_ros" if tf_output.tf2_ros is not None else "tf2_msgs")
+    if tf_output.tf2_ros is not None:
+        pytest.skip("tf2_ros is installed: the fallback is not used")
+    node = rclpy.create_node("tf_units", context=rclpy_context)
+    try:
+        lines: list[str] = []
+        node.get_logger().info = lines.append  # type: ignore[method-assign]
+        tf = tf_output.TfOutput(node, _params(tf_mode="map_to_odom"), "base_link")
+        assert tf.enabled and tf.backend == "tf2_msgs" and len(lines) == 1 and "tf2_msgs" in lines[0]
+        br = tf.broadcaster
+        assert br.pub_tf.topic_name == "/tf"
+        qos = br.pub_tf.qos_profile
+        assert (qos.reliability, qos.durability, qos.depth) == (ReliabilityPolicy.RELIABLE,
+                                                                DurabilityPolicy.VOLATILE, 100)
+        br.sendStaticTransform(tf_output.transform_stamped([1, 0, 0], [1, 0, 0, 0], 0, "map", "odom"))
+        br.sendStaticTransform(tf_output.transform_stamped([0, 1, 0], [1, 0, 0, 0], 0, "base_link", "cam0"))
+        br.sendStaticTransform(tf_output.transform_stamped([2, 0, 0], [1, 0, 0, 0], 0, "map", "odom"))  # replaces
+        assert sorted(tr.child_frame_id for tr in br._static.values()) == ["cam0", "odom"]
+        sq = br.pub_tf_static.qos_profile
+        assert (sq.reliability, sq.durability, sq.depth) == (ReliabilityPolicy.RELIABLE,
+                                                             DurabilityPolicy.TRANSIENT_LOCAL, 1)
+        tf.buffer.add("odom", "base_link", 5, np.array([1.0, 0, 0]), np.array([1.0, 0, 0, 0]))
+        assert tf.lookup("odom", "base_link", 5)[0][0] == 1.0
+        assert tf.publish(5, np.array([3.0, 0, 0]), np.array([1.0, 0, 0, 0])) and tf.sent == 1
+        assert not tf.publish(6, np.zeros(3), np.array([1.0, 0, 0, 0])) and tf.lookup_failures == 1
+        assert len(node.get_publisher_names_and_types_by_node("tf_units", "/")) >= 2
+        tf.close()
+        assert not tf.enabled and br.pub_tf is None and br.pub_tf_static is None
+        assert not [s for s in node.subscriptions if s.topic_name in ("/tf", "/tf_static")]
+    finally:
+        node.destroy_node()
 
 
 def test_path_buffer_is_bounded() -> None:
     from geometry_msgs.msg import PoseStamped
 
-    pb = nd.PathBuffer(3, "map")
+    pb = tf_output.PathBuffer(3, "map")
     for i in range(5):
         ps = PoseStamped()
         ps.header.stamp.sec = i

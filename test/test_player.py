@@ -135,3 +135,25 @@ def test_stop_while_waiting_for_subscribers_is_clean(bag, ros_env, sig):
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "interrupted: 0 messages" in err and "Traceback" not in err
+
+
+def test_play_tf_topics_with_tf2_msgs(tmp_path, rclpy_context):
+    """With tf2_msgs importable (the pip route's `make install` builds it) /tf and /tf_static are published, not
+    skipped; /tf_static is latched (transient_local) as deep as the bag's static messages. Over DDS, with the
+    numbers checked: test_tf_loopback.py."""
+    pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs is not importable: the player skips TF (and says so)")
+    from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+
+    from mfapr_ros.ros.player import is_tf_static, play, tf_static_qos
+
+    path = tmp_path / "tfbag"
+    truth = write_synth_bag(path, SynthBagSpec(TOPICS[:1], frames=3, hz=10.0, size=8, gt="tf", gt_hz=20.0))
+    stats = play(path, rate=10.0, linger_s=0.0, context=rclpy_context)
+    assert "/tf" not in stats.skipped_topics and "/tf_static" not in stats.skipped_topics
+    assert stats.published["/tf"] == len(truth["gt"][0]) and stats.published["/tf_static"] == 1
+    assert is_tf_static("/tf_static", "tf2_msgs/msg/TFMessage") and is_tf_static("/r1/tf_static",
+                                                                                   "tf2_msgs/msg/TFMessage")
+    assert not is_tf_static("/tf", "tf2_msgs/msg/TFMessage") and not is_tf_static("/tf_static", "std_msgs/msg/String")
+    q = tf_static_qos(3)
+    assert (q.depth, q.durability, q.reliability) == (3, DurabilityPolicy.TRANSIENT_LOCAL, ReliabilityPolicy.RELIABLE)
+    assert tf_static_qos(0).depth == 1 and tf_static_qos(10**6).depth == 1000

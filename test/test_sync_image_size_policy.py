@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from mfapr_ros.bag.bundles import CameraBinding, iter_bundles, message_size
 from mfapr_ros.bag.reader import BagReader
 from mfapr_ros.bag.synth import SynthBagSpec, write_synth_bag
+from mfapr_ros.core.drops import DropCounter
 from mfapr_ros.core.sync import SyncSettings
-from mfapr_ros.evaluation.eval_bag import iter_bundles, message_size
-from mfapr_ros.ros.params import CameraBinding
 
 TOPICS = [f"/cam{i}/image_raw" for i in range(2)]
 
@@ -26,11 +26,11 @@ def test_wrong_size_dropped_before_sync_like_the_node(tmp_path, compressed: bool
         right = [CameraBinding(i, f"cam{i}", t, "raw", 32, 32) for i, t in enumerate(topics)]
         wrong = [CameraBinding(0, "cam0", topics[0], "raw", 32, 32), CameraBinding(1, "cam1", topics[1], "raw", 64, 48)]
         assert CameraBinding(1, "cam1", topics[1], "raw", 64, 48).size_mismatch(32, 32).startswith("32x32 px")
-        drops: dict[str, int] = {}
-        ok = list(iter_bundles(bag, topics, SyncSettings().make(2), drops=drops, bindings=right))
+        drops = DropCounter.for_reader()
+        ok = list(iter_bundles(bag, right, SyncSettings().make(2), drops=drops, enforce_image_size=True))
         assert len(ok) == 10 and drops == {}
-        drops = {}
+        drops = DropCounter.for_reader()
         sync = SyncSettings().make(2)
-        bad = list(iter_bundles(bag, topics, sync, drops=drops, bindings=wrong))
+        bad = list(iter_bundles(bag, wrong, sync, drops=drops, enforce_image_size=True))
         assert bad == [] and drops["wrong_size"] == 10
         assert sync.stats["received"] == 10  # only camera 0 reached the synchronizer, as in the node

@@ -8,7 +8,7 @@ from mfapr_training.config import load_config
 
 from mfapr_ros.core.errors import ConfigError
 from mfapr_ros.core.sync import SyncSettings
-from mfapr_ros.evaluation.eval_bag import SyncConfig
+from mfapr_ros.evaluation.eval_bag import build_parser, sync_settings_from_args
 from mfapr_ros.ros.params import validate_params
 
 
@@ -23,11 +23,14 @@ def test_training_yaml_accepts_data_sync_with_the_node_names() -> None:
 
 
 def test_node_eval_bag_and_training_defaults_are_one() -> None:
-    node = validate_params({"checkpoint": "m.json"}).sync_settings()
-    assert node == SyncConfig.from_node_defaults() == SyncSettings.from_dict({}) == SyncSettings()
+    def cli(*opts: str) -> SyncSettings:
+        return sync_settings_from_args(build_parser().parse_args(["--checkpoint", "m", "--bag", "b", *opts]))
+
+    node = validate_params({"checkpoint": "m.json"}).sync
+    assert node == cli() == SyncSettings.from_dict({}) == SyncSettings()
     assert node.queue_size == 10  # training bundled with 30 before
     p = validate_params({"checkpoint": "m.json", "sync.policy": "frames", "sync.publish": "optimal",
                          "sync.min_cameras": 2})
-    assert p.sync_settings() == SyncConfig.from_node_defaults(min_cameras=2, policy="frames", publish="optimal")
+    assert p.sync == cli("--min-cameras", "2", "--sync-policy", "frames", "--sync-publish", "optimal")
     with pytest.raises(ConfigError, match="sync.policy"):
         validate_params({"checkpoint": "m.json", "sync.policy": "nearest"})

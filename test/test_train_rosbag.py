@@ -253,15 +253,14 @@ def test_compressed_fallback_is_warned(tmp_path: Path, caplog: pytest.LogCapture
     compressed topic, and says that the checkpoint keeps ``raw`` (the robot would subscribe to a silent topic)."""
     import logging
 
-    from mfapr_training.datasets.rosbag_reader import bind_camera_topics
-
+    from mfapr_ros.bag.bundles import bind_bag_topics
     from mfapr_ros.bag.reader import BagReader
 
     bag = tmp_path / "bag"
     spec = SynthBagSpec(TOPICS, frames=3, size=SIZE, storage="mcap", compressed=[False, True, False, False])
     write_synth_bag(bag, spec)
     with BagReader(bag) as reader, caplog.at_level(logging.WARNING):
-        topics = bind_camera_topics(reader, RIG)
+        topics = [b.topic for b in bind_bag_topics(RIG, reader.topic_types())]
     assert topics == [TOPICS[0], TOPICS[1] + "/compressed", TOPICS[2], TOPICS[3]]
     warned = [r.getMessage() for r in caplog.records if "keeps transport" in r.getMessage()]
     assert len(warned) == 1 and "cam1" in warned[0] and "transport.cam1:=compressed" in warned[0]

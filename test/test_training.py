@@ -65,8 +65,7 @@ def make_trainer(out: Path, cfg: ExperimentConfig, info: object = None) -> Train
 
     torch.manual_seed(0)
     rig = ring_rig(4)
-    model = build_model(preset("tiny", image_size=PX))
-    model.set_pose_normalization([5.0, 0.0, 0.0], 4.0)
+    model = build_model(preset("tiny", image_size=PX, pose_normalization={"t_mean": [5.0, 0.0, 0.0], "t_scale": 4.0}))
     pre = PreprocessConfig(resize=PX, crop=PX)
     kw = {"info": info} if info is not None else {}
     return Trainer(cfg, model, ToyTuples(), ToyTuples(8, steps=1), out,

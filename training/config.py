@@ -21,6 +21,9 @@ from typing import Any
 import yaml
 
 from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.preprocess import PreprocessConfig
+
+from .losses import LossSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -49,42 +52,6 @@ class DataConfig:
     # bundling (mfapr_ros.core.sync.SyncSettings, the node's sync.* names and defaults): slop, queue_size, min_cameras,
     # stream_timeout, stream_timeout_periods, time_jump, policy (pivot|frames), publish (arrival|optimal)
     sync: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class PreprocessSection:
-    resize: int = 224
-    crop: int = 224
-
-
-@dataclass
-class GradientBlendingConfig:
-    enabled: bool = False
-    every_steps: int = 200
-    batches: int = 4  # batches of train and held-out data per measurement
-    min_delta_o: float = 1e-3
-
-
-@dataclass
-class LossConfig:
-    norm: str = "l1"
-    # quat | logq | chordal | geodesic; default: quat/logq for those model representations, chordal for 6d/9d_svd
-    rotation: str | None = None
-    sx: float = 0.0
-    sq: float = -3.0
-    learn_weights: bool = True
-    weights_lr: float | None = None  # lr of the learned sx/sq (own group, no weight decay); None = optim.lr
-    auto_init: bool = False  # start sx, sq at the log mean-pose distances of the training targets (not sx/sq)
-    relative: bool = False
-    relative_weight: float = 1.0
-    relative_warmup_steps: int = 0  # the relative term's weight ramps 0 → 1 over these steps
-    srx: float = 0.0
-    srq: float = -3.0
-    rig_weight: float | None = None  # default 1, or 0 for mix-stream models (they learn per-camera poses)
-    per_camera_weight: float = 1.0
-    heteroscedastic: bool = False
-    anchor_weight: float = 1.0  # cross-entropy weight of an anchor head (model.num_anchors > 0)
-    gradient_blending: GradientBlendingConfig = field(default_factory=GradientBlendingConfig)
 
 
 @dataclass
@@ -130,9 +97,9 @@ class TrainConfig:
 class ExperimentConfig:
     name: str = "experiment"
     data: DataConfig = field(default_factory=DataConfig)
-    preprocess: PreprocessSection = field(default_factory=PreprocessSection)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     model: dict[str, Any] = field(default_factory=lambda: {"preset": "tiny"})
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: LossSettings = field(default_factory=LossSettings)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -142,6 +109,7 @@ class ExperimentConfig:
         """JSON/YAML form (what is saved beside checkpoints); ``from_dict(to_dict())`` round-trips."""
         d = dataclasses.asdict(self)
         d.pop("source", None)
+        d["preprocess"] = self.preprocess.to_dict()  # mean/std as lists: YAML has no tuples
         return d
 
     @classmethod
@@ -177,7 +145,10 @@ def _build(cls: type, doc: dict[str, Any], source: str, prefix: str) -> Any:
             kw[name] = _build(hint, value, source, key + ".")
         else:
             kw[name] = _coerce(value, hint, key, source)
-    return cls(**kw)
+    try:
+        return cls(**kw)
+    except ConfigError as e:  # a section that validates itself (preprocess: mfapr_ros.core.preprocess)
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -217,6 +188,10 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise bad
         return str(value)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise bad
+        return tuple(_coerce(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if origin is list:
         if not isinstance(value, list):
             raise bad
@@ -279,8 +254,6 @@ def validate(cfg: ExperimentConfig) -> None:
     from mfapr_ros.core.sync import SyncSettings
 
     SyncSettings.from_dict(cfg.data.sync, where=f"{src}: data.sync")  # fails naming the key and the valid ones
-    positive("preprocess.resize", cfg.preprocess.resize)
-    positive("preprocess.crop", cfg.preprocess.crop)
     positive("optim.lr", cfg.optim.lr)
     positive("optim.weight_decay", cfg.optim.weight_decay, allow_zero=True)
     positive("train.epochs", cfg.train.epochs)
@@ -302,9 +275,6 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"{src}: 'optim.betas' must be two numbers in [0, 1), got {cfg.optim.betas}")
     if cfg.loss.relative and cfg.data.steps < 2:
         raise ConfigError(f"{src}: 'loss.relative' needs tuples: set data.steps >= 2 (it is {cfg.data.steps})")
-    if cfg.preprocess.crop > cfg.preprocess.resize:
-        raise ConfigError(f"{src}: 'preprocess.crop' ({cfg.preprocess.crop}) must not exceed 'preprocess.resize' "
-                          f"({cfg.preprocess.resize})")
     if not isinstance(cfg.model, dict) or not cfg.model:
         raise ConfigError(f"{src}: 'model' must be a mapping (e.g. {{preset: tiny}} or {{backbone: posenet, ...}})")
 

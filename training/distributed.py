@@ -82,12 +82,3 @@ def all_reduce_mean(value: float, info: DistInfo) -> float:
                      device=info.device if info.device.startswith("cuda") else "cpu")
     dist.all_reduce(t)
     return float(t.item()) / info.world_size
-
-
-def broadcast_flag(flag: bool, info: DistInfo) -> bool:
-    """Rank 0's boolean on every rank (e.g. 'stop now')."""
-    if not info.distributed:
-        return flag
-    t = torch.tensor([1 if flag else 0], device=info.device if info.device.startswith("cuda") else "cpu")
-    dist.broadcast(t, src=0)
-    return bool(t.item())

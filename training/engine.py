@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import logging
 import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -289,27 +289,15 @@ class TrainStep(nn.Module):
         return [float(x) for x in stream] + [float(fused)]
 
 
-#: LossSettings fields whose config value may be ``None`` = "decided by the model" (filled in by loss_settings)
-MODEL_DEPENDENT_LOSS_FIELDS = ("rotation", "rig_weight")
-
-
 def loss_settings(cfg: ExperimentConfig, model: nn.Module) -> LossSettings:
-    """Loss settings with the model-dependent defaults filled (rotation representation, mix-stream weights).
-
-    Every other field is copied by name from ``cfg.loss`` (config.LossConfig), so a field added to LossSettings
-    without its config twin fails here, loudly, instead of silently keeping a default the user cannot change.
-    """
+    """``cfg.loss`` with the model-dependent defaults filled (rotation representation, mix-stream weights), after
+    checking the settings the model must support."""
     lc = cfg.loss
-    mix = bool(getattr(model, "mix_stream", False))
     cfg_model = getattr(model, "config", None)
     if lc.heteroscedastic and isinstance(cfg_model, dict) and not cfg_model.get("predict_variance", False):
         raise ConfigError("loss.heteroscedastic needs a model that predicts its variances: set "
                           "model.predict_variance: true (otherwise the loss would silently use fixed weights)")
-    values = {f.name: getattr(lc, f.name) for f in dataclasses.fields(LossSettings)}
-    rep = getattr(model, "rotation_repr", "quat")
-    values["rotation"] = lc.rotation or (rep if rep in ("quat", "logq") else "chordal")
-    values["rig_weight"] = lc.rig_weight if lc.rig_weight is not None else (0.0 if mix else 1.0)
-    return LossSettings(**values)
+    return lc.for_model(getattr(model, "rotation_repr", "quat"), bool(getattr(model, "mix_stream", False)))
 
 
 # --------------------------------------------------------------------------------------------- state (no pickle)
@@ -406,12 +394,24 @@ class ScalarLog:
 
 
 # --------------------------------------------------------------------------------------------- the trainer
+@dataclass
+class _Throughput:
+    """Images seen since the last logged step and when that was (for the images/s scalar)."""
+
+    t_last: float = field(default_factory=time.perf_counter)
+    images: int = 0
+
+
 class Trainer:
     """Runs one experiment: ``Trainer(cfg, model, train_set, val_set, out_dir, meta_fn).fit(resume=...)``.
 
     ``train_set`` items are dicts with ``images (S,T,3,H,W)``, ``mask (S,T)``, ``t (S,3)``, ``q (S,4)``;
     ``val_set`` items the same with ``S = 1`` (or without the S axis). ``meta_fn(model, provenance) -> meta`` builds
     the checkpoint meta (``mfapr_ros.models.model_meta`` with the rig and preprocessing bound).
+
+    Over 300 lines on purpose: the loop, validation, checkpointing and resume all read and advance the same run
+    state (step, epoch, position, best, optimizer/scaler/blender); split across classes, that state would be passed
+    around or duplicated, and resume bugs live exactly there. Each method is one named step of the loop.
     """
 
     def __init__(self, cfg: ExperimentConfig, model: nn.Module, train_set: Dataset, val_set: Dataset | None,
@@ -604,6 +604,43 @@ class Trainer:
     def fit(self, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
         """Train to ``total_steps``; ``stop_after`` ends early after that many steps of this call (tests)."""
         cfg, info = self.cfg, self.info
+        writer = self._start(resume)
+        self.model.train()
+        steps_this_call = 0
+        meter = _Throughput()
+        bar = self._bar(info)
+        try:
+            while self.global_step < self.total_steps:
+                batches = epoch_batches(len(self.train_set), cfg.train.batch_size, cfg.train.seed, self.epoch, info)
+                self.train_set.epoch = self.epoch
+                loader = make_loader(self.train_set, batches[self.pos:], cfg.data.num_workers,
+                                     cfg.train.seed + self.epoch, self.device)
+                for batch in loader:
+                    parts, lr, images = self._train_step(batch, batches)
+                    steps_this_call += 1
+                    meter.images += images
+                    end_of_epoch = self.pos >= len(batches)
+                    # the final step is always logged: a run shorter than log_every still records its loss
+                    if (self.global_step % cfg.train.log_every == 0 or end_of_epoch
+                            or self.global_step >= self.total_steps):
+                        self._log_step(parts, lr, meter, writer, bar)
+                    if bar is not None:
+                        bar.update(1)
+                    last = self._after_step(writer, end_of_epoch)
+                    if last or (stop_after is not None and steps_this_call >= stop_after):
+                        break
+                if self.global_step >= self.total_steps or (stop_after is not None and steps_this_call >= stop_after):
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+        return self._finish()
+
+    def _start(self, resume: bool) -> ScalarLog | None:
+        """Resume (or seed a fresh run), and on the main process write the resolved config and open the log."""
+        cfg, info = self.cfg, self.info
         resumed = self.load_latest() if resume else False
         if not resumed:
             seed = cfg.train.seed + info.rank
@@ -619,87 +656,75 @@ class Trainer:
             writer = ScalarLog(self.out, cfg.train.tensorboard, self.global_step if resumed else None)
             if resumed:
                 log.info("resumed from step %d (epoch %d, batch %d)", self.global_step, self.epoch, self.pos)
-        self.model.train()
-        steps_this_call = 0
-        t_last, img_count = time.perf_counter(), 0
-        bar = self._bar(info)
-        try:
-            while self.global_step < self.total_steps:
-                batches = epoch_batches(len(self.train_set), cfg.train.batch_size, cfg.train.seed, self.epoch, info)
-                self.train_set.epoch = self.epoch
-                loader = make_loader(self.train_set, batches[self.pos:], cfg.data.num_workers,
-                                     cfg.train.seed + self.epoch, self.device)
-                for batch in loader:
-                    if (self.blender is not None and self.global_step % cfg.loss.gradient_blending.every_steps == 0):
-                        self._blend_update(batches)
-                    lr = lr_at(self.global_step, cfg, self.total_steps)
-                    for g in self.optimizer.param_groups:
-                        g["lr"] = lr * g.get("lr_scale", 1.0)
-                    self.criterion.step = self.global_step
-                    batch = self._to_device(batch)
-                    loss, parts = self.ddp(batch)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    if not torch.isfinite(loss):
-                        raise DataError(f"loss became {float(loss)} at step {self.global_step} (epoch {self.epoch}); "
-                                        "lower optim.lr, enable train.grad_clip or check the poses of this data")
-                    if self.scaler is not None:
-                        self.scaler.scale(loss).backward()
-                        self.scaler.unscale_(self.optimizer)
-                    else:
-                        loss.backward()
-                    if cfg.train.grad_clip:
-                        parts["grad_norm"] = float(nn.utils.clip_grad_norm_(self.step_module.parameters(),
-                                                                            cfg.train.grad_clip))
-                    if self.scaler is not None:
-                        self.scaler.step(self.optimizer)
-                        self.scaler.update()
-                    else:
-                        self.optimizer.step()
-                    self.global_step += 1
-                    self.pos += 1
-                    steps_this_call += 1
-                    img_count += int(batch["mask"].sum()) * info.world_size
-                    end_of_epoch = self.pos >= len(batches)
-                    # the final step is always logged: a run shorter than log_every still records its loss
-                    if (self.global_step % cfg.train.log_every == 0 or end_of_epoch
-                            or self.global_step >= self.total_steps):
-                        parts["loss"] = all_reduce_mean(parts["loss"], info)
-                        now = time.perf_counter()
-                        parts["images_per_s"] = img_count / max(now - t_last, 1e-9)
-                        t_last, img_count = now, 0
-                        parts["lr"] = lr
-                        if writer is not None:
-                            writer.add(self.global_step, self.epoch, {f"train/{k}": v for k, v in parts.items()})
-                        if bar is not None:
-                            bar.set_postfix(loss=f"{parts['loss']:.3f}", img_s=f"{parts['images_per_s']:.1f}",
-                                            lr=f"{lr:.2e}", epoch=self.epoch)
-                    if bar is not None:
-                        bar.update(1)
-                    if end_of_epoch:
-                        self.epoch, self.pos = self.epoch + 1, 0
-                    last = self.global_step >= self.total_steps
-                    # a step interval, when set, replaces the epoch cadence (a 20-bundle set trained for 150
-                    # epochs must not write 150 checkpoints); the last step always validates and checkpoints
-                    do_val = last or (self.global_step % cfg.train.val_every == 0 if cfg.train.val_every
-                                      else end_of_epoch)
-                    do_ckpt = last or (self.global_step % cfg.train.ckpt_every == 0 if cfg.train.ckpt_every
-                                       else end_of_epoch)
-                    self._boundary(writer, bool(do_val), bool(do_ckpt))
-                    if last or (stop_after is not None and steps_this_call >= stop_after):
-                        break
-                if self.global_step >= self.total_steps or (stop_after is not None and steps_this_call >= stop_after):
-                    break
-        finally:
-            if bar is not None:
-                bar.close()
-            if writer is not None:
-                writer.close()
+        return writer
+
+    def _train_step(self, batch: dict[str, Any], batches: list[Any]) -> tuple[dict[str, float], float, int]:
+        """One optimizer step on ``batch``; returns the loss parts, the learning rate and the images it saw (all
+        processes), and advances ``global_step`` / ``pos``."""
+        cfg = self.cfg
+        if (self.blender is not None and self.global_step % cfg.loss.gradient_blending.every_steps == 0):
+            self._blend_update(batches)
+        lr = lr_at(self.global_step, cfg, self.total_steps)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+        self.criterion.step = self.global_step
+        batch = self._to_device(batch)
+        loss, parts = self.ddp(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            raise DataError(f"loss became {float(loss)} at step {self.global_step} (epoch {self.epoch}); "
+                            "lower optim.lr, enable train.grad_clip or check the poses of this data")
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if cfg.train.grad_clip:
+            parts["grad_norm"] = float(nn.utils.clip_grad_norm_(self.step_module.parameters(), cfg.train.grad_clip))
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.global_step += 1
+        self.pos += 1
+        return parts, lr, int(batch["mask"].sum()) * self.info.world_size
+
+    def _log_step(self, parts: dict[str, float], lr: float, meter: _Throughput, writer: ScalarLog | None,
+                  bar: Any) -> None:
+        """The logged training scalars of this step (loss averaged over processes, throughput since the last log)."""
+        parts["loss"] = all_reduce_mean(parts["loss"], self.info)
+        now = time.perf_counter()
+        parts["images_per_s"] = meter.images / max(now - meter.t_last, 1e-9)
+        meter.t_last, meter.images = now, 0
+        parts["lr"] = lr
+        if writer is not None:
+            writer.add(self.global_step, self.epoch, {f"train/{k}": v for k, v in parts.items()})
+        if bar is not None:
+            bar.set_postfix(loss=f"{parts['loss']:.3f}", img_s=f"{parts['images_per_s']:.1f}",
+                            lr=f"{lr:.2e}", epoch=self.epoch)
+
+    def _after_step(self, writer: ScalarLog | None, end_of_epoch: bool) -> bool:
+        """Epoch bookkeeping, then validation / checkpoint when due; returns whether this was the last step."""
+        cfg = self.cfg
+        if end_of_epoch:
+            self.epoch, self.pos = self.epoch + 1, 0
+        last = self.global_step >= self.total_steps
+        # a step interval, when set, replaces the epoch cadence (a 20-bundle set trained for 150
+        # epochs must not write 150 checkpoints); the last step always validates and checkpoints
+        do_val = last or (self.global_step % cfg.train.val_every == 0 if cfg.train.val_every else end_of_epoch)
+        do_ckpt = last or (self.global_step % cfg.train.ckpt_every == 0 if cfg.train.ckpt_every else end_of_epoch)
+        self._boundary(writer, bool(do_val), bool(do_ckpt))
+        return last
+
+    def _finish(self) -> dict[str, Any]:
+        """The run summary; a completed run also writes ``last`` and ``summary.json`` (main process)."""
         summary = {"global_step": self.global_step, "epoch": self.epoch, "best": self.best,
                    "history": self.history, "health": self.health, "health_warnings": self.health_warnings}
-        if info.is_main and self.global_step >= self.total_steps:
+        if self.info.is_main and self.global_step >= self.total_steps:
             save_checkpoint(self.out / "last", self.model, self._meta({"final": True}))
             atomic_write_json(self.out / "summary.json", summary)
-        barrier(info)
+        barrier(self.info)
         return summary
 
     def _boundary(self, writer: ScalarLog | None, do_val: bool, do_ckpt: bool) -> None:

@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mfapr_ros.core.preprocess import PreprocessConfig
     from mfapr_ros.evaluation import print_summary, write_report
+    from mfapr_ros.evaluation.baselines import MEAN_POSE_KEY, checkpoint_mean_pose
     from mfapr_ros.models import load_model
 
     from .datasets import BundleDataset
@@ -128,10 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("no retrieval database beside %s: the report has no image-retrieval baseline", ckpt.path)
     res = evaluate(model, ds, max(1, args.batch_size), device, database)
     prov = ckpt.meta.get("provenance", {})
-    base = prov.get("train_mean_pose")
-    baseline = (np.asarray(base["t"]), np.asarray(base["q_wxyz"])) if base else None
+    baseline = checkpoint_mean_pose(ckpt.meta)
     if baseline is None:
-        log.warning("checkpoint has no train_mean_pose in its provenance: the report has no baseline")
+        log.warning("checkpoint has no %s in its provenance: the report has no baseline", MEAN_POSE_KEY)
     meta = {"checkpoint": str(ckpt.path), "data": str(args.data), "format": fmt, "split": args.split,
             "device": device, "batch_size": args.batch_size, "cameras": rig.camera_names,
             "drops": {**dict(data.drops), **({"no_ground_truth": skipped} if skipped else {})},

@@ -12,7 +12,7 @@ or through the log map with ``w ≥ 0`` (:func:`mfapr_ros.core.geometry_torch.qu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -75,26 +75,55 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (x * m).sum() / m.sum().clamp_min(1.0)
 
 
-@dataclass(frozen=True)
+@dataclass
+class GradientBlendingConfig:
+    """``loss.gradient_blending``: when and how the late-fusion blending weights are measured
+    (:mod:`mfapr_training.gradient_blending`)."""
+
+    enabled: bool = False
+    every_steps: int = 200
+    batches: int = 4  # batches of train and held-out data per measurement
+    min_delta_o: float = 1e-3
+
+
+#: fields whose ``None`` means "decided by the model" (:meth:`LossSettings.for_model` fills them in)
+MODEL_DEPENDENT_LOSS_FIELDS = ("rotation", "rig_weight")
+
+
+@dataclass
 class LossSettings:
-    """The loss part of the training config (validated in :mod:`mfapr_training.config`)."""
+    """The ``loss`` section of the training config *and* what :class:`PoseLoss` runs with — one dataclass, so a
+    field cannot exist on one side only (the YAML keys are these fields; :mod:`mfapr_training.config` validates).
+
+    ``rotation`` and ``rig_weight`` may be ``None`` = decided by the model: :meth:`for_model` resolves them (into a
+    copy: mutable like every config section, so ``--set``-style edits in code work on ``cfg.loss``).
+    """
 
     norm: str = "l1"
-    rotation: str = "quat"
+    # quat | logq | chordal | geodesic; default: quat/logq for those model representations, chordal for 6d/9d_svd
+    rotation: str | None = None
     sx: float = 0.0
     sq: float = -3.0
     learn_weights: bool = True
-    weights_lr: float | None = None
-    auto_init: bool = False  # start sx, sq at initial_log_weights (applied once by mfapr train)
+    weights_lr: float | None = None  # lr of the learned sx/sq (own group, no weight decay); None = optim.lr
+    auto_init: bool = False  # start sx, sq at the log mean-pose distances of the training targets (not sx/sq)
     relative: bool = False
     relative_weight: float = 1.0
-    relative_warmup_steps: int = 0
+    relative_warmup_steps: int = 0  # the relative term's weight ramps 0 → 1 over these steps
     srx: float = 0.0
     srq: float = -3.0
-    rig_weight: float = 1.0
+    rig_weight: float | None = None  # default 1, or 0 for mix-stream models (they learn per-camera poses)
     per_camera_weight: float = 1.0
     heteroscedastic: bool = False
-    anchor_weight: float = 1.0
+    anchor_weight: float = 1.0  # cross-entropy weight of an anchor head (model.num_anchors > 0)
+    gradient_blending: GradientBlendingConfig = field(default_factory=GradientBlendingConfig)
+
+    def for_model(self, rotation_repr: str = "quat", mix_stream: bool = False) -> LossSettings:
+        """These settings with the model-dependent ``None`` fields filled: the rotation distance matching the
+        model's representation (quat/logq, else chordal) and no rig term for mix-stream models."""
+        rotation = self.rotation or (rotation_repr if rotation_repr in ("quat", "logq") else "chordal")
+        rig_weight = self.rig_weight if self.rig_weight is not None else (0.0 if mix_stream else 1.0)
+        return replace(self, rotation=rotation, rig_weight=rig_weight)
 
 
 class LearnedWeighting(nn.Module):
@@ -182,6 +211,7 @@ class PoseLoss(nn.Module):
 
     def __init__(self, settings: LossSettings) -> None:
         super().__init__()
+        settings = settings.for_model()  # fields the model decides and nobody did: a plain quaternion model's
         if settings.norm not in NORMS:
             raise ConfigError(f"loss.norm is '{settings.norm}'; expected one of {NORMS}")
         if settings.rotation not in ROTATIONS:

@@ -21,8 +21,8 @@ import numpy as np
 
 from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.geometry import mean_pose
-from mfapr_ros.core.preprocess import PreprocessConfig
 from mfapr_ros.core.rig import Rig, load_rig
+from mfapr_ros.evaluation.baselines import mean_pose_record
 
 from .config import ExperimentConfig, load_config
 
@@ -94,7 +94,7 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
                        max_gap_ms=d.max_gap_ms, sync=d.sync)
     log.info("%s", train.summary())
     rig = train.rig
-    pre = PreprocessConfig(resize=cfg.preprocess.resize, crop=cfg.preprocess.crop)
+    pre = cfg.preprocess
     aug = d.track_aug if d.track_aug not in (False, None, "none") else None
     # Tuples only feed the relative loss; without it every sample is one bundle, so a batch holds batch_size
     # distinct places instead of batch_size/steps places seen 0.2 s apart.
@@ -236,12 +236,12 @@ def main(argv: list[str] | None = None) -> int:
             model.set_anchors(anchors, spacing)
             log.info("anchor head: %d anchors over the training trajectories, spacing %.2f m", len(anchors), spacing)
         mt, mq = mean_pose(t_train, q_train)
-        pre = PreprocessConfig(resize=cfg.preprocess.resize, crop=cfg.preprocess.crop)
+        pre = cfg.preprocess
         provenance = {"dataset": {"format": cfg.data.format, "root": cfg.data.root, "train_split": cfg.data.train_split,
                                   "val_split": cfg.data.val_split, "train_samples": len(train_ds),
                                   "val_samples": len(val_ds) if val_ds is not None else 0,
                                   "drops": dict(train_set.drops)},
-                      "train_mean_pose": {"t": [float(x) for x in mt], "q_wxyz": [float(x) for x in mq]},
+                      **mean_pose_record(mt, mq),
                       "git": git_commit(), "command": " ".join(["mfapr", "train", *(argv or sys.argv[1:])]),
                       "world_size": info.world_size}
         trainer = Trainer(cfg, model, train_ds, val_ds, out, lambda m, prov: model_meta(m, rig, pre, prov), info,

@@ -69,6 +69,10 @@ def encode_jpeg(img: np.ndarray, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
+#: one message to write: (log time ns, topic, message type, message)
+BagRecord = tuple[int, str, str, Any]
+
+
 def write_synth_bag(path: str | Path, spec: SynthBagSpec) -> dict[str, Any]:
     """Write the bag; returns the truth: per-camera stamps/images written and the GT samples."""
     from rosbags.rosbag2 import StoragePlugin, Writer
@@ -80,87 +84,10 @@ def write_synth_bag(path: str | Path, spec: SynthBagSpec) -> dict[str, Any]:
         raise ConfigError(f"storage must be sqlite3 or mcap, got {spec.storage!r}")
     ts = get_typestore(Stores.LATEST)
     T = ts.types
-    time_c, header_c = T["builtin_interfaces/msg/Time"], T["std_msgs/msg/Header"]
-    n_cam = len(spec.camera_topics)
-    comp = [bool(spec.compressed)] * n_cam if isinstance(spec.compressed, bool) else [bool(c) for c in spec.compressed]
-    rng = np.random.default_rng(spec.seed)
-
-    def hdr(ns: int, frame: str) -> Any:
-        return header_c(stamp=time_c(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000), frame_id=frame)
-
-    def pose_msg(t: np.ndarray, q: np.ndarray) -> Any:
-        xyzw = quat_wxyz_to_xyzw(q)
-        return T["geometry_msgs/msg/Pose"](
-            position=T["geometry_msgs/msg/Point"](x=float(t[0]), y=float(t[1]), z=float(t[2])),
-            orientation=T["geometry_msgs/msg/Quaternion"](x=float(xyzw[0]), y=float(xyzw[1]), z=float(xyzw[2]),
-                                                          w=float(xyzw[3])))
-
-    records: list[tuple[int, str, str, Any]] = []  # (log ns, topic, msgtype, msg)
-    truth: dict[str, Any] = {"stamps_ns": {i: [] for i in range(n_cam)}, "images": {i: [] for i in range(n_cam)}}
     period_ns = int(round(1e9 / spec.hz))
-    for k in range(spec.frames):
-        base = spec.t0_ns + k * period_ns
-        for i, topic in enumerate(spec.camera_topics):
-            rel = (base - spec.t0_ns) / 1e9
-            lo_hi = spec.missing.get(i)
-            if lo_hi is not None and lo_hi[0] <= rel < lo_hi[1]:
-                continue
-            st = base + int(rng.uniform(-1, 1) * spec.jitter_ms * 1e6)
-            t, q = trajectory(np.array([(st - spec.t0_ns) / 1e9]), spec.radius)
-            img = render(t[0], float(2 * np.pi * rel / 8.0), i, spec.size)
-            if comp[i]:
-                msgtype = "sensor_msgs/msg/CompressedImage"
-                data = encode_jpeg(img)
-                msg = T[msgtype](header=hdr(0 if spec.zero_header_stamps else st, f"cam{i}"),
-                                 format="rgb8; jpeg compressed bgr8",
-                                 data=np.frombuffer(data, np.uint8))
-                topic = topic if topic.endswith("/compressed") else topic + "/compressed"
-            else:
-                msgtype = "sensor_msgs/msg/Image"
-                msg = T[msgtype](header=hdr(0 if spec.zero_header_stamps else st, f"cam{i}"), height=spec.size,
-                                 width=spec.size, encoding="rgb8",
-                                 is_bigendian=0, step=3 * spec.size, data=img.reshape(-1))
-            truth["stamps_ns"][i].append(st)
-            truth["images"][i].append(img)
-            records.append((st + 2_000_000, topic, msgtype, msg))  # arrives 2 ms after its stamp
-    gt_period = int(round(1e9 / spec.gt_hz))
-    n_gt = int((spec.frames + 1) * period_ns / gt_period) + 1
-    gt_stamps = spec.t0_ns - 2 * gt_period + np.arange(n_gt + 4) * gt_period
-    gt_t, gt_q = trajectory((gt_stamps - spec.t0_ns) / 1e9, spec.radius)
-    truth["gt"] = (gt_stamps, gt_t, gt_q)
-    for s, t, q in zip(gt_stamps.tolist(), gt_t, gt_q, strict=True):
-        if spec.gt == "pose":
-            records.append((s, spec.gt_topic, "geometry_msgs/msg/PoseStamped",
-                            T["geometry_msgs/msg/PoseStamped"](header=hdr(s, "map"), pose=pose_msg(t, q))))
-        elif spec.gt == "pose_cov":
-            mt = "geometry_msgs/msg/PoseWithCovarianceStamped"
-            pc = T["geometry_msgs/msg/PoseWithCovariance"](pose=pose_msg(t, q), covariance=np.zeros(36))
-            records.append((s, spec.gt_topic, mt, T[mt](header=hdr(s, "map"), pose=pc)))
-        elif spec.gt == "odom":
-            mt = "nav_msgs/msg/Odometry"
-            pc = T["geometry_msgs/msg/PoseWithCovariance"](pose=pose_msg(t, q), covariance=np.zeros(36))
-            tw = T["geometry_msgs/msg/TwistWithCovariance"](
-                twist=T["geometry_msgs/msg/Twist"](linear=T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0),
-                                                   angular=T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0)),
-                covariance=np.zeros(36))
-            records.append((s, spec.gt_topic, mt, T[mt](header=hdr(s, "map"), child_frame_id="base_link", pose=pc,
-                                                        twist=tw)))
-        elif spec.gt == "tf":
-            # map -> odom is static (a 1 m shift); odom -> base_link carries the motion, so the chain is exercised
-            p = pose_msg(t - np.array([1.0, 0.0, 0.0]), q)
-            tr = T["geometry_msgs/msg/Transform"](
-                translation=T["geometry_msgs/msg/Vector3"](x=p.position.x, y=p.position.y, z=p.position.z),
-                rotation=p.orientation)
-            ts_msg = T["geometry_msgs/msg/TransformStamped"](header=hdr(s, "odom"), child_frame_id="base_link",
-                                                             transform=tr)
-            records.append((s, "/tf", "tf2_msgs/msg/TFMessage", T["tf2_msgs/msg/TFMessage"](transforms=[ts_msg])))
-    if spec.gt == "tf":
-        st_tr = T["geometry_msgs/msg/Transform"](
-            translation=T["geometry_msgs/msg/Vector3"](x=1.0, y=0.0, z=0.0),
-            rotation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0))
-        records.append((int(gt_stamps[0]), "/tf_static", "tf2_msgs/msg/TFMessage", T["tf2_msgs/msg/TFMessage"](
-            transforms=[T["geometry_msgs/msg/TransformStamped"](header=hdr(int(gt_stamps[0]), "map"),
-                                                                 child_frame_id="odom", transform=st_tr)])))
+    records, truth = _camera_records(spec, T, period_ns)
+    gt_records, truth["gt"] = _gt_records(spec, T, period_ns)
+    records += gt_records
     if spec.extra_topics:
         records.append((spec.t0_ns, "/chatter", "std_msgs/msg/String", T["std_msgs/msg/String"](data="hello")))
     records.sort(key=lambda r: r[0])
@@ -173,3 +100,97 @@ def write_synth_bag(path: str | Path, spec: SynthBagSpec) -> dict[str, Any]:
             w.write(conns[topic], log_ns, ts.serialize_cdr(msg, mt))
     truth["duration_s"] = (records[-1][0] - records[0][0]) / 1e9
     return truth
+
+
+def _header(T: Any, ns: int, frame: str) -> Any:
+    return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=ns // 1_000_000_000,
+                                                                          nanosec=ns % 1_000_000_000), frame_id=frame)
+
+
+def _pose_msg(T: Any, t: np.ndarray, q: np.ndarray) -> Any:
+    xyzw = quat_wxyz_to_xyzw(q)
+    return T["geometry_msgs/msg/Pose"](
+        position=T["geometry_msgs/msg/Point"](x=float(t[0]), y=float(t[1]), z=float(t[2])),
+        orientation=T["geometry_msgs/msg/Quaternion"](x=float(xyzw[0]), y=float(xyzw[1]), z=float(xyzw[2]),
+                                                      w=float(xyzw[3])))
+
+
+def _camera_records(spec: SynthBagSpec, T: Any, period_ns: int
+                    ) -> tuple[list[BagRecord], dict[str, Any]]:
+    """The image messages (jittered stamps, missing intervals skipped) and the truth of what was written."""
+    n_cam = len(spec.camera_topics)
+    comp = [bool(spec.compressed)] * n_cam if isinstance(spec.compressed, bool) else [bool(c) for c in spec.compressed]
+    rng = np.random.default_rng(spec.seed)
+    records: list[BagRecord] = []
+    truth: dict[str, Any] = {"stamps_ns": {i: [] for i in range(n_cam)}, "images": {i: [] for i in range(n_cam)}}
+    for k in range(spec.frames):
+        base = spec.t0_ns + k * period_ns
+        for i, topic in enumerate(spec.camera_topics):
+            rel = (base - spec.t0_ns) / 1e9
+            lo_hi = spec.missing.get(i)
+            if lo_hi is not None and lo_hi[0] <= rel < lo_hi[1]:
+                continue
+            st = base + int(rng.uniform(-1, 1) * spec.jitter_ms * 1e6)
+            t, q = trajectory(np.array([(st - spec.t0_ns) / 1e9]), spec.radius)
+            img = render(t[0], float(2 * np.pi * rel / 8.0), i, spec.size)
+            hdr = _header(T, 0 if spec.zero_header_stamps else st, f"cam{i}")
+            if comp[i]:
+                msgtype = "sensor_msgs/msg/CompressedImage"
+                data = encode_jpeg(img)
+                msg = T[msgtype](header=hdr, format="rgb8; jpeg compressed bgr8", data=np.frombuffer(data, np.uint8))
+                topic = topic if topic.endswith("/compressed") else topic + "/compressed"
+            else:
+                msgtype = "sensor_msgs/msg/Image"
+                msg = T[msgtype](header=hdr, height=spec.size, width=spec.size, encoding="rgb8",
+                                 is_bigendian=0, step=3 * spec.size, data=img.reshape(-1))
+            truth["stamps_ns"][i].append(st)
+            truth["images"][i].append(img)
+            records.append((st + 2_000_000, topic, msgtype, msg))  # arrives 2 ms after its stamp
+    return records, truth
+
+
+def _gt_records(spec: SynthBagSpec, T: Any, period_ns: int
+                ) -> tuple[list[BagRecord], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The ground-truth messages of ``spec.gt`` (covering the images with margin) and the samples ``(stamps, t, q)``."""
+    gt_period = int(round(1e9 / spec.gt_hz))
+    n_gt = int((spec.frames + 1) * period_ns / gt_period) + 1
+    gt_stamps = spec.t0_ns - 2 * gt_period + np.arange(n_gt + 4) * gt_period
+    gt_t, gt_q = trajectory((gt_stamps - spec.t0_ns) / 1e9, spec.radius)
+    records = [] if spec.gt == "none" else [_gt_record(spec, T, s, t, q)
+                                            for s, t, q in zip(gt_stamps.tolist(), gt_t, gt_q, strict=True)]
+    if spec.gt == "tf":
+        st_tr = T["geometry_msgs/msg/Transform"](
+            translation=T["geometry_msgs/msg/Vector3"](x=1.0, y=0.0, z=0.0),
+            rotation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0))
+        records.append((int(gt_stamps[0]), "/tf_static", "tf2_msgs/msg/TFMessage", T["tf2_msgs/msg/TFMessage"](
+            transforms=[T["geometry_msgs/msg/TransformStamped"](header=_header(T, int(gt_stamps[0]), "map"),
+                                                                 child_frame_id="odom", transform=st_tr)])))
+    return records, (gt_stamps, gt_t, gt_q)
+
+
+def _gt_record(spec: SynthBagSpec, T: Any, s: int, t: np.ndarray, q: np.ndarray) -> BagRecord:
+    """One ground-truth sample as the message kind ``spec.gt`` names (not ``none``)."""
+    hdr = _header(T, s, "map")
+    if spec.gt == "pose":
+        return (s, spec.gt_topic, "geometry_msgs/msg/PoseStamped",
+                T["geometry_msgs/msg/PoseStamped"](header=hdr, pose=_pose_msg(T, t, q)))
+    if spec.gt == "pose_cov":
+        mt = "geometry_msgs/msg/PoseWithCovarianceStamped"
+        pc = T["geometry_msgs/msg/PoseWithCovariance"](pose=_pose_msg(T, t, q), covariance=np.zeros(36))
+        return (s, spec.gt_topic, mt, T[mt](header=hdr, pose=pc))
+    if spec.gt == "odom":
+        mt = "nav_msgs/msg/Odometry"
+        pc = T["geometry_msgs/msg/PoseWithCovariance"](pose=_pose_msg(T, t, q), covariance=np.zeros(36))
+        tw = T["geometry_msgs/msg/TwistWithCovariance"](
+            twist=T["geometry_msgs/msg/Twist"](linear=T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0),
+                                               angular=T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0)),
+            covariance=np.zeros(36))
+        return (s, spec.gt_topic, mt, T[mt](header=hdr, child_frame_id="base_link", pose=pc, twist=tw))
+    # tf: map -> odom is static (a 1 m shift); odom -> base_link carries the motion, so the chain is exercised
+    p = _pose_msg(T, t - np.array([1.0, 0.0, 0.0]), q)
+    tr = T["geometry_msgs/msg/Transform"](
+        translation=T["geometry_msgs/msg/Vector3"](x=p.position.x, y=p.position.y, z=p.position.z),
+        rotation=p.orientation)
+    ts_msg = T["geometry_msgs/msg/TransformStamped"](header=_header(T, s, "odom"), child_frame_id="base_link",
+                                                     transform=tr)
+    return (s, "/tf", "tf2_msgs/msg/TFMessage", T["tf2_msgs/msg/TFMessage"](transforms=[ts_msg]))

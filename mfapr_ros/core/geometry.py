@@ -207,20 +207,15 @@ def pose_between(t_a: np.ndarray, q_a: np.ndarray, t_b: np.ndarray, q_b: np.ndar
     return pose_compose(ti, qi, t_b, q_b)
 
 
-def pose_to_matrix(t: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Homogeneous 4×4 matrices from ``(t, q)``."""
-    t = _arr(t)
-    m = np.zeros(t.shape[:-1] + (4, 4))
-    m[..., :3, :3] = quat_to_matrix(q)
-    m[..., :3, 3] = t
-    m[..., 3, 3] = 1.0
-    return m
+def map_to_odom(t_map_base: np.ndarray, q_map_base: np.ndarray, t_odom_base: np.ndarray, q_odom_base: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """REP-105 correction: ``T_map_odom = T_map_base · T_odom_base⁻¹`` (both at the bundle stamp).
 
-
-def matrix_to_pose(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(t, q)`` from homogeneous 4×4 matrices."""
-    m = _arr(m)
-    return m[..., :3, 3].copy(), matrix_to_quat(m[..., :3, :3])
+    What a localizer broadcasts as ``map → odom`` so that odometry keeps owning ``odom → base`` (nav2 AMCL does
+    the same); composing it with ``T_odom_base`` gives back ``T_map_base``.
+    """
+    ti, qi = pose_inverse(_arr(t_odom_base), _arr(q_odom_base))
+    return pose_compose(_arr(t_map_base), _arr(q_map_base), ti, qi)
 
 
 # --------------------------------------------------------------------------------------------- time

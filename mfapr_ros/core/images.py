@@ -14,24 +14,20 @@ RGB HWC images, whatever the camera sends:
   16-bit PNG) or when torchvision.io is unavailable.
 
 Bad input raises :class:`ImageDecodeError` (a ``DataError``) carrying a ``cause`` (``unsupported_encoding``,
-``wrong_size``, ``corrupt``) so a callback can count it by camera and cause with :class:`DropCounter` — a node never
-lets an exception out of a subscription callback (:func:`decode_or_drop` does both).
+``wrong_size``, ``corrupt``) so a callback can count it by camera and cause with
+:class:`mfapr_ros.core.drops.DropCounter` — a node never lets an exception out of a subscription callback.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import threading
-import time
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from .errors import DataError
-from .log_sink import warn
 
 _LOG = logging.getLogger(__name__)
 # torchvision 0.29 deprecates its decoders in favour of torchcodec (not a dependency here); they work, and one
@@ -209,78 +205,3 @@ def _decode_pil(buf: np.ndarray, fmt: str) -> np.ndarray:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise ImageDecodeError(f"compressed image ({fmt or 'no format'}, {buf.size} bytes) is corrupt: {e}",
                                "corrupt") from None
-
-
-LogTarget = logging.Logger | Callable[[str], Any]
-
-
-class DropCounter:
-    """Counts dropped inputs by ``(camera, cause)`` and rate-limits the warnings about them.
-
-    The first drop of a ``(camera, cause)`` pair is logged at once, later ones at most every ``period_s`` seconds
-    with the number suppressed in between — a broken camera at 30 Hz must not flood the log, yet every drop is in
-    :attr:`counts` (the node publishes them on ``/diagnostics``). ``clock`` is injectable so tests need no sleeps.
-    Thread-safe (callbacks may run on several executor threads).
-    """
-
-    def __init__(self, logger: LogTarget | None = None, period_s: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._logger = logger
-        self.period_s = float(period_s)
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._counts: dict[tuple[str, str], int] = {}
-        self._last_log: dict[tuple[str, str], float] = {}
-        self._suppressed: dict[tuple[str, str], int] = {}
-
-    def drop(self, camera: str, cause: str, detail: str = "") -> bool:
-        """Count one drop; returns whether a log line was emitted."""
-        key = (camera, cause)
-        now = self._clock()
-        with self._lock:
-            self._counts[key] = self._counts.get(key, 0) + 1
-            last = self._last_log.get(key)
-            if last is not None and now - last < self.period_s:
-                self._suppressed[key] = self._suppressed.get(key, 0) + 1
-                return False
-            suppressed = self._suppressed.pop(key, 0)
-            self._last_log[key] = now
-            total = self._counts[key]
-        more = f" (+{suppressed} more since the last report)" if suppressed else ""
-        self._emit(f"camera '{camera}': dropped input ({cause}){': ' + detail if detail else ''}{more}; "
-                   f"{total} dropped for this cause so far")
-        return True
-
-    def _emit(self, msg: str) -> None:
-        warn(self._logger, _LOG, msg)
-
-    @property
-    def counts(self) -> dict[tuple[str, str], int]:
-        with self._lock:
-            return dict(self._counts)
-
-    def by_cause(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for (_, cause), n in self.counts.items():
-            out[cause] = out.get(cause, 0) + n
-        return out
-
-    def by_camera(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for (cam, _), n in self.counts.items():
-            out[cam] = out.get(cam, 0) + n
-        return out
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-
-def decode_or_drop(counter: DropCounter, camera: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call a decoder; on :class:`~mfapr_ros.core.errors.DataError` count the drop (cause from the error) and return
-    ``None``. This is what a subscription callback calls: bad messages never raise out of it."""
-    try:
-        return fn(*args, **kwargs)
-    except DataError as e:
-        counter.drop(camera, getattr(e, "cause", "bad_data"), str(e))
-        return None

@@ -119,9 +119,10 @@ _OFFSET_GAIN = 0.02  # frames policy: per-message gain of a stream's phase offse
 class SyncSettings:
     """The synchronizer's settings — one object for the node, ``eval-bag`` and training.
 
-    Units are integer nanoseconds (stamps are compared as integers). :meth:`from_dict` also takes the node's
-    parameter names in seconds (``slop``, ``stream_timeout``, ``time_jump``, ``min_cameras``), which is what
-    ``data.sync`` in a training YAML and ``config/localize.yaml`` use; :meth:`to_dict` writes those names.
+    Units are integer nanoseconds (stamps are compared as integers). The user-facing form (seconds, ``min_cameras``
+    0 = all: the node's ``sync.*`` parameter names, ``data.sync`` of a training YAML, eval-bag's options) is
+    translated in ONE place, :meth:`from_dict`, which the node (``NodeParams.sync``), eval-bag and the training
+    readers all call; :meth:`to_dict` writes that form back.
 
     ``min_streams`` ``None`` (or 0) means all streams (full bundles only). ``stream_timeout_ns`` is the floor of
     the period-relative stream timeout (partial mode only).
@@ -212,14 +213,6 @@ class SyncSettings:
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
 
-    @classmethod
-    def from_node_params(cls, p: Any) -> SyncSettings:
-        """From :class:`mfapr_ros.ros.params.NodeParams` (``sync.*`` in seconds)."""
-        return cls.from_dict({"slop": p.sync_slop, "queue_size": p.sync_queue_size, "min_cameras": p.sync_min_cameras,
-                              "stream_timeout": p.sync_stream_timeout,
-                              "stream_timeout_periods": p.sync_stream_timeout_periods, "time_jump": p.sync_time_jump,
-                              "policy": p.sync_policy, "publish": p.sync_publish}, where="parameter sync")
-
     def replace(self, **kw: Any) -> SyncSettings:
         return dataclasses.replace(self, **kw)
 
@@ -241,9 +234,6 @@ class SyncSettings:
                                            age_penalty=self.age_penalty, time_jump_ns=self.time_jump_ns,
                                            policy=self.policy, publish=self.publish,
                                            stream_timeout_periods=self.stream_timeout_periods)
-
-    # the readers' historical name
-    synchronizer = make
 
 
 @dataclass(frozen=True)
@@ -360,8 +350,6 @@ class ApproximateTimeSynchronizer:
         self._logger = logger
         self._lock = threading.Lock()
         self._stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
-        self._stream_stats: list[dict[str, int]] = [
-            {"received": 0, "bundled": 0, "dropped": 0} for _ in range(num_streams)]
         n = num_streams
         # Stamp statistics survive resets and jumps (a camera's rate does not change when the clock does).
         self._gaps: list[deque[int]] = [deque(maxlen=_GAPS_KEPT) for _ in range(n)]
@@ -380,11 +368,11 @@ class ApproximateTimeSynchronizer:
         with self._lock:
             return dict(self._stats)
 
-    @property
-    def stream_stats(self) -> list[dict[str, int]]:
-        """Per stream: ``received``, ``bundled``, ``dropped`` (copies)."""
+    def drop_counts(self) -> dict[str, int]:
+        """The non-zero message-drop counters as ``{"sync_<cause>": n}``: the synchronizer's lines of a reader's or
+        eval-bag's drop table (one prefix, so they never collide with the readers' own causes)."""
         with self._lock:
-            return [dict(s) for s in self._stream_stats]
+            return {f"sync_{k}": self._stats[k] for k in DROP_KEYS if self._stats[k]}
 
     @property
     def active(self) -> list[bool]:
@@ -473,7 +461,6 @@ class ApproximateTimeSynchronizer:
 
     def _drop(self, stream: int, cause: str, count: int = 1) -> None:
         self._stats[cause] += count
-        self._stream_stats[stream]["dropped"] += count
 
     def _drop_all(self, cause: str) -> None:
         for i in range(self.num_streams):
@@ -505,7 +492,6 @@ class ApproximateTimeSynchronizer:
 
     def _add(self, i: int, stamp: int, payload: Any) -> None:
         self._stats["received"] += 1
-        self._stream_stats[i]["received"] += 1
         now = self._now
         old = self._old_epoch
         if old is not None:
@@ -1018,9 +1004,6 @@ class ApproximateTimeSynchronizer:
         n = len(present)
         self._stats["bundles_full" if n == self.num_streams else "bundles_partial"] += 1
         self._stats["bundled_messages"] += n
-        for k, c in enumerate(members):
-            if c is not None:
-                self._stream_stats[k]["bundled"] += 1
 
     # ------------------------------------------------------------------ policy "pivot"
     def _pv_add(self, i: int, stamp: int, payload: Any) -> None:

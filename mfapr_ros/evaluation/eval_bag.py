@@ -1,13 +1,14 @@
 """`mfapr eval-bag`: accuracy of a checkpoint on a recorded rosbag2, offline and faster than real time.
 
-The pipeline is the live node's, piece by piece, so the numbers transfer: camera topics are bound to model slots
-by :func:`mfapr_ros.ros.params.bind_cameras` (same topic / transport rules, same defaults as
-``config/localize.yaml``), bundled by the one :class:`mfapr_ros.core.sync.ApproximateTimeSynchronizer` with the node's
-settings, decoded by :mod:`~mfapr_ros.core.images`,
-and localised by :class:`~mfapr_ros.core.localizer.Localizer` — except that
-bundles are batched (``--batch``) through ``infer_batch``, which is what makes a CPU run faster than real time.
-Ground truth (PoseStamped / PoseWithCovarianceStamped / Odometry topic, or TF between two frames) is interpolated
-at each bundle stamp; the shared report (:mod:`mfapr_ros.evaluation`) is written to ``--out``.
+The bundles are the live node's: :mod:`mfapr_ros.bag.bundles`, the one bag → bundles pipeline (shared with
+training's rosbag reader), binds camera topics to model slots with the node's rule (same topic / transport rules,
+same defaults as ``config/localize.yaml``), drops wrong-size images where the node does, bundles with the one
+:class:`mfapr_ros.core.sync.ApproximateTimeSynchronizer` (:class:`~mfapr_ros.core.sync.SyncSettings`, node
+defaults) and decodes with :mod:`~mfapr_ros.core.images`. This module is the CLI and the evaluation over it:
+bundles are localised by :class:`~mfapr_ros.core.localizer.Localizer`, batched (``--batch``) through
+``infer_batch``, which is what makes a CPU run faster than real time. Ground truth (PoseStamped /
+PoseWithCovarianceStamped / Odometry topic, or TF between two frames) is interpolated at each bundle stamp; the
+shared report (:mod:`mfapr_ros.evaluation`) is written to ``--out``.
 
 Every image or bundle that does not make it into the metrics is counted by cause in ``meta.drops`` of the report
 (synchronizer drops, decode errors, bundles without GT coverage) and summarised on the console.
@@ -19,60 +20,22 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mfapr_ros.bag.reader import COMPRESSED_IMAGE, IMAGE_TYPES, BagMessage, BagReader, Trajectory, image_fields, read_gt
+from mfapr_ros.bag.bundles import DecodedBundle, bind_bag_topics, decode_bundles, iter_bundles
+from mfapr_ros.bag.reader import BagInfo, BagReader, Trajectory, read_gt
+from mfapr_ros.core.drops import DropCounter
 from mfapr_ros.core.errors import ConfigError, DataError
+from mfapr_ros.core.sync import SyncSettings
+
+from .baselines import checkpoint_mean_pose
 
 LOG = logging.getLogger("mfapr.eval_bag")
-
-
-def node_sync_defaults() -> dict[str, Any]:
-    """The node's sync defaults (one table: :data:`mfapr_ros.ros.params.PARAM_SPECS`, = config/localize.yaml)."""
-    from mfapr_ros.ros.params import SPEC_BY_NAME
-
-    return {k[5:]: s.default for k, s in SPEC_BY_NAME.items() if k.startswith("sync.")}
-
-
-class SyncConfig:
-    """Builds the one :class:`~.core.sync.SyncSettings` from the node's defaults and the CLI's overrides (seconds,
-    ``min_cameras`` 0 = all), so eval-bag bundles exactly as ``localize_node`` with the same parameters."""
-
-    @staticmethod
-    def from_node_defaults(slop_ms: float | None = None, min_cameras: int | None = None,
-                           queue_size: int | None = None, stream_timeout_s: float | None = None,
-                           **more: Any) -> Any:
-        from mfapr_ros.core.sync import SyncSettings
-
-        d = node_sync_defaults()
-        for key, v in (("slop", None if slop_ms is None else slop_ms / 1e3), ("min_cameras", min_cameras),
-                       ("queue_size", queue_size), ("stream_timeout", stream_timeout_s), *more.items()):
-            if v is not None:
-                d[key] = v
-        if not d["slop"] > 0:
-            raise ConfigError(f"--slop-ms must be > 0, got {d['slop'] * 1e3}")
-        return SyncSettings.from_dict(d, where="eval-bag sync")
-
-
-def message_size(m: BagMessage) -> tuple[int, int] | None:
-    """(width, height) of a bag image without decoding it (raw: the header fields; compressed: the JPEG/PNG header),
-    None when it cannot be read (the decoder then reports the image)."""
-    if m.msgtype != COMPRESSED_IMAGE:
-        return int(m.msg.width), int(m.msg.height)
-    import io
-
-    try:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(np.asarray(m.msg.data, dtype=np.uint8).tobytes())) as im:
-            return int(im.size[0]), int(im.size[1])
-    except Exception:  # noqa: BLE001 - unreadable header: left to the decoder, which counts it as corrupt
-        return None
 
 
 def parse_topic_map(spec: str | Sequence[str] | None) -> dict[str, str]:
@@ -92,112 +55,15 @@ def parse_topic_map(spec: str | Sequence[str] | None) -> dict[str, str]:
     return out
 
 
-def resolve_camera_topics(rig: Any, bag_types: dict[str, str], topic_map: dict[str, str] | None = None,
-                          checkpoint: str = "checkpoint") -> list[str]:
-    """Bag topic of each model slot, with the node's binding rules; a camera whose bound topic is absent from the
-    bag falls back to its other transport (``/x`` ↔ ``/x/compressed``) when that one is there. DataError lists
-    the missing cameras and the bag's image topics."""
-    from mfapr_ros.ros.params import TOPIC_PREFIX, bind_cameras, validate_params
-
-    topic_map = topic_map or {}
-    unknown = [c for c in topic_map if c not in rig.camera_names]
-    if unknown:
-        raise ConfigError(f"--topics names camera(s) {unknown} not in the checkpoint's rig {rig.camera_names}")
-    params = validate_params({"checkpoint": checkpoint})
-    bindings = bind_cameras(params, rig, None, {TOPIC_PREFIX + c: t for c, t in topic_map.items()})
-    topics: list[str] = []
-    missing = []
-    for b in bindings:
-        cands = [b.topic]
-        base = b.topic[: -len("/compressed")] if b.topic.endswith("/compressed") else b.topic
-        cands += [base, base + "/compressed"]
-        found = next((c for c in cands if bag_types.get(c) in IMAGE_TYPES), None)
-        if found is None:
-            missing.append(f"{b.name} → {b.topic}")
-        topics.append(found or b.topic)
-    if missing:
-        images = sorted(t for t, ty in bag_types.items() if ty in IMAGE_TYPES)
-        raise DataError(f"the bag lacks the camera topic(s) {missing} (image topics in the bag: {images or 'none'}); "
-                        "map cameras to topics with --topics cam0=/topic,...")
-    return topics
-
-
-def decode_message(m: BagMessage, device: Any = None) -> np.ndarray:
-    """Decode one bag image with the package's one decoder (:mod:`mfapr_ros.core.images`)."""
-    from mfapr_ros.core import images
-
-    f = image_fields(m.msgtype, m.msg)
-    if m.msgtype == COMPRESSED_IMAGE:
-        if device is None:
-            return images.decode_compressed(f["format"], f["data"])
-        return images.decode_compressed(f["format"], f["data"], device=device)
-    return images.decode_raw(f["encoding"], f["height"], f["width"], f["step"], f["data"],
-                             is_bigendian=f["is_bigendian"])
-
-
-@dataclass
-class DecodedBundle:
-    """A synchronized bundle with decoded images (``None`` where a camera is absent or failed to decode)."""
-
-    stamp_ns: int
-    images: list[np.ndarray | None]
-    mask: np.ndarray
-    stamps_ns: list[int | None]
-
-
-def iter_bundles(bag: BagReader, topics: Sequence[str], sync: Any, start_ns: int | None = None,
-                 end_ns: int | None = None, drops: dict[str, int] | None = None, device: Any = None,
-                 on_message: Callable[[], None] | None = None,
-                 bindings: Sequence[Any] | None = None) -> Iterator[DecodedBundle]:
-    """Stream bundles from ``topics`` (slot order) through ``sync``; images decode only once bundled.
-
-    Stamps are header stamps (bag log time where a header stamp is zero, counted as ``zero_header_stamp``).
-    With ``bindings`` (:class:`mfapr_ros.ros.params.CameraBinding` per slot, i.e. ``enforce_image_size``), an
-    image whose size differs from its camera's is dropped *before* the synchronizer (``wrong_size``), exactly
-    where the node drops it. Undecodable images become absent slots (``decode_error``); a bundle left with no
-    image is dropped.
-    """
-    drops = drops if drops is not None else {}
-    slot = {t: i for i, t in enumerate(topics)}
-
-    def finish(bundles: list[Any]) -> Iterator[DecodedBundle]:
-        for b in bundles:
-            imgs: list[np.ndarray | None] = []
-            for m in b.payloads:
-                if m is None:
-                    imgs.append(None)
-                    continue
-                try:
-                    imgs.append(decode_message(m, device))
-                except DataError as e:
-                    drops["decode_error"] = drops.get("decode_error", 0) + 1
-                    LOG.warning("dropping an image of %s at %d ns: %s", m.topic, m.log_time_ns, e)
-                    imgs.append(None)
-            mask = np.array([x is not None for x in imgs], dtype=bool)
-            if not mask.any():
-                drops["empty_bundle"] = drops.get("empty_bundle", 0) + 1
-                continue
-            stamps = [s if ok else None for s, ok in zip(b.stamps_ns, mask, strict=True)]
-            yield DecodedBundle(int(b.stamp_ns), imgs, mask, stamps)
-
-    for m in bag.messages(topics, start_ns, end_ns):
-        if on_message is not None:
-            on_message()
-        f = m.msg.header.stamp
-        stamp = int(f.sec) * 1_000_000_000 + int(f.nanosec)
-        if stamp == 0:
-            drops["zero_header_stamp"] = drops.get("zero_header_stamp", 0) + 1
-            stamp = m.log_time_ns
-        if bindings is not None:
-            size = message_size(m)
-            why = bindings[slot[m.topic]].size_mismatch(*size) if size is not None else None
-            if why is not None:
-                drops["wrong_size"] = drops.get("wrong_size", 0) + 1
-                if drops["wrong_size"] <= 3:
-                    LOG.warning("dropping an image of %s at %d ns: %s", m.topic, stamp, why)
-                continue
-        yield from finish(sync.add(slot[m.topic], stamp, m))
-    yield from finish(sync.flush())
+def sync_settings_from_args(args: argparse.Namespace) -> SyncSettings:
+    """The CLI's sync options over the node's defaults, through the one translation (:meth:`SyncSettings.from_dict`,
+    the one the node's ``sync.*`` parameters and training's ``data.sync`` go through), so eval-bag bundles exactly
+    as ``localize_node`` with the same parameters."""
+    given = {"slop_ms": args.slop_ms, "min_cameras": args.min_cameras, "queue_size": args.queue_size,
+             "stream_timeout": args.stream_timeout, "policy": args.sync_policy, "publish": args.sync_publish}
+    return SyncSettings.from_dict({k: v for k, v in given.items() if v is not None},
+                                  where="eval-bag (--slop-ms, --min-cameras, --queue-size, --stream-timeout, "
+                                        "--sync-policy, --sync-publish)")
 
 
 @dataclass
@@ -234,10 +100,89 @@ class EvalResult:
         return self.bag_seconds / self.wall_seconds if self.wall_seconds > 0 else float("inf")
 
 
+class _Estimates:
+    """Per-bundle estimates, gathered batch by batch (``run``), in bundle order; inference time is summed."""
+
+    def __init__(self, localizer: Any, bar: Any) -> None:
+        self.localizer, self.bar = localizer, bar
+        self.stamps: list[int] = []
+        self.t: list[np.ndarray] = []
+        self.q: list[np.ndarray] = []
+        self.masks: list[np.ndarray] = []
+        self.cam_stamps: list[list[int]] = []
+        self.latency: list[float] = []
+        self.ret_t: list[np.ndarray] = []
+        self.ret_q: list[np.ndarray] = []
+        self.infer_s = 0.0
+        self.wall0 = time.perf_counter()
+
+    def run(self, chunk: list[DecodedBundle]) -> None:
+        t0 = time.perf_counter()
+        poses = self.localizer.infer_batch([(b.images, b.stamp_ns) for b in chunk])
+        self.infer_s += time.perf_counter() - t0
+        for b, p in zip(chunk, poses, strict=True):
+            self.stamps.append(b.stamp_ns)
+            self.t.append(np.asarray(p.t, dtype=np.float64))
+            self.q.append(np.asarray(p.q, dtype=np.float64))
+            self.masks.append(b.mask)
+            self.cam_stamps.append([-1 if x is None else int(x) for x in b.stamps_ns])
+            self.latency.append(float(getattr(p, "latency_s", float("nan"))))
+            ex = getattr(p, "extras", None) or {}
+            if "retrieval_t" in ex:
+                self.ret_t.append(np.asarray(ex["retrieval_t"], dtype=np.float64))
+                self.ret_q.append(np.asarray(ex["retrieval_q"], dtype=np.float64))
+        if self.bar is not None:
+            el = time.perf_counter() - self.wall0
+            self.bar.set_postfix_str(f"{len(self.stamps)} bundles, {len(self.stamps) / max(el, 1e-9):.1f} bundles/s")
+
+    def consume(self, bundles: Any, batch: int) -> float:
+        """Run every bundle, ``batch`` per forward pass; returns the wall time spent."""
+        pending: list[DecodedBundle] = []
+        for b in bundles:
+            pending.append(b)
+            if len(pending) >= batch:
+                self.run(pending)
+                pending = []
+        if pending:
+            self.run(pending)
+        return time.perf_counter() - self.wall0
+
+
+def _time_window(info: BagInfo, start_s: float, end_s: float | None,
+                 max_duration_s: float | None) -> tuple[int, int]:
+    """``[start_ns, end_ns)`` in bag log time; an empty window is a ConfigError naming the three options."""
+    start_ns = info.start_ns + int(round(start_s * 1e9))
+    end_ns = info.end_ns + 1
+    if end_s is not None:
+        end_ns = min(end_ns, info.start_ns + int(round(end_s * 1e9)))
+    if max_duration_s is not None:
+        end_ns = min(end_ns, start_ns + int(round(max_duration_s * 1e9)))
+    if end_ns <= start_ns:
+        raise ConfigError(f"empty time window: start {start_s} s, end {end_s} s, max duration {max_duration_s} s "
+                          f"(bag is {info.duration_s:.1f} s long)")
+    return start_ns, end_ns
+
+
+def _gt_coverage(gt: Trajectory, s: np.ndarray, max_gap_s: float, drops: DropCounter, bag_path: Any) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray]:
+    """GT (t, q) at the bundle stamps and the mask of stamps it covers; bundles outside are counted
+    (``no_gt_at_stamp``), none covered is a DataError that says what to check."""
+    tg, qg, ok = gt.at(s, max_gap_ns=int(round(max_gap_s * 1e9)))
+    if (~ok).any():
+        drops.merge({"no_gt_at_stamp": int((~ok).sum())})
+        LOG.warning("%d of %d bundles have no ground truth at their stamp (outside the GT span or in a gap > %.2f s)",
+                    int((~ok).sum()), len(s), max_gap_s)
+    if not ok.any():
+        raise DataError(f"ground truth {gt.source} does not cover any bundle stamp of {bag_path} (GT spans "
+                        f"{gt.stamps_ns[0]}..{gt.stamps_ns[-1]} ns, bundles {s[0]}..{s[-1]} ns); check the GT "
+                        "topic and that both use the same clock")
+    return tg, qg, ok
+
+
 def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[str, str] | None = None,
                  gt_topic: str | None = None, gt_tf: str | None = None, start_s: float = 0.0,
                  end_s: float | None = None, max_duration_s: float | None = None, batch: int = 16,
-                 device: str = "auto", sync: Any = None, max_gap_s: float = 0.5,
+                 device: str = "auto", sync: SyncSettings | None = None, max_gap_s: float = 0.5,
                  progress: bool = True, localizer: Any = None, enforce_image_size: bool = True) -> EvalResult:
     """Run the checkpoint on the bag and pair estimates with interpolated GT (see the module docstring)."""
     if batch < 1:
@@ -247,104 +192,42 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
 
         localizer = Localizer(str(checkpoint), device=device)
     rig = localizer.rig
-    sync = sync or SyncConfig.from_node_defaults()
+    sync = sync or SyncSettings()  # = the node's defaults (one table, tested)
     with BagReader(bag_path) as bag:
         info = bag.info()
-        types = {t: i.msgtype for t, i in info.topics.items()}
-        cam_topics = resolve_camera_topics(rig, types, topics, str(checkpoint))
-        start_ns = info.start_ns + int(round(start_s * 1e9))
-        end_ns = info.end_ns + 1
-        if end_s is not None:
-            end_ns = min(end_ns, info.start_ns + int(round(end_s * 1e9)))
-        if max_duration_s is not None:
-            end_ns = min(end_ns, start_ns + int(round(max_duration_s * 1e9)))
-        if end_ns <= start_ns:
-            raise ConfigError(f"empty time window: start {start_s} s, end {end_s} s, max duration {max_duration_s} s "
-                              f"(bag is {info.duration_s:.1f} s long)")
+        bindings = bind_bag_topics(rig, {t: i.msgtype for t, i in info.topics.items()}, topics,
+                                   source=f"bag {bag_path}")
+        cam_topics = [b.topic for b in bindings]  # type: ignore[union-attr]
+        start_ns, end_ns = _time_window(info, start_s, end_s, max_duration_s)
         gt = read_gt(bag, gt_topic, gt_tf)
-        drops: dict[str, int] = {f"gt_{k}": v for k, v in gt.drops.items()}
+        drops = DropCounter.for_reader()
+        drops.merge(gt.drops, prefix="gt_")
         synchronizer = sync.make(len(cam_topics), logger=LOG.debug)
-        from mfapr_ros.ros.params import CameraBinding
-
-        bindings = None
-        if enforce_image_size:  # the node's policy: a wrong-size image is dropped before the synchronizer
-            bindings = [CameraBinding(i, c.name, t, c.transport, c.width, c.height)
-                        for i, (c, t) in enumerate(zip(rig.cameras, cam_topics, strict=True))]
-        n_msgs = sum(info.topics[t].count for t in cam_topics)
-        bar = _progress(n_msgs, progress)
-        stamps: list[int] = []
-        t_est: list[np.ndarray] = []
-        q_est: list[np.ndarray] = []
-        masks: list[np.ndarray] = []
-        cam_stamps: list[list[int]] = []
-        lat: list[float] = []
-        ret_t: list[np.ndarray] = []
-        ret_q: list[np.ndarray] = []
-        pending: list[DecodedBundle] = []
-        infer_s = 0.0
-        wall0 = time.perf_counter()
-
-        def run(chunk: list[DecodedBundle]) -> None:
-            nonlocal infer_s
-            t0 = time.perf_counter()
-            poses = localizer.infer_batch([(b.images, b.stamp_ns) for b in chunk])
-            infer_s += time.perf_counter() - t0
-            for b, p in zip(chunk, poses, strict=True):
-                stamps.append(b.stamp_ns)
-                t_est.append(np.asarray(p.t, dtype=np.float64))
-                q_est.append(np.asarray(p.q, dtype=np.float64))
-                masks.append(b.mask)
-                cam_stamps.append([-1 if x is None else int(x) for x in b.stamps_ns])
-                lat.append(float(getattr(p, "latency_s", float("nan"))))
-                ex = getattr(p, "extras", None) or {}
-                if "retrieval_t" in ex:
-                    ret_t.append(np.asarray(ex["retrieval_t"], dtype=np.float64))
-                    ret_q.append(np.asarray(ex["retrieval_q"], dtype=np.float64))
-            if bar is not None:
-                el = time.perf_counter() - wall0
-                bar.set_postfix_str(f"{len(stamps)} bundles, {len(stamps) / max(el, 1e-9):.1f} bundles/s")
-
-        tick = bar.update if bar is not None else None
-        for b in iter_bundles(bag, cam_topics, synchronizer, start_ns, end_ns, drops,
-                              on_message=(lambda: tick(1)) if tick else None, bindings=bindings):
-            pending.append(b)
-            if len(pending) >= batch:
-                run(pending)
-                pending = []
-        if pending:
-            run(pending)
-        wall = time.perf_counter() - wall0
+        bar = _progress(sum(info.topics[t].count for t in cam_topics), progress)
+        est = _Estimates(localizer, bar)
+        bundles = iter_bundles(bag, bindings, synchronizer, start_ns, end_ns, drops,
+                               enforce_image_size=enforce_image_size,
+                               on_message=(lambda: bar.update(1)) if bar is not None else None)
+        wall = est.consume(decode_bundles(bundles, drops), batch)
         if bar is not None:
             bar.close()
-    for k, v in synchronizer.stats.items():
-        if (k.startswith("dropped_") or k == "duplicates") and v:
-            drops[f"sync_{k}"] = v
-    if not stamps:
+    if not est.stamps:
         raise DataError(f"no bundle could be formed from {cam_topics} in {bag_path} (sync stats "
                         f"{synchronizer.stats}); check --topics, --slop-ms and --min-cameras (a camera missing for "
                         "the whole bag needs --min-cameras below the number of cameras)")
-    s = np.asarray(stamps, dtype=np.int64)
-    tg, qg, ok = gt.at(s, max_gap_ns=int(round(max_gap_s * 1e9)))
-    if (~ok).any():
-        drops["no_gt_at_stamp"] = int((~ok).sum())
-        LOG.warning("%d of %d bundles have no ground truth at their stamp (outside the GT span or in a gap > %.2f s)",
-                    int((~ok).sum()), len(s), max_gap_s)
-    if not ok.any():
-        raise DataError(f"ground truth {gt.source} does not cover any bundle stamp of {bag_path} (GT spans "
-                        f"{gt.stamps_ns[0]}..{gt.stamps_ns[-1]} ns, bundles {s[0]}..{s[-1]} ns); check the GT "
-                        "topic and that both use the same clock")
-    bag_seconds = (min(end_ns, info.end_ns) - start_ns) / 1e9
+    s = np.asarray(est.stamps, dtype=np.int64)
+    tg, qg, ok = _gt_coverage(gt, s, max_gap_s, drops, bag_path)
+    n = len(s)
     return EvalResult(
-        stamps_ns=s[ok], t_est=np.asarray(t_est)[ok], q_est=np.asarray(q_est)[ok], t_gt=tg[ok], q_gt=qg[ok],
-        masks=np.asarray(masks)[ok], camera_stamps_ns=np.asarray(cam_stamps, dtype=np.int64)[ok],
-        latency_s=np.asarray(lat)[ok], drops=drops, bundles=len(s),
-        bag_seconds=bag_seconds, wall_seconds=wall, infer_seconds=infer_s, camera_names=list(rig.camera_names),
-        topics=cam_topics, gt=gt,
+        stamps_ns=s[ok], t_est=np.asarray(est.t)[ok], q_est=np.asarray(est.q)[ok], t_gt=tg[ok], q_gt=qg[ok],
+        masks=np.asarray(est.masks)[ok], camera_stamps_ns=np.asarray(est.cam_stamps, dtype=np.int64)[ok],
+        latency_s=np.asarray(est.latency)[ok], drops=dict(drops), bundles=n,
+        bag_seconds=(min(end_ns, info.end_ns) - start_ns) / 1e9, wall_seconds=wall, infer_seconds=est.infer_s,
+        camera_names=list(rig.camera_names), topics=cam_topics, gt=gt,
         meta={"sync": sync.to_dict(), "sync_stats": synchronizer.stats, "enforce_image_size": enforce_image_size,
-              "window_ns": [start_ns, end_ns],
-              "bag_storage": info.storage},
-        retrieval_t=np.asarray(ret_t)[ok] if len(ret_t) == len(s) else None,
-        retrieval_q=np.asarray(ret_q)[ok] if len(ret_q) == len(s) else None)
+              "window_ns": [start_ns, end_ns], "bag_storage": info.storage},
+        retrieval_t=np.asarray(est.ret_t)[ok] if len(est.ret_t) == n else None,
+        retrieval_q=np.asarray(est.ret_q)[ok] if len(est.ret_q) == n else None)
 
 
 def _progress(total: int, enabled: bool) -> Any:
@@ -357,17 +240,23 @@ def _progress(total: int, enabled: bool) -> Any:
     return tqdm(total=total, unit="msg", desc="eval-bag", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
 
 
-def checkpoint_baseline(meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
-    """The training set's mean pose when the checkpoint recorded it (``provenance.mean_pose = {t, q_wxyz}``)."""
-    prov = meta.get("provenance") or {}
-    mp = prov.get("mean_pose") or prov.get("train_mean_pose")
-    if isinstance(mp, dict) and "t" in mp and ("q_wxyz" in mp or "q" in mp):
-        return np.asarray(mp["t"], dtype=np.float64), np.asarray(mp.get("q_wxyz", mp.get("q")), dtype=np.float64)
-    return None
+def choose_baseline(mode: str, checkpoint: str, ck_meta: dict[str, Any], res: EvalResult) -> tuple[Any, str]:
+    """The mean-pose baseline and where it came from: the training mean recorded in the checkpoint, else (``auto``,
+    ``gt``) the mean of this bag's GT, labelled as the optimistic baseline it is."""
+    baseline, source = None, "none"
+    if mode in ("auto", "checkpoint"):
+        baseline = checkpoint_mean_pose(ck_meta)
+        source = "checkpoint provenance (training mean pose)" if baseline is not None else "none"
+        if baseline is None and mode == "checkpoint":
+            raise DataError(f"checkpoint {checkpoint} records no training mean pose (provenance.train_mean_pose); "
+                            "use --baseline gt or none")
+    if baseline is None and mode in ("auto", "gt"):
+        baseline, source = (res.t_gt, res.q_gt), "mean of this bag's ground truth (optimistic baseline)"
+    return baseline, source
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = node_sync_defaults()
+    d = SyncSettings().to_dict()  # = the node's defaults (PARAM_SPECS, config/localize.yaml; tested)
     p = argparse.ArgumentParser(prog="mfapr eval-bag", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint (NAME, NAME.json or NAME.safetensors)")
@@ -411,10 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     from mfapr_ros.core.localizer import Localizer
 
-    from . import print_summary, write_report
+    from . import load_report, print_summary, write_report
 
-    sync = SyncConfig.from_node_defaults(args.slop_ms, args.min_cameras, args.queue_size, args.stream_timeout,
-                                         policy=args.sync_policy, publish=args.sync_publish)
+    sync = sync_settings_from_args(args)
     localizer = Localizer(args.checkpoint, device=args.device)
     res = evaluate_bag(args.checkpoint, args.bag, topics=parse_topic_map(args.topics), gt_topic=args.gt_topic,
                        gt_tf=args.gt_tf, start_s=args.start, end_s=args.end, max_duration_s=args.max_duration,
@@ -422,15 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                        progress=not args.no_progress, localizer=localizer,
                        enforce_image_size=args.enforce_image_size)
     ck_meta = getattr(getattr(localizer, "checkpoint", None), "meta", None) or {}
-    baseline, base_src = None, "none"
-    if args.baseline in ("auto", "checkpoint"):
-        baseline = checkpoint_baseline(ck_meta)
-        base_src = "checkpoint provenance (training mean pose)" if baseline is not None else "none"
-        if baseline is None and args.baseline == "checkpoint":
-            raise DataError(f"checkpoint {args.checkpoint} records no training mean pose (provenance.mean_pose); "
-                            "use --baseline gt or none")
-    if baseline is None and args.baseline in ("auto", "gt"):
-        baseline, base_src = (res.t_gt, res.q_gt), "mean of this bag's ground truth (optimistic baseline)"
+    baseline, base_src = choose_baseline(args.baseline, args.checkpoint, ck_meta, res)
     meta = {
         "source": "mfapr eval-bag", "checkpoint": str(args.checkpoint), "bag": str(args.bag),
         "cameras": res.camera_names, "topics": dict(zip(res.camera_names, res.topics, strict=True)),
@@ -443,8 +323,6 @@ def main(argv: list[str] | None = None) -> int:
                          q_est=res.q_est, baseline=baseline, masks=res.masks, latency_s=res.latency_s, meta=meta,
                          camera_names=res.camera_names, plots_enabled=not args.no_plots,
                          retrieval=(res.retrieval_t, res.retrieval_q) if res.retrieval_t is not None else None)
-    from . import load_report
-
     print_summary(load_report(paths["json"]))
     print(f"{res.bundles} bundles in {res.wall_seconds:.2f} s ({res.bundles_per_s:.1f} bundles/s); "
           f"{res.bag_seconds:.1f} s of bag → {res.speedup:.1f}× real time")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from mfapr_ros.bag.reader import Trajectory, build_trajectory
+from mfapr_ros.core.drops import DropCounter
 
 from .metrics import compute_metrics, metrics_from_errors, pose_errors
 from .report import write_report
@@ -48,12 +49,12 @@ class OnlineEvaluator:
         self.latency: list[float] = []
         self.t_err: list[float] = []
         self.r_err: list[float] = []
-        self.drops: dict[str, int] = {}
+        self.drops = DropCounter()
         self.received = {"estimates": 0, "gt": 0, "retrieval": 0}
         self._retrieval: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _drop(self, cause: str, n: int = 1) -> None:
-        self.drops[cause] = self.drops.get(cause, 0) + n
+        self.drops.add(cause, n=n)  # no detail: counted, not logged (the report and /diagnostics show them)
 
     def add_gt(self, stamp_ns: int, t: Any, q: Any) -> None:
         """One GT sample; out-of-order samples are inserted in place, duplicates of a stamp counted and ignored."""

@@ -1,5 +1,6 @@
 """PoseNet (GoogLeNet / ResNet trunk), PoseLSTM and MapNet encoders: a CNN trunk + global average pooling
-(or, with ``pool_grid`` > 1, a coarse spatial grid of pooled features).
+(or, with ``pool_grid`` > 1, a coarse spatial grid of pooled features), and :class:`CnnBackbone`, the registry
+spec the four backbone files (``backbones/``) subclass.
 
 The regressors differ only after the pooled embedding (fc 2048 → position/quaternion for PoseNet; fc 2048 →
 32×64 grid → four LSTMs for PoseLSTM; fc 2048 + ReLU + dropout → position/log-quaternion for MapNet), which
@@ -8,11 +9,12 @@ The regressors differ only after the pooled embedding (fc 2048 → position/quat
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from .base import Backbone
 from .layers import PerCamera, fill_missing
 from .trunks import build_trunk, stage_channels
 
@@ -75,3 +77,20 @@ class CnnMidEncoder(nn.Module):
         f = fill_missing(self.per_camera(images)[0], mask, self.missing)
         x = self.fuse(f.flatten(1, 2))
         return [pool(self.rest(x)[0], self.grid)]
+
+
+class CnnBackbone(Backbone):
+    """Shared spec of the CNN backbones (PoseNet, PoseNet-ResNet, PoseLSTM, MapNet): same trunk cut points and
+    encoders; the subclasses differ in defaults (arch, rotation) and, for PoseLSTM, the fc stack."""
+
+    defaults: ClassVar[dict[str, Any]] = {"arch": "resnet34", "width": 16, "fc_dim": 2048, "num_fc": None,
+                                          "pool_grid": 1, "dropout": 0.5}
+    mid_blocks: ClassVar[tuple[str, ...]] = ("block-2", "block-3", "block-4", "block-5")
+
+    @classmethod
+    def encoder(cls, cfg: dict[str, Any], in_channels: int = 3, hw: tuple[int, int] | None = None) -> nn.Module:
+        return CnnEncoder(cfg, in_channels)
+
+    @classmethod
+    def mid_encoder(cls, cfg: dict[str, Any]) -> nn.Module:
+        return CnnMidEncoder(cfg)

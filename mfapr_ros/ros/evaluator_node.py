@@ -10,7 +10,7 @@ poses are scored. It exits 0 after writing the report, 1 when the report is empt
 Topic types: ``*_type: auto`` waits (``discovery_timeout``) until the topic appears in the ROS graph and uses its
 type, so the same node works for PoseStamped GT and Odometry GT without configuration.
 
-Parameters (all declared; ``ros2 param describe`` shows them): see :data:`PARAMS`. Command-line shortcuts before
+Parameters (all declared; ``ros2 param describe`` shows them): see :data:`PARAM_SPECS`. Command-line shortcuts before
 ``--ros-args``: ``--out DIR``, ``--duration S``, ``--expected-count N``, ``--gt-topic T``, ``--gt-tf P:C``,
 ``--pose-topic T``, ``--checkpoint CK`` (its recorded training mean pose is the report's baseline).
 """
@@ -18,12 +18,14 @@ Parameters (all declared; ``ros2 param describe`` shows them): see :data:`PARAMS
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +39,12 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from mfapr_ros.bag.reader import Trajectory, tf_trajectory
 from mfapr_ros.core.errors import ConfigError, MfaprError
+from mfapr_ros.evaluation.baselines import checkpoint_mean_pose
 from mfapr_ros.evaluation.online import OnlineEvaluator
 from mfapr_ros.evaluation.report import format_summary
 
 from .convert import msg_to_pose, time_to_ns
+from .params import ParamSpec
 
 NODE_NAME = "evaluator_node"
 POSE_TYPES: dict[str, Any] = {
@@ -51,26 +55,80 @@ POSE_TYPES: dict[str, Any] = {
 SHORT_TYPES = {"pose": "geometry_msgs/msg/PoseStamped", "pose_cov": "geometry_msgs/msg/PoseWithCovarianceStamped",
                "odom": "nav_msgs/msg/Odometry"}
 
-#: name → (default, description)
-PARAMS: dict[str, tuple[Any, str]] = {
-    "pose_topic": ("/mfapr_localizer/pose", "Estimated rig pose (localize_node's ~/pose; node name mfapr_localizer)."),
-    "pose_type": ("auto", "auto | pose | pose_cov | odom (auto: from the ROS graph)."),
-    "gt_topic": ("/ground_truth/pose", "Ground-truth topic (ignored when gt_tf is set)."),
-    "gt_type": ("auto", "auto | pose | pose_cov | odom."),
-    "gt_tf": ("", "Ground truth from TF instead, as PARENT:CHILD (e.g. map:base_link); needs tf2_msgs."),
-    "retrieval_topic": ("/mfapr_localizer/retrieval_pose", "PoseStamped of the image-retrieval baseline (the "
-                        "node's ~/retrieval_pose, published when the checkpoint has a retrieval database); scored "
-                        "beside the model in the report; '' = off."),
-    "out_dir": ("out/evaluator", "Report folder (report.json, report.md, PNGs)."),
-    "duration": (0.0, "Stop after this many seconds (wall clock); 0 = until interrupted."),
-    "expected_count": (0, "Stop once this many poses are scored; 0 = no limit."),
-    "max_gap": (0.5, "Largest GT sample gap (s) to interpolate across."),
-    "diagnostics_period": (1.0, "Seconds between /diagnostics messages; 0 disables them."),
-    "discovery_timeout": (30.0, "Seconds to wait for an 'auto'-typed topic to appear in the graph."),
-    "checkpoint": ("", "Optional checkpoint JSON: its recorded training mean pose is the report's baseline."),
-    "baseline": ("auto", "auto (checkpoint, else mean of GT) | checkpoint | gt | none."),
-    "plots": (True, "Write the PNG figures."),
-}
+#: Every parameter of the node (the ParamSpec table style of :mod:`.params`: one place for name, default, type,
+#: description and the allowed values, which ``ros2 param describe`` shows).
+PARAM_SPECS: tuple[ParamSpec, ...] = (
+    ParamSpec("pose_topic", "/mfapr_localizer/pose", "str",
+              "Estimated rig pose (localize_node's ~/pose; node name mfapr_localizer)."),
+    ParamSpec("pose_type", "auto", "str", "auto | pose | pose_cov | odom (auto: from the ROS graph).",
+              "auto|pose|pose_cov|odom"),
+    ParamSpec("gt_topic", "/ground_truth/pose", "str", "Ground-truth topic (ignored when gt_tf is set)."),
+    ParamSpec("gt_type", "auto", "str", "auto | pose | pose_cov | odom.", "auto|pose|pose_cov|odom"),
+    ParamSpec("gt_tf", "", "str", "Ground truth from TF instead, as PARENT:CHILD (e.g. map:base_link); needs "
+              "tf2_msgs.", "'' or PARENT:CHILD"),
+    ParamSpec("retrieval_topic", "/mfapr_localizer/retrieval_pose", "str", "PoseStamped of the image-retrieval "
+              "baseline (the node's ~/retrieval_pose, published when the checkpoint has a retrieval database); "
+              "scored beside the model in the report; '' = off."),
+    ParamSpec("out_dir", "out/evaluator", "str", "Report folder (report.json, report.md, PNGs)."),
+    ParamSpec("duration", 0.0, "float", "Stop after this many seconds (wall clock); 0 = until interrupted.", ">= 0"),
+    ParamSpec("expected_count", 0, "int", "Stop once this many poses are scored; 0 = no limit.", ">= 0"),
+    ParamSpec("max_gap", 0.5, "float", "Largest GT sample gap (s) to interpolate across.", ">= 0"),
+    ParamSpec("diagnostics_period", 1.0, "float", "Seconds between /diagnostics messages; 0 disables them.", ">= 0"),
+    ParamSpec("discovery_timeout", 30.0, "float", "Seconds to wait for an 'auto'-typed topic to appear in the graph.",
+              ">= 0"),
+    ParamSpec("checkpoint", "", "str", "Optional checkpoint JSON: its recorded training mean pose is the report's "
+              "baseline."),
+    ParamSpec("baseline", "auto", "str", "auto (checkpoint, else mean of GT) | checkpoint | gt | none.",
+              "auto|checkpoint|gt|none"),
+    ParamSpec("plots", True, "bool", "Write the PNG figures."),
+)
+BASELINES = ("auto", "checkpoint", "gt", "none")
+
+
+@dataclass(frozen=True)
+class EvaluatorParams:
+    """The validated parameters (ROS-free, frozen: read once at start, like :class:`.params.NodeParams`)."""
+
+    pose_topic: str
+    pose_type: str
+    gt_topic: str
+    gt_type: str
+    gt_tf: str
+    retrieval_topic: str
+    out_dir: str
+    duration: float
+    expected_count: int
+    max_gap: float
+    diagnostics_period: float
+    discovery_timeout: float
+    checkpoint: str
+    baseline: str
+    plots: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Name → value (saved in the report's meta, so a number can be traced to the settings)."""
+        return dataclasses.asdict(self)
+
+
+def validate_evaluator_params(values: Mapping[str, Any]) -> EvaluatorParams:
+    """Check the values (missing names take the table's default); one ConfigError naming the parameter."""
+    p = {s.name: values.get(s.name, s.default) for s in PARAM_SPECS}
+    for name in ("pose_type", "gt_type"):
+        if p[name] not in ("auto", *SHORT_TYPES):
+            raise ConfigError(f"parameter '{name}' = {p[name]!r}: expected auto, pose, pose_cov or odom")
+    if p["baseline"] not in BASELINES:
+        raise ConfigError(f"parameter 'baseline' = {p['baseline']!r}: expected auto, checkpoint, gt or none")
+    for name in ("duration", "max_gap", "diagnostics_period", "discovery_timeout"):
+        if float(p[name]) < 0:
+            raise ConfigError(f"parameter '{name}' = {p[name]} must be >= 0")
+        p[name] = float(p[name])
+    if int(p["expected_count"]) < 0:
+        raise ConfigError(f"parameter 'expected_count' = {p['expected_count']} must be >= 0")
+    spec = str(p["gt_tf"])
+    if spec and (spec.count(":") != 1 or not all(spec.split(":"))):
+        raise ConfigError(f"parameter 'gt_tf' = {spec!r}: expected PARENT:CHILD, e.g. map:base_link")
+    p["expected_count"], p["plots"] = int(p["expected_count"]), bool(p["plots"])
+    return EvaluatorParams(**p)
 
 
 def _msg_pose(msg: Any) -> tuple[int, np.ndarray, np.ndarray]:
@@ -84,24 +142,15 @@ class EvaluatorNode(Node):
 
     def __init__(self, node_name: str = NODE_NAME, overrides: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        for name, (default, desc) in PARAMS.items():
-            from rcl_interfaces.msg import ParameterDescriptor
+        from rcl_interfaces.msg import ParameterDescriptor
 
-            self.declare_parameter(name, (overrides or {}).get(name, default), ParameterDescriptor(description=desc))
-        p = {name: self.get_parameter(name).value for name in PARAMS}
-        for name in ("pose_type", "gt_type"):
-            if p[name] not in ("auto", *SHORT_TYPES):
-                raise ConfigError(f"parameter '{name}' = {p[name]!r}: expected auto, pose, pose_cov or odom")
-        if p["baseline"] not in ("auto", "checkpoint", "gt", "none"):
-            raise ConfigError(f"parameter 'baseline' = {p['baseline']!r}: expected auto, checkpoint, gt or none")
-        for name in ("duration", "max_gap", "diagnostics_period", "discovery_timeout"):
-            if float(p[name]) < 0:
-                raise ConfigError(f"parameter '{name}' = {p[name]} must be >= 0")
-        if int(p["expected_count"]) < 0:
-            raise ConfigError(f"parameter 'expected_count' = {p['expected_count']} must be >= 0")
-        self.p = p
+        for spec in PARAM_SPECS:
+            self.declare_parameter(spec.name, (overrides or {}).get(spec.name, spec.default),
+                                   ParameterDescriptor(description=spec.description,
+                                                       additional_constraints=spec.constraints))
+        p = self.p = validate_evaluator_params({s.name: self.get_parameter(s.name).value for s in PARAM_SPECS})
         # the checkpoint baseline is resolved now: a bad path must refuse the start, not lose the report at the end
-        self._ckpt_baseline = self._checkpoint_baseline(p["baseline"], p["checkpoint"])
+        self._ckpt_baseline = self._checkpoint_baseline(p.baseline, p.checkpoint)
         self.finished = False
         self.finish_reason = ""
         self._t0 = time.monotonic()
@@ -110,32 +159,29 @@ class EvaluatorNode(Node):
         self._tf_cache: Trajectory | None = None
         self._tf_dirty = False
         provider: Callable[[], Trajectory | None] | None = None
-        if p["gt_tf"]:
-            spec = str(p["gt_tf"])
-            if spec.count(":") != 1 or not all(spec.split(":")):
-                raise ConfigError(f"parameter 'gt_tf' = {spec!r}: expected PARENT:CHILD, e.g. map:base_link")
-            self._tf_parent, self._tf_child = spec.split(":")
+        if p.gt_tf:
+            self._tf_parent, self._tf_child = p.gt_tf.split(":")
             provider = self._tf_gt
-        self.ev = OnlineEvaluator(max_gap_ns=int(round(float(p["max_gap"]) * 1e9)), gt_provider=provider)
+        self.ev = OnlineEvaluator(max_gap_ns=int(round(float(p.max_gap) * 1e9)), gt_provider=provider)
         self._pending_subs: list[tuple[str, str, Callable[[Any], None]]] = [
-            (p["pose_topic"], p["pose_type"], self._on_pose)]
-        if p["gt_tf"]:
+            (p.pose_topic, p.pose_type, self._on_pose)]
+        if p.gt_tf:
             self._subscribe_tf()
         else:
-            self._pending_subs.append((p["gt_topic"], p["gt_type"], self._on_gt))
+            self._pending_subs.append((p.gt_topic, p.gt_type, self._on_gt))
         self.subscribed: dict[str, str] = {}
-        if p["retrieval_topic"]:  # a known type: subscribed at once, harmless when nobody publishes it
-            self.create_subscription(POSE_TYPES[SHORT_TYPES["pose"]], str(p["retrieval_topic"]), self._on_retrieval,
+        if p.retrieval_topic:  # a known type: subscribed at once, harmless when nobody publishes it
+            self.create_subscription(POSE_TYPES[SHORT_TYPES["pose"]], str(p.retrieval_topic), self._on_retrieval,
                                      QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
         self._try_subscribe()
         if self._pending_subs:
             self._sub_timer = self.create_timer(0.2, self._try_subscribe)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        if float(p["diagnostics_period"]) > 0:
-            self.create_timer(float(p["diagnostics_period"]), self._publish_diagnostics)
+        if float(p.diagnostics_period) > 0:
+            self.create_timer(float(p.diagnostics_period), self._publish_diagnostics)
         self.create_timer(0.2, self._tick)
-        self.get_logger().info(f"evaluating {p['pose_topic']} against "
-                               f"{'TF ' + p['gt_tf'] if p['gt_tf'] else p['gt_topic']}; report → {p['out_dir']}")
+        self.get_logger().info(f"evaluating {p.pose_topic} against "
+                               f"{'TF ' + p.gt_tf if p.gt_tf else p.gt_topic}; report → {p.out_dir}")
 
     # ------------------------------------------------------------------ subscriptions
     def _try_subscribe(self) -> None:
@@ -147,9 +193,9 @@ class EvaluatorNode(Node):
             else:
                 types = [t for t in graph.get(topic, []) if t in POSE_TYPES]
                 if not types:
-                    if time.monotonic() - self._t0 > float(self.p["discovery_timeout"]):
+                    if time.monotonic() - self._t0 > float(self.p.discovery_timeout):
                         self.get_logger().error(f"topic {topic} did not appear within "
-                                                f"{self.p['discovery_timeout']} s; set its *_type parameter")
+                                                f"{self.p.discovery_timeout} s; set its *_type parameter")
                         self._finish("discovery timeout")
                         return
                     still.append((topic, kind, cb))
@@ -211,15 +257,16 @@ class EvaluatorNode(Node):
         try:
             self.ev.match()
         except Exception as e:  # noqa: BLE001 - a timer callback must not kill the node (and its report)
-            n = self.ev.drops["match_error"] = self.ev.drops.get("match_error", 0) + 1
+            self.ev.drops.add("match_error")
+            n = self.ev.drops["match_error"]
             if n == 1 or n % 100 == 0:
                 self.get_logger().warning(f"matching poses to ground truth failed ({type(e).__name__}: {e}); "
                                           f"{n} time(s) so far, retrying")
             return
-        n = int(self.p["expected_count"])
+        n = int(self.p.expected_count)
         if n and self.ev.count >= n:
             self._finish(f"expected_count {n} reached")
-        d = float(self.p["duration"])
+        d = float(self.p.duration)
         if d and time.monotonic() - self._t0 >= d:
             self._finish(f"duration {d:g} s elapsed")
 
@@ -264,13 +311,12 @@ class EvaluatorNode(Node):
                 raise ConfigError("baseline 'checkpoint' needs the parameter 'checkpoint' (the model's NAME.json)")
             return None
         from mfapr_ros.core.checkpoint import checkpoint_paths
-        from mfapr_ros.evaluation.eval_bag import checkpoint_baseline
 
         try:
             meta = json.loads(checkpoint_paths(ck)[0].read_text())
         except (OSError, json.JSONDecodeError, MfaprError) as e:
             raise ConfigError(f"parameter 'checkpoint' = {ck!r}: cannot read its JSON ({e})") from e
-        b = checkpoint_baseline(meta)
+        b = checkpoint_mean_pose(meta)
         if b is None and mode == "checkpoint":
             raise ConfigError(f"baseline 'checkpoint' needs a checkpoint that records provenance.mean_pose ({ck!r})")
         return b
@@ -278,18 +324,18 @@ class EvaluatorNode(Node):
     def baseline(self) -> tuple[tuple[Any, Any] | None, str]:
         if self._ckpt_baseline is not None:
             return self._ckpt_baseline, "checkpoint provenance (training mean pose)"
-        if self.p["baseline"] in ("auto", "gt") and self.ev.t_gt:
+        if self.p.baseline in ("auto", "gt") and self.ev.t_gt:
             return (np.asarray(self.ev.t_gt), np.asarray(self.ev.q_gt)), "mean of the ground truth (optimistic)"
         return None, "none"
 
     def write_report(self) -> dict[str, Path]:
         self.ev.match(final=True)
         baseline, src = self.baseline()
-        meta = {"source": "evaluator_node", "pose_topic": self.p["pose_topic"],
-                "gt": f"tf {self.p['gt_tf']}" if self.p["gt_tf"] else self.p["gt_topic"],
-                "subscribed": self.subscribed, "baseline_source": src, "checkpoint": self.p["checkpoint"] or None,
-                "finish_reason": self.finish_reason or "shutdown", "parameters": dict(self.p)}
-        return self.ev.write(self.p["out_dir"], meta=meta, baseline=baseline, plots_enabled=bool(self.p["plots"]))
+        meta = {"source": "evaluator_node", "pose_topic": self.p.pose_topic,
+                "gt": f"tf {self.p.gt_tf}" if self.p.gt_tf else self.p.gt_topic,
+                "subscribed": self.subscribed, "baseline_source": src, "checkpoint": self.p.checkpoint or None,
+                "finish_reason": self.finish_reason or "shutdown", "parameters": self.p.to_dict()}
+        return self.ev.write(self.p.out_dir, meta=meta, baseline=baseline, plots_enabled=bool(self.p.plots))
 
 
 def _split_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -302,7 +348,7 @@ def _split_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--gt-topic", dest="gt_topic")
     p.add_argument("--gt-tf", dest="gt_tf")
     p.add_argument("--checkpoint")
-    p.add_argument("--baseline", choices=("auto", "checkpoint", "gt", "none"))
+    p.add_argument("--baseline", choices=BASELINES)
     if "--ros-args" in argv:
         i = argv.index("--ros-args")
         ours, ros = argv[:i], argv[i:]

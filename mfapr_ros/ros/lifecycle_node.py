@@ -32,8 +32,9 @@ from rclpy.qos import QoSProfile
 
 from mfapr_ros.core.errors import MfaprError
 
-from .localize_node import NODE_NAME, STOP, LocalizeCore, describe_failure, init_ros, spin_until_shutdown
+from .localize_node import NODE_NAME, LocalizeCore
 from .params import PARAM_SPECS, TOPIC_PREFIX, TRANSPORT_PREFIX, NodeParams
+from .runtime import STOP, describe_failure, init_ros, spin_until_shutdown
 
 AUTOSTART = "autostart"
 _STATIC_NAMES = frozenset(spec.name for spec in PARAM_SPECS)
@@ -135,7 +136,7 @@ class LocalizeLifecycleNode(LocalizeCore, LifecycleNode):
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``localize_lifecycle_node``: 0 on a clean shutdown, 2 when it cannot start (bad parameter type,
     or ``autostart`` and configure failed)."""
-    init_ros(args)  # our own SIGINT/SIGTERM flag: a Ctrl-C during start-up is not lost (see node.init_ros)
+    init_ros(args)  # our own SIGINT/SIGTERM flag: a Ctrl-C during start-up is not lost (see runtime.init_ros)
     try:
         node = LocalizeLifecycleNode()
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - any construction failure: one line, status 2

@@ -1,12 +1,14 @@
 """``localize_node``: the live ROS 2 shell around the package's synchronizer, decoder and localizer.
 
-The node is deliberately thin: camera callbacks convert messages (``ros_convert``), decode (``images``), feed the one
+The node is thin: camera callbacks convert messages (``convert``), decode (``core.images``), feed the one
 ``sync.ApproximateTimeSynchronizer`` and hand bundles to ``localizer.AsyncLocalizer`` — whose worker thread runs the
 network, so no ROS callback ever waits for inference (latest bundle wins; stale ones are counted). Results come back
 on the worker thread and are published from there (rclpy publishers are thread-safe): ``~/pose``,
 ``~/pose_with_covariance`` (reliable + transient_local, depth 1: a late subscriber such as robot_localization gets
-the last pose), ``~/path`` (bounded) and TF, all stamped with the bundle stamp. ``/diagnostics`` reports camera
-rates, bundle rate, drops by cause, latency percentiles and the device.
+the last pose), ``~/path`` (bounded) and TF, all stamped with the bundle stamp. This module holds the lifecycle
+steps (:class:`LocalizeCore`), the plain node and ``main``; TF and the path are in ``tf_output``, ``/diagnostics``
+(camera rates, bundle rate, drops by cause, latency percentiles, device) in ``diagnostics``, the console-script
+process (signals, executor, shutdown) in ``runtime``, the statistics in ``core.stats``.
 
 Bad parameters raise :class:`ConfigError` while the node is constructed; ``main`` prints it and exits 2.
 
@@ -15,66 +17,46 @@ Run: ``localize_node --ros-args --params-file config/localize.yaml -p checkpoint
 
 from __future__ import annotations
 
-import collections
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Path
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 
-from mfapr_ros.core.errors import ConfigError, DataError, MfaprError
-from mfapr_ros.core.geometry import pose_compose, pose_inverse
-from mfapr_ros.core.images import DropCounter
+from mfapr_ros.bag.bundles import CameraBinding
+from mfapr_ros.core.drops import DropCounter
+from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.images import warm_up as warm_up_decoders
-from mfapr_ros.core.sync import DROP_KEYS, ApproximateTimeSynchronizer
+from mfapr_ros.core.stats import LatencyStats, RateMeter
+from mfapr_ros.core.sync import ApproximateTimeSynchronizer
 
-from .convert import (
-    decode_image_msg,
-    msg_to_pose,
-    rig_pose_to_pose_stamped,
-    rig_pose_to_pose_with_covariance,
-    time_to_ns,
-    transform_stamped,
-)
+from .convert import decode_image_msg, rig_pose_to_pose_stamped, rig_pose_to_pose_with_covariance, time_to_ns
+from .diagnostics import MODEL_SOURCE, DiagnosticsOutput, diagnostics_summary
 from .params import (
     PARAM_SPECS,
     TOPIC_PREFIX,
     TRANSPORT_PREFIX,
-    CameraBinding,
     NodeParams,
     bind_cameras,
     validate_params,
 )
-
-try:  # the PyPI ROS 2 wheels do not ship tf2_ros; TF is then off (logged once) and everything else works
-    import tf2_ros  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - depends on the installation
-    tf2_ros = None
-
-try:  # diagnostic_updater is optional; without it /diagnostics is published directly
-    import diagnostic_updater  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - depends on the installation
-    diagnostic_updater = None
+from .runtime import STOP, describe_failure, init_ros, spin_until_shutdown
+from .tf_output import PathBuffer, TfOutput
 
 NODE_NAME = "mfapr_localizer"
-NS_PER_S = 1_000_000_000
 #: Parameters every rclpy node may receive that are not ours (never reported as unknown).
 _FOREIGN_PARAMS = ("use_sim_time", "start_type_description_service")
 _FOREIGN_PREFIXES = ("qos_overrides.",)
@@ -83,11 +65,6 @@ _FOREIGN_PREFIXES = ("qos_overrides.",)
 POSE_COV_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
 POSE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-
-
-#: drop-counter source of results the model side drops (inference errors, non-finite poses, finished after deactivate);
-#: reported as ``inference.<cause>``, camera drops as ``decode.<cause>`` (summed over cameras)
-MODEL_SOURCE = "model"
 
 
 def image_qos() -> QoSProfile:
@@ -99,161 +76,6 @@ def image_qos() -> QoSProfile:
     """
     q = qos_profile_sensor_data
     return QoSProfile(history=q.history, depth=q.depth, reliability=q.reliability, durability=q.durability)
-
-
-# ---------------------------------------------------------------------------- statistics (ROS-free helpers)
-class RateMeter:
-    """Events per second over a sliding window of wall-clock time (monotonic; sim time does not matter here)."""
-
-    def __init__(self, window_s: float = 5.0) -> None:
-        self.window_s = window_s
-        self._t: collections.deque[float] = collections.deque()
-        self.count = 0
-        self._lock = threading.Lock()
-
-    def tick(self, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            self._t.append(now)
-            self.count += 1
-            self._trim(now)
-
-    def _trim(self, now: float) -> None:
-        while self._t and now - self._t[0] > self.window_s:
-            self._t.popleft()
-
-    def rate(self, now: float | None = None) -> float:
-        """Hz over the window: (n-1) / (last - first) — exact for a steady stream, 0 with fewer than 2 events."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            self._trim(now)
-            if len(self._t) < 2 or self._t[-1] <= self._t[0]:
-                return 0.0
-            return (len(self._t) - 1) / (self._t[-1] - self._t[0])
-
-    def last(self) -> float | None:
-        with self._lock:
-            return self._t[-1] if self._t else None
-
-
-class LatencyStats:
-    """The last ``n`` latencies (seconds) with percentiles, for /diagnostics and the benchmark."""
-
-    def __init__(self, n: int = 1000) -> None:
-        self._v: collections.deque[float] = collections.deque(maxlen=n)
-        self._lock = threading.Lock()
-
-    def add(self, seconds: float) -> None:
-        with self._lock:
-            self._v.append(float(seconds))
-
-    def percentile(self, p: float) -> float:
-        with self._lock:
-            return float(np.percentile(np.array(self._v), p)) if self._v else float("nan")
-
-    def __len__(self) -> int:
-        return len(self._v)
-
-
-def map_to_odom(t_map_base: np.ndarray, q_map_base: np.ndarray, t_odom_base: np.ndarray, q_odom_base: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """REP-105 correction: ``T_map_odom = T_map_base · T_odom_base⁻¹`` (both at the bundle stamp)."""
-    ti, qi = pose_inverse(np.asarray(t_odom_base, float), np.asarray(q_odom_base, float))
-    return pose_compose(np.asarray(t_map_base, float), np.asarray(q_map_base, float), ti, qi)
-
-
-@dataclass
-class PathBuffer:
-    """The bounded ``~/path``: the last ``length`` PoseStamped; thread-safe (filled from the inference thread)."""
-
-    length: int
-    frame_id: str
-    _poses: collections.deque = field(default_factory=collections.deque)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def append(self, pose: PoseStamped) -> Path:
-        with self._lock:
-            self._poses.append(pose)
-            while len(self._poses) > self.length:
-                self._poses.popleft()
-            msg = Path()
-            msg.header.stamp = pose.header.stamp
-            msg.header.frame_id = self.frame_id
-            msg.poses = list(self._poses)
-            return msg
-
-
-class TfOutput:
-    """TF broadcasting for ``tf_mode`` (``none`` | ``map_to_base`` | ``map_to_odom``), via tf2_ros when installed.
-
-    ``broadcaster`` (``sendTransform``) and ``lookup`` (``(target, source, stamp_ns) -> (t, q)`` of
-    ``T_target_source``) are injectable so the REP-105 logic is testable without tf2_ros.
-    """
-
-    def __init__(self, node: Node, p: NodeParams, base_frame: str, broadcaster: Any = None,
-                 lookup: Callable[[str, str, int], tuple[np.ndarray, np.ndarray]] | None = None) -> None:
-        self.mode, self.p, self.base_frame = p.tf_mode, p, base_frame
-        self._node = node
-        self.broadcaster, self.lookup = broadcaster, lookup
-        self.lookup_failures = 0
-        self.sent = 0
-        self._last_warn = -1e9
-        self.enabled = self.mode != "none"
-        if self.enabled and broadcaster is None:
-            if tf2_ros is None:
-                node.get_logger().warning(
-                    f"tf_mode '{self.mode}' requested but tf2_ros is not installed (the PyPI ROS 2 wheels lack it): "
-                    "TF is off; ~/pose, ~/pose_with_covariance, ~/path and /diagnostics work as usual.")
-                self.enabled = False
-                return
-            self.broadcaster = tf2_ros.TransformBroadcaster(node)
-            if self.mode == "map_to_odom":
-                self._buffer = tf2_ros.Buffer()
-                self._listener = tf2_ros.TransformListener(self._buffer, node, spin_thread=False)
-                self.lookup = self._tf2_lookup
-
-    def close(self) -> None:
-        """Release what tf2_ros created on the node (a lifecycle cleanup may be followed by a new configure)."""
-        self.enabled = False
-        listener = getattr(self, "_listener", None)
-        if listener is not None:  # pragma: no cover - tf2_ros is not in the PyPI wheels
-            listener.unregister()
-            self._listener = None
-        pub = getattr(self.broadcaster, "pub_tf", None)
-        if pub is not None:  # pragma: no cover - tf2_ros is not in the PyPI wheels
-            self._node.destroy_publisher(pub)
-        self.broadcaster = None
-
-    def _tf2_lookup(self, target: str, source: str, stamp_ns: int) -> tuple[np.ndarray, np.ndarray]:
-        stamp = rclpy.time.Time(nanoseconds=stamp_ns)
-        tr = self._buffer.lookup_transform(target, source, stamp)
-        return msg_to_pose(tr.transform)
-
-    def publish(self, stamp_ns: int, t: np.ndarray, q: np.ndarray) -> bool:
-        """Broadcast for one pose ``T_map_base``; returns False when map→odom could not be computed (counted)."""
-        if not self.enabled:
-            return False
-        if self.mode == "map_to_base":
-            self.broadcaster.sendTransform(transform_stamped(t, q, stamp_ns, self.p.map_frame, self.base_frame))
-            self.sent += 1
-            return True
-        try:
-            t_ob, q_ob = self.lookup(self.p.odom_frame, self.base_frame, stamp_ns)
-        except Exception as e:  # noqa: BLE001 - any tf2 lookup error (extrapolation, no frame) is a counted skip
-            self.lookup_failures += 1
-            now = time.monotonic()
-            if now - self._last_warn > self.p.drop_warning_period:
-                self._last_warn = now
-                self._node.get_logger().warning(
-                    f"tf_mode map_to_odom: no {self.p.odom_frame}->{self.base_frame} transform at the bundle stamp "
-                    f"({type(e).__name__}: {e}); map->odom not published [{self.lookup_failures} so far]. Is "
-                    "odometry publishing TF?")
-            return False
-        t_mo, q_mo = map_to_odom(t, q, t_ob, q_ob)
-        future = stamp_ns + int(round(self.p.transform_tolerance * NS_PER_S))
-        self.broadcaster.sendTransform(transform_stamped(t_mo, q_mo, future, self.p.map_frame, self.p.odom_frame))
-        self.sent += 1
-        return True
 
 
 # ---------------------------------------------------------------------------- the node
@@ -278,6 +100,8 @@ class LocalizeCore:
       was replaced on disk).
 
     A mixin, not a base node, so the same code runs on ``rclpy.node.Node`` and ``rclpy.lifecycle.LifecycleNode``.
+    Some 300 lines in one class because the steps create and release the same state (parameters included);
+    outputs, diagnostics and statistics are delegated to their modules.
     """
 
     #: parameters the subclass declares itself (kept out of the unknown-parameter check)
@@ -292,9 +116,7 @@ class LocalizeCore:
         self._active = False
         self._configured = False
         self._subs: list[Any] = []
-        self._diag_pub: Any = None
-        self._diag_timer: Any = None
-        self._updater: Any = None
+        self.diagnostics = DiagnosticsOutput(self)
         self.pub_pose: Any = None
         self.pub_pose_cov: Any = None
         self.pub_path: Any = None
@@ -384,29 +206,11 @@ class LocalizeCore:
             self.device = str(getattr(self.localizer, "device", p.device))
             n = len(self.bindings)
             # the one settings object (also eval-bag's and training's); thread-safe (its own lock)
-            self.sync: ApproximateTimeSynchronizer = p.sync_settings().make(n, logger=self.get_logger().warning)
+            self.sync: ApproximateTimeSynchronizer = p.sync.make(n, logger=self.get_logger().warning)
             self._decode_device = self.device if (p.decode_on_device and self.device.startswith("cuda")) else None
 
-            # statistics
-            self.cam_rates = [RateMeter() for _ in self.bindings]
-            self.bundle_rate, self.pose_rate = RateMeter(), RateMeter()
-            self.latency = LatencyStats()
-            self.decode_time, self.sync_time, self.publish_time = LatencyStats(), LatencyStats(), LatencyStats()
-            self.drops = DropCounter(self.get_logger().warning, p.drop_warning_period)
-            self.poses_published = 0
-            self.partial_bundles = 0
-
-            # publishers
-            self.pub_pose = self._make_publisher(PoseStamped, "~/pose", POSE_QOS)
-            self.pub_pose_cov = self._make_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance",
-                                                     POSE_COV_QOS)
-            self.path = PathBuffer(p.path_length, p.map_frame) if p.path_length > 0 else None
-            self.pub_path = self._make_publisher(Path, "~/path", POSE_QOS) if self.path else None
-            # the image-retrieval prior (nearest training bundle, evaluation/retrieval.py) when the checkpoint has
-            # its database: what evaluator_node scores beside the model, and a sanity check for a user in RViz
-            self.pub_retrieval = (self._make_publisher(PoseStamped, "~/retrieval_pose", POSE_QOS)
-                                  if getattr(self.localizer, "retrieval", None) is not None else None)
-            self.tf = TfOutput(self, p, self.base_frame)
+            self._reset_stats(p)
+            self._make_outputs(p)
 
             # inference worker (started before the subscriptions so no bundle arrives without a consumer)
             self._closed = False
@@ -421,6 +225,28 @@ class LocalizeCore:
         self.get_logger().info(
             f"localizing with {n}/{self.num_slots} cameras [{cams}] on {self.device} ({p.precision}); "
             f"poses in '{p.map_frame}' for '{self.base_frame}', tf_mode={p.tf_mode}")
+
+    def _reset_stats(self, p: NodeParams) -> None:
+        """Fresh counters for this configuration (what /diagnostics and the shutdown line report)."""
+        self.cam_rates = [RateMeter() for _ in self.bindings]
+        self.bundle_rate, self.pose_rate = RateMeter(), RateMeter()
+        self.latency = LatencyStats()
+        self.decode_time, self.sync_time, self.publish_time = LatencyStats(), LatencyStats(), LatencyStats()
+        self.drops = DropCounter(self.get_logger().warning, p.drop_warning_period)
+        self.poses_published = 0
+        self.partial_bundles = 0
+
+    def _make_outputs(self, p: NodeParams) -> None:
+        """The pose publishers, the bounded path and TF (lifecycle publishers on the lifecycle node)."""
+        self.pub_pose = self._make_publisher(PoseStamped, "~/pose", POSE_QOS)
+        self.pub_pose_cov = self._make_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance", POSE_COV_QOS)
+        self.path = PathBuffer(p.path_length, p.map_frame) if p.path_length > 0 else None
+        self.pub_path = self._make_publisher(Path, "~/path", POSE_QOS) if self.path else None
+        # the image-retrieval prior (nearest training bundle, evaluation/retrieval.py) when the checkpoint has
+        # its database: what evaluator_node scores beside the model, and a sanity check for a user in RViz
+        self.pub_retrieval = (self._make_publisher(PoseStamped, "~/retrieval_pose", POSE_QOS)
+                              if getattr(self.localizer, "retrieval", None) is not None else None)
+        self.tf = TfOutput(self, p, self.base_frame)
 
     def _activate(self) -> None:
         """Subscribe to the cameras and start /diagnostics."""
@@ -437,16 +263,7 @@ class LocalizeCore:
             self._subs.append(self.create_subscription(
                 mtype, b.topic, cb, image_qos(), callback_group=MutuallyExclusiveCallbackGroup(),
                 qos_overriding_options=QoSOverridingOptions.with_default_policies()))
-        if p.diagnostics_period > 0:
-            if diagnostic_updater is not None:  # pragma: no cover - not in the PyPI wheels
-                if self._updater is None:
-                    self._updater = diagnostic_updater.Updater(self, period=p.diagnostics_period)
-                    self._updater.setHardwareID(self.device)
-                    self._updater.add("localization", self._fill_updater)
-            else:
-                self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-                self._diag_timer = self.create_timer(p.diagnostics_period, self._publish_diagnostics,
-                                                     callback_group=MutuallyExclusiveCallbackGroup())
+        self.diagnostics.start(p.diagnostics_period)
 
     def _deactivate(self, idle_timeout_s: float = 10.0) -> None:
         """Unsubscribe; the bundle being inferred is still published; queued messages are dropped (counted as
@@ -454,12 +271,7 @@ class LocalizeCore:
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
-        if self._diag_timer is not None:
-            self.destroy_timer(self._diag_timer)
-            self._diag_timer = None
-        if self._diag_pub is not None:
-            self.destroy_publisher(self._diag_pub)
-            self._diag_pub = None
+        self.diagnostics.stop()
         if self._configured:
             self.sync.reset()
             if self._async is not None and self._async.discard_pending():
@@ -567,85 +379,18 @@ class LocalizeCore:
 
     # ------------------------------------------------------------------ diagnostics
     def diagnostics_summary(self) -> dict[str, Any]:
-        """Everything /diagnostics reports, as plain values (also used by tests and the benchmark)."""
-        now = time.monotonic()
-        sync_stats = self.sync.stats
-        inf = self._async.stats if self._async is not None else {}
-        drop_counts = self.drops.counts
-        drops_by_kind: dict[str, int] = {}
-        for (source, cause), v in sorted(drop_counts.items()):
-            key = f"{'inference' if source == MODEL_SOURCE else 'decode'}.{cause}"
-            drops_by_kind[key] = drops_by_kind.get(key, 0) + v
-        cams = []
-        for b, r in zip(self.bindings, self.cam_rates, strict=True):
-            last = r.last()
-            cams.append({"name": b.name, "topic": b.topic, "rate_hz": r.rate(now), "received": r.count,
-                         "silent_s": (now - last) if last is not None else float("inf"),
-                         "drops": {cause: v for (c, cause), v in drop_counts.items() if c == b.name}})
-        return {
-            "device": self.device, "precision": self.params.precision, "cameras": cams,
-            "bundle_rate_hz": self.bundle_rate.rate(now), "pose_rate_hz": self.pose_rate.rate(now),
-            "bundles": self.bundle_rate.count, "partial_bundles": self.partial_bundles,
-            "poses": self.poses_published,
-            "latency_p50_ms": 1e3 * self.latency.percentile(50), "latency_p99_ms": 1e3 * self.latency.percentile(99),
-            "drops": {**drops_by_kind,
-                      **{f"sync.{k}": int(sync_stats[k]) for k in DROP_KEYS},
-                      "inference.stale": int(inf.get("stale_dropped", 0)),
-                      "inference.errors": int(inf.get("errors", 0) + inf.get("callback_errors", 0))},
-            "sync": sync_stats,
-            "tf_mode": self.params.tf_mode if self.tf.enabled else "off",
-            "tf_lookup_failures": self.tf.lookup_failures,
-        }
+        """Everything /diagnostics reports, as plain values (tests, the benchmark; see ``diagnostics.py``)."""
+        return diagnostics_summary(self)
 
-    def _statuses(self) -> list[DiagnosticStatus]:
-        s = self.diagnostics_summary()
-        timeout = self.params.sync_stream_timeout
-        out = []
-        silent = [c["name"] for c in s["cameras"] if c["silent_s"] > timeout]
-        main = DiagnosticStatus(name=f"{self.get_name()}: localization", hardware_id=s["device"])
-        if s["poses"] == 0 or s["pose_rate_hz"] == 0.0 and len(silent) == len(s["cameras"]):
-            main.level, main.message = DiagnosticStatus.WARN, "no poses yet" if s["poses"] == 0 else "no images"
-        elif silent:
-            main.level, main.message = DiagnosticStatus.WARN, f"silent cameras: {silent}"
-        else:
-            main.level, main.message = DiagnosticStatus.OK, f"{s['pose_rate_hz']:.1f} poses/s"
-        kv = {"device": s["device"], "precision": s["precision"], "bundle_rate_hz": f"{s['bundle_rate_hz']:.2f}",
-              "pose_rate_hz": f"{s['pose_rate_hz']:.2f}", "bundles": s["bundles"],
-              "partial_bundles": s["partial_bundles"], "poses": s["poses"],
-              "latency_p50_ms": f"{s['latency_p50_ms']:.1f}", "latency_p99_ms": f"{s['latency_p99_ms']:.1f}",
-              "tf_mode": s["tf_mode"], "tf_lookup_failures": s["tf_lookup_failures"],
-              **{f"drops.{k}": v for k, v in s["drops"].items()}}
-        main.values = [KeyValue(key=k, value=str(v)) for k, v in kv.items()]
-        out.append(main)
-        for c in s["cameras"]:
-            st = DiagnosticStatus(name=f"{self.get_name()}: camera {c['name']}", hardware_id=c["topic"])
-            bad = c["silent_s"] > timeout
-            st.level = DiagnosticStatus.WARN if bad or c["drops"] else DiagnosticStatus.OK
-            st.message = (f"silent for {c['silent_s']:.1f} s" if bad else f"{c['rate_hz']:.1f} Hz")
-            vals = {"topic": c["topic"], "rate_hz": f"{c['rate_hz']:.2f}", "received": c["received"],
-                    **{f"drops.{k}": v for k, v in c["drops"].items()}}
-            st.values = [KeyValue(key=k, value=str(v)) for k, v in vals.items()]
-            out.append(st)
-        return out
+    @property
+    def inference_stats(self) -> dict[str, int]:
+        """The inference worker's counters (empty once it is stopped)."""
+        return self._async.stats if self._async is not None else {}
 
-    def _publish_diagnostics(self) -> None:
-        if self._diag_pub is None or self._closed or not self.context.ok():
-            return
-        msg = DiagnosticArray()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.status = self._statuses()
-        try:
-            self._diag_pub.publish(msg)
-        except Exception:  # SIGINT shut the context down between the check and the publish
-            if self.context.ok():
-                raise
-
-    def _fill_updater(self, stat: Any) -> Any:  # pragma: no cover - diagnostic_updater is not in the PyPI wheels
-        main = self._statuses()[0]
-        stat.summary(main.level, main.message)
-        for kv in main.values:
-            stat.add(kv.key, kv.value)
-        return stat
+    @property
+    def closed(self) -> bool:
+        """True once the worker is stopped: nothing is published any more."""
+        return self._closed
 
     # ------------------------------------------------------------------ shutdown
     def _shutdown_worker(self) -> None:
@@ -680,53 +425,11 @@ class LocalizeNode(LocalizeCore, Node):
         super().destroy_node()
 
 
-def make_executor(threads: int, context: Any = None) -> Any:
-    """The executor the console scripts spin the node on (parameter ``executor_threads``).
-
-    Single-threaded by default: the camera callbacks only decode and synchronize (inference has its own worker
-    thread), and rclpy's Python MultiThreadedExecutor rebuilds its wait set and scans its futures at every wake-up
-    while holding the GIL. With ``use_sim_time`` (a /clock subscription at 50 Hz) and 4 compressed cameras at 10 Hz
-    that loop took a whole core and starved inference (demo replay: 29 of 500 poses, inference p50 1.4 s, against
-    499 of 500 and 17 ms single-threaded, docs/node.md).
-    """
-    if threads <= 1:
-        return SingleThreadedExecutor(context=context)
-    return MultiThreadedExecutor(num_threads=threads, context=context)
-
-
 def _default_localizer(p: NodeParams) -> Any:
     from mfapr_ros.core.localizer import Localizer
 
     return Localizer(p.checkpoint, device=p.device, precision=p.precision, strict=p.strict_device,
                      default_covariance=np.diag(p.default_covariance()))
-
-
-#: The stop request of a console script (set by :func:`init_ros`'s SIGINT/SIGTERM handler).
-STOP: dict[str, str | None] = {"signal": None}
-
-
-def init_ros(args: list[str] | None = None) -> None:
-    """``rclpy.init`` with this process's own SIGINT/SIGTERM handling: a flag that :func:`spin_until_shutdown` checks.
-
-    Why not rclpy's handlers: they wake the executors that exist when the signal arrives. A Ctrl-C while the node
-    is still loading its checkpoint (no executor yet) was lost, and the node then spun forever after start-up —
-    the 1-in-9 shutdown hang, reproduced by 50 start/SIGINT cycles under load. A second signal raises
-    KeyboardInterrupt, so a stuck start-up can still be broken.
-    """
-    import signal
-
-    from rclpy.signals import SignalHandlerOptions
-
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    STOP["signal"] = None
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if STOP["signal"] is not None:
-            raise KeyboardInterrupt
-        STOP["signal"] = signal.Signals(signum).name
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
 
 
 def main(args: list[str] | None = None) -> int:
@@ -743,54 +446,6 @@ def main(args: list[str] | None = None) -> int:
         rclpy.try_shutdown()
         return 2
     return spin_until_shutdown(node, node.params.executor_threads)
-
-
-def describe_failure(e: BaseException) -> str:
-    """One line for a start/transition failure: our errors carry their own message; anything else (CUDA out of
-    memory, rclpy's RuntimeError for a bad qos override) is prefixed with its type, which the bare text lacks."""
-    return str(e) if isinstance(e, MfaprError) else f"{type(e).__name__}: {e}"
-
-
-def spin_until_shutdown(node: LocalizeCore, threads: int) -> int:
-    """Spin the node of a console script until Ctrl-C / SIGTERM / rclpy shutdown, then print the final summary
-    line (if the node is configured at that moment), destroy the node and shut rclpy down; returns status 0."""
-    executor = make_executor(threads)
-    executor.add_node(node)
-    try:
-        # spin_once with a timeout, not spin(): the stop flag of init_ros is seen within 0.1 s even when it was set
-        # before spinning began (a signal during start-up); rclpy's own handlers (a caller that used rclpy.init)
-        # still end the loop through the exceptions below or the context.
-        while STOP["signal"] is None and node.context.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        # A callback racing the SIGINT shutdown (a timer publishing on the context rclpy's signal handler just shut
-        # down: "publisher's context is invalid") ends a normal stop; found by 50 start/SIGINT cycles under load,
-        # where it exited 1 with a traceback. With the context still up it is a real failure.
-        if node.context.ok():
-            raise
-    finally:
-        executor.shutdown()
-        if node._configured:
-            _log_final_summary(node)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
-
-
-def _log_final_summary(node: LocalizeCore) -> None:
-    """One line at shutdown with what came in and what went out, so a replay that produced nothing says why."""
-    try:
-        s = node.diagnostics_summary()
-        received = {c["name"]: c["received"] for c in s["cameras"]}
-        drops = {k: v for k, v in s["drops"].items() if v}
-        print(f"localize_node: stopped: images received {received}, bundles {s['bundles']} "
-              f"({s['partial_bundles']} partial), poses published {s['poses']}, inference p50 "
-              f"{s['latency_p50_ms']:.0f} ms, drops {drops or 'none'}",
-              file=sys.stderr, flush=True)
-    except Exception as e:  # noqa: BLE001 - a summary must never turn a clean shutdown into a crash
-        print(f"localize_node: stopped (no summary: {e})", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

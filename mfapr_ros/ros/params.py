@@ -18,8 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mfapr_ros.bag.bundles import CameraBinding, camera_bindings
 from mfapr_ros.core.errors import ConfigError
 from mfapr_ros.core.rig import TRANSPORTS, Rig
+from mfapr_ros.core.sync import POLICIES, PUBLISH_MODES, SyncSettings
 
 TF_MODES = ("none", "map_to_base", "map_to_odom")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -99,27 +101,6 @@ SPEC_BY_NAME: dict[str, ParamSpec] = {s.name: s for s in PARAM_SPECS}
 
 
 @dataclass(frozen=True)
-class CameraBinding:
-    """A subscribed camera: model slot, name, the topic actually subscribed, transport, expected size."""
-
-    slot: int
-    name: str
-    topic: str
-    transport: str
-    width: int | None = None
-    height: int | None = None
-
-    def size_mismatch(self, width: int, height: int) -> str | None:
-        """Why an image of ``width``×``height`` is refused under ``enforce_image_size`` (None = accepted) — the one
-        policy of the node and ``eval-bag``: a different resolution silently changes the field of view the model
-        sees, so it is dropped and counted (``wrong_size``), never resized."""
-        if self.width is None or self.height is None or (width, height) == (self.width, self.height):
-            return None
-        return (f"{width}x{height} px on {self.topic}, the rig expects {self.width}x{self.height} (set "
-                "enforce_image_size:=false / --no-enforce-image-size to accept it)")
-
-
-@dataclass(frozen=True)
 class NodeParams:
     """Validated static parameters (seconds as floats here; the node converts to integer ns at the boundary)."""
 
@@ -154,11 +135,14 @@ class NodeParams:
     executor_threads: int = 1
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
-    def sync_settings(self) -> Any:
-        """The synchronizer settings (:class:`mfapr_ros.core.sync.SyncSettings`, shared with eval-bag and training)."""
-        from mfapr_ros.core.sync import SyncSettings
-
-        return SyncSettings.from_node_params(self)
+    @property
+    def sync(self) -> SyncSettings:
+        """The synchronizer settings, through the one translation of the ``sync.*`` parameters (seconds,
+        ``min_cameras`` 0 = all) that eval-bag and training use too: :meth:`SyncSettings.from_dict`. A property,
+        not a stored copy, so it can never disagree with the flat fields that mirror the declared parameters."""
+        sync = {f.name[len("sync_"):]: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name.startswith("sync_")}
+        return SyncSettings.from_dict(sync, where="parameter sync")
 
     def default_covariance(self) -> list[float]:
         """Diagonal of the fallback 6×6 covariance [x y z roll pitch yaw] (variances)."""
@@ -250,8 +234,6 @@ def validate_params(values: Mapping[str, Any]) -> NodeParams:
         raise _bad("sync.time_jump", out["sync.time_jump"], f"a number of seconds > sync.slop ({out['sync.slop']})")
     if out["sync.min_cameras"] and out["sync.stream_timeout"] < out["sync.slop"]:
         raise _bad("sync.stream_timeout", out["sync.stream_timeout"], f"a number >= sync.slop ({out['sync.slop']})")
-    from mfapr_ros.core.sync import POLICIES, PUBLISH_MODES
-
     if out["sync.policy"] not in POLICIES:
         raise _bad("sync.policy", out["sync.policy"], f"one of {POLICIES}")
     if out["sync.publish"] not in PUBLISH_MODES:
@@ -310,23 +292,15 @@ def bind_cameras(params: NodeParams, model_rig: Rig, rig: Rig | None, per_camera
     if params.camera_topics and len(params.camera_topics) != len(names):
         raise ConfigError(f"parameter 'camera_topics' has {len(params.camera_topics)} entries but the rig has "
                           f"{len(names)} cameras {names}; give one topic per camera in this order")
-    bindings = []
+    topics = {k[len(TOPIC_PREFIX):]: v for k, v in per_camera.items() if k.startswith(TOPIC_PREFIX)}
+    transports = {k[len(TRANSPORT_PREFIX):]: v for k, v in per_camera.items() if k.startswith(TRANSPORT_PREFIX)}
     for i, cam in enumerate(source.cameras):
-        topic = cam.topic
-        if params.camera_topics:
-            topic = params.camera_topics[i]
-        topic = per_camera.get(TOPIC_PREFIX + cam.name, topic)
-        if not topic:
+        if not topics.get(cam.name, params.camera_topics[i] if params.camera_topics else cam.topic):
             raise _bad("camera_topics", list(params.camera_topics), "non-empty topic names")
-        transport = per_camera.get(TRANSPORT_PREFIX + cam.name, params.default_transport or cam.transport)
-        topic = dataclasses.replace(cam, topic=topic, transport=transport).subscribe_topic  # image_transport naming
-        bindings.append(CameraBinding(model_names.index(cam.name), cam.name, topic, transport, cam.width, cam.height))
-    topics = [b.topic for b in bindings]
-    dup = sorted({t for t in topics if topics.count(t) > 1})
-    if dup:
-        raise ConfigError(f"camera topics must be distinct; {dup} is used by more than one camera")
+    bindings = camera_bindings(source.cameras, model_names, topics, transports, params.camera_topics,
+                               params.default_transport)
     n = len(bindings)
     if params.sync_min_cameras > n:
         raise ConfigError(f"parameter 'sync.min_cameras' = {params.sync_min_cameras} exceeds the {n} subscribed "
                           f"cameras {names}")
-    return sorted(bindings, key=lambda b: b.slot)
+    return bindings

@@ -10,6 +10,11 @@ subscribers receive is byte-identical to what was recorded.
   while waiting — so nodes with ``use_sim_time:=true`` follow the bag.
 - QoS: images use the sensor-data profile (best effort, like camera drivers) unless ``--image-qos reliable``;
   everything else, /clock included, is reliable (compatible with both kinds of subscribers).
+- TF: ``/tf`` and ``/tf_static`` (``tf2_msgs/msg/TFMessage``) are published when tf2_msgs is importable (the pip
+  route builds it at ``make install``; otherwise they are skipped and named). ``/tf_static`` is latched like a
+  StaticTransformBroadcaster (reliable, transient_local) with a history as deep as the bag's /tf_static messages,
+  so a node that starts late still receives every static transform recorded (several static broadcasters
+  each leave their own message in a bag), and tf2 listeners (transient_local readers) match at all.
 - ``--wait-subscribers N``: wait (up to ``--wait-timeout``) until the image topics someone subscribes to have N
   subscribers (topics nobody subscribes to are named, not waited for), so the start of a short bag is not lost
   to DDS discovery.
@@ -34,6 +39,9 @@ from mfapr_ros.core.errors import ConfigError, DataError
 
 LOG = logging.getLogger("mfapr.play")
 CLOCK_TOPIC = "/clock"
+TF_TYPE = "tf2_msgs/msg/TFMessage"
+#: the deepest /tf_static history offered (a bag with thousands of static messages is a recording mistake)
+MAX_STATIC_DEPTH = 1000
 
 
 @dataclass
@@ -64,6 +72,20 @@ def message_class(msgtype: str) -> Any:
     except (ImportError, AttributeError) as e:
         raise DataError(f"no Python message class for {msgtype} ({e}); install the ROS interface package "
                         f"'{pkg}' to publish this topic") from e
+
+
+def is_tf_static(topic: str, msgtype: str) -> bool:
+    """A static TF topic (``/tf_static``, also under a namespace: ``/robot1/tf_static``)."""
+    return msgtype == TF_TYPE and topic.rstrip("/").rsplit("/", 1)[-1] == "tf_static"
+
+
+def tf_static_qos(messages: int) -> Any:
+    """Latched /tf_static QoS: reliable, transient_local, keeping the bag's ``messages`` (at least 1, at most
+    :data:`MAX_STATIC_DEPTH`) so late joiners get every recorded static transform, not only the last message."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(depth=max(1, min(int(messages), MAX_STATIC_DEPTH)), history=HistoryPolicy.KEEP_LAST,
+                      reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class _StopPlaybackError(Exception):
@@ -103,7 +125,12 @@ def play(bag_path: str | Path, *, rate: float = 1.0, clock: bool = False, clock_
                     stats.skipped_topics[topic] = str(e)
                     LOG.warning("not publishing %s: %s", topic, e)
                     continue
-                qos = qos_profile_sensor_data if (msgtype in IMAGE_TYPES and image_qos == "sensor") else reliable
+                if msgtype in IMAGE_TYPES and image_qos == "sensor":
+                    qos = qos_profile_sensor_data
+                elif is_tf_static(topic, msgtype):
+                    qos = tf_static_qos(info.topics[topic].count)
+                else:
+                    qos = reliable
                 pubs[topic] = node.create_publisher(cls, topic, qos)
                 stats.published[topic] = 0
             if not pubs:

@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "BundleRecord": "records", "BundleSet": "records", "Drops": "records", "ImageRef": "records",
+    "BundleRecord": "records", "BundleSet": "records", "ImageRef": "records",
     "concat_sets": "records", "decode_ref": "records",
     "SyncSettings": "bundling",
     "read_kapture": "kapture_reader", "read_kapture_splits": "kapture_reader", "find_kapture_split": "kapture_reader",

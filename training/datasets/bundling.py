@@ -1,9 +1,10 @@
-"""Offline bundling: feed recorded per-camera streams through the project's one synchronizer.
+"""Offline bundling of recorded per-camera streams (kapture) through the project's one synchronizer.
 
 Readers must form bundles exactly like the live node does, so they do not re-implement the policy: they merge
 the per-camera streams in stamp order (what a live subscriber would see) and push them into
 ``ApproximateTimeSynchronizer`` built from the same :class:`~mfapr_ros.core.sync.SyncSettings` the node
-and ``eval-bag`` use (``data.sync`` in the training YAML, with the node's parameter names and defaults).
+and ``eval-bag`` use (``data.sync`` in the training YAML, with the node's parameter names and defaults). Bags go
+through :mod:`mfapr_ros.bag.bundles`, the one bag pipeline, instead.
 """
 
 from __future__ import annotations
@@ -14,12 +15,7 @@ from typing import Any
 
 from mfapr_ros.core.sync import SyncSettings
 
-__all__ = ["DEFAULT_MAX_INTERVAL_NS", "DEFAULT_QUEUE_SIZE", "SyncSettings", "merge_streams", "run_synchronizer",
-           "sync_stats"]
-
-#: The node's defaults (one settings object, :class:`mfapr_ros.core.sync.SyncSettings`): readers bundle as it does.
-DEFAULT_MAX_INTERVAL_NS = SyncSettings.max_interval_ns
-DEFAULT_QUEUE_SIZE = SyncSettings.queue_size
+__all__ = ["SyncSettings", "merge_streams", "run_synchronizer"]
 
 
 def merge_streams(streams: Sequence[Iterable[tuple[int, Any]]]) -> Iterator[tuple[int, int, Any]]:
@@ -44,11 +40,3 @@ def run_synchronizer(sync: Any, events: Iterable[tuple[int, int, Any]]) -> Itera
     flush = getattr(sync, "flush", None)
     if callable(flush):
         yield from flush() or []
-
-
-def sync_stats(sync: Any) -> dict[str, int]:
-    """The synchronizer's non-zero message-drop counters as ``{"sync_<cause>": n}``, for a reader's drop table."""
-    from mfapr_ros.core.sync import DROP_KEYS
-
-    stats = dict(getattr(sync, "stats", {}) or {})
-    return {f"sync_{k}": int(stats[k]) for k in DROP_KEYS if int(stats.get(k, 0))}

@@ -31,12 +31,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mfapr_ros.core.drops import DropCounter
 from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.preprocess import PreprocessConfig, normalize, resize_crop, to_float_chw
 from mfapr_ros.core.rig import Rig
 
 from .photometric import PhotometricConfig, color_jitter
-from .records import BundleRecord, BundleSet, Drops, ImageRef, decode_ref
+from .records import BundleRecord, BundleSet, ImageRef, decode_ref
 from .track_augmentation import TrackAugmentation
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ class BundleDataset(Dataset):
         self.on_bad_image = on_bad_image
         self.seed = seed
         self.epoch = 0
-        self.drops = Drops()
+        self.drops = DropCounter.for_reader()
 
     def __len__(self) -> int:
         return len(self.tuples)

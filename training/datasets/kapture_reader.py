@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from mfapr_ros.core.drops import DropCounter
 from mfapr_ros.core.errors import DataError
 from mfapr_ros.core.geometry import (
     interpolate_poses,
@@ -44,8 +45,8 @@ from mfapr_ros.core.geometry import (
 )
 from mfapr_ros.core.rig import Camera, Intrinsics, Rig
 
-from .bundling import SyncSettings, merge_streams, run_synchronizer, sync_stats
-from .records import BundleRecord, BundleSet, Drops, ImageRef, split_tracks_on_gaps, validate_pose
+from .bundling import SyncSettings, merge_streams, run_synchronizer
+from .records import BundleRecord, BundleSet, ImageRef, split_tracks_on_gaps, validate_pose
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,38 @@ def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *
     sensors_dir = root / "sensors"
     name = track or root.name
     sync = sync if isinstance(sync, SyncSettings) else SyncSettings.from_dict(sync)
-    drops = Drops()
+    drops = DropCounter.for_reader()
+    sensors, cam_ids, krigs = _read_sensors(sensors_dir)
+    rig_id, chosen = _choose_rig(root, sensors_dir, krigs, cam_ids, resolve_cameras(cameras), rig_id)
+    cam_rig, unknown_extrinsics = _camera_extrinsics(root, sensors_dir, krigs, rig_id, chosen, rig)
+    out_rig = _make_rig(root, sensors_dir, sensors, rig_id, chosen, cam_rig, rig, topic_fmt)
+    rec_path = sensors_dir / "records_camera.txt"
+    streams, rows, to_ns = _read_camera_records(rec_path, sensors, chosen, check_files, stamp_unit, drops)
+    _check_streams(root, rec_path, chosen, streams, rows, sync)
+    # --- trajectories: per device, T_world_device
+    traj = _read_trajectories(sensors_dir / "trajectories.txt", set(sensors) | set(krigs), drops, to_ns)
+    rig_traj = traj.get(rig_id) if rig_id is not None else None
+    cam_traj = {c: _rig_trajectory(traj[c], cam_rig[c]) for c in chosen if c in traj and c not in unknown_extrinsics}
+    syncer = sync.make(len(chosen))
+    records, spreads_m, spreads_deg = _bundle_records(root, name, chosen, syncer, streams, rig_traj, cam_traj, drops)
+    drops.merge(syncer.drop_counts())
+    if not records:
+        raise DataError(f"{root}: no bundles formed from cameras {chosen} ({drops.summary(str(root), 0)}); check "
+                        "the camera ids and sync.max_interval_ns (the slop between cameras' stamps)")
+    split_tracks_on_gaps(records, track_gap_ns)
+    info_out: dict[str, Any] = {"root": str(root), "rig_id": rig_id, "cameras": list(chosen),
+                                "pose_source": "rig" if rig_traj is not None else ("cameras" if cam_traj else "none")}
+    _disagreement_info(root, spreads_m, spreads_deg, info_out)
+    if rig_traj is None and not cam_traj:
+        log.info("kapture %s: no trajectories: %d inference-only bundles (pose None)", root, len(records))
+    out = BundleSet(out_rig, records, dict(drops), name, info_out)
+    log.info(out.summary())
+    return out
 
+
+def _read_sensors(sensors_dir: Path) -> tuple[dict[str, Any], list[str], dict[str, dict[str, Any]]]:
+    """``sensors.txt`` (all sensors, the camera ids) and ``rigs.txt`` (rig id → camera id → pose), through the
+    kapture package, the reference for this format."""
     import kapture  # noqa: F401 - the kapture package is the reference for this format
     from kapture.io.csv import rigs_from_file, sensors_from_file
 
@@ -194,7 +225,6 @@ def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *
     cam_ids = [sid for sid, s in sensors.items() if getattr(s, "sensor_type", "") == "camera"]
     if not cam_ids:
         raise DataError(f"{sensors_dir / 'sensors.txt'} lists no camera sensors")
-
     krigs: dict[str, dict[str, Any]] = {}
     if (sensors_dir / "rigs.txt").is_file():
         try:
@@ -202,8 +232,12 @@ def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *
             krigs = {rid: dict(r) for rid, r in parsed.items()}
         except (ValueError, TypeError) as e:
             raise DataError(f"{sensors_dir / 'rigs.txt'}: cannot parse kapture rigs ({e})") from None
+    return sensors, cam_ids, krigs
 
-    chosen = resolve_cameras(cameras)
+
+def _choose_rig(root: Path, sensors_dir: Path, krigs: dict[str, dict[str, Any]], cam_ids: list[str],
+                chosen: list[str] | None, rig_id: str | None) -> tuple[str | None, list[str]]:
+    """The rig of ``rigs.txt`` to use and the cameras in slot order (checked against ``sensors.txt``)."""
     if chosen is not None:
         unknown = [c for c in chosen if c not in cam_ids]
         if unknown:
@@ -211,8 +245,6 @@ def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *
                             "Fix `cameras:` in the dataset config (NAVER: 'galaxy' or 'basler')")
         if len(set(chosen)) != len(chosen):
             raise DataError(f"{root}: camera list {chosen} has duplicates")
-
-    # --- which rig, and the extrinsics T_base_cam = (T_cam_rig)^-1
     if rig_id is None and krigs:
         want = set(chosen or [])
         holders = [rid for rid, r in krigs.items() if want <= set(r)] if want else list(krigs)
@@ -228,6 +260,14 @@ def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *
         chosen = [c for c in krigs[rig_id] if c in cam_ids] if rig_id is not None else sorted(cam_ids)
         if not chosen:
             raise DataError(f"{sensors_dir / 'rigs.txt'}: rig '{rig_id}' holds no camera")
+    return rig_id, chosen
+
+
+def _camera_extrinsics(root: Path, sensors_dir: Path, krigs: dict[str, dict[str, Any]], rig_id: str | None,
+                       chosen: list[str], rig: Rig | None
+                       ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], set[str]]:
+    """``T_cam_rig`` per chosen camera (a given rig YAML wins over ``rigs.txt``) and the cameras whose pose
+    ``rigs.txt`` leaves unknown (identity placeholder; their own trajectories are not turned into rig poses)."""
     cam_rig: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # T_cam_rig per chosen camera
     unknown_extrinsics: set[str] = set()
     for c in chosen:
@@ -252,6 +292,12 @@ def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *
         else:
             raise DataError(f"{root}: no extrinsics for camera '{c}': it is not in rigs.txt"
                             f"{f' rig {rig_id!r}' if rig_id else ' (file missing)'}; add it there or pass a rig YAML")
+    return cam_rig, unknown_extrinsics
+
+
+def _make_rig(root: Path, sensors_dir: Path, sensors: dict[str, Any], rig_id: str | None, chosen: list[str],
+              cam_rig: dict[str, tuple[np.ndarray, np.ndarray]], rig: Rig | None, topic_fmt: str) -> Rig:
+    """The output rig: ``T_base_cam = (T_cam_rig)^-1``, intrinsics from ``sensors.txt``, topics from ``rig``."""
     cams = []
     for c in chosen:
         t_bc, q_bc = pose_inverse(*cam_rig[c])
@@ -261,17 +307,21 @@ def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *
         cams.append(Camera(c, topic, base.transport if base else "compressed",
                            tuple(float(v) for v in t_bc), tuple(float(v) for v in q_bc),  # type: ignore[arg-type]
                            w, h, intr))
-    out_rig = Rig(rig.name if rig is not None else (rig_id or root.name), tuple(cams),
-                  rig.base_frame if rig is not None else "base_link", str(sensors_dir / "rigs.txt"))
+    return Rig(rig.name if rig is not None else (rig_id or root.name), tuple(cams),
+               rig.base_frame if rig is not None else "base_link", str(sensors_dir / "rigs.txt"))
 
-    # --- records_camera: per-camera streams (stamp ns, image ref)
-    rec_path = sensors_dir / "records_camera.txt"
+
+def _read_camera_records(rec_path: Path, sensors: dict[str, Any], chosen: list[str], check_files: bool,
+                         stamp_unit: str, drops: DropCounter
+                         ) -> tuple[list[dict[int, ImageRef]], list[tuple[str, str, int, str, str]], int]:
+    """``records_camera.txt`` → one ``{stamp ns: ImageRef}`` stream per chosen camera (bad rows counted), the parsed
+    rows and the stamp unit factor (to ns)."""
     if not rec_path.is_file():
         raise DataError(f"{rec_path} is missing; a kapture split needs records_camera.txt")
     slot = {c: i for i, c in enumerate(chosen)}
     streams: list[dict[int, ImageRef]] = [{} for _ in chosen]
     last_stamp: dict[str, int] = {}
-    data_dir = sensors_dir / "records_data"
+    data_dir = rec_path.parent / "records_data"
     rows: list[tuple[str, str, int, str, str]] = []  # where, camera, raw stamp, raw text, image path
     for line, row in _rows(rec_path):
         where = f"{rec_path}:{line}"
@@ -311,6 +361,12 @@ def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *
             drops.add("missing_image_file", f"{where}: {p} does not exist")
             continue
         s[stamp] = ImageRef.from_path(p)
+    return streams, rows, to_ns
+
+
+def _check_streams(root: Path, rec_path: Path, chosen: list[str], streams: list[dict[int, ImageRef]],
+                   rows: list[tuple[str, str, int, str, str]], sync: SyncSettings) -> None:
+    """A camera without images fails when bundles need every camera, else it is warned about (always masked)."""
     if not any(streams):
         raise DataError(f"{rec_path}: no images for cameras {chosen} (empty split, or wrong camera ids); "
                         f"cameras with records: {sorted(set(d for _, r in _rows(rec_path) for d in r[1:2]))}")
@@ -325,15 +381,14 @@ def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *
     for c in empty:
         log.warning("kapture %s: camera %s has no images; its slot is always masked", root, c)
 
-    # --- trajectories: per device, T_world_device
-    traj = _read_trajectories(sensors_dir / "trajectories.txt", set(sensors) | set(krigs), drops, to_ns)
 
-    # --- bundles through the shared synchronizer
-    syncer = sync.synchronizer(len(chosen))
+def _bundle_records(root: Path, name: str, chosen: list[str], syncer: Any, streams: list[dict[int, ImageRef]],
+                    rig_traj: Any, cam_traj: dict[str, Any], drops: DropCounter
+                    ) -> tuple[list[BundleRecord], list[float], list[float]]:
+    """Bundles through the shared synchronizer, each with its rig pose when there are trajectories (bundles without
+    one are counted drops); also the per-bundle disagreement of the cameras' rig poses (m, °)."""
     events = merge_streams([sorted(s.items()) for s in streams])
     records: list[BundleRecord] = []
-    rig_traj = traj.get(rig_id) if rig_id is not None else None
-    cam_traj = {c: _rig_trajectory(traj[c], cam_rig[c]) for c in chosen if c in traj and c not in unknown_extrinsics}
     has_gt = rig_traj is not None or bool(cam_traj)
     spreads_m: list[float] = []
     spreads_deg: list[float] = []
@@ -354,24 +409,18 @@ def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *
                 spreads_m.append(info["disagreement_m"])
                 spreads_deg.append(info["disagreement_deg"])
         records.append(BundleRecord(int(b.stamp_ns), imgs, stamps, mask, t, q, name, len(records), info))
-    drops.merge(sync_stats(syncer))
-    if not records:
-        raise DataError(f"{root}: no bundles formed from cameras {chosen} ({drops.summary(str(root), 0)}); check "
-                        "the camera ids and sync.max_interval_ns (the slop between cameras' stamps)")
-    split_tracks_on_gaps(records, track_gap_ns)
-    info_out: dict[str, Any] = {"root": str(root), "rig_id": rig_id, "cameras": list(chosen),
-                                "pose_source": "rig" if rig_traj is not None else ("cameras" if cam_traj else "none")}
-    if spreads_m:
-        info_out["disagreement_m"] = {"median": float(np.median(spreads_m)), "max": float(np.max(spreads_m))}
-        info_out["disagreement_deg"] = {"median": float(np.median(spreads_deg)), "max": float(np.max(spreads_deg))}
-        log.info("kapture %s: per-camera rig poses disagree by median %.3f m / %.2f° (max %.3f m / %.2f°)", root,
-                 info_out["disagreement_m"]["median"], info_out["disagreement_deg"]["median"],
-                 info_out["disagreement_m"]["max"], info_out["disagreement_deg"]["max"])
-    if not has_gt:
-        log.info("kapture %s: no trajectories: %d inference-only bundles (pose None)", root, len(records))
-    out = BundleSet(out_rig, records, dict(drops), name, info_out)
-    log.info(out.summary())
-    return out
+    return records, spreads_m, spreads_deg
+
+
+def _disagreement_info(root: Path, spreads_m: list[float], spreads_deg: list[float], info_out: dict[str, Any]) -> None:
+    """Record (and log) how far the per-camera rig poses disagree, when several cameras gave one."""
+    if not spreads_m:
+        return
+    info_out["disagreement_m"] = {"median": float(np.median(spreads_m)), "max": float(np.max(spreads_m))}
+    info_out["disagreement_deg"] = {"median": float(np.median(spreads_deg)), "max": float(np.max(spreads_deg))}
+    log.info("kapture %s: per-camera rig poses disagree by median %.3f m / %.2f° (max %.3f m / %.2f°)", root,
+             info_out["disagreement_m"]["median"], info_out["disagreement_deg"]["median"],
+             info_out["disagreement_m"]["max"], info_out["disagreement_deg"]["max"])
 
 
 def read_kapture_splits(root: str | Path, cameras: Sequence[str] | str | None = None,
@@ -389,7 +438,7 @@ def read_kapture_splits(root: str | Path, cameras: Sequence[str] | str | None = 
     return out
 
 
-def _read_trajectories(path: Path, devices: set[str], drops: Drops, to_ns: int = US_TO_NS
+def _read_trajectories(path: Path, devices: set[str], drops: DropCounter, to_ns: int = US_TO_NS
                        ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``{device: (stamps_ns (N,), t_world_device (N,3), q_world_device (N,4))}``, sorted, validated, inverted.
 

@@ -5,13 +5,13 @@ the trainer's normalisation statistics and the evaluators consume only this shap
 reader made it. Images are *references* (a file path, or encoded bytes with their format/encoding fields) so a
 2k-bundle set costs kilobytes until the dataset decodes — lazily and once, see :mod:`.dataset`.
 
-Nothing is dropped silently: readers count every skipped item by cause in :class:`Drops`, log the first few
+Nothing is dropped silently: readers count every skipped item by cause in a
+:class:`mfapr_ros.core.drops.DropCounter` (``DropCounter.for_reader()``), log the first few
 occurrences with their location, and log one summary line at the end.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from mfapr_ros.core.drops import DropCounter, summarize_drops
 from mfapr_ros.core.errors import DataError
 from mfapr_ros.core.rig import Rig
-
-log = logging.getLogger(__name__)
 
 #: File suffix → compressed format name understood by ``mfapr_ros.core.images.decode_compressed``.
 SUFFIX_FORMATS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png"}
@@ -87,33 +86,6 @@ class BundleRecord:
         return self.t_world_rig is not None and self.q_world_rig is not None
 
 
-class Drops(dict):
-    """Counts of skipped items by cause (a plain ``dict[str, int]``), logging the first few of each cause.
-
-    ``add("missing_image_file", "records_camera.txt:12 ...")`` counts one and logs the detail for the first
-    :attr:`log_first` occurrences; :meth:`summary` is the one line readers log when done.
-    """
-
-    log_first = 3
-
-    def add(self, cause: str, detail: str = "", n: int = 1) -> None:
-        self[cause] = self.get(cause, 0) + n
-        if detail and self[cause] <= self.log_first:
-            log.warning("skipped (%s): %s", cause, detail)
-            if self[cause] == self.log_first:
-                log.warning("further '%s' skips are counted but not logged", cause)
-
-    def merge(self, other: dict[str, int]) -> None:
-        for k, v in other.items():
-            self[k] = self.get(k, 0) + int(v)
-
-    def summary(self, source: str, kept: int) -> str:
-        if not self:
-            return f"{source}: {kept} bundles, nothing skipped"
-        parts = ", ".join(f"{k}={v}" for k, v in sorted(self.items()))
-        return f"{source}: {kept} bundles; skipped: {parts}"
-
-
 @dataclass
 class BundleSet:
     """A reader's result: the rig (slot order = model input order), bundles in time order, drop counts, and
@@ -144,7 +116,7 @@ class BundleSet:
         return sorted({r.track for r in self.records})
 
     def summary(self) -> str:
-        return Drops(self.drops).summary(self.name or self.rig.name, len(self.records))
+        return summarize_drops(self.drops, self.name or self.rig.name, len(self.records))
 
 
 def concat_sets(sets: Sequence[BundleSet], name: str = "") -> BundleSet:
@@ -156,7 +128,7 @@ def concat_sets(sets: Sequence[BundleSet], name: str = "") -> BundleSet:
     if not sets:
         raise DataError("concat_sets: no datasets given; check the dataset paths in the config")
     rig = sets[0].rig
-    drops = Drops()
+    drops = DropCounter.for_reader()
     records: list[BundleRecord] = []
     for s in sets:
         if s.rig.camera_names != rig.camera_names:

@@ -8,10 +8,13 @@ padding for missing cameras, one class token for the rig).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from ..base import Backbone, register_backbone
+from ..config import config_error, require_int
 
 
 def _blocks(cfg: dict[str, Any]) -> nn.TransformerEncoder:
@@ -61,3 +64,36 @@ class VitTokens(nn.Module):
         t = torch.cat([self.cls.expand(B, -1, -1), t.reshape(B, T * self.L, -1)], dim=1)
         pad = torch.cat([mask.new_zeros(B, 1), ~mask.repeat_interleave(self.L, dim=1)], dim=1)
         return [self.blocks(t, src_key_padding_mask=pad)[:, 0]]
+
+
+@register_backbone
+class Vit(Backbone):
+    """``backbone: vit``: input ``tile`` / ``channel`` / ``tokens`` (default) and late; no mid fusion (a ViT has
+    no early stages to run per camera that differ from its token sequence)."""
+
+    name: ClassVar[str] = "vit"
+    order: ClassVar[int] = 5
+    defaults: ClassVar[dict[str, Any]] = {"patch": 16, "dim": 768, "depth": 12, "heads": 12, "mlp_dim": 3072,
+                                          "fc_dim": 1024, "num_fc": None, "dropout": 0.0}
+    input_modes: ClassVar[tuple[str, ...]] = ("tile", "channel", "tokens")
+    default_input_mode: ClassVar[str] = "tokens"
+
+    @classmethod
+    def check(cls, cfg: dict[str, Any]) -> None:
+        for k in ("patch", "dim", "depth", "heads", "mlp_dim"):
+            require_int(cfg, k, 1)
+        if cfg["dim"] % cfg["heads"]:
+            raise config_error("dim", f"({cfg['dim']}) must be divisible by heads ({cfg['heads']})")
+        if cfg["image_size"] % cfg["patch"]:
+            raise config_error("image_size", f"({cfg['image_size']}) must be a multiple of patch ({cfg['patch']})")
+        if cfg["pretrained"]:
+            raise config_error("pretrained", "is not supported for the configurable ViT (no matching torchvision "
+                               "weights); set pretrained: false or use a CNN backbone for ImageNet initialisation")
+
+    @classmethod
+    def encoder(cls, cfg: dict[str, Any], in_channels: int = 3, hw: tuple[int, int] | None = None) -> nn.Module:
+        return VitEncoder(cfg, in_channels, hw)
+
+    @classmethod
+    def tokens_encoder(cls, cfg: dict[str, Any]) -> nn.Module:
+        return VitTokens(cfg)

@@ -10,13 +10,15 @@ channel-concatenated before the transformers).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from .layers import PerCamera, fill_missing, sine_pos_2d
-from .trunks import build_trunk, stage_channels
+from ..base import Backbone, register_backbone
+from ..config import config_error, require_int
+from ..layers import PerCamera, fill_missing, sine_pos_2d
+from ..trunks import build_trunk, stage_channels
 
 
 class TransformerBranch(nn.Module):
@@ -143,3 +145,39 @@ class TransPoseMid(nn.Module):
         f3 = fill_missing(f3, mask, self.missing3).flatten(1, 2)
         f4 = fill_missing(f4, mask, self.missing4).flatten(1, 2)
         return self.branches.encode(f3, f4)
+
+
+@register_backbone
+class TransPoseNet(Backbone):
+    """``backbone: transposenet``: input ``tile`` / ``channel`` / ``tokens`` (default), mid ``cnn``, late."""
+
+    name: ClassVar[str] = "transposenet"
+    order: ClassVar[int] = 4
+    defaults: ClassVar[dict[str, Any]] = {"arch": "efficientnet_b0", "width": 16, "d_model": 256, "num_heads": 8,
+                                          "num_layers": 2, "dim_feedforward": 512, "fc_dim": 1024, "num_fc": None,
+                                          "dropout": 0.1}
+    input_modes: ClassVar[tuple[str, ...]] = ("tile", "channel", "tokens")
+    default_input_mode: ClassVar[str] = "tokens"
+    mid_blocks: ClassVar[tuple[str, ...]] = ("cnn",)
+
+    @classmethod
+    def check(cls, cfg: dict[str, Any]) -> None:
+        for k in ("d_model", "num_heads", "num_layers", "dim_feedforward"):
+            require_int(cfg, k, 1)
+        if cfg["d_model"] % cfg["num_heads"]:
+            raise config_error("d_model", f"({cfg['d_model']}) must be divisible by num_heads ({cfg['num_heads']})")
+        if cfg["d_model"] % 4:
+            raise config_error("d_model", f"({cfg['d_model']}) must be a multiple of 4 (2-D sine positional "
+                               "encoding)")
+
+    @classmethod
+    def encoder(cls, cfg: dict[str, Any], in_channels: int = 3, hw: tuple[int, int] | None = None) -> nn.Module:
+        return TransPoseEncoder(cfg, in_channels)
+
+    @classmethod
+    def tokens_encoder(cls, cfg: dict[str, Any]) -> nn.Module:
+        return TransPoseTokens(cfg)
+
+    @classmethod
+    def mid_encoder(cls, cfg: dict[str, Any]) -> nn.Module:
+        return TransPoseMid(cfg)

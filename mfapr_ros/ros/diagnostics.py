@@ -1,0 +1,166 @@
+"""``/diagnostics`` of the localization node: the plain-value summary, the DiagnosticStatus list built from it, the
+publishing (diagnostic_updater when installed, else a timer) and the one-line summary printed at shutdown.
+
+Why apart from the node: the node's job is the lifecycle (configure, activate, deactivate, cleanup) and the data
+path; what it reports is a view of its counters. Everything here reads the :class:`LocalizeCore`'s statistics
+(its :mod:`mfapr_ros.core.stats` rate meters and latencies, the drop counter, the synchronizer's and the inference
+worker's counters) and never changes them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+
+from mfapr_ros.core.sync import DROP_KEYS
+
+if TYPE_CHECKING:
+    from .localize_node import LocalizeCore
+
+try:  # diagnostic_updater is optional; without it /diagnostics is published directly
+    import diagnostic_updater  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the installation
+    diagnostic_updater = None
+
+#: drop-counter source of results the model side drops (inference errors, non-finite poses, finished after deactivate);
+#: reported as ``inference.<cause>``, camera drops as ``decode.<cause>`` (summed over cameras)
+MODEL_SOURCE = "model"
+
+
+def diagnostics_summary(core: LocalizeCore) -> dict[str, Any]:
+    """Everything /diagnostics reports, as plain values (also used by tests, the benchmark and the shutdown line)."""
+    now = time.monotonic()
+    sync_stats = core.sync.stats
+    inf = core.inference_stats
+    drop_counts = core.drops.counts
+    drops_by_kind: dict[str, int] = {}
+    for (source, cause), v in sorted(drop_counts.items()):
+        key = f"{'inference' if source == MODEL_SOURCE else 'decode'}.{cause}"
+        drops_by_kind[key] = drops_by_kind.get(key, 0) + v
+    cams = []
+    for b, r in zip(core.bindings, core.cam_rates, strict=True):
+        last = r.last()
+        cams.append({"name": b.name, "topic": b.topic, "rate_hz": r.rate(now), "received": r.count,
+                     "silent_s": (now - last) if last is not None else float("inf"),
+                     "drops": {cause: v for (c, cause), v in drop_counts.items() if c == b.name}})
+    return {
+        "device": core.device, "precision": core.params.precision, "cameras": cams,
+        "bundle_rate_hz": core.bundle_rate.rate(now), "pose_rate_hz": core.pose_rate.rate(now),
+        "bundles": core.bundle_rate.count, "partial_bundles": core.partial_bundles,
+        "poses": core.poses_published,
+        "latency_p50_ms": 1e3 * core.latency.percentile(50), "latency_p99_ms": 1e3 * core.latency.percentile(99),
+        "drops": {**drops_by_kind,
+                  **{f"sync.{k}": int(sync_stats[k]) for k in DROP_KEYS},
+                  "inference.stale": int(inf.get("stale_dropped", 0)),
+                  "inference.errors": int(inf.get("errors", 0) + inf.get("callback_errors", 0))},
+        "sync": sync_stats,
+        "tf_mode": core.params.tf_mode if core.tf.enabled else "off",
+        "tf_lookup_failures": core.tf.lookup_failures,
+    }
+
+
+def _main_status(s: dict[str, Any], node_name: str, timeout: float) -> DiagnosticStatus:
+    """The node-level status: WARN before the first pose, with every camera silent, or with some silent."""
+    silent = [c["name"] for c in s["cameras"] if c["silent_s"] > timeout]
+    main = DiagnosticStatus(name=f"{node_name}: localization", hardware_id=s["device"])
+    if s["poses"] == 0 or s["pose_rate_hz"] == 0.0 and len(silent) == len(s["cameras"]):
+        main.level, main.message = DiagnosticStatus.WARN, "no poses yet" if s["poses"] == 0 else "no images"
+    elif silent:
+        main.level, main.message = DiagnosticStatus.WARN, f"silent cameras: {silent}"
+    else:
+        main.level, main.message = DiagnosticStatus.OK, f"{s['pose_rate_hz']:.1f} poses/s"
+    kv = {"device": s["device"], "precision": s["precision"], "bundle_rate_hz": f"{s['bundle_rate_hz']:.2f}",
+          "pose_rate_hz": f"{s['pose_rate_hz']:.2f}", "bundles": s["bundles"],
+          "partial_bundles": s["partial_bundles"], "poses": s["poses"],
+          "latency_p50_ms": f"{s['latency_p50_ms']:.1f}", "latency_p99_ms": f"{s['latency_p99_ms']:.1f}",
+          "tf_mode": s["tf_mode"], "tf_lookup_failures": s["tf_lookup_failures"],
+          **{f"drops.{k}": v for k, v in s["drops"].items()}}
+    main.values = [KeyValue(key=k, value=str(v)) for k, v in kv.items()]
+    return main
+
+
+def diagnostic_statuses(s: dict[str, Any], node_name: str, timeout: float) -> list[DiagnosticStatus]:
+    """The node's status, then one per camera (WARN when silent for over ``timeout`` s or with drops)."""
+    out = [_main_status(s, node_name, timeout)]
+    for c in s["cameras"]:
+        st = DiagnosticStatus(name=f"{node_name}: camera {c['name']}", hardware_id=c["topic"])
+        bad = c["silent_s"] > timeout
+        st.level = DiagnosticStatus.WARN if bad or c["drops"] else DiagnosticStatus.OK
+        st.message = (f"silent for {c['silent_s']:.1f} s" if bad else f"{c['rate_hz']:.1f} Hz")
+        vals = {"topic": c["topic"], "rate_hz": f"{c['rate_hz']:.2f}", "received": c["received"],
+                **{f"drops.{k}": v for k, v in c["drops"].items()}}
+        st.values = [KeyValue(key=k, value=str(v)) for k, v in vals.items()]
+        out.append(st)
+    return out
+
+
+def final_summary_line(s: dict[str, Any]) -> str:
+    """What came in and what went out, for the line printed at shutdown: a replay that produced nothing says why."""
+    received = {c["name"]: c["received"] for c in s["cameras"]}
+    drops = {k: v for k, v in s["drops"].items() if v}
+    return (f"images received {received}, bundles {s['bundles']} ({s['partial_bundles']} partial), poses published "
+            f"{s['poses']}, inference p50 {s['latency_p50_ms']:.0f} ms, drops {drops or 'none'}")
+
+
+class DiagnosticsOutput:
+    """Publishes a core's diagnostics while it is active: through diagnostic_updater when installed (created on the
+    first activation and kept, as the updater has no way to be removed), else a ``/diagnostics`` publisher and timer
+    created by :meth:`start` and destroyed by :meth:`stop`."""
+
+    def __init__(self, core: LocalizeCore) -> None:
+        self._core = core
+        self._pub: Any = None
+        self._timer: Any = None
+        self._updater: Any = None
+
+    def statuses(self) -> list[DiagnosticStatus]:
+        """The statuses of the core as it is now."""
+        c = self._core
+        return diagnostic_statuses(diagnostics_summary(c), c.get_name(), c.params.sync_stream_timeout)
+
+    def start(self, period_s: float) -> None:
+        """Begin publishing every ``period_s`` seconds (called on activate; 0 = off)."""
+        c = self._core
+        if period_s <= 0:
+            return
+        if diagnostic_updater is not None:  # pragma: no cover - not in the PyPI wheels
+            if self._updater is None:
+                self._updater = diagnostic_updater.Updater(c, period=period_s)
+                self._updater.setHardwareID(c.device)
+                self._updater.add("localization", self._fill_updater)
+        else:
+            self._pub = c.create_publisher(DiagnosticArray, "/diagnostics", 10)
+            self._timer = c.create_timer(period_s, self.publish, callback_group=MutuallyExclusiveCallbackGroup())
+
+    def stop(self) -> None:
+        """Stop the timer and release the publisher (called on deactivate; safe to call twice)."""
+        if self._timer is not None:
+            self._core.destroy_timer(self._timer)
+            self._timer = None
+        if self._pub is not None:
+            self._core.destroy_publisher(self._pub)
+            self._pub = None
+
+    def publish(self) -> None:
+        """The timer callback: one DiagnosticArray, skipped once the node is closing."""
+        c = self._core
+        if self._pub is None or c.closed or not c.context.ok():
+            return
+        msg = DiagnosticArray()
+        msg.header.stamp = c.get_clock().now().to_msg()
+        msg.status = self.statuses()
+        try:
+            self._pub.publish(msg)
+        except Exception:  # SIGINT shut the context down between the check and the publish
+            if c.context.ok():
+                raise
+
+    def _fill_updater(self, stat: Any) -> Any:  # pragma: no cover - diagnostic_updater is not in the PyPI wheels
+        main = self.statuses()[0]
+        stat.summary(main.level, main.message)
+        for kv in main.values:
+            stat.add(kv.key, kv.value)
+        return stat
