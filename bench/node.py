@@ -17,11 +17,14 @@ DDS stays on this machine (localhost-only discovery, a random domain id).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,26 +56,54 @@ def _pct(v: list[float], p: float) -> float:
     return float(np.percentile(np.array(v), p)) * 1e3 if v else float("nan")
 
 
-def run(num_cameras: int, size: int, transport: str, seconds: float, device: str, preset_name: str,
-        latency_samples: int, threads: int = 1,
-        fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)) -> dict[str, Any]:
-    import rclpy
+STAMP_STEP_NS = 33_333_333  # consecutive bundles are stamped 30 Hz apart, whatever rate they are published at
+
+
+@dataclass
+class _Harness:
+    """The running graph of one :func:`run`: the node under test, the tester's per-camera publishers, the
+    received-pose log ``{stamp_ns: perf_counter at arrival}`` and the next bundle stamp."""
+
+    node: Any
+    pubs: list[Any]
+    recv: dict[int, float]
+    msgs: Callable[[int], list[Any]]
+    stamp: int = 10**12
+
+    def publish(self) -> int:
+        """Publish one bundle (every camera) stamped ``self.stamp``; returns that stamp (the caller advances it)."""
+        for p, m in zip(self.pubs, self.msgs(self.stamp), strict=True):
+            p.publish(m)
+        return self.stamp
+
+
+def _inputs(num_cameras: int, size: int) -> tuple[list[np.ndarray], list[bytes]]:
+    """Seeded random images (raw) and their JPEGs (compressed transport): the same bundle every run."""
     import torch
+    from torchvision.io import encode_jpeg
+
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(num_cameras)]
+    jpegs = [bytes(encode_jpeg(torch.from_numpy(im).permute(2, 0, 1)).numpy().tobytes()) for im in imgs]
+    return imgs, jpegs
+
+
+@contextlib.contextmanager
+def _graph(ckpt: Path, device: str, transport: str, threads: int, imgs: list[np.ndarray],
+           jpegs: list[bytes]) -> Iterator[_Harness]:
+    """A private rclpy context with the LocalizeNode under test and a tester node (image publishers, pose
+    subscriber) spun on the executor ``localize_node`` builds for ``threads``; torn down on exit, error or not.
+
+    ``LocalizeNode`` is looked up here, at call time, so ``bench/gpu_suite.py`` can patch in extra parameters."""
+    import rclpy
     from geometry_msgs.msg import PoseStamped
     from rclpy.parameter import Parameter
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CompressedImage, Image
-    from torchvision.io import encode_jpeg
 
     from mfapr_ros.ros import convert as rc
     from mfapr_ros.ros.localize_node import LocalizeNode
     from mfapr_ros.ros.runtime import make_executor
-
-    tmp = Path(tempfile.mkdtemp(prefix="mfapr_bench_node_"))
-    ckpt = make_checkpoint(tmp, num_cameras, size, preset_name)
-    rng = np.random.default_rng(0)
-    imgs = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(num_cameras)]
-    jpegs = [bytes(encode_jpeg(torch.from_numpy(im).permute(2, 0, 1)).numpy().tobytes()) for im in imgs]
 
     ctx = rclpy.context.Context()
     rclpy.init(context=ctx)
@@ -92,76 +123,110 @@ def run(num_cameras: int, size: int, transport: str, seconds: float, device: str
     spin = threading.Thread(target=ex.spin, daemon=True)
     spin.start()
 
-    def msgs(stamp: int) -> list:
+    def msgs(stamp: int) -> list[Any]:
         if transport == "compressed":
             return [rc.encoded_to_compressed_msg(j, "jpeg", stamp) for j in jpegs]
         return [rc.numpy_to_image_msg(im, "rgb8", stamp) for im in imgs]
 
     try:
-        deadline = time.monotonic() + 30
-        while not all(p.get_subscription_count() for p in pubs) or node.pub_pose.get_subscription_count() == 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError("DDS discovery did not complete in 30 s")
-            time.sleep(0.05)
-        stamp = 10**12
-        # warm-up (allocations, first inference)
-        for _ in range(5):
-            for p, m in zip(pubs, msgs(stamp), strict=True):
-                p.publish(m)
-            stamp += 33_333_333
-            time.sleep(0.1)
-        time.sleep(0.5)
-        # --- latency: one bundle in flight at a time
-        sent: dict[int, float] = {}
-        for _ in range(latency_samples):
-            for p, m in zip(pubs, msgs(stamp), strict=True):
-                p.publish(m)
-            sent[stamp] = time.perf_counter()
-            t_wait = time.monotonic() + 2.0
-            while stamp not in recv and time.monotonic() < t_wait:
-                time.sleep(0.0005)
-            stamp += 33_333_333
-        lat = [recv[s] - t for s, t in sent.items() if s in recv]
-        stage = {"decode": list(node.decode_time._v), "sync": list(node.sync_time._v),
-                 "inference": list(node.latency._v), "publish": list(node.publish_time._v)}
-        # --- baseline: the localizer alone, same images, same process
-        decoded = [np.asarray(im) for im in imgs]
-        loc = node.localizer
-        t_b = time.perf_counter()
-        nb = 0
-        while time.perf_counter() - t_b < 2.0:
-            loc.infer(decoded, stamp)
-            nb += 1
-        base_rate = nb / (time.perf_counter() - t_b)
-        # --- sustained: paced publishing at fractions of the baseline; the max rate kept at >= 95 %
-        sweep = []
-        for frac in fractions:
-            target = base_rate * frac
-            n0 = len(recv)
-            s0 = node.diagnostics_summary()
-            t_start = time.perf_counter()
-            sent_n = 0
-            while time.perf_counter() - t_start < seconds:
-                for p, m in zip(pubs, msgs(stamp), strict=True):
-                    p.publish(m)
-                stamp += 33_333_333
-                sent_n += 1
-                nxt = t_start + sent_n / target
-                while time.perf_counter() < nxt:
-                    time.sleep(0.0005)
-            elapsed = time.perf_counter() - t_start
-            time.sleep(0.3)
-            s1 = node.diagnostics_summary()
-            sweep.append({"offered": sent_n / elapsed, "poses": (len(recv) - n0) / elapsed,
-                          "stale": s1["drops"]["inference.stale"] - s0["drops"]["inference.stale"],
-                          "sync_drops": sum(v - s0["drops"].get(k, 0) for k, v in s1["drops"].items()
-                                            if k.startswith("sync."))})
+        yield _Harness(node=node, pubs=pubs, recv=recv, msgs=msgs)
     finally:
         ex.shutdown()
         node.destroy_node()
         tester.destroy_node()
         rclpy.shutdown(context=ctx)
         spin.join(5)
+
+
+def _wait_for_discovery(h: _Harness, timeout_s: float = 30.0) -> None:
+    """Block until every image topic and the pose topic are matched: a bundle published earlier would be lost."""
+    deadline = time.monotonic() + timeout_s
+    while not all(p.get_subscription_count() for p in h.pubs) or h.node.pub_pose.get_subscription_count() == 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError("DDS discovery did not complete in 30 s")
+        time.sleep(0.05)
+
+
+def _warm_up(h: _Harness, bundles: int = 5) -> None:
+    """A few bundles first (allocations, first inference), so the latency samples see the steady state."""
+    for _ in range(bundles):
+        h.publish()
+        h.stamp += STAMP_STEP_NS
+        time.sleep(0.1)
+    time.sleep(0.5)
+
+
+def _measure_latency(h: _Harness, samples: int) -> list[float]:
+    """End-to-end seconds (last image published → pose received) with one bundle in flight at a time, so nothing
+    queues; a bundle without a pose within 2 s is left out (``lat_n`` in the result says how many arrived)."""
+    sent: dict[int, float] = {}
+    for _ in range(samples):
+        stamp = h.publish()
+        sent[stamp] = time.perf_counter()
+        t_wait = time.monotonic() + 2.0
+        while stamp not in h.recv and time.monotonic() < t_wait:
+            time.sleep(0.0005)
+        h.stamp += STAMP_STEP_NS
+    return [h.recv[s] - t for s, t in sent.items() if s in h.recv]
+
+
+def _stage_times(node: Any) -> dict[str, list[float]]:
+    """The node's own per-stage timings (seconds) so far: taken right after the latency phase, before the sweep."""
+    return {"decode": list(node.decode_time._v), "sync": list(node.sync_time._v),
+            "inference": list(node.latency._v), "publish": list(node.publish_time._v)}
+
+
+def _model_only_rate(node: Any, imgs: list[np.ndarray], stamp: int, seconds: float = 2.0) -> float:
+    """Bundles/s of ``Localizer.infer`` alone on the same images in the same process: the ceiling the sweep's
+    rates are fractions of."""
+    decoded = [np.asarray(im) for im in imgs]
+    loc = node.localizer
+    t_b = time.perf_counter()
+    nb = 0
+    while time.perf_counter() - t_b < seconds:
+        loc.infer(decoded, stamp)
+        nb += 1
+    return nb / (time.perf_counter() - t_b)
+
+
+def _sweep_step(h: _Harness, target: float, seconds: float) -> dict[str, Any]:
+    """Publish paced at ``target`` bundles/s for ``seconds``; measured offered and pose rates, plus the stale
+    (latest-wins) and synchronizer drops counted by the node during the step."""
+    n0 = len(h.recv)
+    s0 = h.node.diagnostics_summary()
+    t_start = time.perf_counter()
+    sent_n = 0
+    while time.perf_counter() - t_start < seconds:
+        h.publish()
+        h.stamp += STAMP_STEP_NS
+        sent_n += 1
+        nxt = t_start + sent_n / target
+        while time.perf_counter() < nxt:
+            time.sleep(0.0005)
+    elapsed = time.perf_counter() - t_start
+    time.sleep(0.3)  # let the last poses arrive before counting
+    s1 = h.node.diagnostics_summary()
+    return {"offered": sent_n / elapsed, "poses": (len(h.recv) - n0) / elapsed,
+            "stale": s1["drops"]["inference.stale"] - s0["drops"]["inference.stale"],
+            "sync_drops": sum(v - s0["drops"].get(k, 0) for k, v in s1["drops"].items() if k.startswith("sync."))}
+
+
+def run(num_cameras: int, size: int, transport: str, seconds: float, device: str, preset_name: str,
+        latency_samples: int, threads: int = 1,
+        fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)) -> dict[str, Any]:
+    """One configuration end to end: latency, model-only rate, then the paced sweep at ``fractions`` of it.
+
+    The checkpoint lives in a temporary folder removed when the run ends (after the node is torn down)."""
+    imgs, jpegs = _inputs(num_cameras, size)
+    with tempfile.TemporaryDirectory(prefix="mfapr_bench_node_") as tmp:
+        ckpt = make_checkpoint(Path(tmp), num_cameras, size, preset_name)
+        with _graph(ckpt, device, transport, threads, imgs, jpegs) as h:
+            _wait_for_discovery(h)
+            _warm_up(h)
+            lat = _measure_latency(h, latency_samples)
+            stage = _stage_times(h.node)
+            base_rate = _model_only_rate(h.node, imgs, h.stamp)
+            sweep = [_sweep_step(h, base_rate * frac, seconds) for frac in fractions]
     return {
         "cameras": num_cameras, "threads": threads, "lat_n": len(lat),
         "e2e_p50": _pct(lat, 50), "e2e_p99": _pct(lat, 99),

@@ -9,11 +9,11 @@ import pytest
 
 from mfapr_ros.bag.reader import BagReader, read_gt
 from mfapr_ros.bag.synth import SynthBagSpec, encode_jpeg, trajectory, write_synth_bag
+from mfapr_ros.core.baselines import mean_pose_record
 from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.rig import ring_rig
 from mfapr_ros.core.sync import SyncSettings
 from mfapr_ros.evaluation import compute_metrics
-from mfapr_ros.evaluation.baselines import mean_pose_record
 from mfapr_ros.evaluation.eval_bag import evaluate_bag, parse_topic_map
 
 localizer_mod = pytest.importorskip("mfapr_ros.core.localizer", reason="needs torch")

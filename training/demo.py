@@ -2,7 +2,8 @@
 
 1. ``mfapr synth``   a synthetic indoor floor seen by a 4-camera ring: kapture splits + a query rosbag2 (the query
    track revisits mapping route 0 in another lane, at another speed and under other lighting);
-2. ``mfapr train``   an input-fused transformer (``training/configs/demo.yaml``) for a few minutes on CPU;
+2. ``mfapr train``   a small per-camera CNN with an anchor head (``PRESETS["demo"]``, ``training/configs/demo.yaml``)
+   for a few minutes on CPU;
 3. ``mfapr eval-bag`` the query bag offline (batched inference) → report;
 4. live replay: ``mfapr play`` publishes the query bag over loopback DDS (with /clock), ``localize_node`` localizes
    it on sim time, ``evaluator_node`` scores its poses against the bag's ground truth → the same report;

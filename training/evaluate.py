@@ -51,7 +51,7 @@ def detect_format(data: str) -> str:
 
 def evaluate(model: Any, dataset: Any, batch_size: int, device: str, retrieval: Any = None) -> dict[str, Any]:
     """Run ``model`` over ``dataset`` (items with S = 1) in order; returns arrays of estimates, GT and latency
-    (and, with a :class:`~mfapr_ros.evaluation.retrieval.RetrievalDatabase`, the retrieval baseline's poses)."""
+    (and, with a :class:`~mfapr_ros.core.baselines.RetrievalDatabase`, the retrieval baseline's poses)."""
     import torch
 
     from .engine import TrainStep, iterate_once
@@ -76,7 +76,7 @@ def evaluate(model: Any, dataset: Any, batch_size: int, device: str, retrieval: 
             out["q_gt"].append(q.numpy())
             out["masks"].append(mask.numpy())
             if retrieval is not None:
-                from mfapr_ros.evaluation.retrieval import thumbnails
+                from mfapr_ros.core.baselines import thumbnails
 
                 rt, rq, _ = retrieval.query(thumbnails(images.cpu(), mask))
                 out["ret_t"].append(rt)
@@ -94,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch.utils.data as tud
 
+    from mfapr_ros.core.baselines import MEAN_POSE_KEY, checkpoint_mean_pose
     from mfapr_ros.core.preprocess import PreprocessConfig
     from mfapr_ros.evaluation import print_summary, write_report
-    from mfapr_ros.evaluation.baselines import MEAN_POSE_KEY, checkpoint_mean_pose
     from mfapr_ros.models import load_model
 
     from .datasets import BundleDataset
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ds = BundleDataset(with_pose, rig, pre, steps=1, track_aug=None, photometric=False)
     if args.max_bundles:
         ds = tud.Subset(ds, even_subset(len(ds), args.max_bundles))
-    from mfapr_ros.evaluation.retrieval import load_for_checkpoint
+    from mfapr_ros.core.baselines import load_for_checkpoint
 
     database = load_for_checkpoint(ckpt.path)
     if database is None:

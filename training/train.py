@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from mfapr_ros.core.baselines import mean_pose_record
 from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.geometry import mean_pose
 from mfapr_ros.core.rig import Rig, load_rig
-from mfapr_ros.evaluation.baselines import mean_pose_record
 
 from .config import ExperimentConfig, load_config
 
@@ -158,7 +158,7 @@ def write_retrieval_databases(out: Path, train_ds: Any) -> None:
     beside ``best`` and ``last``, so every evaluation of this model can show whether it beats retrieval."""
     import torch
 
-    from mfapr_ros.evaluation.retrieval import RetrievalDatabase, database_path
+    from mfapr_ros.core.baselines import RetrievalDatabase, database_path
 
     inner = train_ds.dataset if hasattr(train_ds, "dataset") else train_ds  # a max_train Subset
     plain = type(inner)(inner.records, inner.rig, inner.cfg, steps=1, track_aug=None, photometric=False)

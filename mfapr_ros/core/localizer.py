@@ -179,7 +179,7 @@ class Localizer:
         self.t_scale = float(self.model.config["pose_normalization"]["t_scale"])
         # the image-retrieval prior: written beside the checkpoint by training (evaluation/retrieval.py); each
         # pose then carries the nearest training bundle's pose in ``extras`` (reports show it as a baseline)
-        from mfapr_ros.evaluation.retrieval import load_for_checkpoint
+        from mfapr_ros.core.baselines import load_for_checkpoint
 
         self.retrieval = load_for_checkpoint(self.checkpoint.path) if retrieval else None
         self._lock = threading.Lock()
@@ -227,7 +227,7 @@ class Localizer:
         """The retrieval prior per bundle of a preprocessed batch (empty dicts without a database)."""
         if self.retrieval is None:
             return [{} for _ in range(x.shape[0])]
-        from mfapr_ros.evaluation.retrieval import thumbnails
+        from mfapr_ros.core.baselines import thumbnails
 
         t, q, score = self.retrieval.query(thumbnails(x.float().cpu(), m.cpu()))
         return [{"retrieval_t": t[i], "retrieval_q": q[i], "retrieval_score": float(score[i])}

@@ -29,11 +29,10 @@ import numpy as np
 
 from mfapr_ros.bag.bundles import DecodedBundle, bind_bag_topics, decode_bundles, iter_bundles
 from mfapr_ros.bag.reader import BagInfo, BagReader, Trajectory, read_gt
+from mfapr_ros.core.baselines import checkpoint_mean_pose
 from mfapr_ros.core.drops import DropCounter
 from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.sync import SyncSettings
-
-from .baselines import checkpoint_mean_pose
 
 LOG = logging.getLogger("mfapr.eval_bag")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,100 @@ def resolve_baseline(baseline: tuple[Any, Any] | None) -> tuple[np.ndarray, np.n
                     f"{q.shape}")
 
 
+def _as_rows(a: Any, width: int) -> np.ndarray:
+    """``a`` as float64 ``(N, width)`` rows: callers pass lists, tensors' numpy views or flat arrays alike."""
+    return np.asarray(a, dtype=np.float64).reshape(-1, width)
+
+
+def _side_inputs(n: int, latency_s: Sequence[float] | np.ndarray | None,
+                 masks: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Check the optional per-pose inputs against ``n`` poses before anything is written, so a mismatched call
+    fails with a message naming the input instead of a broadcasting error (or a half-written report).
+    Returns ``(latencies (N,) or None, masks (N, T) bool or None)``."""
+    lat = None if latency_s is None else np.asarray(latency_s, dtype=np.float64).reshape(-1)
+    if lat is not None and len(lat) != n:
+        raise DataError(f"write_report: {len(lat)} latencies for {n} poses")
+    mask_arr = None if masks is None else np.asarray(masks, dtype=bool)
+    if mask_arr is not None and (mask_arr.ndim != 2 or len(mask_arr) != n):
+        raise DataError(f"write_report: masks must be (N={n}, num_cameras) booleans, got {mask_arr.shape}")
+    return lat, mask_arr
+
+
+def _baseline_section(base: tuple[np.ndarray, np.ndarray] | None, t_gt: np.ndarray, q_gt: np.ndarray,
+                      tracks: Sequence[str] | None
+                      ) -> tuple[dict[str, Any] | None, np.ndarray | None, np.ndarray | None]:
+    """The mean-pose baseline's JSON section and its per-pose errors (for the CDF plot); all ``None`` without one.
+
+    The baseline is one pose broadcast to every row, so the model is compared against "always answer the mean"."""
+    if base is None:
+        return None, None, None
+    n = len(t_gt)
+    tb = np.broadcast_to(base[0], (n, 3))
+    qb = np.broadcast_to(base[1], (n, 4))
+    t_err_b, r_err_b = pose_errors(t_gt, q_gt, tb, qb)
+    doc = {"t": base[0].tolist(), "q_wxyz": base[1].tolist(),
+           "metrics": compute_metrics(t_gt, q_gt, tb, qb, tracks=tracks)}
+    return doc, t_err_b, r_err_b
+
+
+def _retrieval_section(retrieval: tuple[Any, Any] | None, t_gt: np.ndarray, q_gt: np.ndarray,
+                       tracks: Sequence[str] | None) -> dict[str, Any] | None:
+    """The image-retrieval baseline's JSON section (metrics + method), or ``None`` when none was given."""
+    if retrieval is None:
+        return None
+    n = len(t_gt)
+    tr = _as_rows(retrieval[0], 3)
+    qr = _as_rows(retrieval[1], 4)
+    if len(tr) != n or len(qr) != n:
+        raise DataError(f"write_report: {len(tr)} retrieval poses for {n} poses; give one per pose")
+    return {"metrics": compute_metrics(t_gt, q_gt, tr, qr, tracks=tracks),
+            "method": "nearest training bundle by 16x16 high-pass thumbnails (evaluation/retrieval.py)"}
+
+
+def _camera_presence(mask_arr: np.ndarray, names: Sequence[str] | None) -> dict[str, float]:
+    """Fraction of poses each camera was present in; named ``cam{i}`` when the names do not match the mask width."""
+    n, num = mask_arr.shape
+    return {(names[i] if names and len(names) == num else f"cam{i}"): float(mask_arr[:, i].mean()) if n else 0.0
+            for i in range(num)}
+
+
+def _pose_rows(stamps: np.ndarray, t_gt: np.ndarray, q_gt: np.ndarray, t_est: np.ndarray, q_est: np.ndarray,
+               t_err: np.ndarray, r_err: np.ndarray, tracks: Sequence[str] | None, mask_arr: np.ndarray | None,
+               lat: np.ndarray | None) -> list[dict[str, Any]]:
+    """One JSON row per pose, so a reader can re-derive any metric; optional fields only when their input exists."""
+    rows = []
+    for i in range(len(t_gt)):
+        row: dict[str, Any] = {
+            "stamp_ns": int(stamps[i]),
+            "t_gt": t_gt[i].tolist(), "q_gt_wxyz": q_gt[i].tolist(),
+            "t_est": t_est[i].tolist(), "q_est_wxyz": q_est[i].tolist(),
+            "t_err_m": float(t_err[i]), "r_err_deg": float(r_err[i]),
+        }
+        if tracks is not None:
+            row["track"] = str(tracks[i])
+        if mask_arr is not None:
+            row["mask"] = mask_arr[i].astype(int).tolist()
+        if lat is not None:
+            row["latency_s"] = float(lat[i]) if np.isfinite(lat[i]) else None
+        rows.append(row)
+    return rows
+
+
+def _figures(stamps: np.ndarray, t_gt: np.ndarray, t_est: np.ndarray, t_err: np.ndarray, r_err: np.ndarray,
+             t_err_b: np.ndarray | None, r_err_b: np.ndarray | None, mask_arr: np.ndarray | None,
+             names: Sequence[str] | None) -> dict[str, Callable[[], bytes]]:
+    """The plots to draw, as ``{kind: draw() -> PNG bytes}`` in FILES order; drawn lazily, one at a time, by the
+    writer (the availability strip only when masks are given)."""
+    figures: dict[str, Callable[[], bytes]] = {
+        "error_cdf": lambda: plots.error_cdf(t_err, r_err, t_err_b, r_err_b),
+        "trajectory": lambda: plots.trajectory(t_gt, t_est, t_err),
+        "error_over_time": lambda: plots.error_over_time(stamps, t_err, r_err),
+    }
+    if mask_arr is not None:
+        figures["camera_availability"] = lambda: plots.camera_availability(stamps, mask_arr, names)
+    return figures
+
+
 def write_report(out_dir: str | Path, *, stamps_ns: Sequence[int] | np.ndarray, t_gt: Any, q_gt: Any, t_est: Any,
                  q_est: Any, baseline: tuple[Any, Any] | None = None, masks: Any = None,
                  tracks: Sequence[str] | None = None, latency_s: Sequence[float] | np.ndarray | None = None,
@@ -70,64 +164,23 @@ def write_report(out_dir: str | Path, *, stamps_ns: Sequence[int] | np.ndarray, 
     """
     meta = dict(meta or {})
     stamps = np.asarray(stamps_ns, dtype=np.int64).reshape(-1)
-    t_gt = np.asarray(t_gt, dtype=np.float64).reshape(-1, 3)
-    q_gt = np.asarray(q_gt, dtype=np.float64).reshape(-1, 4)
-    t_est = np.asarray(t_est, dtype=np.float64).reshape(-1, 3)
-    q_est = np.asarray(q_est, dtype=np.float64).reshape(-1, 4)
+    t_gt, q_gt, t_est, q_est = _as_rows(t_gt, 3), _as_rows(q_gt, 4), _as_rows(t_est, 3), _as_rows(q_est, 4)
     n = len(t_gt)
     if len(stamps) != n:
         raise DataError(f"write_report: {len(stamps)} stamps for {n} poses; give one stamp per pose")
     t_err, r_err = pose_errors(t_gt, q_gt, t_est, q_est)
-    lat = None if latency_s is None else np.asarray(latency_s, dtype=np.float64).reshape(-1)
-    if lat is not None and len(lat) != n:
-        raise DataError(f"write_report: {len(lat)} latencies for {n} poses")
-    mask_arr = None if masks is None else np.asarray(masks, dtype=bool)
-    if mask_arr is not None and (mask_arr.ndim != 2 or len(mask_arr) != n):
-        raise DataError(f"write_report: masks must be (N={n}, num_cameras) booleans, got {mask_arr.shape}")
+    lat, mask_arr = _side_inputs(n, latency_s, masks)
     names = list(camera_names) if camera_names is not None else meta.get("cameras")
 
     metrics = compute_metrics(t_gt, q_gt, t_est, q_est, tracks=tracks, latency_s=lat)
-    base = resolve_baseline(baseline)
-    base_doc: dict[str, Any] | None = None
-    t_err_b = r_err_b = None
-    if base is not None:
-        tb = np.broadcast_to(base[0], (n, 3))
-        qb = np.broadcast_to(base[1], (n, 4))
-        t_err_b, r_err_b = pose_errors(t_gt, q_gt, tb, qb)
-        base_doc = {"t": base[0].tolist(), "q_wxyz": base[1].tolist(),
-                    "metrics": compute_metrics(t_gt, q_gt, tb, qb, tracks=tracks)}
-    retrieval_doc: dict[str, Any] | None = None
-    if retrieval is not None:
-        tr = np.asarray(retrieval[0], dtype=np.float64).reshape(-1, 3)
-        qr = np.asarray(retrieval[1], dtype=np.float64).reshape(-1, 4)
-        if len(tr) != n or len(qr) != n:
-            raise DataError(f"write_report: {len(tr)} retrieval poses for {n} poses; give one per pose")
-        retrieval_doc = {"metrics": compute_metrics(t_gt, q_gt, tr, qr, tracks=tracks),
-                         "method": "nearest training bundle by 16x16 high-pass thumbnails (evaluation/retrieval.py)"}
+    base_doc, t_err_b, r_err_b = _baseline_section(resolve_baseline(baseline), t_gt, q_gt, tracks)
+    retrieval_doc = _retrieval_section(retrieval, t_gt, q_gt, tracks)
     if mask_arr is not None:
-        metrics["camera_presence"] = {
-            (names[i] if names and len(names) == mask_arr.shape[1] else f"cam{i}"): float(mask_arr[:, i].mean())
-            if n else 0.0 for i in range(mask_arr.shape[1])}
-
-    rows = []
-    for i in range(n):
-        row: dict[str, Any] = {
-            "stamp_ns": int(stamps[i]),
-            "t_gt": t_gt[i].tolist(), "q_gt_wxyz": q_gt[i].tolist(),
-            "t_est": t_est[i].tolist(), "q_est_wxyz": q_est[i].tolist(),
-            "t_err_m": float(t_err[i]), "r_err_deg": float(r_err[i]),
-        }
-        if tracks is not None:
-            row["track"] = str(tracks[i])
-        if mask_arr is not None:
-            row["mask"] = mask_arr[i].astype(int).tolist()
-        if lat is not None:
-            row["latency_s"] = float(lat[i]) if np.isfinite(lat[i]) else None
-        rows.append(row)
-
+        metrics["camera_presence"] = _camera_presence(mask_arr, names)
     doc = {
         "format": REPORT_FORMAT, "format_version": REPORT_VERSION, "mfapr_ros_version": __version__,
-        "metrics": metrics, "baseline": base_doc, "retrieval": retrieval_doc, "meta": meta, "rows": rows,
+        "metrics": metrics, "baseline": base_doc, "retrieval": retrieval_doc, "meta": meta,
+        "rows": _pose_rows(stamps, t_gt, q_gt, t_est, q_est, t_err, r_err, tracks, mask_arr, lat),
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,14 +190,7 @@ def write_report(out_dir: str | Path, *, stamps_ns: Sequence[int] | np.ndarray, 
     paths["markdown"] = out / FILES["markdown"]
     atomic_write_text(paths["markdown"], markdown_summary(doc))
     if plots_enabled:
-        figures = {
-            "error_cdf": lambda: plots.error_cdf(t_err, r_err, t_err_b, r_err_b),
-            "trajectory": lambda: plots.trajectory(t_gt, t_est, t_err),
-            "error_over_time": lambda: plots.error_over_time(stamps, t_err, r_err),
-        }
-        if mask_arr is not None:
-            figures["camera_availability"] = lambda: plots.camera_availability(stamps, mask_arr, names)
-        for kind, draw in figures.items():
+        for kind, draw in _figures(stamps, t_gt, t_est, t_err, r_err, t_err_b, r_err_b, mask_arr, names).items():
             paths[kind] = out / FILES[kind]
             atomic_write_bytes(paths[kind], draw())
     return paths

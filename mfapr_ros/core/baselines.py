@@ -1,4 +1,15 @@
-"""Image-retrieval baseline: the pose of the most similar training bundle, from tiny thumbnail descriptors.
+"""The baselines every report compares a model against, in one place: the training set's mean pose and image
+retrieval.
+
+Why: a pose regressor that does not beat "always answer the training set's mean pose" has learned nothing, and one
+that does not approach nearest-neighbour image retrieval over the training images is not worth its weights. Both
+are runtime concepts too (the node publishes the retrieval pose live as a prior), so they live in the ROS-free core
+that the localizer, the evaluators and training all import.
+
+Mean pose: written by training into the checkpoint (``provenance.train_mean_pose``) with :func:`mean_pose_record`
+and read back only by :func:`checkpoint_mean_pose`.
+
+Image retrieval: the pose of the most similar training bundle, from tiny thumbnail descriptors.
 
 Why every report shows it: absolute pose regression behaves much like image retrieval (Sattler et al., CVPR 2019),
 so a regressor that does not beat nearest-neighbour retrieval on the same map has not learned anything a user could
@@ -131,3 +142,20 @@ def load_for_checkpoint(checkpoint: str | Path) -> RetrievalDatabase | None:
     """The database written beside ``checkpoint``, or ``None`` when there is none (older checkpoints)."""
     p = database_path(checkpoint)
     return RetrievalDatabase.load(p) if p.is_file() else None
+
+
+#: where training records the mean pose in a checkpoint's metadata (``{"t": [3], "q_wxyz": [4]}``)
+MEAN_POSE_KEY = "train_mean_pose"
+
+
+def mean_pose_record(t: np.ndarray, q_wxyz: np.ndarray) -> dict[str, dict[str, list[float]]]:
+    """The provenance entry training writes, so that :func:`checkpoint_mean_pose` reads exactly what was written."""
+    return {MEAN_POSE_KEY: {"t": [float(x) for x in t], "q_wxyz": [float(x) for x in q_wxyz]}}
+
+
+def checkpoint_mean_pose(meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The training set's mean pose (t, q_wxyz) recorded in a checkpoint's metadata, or None when it has none."""
+    mp = (meta.get("provenance") or {}).get(MEAN_POSE_KEY)
+    if isinstance(mp, dict) and "t" in mp and "q_wxyz" in mp:
+        return np.asarray(mp["t"], dtype=np.float64), np.asarray(mp["q_wxyz"], dtype=np.float64)
+    return None
