@@ -845,11 +845,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def _pick_device(args: argparse.Namespace) -> Any:
+    """The torch device of the run, or ``None`` (exit 2) when CUDA was asked for but is missing.
+
+    ``--quick`` forces the CPU; without CUDA a full run falls back to ``--quick`` (``args.quick`` is set), since the
+    GPU sizes would take far longer than the suite's deadline on a CPU."""
     import torch
 
-    t_start = time.perf_counter()
     if args.quick:
         device = torch.device("cpu")
     elif args.device == "auto":
@@ -858,37 +860,122 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device(args.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             print("gpu_suite: --device cuda but CUDA is not available; use --quick for the CPU run", file=sys.stderr)
-            return 2
-    gpu = device.type == "cuda"
-    if not gpu and not args.quick:
+            return None
+    if device.type != "cuda" and not args.quick:
         print("gpu_suite: no CUDA device: running the --quick (CPU) variant", file=sys.stderr)
         args.quick = True
+    return device
+
+
+def _pick_scale(args: argparse.Namespace) -> Scale:
+    """The run's sizes (GPU / quick / tiny) with the command-line overrides applied: a rerun on the device can trade
+    one section's time for another's."""
+    from dataclasses import replace
+
     scale = (TINY_SCALE if args.tiny else QUICK_SCALE) if args.quick else GPU_SCALE
+    for key, val in (("compile_budget_s", args.compile_budget), ("iters", args.iters),
+                     ("train_steps", args.train_steps)):
+        if val is not None:
+            scale = replace(scale, **{key: val})
+    return scale
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    """Torch CPU threads (1 by default with --quick); the CLI children (synth, train) inherit the same count."""
+    import torch
+
     threads = args.threads or (1 if args.quick else None)
     if threads:
         torch.set_num_threads(threads)
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # the CLI children (synth, train) get the same
-    from dataclasses import replace
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
-    for key, val in (("compile_budget_s", args.compile_budget), ("iters", args.iters),
-                     ("train_steps", args.train_steps)):
-        if val is not None:  # a rerun on the device can trade one section's time for another's
-            scale = replace(scale, **{key: val})
-    only = [s.strip() for s in args.only.split(",") if s.strip()]
+
+def _pick_sections(spec: str) -> list[str] | None:
+    """Sections named by ``--only`` (``train`` added for ``eval_bag``, which evaluates the model it trains), or
+    ``None`` (exit 2) when a name is unknown."""
+    only = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [s for s in only if s not in SECTIONS]
     if unknown:
         print(f"gpu_suite: unknown section(s) {unknown}; sections: {', '.join(SECTIONS)}", file=sys.stderr)
-        return 2
+        return None
     if "eval_bag" in only and "train" not in only:
-        only.append("train")  # eval_bag evaluates the model trained by the train section on its query bag
+        only.append("train")
+    return only
+
+
+def _scratch(stack: contextlib.ExitStack, keep: str | None) -> Path:
+    """The scratch folder: ``--keep`` (kept for inspection) or a temporary one removed when ``stack`` closes."""
+    if keep:
+        tmp = Path(keep).resolve()
+        tmp.mkdir(parents=True, exist_ok=True)
+        return tmp
+    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mfapr_gpu_suite_")))
+
+
+def _run_sections(ctx: Ctx, doc: dict[str, Any], only: list[str]) -> None:
+    """Run the selected sections in SECTIONS order, then the compiled model rows (they use whatever time the
+    deadline leaves); a failed section is recorded in ``doc["errors"]`` and the others still run."""
+    funcs: dict[str, Callable[[Ctx], dict[str, Any]]] = {
+        "models": section_models, "localizer": section_localizer, "node": section_node, "train": section_train,
+        "eval_bag": section_eval_bag}
+    steps: list[tuple[str, Callable[[], None]]] = []
+    for name in SECTIONS:
+        if name in only:
+            steps.append((name, lambda name=name: doc.__setitem__(name, funcs[name](ctx))))
+    if "models" in only:
+        steps.append(("models_compiled", lambda: models_compiled(ctx, doc["models"])))
+    for name, fn in steps:
+        if name == "eval_bag" and "train" in doc["errors"]:
+            doc["errors"][name] = "not run: the train section failed (it provides the checkpoint and bag)"
+            continue
+        if name == "models_compiled" and "models" not in doc:
+            continue
+        t0 = time.perf_counter()
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - a failed section is reported and the others still run
+            doc["errors"][name] = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"
+        dt = time.perf_counter() - t0
+        doc["meta"]["section_s"][name] = dt
+        print(f"  {name}: {dt:.1f} s{' FAILED' if name in doc['errors'] else ''}", flush=True)
+
+
+def _finish(ctx: Ctx, doc: dict[str, Any], out_json: Path) -> None:
+    """Judge the targets, write the JSON (non-finite figures as null, their paths listed) and print the table and
+    any section errors."""
+    doc["targets"] = targets(ctx, doc)
+    doc["meta"]["total_s"] = ctx.elapsed()
+    bad: list[str] = []
+    clean = _finite_json(doc, "$", bad)
+    clean["meta"]["non_finite"] = bad
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(clean, indent=1))
+    print()
+    print_table(table_rows(ctx, doc))
+    print(f"\ntotal {ctx.elapsed():.1f} s; JSON: {out_json}")
+    if bad:
+        print(f"non-finite figures (null in the JSON): {bad}")
+    for name, err in doc["errors"].items():
+        print(f"\nsection {name} FAILED: {err}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    t_start = time.perf_counter()
+    device = _pick_device(args)
+    if device is None:
+        return 2
+    gpu = device.type == "cuda"
+    scale = _pick_scale(args)
+    _set_threads(args)
+    only = _pick_sections(args.only)
+    if only is None:
+        return 2
     out_json = Path(args.json or ROOT / "out" / "gpu_suite" / ("quick.json" if args.quick else "gpu.json"))
     with contextlib.ExitStack() as stack:
-        if args.keep:
-            tmp = Path(args.keep).resolve()
-            tmp.mkdir(parents=True, exist_ok=True)
-        else:
-            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mfapr_gpu_suite_")))
-        ctx = Ctx(device=device, scale=scale, quick=args.quick, tmp=tmp, t_start=t_start,
+        ctx = Ctx(device=device, scale=scale, quick=args.quick, tmp=_scratch(stack, args.keep), t_start=t_start,
                   compile_backend=args.compile_backend or ("inductor" if gpu else "aot_eager"),
                   compile_mode=None if args.compile_mode in (None, "default") else args.compile_mode,
                   deploy_preset=args.deploy_preset or ("transposenet" if gpu else "tiny"),
@@ -898,43 +985,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# bench/gpu_suite.py — {doc['meta'].get('gpu', 'CPU')} ({device}), torch {torch.__version__}, "
               f"CUDA {torch.version.cuda}, {'quick (CPU)' if args.quick else 'full'}{' tiny' if args.tiny else ''}",
               flush=True)
-        funcs: dict[str, Callable[[Ctx], dict[str, Any]]] = {
-            "models": section_models, "localizer": section_localizer, "node": section_node, "train": section_train,
-            "eval_bag": section_eval_bag}
-        steps: list[tuple[str, Callable[[], None]]] = []
-        for name in SECTIONS:
-            if name in only:
-                steps.append((name, lambda name=name: doc.__setitem__(name, funcs[name](ctx))))
-        if "models" in only:  # compiled rows last: they use whatever time the deadline leaves
-            steps.append(("models_compiled", lambda: models_compiled(ctx, doc["models"])))
-        for name, fn in steps:
-            if name == "eval_bag" and "train" in doc["errors"]:
-                doc["errors"][name] = "not run: the train section failed (it provides the checkpoint and bag)"
-                continue
-            if name == "models_compiled" and "models" not in doc:
-                continue
-            t0 = time.perf_counter()
-            try:
-                fn()
-            except Exception as e:  # noqa: BLE001 - a failed section is reported and the others still run
-                doc["errors"][name] = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"
-            dt = time.perf_counter() - t0
-            doc["meta"]["section_s"][name] = dt
-            print(f"  {name}: {dt:.1f} s{' FAILED' if name in doc['errors'] else ''}", flush=True)
-        doc["targets"] = targets(ctx, doc)
-        doc["meta"]["total_s"] = ctx.elapsed()
-        bad: list[str] = []
-        clean = _finite_json(doc, "$", bad)
-        clean["meta"]["non_finite"] = bad
-        out_json.parent.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(json.dumps(clean, indent=1))
-        print()
-        print_table(table_rows(ctx, doc))
-        print(f"\ntotal {ctx.elapsed():.1f} s; JSON: {out_json}")
-        if bad:
-            print(f"non-finite figures (null in the JSON): {bad}")
-        for name, err in doc["errors"].items():
-            print(f"\nsection {name} FAILED: {err}", file=sys.stderr)
+        _run_sections(ctx, doc, only)
+        _finish(ctx, doc, out_json)
     return 1 if doc["errors"] else 0
 
 

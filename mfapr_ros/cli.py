@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("mfapr_training.synth.cli", "generate a synthetic multi-camera world (kapture + rosbag2)"),
     "train": ("mfapr_training.train", "train a pose regressor from a YAML config"),
     "evaluate": ("mfapr_training.evaluate", "evaluate a checkpoint on a dataset; JSON + Markdown + PNG report"),
+    "calibrate": ("mfapr_training.calibrate", "fit the covariance scale on a validation split, store it"),
     "eval-bag": ("mfapr_ros.evaluation.eval_bag",
                  "evaluate a checkpoint on a rosbag2 (sqlite3/MCAP) against ground truth"),
     "play": ("mfapr_ros.ros.player", "publish a rosbag2 over DDS at recorded rate with /clock (no ros2 bag needed)"),

@@ -54,10 +54,13 @@ def evaluate(model: Any, dataset: Any, batch_size: int, device: str, retrieval: 
     (and, with a :class:`~mfapr_ros.core.baselines.RetrievalDatabase`, the retrieval baseline's poses)."""
     import torch
 
+    from mfapr_ros.core.localizer import model_anchors
+
     from .engine import TrainStep, iterate_once
 
     out: dict[str, list[Any]] = {k: [] for k in ("t_est", "q_est", "t_gt", "q_gt", "stamps", "tracks", "masks",
-                                                 "latency", "ret_t", "ret_q")}
+                                                 "latency", "ret_t", "ret_q", "log_var",
+                                                 "anchor_logits", "anchor_positions", "t_norm")}
     model.eval()
     with torch.inference_mode():
         for batch in iterate_once(dataset, batch_size):
@@ -75,6 +78,12 @@ def evaluate(model: Any, dataset: Any, batch_size: int, device: str, retrieval: 
             out["t_gt"].append(t.numpy())
             out["q_gt"].append(q.numpy())
             out["masks"].append(mask.numpy())
+            if pred.get("log_var") is not None:  # → covariances exactly as the Localizer makes them
+                out["log_var"].append(pred["log_var"].float().cpu().numpy())
+            anchors = model_anchors(pred)
+            if anchors is not None:
+                for key, a in zip(("anchor_logits", "anchor_positions", "t_norm"), anchors, strict=True):
+                    out[key].append(a)
             if retrieval is not None:
                 from mfapr_ros.core.baselines import thumbnails
 
@@ -89,12 +98,30 @@ def evaluate(model: Any, dataset: Any, batch_size: int, device: str, retrieval: 
     return {**cat, "tracks": out["tracks"], "latency": np.asarray(out["latency"])}
 
 
+def published_covariances(res: dict[str, Any], ckpt: Any, calibrated: bool = True,
+                          anchor_covariance: bool | None = None) -> np.ndarray:
+    """``(N, 6, 6)`` covariances of :func:`evaluate`'s rows as the node would publish them: the Localizer's one
+    function (:func:`mfapr_ros.core.localizer.pose_covariances`: ``log_var``, or its default covariance plus the
+    anchor mixture's spread) and, when ``calibrated``, the checkpoint's stored calibration scales."""
+    from mfapr_ros.core.calibration import META_KEY, stored_scales
+    from mfapr_ros.core.localizer import DEFAULT_COVARIANCE, covariance_matrix, pose_covariances
+
+    t_scale = float(ckpt.meta["model"]["pose_normalization"]["t_scale"])
+    if anchor_covariance is None:  # as the Localizer: follow the stored calibration's source
+        anchor_covariance = (ckpt.meta.get(META_KEY) or {}).get("source") != "default_covariance"
+    return pose_covariances(res.get("log_var"), len(res["t_est"]), t_scale, covariance_matrix(DEFAULT_COVARIANCE),
+                            stored_scales(ckpt.meta) if calibrated else None,
+                            (res["anchor_logits"], res["anchor_positions"], res["t_norm"])
+                            if anchor_covariance and "anchor_logits" in res else None)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch.utils.data as tud
 
     from mfapr_ros.core.baselines import MEAN_POSE_KEY, checkpoint_mean_pose
+    from mfapr_ros.core.calibration import report_kwargs, report_section
     from mfapr_ros.core.preprocess import PreprocessConfig
     from mfapr_ros.evaluation import print_summary, write_report
     from mfapr_ros.models import load_model
@@ -141,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
                          q_est=res["q_est"], baseline=baseline, masks=res["masks"], tracks=res["tracks"],
                          latency_s=res["latency"], meta=meta, camera_names=rig.camera_names,
                          plots_enabled=not args.no_plots,
-                         retrieval=(res["ret_t"], res["ret_q"]) if "ret_t" in res else None)
+                         retrieval=(res["ret_t"], res["ret_q"]) if "ret_t" in res else None,
+                         **report_kwargs(write_report, report_section(res["t_gt"], res["q_gt"], res["t_est"],
+                                                                      res["q_est"], published_covariances(res, ckpt),
+                                                                      ckpt.meta)))
     from mfapr_ros.evaluation import load_report
 
     print_summary(load_report(paths["json"]))

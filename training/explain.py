@@ -431,8 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     from mfapr_ros.core.io import atomic_write_json
     from mfapr_ros.core.localizer import Localizer
     from mfapr_ros.core.sync import SyncSettings
-
-    from .eval_bag import parse_topic_map
+    from mfapr_ros.evaluation.eval_bag import parse_topic_map
 
     loc = Localizer(args.checkpoint, device=args.device, warmup=0, retrieval=False)
     model = loc.model.eval()

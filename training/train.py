@@ -263,6 +263,11 @@ def main(argv: list[str] | None = None) -> int:
         summary = trainer.fit(resume=args.resume)
         if info.is_main:
             write_retrieval_databases(out, train_ds)
+            if val_ds is not None and (out / "best.json").exists():  # covariance calibration on validation
+                from .calibrate import calibrate_dataset
+
+                calibrate_dataset(out / "best.json", val_ds, fitted_on=f"{cfg.data.root}:{cfg.data.val_split}",
+                                  device=str(info.device))
             best = summary.get("best")
             # without validation (data.val_split: null) no best checkpoint is chosen: name only what was written
             model = out / "best.json" if (out / "best.json").exists() else out / "last.json"

@@ -123,6 +123,28 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     return doc
 
 
+def update_checkpoint_meta(path: str | Path, updates: dict[str, Any]) -> Path:
+    """Set top-level meta keys (e.g. ``covariance_calibration``) of an existing checkpoint; returns the JSON path.
+
+    Only the JSON is rewritten (atomically: a reader sees the old or the new document, never half of one); the
+    weights file and its hash stay untouched, so the checkpoint stays verifiable. The format keys and the required
+    keys cannot be replaced this way (that would be a different checkpoint: use :func:`save_checkpoint`).
+    """
+    json_path, _ = checkpoint_paths(path)
+    doc = read_checkpoint_meta(json_path)
+    protected = sorted(set(updates) & {"format", "format_version", "tensors", *REQUIRED_KEYS})
+    if protected:
+        raise CheckpointError(f"update_checkpoint_meta: {protected} cannot be changed in place; save a new "
+                              "checkpoint instead")
+    doc.update(updates)
+    try:
+        json.dumps(doc)
+    except TypeError as e:
+        raise CheckpointError(f"checkpoint meta update is not JSON-serialisable: {e}") from None
+    atomic_write_json(json_path, doc)
+    return json_path
+
+
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
     """Load and verify a checkpoint. Never unpickles: safetensors holds tensors only."""
     from safetensors import SafetensorError

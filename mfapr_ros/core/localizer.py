@@ -139,6 +139,51 @@ def covariance_from_log_var(log_var: np.ndarray, t_scale: float) -> np.ndarray:
     return cov
 
 
+def anchor_position_covariance(logits: Any, positions: Any, t_norm: Any, t_scale: float) -> np.ndarray:
+    """(B, 3, 3) m²: second moment of the anchor head's mixture about the estimate.
+
+    The anchor head (``PoseHead.num_anchors``) classifies the place over K anchors; its softmax is a distribution
+    over K candidate positions ``anchor + offset``. ``Σ_k w_k (c_k − t̂)(c_k − t̂)ᵀ`` (normalised frame × t_scale²)
+    is small when the classifier is sure and large when mass sits on other places — a per-pose position
+    uncertainty the model already computes, where a constant covariance is blind to ambiguous views.
+    """
+    lg = np.asarray(logits, dtype=np.float64)
+    w = np.exp(lg - lg.max(axis=1, keepdims=True))
+    w /= w.sum(axis=1, keepdims=True)
+    d = np.asarray(positions, dtype=np.float64) - np.asarray(t_norm, dtype=np.float64)[:, None, :]
+    return (t_scale ** 2) * np.einsum("bk,bki,bkj->bij", w, d, d)
+
+
+def pose_covariances(log_var: Any, n: int, t_scale: float, default_covariance: np.ndarray,
+                     scales: tuple[float, float] | None = None,
+                     anchors: tuple[Any, Any, Any] | None = None) -> np.ndarray:
+    """The (n, 6, 6) covariances the Localizer publishes: from the model's ``log_var`` when it predicts one
+    (:func:`covariance_from_log_var`), else ``default_covariance`` — plus, for an anchor-head model, the anchor
+    mixture's spread on the position block (``anchors = (logits, positions, t_norm)``,
+    :func:`anchor_position_covariance`); then the checkpoint's calibration ``scales`` ``(position σ factor,
+    rotation σ factor)`` (:mod:`mfapr_ros.core.calibration`). One function so ``mfapr evaluate`` and ``mfapr
+    calibrate`` score exactly what the node publishes."""
+    if log_var is not None:
+        cov = covariance_from_log_var(np.asarray(log_var, dtype=np.float64).reshape(n, 2), t_scale)
+    else:
+        cov = np.broadcast_to(np.asarray(default_covariance, dtype=np.float64), (n, 6, 6)).copy()
+        if anchors is not None:
+            cov[:, :3, :3] += anchor_position_covariance(*anchors, t_scale)
+    if scales is not None:
+        from .calibration import apply_scales
+
+        cov = apply_scales(cov, *scales)
+    return cov
+
+
+def model_anchors(out: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(logits, positions, t_norm)`` numpy arrays of an anchor-head model's output, or ``None``."""
+    if out.get("anchor_logits") is None or out.get("anchor_positions") is None:
+        return None
+    return (out["anchor_logits"].float().cpu().numpy(), out["anchor_positions"].float().cpu().numpy(),
+            out["t_norm"].float().cpu().numpy())
+
+
 class Localizer:
     """A loaded checkpoint ready for inference (see the module docstring for device/precision rules).
 
@@ -153,11 +198,17 @@ class Localizer:
         retrieval: load ``<checkpoint>.retrieval.safetensors`` when present; every pose then has
             ``extras["retrieval_t"]``, ``["retrieval_q"]`` and ``["retrieval_score"]`` (the nearest training
             bundle by thumbnail descriptor), the baseline every report shows beside the model.
+        calibrated: apply the checkpoint's ``covariance_calibration`` σ factors (``mfapr calibrate``) to every
+            covariance; ``False`` gives the raw covariances (what calibration itself fits on).
+        anchor_covariance: for an anchor-head model without ``log_var``, add the anchor mixture's spread to the
+            position block (:func:`anchor_position_covariance`). ``None``: follow the stored calibration's
+            ``source`` (the scales only fit the covariance they were fitted on), on when uncalibrated.
     """
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", precision: str = "fp32", strict: bool = False,
                  default_covariance: Any = DEFAULT_COVARIANCE, warmup: int = 1, max_batch: int = 32,
-                 logger: logging.Logger | None = None, retrieval: bool = True) -> None:
+                 logger: logging.Logger | None = None, retrieval: bool = True, calibrated: bool = True,
+                 anchor_covariance: bool | None = None) -> None:
         from mfapr_ros.models import load_model
 
         self._log = logger or _LOG
@@ -177,6 +228,19 @@ class Localizer:
             raise ConfigError(f"{self.checkpoint.path}: rig '{self.rig.name}' has {self.rig.num_cameras} cameras but "
                               f"the model takes {self.num_cameras}")
         self.t_scale = float(self.model.config["pose_normalization"]["t_scale"])
+        from .calibration import META_KEY, stored_scales
+
+        if anchor_covariance is None:
+            anchor_covariance = (self.checkpoint.meta.get(META_KEY) or {}).get("source") != "default_covariance"
+        self.anchor_covariance = bool(anchor_covariance)
+        #: (position, rotation) σ factors applied to every covariance, or None (uncalibrated / ``calibrated=False``)
+        self.covariance_scales = stored_scales(self.checkpoint.meta) if calibrated else None
+        fitted_default = (self.checkpoint.meta.get(META_KEY) or {}).get("default_covariance")
+        if (self.covariance_scales is not None and fitted_default is not None
+                and not np.allclose(np.diag(self.default_covariance), fitted_default)):
+            self._log.warning("%s: covariance calibration was fitted with default covariance diagonal %s but %s is "
+                              "in use; the stored scales are applied to it anyway (re-run `mfapr calibrate`)",
+                              self.checkpoint.path, fitted_default, np.diag(self.default_covariance).tolist())
         # the image-retrieval prior: written beside the checkpoint by training (evaluation/retrieval.py); each
         # pose then carries the nearest training bundle's pose in ``extras`` (reports show it as a baseline)
         from mfapr_ros.core.baselines import load_for_checkpoint
@@ -217,10 +281,10 @@ class Localizer:
         q = out["q"].float().cpu().numpy().astype(np.float64)
         q /= np.linalg.norm(q, axis=1, keepdims=True)
         q *= np.where(q[:, :1] < 0, -1.0, 1.0)  # canonical sign (w ≥ 0): q and −q are the same rotation
-        if out.get("log_var") is not None:
-            cov = covariance_from_log_var(out["log_var"].float().cpu().numpy(), self.t_scale)
-        else:
-            cov = np.broadcast_to(self.default_covariance, (t.shape[0], 6, 6)).copy()
+        lv = out.get("log_var")
+        cov = pose_covariances(None if lv is None else lv.float().cpu().numpy(), t.shape[0], self.t_scale,
+                               self.default_covariance, self.covariance_scales,
+                               model_anchors(out) if self.anchor_covariance else None)
         return t, q, cov
 
     def _retrieve(self, x: torch.Tensor, m: torch.Tensor) -> list[dict[str, Any]]:

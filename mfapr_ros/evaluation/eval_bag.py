@@ -30,6 +30,7 @@ import numpy as np
 from mfapr_ros.bag.bundles import DecodedBundle, bind_bag_topics, decode_bundles, iter_bundles
 from mfapr_ros.bag.reader import BagInfo, BagReader, Trajectory, read_gt
 from mfapr_ros.core.baselines import checkpoint_mean_pose
+from mfapr_ros.core.calibration import report_kwargs
 from mfapr_ros.core.drops import DropCounter
 from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.sync import SyncSettings
@@ -88,6 +89,7 @@ class EvalResult:
     meta: dict[str, Any] = field(default_factory=dict)
     retrieval_t: np.ndarray | None = None  # the image-retrieval baseline per row (None without a database)
     retrieval_q: np.ndarray | None = None
+    covariances: np.ndarray | None = None  # (N, 6, 6) the published covariance per row (calibration section)
 
     @property
     def bundles_per_s(self) -> float:
@@ -112,6 +114,7 @@ class _Estimates:
         self.latency: list[float] = []
         self.ret_t: list[np.ndarray] = []
         self.ret_q: list[np.ndarray] = []
+        self.cov: list[np.ndarray] = []
         self.infer_s = 0.0
         self.wall0 = time.perf_counter()
 
@@ -126,6 +129,8 @@ class _Estimates:
             self.masks.append(b.mask)
             self.cam_stamps.append([-1 if x is None else int(x) for x in b.stamps_ns])
             self.latency.append(float(getattr(p, "latency_s", float("nan"))))
+            if getattr(p, "covariance", None) is not None:
+                self.cov.append(np.asarray(p.covariance, dtype=np.float64).reshape(6, 6))
             ex = getattr(p, "extras", None) or {}
             if "retrieval_t" in ex:
                 self.ret_t.append(np.asarray(ex["retrieval_t"], dtype=np.float64))
@@ -226,7 +231,8 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
         meta={"sync": sync.to_dict(), "sync_stats": synchronizer.stats, "enforce_image_size": enforce_image_size,
               "window_ns": [start_ns, end_ns], "bag_storage": info.storage},
         retrieval_t=np.asarray(est.ret_t)[ok] if len(est.ret_t) == n else None,
-        retrieval_q=np.asarray(est.ret_q)[ok] if len(est.ret_q) == n else None)
+        retrieval_q=np.asarray(est.ret_q)[ok] if len(est.ret_q) == n else None,
+        covariances=np.asarray(est.cov)[ok] if len(est.cov) == n else None)
 
 
 def _progress(total: int, enabled: bool) -> Any:
@@ -252,6 +258,16 @@ def choose_baseline(mode: str, checkpoint: str, ck_meta: dict[str, Any], res: Ev
     if baseline is None and mode in ("auto", "gt"):
         baseline, source = (res.t_gt, res.q_gt), "mean of this bag's ground truth (optimistic baseline)"
     return baseline, source
+
+
+def calibration_section(res: EvalResult, checkpoint_meta: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The report's ``calibration`` section: 1σ/2σ/3σ coverage and NLL of the covariances the node would publish
+    for these bundles (the Localizer's, stored calibration applied), or ``None`` without covariances."""
+    if res.covariances is None or len(res.covariances) == 0:
+        return None
+    from mfapr_ros.core.calibration import report_section
+
+    return report_section(res.t_gt, res.q_gt, res.t_est, res.q_est, res.covariances, checkpoint_meta)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_report(args.out, stamps_ns=res.stamps_ns, t_gt=res.t_gt, q_gt=res.q_gt, t_est=res.t_est,
                          q_est=res.q_est, baseline=baseline, masks=res.masks, latency_s=res.latency_s, meta=meta,
                          camera_names=res.camera_names, plots_enabled=not args.no_plots,
-                         retrieval=(res.retrieval_t, res.retrieval_q) if res.retrieval_t is not None else None)
+                         retrieval=(res.retrieval_t, res.retrieval_q) if res.retrieval_t is not None else None,
+                         **report_kwargs(write_report, calibration_section(res, ck_meta)))
     print_summary(load_report(paths["json"]))
     print(f"{res.bundles} bundles in {res.wall_seconds:.2f} s ({res.bundles_per_s:.1f} bundles/s); "
           f"{res.bag_seconds:.1f} s of bag → {res.speedup:.1f}× real time")

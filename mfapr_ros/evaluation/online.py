@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from mfapr_ros.bag.reader import Trajectory, build_trajectory
+from mfapr_ros.core.calibration import report_kwargs
 from mfapr_ros.core.drops import DropCounter
 
 from .metrics import compute_metrics, metrics_from_errors, pose_errors
@@ -52,6 +53,7 @@ class OnlineEvaluator:
         self.drops = DropCounter()
         self.received = {"estimates": 0, "gt": 0, "retrieval": 0}
         self._retrieval: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._covariance: dict[int, np.ndarray] = {}  # stamp → published 6x6 covariance (PoseWithCovariance)
 
     def _drop(self, cause: str, n: int = 1) -> None:
         self.drops.add(cause, n=n)  # no detail: counted, not logged (the report and /diagnostics show them)
@@ -68,7 +70,10 @@ class OnlineEvaluator:
         self._gt_t.insert(i, np.asarray(t, dtype=np.float64))
         self._gt_q.insert(i, np.asarray(q, dtype=np.float64))
 
-    def add_estimate(self, stamp_ns: int, t: Any, q: Any, latency_s: float = float("nan")) -> None:
+    def add_estimate(self, stamp_ns: int, t: Any, q: Any, latency_s: float = float("nan"),
+                     covariance: Any = None) -> None:
+        """One estimate; ``covariance`` (6x6 or the 36 row-major values of ``PoseWithCovariance``) makes the
+        report carry the calibration section (coverage of the published covariance) when every scored pose has one."""
         self.received["estimates"] += 1
         s = int(stamp_ns)
         if s in self._seen:
@@ -80,6 +85,10 @@ class OnlineEvaluator:
             self._drop("estimate_invalid")
             return
         self._pending.append((s, t_arr, q_arr, float(latency_s)))
+        if covariance is not None:
+            c = np.asarray(covariance, dtype=np.float64)
+            if c.size == 36 and np.all(np.isfinite(c)):
+                self._covariance[s] = c.reshape(6, 6)
 
     def add_retrieval(self, stamp_ns: int, t: Any, q: Any) -> None:
         """The image-retrieval baseline's pose for the bundle at ``stamp_ns`` (the node's ``~/retrieval_pose``);
@@ -159,8 +168,10 @@ class OnlineEvaluator:
                                np.asarray(self.q_est), latency_s=np.asarray(self.latency))
 
     def write(self, out_dir: str | Path, meta: dict[str, Any] | None = None,
-              baseline: tuple[Any, Any] | None = None, plots_enabled: bool = True) -> dict[str, Path]:
-        """Final match, then the shared report (rows sorted by stamp)."""
+              baseline: tuple[Any, Any] | None = None, plots_enabled: bool = True,
+              checkpoint_meta: dict[str, Any] | None = None) -> dict[str, Path]:
+        """Final match, then the shared report (rows sorted by stamp); ``checkpoint_meta`` adds the stored
+        covariance calibration to the calibration section."""
         self.match(final=True)
         order = np.argsort(np.asarray(self.stamps, dtype=np.int64), kind="stable")
         n = len(order)
@@ -181,4 +192,17 @@ class OnlineEvaluator:
                             t_gt=arr(self.t_gt, 3), q_gt=arr(self.q_gt, 4), t_est=arr(self.t_est, 3),
                             q_est=arr(self.q_est, 4), baseline=baseline,
                             latency_s=lat if np.isfinite(lat).any() else None, meta=meta,
-                            plots_enabled=plots_enabled, retrieval=retrieval)
+                            plots_enabled=plots_enabled, retrieval=retrieval,
+                            **report_kwargs(write_report, self.calibration_section(stamps, checkpoint_meta)))
+
+    def calibration_section(self, stamps: Sequence[int], checkpoint_meta: dict[str, Any] | None = None
+                            ) -> dict[str, Any] | None:
+        """The report's ``calibration`` section when every scored pose came with a covariance, else ``None``."""
+        if not len(stamps) or any(int(s) not in self._covariance for s in stamps):
+            return None
+        from mfapr_ros.core.calibration import report_section
+
+        order = np.argsort(np.asarray(self.stamps, dtype=np.int64), kind="stable")
+        cov = np.stack([self._covariance[int(s)] for s in stamps])
+        return report_section(np.asarray(self.t_gt)[order], np.asarray(self.q_gt)[order],
+                              np.asarray(self.t_est)[order], np.asarray(self.q_est)[order], cov, checkpoint_meta)

@@ -28,6 +28,10 @@ except ImportError:  # pragma: no cover - depends on the installation
 #: drop-counter source of results the model side drops (inference errors, non-finite poses, finished after deactivate);
 #: reported as ``inference.<cause>``, camera drops as ``decode.<cause>`` (summed over cameras)
 MODEL_SOURCE = "model"
+#: the main status turns WARN when at least this share of the last judged poses (at least UNCERTAIN_MIN_POSES of
+#: them) was uncertain (skipped or inflated): the model is out of its depth, not just unlucky once
+UNCERTAIN_WARN_SHARE = 0.5
+UNCERTAIN_MIN_POSES = 10
 
 
 def diagnostics_summary(core: LocalizeCore) -> dict[str, Any]:
@@ -59,17 +63,39 @@ def diagnostics_summary(core: LocalizeCore) -> dict[str, Any]:
         "sync": sync_stats,
         "tf_mode": core.params.tf_mode if core.tf.enabled else "off",
         "tf_lookup_failures": core.tf.lookup_failures,
+        **_uncertainty_summary(core),
     }
 
 
+def _uncertainty_summary(core: LocalizeCore) -> dict[str, Any]:
+    """The uncertainty gate's counts: by reason per action, poses per action, the share over the recent window."""
+    u = getattr(core, "uncertain", None)  # absent on a core configured by code that predates the gate
+    if u is None:
+        return {"uncertain_skipped": {}, "uncertain_inflated": {}, "uncertain_skipped_poses": 0,
+                "uncertain_inflated_poses": 0, "uncertain_share": 0.0, "uncertain_window": 0}
+    counts = u.counts()
+    share, window = u.share()
+    return {"uncertain_skipped": counts["skipped"], "uncertain_inflated": counts["inflated"],
+            "uncertain_skipped_poses": u.poses["skipped"], "uncertain_inflated_poses": u.poses["inflated"],
+            "uncertain_share": share, "uncertain_window": window}
+
+
 def _main_status(s: dict[str, Any], node_name: str, timeout: float) -> DiagnosticStatus:
-    """The node-level status: WARN before the first pose, with every camera silent, or with some silent."""
+    """The node-level status: WARN before the first pose, with every camera silent, with some silent, or when a
+    high share of the recent poses was uncertain (skipped or inflated)."""
     silent = [c["name"] for c in s["cameras"] if c["silent_s"] > timeout]
     main = DiagnosticStatus(name=f"{node_name}: localization", hardware_id=s["device"])
-    if s["poses"] == 0 or s["pose_rate_hz"] == 0.0 and len(silent) == len(s["cameras"]):
+    share, window = s.get("uncertain_share", 0.0), s.get("uncertain_window", 0)
+    skipped = s.get("uncertain_skipped_poses", 0)
+    if s["poses"] == 0 and skipped:
+        main.level, main.message = DiagnosticStatus.WARN, f"no poses published: {skipped} skipped as uncertain"
+    elif s["poses"] == 0 or s["pose_rate_hz"] == 0.0 and len(silent) == len(s["cameras"]):
         main.level, main.message = DiagnosticStatus.WARN, "no poses yet" if s["poses"] == 0 else "no images"
     elif silent:
         main.level, main.message = DiagnosticStatus.WARN, f"silent cameras: {silent}"
+    elif window >= UNCERTAIN_MIN_POSES and share >= UNCERTAIN_WARN_SHARE:
+        main.level, main.message = (DiagnosticStatus.WARN, f"model unsure: {100 * share:.0f} % of the last "
+                                    f"{window} poses uncertain (see uncertain_*)")
     else:
         main.level, main.message = DiagnosticStatus.OK, f"{s['pose_rate_hz']:.1f} poses/s"
     kv = {"device": s["device"], "precision": s["precision"], "bundle_rate_hz": f"{s['bundle_rate_hz']:.2f}",
@@ -77,9 +103,20 @@ def _main_status(s: dict[str, Any], node_name: str, timeout: float) -> Diagnosti
           "partial_bundles": s["partial_bundles"], "poses": s["poses"],
           "latency_p50_ms": f"{s['latency_p50_ms']:.1f}", "latency_p99_ms": f"{s['latency_p99_ms']:.1f}",
           "tf_mode": s["tf_mode"], "tf_lookup_failures": s["tf_lookup_failures"],
-          **{f"drops.{k}": v for k, v in s["drops"].items()}}
+          **{f"drops.{k}": v for k, v in s["drops"].items()},
+          **_uncertainty_values(s)}
     main.values = [KeyValue(key=k, value=str(v)) for k, v in kv.items()]
     return main
+
+
+def _uncertainty_values(s: dict[str, Any]) -> dict[str, Any]:
+    """The ``uncertain_*`` key/values of the main status (only the reasons that occurred, plus the totals)."""
+    if "uncertain_share" not in s:
+        return {}
+    return {"uncertain_skipped": s["uncertain_skipped_poses"], "uncertain_inflated": s["uncertain_inflated_poses"],
+            **{f"uncertain_skipped.{k}": v for k, v in sorted(s["uncertain_skipped"].items())},
+            **{f"uncertain_inflated.{k}": v for k, v in sorted(s["uncertain_inflated"].items())},
+            "uncertain_share": f"{s['uncertain_share']:.2f}"}
 
 
 def diagnostic_statuses(s: dict[str, Any], node_name: str, timeout: float) -> list[DiagnosticStatus]:
@@ -101,8 +138,10 @@ def final_summary_line(s: dict[str, Any]) -> str:
     """What came in and what went out, for the line printed at shutdown: a replay that produced nothing says why."""
     received = {c["name"]: c["received"] for c in s["cameras"]}
     drops = {k: v for k, v in s["drops"].items() if v}
+    skipped, inflated = s.get("uncertain_skipped_poses", 0), s.get("uncertain_inflated_poses", 0)
+    unsure = f", uncertain: {skipped} skipped, {inflated} inflated" if skipped or inflated else ""
     return (f"images received {received}, bundles {s['bundles']} ({s['partial_bundles']} partial), poses published "
-            f"{s['poses']}, inference p50 {s['latency_p50_ms']:.0f} ms, drops {drops or 'none'}")
+            f"{s['poses']}{unsure}, inference p50 {s['latency_p50_ms']:.0f} ms, drops {drops or 'none'}")
 
 
 class DiagnosticsOutput:

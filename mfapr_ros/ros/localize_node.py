@@ -42,6 +42,7 @@ from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.images import warm_up as warm_up_decoders
 from mfapr_ros.core.stats import LatencyStats, RateMeter
 from mfapr_ros.core.sync import ApproximateTimeSynchronizer
+from mfapr_ros.core.uncertainty import UncertaintyStats, judge, with_covariance
 
 from .convert import decode_image_msg, rig_pose_to_pose_stamped, rig_pose_to_pose_with_covariance, time_to_ns
 from .diagnostics import MODEL_SOURCE, DiagnosticsOutput, diagnostics_summary
@@ -235,6 +236,9 @@ class LocalizeCore:
         self.drops = DropCounter(self.get_logger().warning, p.drop_warning_period)
         self.poses_published = 0
         self.partial_bundles = 0
+        # the uncertainty gate (off with the default parameters) and its verdict counts (diagnostics)
+        self.uncertainty_gate = p.uncertainty
+        self.uncertain = UncertaintyStats(self.get_logger().warning, p.drop_warning_period)
 
     def _make_outputs(self, p: NodeParams) -> None:
         """The pose publishers, the bounded path and TF (lifecycle publishers on the lifecycle node)."""
@@ -356,6 +360,14 @@ class LocalizeCore:
             self.drops.drop(MODEL_SOURCE, "non_finite_pose",
                             f"the model returned a non-finite pose or covariance at {pose.stamp_ns} ns")
             return
+        # the model unsure (uncertainty.* parameters): skip = nothing published for this pose, inflate = published
+        # with a larger covariance; both counted by reason (a skip is also logged, throttled)
+        verdict = judge(pose, self.uncertainty_gate)
+        self.uncertain.record(verdict, int(pose.stamp_ns))
+        if not verdict.keep:
+            return
+        if verdict.reasons:
+            pose = with_covariance(pose, verdict.covariance)
         # every message is built before anything is published: all outputs carry a pose, or none does
         ps = rig_pose_to_pose_stamped(pose, self.params.map_frame)
         pwc = rig_pose_to_pose_with_covariance(pose, self.params.map_frame)

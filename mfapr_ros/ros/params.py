@@ -22,6 +22,8 @@ from mfapr_ros.bag.bundles import CameraBinding, camera_bindings
 from mfapr_ros.core.errors import ConfigError
 from mfapr_ros.core.rig import TRANSPORTS, Rig
 from mfapr_ros.core.sync import POLICIES, PUBLISH_MODES, SyncSettings
+from mfapr_ros.core.uncertainty import ACTIONS as UNCERTAINTY_ACTIONS
+from mfapr_ros.core.uncertainty import UncertaintyGate
 
 TF_MODES = ("none", "map_to_base", "map_to_odom")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -87,6 +89,20 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               "variance.", "> 0"),
     ParamSpec("covariance.orientation_std", 0.1, "float", "Orientation std (rad) used when the model has no "
               "predicted variance.", "> 0"),
+    ParamSpec("uncertainty.max_position_sigma", 0.0, "float", "Poses whose predicted position sigma (m; sqrt of the "
+              "largest eigenvalue of the 3x3 position covariance) exceeds this are uncertain; 0 = off.", ">= 0"),
+    ParamSpec("uncertainty.max_yaw_sigma_deg", 0.0, "float", "Poses whose predicted yaw sigma (degrees, from the "
+              "rot_z variance) exceeds this are uncertain; 0 = off.", ">= 0"),
+    ParamSpec("uncertainty.max_retrieval_disagreement", 0.0, "float", "Poses farther than this (m) from the "
+              "retrieval prior are uncertain (only with a retrieval database beside the checkpoint); 0 = off.",
+              ">= 0"),
+    ParamSpec("uncertainty.max_retrieval_disagreement_deg", 0.0, "float", "Poses whose rotation differs from the "
+              "retrieval prior's by more than this (degrees) are uncertain; 0 = off.", ">= 0"),
+    ParamSpec("uncertainty.action", "inflate", "str", "What to do with an uncertain pose: inflate its covariance "
+              "(published, counted) or skip it (not published, counted, logged throttled).", "inflate|skip"),
+    ParamSpec("uncertainty.inflate_factor", 3.0, "float", "inflate: the sigma of a block whose predicted sigma "
+              "exceeded its threshold is multiplied by this (retrieval disagreement instead inflates just enough "
+              "for the prior to lie within 1 sigma).", ">= 1"),
     ParamSpec("diagnostics_period", 1.0, "float", "Seconds between /diagnostics messages; 0 disables them.",
               ">= 0"),
     ParamSpec("drop_warning_period", 5.0, "float", "Throttle (s) of the per-camera warning on dropped images.",
@@ -130,6 +146,12 @@ class NodeParams:
     path_length: int = 1000
     covariance_position_std: float = 0.5
     covariance_orientation_std: float = 0.1
+    uncertainty_max_position_sigma: float = 0.0
+    uncertainty_max_yaw_sigma_deg: float = 0.0
+    uncertainty_max_retrieval_disagreement: float = 0.0
+    uncertainty_max_retrieval_disagreement_deg: float = 0.0
+    uncertainty_action: str = "inflate"
+    uncertainty_inflate_factor: float = 3.0
     diagnostics_period: float = 1.0
     drop_warning_period: float = 5.0
     executor_threads: int = 1
@@ -143,6 +165,17 @@ class NodeParams:
         sync = {f.name[len("sync_"):]: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name.startswith("sync_")}
         return SyncSettings.from_dict(sync, where="parameter sync")
+
+    @property
+    def uncertainty(self) -> UncertaintyGate:
+        """The uncertainty gate of ``_on_pose`` from the ``uncertainty.*`` parameters (validated already; a
+        property, like :attr:`sync`, so it cannot disagree with the flat fields)."""
+        return UncertaintyGate(
+            max_position_sigma_m=self.uncertainty_max_position_sigma,
+            max_yaw_sigma_deg=self.uncertainty_max_yaw_sigma_deg,
+            max_retrieval_disagreement_m=self.uncertainty_max_retrieval_disagreement,
+            max_retrieval_disagreement_deg=self.uncertainty_max_retrieval_disagreement_deg,
+            action=self.uncertainty_action, inflate_factor=self.uncertainty_inflate_factor)
 
     def default_covariance(self) -> list[float]:
         """Diagonal of the fallback 6×6 covariance [x y z roll pitch yaw] (variances)."""
@@ -225,9 +258,15 @@ def validate_params(values: Mapping[str, Any]) -> NodeParams:
                  "drop_warning_period"):
         if out[name] <= 0:
             raise _bad(name, out[name], "a number > 0")
-    for name in ("transform_tolerance", "diagnostics_period"):
+    for name in ("transform_tolerance", "diagnostics_period", "uncertainty.max_position_sigma",
+                 "uncertainty.max_yaw_sigma_deg", "uncertainty.max_retrieval_disagreement",
+                 "uncertainty.max_retrieval_disagreement_deg"):
         if out[name] < 0:
             raise _bad(name, out[name], "a number >= 0")
+    if out["uncertainty.action"] not in UNCERTAINTY_ACTIONS:
+        raise _bad("uncertainty.action", out["uncertainty.action"], f"one of {UNCERTAINTY_ACTIONS}")
+    if out["uncertainty.inflate_factor"] < 1:
+        raise _bad("uncertainty.inflate_factor", out["uncertainty.inflate_factor"], "a number >= 1")
     if out["sync.stream_timeout_periods"] < 0:
         raise _bad("sync.stream_timeout_periods", out["sync.stream_timeout_periods"], "a number >= 0")
     if out["sync.time_jump"] <= out["sync.slop"]:

@@ -1,7 +1,7 @@
 """The node's stateful outputs beyond one message per pose: TF (``tf_mode``) and the bounded ``~/path``.
 
 Why a module of their own: both keep state across poses (the REP-105 lookup, its counted failures and throttled
-warning; the path's ring of poses) and both are exercised without DDS traffic by test/test_node_units.py, so they
+warning; the path's ring of poses) and both are exercised without DDS traffic by test/ros/test_node_units.py, so they
 live apart from the node's lifecycle code. The maths (``map_to_odom``) is in :mod:`mfapr_ros.core.geometry`.
 
 TF back ends, in order of preference (one log line says which one is used):

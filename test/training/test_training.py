@@ -24,7 +24,7 @@ from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.preprocess import PreprocessConfig
 from mfapr_ros.core.rig import ring_rig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PX = 32
 
 

@@ -18,7 +18,7 @@ from mfapr_ros.core.errors import ConfigError
 from mfapr_ros.core.rig import load_rig, ring_rig
 from mfapr_ros.ros.params import PARAM_SPECS, bind_cameras, validate_params
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / "launch" / "localize.launch.py"
 PARAMS = ROOT / "config" / "localize.yaml"
 RVIZ = ROOT / "config" / "mfapr.rviz"

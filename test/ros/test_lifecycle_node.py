@@ -23,7 +23,8 @@ pytestmark = pytest.mark.ros
 pytest.importorskip("rclpy")
 pytest.importorskip("mfapr_ros.core.localizer")
 
-from test_node import IMG, PERIOD_NS, _spin, _wait, make_checkpoint, poses_from_console_node  # noqa: E402
+from helpers import IMG, PERIOD_NS, make_checkpoint, spin, wait  # noqa: E402
+from test_node import poses_from_console_node  # noqa: E402
 
 NAME = "lc_loc"
 
@@ -66,13 +67,13 @@ def test_lifecycle_transitions_over_services(rclpy_context, tmp_path: Path) -> N
     executor.add_node(node)
     executor.add_node(tester)
     stop = threading.Event()
-    spinner = threading.Thread(target=_spin, args=(executor, stop), daemon=True)
+    spinner = threading.Thread(target=spin, args=(executor, stop), daemon=True)
     spinner.start()
 
     def call(client, request, timeout: float = 60.0):
         assert client.wait_for_service(timeout_sec=20), f"{client.srv_name} not available"
         fut = client.call_async(request)
-        _wait(fut.done, timeout, f"{client.srv_name} to answer")
+        wait(fut.done, timeout, f"{client.srv_name} to answer")
         return fut.result()
 
     def transition(tid: int) -> bool:
@@ -109,17 +110,17 @@ def test_lifecycle_transitions_over_services(rclpy_context, tmp_path: Path) -> N
 
         assert transition(Transition.TRANSITION_ACTIVATE)
         assert state() == State.PRIMARY_STATE_ACTIVE
-        _wait(lambda: all(p.get_subscription_count() == 1 for p in pubs), 20, "camera subscriptions")
-        _wait(lambda: tester.count_publishers(f"/{NAME}/pose") == 1, 20, "the pose publisher")
+        wait(lambda: all(p.get_subscription_count() == 1 for p in pubs), 20, "camera subscriptions")
+        wait(lambda: tester.count_publishers(f"/{NAME}/pose") == 1, 20, "the pose publisher")
         first = send(8)
-        _wait(lambda: len(poses) >= 1 and node._async.wait_idle(0.01)
+        wait(lambda: len(poses) >= 1 and node._async.wait_idle(0.01)
               and len(poses) == node.poses_published, 30, "poses while active")
         got_first = {rc.time_to_ns(p.header.stamp) for p in poses}
         assert got_first <= set(first) and len(got_first) >= 2
 
         assert transition(Transition.TRANSITION_DEACTIVATE)
         assert state() == State.PRIMARY_STATE_INACTIVE
-        _wait(lambda: all(p.get_subscription_count() == 0 for p in pubs), 20, "camera subscriptions to go away")
+        wait(lambda: all(p.get_subscription_count() == 0 for p in pubs), 20, "camera subscriptions to go away")
         n_before = len(poses)
         send(5)
         time.sleep(0.5)
@@ -127,9 +128,9 @@ def test_lifecycle_transitions_over_services(rclpy_context, tmp_path: Path) -> N
         assert node.diagnostics_summary()["bundles"] <= len(first)
 
         assert transition(Transition.TRANSITION_ACTIVATE)
-        _wait(lambda: all(p.get_subscription_count() == 1 for p in pubs), 20, "camera subscriptions again")
+        wait(lambda: all(p.get_subscription_count() == 1 for p in pubs), 20, "camera subscriptions again")
         second = send(8)
-        _wait(lambda: len(poses) > n_before and node._async.wait_idle(0.01)
+        wait(lambda: len(poses) > n_before and node._async.wait_idle(0.01)
               and len(poses) == node.poses_published, 30, "poses after re-activation")
         assert {rc.time_to_ns(p.header.stamp) for p in poses[n_before:]} <= set(second)
 
@@ -141,10 +142,10 @@ def test_lifecycle_transitions_over_services(rclpy_context, tmp_path: Path) -> N
 
         assert transition(Transition.TRANSITION_CONFIGURE), "a second configure after cleanup must work"
         assert transition(Transition.TRANSITION_ACTIVATE)
-        _wait(lambda: all(p.get_subscription_count() == 1 for p in pubs), 20, "subscriptions after reconfigure")
+        wait(lambda: all(p.get_subscription_count() == 1 for p in pubs), 20, "subscriptions after reconfigure")
         poses_before = len(poses)
         send(6)
-        _wait(lambda: len(poses) > poses_before, 30, "poses after reconfigure")
+        wait(lambda: len(poses) > poses_before, 30, "poses after reconfigure")
         assert node.poses_published == len(poses) - poses_before  # statistics restart with a new configure
 
         assert transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)

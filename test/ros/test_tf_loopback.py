@@ -27,7 +27,7 @@ pytest.importorskip("mfapr_ros.core.localizer")
 pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs is not importable (make install could not build it here): "
                                            "no TF on the pip route, nothing to test over DDS")
 
-from test_node import IMG, _spin, _wait, _wait_stable, make_checkpoint  # noqa: E402
+from helpers import IMG, make_checkpoint, spin, wait, wait_stable  # noqa: E402
 
 from mfapr_ros.bag.synth import SynthBagSpec, write_synth_bag  # noqa: E402
 from mfapr_ros.core.geometry import interpolate_poses, pose_compose, quat_conj, quat_mul  # noqa: E402
@@ -153,21 +153,21 @@ def _run_node(rclpy_context, ros_env, path: Path, checkpoint: Path, tf_mode: str
     ex.add_node(node)
     ex.add_node(tester)
     stop = threading.Event()
-    spinner = threading.Thread(target=_spin, args=(ex, stop), daemon=True)
+    spinner = threading.Thread(target=spin, args=(ex, stop), daemon=True)
     spinner.start()
     proc = None
     try:
         assert node.tf is not None and node.tf.enabled
-        _wait(lambda: node.pub_pose.get_subscription_count() >= 1, 20, "the pose subscription to match")
+        wait(lambda: node.pub_pose.get_subscription_count() >= 1, 20, "the pose subscription to match")
         proc = _player(path, play_topics, ros_env)
-        _wait(lambda: proc.poll() is not None, 40, "mfapr play to finish")
+        wait(lambda: proc.poll() is not None, 40, "mfapr play to finish")
         tf_out = node.tf
 
         def settled() -> tuple:
             done = len(poses) == node.poses_published >= 1 and len(tfs) == tf_out.sent
             return (done, len(poses), len(tfs), tf_out.lookup_failures)
 
-        _wait_stable(settled, 0.5, 30, "every pose and TF to arrive")
+        wait_stable(settled, 0.5, 30, "every pose and TF to arrive")
         _, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
         stats = {"sent": tf_out.sent, "failures": tf_out.lookup_failures, "poses": node.poses_published,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "mfapr_ros"
-TRAINING = Path(__file__).resolve().parents[1] / "training"
+PACKAGE = Path(__file__).resolve().parents[2] / "mfapr_ros"
+TRAINING = Path(__file__).resolve().parents[2] / "training"
 
 #: top-level names that mean "needs a ROS 2 install or its message wheels"
 ROS_MODULES = {
@@ -50,7 +50,7 @@ def test_walk_finds_every_package() -> None:
 
 
 @pytest.mark.parametrize("path", _modules(PACKAGE) + _modules(TRAINING),
-                         ids=lambda p: str(p.relative_to(p.parents[1] if p.parent.name != "mfapr_ros" else p.parent)))
+                         ids=lambda p: p.relative_to(PACKAGE.parent).as_posix())
 def test_only_ros_package_imports_ros(path: Path) -> None:
     try:
         rel = path.relative_to(PACKAGE).as_posix()

@@ -25,61 +25,7 @@ pytest.importorskip("rclpy")
 pytest.importorskip("mfapr_ros.core.localizer")
 pytest.importorskip("mfapr_ros.core.images")
 
-ROOT = Path(__file__).resolve().parents[1]
-IMG = 32  # published image size (px); the model runs at 32 px too
-PERIOD_NS = 33_333_333  # 30 Hz stamps
-
-
-def make_checkpoint(tmp_path: Path, num_cameras: int) -> Path:
-    """A tiny randomly initialised model for a ring rig whose cameras are IMG×IMG px."""
-    import torch
-
-    from mfapr_ros.core.checkpoint import save_checkpoint
-    from mfapr_ros.core.preprocess import PreprocessConfig
-    from mfapr_ros.core.rig import ring_rig
-    from mfapr_ros.models import build_model, model_meta
-    from mfapr_ros.models.registry import preset
-
-    torch.manual_seed(0)
-    model = build_model(preset("tiny", num_cameras=num_cameras, image_size=IMG))
-    rig = ring_rig(num_cameras, image_size=IMG, hfov_deg=90.0)
-    meta = model_meta(model, rig, PreprocessConfig(resize=IMG, crop=IMG), {"test": "test_node"})
-    return save_checkpoint(tmp_path / f"tiny{num_cameras}", model, meta)
-
-
-def jpeg(img: np.ndarray) -> bytes:
-    import torch
-    from torchvision.io import encode_jpeg
-
-    return bytes(encode_jpeg(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)).numpy().tobytes())
-
-
-def _spin(executor, stop: threading.Event) -> None:
-    while not stop.is_set():
-        executor.spin_once(timeout_sec=0.05)
-
-
-def _wait(pred, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
-def _wait_stable(probe, hold_s: float, timeout: float, what: str) -> None:
-    """Wait until ``probe()`` returns a tuple whose first item is true and which stays equal for ``hold_s``."""
-    deadline = time.monotonic() + timeout
-    last, since = None, time.monotonic()
-    while True:
-        now = probe()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif now[0] and time.monotonic() - since >= hold_s:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}; last state {last}")
-        time.sleep(0.02)
+from helpers import IMG, PERIOD_NS, ROOT, jpeg, make_checkpoint, spin, wait, wait_stable  # noqa: E402
 
 
 @pytest.mark.parametrize("num_cameras", [4, 10])
@@ -139,12 +85,12 @@ def test_node_end_to_end(rclpy_context, tmp_path: Path, num_cameras: int) -> Non
     executor.add_node(node)
     executor.add_node(tester)
     stop = threading.Event()
-    spinner = threading.Thread(target=_spin, args=(executor, stop), daemon=True)
+    spinner = threading.Thread(target=spin, args=(executor, stop), daemon=True)
     spinner.start()
     try:
-        _wait(lambda: all(p.get_subscription_count() >= 1 for p in pubs), 20, "camera subscriptions to match")
+        wait(lambda: all(p.get_subscription_count() >= 1 for p in pubs), 20, "camera subscriptions to match")
         node_pose_pub = node.pub_pose
-        _wait(lambda: node_pose_pub.get_subscription_count() >= 1, 20, "the pose subscription to match")
+        wait(lambda: node_pose_pub.get_subscription_count() >= 1, 20, "the pose subscription to match")
 
         rng = np.random.default_rng(num_cameras)
         frames, die_at = 16, 8
@@ -176,7 +122,7 @@ def test_node_end_to_end(rclpy_context, tmp_path: Path, num_cameras: int) -> Non
                 pubs[0].publish(rc.numpy_to_image_msg(np.zeros((IMG + 8, IMG, 3), np.uint8), "rgb8", stamps[0] + 4))
                 bad_injected = 4
             time.sleep(0.06)
-        _wait(lambda: node.diagnostics_summary()["bundles"] >= frames - 3, 30, "bundles")
+        wait(lambda: node.diagnostics_summary()["bundles"] >= frames - 3, 30, "bundles")
 
         def settled() -> tuple:
             s = node.diagnostics_summary()
@@ -187,7 +133,7 @@ def test_node_end_to_end(rclpy_context, tmp_path: Path, num_cameras: int) -> Non
 
         # no input is left, so once every bundle is inferred or counted stale and every pose has arrived with its
         # covariance twin, nothing can change any more: require that state to hold for 0.5 s before stopping
-        _wait_stable(settled, 0.5, 40, "all bundles to be inferred or counted stale and their poses to arrive")
+        wait_stable(settled, 0.5, 40, "all bundles to be inferred or counted stale and their poses to arrive")
     finally:
         stop.set()
         spinner.join(5)

@@ -16,15 +16,12 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.ros
@@ -33,7 +30,7 @@ def test_signal_before_spinning_stops_the_node(tmp_path: Path) -> None:
     once, with the summary, instead of waiting forever."""
     pytest.importorskip("rclpy")
     import rclpy
-    from test_node import make_checkpoint
+    from helpers import make_checkpoint
 
     from mfapr_ros.ros import runtime
     from mfapr_ros.ros.env import apply_localhost_env
@@ -61,6 +58,7 @@ def test_signal_before_spinning_stops_the_node(tmp_path: Path) -> None:
 @pytest.mark.skipif(not os.environ.get("SOAK_CYCLES"), reason="soak: set SOAK_CYCLES=50 (about 10 s per cycle)")
 def test_start_sigint_soak(tmp_path: Path, ros_env: dict[str, str], rclpy_context) -> None:
     """SIGINT at a random moment (loading, subscribed, streaming images) must always exit 0 within 20 s."""
+    import helpers
     import numpy as np
     import rclpy
     import test_node as tn
@@ -70,7 +68,7 @@ def test_start_sigint_soak(tmp_path: Path, ros_env: dict[str, str], rclpy_contex
 
     from mfapr_ros.ros import convert as rc
 
-    ckpt = tn.make_checkpoint(tmp_path, 4)
+    ckpt = helpers.make_checkpoint(tmp_path, 4)
     env = dict(ros_env, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", OMP_NUM_THREADS="1")
     node = rclpy.create_node("soak_pub", context=rclpy_context)
     pubs = [node.create_publisher(Image, f"/cam{i}/image_raw", qos_profile_sensor_data) for i in range(4)]
@@ -93,8 +91,8 @@ def test_start_sigint_soak(tmp_path: Path, ros_env: dict[str, str], rclpy_contex
                 t1, k = time.monotonic(), 0
                 while mode == "streaming" and time.monotonic() - t1 < rnd.uniform(0.3, 3.0):
                     for p in pubs:
-                        p.publish(rc.numpy_to_image_msg(np.full((tn.IMG, tn.IMG, 3), k % 255, np.uint8), "rgb8",
-                                                        5_000_000_000 + k * tn.PERIOD_NS))
+                        img = np.full((helpers.IMG, helpers.IMG, 3), k % 255, np.uint8)
+                        p.publish(rc.numpy_to_image_msg(img, "rgb8", 5_000_000_000 + k * helpers.PERIOD_NS))
                     k += 1
                     ex.spin_once(timeout_sec=0.033)
             proc.send_signal(signal.SIGINT)

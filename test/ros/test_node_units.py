@@ -174,3 +174,103 @@ def test_path_buffer_is_bounded() -> None:
         path = pb.append(ps)
     assert len(path.poses) == 3 and [p.header.stamp.sec for p in path.poses] == [2, 3, 4]
     assert path.header.frame_id == "map" and path.header.stamp.sec == 4
+
+
+# ---------------------------------------------------------------- the uncertainty gate in _on_pose (no DDS)
+class _Pub:
+    def __init__(self) -> None:
+        self.sent = []
+
+    def publish(self, msg) -> None:
+        self.sent.append(msg)
+
+
+class _Tf:
+    enabled, lookup_failures = False, 0
+
+    def __init__(self) -> None:
+        self.sent = []
+
+    def publish(self, stamp_ns, t, q) -> bool:
+        self.sent.append(stamp_ns)
+        return True
+
+
+def _core(**params):
+    """A LocalizeCore with fake publishers, TF and synchronizer: ``_on_pose`` and the diagnostics run as in the node
+    (the real methods), without a ROS node or DDS."""
+    from types import SimpleNamespace
+
+    from mfapr_ros.core.sync import DROP_KEYS
+    from mfapr_ros.ros.localize_node import LocalizeCore
+
+    log = _Logger()
+
+    class Core(LocalizeCore):
+        def get_logger(self) -> _Logger:
+            return log
+
+        def get_name(self) -> str:
+            return "unsure"
+
+    core = Core()
+    core._init_core()
+    core.params = p = _params(**params)
+    core.bindings, core.device, core.path = [], "cpu", None
+    core.sync = SimpleNamespace(stats={k: 0 for k in DROP_KEYS})
+    core._reset_stats(p)
+    core.pub_pose, core.pub_pose_cov, core.pub_path, core.tf = _Pub(), _Pub(), None, _Tf()
+    core._active = True
+    return core, log
+
+
+def _rig_pose(stamp_ns: int, pos_std: float):
+    from mfapr_ros.core.localizer import RigPose
+
+    cov = np.diag([pos_std ** 2] * 3 + [0.01] * 3)
+    return RigPose(stamp_ns, np.array([1.0, 2, 0]), np.array([1.0, 0, 0, 0]), cov, 0.01, np.ones(4, bool))
+
+
+def test_on_pose_skips_uncertain_poses_counted_and_warned() -> None:
+    from mfapr_ros.ros.diagnostics import diagnostic_statuses, diagnostics_summary, final_summary_line
+
+    core, log = _core(**{"uncertainty.max_position_sigma": 0.5, "uncertainty.action": "skip"})
+    core._on_pose(_rig_pose(1, 0.1))  # confident: published
+    for k in range(12):
+        core._on_pose(_rig_pose(2 + k, 2.0))  # σ 2 m > 0.5 m: skipped
+    assert len(core.pub_pose.sent) == len(core.pub_pose_cov.sent) == len(core.tf.sent) == 1
+    assert core.poses_published == 1
+    s = diagnostics_summary(core)
+    assert s["uncertain_skipped"] == {"position_sigma": 12} and s["uncertain_inflated"] == {}
+    assert s["uncertain_skipped_poses"] == 12 and s["uncertain_share"] == pytest.approx(12 / 13)
+    assert sum("skipped" in m and "position_sigma" in m for m in log.lines) == 1  # throttled: one line so far
+    # a live camera (the fake core has none, which would read as "no images")
+    s["cameras"] = [{"name": "cam0", "topic": "/c", "rate_hz": 10.0, "received": 13, "silent_s": 0.0, "drops": {}}]
+    main = diagnostic_statuses(s, "unsure", 0.5)[0]
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    kv = {x.key: x.value for x in main.values}
+    assert kv["uncertain_skipped.position_sigma"] == "12" and kv["uncertain_skipped"] == "12"
+    assert main.level == DiagnosticStatus.WARN and "unsure" in main.message
+    assert "12 skipped" in final_summary_line(s)
+
+
+def test_on_pose_inflates_uncertain_poses_and_default_is_off() -> None:
+    from mfapr_ros.ros.convert import covariance_to_msg
+    from mfapr_ros.ros.diagnostics import diagnostics_summary
+
+    core, _ = _core(**{"uncertainty.max_position_sigma": 0.5, "uncertainty.inflate_factor": 2.0})
+    seen = []
+    core.on_pose.append(seen.append)
+    core._on_pose(_rig_pose(1, 1.0))
+    (msg,) = core.pub_pose_cov.sent
+    cov = np.array(msg.pose.covariance).reshape(6, 6)
+    assert cov[0, 0] == pytest.approx(4.0) and cov[5, 5] == pytest.approx(0.01)  # position σ × 2, rotation kept
+    assert seen[0].covariance[0, 0] == pytest.approx(4.0)  # hooks see what was published
+    s = diagnostics_summary(core)
+    assert s["uncertain_inflated"] == {"position_sigma": 1} and s["uncertain_skipped_poses"] == 0
+    # defaults: the gate is off, the model's covariance goes out unchanged
+    core, _ = _core()
+    core._on_pose(_rig_pose(1, 100.0))
+    assert list(core.pub_pose_cov.sent[0].pose.covariance) == list(covariance_to_msg(_rig_pose(1, 100.0).covariance))
+    assert diagnostics_summary(core)["uncertain_window"] == 1
