@@ -29,12 +29,14 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from mfapr_ros.core.errors import CheckpointError, DataError
+
+if TYPE_CHECKING:  # torch is imported where a thumbnail is computed: the mean-pose reader stays numpy-only
+    import torch
 
 THUMB = 16
 SUFFIX = ".retrieval.safetensors"
@@ -47,6 +49,8 @@ def thumbnails(images: torch.Tensor | np.ndarray, mask: torch.Tensor | np.ndarra
     Grey = channel mean (the same for ImageNet-normalised or [0, 1] inputs up to an affine map, which the per-camera
     normalisation removes).
     """
+    import torch
+
     x = torch.as_tensor(images).float()
     if x.dim() != 5 or x.shape[2] != 3:
         raise DataError(f"retrieval thumbnails: images must be (B, T, 3, H, W), got {tuple(x.shape)}")
@@ -107,6 +111,7 @@ class RetrievalDatabase:
 
     def save(self, path: str | Path) -> Path:
         """Atomic write of ``path`` (safetensors; no pickle)."""
+        import torch
         from safetensors.torch import save
 
         from mfapr_ros.core.io import atomic_write_bytes
