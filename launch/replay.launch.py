@@ -54,7 +54,7 @@ def generate_launch_description() -> LaunchDescription:
     evaluator = Node(
         package=PACKAGE, executable="evaluator_node", name="evaluator_node", output="screen", emulate_tty=True,
         parameters=[{
-            "pose_topic": f"/{LOCALIZER_NAME}/pose",
+            "pose_topic": f"/{LOCALIZER_NAME}/pose_with_covariance",  # scored + covariance calibration
             "gt_topic": ParameterValue(LaunchConfiguration("gt_topic"), value_type=str),
             "gt_tf": ParameterValue(LaunchConfiguration("gt_tf"), value_type=str),
             "out_dir": ParameterValue(LaunchConfiguration("out_dir"), value_type=str),

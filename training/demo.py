@@ -118,8 +118,10 @@ def replay_live(out: Path, ckpt: Path, bag: Path, env: dict[str, str]) -> Path:
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / "evaluator.log", "w") as ev_log, open(logs / "localize_node.log", "w") as node_log:
         evaluator = subprocess.Popen([py, "-m", "mfapr_ros.ros.evaluator_node", "--out", str(report),
-                                      "--checkpoint", str(ckpt), "--ros-args", "-p", "gt_type:=pose",
-                                      "-p", "pose_type:=pose", "-p", "use_sim_time:=true"],
+                                      "--checkpoint", str(ckpt),
+                                      "--pose-topic", "/mfapr_localizer/pose_with_covariance",
+                                      "--ros-args", "-p", "gt_type:=pose", "-p", "pose_type:=pose_cov",
+                                      "-p", "use_sim_time:=true"],
                                      env=env, stdout=ev_log, stderr=subprocess.STDOUT)
         node = subprocess.Popen([py, "-m", "mfapr_ros.ros.localize_node", "--ros-args", "-p", f"checkpoint:={ckpt}",
                                  "-p", "device:=cpu", "-p", "use_sim_time:=true"],

@@ -115,13 +115,23 @@ def published_covariances(res: dict[str, Any], ckpt: Any, calibrated: bool = Tru
                             if anchor_covariance and "anchor_logits" in res else None)
 
 
+def calibration_section(res: dict[str, Any], ckpt: Any) -> dict[str, Any] | None:
+    """The report's ``calibration`` section for :func:`evaluate`'s rows: coverage/NLL of the covariances the node
+    would publish (:func:`published_covariances`), or ``None`` when there are no rows."""
+    from mfapr_ros.core.calibration import report_section
+
+    if len(res["t_est"]) == 0:
+        return None
+    return report_section(res["t_gt"], res["q_gt"], res["t_est"], res["q_est"], published_covariances(res, ckpt),
+                          ckpt.meta)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch.utils.data as tud
 
     from mfapr_ros.core.baselines import MEAN_POSE_KEY, checkpoint_mean_pose
-    from mfapr_ros.core.calibration import report_kwargs, report_section
     from mfapr_ros.core.preprocess import PreprocessConfig
     from mfapr_ros.evaluation import print_summary, write_report
     from mfapr_ros.models import load_model
@@ -169,9 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                          latency_s=res["latency"], meta=meta, camera_names=rig.camera_names,
                          plots_enabled=not args.no_plots,
                          retrieval=(res["ret_t"], res["ret_q"]) if "ret_t" in res else None,
-                         **report_kwargs(write_report, report_section(res["t_gt"], res["q_gt"], res["t_est"],
-                                                                      res["q_est"], published_covariances(res, ckpt),
-                                                                      ckpt.meta)))
+                         calibration=calibration_section(res, ckpt))
     from mfapr_ros.evaluation import load_report
 
     print_summary(load_report(paths["json"]))

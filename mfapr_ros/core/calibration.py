@@ -217,14 +217,6 @@ def report_section(t_gt: Any, q_gt: Any, t_est: Any, q_est: Any, cov: Any,
             "yaw_assumption": "yaw variance = covariance[rot_z, rot_z] (ground rig, world z up)"}
 
 
-def report_kwargs(write_report: Any, section: dict[str, Any] | None) -> dict[str, Any]:
-    """``{"calibration": section}`` when ``write_report`` takes it (evaluation/report.py), else ``{}`` — so an
-    evaluator never fails on a report writer that predates the section."""
-    import inspect
-
-    return {"calibration": section} if "calibration" in inspect.signature(write_report).parameters else {}
-
-
 def markdown_table(section: Mapping[str, Any] | None) -> list[str]:
     """Markdown lines of one report ``calibration`` section (empty when there is none)."""
     if not section or not section.get("blocks"):

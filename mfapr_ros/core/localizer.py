@@ -32,13 +32,15 @@ import torch
 
 from .errors import ConfigError, DataError
 from .preprocess import PreprocessConfig, preprocess_bundle
+from .uncertainty import DEFAULT_ORIENTATION_STD, DEFAULT_POSITION_STD
 
 _LOG = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-#: Default covariance diagonal: (position variance m², rotation variance rad²) — 0.5 m and ~10° standard deviations,
-#: roughly the accuracy of absolute pose regression on a building-scale scene; set it from your evaluation report.
-DEFAULT_COVARIANCE = (0.25, 0.03)
+#: Default covariance diagonal: (position variance m², rotation variance rad²) — 0.5 m and 0.1 rad (5.7°) standard
+#: deviations (:data:`mfapr_ros.core.uncertainty.DEFAULT_POSITION_STD`, the node's ``covariance.*`` defaults),
+#: roughly the accuracy of absolute pose regression on a building-scale scene; calibration rescales it.
+DEFAULT_COVARIANCE = (DEFAULT_POSITION_STD ** 2, DEFAULT_ORIENTATION_STD ** 2)
 
 
 @dataclass(frozen=True)

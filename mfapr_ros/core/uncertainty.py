@@ -61,6 +61,12 @@ from .log_sink import warn
 
 _LOG = logging.getLogger(__name__)
 
+#: The fallback covariance's standard deviations (position m, orientation rad) when the model predicts none: the node's
+#: ``covariance.position_std``/``orientation_std`` defaults and the Localizer's ``DEFAULT_COVARIANCE`` both come from
+#: here, so the covariance eval-bag scores and calibration fits on is the one the node publishes.
+DEFAULT_POSITION_STD = 0.5
+DEFAULT_ORIENTATION_STD = 0.1
+
 ACTIONS = ("inflate", "skip")
 #: every reason :func:`judge` can give, in the order it reports them
 REASONS = ("position_sigma", "yaw_sigma", "retrieval_disagreement")

@@ -30,7 +30,6 @@ import numpy as np
 from mfapr_ros.bag.bundles import DecodedBundle, bind_bag_topics, decode_bundles, iter_bundles
 from mfapr_ros.bag.reader import BagInfo, BagReader, Trajectory, read_gt
 from mfapr_ros.core.baselines import checkpoint_mean_pose
-from mfapr_ros.core.calibration import report_kwargs
 from mfapr_ros.core.drops import DropCounter
 from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.sync import SyncSettings
@@ -338,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                          q_est=res.q_est, baseline=baseline, masks=res.masks, latency_s=res.latency_s, meta=meta,
                          camera_names=res.camera_names, plots_enabled=not args.no_plots,
                          retrieval=(res.retrieval_t, res.retrieval_q) if res.retrieval_t is not None else None,
-                         **report_kwargs(write_report, calibration_section(res, ck_meta)))
+                         calibration=calibration_section(res, ck_meta))
     print_summary(load_report(paths["json"]))
     print(f"{res.bundles} bundles in {res.wall_seconds:.2f} s ({res.bundles_per_s:.1f} bundles/s); "
           f"{res.bag_seconds:.1f} s of bag → {res.speedup:.1f}× real time")

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from mfapr_ros.bag.reader import Trajectory, build_trajectory
-from mfapr_ros.core.calibration import report_kwargs
 from mfapr_ros.core.drops import DropCounter
 
 from .metrics import compute_metrics, metrics_from_errors, pose_errors
@@ -193,7 +192,7 @@ class OnlineEvaluator:
                             q_est=arr(self.q_est, 4), baseline=baseline,
                             latency_s=lat if np.isfinite(lat).any() else None, meta=meta,
                             plots_enabled=plots_enabled, retrieval=retrieval,
-                            **report_kwargs(write_report, self.calibration_section(stamps, checkpoint_meta)))
+                            calibration=self.calibration_section(stamps, checkpoint_meta))
 
     def calibration_section(self, stamps: Sequence[int], checkpoint_meta: dict[str, Any] | None = None
                             ) -> dict[str, Any] | None:

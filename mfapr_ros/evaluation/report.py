@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from mfapr_ros import __version__
+from mfapr_ros.core.calibration import markdown_table as calibration_markdown
 from mfapr_ros.core.errors import DataError
 from mfapr_ros.core.geometry import RECALL_BINS
 from mfapr_ros.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -154,13 +155,16 @@ def write_report(out_dir: str | Path, *, stamps_ns: Sequence[int] | np.ndarray, 
                  q_est: Any, baseline: tuple[Any, Any] | None = None, masks: Any = None,
                  tracks: Sequence[str] | None = None, latency_s: Sequence[float] | np.ndarray | None = None,
                  meta: dict[str, Any] | None = None, camera_names: Sequence[str] | None = None,
-                 plots_enabled: bool = True, retrieval: tuple[Any, Any] | None = None) -> dict[str, Path]:
+                 plots_enabled: bool = True, retrieval: tuple[Any, Any] | None = None,
+                 calibration: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write the report for paired GT/estimate rows into ``out_dir``; returns ``{kind: path}`` (keys of FILES).
 
     ``baseline``: see :func:`resolve_baseline`. ``masks``: ``(N, T)`` bool camera presence per pose (the
     availability strip; names from ``camera_names`` or ``meta["cameras"]``). ``meta``: anything JSON-serialisable
     the reader needs to reproduce the run (checkpoint, bag, resolved options, drop counters). ``retrieval``:
     ``(t (N,3), q (N,4))`` the image-retrieval baseline's pose per row (:mod:`.retrieval`), or ``None``.
+    ``calibration``: the covariance-calibration section (:func:`mfapr_ros.core.calibration.report_section`: 1σ/2σ/3σ
+    coverage and NLL of the published covariance), or ``None`` when the poses carry no covariance.
     """
     meta = dict(meta or {})
     stamps = np.asarray(stamps_ns, dtype=np.int64).reshape(-1)
@@ -179,8 +183,8 @@ def write_report(out_dir: str | Path, *, stamps_ns: Sequence[int] | np.ndarray, 
         metrics["camera_presence"] = _camera_presence(mask_arr, names)
     doc = {
         "format": REPORT_FORMAT, "format_version": REPORT_VERSION, "mfapr_ros_version": __version__,
-        "metrics": metrics, "baseline": base_doc, "retrieval": retrieval_doc, "meta": meta,
-        "rows": _pose_rows(stamps, t_gt, q_gt, t_est, q_est, t_err, r_err, tracks, mask_arr, lat),
+        "metrics": metrics, "baseline": base_doc, "retrieval": retrieval_doc, "calibration": calibration,
+        "meta": meta, "rows": _pose_rows(stamps, t_gt, q_gt, t_est, q_est, t_err, r_err, tracks, mask_arr, lat),
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -282,6 +286,7 @@ def markdown_summary(doc: dict[str, Any]) -> str:
         for name, tm in per_track.items():
             lines.append(f"| {name} | {tm['count']} | {_fmt(tm['translation_m']['median'])} | "
                          f"{_fmt(tm['rotation_deg']['median'], 2)} |")
+    lines += calibration_markdown(doc.get("calibration"))
     drops = meta.get("drops")
     if isinstance(drops, dict) and drops:
         lines += ["", "Dropped: " + ", ".join(f"{k} {v}" for k, v in drops.items()) + "."]
@@ -311,6 +316,12 @@ def format_summary(doc_or_metrics: dict[str, Any], baseline_metrics: dict[str, A
         rt, rr = retrieval["translation_m"], retrieval["rotation_deg"]
         lines.append(f"image-retrieval baseline median: {_fmt(rt['median'])} m, {_fmt(rr['median'], 2)}° "
                      f"(mean {_fmt(rt['mean'])} m, {_fmt(rr['mean'], 2)}°)")
+    cal = (doc_or_metrics.get("calibration") or {}).get("blocks") if "metrics" in doc_or_metrics else None
+    if cal:
+        lines.append("covariance coverage 1σ/2σ/3σ: " + "; ".join(
+            f"{name} " + "/".join(f"{b['coverage'][k]:.0f}" for k in b["coverage"]) + " %"
+            + " (target " + "/".join(f"{b['target'][k]:.0f}" for k in b["target"]) + ")"
+            for name, b in cal.items()))
     lat = m.get("latency_s")
     if lat and lat.get("count"):
         lines.append(f"latency p50 {1e3 * lat['p50']:.1f} ms, p99 {1e3 * lat['p99']:.1f} ms")

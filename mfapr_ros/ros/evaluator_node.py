@@ -137,6 +137,13 @@ def _msg_pose(msg: Any) -> tuple[int, np.ndarray, np.ndarray]:
     return time_to_ns(msg.header.stamp), t, q
 
 
+def _msg_covariance(msg: Any) -> np.ndarray | None:
+    """The 36 row-major covariance values of a PoseWithCovarianceStamped / Odometry, ``None`` for a PoseStamped
+    (then the report has no calibration section: there is no published covariance to score)."""
+    cov = getattr(msg.pose, "covariance", None)
+    return None if cov is None else np.asarray(cov, dtype=np.float64)
+
+
 class EvaluatorNode(Node):
     """See the module docstring. ``finished`` becomes True when a stop condition is met (the caller writes)."""
 
@@ -227,7 +234,7 @@ class EvaluatorNode(Node):
     # ------------------------------------------------------------------ callbacks
     def _on_pose(self, msg: Any) -> None:
         s, t, q = _msg_pose(msg)
-        self.ev.add_estimate(s, t, q)
+        self.ev.add_estimate(s, t, q, covariance=_msg_covariance(msg))
 
     def _on_retrieval(self, msg: Any) -> None:
         s, t, q = _msg_pose(msg)
@@ -335,7 +342,22 @@ class EvaluatorNode(Node):
                 "gt": f"tf {self.p.gt_tf}" if self.p.gt_tf else self.p.gt_topic,
                 "subscribed": self.subscribed, "baseline_source": src, "checkpoint": self.p.checkpoint or None,
                 "finish_reason": self.finish_reason or "shutdown", "parameters": self.p.to_dict()}
-        return self.ev.write(self.p.out_dir, meta=meta, baseline=baseline, plots_enabled=bool(self.p.plots))
+        return self.ev.write(self.p.out_dir, meta=meta, baseline=baseline, plots_enabled=bool(self.p.plots),
+                             checkpoint_meta=self._checkpoint_meta())
+
+    def _checkpoint_meta(self) -> dict[str, Any] | None:
+        """The checkpoint's JSON meta (its stored covariance calibration goes into the report), or ``None`` when no
+        checkpoint is set or it cannot be read (logged: the report is still written, without the stored scales)."""
+        if not self.p.checkpoint:
+            return None
+        from mfapr_ros.core.checkpoint import read_checkpoint_meta
+
+        try:
+            return read_checkpoint_meta(self.p.checkpoint)
+        except (OSError, ValueError, MfaprError) as e:
+            self.get_logger().warning(f"checkpoint {self.p.checkpoint!r}: cannot read its meta ({e}); the report's "
+                                      "calibration section has no stored scales")
+            return None
 
 
 def _split_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:

@@ -23,7 +23,7 @@ from mfapr_ros.core.errors import ConfigError
 from mfapr_ros.core.rig import TRANSPORTS, Rig
 from mfapr_ros.core.sync import POLICIES, PUBLISH_MODES, SyncSettings
 from mfapr_ros.core.uncertainty import ACTIONS as UNCERTAINTY_ACTIONS
-from mfapr_ros.core.uncertainty import UncertaintyGate
+from mfapr_ros.core.uncertainty import DEFAULT_ORIENTATION_STD, DEFAULT_POSITION_STD, UncertaintyGate
 
 TF_MODES = ("none", "map_to_base", "map_to_odom")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -85,10 +85,10 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("transform_tolerance", 0.1, "float", "Future-date the map->odom TF by this many seconds (as nav2 "
               "AMCL does) so consumers can look up poses up to it.", ">= 0"),
     ParamSpec("path_length", 1000, "int", "Poses kept in ~/path; 0 disables the path topic.", ">= 0"),
-    ParamSpec("covariance.position_std", 0.5, "float", "Position std (m) used when the model has no predicted "
-              "variance.", "> 0"),
-    ParamSpec("covariance.orientation_std", 0.1, "float", "Orientation std (rad) used when the model has no "
-              "predicted variance.", "> 0"),
+    ParamSpec("covariance.position_std", DEFAULT_POSITION_STD, "float", "Position std (m) used when the model has "
+              "no predicted variance (before the checkpoint's covariance calibration).", "> 0"),
+    ParamSpec("covariance.orientation_std", DEFAULT_ORIENTATION_STD, "float", "Orientation std (rad) used when the "
+              "model has no predicted variance (before the checkpoint's covariance calibration).", "> 0"),
     ParamSpec("uncertainty.max_position_sigma", 0.0, "float", "Poses whose predicted position sigma (m; sqrt of the "
               "largest eigenvalue of the 3x3 position covariance) exceeds this are uncertain; 0 = off.", ">= 0"),
     ParamSpec("uncertainty.max_yaw_sigma_deg", 0.0, "float", "Poses whose predicted yaw sigma (degrees, from the "
@@ -144,8 +144,8 @@ class NodeParams:
     tf_mode: str = "none"
     transform_tolerance: float = 0.1
     path_length: int = 1000
-    covariance_position_std: float = 0.5
-    covariance_orientation_std: float = 0.1
+    covariance_position_std: float = DEFAULT_POSITION_STD
+    covariance_orientation_std: float = DEFAULT_ORIENTATION_STD
     uncertainty_max_position_sigma: float = 0.0
     uncertainty_max_yaw_sigma_deg: float = 0.0
     uncertainty_max_retrieval_disagreement: float = 0.0

@@ -156,3 +156,37 @@ def test_write_report_rejects_mismatched_lengths(tmp_path):
                      masks=np.ones((3, 2), bool), meta={})
     with pytest.raises(DataError, match="load_report|no evaluation report"):
         load_report(tmp_path / "nothing")
+
+
+def test_write_report_renders_calibration_section(tmp_path):
+    """Errors drawn from the published covariance (σ = 0.5 m, 2°): the section lands in JSON, Markdown and the
+    console summary with coverage near the χ² targets; without a section the report says nothing about it."""
+    from mfapr_ros.core.calibration import report_section
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    t_gt = np.zeros((n, 3))
+    q_gt = np.tile([1.0, 0, 0, 0], (n, 1))
+    t_est = rng.normal(0, 0.5, (n, 3))
+    q_est = quat_from_yaw(np.radians(rng.normal(0, 2.0, n)))
+    cov = np.zeros((n, 6, 6))
+    cov[:, :3, :3] = np.eye(3) * 0.25
+    cov[:, 3:, 3:] = np.eye(3) * np.radians(2.0) ** 2
+    sec = report_section(t_gt, q_gt, t_est, q_est, cov, {"covariance_calibration": {
+        "position_scale": 1.5, "rotation_scale": 0.8, "fitted_on": "validation", "n": 250}})
+    paths = write_report(tmp_path / "rep", stamps_ns=np.arange(n), t_gt=t_gt, q_gt=q_gt, t_est=t_est, q_est=q_est,
+                         meta={}, plots_enabled=False, calibration=sec)
+    doc = load_report(tmp_path / "rep")
+    blocks = doc["calibration"]["blocks"]
+    for name, k in (("position_2d", "2sigma"), ("position_3d", "1sigma"), ("yaw", "3sigma")):
+        assert abs(blocks[name]["coverage"][k] - blocks[name]["target"][k]) < 3.0, (name, k, blocks[name])
+    assert doc["calibration"]["stored"]["position_scale"] == 1.5
+    md = paths["markdown"].read_text()
+    assert "### Covariance calibration" in md and "| position_2d |" in md and "×1.5" in md
+    assert "covariance coverage 1σ/2σ/3σ" in format_summary(doc)
+    write_report(tmp_path / "none", stamps_ns=np.arange(n), t_gt=t_gt, q_gt=q_gt, t_est=t_est, q_est=q_est,
+                 meta={}, plots_enabled=False)
+    plain = load_report(tmp_path / "none")
+    assert plain["calibration"] is None
+    assert "Covariance calibration" not in (tmp_path / "none" / "report.md").read_text()
+    assert "covariance coverage" not in format_summary(plain)

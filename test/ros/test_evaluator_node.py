@@ -245,8 +245,8 @@ def test_play_node_evaluator_pipeline(tmp_path, ros_env):
     out = tmp_path / "live"
     py = sys.executable
     evaluator = subprocess.Popen([py, "-m", "mfapr_ros.ros.evaluator_node", "--out", str(out), "--checkpoint", str(ck),
-                                  "--ros-args", "-p", "gt_type:=pose", "-p", "pose_type:=pose",
-                                  "-p", "use_sim_time:=true"],
+                                  "--pose-topic", "/mfapr_localizer/pose_with_covariance", "--ros-args", "-p",
+                                  "gt_type:=pose", "-p", "pose_type:=pose_cov", "-p", "use_sim_time:=true"],
                                  env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # reliable images end to end (player --image-qos reliable + the node's standard qos_overrides), and half speed:
     # the comparison below must not depend on best-effort losses or on CPU contention on a loaded 2-core CI box
@@ -280,3 +280,15 @@ def test_play_node_evaluator_pipeline(tmp_path, ros_env):
     np.testing.assert_allclose([live[s]["t_est"] for s in common], [off[s] for s in common], atol=1e-4)
     assert doc["metrics"]["count"] == len(live) and (out / "trajectory.png").exists()
     assert "poses:" in ev_out
+    # the covariance that crossed DDS is the offline Localizer's: same calibration figures on the same rows
+    from mfapr_ros.core.calibration import report_section
+
+    rows = [live[s] for s in common]
+    cov = dict(zip(offline.stamps_ns.tolist(), offline.covariances, strict=True))
+    want = report_section(*(np.array([r[k] for r in rows]) for k in ("t_gt", "q_gt_wxyz", "t_est", "q_est_wxyz")),
+                          np.array([cov[s] for s in common]))
+    got = doc["calibration"]["blocks"]
+    for name, block in want["blocks"].items():
+        assert got[name]["count"] == len(common)
+        assert got[name]["nll"] == pytest.approx(block["nll"], abs=1e-3), name
+    assert "Covariance calibration" in (out / "report.md").read_text()

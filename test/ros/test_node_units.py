@@ -274,3 +274,13 @@ def test_on_pose_inflates_uncertain_poses_and_default_is_off() -> None:
     core._on_pose(_rig_pose(1, 100.0))
     assert list(core.pub_pose_cov.sent[0].pose.covariance) == list(covariance_to_msg(_rig_pose(1, 100.0).covariance))
     assert diagnostics_summary(core)["uncertain_window"] == 1
+
+
+def test_node_default_covariance_is_the_one_eval_and_calibration_score() -> None:
+    """The node's fallback covariance (``covariance.*`` defaults) equals the Localizer's ``DEFAULT_COVARIANCE``,
+    which eval-bag, ``mfapr evaluate`` and ``mfapr calibrate`` score and fit on: otherwise the stored σ factors would
+    be applied to a different covariance than the one they were fitted on (they were: 0.01 vs 0.03 rad²)."""
+    from mfapr_ros.core.localizer import DEFAULT_COVARIANCE
+
+    p = validate_params({"checkpoint": "model.json"})
+    assert p.default_covariance() == pytest.approx([DEFAULT_COVARIANCE[0]] * 3 + [DEFAULT_COVARIANCE[1]] * 3)
