@@ -169,6 +169,10 @@ def summarise(report_json: Path, title: str) -> dict:
         parts = ([f"mean pose {100 * b['recall'][key]:.0f} %"] if b else []) + \
             ([f"retrieval {100 * r['recall'][key]:.0f} %"] if r else [])
         print(f"  within {key:<15}: {100 * val:.0f} %" + (f"  ({', '.join(parts)})" if parts else ""))
+    for name, blk in ((doc.get("calibration") or {}).get("blocks") or {}).items():
+        cov = "/".join(f"{v:.0f}" for v in blk["coverage"].values())
+        tgt = "/".join(f"{v:.0f}" for v in blk["target"].values())
+        print(f"  covariance {name:<11}: {cov} % inside 1σ/2σ/3σ (Gaussian {tgt} %)")
     return doc
 
 

@@ -39,3 +39,11 @@ def test_tiny_demo_end_to_end(tmp_path, ros_env):
     for doc in (offline, live):
         assert doc["retrieval"] is not None and doc["retrieval"]["metrics"]["count"] == doc["metrics"]["count"]
     assert "image-retrieval basel." in proc.stdout
+    # both reports score the covariance the node publishes (live: ~/pose_with_covariance over DDS) with the
+    # checkpoint's stored calibration, and the summary prints it
+    assert "covariance_calibration" in json.loads((out / "train" / "best.json").read_text())
+    for doc in (offline, live):
+        cal = doc["calibration"]
+        assert cal is not None and cal["stored"]["n"] >= 1
+        assert cal["blocks"]["position_2d"]["count"] == doc["metrics"]["count"]
+    assert "covariance position_2d" in proc.stdout
