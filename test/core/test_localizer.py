@@ -77,7 +77,7 @@ def test_infer_matches_model_on_the_one_preprocessing(loc: Localizer) -> None:
     np.testing.assert_allclose(p.t, ref["t"][0].numpy(), atol=1e-5)
     q = ref["q"][0].numpy() * np.sign(ref["q"][0, 0].item())
     np.testing.assert_allclose(p.q, q, atol=1e-5)
-    np.testing.assert_allclose(np.diag(p.covariance), [0.25] * 3 + [0.03] * 3)  # the default diagonal
+    np.testing.assert_allclose(np.diag(p.covariance), [0.25] * 3 + [0.01] * 3)  # default: 0.5 m, 0.1 rad
     assert np.linalg.norm(p.t - T_MEAN) < 3.0 * 10  # de-normalised around t_mean with t_scale 3
 
 
