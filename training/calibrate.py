@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mfapr_ros.core.calibration import levels_text
+
 log = logging.getLogger("mfapr_training")
 
 
@@ -127,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                                    args.covariance_source])
     for when in ("before", "after"):
         cov = doc[f"coverage_{when}"]
-        print(f"{when:>6}: " + "; ".join(f"{k} " + "/".join(f"{v:.1f}" for v in c.values()) + " %"
-                                          f" (NLL {doc[f'nll_{when}'][k]:.3f})" for k, c in cov.items()))
+        print(f"{when:>6}: " + "; ".join(f"{k} {levels_text(c, 1)} % (NLL {doc[f'nll_{when}'][k]:.3f})"
+                                          for k, c in cov.items()))
     print(f"mfapr calibrate: position ×{doc['position_scale']:.4g}, rotation ×{doc['rotation_scale']:.4g} "
           f"({doc['source']}) stored in {args.checkpoint}")
     return 0

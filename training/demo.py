@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mfapr_ros.core.calibration import levels_text
 from mfapr_ros.core.errors import MfaprError
 from mfapr_ros.ros.env import localhost_env
 
@@ -170,9 +171,8 @@ def summarise(report_json: Path, title: str) -> dict:
             ([f"retrieval {100 * r['recall'][key]:.0f} %"] if r else [])
         print(f"  within {key:<15}: {100 * val:.0f} %" + (f"  ({', '.join(parts)})" if parts else ""))
     for name, blk in ((doc.get("calibration") or {}).get("blocks") or {}).items():
-        cov = "/".join(f"{v:.0f}" for v in blk["coverage"].values())
-        tgt = "/".join(f"{v:.0f}" for v in blk["target"].values())
-        print(f"  covariance {name:<11}: {cov} % inside 1σ/2σ/3σ (Gaussian {tgt} %)")
+        print(f"  covariance {name:<11}: {levels_text(blk['coverage'])} % inside 1σ/2σ/3σ "
+              f"(Gaussian {levels_text(blk['target'])} %)")
     return doc
 
 

@@ -103,12 +103,12 @@ def published_covariances(res: dict[str, Any], ckpt: Any, calibrated: bool = Tru
     """``(N, 6, 6)`` covariances of :func:`evaluate`'s rows as the node would publish them: the Localizer's one
     function (:func:`mfapr_ros.core.localizer.pose_covariances`: ``log_var``, or its default covariance plus the
     anchor mixture's spread) and, when ``calibrated``, the checkpoint's stored calibration scales."""
-    from mfapr_ros.core.calibration import META_KEY, stored_scales
+    from mfapr_ros.core.calibration import stored_scales, uses_anchor_covariance
     from mfapr_ros.core.localizer import DEFAULT_COVARIANCE, covariance_matrix, pose_covariances
 
     t_scale = float(ckpt.meta["model"]["pose_normalization"]["t_scale"])
     if anchor_covariance is None:  # as the Localizer: follow the stored calibration's source
-        anchor_covariance = (ckpt.meta.get(META_KEY) or {}).get("source") != "default_covariance"
+        anchor_covariance = uses_anchor_covariance(ckpt.meta)
     return pose_covariances(res.get("log_var"), len(res["t_est"]), t_scale, covariance_matrix(DEFAULT_COVARIANCE),
                             stored_scales(ckpt.meta) if calibrated else None,
                             (res["anchor_logits"], res["anchor_positions"], res["t_norm"])

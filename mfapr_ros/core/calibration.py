@@ -117,6 +117,11 @@ def coverage(err: Any, cov: Any) -> dict[str, Any]:
             "target": coverage_targets(k), "nll": float(np.mean(nll)), "median_d2": float(np.median(d2))}
 
 
+def levels_text(shares: Mapping[str, float], digits: int = 0) -> str:
+    """``"42/82/97"``: the 1σ/2σ/3σ shares of a coverage (or target) dict, as every console summary prints them."""
+    return "/".join(f"{v:.{digits}f}" for v in shares.values())
+
+
 def max_coverage_gap(section: Mapping[str, Any]) -> float:
     """The worst ``|coverage − target|`` (points) over the levels of one :func:`coverage` result."""
     return max(abs(section["coverage"][key] - section["target"][key]) for key in section["target"])
@@ -205,6 +210,13 @@ def stored_scales(meta: Mapping[str, Any] | None) -> tuple[float, float] | None:
     if not (math.isfinite(sp) and math.isfinite(sr) and sp > 0 and sr > 0):
         return None
     return sp, sr
+
+
+def uses_anchor_covariance(meta: Mapping[str, Any] | None) -> bool:
+    """Whether an anchor-head model's covariance includes the anchor mixture's spread: yes unless the stored
+    calibration was fitted on the constant default (``source``), so the Localizer and ``mfapr evaluate`` publish
+    and score the covariance the scales were fitted on."""
+    return ((meta or {}).get(META_KEY) or {}).get("source") != "default_covariance"
 
 
 def report_section(t_gt: Any, q_gt: Any, t_est: Any, q_est: Any, cov: Any,

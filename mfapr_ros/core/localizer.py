@@ -230,10 +230,10 @@ class Localizer:
             raise ConfigError(f"{self.checkpoint.path}: rig '{self.rig.name}' has {self.rig.num_cameras} cameras but "
                               f"the model takes {self.num_cameras}")
         self.t_scale = float(self.model.config["pose_normalization"]["t_scale"])
-        from .calibration import META_KEY, stored_scales
+        from .calibration import META_KEY, stored_scales, uses_anchor_covariance
 
         if anchor_covariance is None:
-            anchor_covariance = (self.checkpoint.meta.get(META_KEY) or {}).get("source") != "default_covariance"
+            anchor_covariance = uses_anchor_covariance(self.checkpoint.meta)
         self.anchor_covariance = bool(anchor_covariance)
         #: (position, rotation) σ factors applied to every covariance, or None (uncalibrated / ``calibrated=False``)
         self.covariance_scales = stored_scales(self.checkpoint.meta) if calibrated else None

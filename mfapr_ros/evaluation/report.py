@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from mfapr_ros import __version__
+from mfapr_ros.core.calibration import levels_text
 from mfapr_ros.core.calibration import markdown_table as calibration_markdown
 from mfapr_ros.core.errors import DataError
 from mfapr_ros.core.geometry import RECALL_BINS
@@ -296,12 +297,13 @@ def markdown_summary(doc: dict[str, Any]) -> str:
 
 def format_summary(doc_or_metrics: dict[str, Any], baseline_metrics: dict[str, Any] | None = None) -> str:
     """A few console lines: count, median errors, recall bins, and the baselines' medians for comparison."""
-    retrieval = None
+    retrieval = cal = None
     if "metrics" in doc_or_metrics:
         m = doc_or_metrics["metrics"]
         base = doc_or_metrics.get("baseline")
         baseline_metrics = base["metrics"] if base else baseline_metrics
         retrieval = (doc_or_metrics.get("retrieval") or {}).get("metrics")
+        cal = (doc_or_metrics.get("calibration") or {}).get("blocks")
     else:
         m = doc_or_metrics
     t, r = m["translation_m"], m["rotation_deg"]
@@ -316,12 +318,9 @@ def format_summary(doc_or_metrics: dict[str, Any], baseline_metrics: dict[str, A
         rt, rr = retrieval["translation_m"], retrieval["rotation_deg"]
         lines.append(f"image-retrieval baseline median: {_fmt(rt['median'])} m, {_fmt(rr['median'], 2)}° "
                      f"(mean {_fmt(rt['mean'])} m, {_fmt(rr['mean'], 2)}°)")
-    cal = (doc_or_metrics.get("calibration") or {}).get("blocks") if "metrics" in doc_or_metrics else None
     if cal:
         lines.append("covariance coverage 1σ/2σ/3σ: " + "; ".join(
-            f"{name} " + "/".join(f"{b['coverage'][k]:.0f}" for k in b["coverage"]) + " %"
-            + " (target " + "/".join(f"{b['target'][k]:.0f}" for k in b["target"]) + ")"
-            for name, b in cal.items()))
+            f"{name} {levels_text(b['coverage'])} % (target {levels_text(b['target'])})" for name, b in cal.items()))
     lat = m.get("latency_s")
     if lat and lat.get("count"):
         lines.append(f"latency p50 {1e3 * lat['p50']:.1f} ms, p99 {1e3 * lat['p99']:.1f} ms")

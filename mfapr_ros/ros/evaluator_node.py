@@ -156,8 +156,9 @@ class EvaluatorNode(Node):
                                    ParameterDescriptor(description=spec.description,
                                                        additional_constraints=spec.constraints))
         p = self.p = validate_evaluator_params({s.name: self.get_parameter(s.name).value for s in PARAM_SPECS})
-        # the checkpoint baseline is resolved now: a bad path must refuse the start, not lose the report at the end
-        self._ckpt_baseline = self._checkpoint_baseline(p.baseline, p.checkpoint)
+        # the checkpoint is read now: a bad path must refuse the start, not lose the report at the end
+        self._ckpt_meta = self._read_checkpoint(p.baseline, p.checkpoint)
+        self._ckpt_baseline = self._checkpoint_baseline(p.baseline, p.checkpoint, self._ckpt_meta)
         self.finished = False
         self.finish_reason = ""
         self._t0 = time.monotonic()
@@ -308,11 +309,10 @@ class EvaluatorNode(Node):
         self._diag_pub.publish(arr)
 
     # ------------------------------------------------------------------ report
-    @staticmethod
-    def _checkpoint_baseline(mode: str, ck: str) -> tuple[Any, Any] | None:
-        """The training mean pose recorded in the checkpoint's JSON (or None); ConfigError when unusable."""
-        if mode not in ("auto", "checkpoint"):
-            return None
+    def _read_checkpoint(self, mode: str, ck: str) -> dict[str, Any] | None:
+        """The checkpoint's JSON, read once at start: the baseline (training mean pose) and the stored covariance
+        calibration both come from it. Unreadable refuses the start when the baseline needs it (``auto`` or
+        ``checkpoint``), else it is logged and the report goes without the stored scales."""
         if not ck:
             if mode == "checkpoint":
                 raise ConfigError("baseline 'checkpoint' needs the parameter 'checkpoint' (the model's NAME.json)")
@@ -320,9 +320,20 @@ class EvaluatorNode(Node):
         from mfapr_ros.core.checkpoint import checkpoint_paths
 
         try:
-            meta = json.loads(checkpoint_paths(ck)[0].read_text())
+            return json.loads(checkpoint_paths(ck)[0].read_text())
         except (OSError, json.JSONDecodeError, MfaprError) as e:
-            raise ConfigError(f"parameter 'checkpoint' = {ck!r}: cannot read its JSON ({e})") from e
+            if mode in ("auto", "checkpoint"):
+                raise ConfigError(f"parameter 'checkpoint' = {ck!r}: cannot read its JSON ({e})") from e
+            self.get_logger().warning(f"checkpoint {ck!r}: cannot read its JSON ({e}); the report's calibration "
+                                      "section has no stored scales")
+            return None
+
+    @staticmethod
+    def _checkpoint_baseline(mode: str, ck: str, meta: dict[str, Any] | None) -> tuple[Any, Any] | None:
+        """The training mean pose recorded in the checkpoint's JSON (or None); ConfigError when ``checkpoint`` mode
+        has none."""
+        if mode not in ("auto", "checkpoint") or meta is None:
+            return None
         b = checkpoint_mean_pose(meta)
         if b is None and mode == "checkpoint":
             raise ConfigError(f"baseline 'checkpoint' needs a checkpoint that records provenance.mean_pose ({ck!r})")
@@ -343,21 +354,7 @@ class EvaluatorNode(Node):
                 "subscribed": self.subscribed, "baseline_source": src, "checkpoint": self.p.checkpoint or None,
                 "finish_reason": self.finish_reason or "shutdown", "parameters": self.p.to_dict()}
         return self.ev.write(self.p.out_dir, meta=meta, baseline=baseline, plots_enabled=bool(self.p.plots),
-                             checkpoint_meta=self._checkpoint_meta())
-
-    def _checkpoint_meta(self) -> dict[str, Any] | None:
-        """The checkpoint's JSON meta (its stored covariance calibration goes into the report), or ``None`` when no
-        checkpoint is set or it cannot be read (logged: the report is still written, without the stored scales)."""
-        if not self.p.checkpoint:
-            return None
-        from mfapr_ros.core.checkpoint import read_checkpoint_meta
-
-        try:
-            return read_checkpoint_meta(self.p.checkpoint)
-        except (OSError, ValueError, MfaprError) as e:
-            self.get_logger().warning(f"checkpoint {self.p.checkpoint!r}: cannot read its meta ({e}); the report's "
-                                      "calibration section has no stored scales")
-            return None
+                             checkpoint_meta=self._ckpt_meta)
 
 
 def _split_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
