@@ -39,6 +39,22 @@ def figures(m: dict) -> dict[str, float]:
             **{f"recall_{k}": 100 * v for k, v in m["recall"].items()}}
 
 
+def calibration_table(rows: list[dict]) -> list[str]:
+    """Markdown lines: per seed, each block's 1σ/2σ/3σ coverage (%) and mean NLL; the Gaussian targets last."""
+    blocks = list(rows[0]["calibration"])
+    if not blocks:
+        return []
+    lines = ["", "| covariance | " + " | ".join(f"{b} 1σ/2σ/3σ (NLL)" for b in blocks) + " |",
+             "|" + "---|" * (len(blocks) + 1)]
+    for r in rows:
+        cal = r["calibration"]
+        lines.append(f"| seed {r['seed']} | " + " | ".join(
+            "/".join(f"{v:.1f}" for v in cal[b]["coverage"]) + f" ({cal[b]['nll']:.2f})" for b in blocks) + " |")
+    lines.append("| Gaussian target | " + " | ".join(
+        "/".join(f"{v:.1f}" for v in rows[0]["calibration"][b]["target"]) for b in blocks) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="0,1,2")
@@ -78,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"seed": seed, "train_s": train_s, "model": figures(doc["metrics"]),
                      "mean_pose": figures(doc["baseline"]["metrics"]) if doc.get("baseline") else None,
                      "retrieval": figures(doc["retrieval"]["metrics"]) if doc.get("retrieval") else None,
+                     "calibration": {name: {"coverage": list(b["coverage"].values()),
+                                            "target": list(b["target"].values()), "nll": b["nll"]}
+                                     for name, b in ((doc.get("calibration") or {}).get("blocks") or {}).items()},
                      "health_warnings": summary.get("health_warnings", [])})
     keys = list(rows[0]["model"])
     head = "| run | train (s) | " + " | ".join(keys) + " |"
@@ -99,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         if rows[0][name]:
             lines.append(f"| {name.replace('_', '-')} baseline | – | " + " | ".join(fmt(rows[0][name][k]) for k in keys)
                          + " |")
+    lines += calibration_table(rows)
     table = "\n".join(lines)
     print(table)
     warn = [f"seed {r['seed']}: {w}" for r in rows for w in r["health_warnings"]]
