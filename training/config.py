@@ -43,6 +43,9 @@ class DataConfig:
     skip: int = 1  # frame stride inside a tuple
     spacing_s: float | None = None  # time between tuple frames (overrides skip, from the median frame period)
     track_aug: Any = "none"  # none | cyclic | symmetric | any (true = cyclic): slot↔camera permutations
+    track_aug_p: float = 0.5  # probability that a sample is permuted (cyclic draws among all shifts, identity too)
+    track_aug_max_residual_m: float = 0.01  # permutations whose target offset is off by more are refused / unused
+    track_aug_max_residual_deg: float = 1.0
     photometric: bool = True
     num_workers: int = 0
     max_train: int | None = None  # keep only this many training bundles (evenly spaced) — CPU-scale runs
@@ -245,6 +248,10 @@ def validate(cfg: ExperimentConfig) -> None:
     if cams is not None and not (cams in ("galaxy", "basler") or (isinstance(cams, list) and cams
                                                                    and all(isinstance(c, str) for c in cams))):
         raise ConfigError(f"{src}: 'data.cameras' must be a list of camera ids, 'galaxy' or 'basler'; got {cams!r}")
+    if not 0.0 <= float(cfg.data.track_aug_p) <= 1.0:
+        raise ConfigError(f"{src}: 'data.track_aug_p' must be in [0, 1], got {cfg.data.track_aug_p!r}")
+    positive("data.track_aug_max_residual_m", cfg.data.track_aug_max_residual_m, allow_zero=True)
+    positive("data.track_aug_max_residual_deg", cfg.data.track_aug_max_residual_deg, allow_zero=True)
     positive("data.steps", cfg.data.steps)
     positive("data.skip", cfg.data.skip)
     positive("data.num_workers", cfg.data.num_workers, allow_zero=True)

@@ -86,7 +86,7 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
     """``(rig, train_set, val_set, train_bundles)``; track augmentation and photometric jitter on training only."""
     import torch.utils.data as tud
 
-    from .datasets import BundleDataset
+    from .datasets import BundleDataset, TrackAugmentation
 
     d = cfg.data
     rig = resolve_rig(d.format, d.root, d.rig)
@@ -95,7 +95,11 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
     log.info("%s", train.summary())
     rig = train.rig
     pre = cfg.preprocess
-    aug = d.track_aug if d.track_aug not in (False, None, "none") else None
+    aug = None
+    if d.track_aug not in (False, None, "none"):
+        aug = TrackAugmentation(rig, d.track_aug, d.track_aug_p, d.track_aug_max_residual_m,
+                                d.track_aug_max_residual_deg)
+        log.info("%s", aug.describe())
     # Tuples only feed the relative loss; without it every sample is one bundle, so a batch holds batch_size
     # distinct places instead of batch_size/steps places seen 0.2 s apart.
     steps = d.steps if cfg.loss.relative else 1

@@ -26,7 +26,7 @@ bundle source with :meth:`RetrievalDatabase.build`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mfapr_ros.core.errors import CheckpointError, DataError
+from mfapr_ros.core.geometry import pose_compose, pose_inverse
+from mfapr_ros.core.rig_symmetry import PermutationOffset
 
 if TYPE_CHECKING:  # torch is imported where a thumbnail is computed: the mean-pose reader stays numpy-only
     import torch
@@ -108,6 +110,34 @@ class RetrievalDatabase:
             best[i:i + chunk] = s.argmax(1)
             score[i:i + chunk] = s.max(1)
         return self.t[best], self.q[best], score
+
+    def query_shifts(self, desc: np.ndarray, shifts: Sequence[PermutationOffset], chunk: int = 1024
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Shift-aware retrieval: the best match over the query's slot permutations ``shifts`` (a ring rig's exact
+        cyclic shifts), its pose composed with the shift's rigid motion: ``(t, q, score, shift index)``.
+
+        Why: plain retrieval can only find a place in the heading it was mapped in. A query driving the other way
+        sees, at a mapped place, the mapped images in other slots: feeding slot ``j`` camera ``π(j)`` turns the
+        query into a virtual rig at ``T·Δ_π`` (:mod:`.rig_symmetry`); if that matches a mapped pose ``T_db`` the
+        query is at ``T_db·Δ_π⁻¹``. This is the best lookup a learned model with track augmentation competes with.
+        Descriptors are per-slot blocks (``thumbnails``), so a permutation of blocks is the permuted bundle's
+        descriptor (the global norm is unchanged).
+        """
+        desc = np.asarray(desc, dtype=np.float32)
+        if not shifts:
+            raise DataError("retrieval query_shifts: no slot permutations given")
+        n = len(shifts[0].perm)
+        b = len(desc)
+        blocks = desc.reshape(b, n, -1)
+        best_t, best_q = np.zeros((b, 3)), np.zeros((b, 4))
+        best_s, best_k = np.full(b, -np.inf, np.float32), np.zeros(b, np.int64)
+        for k, off in enumerate(shifts):
+            t, q, score = self.query(np.ascontiguousarray(blocks[:, list(off.perm)].reshape(b, -1)), chunk)
+            ti, qi = pose_inverse(off.t, off.q)
+            t, q = pose_compose(t, q, np.broadcast_to(ti, t.shape), np.broadcast_to(qi, q.shape))
+            better = score > best_s
+            best_t[better], best_q[better], best_s[better], best_k[better] = t[better], q[better], score[better], k
+        return best_t, best_q, best_s, best_k
 
     def save(self, path: str | Path) -> Path:
         """Atomic write of ``path`` (safetensors; no pickle)."""

@@ -243,11 +243,14 @@ class Localizer:
             self._log.warning("%s: covariance calibration was fitted with default covariance diagonal %s but %s is "
                               "in use; the stored scales are applied to it anyway (re-run `mfapr calibrate`)",
                               self.checkpoint.path, fitted_default, np.diag(self.default_covariance).tolist())
-        # the image-retrieval prior: written beside the checkpoint by training (evaluation/retrieval.py); each
-        # pose then carries the nearest training bundle's pose in ``extras`` (reports show it as a baseline)
+        # the image-retrieval prior: written beside the checkpoint by training (core/baselines.py); each pose then
+        # carries the nearest training bundle's pose in ``extras`` (reports show it as a baseline), and on a rig
+        # with cyclic symmetries (a ring) also the shift-aware lookup over the query's slot shifts
         from mfapr_ros.core.baselines import load_for_checkpoint
+        from mfapr_ros.core.rig_symmetry import exact_cyclic_shifts
 
         self.retrieval = load_for_checkpoint(self.checkpoint.path) if retrieval else None
+        self.retrieval_shifts = exact_cyclic_shifts(self.rig) if self.retrieval is not None else []
         self._lock = threading.Lock()
         for _ in range(warmup):
             blank = [np.zeros((self.preprocess_cfg.crop, self.preprocess_cfg.crop, 3), np.uint8)] * self.num_cameras
@@ -295,9 +298,15 @@ class Localizer:
             return [{} for _ in range(x.shape[0])]
         from mfapr_ros.core.baselines import thumbnails
 
-        t, q, score = self.retrieval.query(thumbnails(x.float().cpu(), m.cpu()))
-        return [{"retrieval_t": t[i], "retrieval_q": q[i], "retrieval_score": float(score[i])}
-                for i in range(len(t))]
+        desc = thumbnails(x.float().cpu(), m.cpu())
+        t, q, score = self.retrieval.query(desc)
+        out = [{"retrieval_t": t[i], "retrieval_q": q[i], "retrieval_score": float(score[i])} for i in range(len(t))]
+        if len(self.retrieval_shifts) > 1:
+            ts, qs, ss, ks = self.retrieval.query_shifts(desc, self.retrieval_shifts)
+            for i, ex in enumerate(out):
+                ex.update({"retrieval_shift_t": ts[i], "retrieval_shift_q": qs[i],
+                           "retrieval_shift_score": float(ss[i]), "retrieval_shift": int(ks[i])})
+        return out
 
     def infer(self, images: Sequence[Any], stamp_ns: int, mask: Any = None) -> RigPose:
         """One bundle (slot order = ``self.rig.cameras``; ``None`` for a missing camera) → :class:`RigPose`."""

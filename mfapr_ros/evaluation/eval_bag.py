@@ -88,6 +88,8 @@ class EvalResult:
     meta: dict[str, Any] = field(default_factory=dict)
     retrieval_t: np.ndarray | None = None  # the image-retrieval baseline per row (None without a database)
     retrieval_q: np.ndarray | None = None
+    retrieval_shift_t: np.ndarray | None = None  # shift-aware retrieval (ring rigs: the query's cyclic slot shifts)
+    retrieval_shift_q: np.ndarray | None = None
     covariances: np.ndarray | None = None  # (N, 6, 6) the published covariance per row (calibration section)
 
     @property
@@ -113,6 +115,8 @@ class _Estimates:
         self.latency: list[float] = []
         self.ret_t: list[np.ndarray] = []
         self.ret_q: list[np.ndarray] = []
+        self.shift_t: list[np.ndarray] = []
+        self.shift_q: list[np.ndarray] = []
         self.cov: list[np.ndarray] = []
         self.infer_s = 0.0
         self.wall0 = time.perf_counter()
@@ -134,6 +138,9 @@ class _Estimates:
             if "retrieval_t" in ex:
                 self.ret_t.append(np.asarray(ex["retrieval_t"], dtype=np.float64))
                 self.ret_q.append(np.asarray(ex["retrieval_q"], dtype=np.float64))
+            if "retrieval_shift_t" in ex:
+                self.shift_t.append(np.asarray(ex["retrieval_shift_t"], dtype=np.float64))
+                self.shift_q.append(np.asarray(ex["retrieval_shift_q"], dtype=np.float64))
         if self.bar is not None:
             el = time.perf_counter() - self.wall0
             self.bar.set_postfix_str(f"{len(self.stamps)} bundles, {len(self.stamps) / max(el, 1e-9):.1f} bundles/s")
@@ -231,6 +238,8 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
               "window_ns": [start_ns, end_ns], "bag_storage": info.storage},
         retrieval_t=np.asarray(est.ret_t)[ok] if len(est.ret_t) == n else None,
         retrieval_q=np.asarray(est.ret_q)[ok] if len(est.ret_q) == n else None,
+        retrieval_shift_t=np.asarray(est.shift_t)[ok] if len(est.shift_t) == n else None,
+        retrieval_shift_q=np.asarray(est.shift_q)[ok] if len(est.shift_q) == n else None,
         covariances=np.asarray(est.cov)[ok] if len(est.cov) == n else None)
 
 
@@ -337,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
                          q_est=res.q_est, baseline=baseline, masks=res.masks, latency_s=res.latency_s, meta=meta,
                          camera_names=res.camera_names, plots_enabled=not args.no_plots,
                          retrieval=(res.retrieval_t, res.retrieval_q) if res.retrieval_t is not None else None,
+                         retrieval_shift=((res.retrieval_shift_t, res.retrieval_shift_q)
+                                          if res.retrieval_shift_t is not None else None),
                          calibration=calibration_section(res, ck_meta))
     print_summary(load_report(paths["json"]))
     print(f"{res.bundles} bundles in {res.wall_seconds:.2f} s ({res.bundles_per_s:.1f} bundles/s); "

@@ -108,6 +108,16 @@ def _retrieval_section(retrieval: tuple[Any, Any] | None, t_gt: np.ndarray, q_gt
             "method": "nearest training bundle by 16x16 high-pass thumbnails (evaluation/retrieval.py)"}
 
 
+def _retrieval_shift_section(retrieval_shift: tuple[Any, Any] | None, t_gt: np.ndarray, q_gt: np.ndarray,
+                             tracks: Sequence[str] | None) -> dict[str, Any] | None:
+    """The shift-aware retrieval baseline (best match over the query's cyclic slot shifts, ring rigs), or None."""
+    doc = _retrieval_section(retrieval_shift, t_gt, q_gt, tracks)
+    if doc is not None:
+        doc["method"] = ("nearest training bundle over the query's cyclic slot shifts, the shift's rigid motion "
+                         "composed into the pose (core/baselines.py RetrievalDatabase.query_shifts)")
+    return doc
+
+
 def _camera_presence(mask_arr: np.ndarray, names: Sequence[str] | None) -> dict[str, float]:
     """Fraction of poses each camera was present in; named ``cam{i}`` when the names do not match the mask width."""
     n, num = mask_arr.shape
@@ -157,13 +167,15 @@ def write_report(out_dir: str | Path, *, stamps_ns: Sequence[int] | np.ndarray, 
                  tracks: Sequence[str] | None = None, latency_s: Sequence[float] | np.ndarray | None = None,
                  meta: dict[str, Any] | None = None, camera_names: Sequence[str] | None = None,
                  plots_enabled: bool = True, retrieval: tuple[Any, Any] | None = None,
+                 retrieval_shift: tuple[Any, Any] | None = None,
                  calibration: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write the report for paired GT/estimate rows into ``out_dir``; returns ``{kind: path}`` (keys of FILES).
 
     ``baseline``: see :func:`resolve_baseline`. ``masks``: ``(N, T)`` bool camera presence per pose (the
     availability strip; names from ``camera_names`` or ``meta["cameras"]``). ``meta``: anything JSON-serialisable
     the reader needs to reproduce the run (checkpoint, bag, resolved options, drop counters). ``retrieval``:
-    ``(t (N,3), q (N,4))`` the image-retrieval baseline's pose per row (:mod:`.retrieval`), or ``None``.
+    ``(t (N,3), q (N,4))`` the image-retrieval baseline's pose per row (:mod:`.retrieval`), or ``None``;
+    ``retrieval_shift`` the same for the shift-aware lookup (ring rigs).
     ``calibration``: the covariance-calibration section (:func:`mfapr_ros.core.calibration.report_section`: 1σ/2σ/3σ
     coverage and NLL of the published covariance), or ``None`` when the poses carry no covariance.
     """
@@ -184,7 +196,8 @@ def write_report(out_dir: str | Path, *, stamps_ns: Sequence[int] | np.ndarray, 
         metrics["camera_presence"] = _camera_presence(mask_arr, names)
     doc = {
         "format": REPORT_FORMAT, "format_version": REPORT_VERSION, "mfapr_ros_version": __version__,
-        "metrics": metrics, "baseline": base_doc, "retrieval": retrieval_doc, "calibration": calibration,
+        "metrics": metrics, "baseline": base_doc, "retrieval": retrieval_doc,
+        "retrieval_shift": _retrieval_shift_section(retrieval_shift, t_gt, q_gt, tracks), "calibration": calibration,
         "meta": meta, "rows": _pose_rows(stamps, t_gt, q_gt, t_est, q_est, t_err, r_err, tracks, mask_arr, lat),
     }
     out = Path(out_dir)
@@ -266,6 +279,9 @@ def markdown_summary(doc: dict[str, Any]) -> str:
     rb = doc["retrieval"]["metrics"] if doc.get("retrieval") else None
     if rb is not None:
         lines.append(row("image-retrieval baseline", rb))
+    rs = doc["retrieval_shift"]["metrics"] if doc.get("retrieval_shift") else None
+    if rs is not None:
+        lines.append(row("shift-aware retrieval baseline", rs))
     if b is not None and m["translation_m"]["median"] is not None and b["translation_m"]["median"]:
         ratio = m["translation_m"]["median"] / b["translation_m"]["median"]
         lines += ["", f"Median translation error is {100 * ratio:.1f} % of the mean-pose baseline's."]
@@ -297,12 +313,13 @@ def markdown_summary(doc: dict[str, Any]) -> str:
 
 def format_summary(doc_or_metrics: dict[str, Any], baseline_metrics: dict[str, Any] | None = None) -> str:
     """A few console lines: count, median errors, recall bins, and the baselines' medians for comparison."""
-    retrieval = cal = None
+    retrieval = shift = cal = None
     if "metrics" in doc_or_metrics:
         m = doc_or_metrics["metrics"]
         base = doc_or_metrics.get("baseline")
         baseline_metrics = base["metrics"] if base else baseline_metrics
         retrieval = (doc_or_metrics.get("retrieval") or {}).get("metrics")
+        shift = (doc_or_metrics.get("retrieval_shift") or {}).get("metrics")
         cal = (doc_or_metrics.get("calibration") or {}).get("blocks")
     else:
         m = doc_or_metrics
@@ -318,6 +335,10 @@ def format_summary(doc_or_metrics: dict[str, Any], baseline_metrics: dict[str, A
         rt, rr = retrieval["translation_m"], retrieval["rotation_deg"]
         lines.append(f"image-retrieval baseline median: {_fmt(rt['median'])} m, {_fmt(rr['median'], 2)}° "
                      f"(mean {_fmt(rt['mean'])} m, {_fmt(rr['mean'], 2)}°)")
+    if shift is not None:
+        st, sr = shift["translation_m"], shift["rotation_deg"]
+        lines.append(f"shift-aware retrieval median: {_fmt(st['median'])} m, {_fmt(sr['median'], 2)}° "
+                     f"(mean {_fmt(st['mean'])} m, {_fmt(sr['mean'], 2)}°)")
     if cal:
         lines.append("covariance coverage 1σ/2σ/3σ: " + "; ".join(
             f"{name} {levels_text(b['coverage'])} % (target {levels_text(b['target'])})" for name, b in cal.items()))

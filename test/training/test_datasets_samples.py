@@ -108,11 +108,27 @@ def test_non_symmetric_rig_uses_the_averaged_offset_and_reports_residual() -> No
     # each single anchor is exact for its own slot; the average is no further than the reported residual
     vt, _ = rig.camera_poses(off.t, off.q)
     assert np.max(np.linalg.norm(vt - t_rc[perm], axis=-1)) == pytest.approx(off.residual_m)
-    # bounded augmentation never picks it; 'symmetric' finds only the identity here
-    aug = TrackAugmentation(rig, "cyclic", max_residual_m=0.01)
-    assert aug.candidates == [(0, 1, 2)]
-    assert TrackAugmentation(rig, "symmetric").candidates == [(0, 1, 2)]
-    assert len(TrackAugmentation(ring_rig(4), "symmetric").candidates) == 4  # the ring's 4 rotations
+    # 'cyclic' on a rig whose shifts are not symmetries is refused with the residual and the keys to change;
+    # 'symmetric' with nothing but the identity left is an error, not a silent no-op
+    with pytest.raises(ConfigError, match=r"'cyclic' on rig 'odd': 2 of 3 cyclic shifts.*track_aug_max_residual_m"):
+        TrackAugmentation(rig, "cyclic")
+    with pytest.raises(ConfigError, match="'symmetric' on rig 'odd': no slot permutation other than the identity"):
+        TrackAugmentation(rig, "symmetric")
+    loose = TrackAugmentation(rig, "cyclic", max_residual_m=1.0, max_residual_deg=180.0)  # explicitly allowed
+    assert len(loose.candidates) == 3 and "residual" not in loose.describe() and " m, " in loose.describe()
+    ring = TrackAugmentation(ring_rig(4), "symmetric")
+    assert len(ring.candidates) == 4  # the ring's 4 rotations
+    assert ring.describe().startswith("track augmentation 'symmetric': p=0.5, 4 permutations: [0, 1, 2, 3] (0.000 m")
+
+
+def test_stereo_pair_swap_is_refused() -> None:
+    """A 2-camera stereo rig (both looking forward, 6.4 cm apart): 'cyclic' would swap left and right with an
+    identity target 6.4 cm off — refused by default, naming the residual."""
+    q = ring_rig(4).cameras[0].q_base_cam
+    rig = Rig("stereo", (Camera("left", "/l", t_base_cam=(0.0, 0.032, 1.0), q_base_cam=q),
+                         Camera("right", "/r", t_base_cam=(0.0, -0.032, 1.0), q_base_cam=q)))
+    with pytest.raises(ConfigError, match=r"residual 0\.064 m / 0\.0°"):
+        TrackAugmentation(rig, "cyclic")
 
 
 # ------------------------------------------------------------------------------------------ dataset

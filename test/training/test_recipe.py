@@ -134,6 +134,31 @@ def test_retrieval_finds_the_same_bundle_and_round_trips(tmp_path: Path) -> None
     assert load_for_checkpoint(tmp_path / "other.json") is None
 
 
+def test_shift_aware_retrieval_finds_a_reversed_view_and_turns_the_pose() -> None:
+    """A ring4 query that sees a mapped place with the rig turned by 180° (slot j sees what mapped slot j+2 saw):
+    plain retrieval has no such bundle; the shift-aware lookup matches shift 2 and answers the mapped pose turned
+    by 180° about the rig origin, with the same position."""
+    from mfapr_ros.core.geometry import rotation_error_deg
+    from mfapr_ros.core.rig import ring_rig
+    from mfapr_ros.core.rig_symmetry import exact_cyclic_shifts
+
+    g = torch.Generator().manual_seed(1)
+    images = torch.rand(12, 4, 3, 32, 32, generator=g)
+    mask = torch.ones(12, 4, dtype=torch.bool)
+    t = np.random.default_rng(0).uniform(-20, 20, (12, 3))
+    yaw = np.linspace(0, 2, 12)
+    db = RetrievalDatabase(thumbnails(images, mask), t, quat_from_yaw(yaw))
+    turned = images[[4, 9]][:, [2, 3, 0, 1]]  # slot j ← mapped camera j+2: the same place, heading + 180°
+    shifts = exact_cyclic_shifts(ring_rig(4))
+    assert len(shifts) == 4
+    rt, rq, score, k = db.query_shifts(thumbnails(turned, mask[:2]), shifts)
+    assert list(k) == [2, 2] and (score > 0.99).all()
+    np.testing.assert_allclose(rt, t[[4, 9]], atol=1e-9)
+    assert rotation_error_deg(rq, quat_from_yaw(yaw[[4, 9]] + np.pi)).max() < 1e-6
+    _, _, plain_score = db.query(thumbnails(turned, mask[:2]))
+    assert (plain_score < 0.5).all()
+
+
 def test_retrieval_descriptor_masks_absent_cameras() -> None:
     images = torch.rand(1, 4, 3, 16, 16)
     d_all = thumbnails(images, torch.ones(1, 4, dtype=torch.bool))
@@ -150,6 +175,9 @@ def test_mapping_lanes_spread_across_the_corridor_and_validation_revisits() -> N
     mapping = [tr for tr in tracks if tr.split == "mapping"]
     assert [tr.name for tr in mapping] == ["mapping_00_lane0", "mapping_00_lane1", "mapping_00_lane2"]
     lanes = [tr.lane_offset for tr in mapping]
+    assert lanes == sorted(lanes) and -0.8 <= lanes[0] < -0.3 and 0.3 < lanes[-1] <= 0.8  # both sides (default)
+    right = plan_tracks(world, 0, 40, 10.0, mapping=1, validation=0, query=0, mapping_lanes=3, mapping_side="right")
+    lanes = [tr.lane_offset for tr in right]
     assert lanes == sorted(lanes) and 0.3 <= lanes[0] and lanes[-1] <= 0.8 and lanes[-1] - lanes[0] > 0.2
     assert len({tr.route[0] for tr in mapping}) == 1  # the same route, three passes
     val = next(tr for tr in tracks if tr.split == "validation")

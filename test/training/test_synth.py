@@ -159,6 +159,79 @@ def test_forward_query_revisits_the_mapping_route_same_heading(world):
     with pytest.raises(ConfigError, match="query-direction"):
         SynthConfig(out="x", query_direction="sideways").validate()
 
+def _nearest_mapped(tracks, track, frames):
+    """Distance (m) from each frame of ``track`` to the nearest mapping-pass pose, and that pose's yaw gap (°)."""
+    mt = [t for t in tracks if t.split == "mapping"]
+    tm = np.concatenate([m.pose_at(m.start_ns + np.arange(frames, dtype=np.int64) * 100_000_000)[0] for m in mt])
+    qm = np.concatenate([m.pose_at(m.start_ns + np.arange(frames, dtype=np.int64) * 100_000_000)[1] for m in mt])
+    tq, qq = track.pose_at(track.start_ns + np.arange(frames, dtype=np.int64) * 100_000_000)
+    nn = np.argmin(np.linalg.norm(tq[:, None, :2] - tm[None, :, :2], axis=-1), axis=1)
+    return np.linalg.norm(tq[:, :2] - tm[nn, :2], axis=1), rotation_error_deg(qq, qm[nn])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 5])
+def test_both_sided_mapping_puts_the_reversed_query_on_mapped_places(world, seed):
+    """--mapping-side both (default): the passes span both sides of the centre line, every pass keeps the route's
+    heading, and the reversed twin (split query_reverse) drives the mapped stretch within the mapped width: every
+    frame within 0.5 m of a mapped pose, at the opposite heading. The forward query stays on its mapped lane."""
+    tracks = plan_tracks(world, seed=seed, frames=150, rate_hz=10.0, mapping=2, validation=1, query=1,
+                         query_direction="both", mapping_lanes=3, validation_route="revisit")
+    lanes = [t.lane_offset for t in tracks if t.name.startswith("mapping_00")]
+    assert min(lanes) < -0.3 and max(lanes) > 0.3
+    assert all(t.direction == "forward" for t in tracks if t.split == "mapping")
+    splits = {t.name: t.split for t in tracks}
+    assert splits["query_00"] == "query" and splits["query_reverse_00"] == "query_reverse"
+    assert splits["validation_00"] == "validation"
+    rev = next(t for t in tracks if t.split == "query_reverse")
+    d, yaw_gap = _nearest_mapped(tracks, rev, 150)
+    assert d.max() < 0.5, f"reversed query frame {d.max():.2f} m from the mapped places"
+    assert np.median(yaw_gap) > 150
+    d, yaw_gap = _nearest_mapped(tracks, next(t for t in tracks if t.name == "query_00"), 150)
+    assert np.median(d) < 0.3 and np.median(yaw_gap) < 30
+    val = next(t for t in tracks if t.split == "validation")  # forward revisit: reversed heading never seen first
+    assert np.median(_nearest_mapped(tracks, val, 150)[1]) < 30
+
+
+def test_one_sided_mapping_is_the_named_hard_case(world):
+    """--mapping-side right: passes only right of the centre line, so the reversed query drives the unmapped side."""
+    tracks = plan_tracks(world, seed=1, frames=150, rate_hz=10.0, mapping=2, validation=0, query=1,
+                         query_direction="reverse", mapping_lanes=3, mapping_side="right")
+    assert all(0.2 < t.lane_offset < 0.9 for t in tracks if t.split == "mapping")
+    d, yaw_gap = _nearest_mapped(tracks, tracks[-1], 150)
+    assert np.median(d) > 0.5 and np.median(yaw_gap) > 150
+    with pytest.raises(ConfigError, match="mapping-side"):
+        SynthConfig(out="x", mapping_side="left").validate()
+
+
+def test_rig_turned_90_degrees_sees_the_cyclic_slot_shift(world):
+    """The geometric proof behind cyclic track augmentation: a ring4 rig at heading ψ + 90° at the same place sees
+    in slot j exactly what the rig at ψ sees in slot j + 1 (camera order front, left, back, right), so a slot
+    shift by k with the target turned by k·90° (permute_target) is a real view of a real pose."""
+    from mfapr_training.datasets.track_augmentation import permute_target
+
+    rig = load_rig("ring4")
+    model = camera_models(rig, 32)[0]
+    light = make_lighting(world, (0, 1, 2), True)
+    t_bc, q_bc = rig.extrinsics()
+    t_wr = np.array([world.xs[1] + 0.7, world.ys[0] + 0.4, 0.0])
+
+    def views(yaw_deg):
+        q_wr = quat_from_yaw(np.radians(yaw_deg))
+        tc, qc = pose_compose(np.broadcast_to(t_wr, t_bc.shape), np.broadcast_to(q_wr, q_bc.shape), t_bc, q_bc)
+        return render(world, light, model, tc, qc).astype(np.int16), q_wr
+
+    for psi in (0.0, 37.0):
+        a, q_a = views(psi)
+        for k in (1, 2, 3):
+            b, q_b = views(psi + 90.0 * k)
+            shift = [(j + k) % 4 for j in range(4)]
+            assert np.abs(b - a[shift]).max() <= 2  # equal up to float rounding in the ray caster
+            assert not np.array_equal(b, a)  # and the views do differ slot by slot
+            # the augmentation's target for that shift is the rig turned by k·90° about its own origin
+            t2, q2 = permute_target(rig, shift, t_wr, q_a)
+            assert np.allclose(t2, t_wr, atol=1e-9) and rotation_error_deg(q2[None], q_b[None])[0] < 1e-6
+
+
 # ------------------------------------------------------------------------------------------------ pipeline
 def _cfg(out: Path, **kw) -> SynthConfig:
     base = dict(out=str(out), frames=12, mapping_tracks=1, validation_tracks=1, query_tracks=1, size=32,

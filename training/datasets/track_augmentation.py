@@ -22,74 +22,26 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
 
 from mfapr_ros.core.errors import ConfigError
-from mfapr_ros.core.geometry import mean_pose, pose_compose, pose_inverse, quat_normalize, rotation_error_deg
 from mfapr_ros.core.rig import Rig
+from mfapr_ros.core.rig_symmetry import (  # noqa: F401  (re-exported: the training API names them here)
+    PermutationOffset,
+    _offset,
+    check_permutation,
+    cyclic_shifts,
+    permutation_offset,
+    permute_target,
+)
 
 MODES = ("none", "cyclic", "symmetric", "any")
-
-
-@dataclass(frozen=True)
-class PermutationOffset:
-    """``Δ̄`` for one permutation: ``T_world_rig' = T_world_rig · Δ̄``, with the residual of the approximation
-    (0 for a rig symmetry): max over slots of the position (m) / angle (°) between the exact virtual camera
-    ``T_world_cam_π(j)`` and the camera ``T_world_rig' · T_rig_cam_j`` the target implies."""
-
-    perm: tuple[int, ...]
-    t: np.ndarray
-    q: np.ndarray
-    residual_m: float
-    residual_deg: float
-
-    @property
-    def is_exact(self) -> bool:
-        return self.residual_m < 1e-6 and self.residual_deg < 1e-4
-
-
-def check_permutation(perm: Sequence[int], n: int) -> tuple[int, ...]:
-    p = tuple(int(i) for i in perm)
-    if sorted(p) != list(range(n)):
-        raise ConfigError(f"track augmentation: {list(perm)} is not a permutation of the {n} slots 0..{n - 1}")
-    return p
-
-
-def permutation_offset(rig: Rig, perm: Sequence[int]) -> PermutationOffset:
-    """``Δ̄`` and its residual for ``perm`` (``perm[j]`` = the camera whose image goes to slot ``j``)."""
-    p = check_permutation(perm, rig.num_cameras)
-    return _offset(rig, p)
-
-
-@lru_cache(maxsize=4096)
-def _offset(rig: Rig, p: tuple[int, ...]) -> PermutationOffset:
-    t_rc, q_rc = rig.extrinsics()
-    ti, qi = pose_inverse(t_rc, q_rc)  # T_cam_j_rig
-    dt, dq = pose_compose(t_rc[list(p)], q_rc[list(p)], ti, qi)  # Δ_j = T_rig_cam_π(j) · T_rig_cam_j⁻¹
-    t_bar, q_bar = mean_pose(dt, dq)
-    # residual: slot j's camera under the averaged target vs the exact virtual camera (rig at identity)
-    ct, cq = pose_compose(np.broadcast_to(t_bar, t_rc.shape), np.broadcast_to(q_bar, q_rc.shape), t_rc, q_rc)
-    res_m = float(np.max(np.linalg.norm(ct - t_rc[list(p)], axis=-1)))
-    res_deg = float(np.max(rotation_error_deg(cq, q_rc[list(p)])))
-    return PermutationOffset(p, t_bar, quat_normalize(q_bar), res_m, res_deg)
-
-
-def permute_target(rig: Rig, perm: Sequence[int], t_world_rig: np.ndarray, q_world_rig: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Target of the virtual rig for ``perm``: ``T_world_rig · Δ̄`` (broadcasts over leading dims)."""
-    off = permutation_offset(rig, perm)
-    t = np.asarray(t_world_rig, dtype=np.float64)
-    q = np.asarray(q_world_rig, dtype=np.float64)
-    return pose_compose(t, q, np.broadcast_to(off.t, t.shape), np.broadcast_to(off.q, q.shape))
-
-
-def cyclic_shifts(n: int) -> list[tuple[int, ...]]:
-    """All cyclic shifts ``π(j) = (j + k) mod n`` (the symmetries of a ring rig), identity first."""
-    return [tuple((j + k) % n for j in range(n)) for k in range(n)]
+#: Largest residual (position m / angle °) of a permutation's target offset that training accepts by default: a
+#: ring rig's shifts are exact (residual 0); a stereo pair swapped left↔right is 6 cm off and is refused.
+DEFAULT_RESIDUAL_M = 0.01
+DEFAULT_RESIDUAL_DEG = 1.0
 
 
 class TrackAugmentation:
@@ -102,24 +54,48 @@ class TrackAugmentation:
     and ``any`` included), so a non-ring rig does not train on badly wrong targets unless you raise the bounds.
     """
 
-    def __init__(self, rig: Rig, mode: str = "cyclic", p: float = 0.5, max_residual_m: float = float("inf"),
-                 max_residual_deg: float = float("inf")) -> None:
+    def __init__(self, rig: Rig, mode: str = "cyclic", p: float = 0.5, max_residual_m: float = DEFAULT_RESIDUAL_M,
+                 max_residual_deg: float = DEFAULT_RESIDUAL_DEG) -> None:
         if mode not in MODES:
             raise ConfigError(f"track_aug.mode is '{mode}'; expected one of {MODES}")
         if not 0.0 <= p <= 1.0:
-            raise ConfigError(f"track_aug.p must be in [0, 1], got {p}")
+            raise ConfigError(f"data.track_aug_p must be in [0, 1], got {p}")
+        if not (max_residual_m >= 0.0 and max_residual_deg >= 0.0):
+            raise ConfigError(f"data.track_aug_max_residual_m/_deg must be >= 0, got {max_residual_m}, "
+                              f"{max_residual_deg}")
         self.rig, self.mode, self.p = rig, mode, float(p)
         self.max_residual_m, self.max_residual_deg = float(max_residual_m), float(max_residual_deg)
         n = rig.num_cameras
         cands: list[tuple[int, ...]] = []
         if mode == "cyclic":
             cands = cyclic_shifts(n)
+            bad = [_offset(rig, c) for c in cands if not self._ok(c, self.max_residual_m, self.max_residual_deg)]
+            if bad:
+                worst = max(bad, key=lambda o: o.residual_m)
+                raise ConfigError(
+                    f"track augmentation 'cyclic' on rig '{rig.name}': {len(bad)} of {len(cands)} cyclic shifts are "
+                    f"not symmetries of the rig (worst {list(worst.perm)}: residual {worst.residual_m:.3f} m / "
+                    f"{worst.residual_deg:.1f}°, bound {self.max_residual_m} m / {self.max_residual_deg}°): their "
+                    "targets would be wrong. Use a ring rig, --set data.track_aug=symmetric (only the rig's own "
+                    "symmetries), raise --set data.track_aug_max_residual_m=… / _deg=…, or data.track_aug=none")
         elif mode == "symmetric":
             cands = list(itertools.permutations(range(n))) if n <= 6 else cyclic_shifts(n)
-            bound_m = min(self.max_residual_m, 1e-3)
-            bound_deg = min(self.max_residual_deg, 0.1)
-            cands = [c for c in cands if self._ok(c, bound_m, bound_deg)]
+            cands = [c for c in cands if self._ok(c, self.max_residual_m, self.max_residual_deg)]
+            if len(cands) < 2:
+                raise ConfigError(
+                    f"track augmentation 'symmetric' on rig '{rig.name}': no slot permutation other than the "
+                    f"identity is within the residual bound {self.max_residual_m} m / {self.max_residual_deg}°, so "
+                    "it would never augment; use data.track_aug=none, or raise data.track_aug_max_residual_m/_deg")
         self.candidates = [c for c in cands if self._ok(c, self.max_residual_m, self.max_residual_deg)]
+
+    def describe(self) -> str:
+        """One log line: the mode, probability and each permutation used with its residual (what training uses)."""
+        if self.mode == "any":
+            return (f"track augmentation 'any': p={self.p}, random permutations within {self.max_residual_m} m / "
+                    f"{self.max_residual_deg}° residual")
+        offs = [_offset(self.rig, c) for c in self.candidates]
+        perms = ", ".join(f"{list(o.perm)} ({o.residual_m:.3f} m, {o.residual_deg:.1f}°)" for o in offs)
+        return f"track augmentation '{self.mode}': p={self.p}, {len(self.candidates)} permutations: {perms}"
 
     def _ok(self, perm: tuple[int, ...], m: float, deg: float) -> bool:
         off = _offset(self.rig, perm)

@@ -46,8 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query-tracks", type=int, default=1,
                    help="query tracks; the first ones revisit mapping routes (see --query-direction) (default 1)")
     p.add_argument("--query-direction", default="reverse",
-                   help="reverse: query k drives mapping route k the other way (the paper's hard case); "
-                        "forward: same way, another lane/speed/lighting (default reverse)")
+                   help="reverse: query k drives mapping route k the other way (the paper's case: a heading mapping "
+                        "never drove, over the stretch mapping drove); forward: same way, another lane/speed/"
+                        "lighting; both: forward tracks in 'query' and their reversed twins in 'query_reverse' "
+                        "(default reverse)")
+    p.add_argument("--mapping-side", default="both",
+                   help="both: mapping passes span both sides of the corridor centre line (a reversed query drives "
+                        "mapped places); right: only the right side, so a reversed query also drives the unmapped "
+                        "side (the named hard case) (default both)")
     p.add_argument("--size", type=int, default=128, help="image width in px; height keeps the rig aspect (128)")
     p.add_argument("--rate", type=float, default=10.0, help="frame rate in Hz (default 10)")
     p.add_argument("--speed", type=float, default=1.0, help="mean speed in m/s (default 1)")
@@ -93,6 +99,7 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
                       mapping_tracks=args.mapping_tracks, mapping_lanes=args.mapping_lanes,
                       validation_route=args.validation_route, validation_tracks=args.validation_tracks,
                       query_tracks=args.query_tracks, query_direction=args.query_direction,
+                      mapping_side=args.mapping_side,
                       size=args.size, rate_hz=args.rate, speed_mps=args.speed,
                       transport=args.transport, bag_storage=args.bag_storage, bags=bags, drop_rate=args.drop_rate,
                       shared_trigger=args.shared_trigger, offset_ms=args.offset_ms, jitter_ms=args.jitter_ms,

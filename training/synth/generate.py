@@ -31,10 +31,12 @@ from mfapr_ros.core.rig import Intrinsics, Rig, write_rig
 from .bag_writer import STORAGES, TRANSPORTS, BagSplitWriter
 from .kapture_writer import KaptureSplitWriter
 from .render import CameraModel, render
-from .tracks import NS, StampPlan, Track, camera_offsets_ns, plan_stamps, plan_tracks
+from .tracks import MAPPING_SIDES, NS, StampPlan, Track, camera_offsets_ns, plan_stamps, plan_tracks
 from .world import Lighting, World, WorldConfig, build_world, make_lighting
 
-SPLITS = ("mapping", "validation", "query")
+SPLITS = ("mapping", "validation", "query", "query_reverse")
+#: ``both``: forward query tracks in ``query`` plus their reversed twins in ``query_reverse`` (one world, two tests)
+QUERY_DIRECTIONS = ("reverse", "forward", "both")
 FORMAT_VERSION = 1
 
 
@@ -51,7 +53,8 @@ class SynthConfig:
     validation_route: str = "walk"  # walk (a new random walk) | revisit (a mapping route, like the query)
     validation_tracks: int = 1
     query_tracks: int = 1
-    query_direction: str = "reverse"  # query track k drives mapping route k in reverse, or forward
+    query_direction: str = "reverse"  # query track k drives mapping route k in reverse, forward, or both
+    mapping_side: str = "both"  # mapping passes span both sides of the centre line, or only the right (hard case)
     size: int = 128
     rate_hz: float = 10.0
     speed_mps: float = 1.0
@@ -81,8 +84,10 @@ class SynthConfig:
             raise bad("mapping_lanes", f"must be in 1..16, got {self.mapping_lanes}")
         if self.validation_route not in ("walk", "revisit"):
             raise bad("validation_route", f"'{self.validation_route}' is not one of walk, revisit")
-        if self.query_direction not in ("reverse", "forward"):
-            raise bad("query_direction", f"'{self.query_direction}' is not one of reverse, forward")
+        if self.query_direction not in QUERY_DIRECTIONS:
+            raise bad("query_direction", f"'{self.query_direction}' is not one of {', '.join(QUERY_DIRECTIONS)}")
+        if self.mapping_side not in MAPPING_SIDES:
+            raise bad("mapping_side", f"'{self.mapping_side}' is not one of {', '.join(MAPPING_SIDES)}")
         if self.mapping_tracks + self.validation_tracks + self.query_tracks == 0:
             raise bad("mapping_tracks", "all track counts are 0; nothing to generate")
         if not 8 <= self.size <= 2048:
@@ -256,7 +261,7 @@ def generate(cfg: SynthConfig, rig: Rig, progress: Callable[[str], None] | None 
     rig = rendered_rig(rig, models, cfg.transport)
     tracks = plan_tracks(world, cfg.seed, cfg.frames, cfg.rate_hz, cfg.mapping_tracks, cfg.validation_tracks,
                          cfg.query_tracks, cfg.speed_mps, cfg.query_direction, cfg.mapping_lanes,
-                         cfg.validation_route)
+                         cfg.validation_route, cfg.mapping_side)
     offsets = camera_offsets_ns(cfg.seed, rig.num_cameras, cfg.shared_trigger, cfg.offset_ms)
     plans = [plan_stamps(tr, cfg.frames, cfg.rate_hz, offsets, cfg.shared_trigger, cfg.jitter_ms, cfg.drop_rate,
                          cfg.seed, i) for i, tr in enumerate(tracks)]

@@ -124,7 +124,14 @@ def _smooth_path(world: World, route: list[tuple[int, int]], lane_offset: float,
     return s, xy, yaw
 
 
-LANE_RANGE = (0.3, 0.8)  # metres right of the corridor centre line
+LANE_RANGE = (0.3, 0.8)  # metres right of the corridor centre line: where a vehicle drives in its own heading
+#: Lateral span of the mapping passes of a route (metres right of the centre line, in the route's heading), by
+#: ``mapping_side``: ``both`` covers the width a robot drives in either direction (a vehicle driving the route the
+#: other way keeps right of *its* heading, i.e. at −0.8…−0.3 m here), so a reversed query is a new heading at
+#: mapped places — the paper's case; ``right`` keeps every pass right of the centre line, so a reversed query is a
+#: new heading *and* an unmapped side of the corridor (the named hard case).
+MAPPING_WIDTH = {"both": (-0.8, 0.8), "right": LANE_RANGE}
+MAPPING_SIDES = tuple(MAPPING_WIDTH)
 
 
 def make_track(world: World, name: str, split: str, direction: str, route: list[tuple[int, int]],
@@ -142,26 +149,35 @@ def make_track(world: World, name: str, split: str, direction: str, route: list[
                  lane_offset=lane)
 
 
-def mapping_lane(pass_index: int, passes: int, rng: np.random.Generator) -> float:
-    """Lane of mapping pass ``pass_index`` of ``passes``: evenly spread over :data:`LANE_RANGE` (± a little), so the
-    passes together cover the corridor's width the way a mapping platform drives a floor several times."""
-    lo, hi = LANE_RANGE
+def mapping_lane(pass_index: int, passes: int, rng: np.random.Generator, side: str = "both") -> float:
+    """Lane of mapping pass ``pass_index`` of ``passes``: evenly spread over ``MAPPING_WIDTH[side]`` (± a little),
+    so the passes together cover the corridor's width the way a mapping platform drives a floor several times."""
+    if side not in MAPPING_WIDTH:
+        raise ConfigError(f"mapping side '{side}' is not one of {MAPPING_SIDES}")
+    lo, hi = MAPPING_WIDTH[side]
     width = (hi - lo) / passes
     return float(lo + (pass_index + 0.5) * width + rng.uniform(-0.2, 0.2) * width)
 
 
 def plan_tracks(world: World, seed: int, frames: int, rate_hz: float, mapping: int, validation: int,
                 query: int, speed: float = 1.0, query_direction: str = "reverse", mapping_lanes: int = 1,
-                validation_route: str = "walk") -> list[Track]:
+                validation_route: str = "walk", mapping_side: str = "both") -> list[Track]:
     """Mapping, validation and query tracks for one world (deterministic from ``seed``).
 
     Mapping route k is driven ``mapping_lanes`` times (``mapping_kk`` for one pass, ``mapping_kk_lanep`` for
     several), each pass in its own lane across the corridor and, through its track index, under its own lighting.
     Query track k revisits mapping route k — driven in reverse (the paper's hard case: test data runs the other way,
     which track augmentation addresses) or forward (``query_direction="forward"``: another lane, speed and lighting
-    on the same route) — and further query tracks are new random walks. Validation tracks are random walks
+    on the same route) — and further query tracks are new random walks. ``query_direction="both"`` adds, after the
+    forward query tracks, one reversed track per revisited route in the split ``query_reverse`` (same places, same
+    world, the other heading), so one training run is measured on both. Validation tracks are random walks
     (``validation_route="walk"``) or revisit mapping routes from the last one backwards the way the query does
-    (``"revisit"``), so that checkpoint selection measures what the query measures: places that were mapped.
+    (``"revisit"``; forward when ``query_direction`` is ``both``: the reversed heading is never seen before the
+    query), so that checkpoint selection measures what the query measures: places that were mapped.
+
+    A reversed revisit drives exactly the stretch of the route that mapping drove (:func:`_onto_mapped_stretch`):
+    a route is generated longer than one track drives, so a reversed track started at the route's far end would
+    spend most of its frames where no mapping pass has been.
     """
     # path needed: start margin + frames at the fastest speed profile (+10 % speed, +15 % variation), + corner cuts
     need = (2.0 + 1.3 * speed * (frames + 2) / rate_hz) * 1.1 + 6.0
@@ -174,34 +190,82 @@ def plan_tracks(world: World, seed: int, frames: int, rate_hz: float, mapping: i
         mapping_routes.append(route)
         for lane_i in range(mapping_lanes):
             prng = rng if lane_i == 0 else np.random.default_rng([seed, 0x7AC, 0, k, lane_i])
-            lane = None if mapping_lanes == 1 else mapping_lane(lane_i, mapping_lanes, prng)
+            lane = None if mapping_lanes == 1 else mapping_lane(lane_i, mapping_lanes, prng, mapping_side)
             name = f"mapping_{k:02d}" if mapping_lanes == 1 else f"mapping_{k:02d}_lane{lane_i}"
             tracks.append(make_track(world, name, "mapping", "forward", route, prng,
                                      EPOCH_NS + index * TRACK_SPACING_NS, speed, lane=lane))
             index += 1
+    mapped = [t for t in tracks if t.split == "mapping"]
+
+    def passes_of(k: int) -> list[Track]:
+        return [t for t in mapped if t.name == f"mapping_{k:02d}" or t.name.startswith(f"mapping_{k:02d}_")]
+
     for k in range(validation):
         rng = np.random.default_rng([seed, 0x7AC, 1, k])
+        reverse, rk = False, 0
         if validation_route == "revisit" and mapping_routes:
-            route = list(mapping_routes[(len(mapping_routes) - 1 - k) % len(mapping_routes)])
-            if query_direction == "reverse":
+            rk = (len(mapping_routes) - 1 - k) % len(mapping_routes)
+            route = list(mapping_routes[rk])
+            reverse = query_direction == "reverse"
+            if reverse:
                 route = route[::-1]
         else:
             route = random_walk(world, rng, need)
-        tracks.append(make_track(world, f"validation_{k:02d}", "validation", "walk", route,
-                                 rng, EPOCH_NS + index * TRACK_SPACING_NS, speed))
+        tr = make_track(world, f"validation_{k:02d}", "validation", "walk", route,
+                        rng, EPOCH_NS + index * TRACK_SPACING_NS, speed)
+        tracks.append(_onto_mapped_stretch(tr, passes_of(rk), frames, rate_hz) if reverse else tr)
         index += 1
     for k in range(query):
         rng = np.random.default_rng([seed, 0x7AC, 2, k])
-        if k < len(mapping_routes) and query_direction == "forward":
+        if k < len(mapping_routes) and query_direction in ("forward", "both"):
             route, direction = list(mapping_routes[k]), "forward"
         elif k < len(mapping_routes):
             route, direction = list(reversed(mapping_routes[k])), "reverse"
         else:
             route, direction = random_walk(world, rng, need), "walk"
-        tracks.append(make_track(world, f"query_{k:02d}", "query", direction, route, rng,
-                                 EPOCH_NS + index * TRACK_SPACING_NS, speed))
+        tr = make_track(world, f"query_{k:02d}", "query", direction, route, rng,
+                        EPOCH_NS + index * TRACK_SPACING_NS, speed)
+        tracks.append(_onto_mapped_stretch(tr, passes_of(k), frames, rate_hz) if direction == "reverse" else tr)
         index += 1
+    if query_direction == "both":
+        for k in range(min(query, len(mapping_routes))):
+            rng = np.random.default_rng([seed, 0x7AC, 3, k])
+            tr = make_track(world, f"query_reverse_{k:02d}", "query_reverse", "reverse",
+                            list(reversed(mapping_routes[k])), rng, EPOCH_NS + index * TRACK_SPACING_NS, speed)
+            tracks.append(_onto_mapped_stretch(tr, passes_of(k), frames, rate_hz))
+            index += 1
     return tracks
+
+
+def _onto_mapped_stretch(track: Track, passes: list[Track], frames: int, rate_hz: float,
+                         margin_m: float = 0.5) -> Track:
+    """Make a reversed revisit drive the stretch its route's mapping passes drove, from the end all of them reached
+    back to where they started (``margin_m`` inside), by moving its start arc ``s0`` and scaling its speed profile.
+
+    Why: routes are generated longer than a track drives (margin for the fastest speed profile), and mapping passes
+    drive the route's first ~50 m; a reversed track starting at the route's far end saw unmapped corridor for most
+    of its frames (measured: 70 % of the frames > 0.5 m from any mapped pose, p90 13 m).
+    """
+    if not passes:
+        return track
+    period_ns = int(round(NS / rate_hz))
+    last_ns = (frames - 1) * period_ns
+    ends = [p.pose_at(np.array([p.start_ns + last_ns]))[0][0, :2] for p in passes]
+    ends_arc = [float(p.arc_at(np.array([p.start_ns + last_ns]))[0]) for p in passes]
+    first = passes[0].pose_at(np.array([passes[0].start_ns]))[0][0, :2]
+    end = ends[int(np.argmin(ends_arc))]  # the shortest pass: every pass covers up to here
+
+    def arc_near(p: np.ndarray) -> float:
+        return float(track.s[int(np.argmin(np.linalg.norm(track.xy - p, axis=1)))])
+
+    s_from, s_to = arc_near(end) + margin_m, arc_near(first) - margin_m
+    if s_to - s_from < 1.0:
+        return track
+    track.s0 = s_from
+    span = float(track.arc_at(np.array([track.start_ns + last_ns]))[0]) - s_from
+    track.speed *= (s_to - s_from) / span
+    track.meta["mapped_stretch_m"] = [round(s_from, 3), round(s_to, 3)]
+    return track
 
 
 @dataclass(frozen=True)
