@@ -169,6 +169,28 @@ def _nearest_mapped(tracks, track, frames):
     return np.linalg.norm(tq[:, :2] - tm[nn, :2], axis=1), rotation_error_deg(qq, qm[nn])
 
 
+def _seen_in_heading(tracks, track, frames, radius_m=1.0, max_deg=30.0):
+    """Per frame of ``track``: is there a mapping pose within ``radius_m`` and ``max_deg`` of heading?"""
+    mt = [t for t in tracks if t.split == "mapping"]
+    poses = [m.pose_at(m.start_ns + np.arange(frames, dtype=np.int64) * 100_000_000) for m in mt]
+    tm, qm = np.concatenate([p[0] for p in poses]), np.concatenate([p[1] for p in poses])
+    tq, qq = track.pose_at(track.start_ns + np.arange(frames, dtype=np.int64) * 100_000_000)
+    near = np.linalg.norm(tq[:, None, :2] - tm[None, :, :2], axis=-1) < radius_m
+    gap = rotation_error_deg(np.repeat(qq[:, None], len(qm), 1).reshape(-1, 4),
+                             np.tile(qm, (len(qq), 1))).reshape(near.shape)
+    return (near & (gap < max_deg)).any(1)
+
+
+def test_demo_world_mapping_never_drives_the_reversed_query_heading():
+    """The demo's world (default floor plan, seed 0): one heading per mapped corridor stretch, so the reversed
+    query is a heading mapping never drove (before the one-way rule, mapping route 1 drove 93 % of it)."""
+    tracks = plan_tracks(build_world(WorldConfig()), seed=0, frames=500, rate_hz=10.0, mapping=2, validation=1,
+                         query=1, query_direction="both", mapping_lanes=3, validation_route="revisit")
+    rev = next(t for t in tracks if t.split == "query_reverse")
+    assert not _seen_in_heading(tracks, rev, 500).any()
+    assert _seen_in_heading(tracks, next(t for t in tracks if t.split == "query"), 500).mean() > 0.95
+
+
 @pytest.mark.parametrize("seed", [0, 1, 5])
 def test_both_sided_mapping_puts_the_reversed_query_on_mapped_places(world, seed):
     """--mapping-side both (default): the passes span both sides of the centre line, every pass keeps the route's
@@ -186,6 +208,7 @@ def test_both_sided_mapping_puts_the_reversed_query_on_mapped_places(world, seed
     d, yaw_gap = _nearest_mapped(tracks, rev, 150)
     assert d.max() < 0.5, f"reversed query frame {d.max():.2f} m from the mapped places"
     assert np.median(yaw_gap) > 150
+    assert not _seen_in_heading(tracks, rev, 150).any()  # no mapping route drives any of it the reversed way
     d, yaw_gap = _nearest_mapped(tracks, next(t for t in tracks if t.name == "query_00"), 150)
     assert np.median(d) < 0.3 and np.median(yaw_gap) < 30
     val = next(t for t in tracks if t.split == "validation")  # forward revisit: reversed heading never seen first
