@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""Accuracy of the demo recipe with its seed spread: one synthetic world, N training seeds, the query bag.
+"""Accuracy of the demo recipe with its seed spread: one synthetic world, N training seeds, both query bags.
 
     .venv/bin/python bench/accuracy.py [--seeds 0,1,2] [--out out/bench_accuracy] [--config demo] [--set K=V ...]
+    # the ablation: the same world without track augmentation
+    .venv/bin/python bench/accuracy.py --out out/bench_accuracy_noaug --world out/bench_accuracy/synth \
+        --set data.track_aug=none
 
-For each seed: `mfapr train` (the demo config, wall time measured) and `mfapr eval-bag` on the query bag; then one
-table per seed and the median / min–max over seeds of training time, query median and mean error (m, °), the recall
-bins, and both baselines (mean training pose, image retrieval from the training split). CPU-scale training is
-noisy: a change to the recipe counts when it moves the median over seeds, not one run. Not a test: it prints figures.
+For each seed: `mfapr train` (the demo config, wall time measured) and `mfapr eval-bag` on the forward query bag
+(the mapped heading) and the reversed one (the same places driven the other way); then per query one table per
+seed and the median / min–max over seeds of training time, median and mean error (m, °), the recall bins, and the
+baselines (mean training pose, image retrieval from the training split, shift-aware retrieval over the ring's
+cyclic slot shifts). CPU-scale training is noisy: a change to the recipe counts when it moves the median over
+seeds, not one run. Not a test: it prints figures.
 """
 
 from __future__ import annotations
@@ -74,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         from mfapr_training.demo import SCALES, synth  # the demo's own world, the same flags
 
         world = synth(out, SCALES["default"], fresh=False)
-    rows = []
+    from mfapr_training.demo import QUERIES
+
+    per_query: dict[str, list[dict]] = {q: [] for q in QUERIES}
     for seed in [int(s) for s in args.seeds.split(",")]:
         run_dir = out / f"seed{seed}"
         if not (run_dir / "best.json").exists():
@@ -85,19 +92,44 @@ def main(argv: list[str] | None = None) -> int:
             train_s = run(cmd, out / f"train_seed{seed}.log")
             (run_dir / "train_seconds.txt").write_text(f"{train_s:.1f}\n")
         train_s = float((run_dir / "train_seconds.txt").read_text())
-        rep = out / f"eval_seed{seed}"
-        run([py, "-m", "mfapr_ros.cli", "eval-bag", "--checkpoint", str(run_dir / "best.json"), "--bag",
-             str(world / "bags" / "query"), "--out", str(rep), "--no-plots", "--no-progress"],
-            out / f"eval_seed{seed}.log")
-        doc = json.loads((rep / "report.json").read_text())
         summary = json.loads((run_dir / "summary.json").read_text())
-        rows.append({"seed": seed, "train_s": train_s, "model": figures(doc["metrics"]),
-                     "mean_pose": figures(doc["baseline"]["metrics"]) if doc.get("baseline") else None,
-                     "retrieval": figures(doc["retrieval"]["metrics"]) if doc.get("retrieval") else None,
-                     "calibration": {name: {"coverage": list(b["coverage"].values()),
-                                            "target": list(b["target"].values()), "nll": b["nll"]}
-                                     for name, b in ((doc.get("calibration") or {}).get("blocks") or {}).items()},
-                     "health_warnings": summary.get("health_warnings", [])})
+        for query, split in QUERIES.items():
+            if not (world / "bags" / split).exists():
+                continue
+            rep = out / f"eval_{query}_seed{seed}"
+            if not (rep / "report.json").exists():
+                run([py, "-m", "mfapr_ros.cli", "eval-bag", "--checkpoint", str(run_dir / "best.json"), "--bag",
+                     str(world / "bags" / split), "--out", str(rep), "--no-plots", "--no-progress"],
+                    out / f"eval_{query}_seed{seed}.log")
+            doc = json.loads((rep / "report.json").read_text())
+            per_query[query].append({
+                "seed": seed, "train_s": train_s, "model": figures(doc["metrics"]),
+                **{name: figures(doc[key]["metrics"]) if doc.get(key) else None
+                   for name, key in (("mean_pose", "baseline"), ("retrieval", "retrieval"),
+                                     ("shift_aware_retrieval", "retrieval_shift"))},
+                "calibration": {name: {"coverage": list(b["coverage"].values()),
+                                       "target": list(b["target"].values()), "nll": b["nll"]}
+                                for name, b in ((doc.get("calibration") or {}).get("blocks") or {}).items()},
+                "health_warnings": summary.get("health_warnings", [])})
+    result: dict[str, dict] = {}
+    text = []
+    for query, rows in per_query.items():
+        if not rows:
+            continue
+        table, stats = seed_table(rows)
+        text += [f"## {query} query", "", table, ""]
+        result[query] = {"rows": rows, **stats}
+    print("\n".join(text))
+    warn = [f"seed {r['seed']}: {w}" for r in next(iter(per_query.values())) for w in r["health_warnings"]]
+    if warn:
+        print("health warnings:\n" + "\n".join(warn))
+    (out / "accuracy.json").write_text(json.dumps(result, indent=2))
+    (out / "accuracy.md").write_text("\n".join(text) + "\n")
+    return 0
+
+
+def seed_table(rows: list[dict]) -> tuple[str, dict]:
+    """One Markdown table: a row per seed, the median (min–max) over seeds, the baselines, the calibration."""
     keys = list(rows[0]["model"])
     head = "| run | train (s) | " + " | ".join(keys) + " |"
     lines = [head, "|" + "---|" * (len(keys) + 2)]
@@ -114,20 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     tr = [r["train_s"] for r in rows]
     lines.append(f"| **median (min–max)** | {np.median(tr):.0f} ({min(tr):.0f}–{max(tr):.0f}) | "
                  + " | ".join(f"{fmt(med[k])} ({fmt(lo[k])}–{fmt(hi[k])})" for k in keys) + " |")
-    for name in ("mean_pose", "retrieval"):
+    for name in ("mean_pose", "retrieval", "shift_aware_retrieval"):
         if rows[0][name]:
             lines.append(f"| {name.replace('_', '-')} baseline | – | " + " | ".join(fmt(rows[0][name][k]) for k in keys)
                          + " |")
     lines += calibration_table(rows)
-    table = "\n".join(lines)
-    print(table)
-    warn = [f"seed {r['seed']}: {w}" for r in rows for w in r["health_warnings"]]
-    if warn:
-        print("\nhealth warnings:\n" + "\n".join(warn))
-    (out / "accuracy.json").write_text(json.dumps({"rows": rows, "median": med, "min": lo, "max": hi}, indent=2))
-    (out / "accuracy.md").write_text(table + "\n")
-    return 0
-
+    return "\n".join(lines), {"median": med, "min": lo, "max": hi}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,13 +1,15 @@
 """`mfapr demo` (what `make demo` runs): the whole product on one CPU machine, end to end, with real ROS 2.
 
-1. ``mfapr synth``   a synthetic indoor floor seen by a 4-camera ring: kapture splits + a query rosbag2 (the query
-   track revisits mapping route 0 in another lane, at another speed and under other lighting);
-2. ``mfapr train``   a small per-camera CNN with an anchor head (``PRESETS["demo"]``, ``training/configs/demo.yaml``)
-   for a few minutes on CPU;
-3. ``mfapr eval-bag`` the query bag offline (batched inference) → report;
-4. live replay: ``mfapr play`` publishes the query bag over loopback DDS (with /clock), ``localize_node`` localizes
-   it on sim time, ``evaluator_node`` scores its poses against the bag's ground truth → the same report;
-5. prints the live report against the mean-training-pose baseline. Everything lands in ``OUT`` (default out/demo).
+1. ``mfapr synth``   a synthetic indoor floor seen by a 4-camera ring: kapture splits + two query rosbag2s — the
+   forward query revisits mapping route 0 in another lane, at another speed and under other lighting; the reversed
+   query drives the same mapped stretch the other way (a heading mapping never drove: the paper's case);
+2. ``mfapr train``   a small per-camera CNN with an anchor head and cyclic track augmentation
+   (``PRESETS["demo"]``, ``training/configs/demo.yaml``) for a few minutes on CPU;
+3. ``mfapr eval-bag`` both query bags offline (batched inference) → reports;
+4. live replay: ``mfapr play`` publishes each query bag over loopback DDS (with /clock), ``localize_node``
+   localizes it on sim time, ``evaluator_node`` scores its poses against the bag's ground truth → the same reports;
+5. prints every report against the baselines (mean training pose, image retrieval, shift-aware retrieval).
+   Everything lands in ``OUT`` (default out/demo).
 
 ``--scale tiny`` (or ``DEMO_SCALE=tiny``) runs the same steps on a few dozen frames so CI keeps the demo alive.
 Steps whose outputs exist are reused (``--fresh`` starts over), so a second run goes straight to the replay.
@@ -76,8 +78,9 @@ def synth(out: Path, scale: Scale, fresh: bool) -> Path:
     if world.exists():
         shutil.rmtree(world)
     _run_module("mfapr_ros.cli", ["synth", "--out", str(world), "--rig", "ring4", "--frames", str(scale.frames),
-                                  "--size", str(scale.size), "--transport", "compressed", "--bags", "query",
-                                  "--query-direction", "forward", "--mapping-lanes", str(scale.lanes),
+                                  "--size", str(scale.size), "--transport", "compressed",
+                                  "--bags", ",".join(QUERIES.values()), "--query-direction", "both",
+                                  "--mapping-lanes", str(scale.lanes),
                                   "--validation-route", "revisit",
                                   "--seed", "0"])
     return world
@@ -102,22 +105,31 @@ def train(out: Path, world: Path, scale: Scale, fresh: bool) -> Path:
     return best
 
 
-def eval_offline(out: Path, ckpt: Path, bag: Path) -> Path:
-    report = out / "eval_bag"
+#: the demo's two tests: name → synthetic split (bag) — reports go to eval_bag[_NAME] and live[_NAME]
+QUERIES = {"forward": "query", "reverse": "query_reverse"}
+
+
+def _suffix(name: str) -> str:
+    return "" if name == "forward" else f"_{name}"
+
+
+def eval_offline(out: Path, ckpt: Path, bag: Path, name: str = "forward") -> Path:
+    report = out / f"eval_bag{_suffix(name)}"
     _run_module("mfapr_ros.cli", ["eval-bag", "--checkpoint", str(ckpt), "--bag", str(bag), "--out", str(report),
                                   "--batch", "16"])
     return report / "report.json"
 
 
-def replay_live(out: Path, ckpt: Path, bag: Path, env: dict[str, str]) -> Path:
+def replay_live(out: Path, ckpt: Path, bag: Path, env: dict[str, str], name: str = "forward") -> Path:
     """play → localize_node → evaluator_node over loopback DDS; returns the live report path."""
-    report = out / "live"
+    report = out / f"live{_suffix(name)}"
     if report.exists():
         shutil.rmtree(report)
     py = sys.executable
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / "evaluator.log", "w") as ev_log, open(logs / "localize_node.log", "w") as node_log:
+    with (open(logs / f"evaluator{_suffix(name)}.log", "w") as ev_log,
+          open(logs / f"localize_node{_suffix(name)}.log", "w") as node_log):
         evaluator = subprocess.Popen([py, "-m", "mfapr_ros.ros.evaluator_node", "--out", str(report),
                                       "--checkpoint", str(ckpt),
                                       "--pose-topic", "/mfapr_localizer/pose_with_covariance",
@@ -144,7 +156,7 @@ def replay_live(out: Path, ckpt: Path, bag: Path, env: dict[str, str]) -> Path:
                     p.kill()
     if evaluator.returncode != 0 or not (report / "report.json").exists():
         raise MfaprError(f"evaluator_node did not write a report (exit {evaluator.returncode}); "
-                         f"see {logs / 'evaluator.log'} and {logs / 'localize_node.log'}")
+                         f"see the evaluator and localize_node logs in {logs}")
     return report / "report.json"
 
 
@@ -154,6 +166,7 @@ def summarise(report_json: Path, title: str) -> dict:
     m = doc["metrics"]
     b = (doc.get("baseline") or {}).get("metrics") or {}
     r = (doc.get("retrieval") or {}).get("metrics") or {}
+    rs = (doc.get("retrieval_shift") or {}).get("metrics") or {}
 
     def errs(mm: dict) -> str:
         t, q = mm["translation_m"], mm["rotation_deg"]
@@ -166,9 +179,12 @@ def summarise(report_json: Path, title: str) -> dict:
         print(f"  mean-pose baseline     : {errs(b)}")
     if r:
         print(f"  image-retrieval basel. : {errs(r)}")
+    if rs:
+        print(f"  shift-aware retrieval  : {errs(rs)}")
     for key, val in m["recall"].items():
         parts = ([f"mean pose {100 * b['recall'][key]:.0f} %"] if b else []) + \
-            ([f"retrieval {100 * r['recall'][key]:.0f} %"] if r else [])
+            ([f"retrieval {100 * r['recall'][key]:.0f} %"] if r else []) + \
+            ([f"shift-aware {100 * rs['recall'][key]:.0f} %"] if rs else [])
         print(f"  within {key:<15}: {100 * val:.0f} %" + (f"  ({', '.join(parts)})" if parts else ""))
     for name, blk in ((doc.get("calibration") or {}).get("blocks") or {}).items():
         print(f"  covariance {name:<11}: {levels_text(blk['coverage'])} % inside 1σ/2σ/3σ "
@@ -192,24 +208,28 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     print(f"mfapr demo: scale={args.scale}, out={out}, ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} (localhost only)")
 
-    t0 = _step("1/4 synthetic world (kapture + query rosbag2)")
+    t0 = _step("1/4 synthetic world (kapture + forward and reversed query rosbag2s)")
     world = synth(out, scale, args.fresh)
     _done(t0)
     t0 = _step("2/4 training the demo model on CPU")
     ckpt = train(out, world, scale, args.fresh)
     _done(t0)
-    bag = world / "bags" / "query"
-    t0 = _step("3/4 offline evaluation of the query bag (mfapr eval-bag)")
-    offline = eval_offline(out, ckpt, bag)
-    _done(t0)
-    live = None
-    if not args.no_live:
-        t0 = _step("4/4 live replay over DDS: mfapr play → localize_node → evaluator_node")
-        live = replay_live(out, ckpt, bag, env)
+    offline: dict[str, Path] = {}
+    live: dict[str, Path] = {}
+    for name, split in QUERIES.items():
+        bag = world / "bags" / split
+        t0 = _step(f"3/4 offline evaluation of the {name} query bag (mfapr eval-bag)")
+        offline[name] = eval_offline(out, ckpt, bag, name)
         _done(t0)
-    summarise(offline, "Offline (eval-bag)")
-    if live is not None:
-        summarise(live, "Live over DDS (evaluator_node)")
+        if not args.no_live:
+            t0 = _step(f"4/4 live replay of the {name} query over DDS: mfapr play → localize_node → evaluator_node")
+            live[name] = replay_live(out, ckpt, bag, env, name)
+            _done(t0)
+    for name in QUERIES:
+        what = "mapped heading" if name == "forward" else "driven the other way: a heading mapping never drove"
+        summarise(offline[name], f"{name.capitalize()} query ({what}), offline (eval-bag)")
+        if name in live:
+            summarise(live[name], f"{name.capitalize()} query, live over DDS (evaluator_node)")
     print(f"\nCheckpoint: {ckpt}\nReports and PNGs: {out}  (total {time.perf_counter() - t_all:.0f} s)")
     return 0
 

@@ -32,7 +32,16 @@ def test_tiny_demo_end_to_end(tmp_path, ros_env):
     model_med = offline["metrics"]["translation_m"]["median"]
     base_med = offline["baseline"]["metrics"]["translation_m"]["median"]
     assert model_med < base_med, (model_med, base_med)
-    assert "Live over DDS" in proc.stdout
+    assert "live over DDS" in proc.stdout
+    # the reversed query (split query_reverse) is evaluated offline and live as well, with the shift-aware
+    # retrieval row (a ring rig) beside plain retrieval, and the summary names both queries
+    offline_rev = json.loads((out / "eval_bag_reverse" / "report.json").read_text())
+    live_rev = json.loads((out / "live_reverse" / "report.json").read_text())
+    assert offline_rev["metrics"]["count"] >= 30
+    assert live_rev["metrics"]["count"] >= 0.75 * offline_rev["metrics"]["count"]
+    assert offline_rev["retrieval_shift"]["metrics"]["count"] == offline_rev["metrics"]["count"]
+    assert "Reverse query (driven the other way" in proc.stdout and "shift-aware retrieval" in proc.stdout
+    assert "track augmentation 'cyclic': p=0.5, 4 permutations" in proc.stdout + proc.stderr
     # both reports show the image-retrieval baseline: offline from the Localizer's prior, live from the node's
     # ~/retrieval_pose scored by evaluator_node
     assert (out / "train" / "best.retrieval.safetensors").exists()
