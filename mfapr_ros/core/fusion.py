@@ -377,3 +377,27 @@ class PoseFusion:
         self._last_stamp, self._last_odom = stamp_ns, (odom_t, odom_q)
         self._last_pose, self._last_cov = pose, 0.5 * (cov_new + cov_new.T)
         return self._fused_pose(stamp_ns, pose, self._last_cov, "fused" if accept else "outlier_rejected")
+
+
+@dataclass
+class FusedTrack:
+    """:func:`fuse_track`'s result: one fused pose per input row, its status, and the estimator's counters."""
+
+    t: np.ndarray  # (N, 3)
+    q: np.ndarray  # (N, 4) wxyz
+    covariance: np.ndarray  # (N, 6, 6) ROS order
+    status: list[str]
+    stats: dict[str, int]
+
+
+def fuse_track(settings: FusionSettings, stamps_ns: np.ndarray, t: np.ndarray, q: np.ndarray, covariance: np.ndarray,
+               odom_t: np.ndarray, odom_q: np.ndarray, odom_ok: np.ndarray) -> FusedTrack:
+    """Run :class:`PoseFusion` over a recorded track (rows in stamp order), as the node would have live: what
+    ``mfapr eval-bag`` and the benchmarks report as the fused pose. ``odom_ok[i]`` False = no odometry at row i."""
+    f = PoseFusion(settings)
+    out = [f.update(int(s), t[i], q[i], covariance[i], (odom_t[i], odom_q[i]) if odom_ok[i] else None)
+           for i, s in enumerate(np.asarray(stamps_ns, dtype=np.int64))]
+    if not out:
+        return FusedTrack(np.zeros((0, 3)), np.zeros((0, 4)), np.zeros((0, 6, 6)), [], dict(f.stats))
+    return FusedTrack(np.stack([o.t for o in out]), np.stack([o.q for o in out]),
+                      np.stack([o.covariance for o in out]), [o.status for o in out], dict(f.stats))
