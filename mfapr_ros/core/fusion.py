@@ -77,9 +77,9 @@ class FusionSettings:
     robust_threshold: float = 3.0
     outlier_gate: float = 4.0
     max_consecutive_outliers: int = 10
-    measurement_scale: float = 1.0
+    measurement_scale: float = 1.5
     odom_translation_per_m: float = 0.15
-    odom_rotation_per_m: float = 0.03
+    odom_rotation_per_m: float = 0.1
     odom_rotation_per_rad: float = 0.05
     odom_min_translation: float = 0.002
     odom_min_rotation: float = 0.001

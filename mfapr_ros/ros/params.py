@@ -162,9 +162,9 @@ class NodeParams:
     fusion_robust_threshold: float = 3.0
     fusion_outlier_gate: float = 4.0
     fusion_max_consecutive_outliers: int = 10
-    fusion_measurement_scale: float = 1.0
+    fusion_measurement_scale: float = 1.5
     fusion_odom_translation_per_m: float = 0.15
-    fusion_odom_rotation_per_m: float = 0.03
+    fusion_odom_rotation_per_m: float = 0.1
     fusion_odom_rotation_per_rad: float = 0.05
     fusion_odom_min_translation: float = 0.002
     fusion_odom_min_rotation: float = 0.001
