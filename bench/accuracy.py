@@ -5,8 +5,10 @@
 
 For each seed: `mfapr train` (the demo config, wall time measured) and `mfapr eval-bag` on the query bag; then one
 table per seed and the median / min–max over seeds of training time, query median and mean error (m, °), the recall
-bins, and both baselines (mean training pose, image retrieval from the training split). CPU-scale training is
-noisy: a change to the recipe counts when it moves the median over seeds, not one run. Not a test: it prints figures.
+bins, and both baselines (mean training pose, image retrieval from the training split); per seed also the network
+fused with the bag's odometry (eval-bag's fused row: median, worst error after 2 s, covariance coverage). CPU-scale
+training is noisy: a change to the recipe counts when it moves the median over seeds, not one run. Not a test: it
+prints figures.
 """
 
 from __future__ import annotations
@@ -91,7 +93,13 @@ def main(argv: list[str] | None = None) -> int:
             out / f"eval_seed{seed}.log")
         doc = json.loads((rep / "report.json").read_text())
         summary = json.loads((run_dir / "summary.json").read_text())
+        fz = doc.get("fused") or {}
         rows.append({"seed": seed, "train_s": train_s, "model": figures(doc["metrics"]),
+                     "fused": figures(fz["metrics"]) if fz else None,
+                     "fused_max_after_2s_m": (fz.get("after_warmup") or {}).get("max_translation_m"),
+                     "fused_calibration": {name: {"coverage": list(b["coverage"].values()),
+                                                  "target": list(b["target"].values()), "nll": b["nll"]}
+                                           for name, b in ((fz.get("calibration") or {}).get("blocks") or {}).items()},
                      "mean_pose": figures(doc["baseline"]["metrics"]) if doc.get("baseline") else None,
                      "retrieval": figures(doc["retrieval"]["metrics"]) if doc.get("retrieval") else None,
                      "calibration": {name: {"coverage": list(b["coverage"].values()),
@@ -108,17 +116,33 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         cells = " | ".join(fmt(r["model"][k]) for k in keys)
         lines.append(f"| seed {r['seed']} | {r['train_s']:.0f} | {cells} |")
+        for name in ("fused", "retrieval", "mean_pose"):  # per seed: raw network, fused network, retrieval, mean
+            if r.get(name):
+                lines.append(f"| ↳ {name.replace('_', '-')} | – | " + " | ".join(fmt(r[name][k]) for k in keys)
+                             + " |")
     med = {k: float(np.median([r["model"][k] for r in rows])) for k in keys}
     lo = {k: min(r["model"][k] for r in rows) for k in keys}
     hi = {k: max(r["model"][k] for r in rows) for k in keys}
     tr = [r["train_s"] for r in rows]
     lines.append(f"| **median (min–max)** | {np.median(tr):.0f} ({min(tr):.0f}–{max(tr):.0f}) | "
                  + " | ".join(f"{fmt(med[k])} ({fmt(lo[k])}–{fmt(hi[k])})" for k in keys) + " |")
+    if all(r.get("fused") for r in rows):
+        fmed = {k: float(np.median([r["fused"][k] for r in rows])) for k in keys}
+        lines.append("| **fused median** | – | " + " | ".join(fmt(fmed[k]) for k in keys) + " |")
     for name in ("mean_pose", "retrieval"):
         if rows[0][name]:
             lines.append(f"| {name.replace('_', '-')} baseline | – | " + " | ".join(fmt(rows[0][name][k]) for k in keys)
                          + " |")
     lines += calibration_table(rows)
+    if any(r.get("fused") for r in rows):
+        lines += ["", "| fused with odometry | max error after 2 s (m) | "
+                  + " | ".join(f"{b} 1σ/2σ/3σ" for b in rows[0]["fused_calibration"]) + " |",
+                  "|" + "---|" * (len(rows[0]["fused_calibration"]) + 2)]
+        for r in rows:
+            cal = r["fused_calibration"]
+            mx = r["fused_max_after_2s_m"]
+            lines.append(f"| seed {r['seed']} | {'–' if mx is None else f'{mx:.2f}'} | " + " | ".join(
+                "/".join(f"{v:.0f}" for v in cal[b]["coverage"]) for b in cal) + " |")
     table = "\n".join(lines)
     print(table)
     warn = [f"seed {r['seed']}: {w}" for r in rows for w in r["health_warnings"]]
