@@ -10,8 +10,9 @@ For each seed: `mfapr train` (the demo config, wall time measured) and `mfapr ev
 (the mapped heading) and the reversed one (the same places driven the other way); then per query one table per
 seed and the median / min–max over seeds of training time, median and mean error (m, °), the recall bins, and the
 baselines (mean training pose, image retrieval from the training split, shift-aware retrieval over the ring's
-cyclic slot shifts). CPU-scale training is noisy: a change to the recipe counts when it moves the median over
-seeds, not one run. Not a test: it prints figures.
+cyclic slot shifts); per seed also the network fused with the bag's odometry (eval-bag's fused row: median,
+worst error after 2 s, covariance coverage). CPU-scale training is noisy: a change to the recipe counts when it
+moves the median over seeds, not one run. Not a test: it prints figures.
 """
 
 from __future__ import annotations
@@ -102,8 +103,14 @@ def main(argv: list[str] | None = None) -> int:
                      str(world / "bags" / split), "--out", str(rep), "--no-plots", "--no-progress"],
                     out / f"eval_{query}_seed{seed}.log")
             doc = json.loads((rep / "report.json").read_text())
+            fz = doc.get("fused") or {}
             per_query[query].append({
                 "seed": seed, "train_s": train_s, "model": figures(doc["metrics"]),
+                "fused": figures(fz["metrics"]) if fz else None,
+                "fused_max_after_2s_m": (fz.get("after_warmup") or {}).get("max_translation_m"),
+                "fused_calibration": {name: {"coverage": list(b["coverage"].values()),
+                                             "target": list(b["target"].values()), "nll": b["nll"]}
+                                      for name, b in ((fz.get("calibration") or {}).get("blocks") or {}).items()},
                 **{name: figures(doc[key]["metrics"]) if doc.get(key) else None
                    for name, key in (("mean_pose", "baseline"), ("retrieval", "retrieval"),
                                      ("shift_aware_retrieval", "retrieval_shift"))},
@@ -140,17 +147,33 @@ def seed_table(rows: list[dict]) -> tuple[str, dict]:
     for r in rows:
         cells = " | ".join(fmt(r["model"][k]) for k in keys)
         lines.append(f"| seed {r['seed']} | {r['train_s']:.0f} | {cells} |")
+        for name in ("fused", "retrieval", "mean_pose"):  # per seed: raw network, fused network, retrieval, mean
+            if r.get(name):
+                lines.append(f"| ↳ {name.replace('_', '-')} | – | " + " | ".join(fmt(r[name][k]) for k in keys)
+                             + " |")
     med = {k: float(np.median([r["model"][k] for r in rows])) for k in keys}
     lo = {k: min(r["model"][k] for r in rows) for k in keys}
     hi = {k: max(r["model"][k] for r in rows) for k in keys}
     tr = [r["train_s"] for r in rows]
     lines.append(f"| **median (min–max)** | {np.median(tr):.0f} ({min(tr):.0f}–{max(tr):.0f}) | "
                  + " | ".join(f"{fmt(med[k])} ({fmt(lo[k])}–{fmt(hi[k])})" for k in keys) + " |")
+    if all(r.get("fused") for r in rows):
+        fmed = {k: float(np.median([r["fused"][k] for r in rows])) for k in keys}
+        lines.append("| **fused median** | – | " + " | ".join(fmt(fmed[k]) for k in keys) + " |")
     for name in ("mean_pose", "retrieval", "shift_aware_retrieval"):
         if rows[0][name]:
             lines.append(f"| {name.replace('_', '-')} baseline | – | " + " | ".join(fmt(rows[0][name][k]) for k in keys)
                          + " |")
     lines += calibration_table(rows)
+    if any(r.get("fused") for r in rows):
+        lines += ["", "| fused with odometry | max error after 2 s (m) | "
+                  + " | ".join(f"{b} 1σ/2σ/3σ" for b in rows[0]["fused_calibration"]) + " |",
+                  "|" + "---|" * (len(rows[0]["fused_calibration"]) + 2)]
+        for r in rows:
+            cal = r["fused_calibration"]
+            mx = r["fused_max_after_2s_m"]
+            lines.append(f"| seed {r['seed']} | {'–' if mx is None else f'{mx:.2f}'} | " + " | ".join(
+                "/".join(f"{v:.0f}" for v in cal[b]["coverage"]) for b in cal) + " |")
     return "\n".join(lines), {"median": med, "min": lo, "max": hi}
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import numpy as np
 
 from mfapr_ros.core.errors import ConfigError
 from mfapr_ros.core.geometry import quat_from_yaw, quat_wxyz_to_xyzw
+from mfapr_ros.core.odometry import OdometryDrift, simulate_odometry
 
 GT_KINDS = ("pose", "pose_cov", "odom", "tf", "none")
 
@@ -42,6 +43,9 @@ class SynthBagSpec:
     seed: int = 0
     extra_topics: bool = True  # a /rosout-like string topic to prove unrelated topics are ignored
     zero_header_stamps: bool = False  # camera header stamps left 0 (some drivers): readers use the recording time
+    # drifting wheel odometry odom -> base_link on /tf at the GT rate (core.odometry; not with gt "tf", whose
+    # odom -> base_link is exact); None = none
+    odometry: OdometryDrift | None = None
 
 
 def trajectory(t_s: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -158,6 +162,18 @@ def _gt_records(spec: SynthBagSpec, T: Any, period_ns: int
     gt_t, gt_q = trajectory((gt_stamps - spec.t0_ns) / 1e9, spec.radius)
     records = [] if spec.gt == "none" else [_gt_record(spec, T, s, t, q)
                                             for s, t, q in zip(gt_stamps.tolist(), gt_t, gt_q, strict=True)]
+    if spec.odometry is not None:
+        if spec.gt == "tf":
+            raise ConfigError("odometry: the gt kind 'tf' already writes odom -> base_link (exact); use another")
+        od_t, od_q = simulate_odometry(gt_t, gt_q, spec.odometry, np.random.default_rng((spec.seed, 0x0D0)))
+        for s, t, q in zip(gt_stamps.tolist(), od_t, od_q, strict=True):
+            p = _pose_msg(T, t, q)
+            tr = T["geometry_msgs/msg/Transform"](
+                translation=T["geometry_msgs/msg/Vector3"](x=p.position.x, y=p.position.y, z=p.position.z),
+                rotation=p.orientation)
+            records.append((s, "/tf", "tf2_msgs/msg/TFMessage", T["tf2_msgs/msg/TFMessage"](transforms=[
+                T["geometry_msgs/msg/TransformStamped"](header=_header(T, s, "odom"), child_frame_id="base_link",
+                                                        transform=tr)])))
     if spec.gt == "tf":
         st_tr = T["geometry_msgs/msg/Transform"](
             translation=T["geometry_msgs/msg/Vector3"](x=1.0, y=0.0, z=0.0),

@@ -91,6 +91,8 @@ class EvalResult:
     retrieval_shift_t: np.ndarray | None = None  # shift-aware retrieval (ring rigs: the query's cyclic slot shifts)
     retrieval_shift_q: np.ndarray | None = None
     covariances: np.ndarray | None = None  # (N, 6, 6) the published covariance per row (calibration section)
+    fused: Any = None  # core.fusion.FusedTrack of the scored rows (None when fusion did not run)
+    fusion_stats: dict[str, int] | None = None  # the estimator's counters over every bundle
 
     @property
     def bundles_per_s(self) -> float:
@@ -193,8 +195,13 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
                  gt_topic: str | None = None, gt_tf: str | None = None, start_s: float = 0.0,
                  end_s: float | None = None, max_duration_s: float | None = None, batch: int = 16,
                  device: str = "auto", sync: SyncSettings | None = None, max_gap_s: float = 0.5,
-                 progress: bool = True, localizer: Any = None, enforce_image_size: bool = True) -> EvalResult:
-    """Run the checkpoint on the bag and pair estimates with interpolated GT (see the module docstring)."""
+                 progress: bool = True, localizer: Any = None, enforce_image_size: bool = True,
+                 fusion: Any = None, odom_frame: str = "odom") -> EvalResult:
+    """Run the checkpoint on the bag and pair estimates with interpolated GT (see the module docstring).
+
+    ``fusion`` (:class:`~mfapr_ros.core.fusion.FusionSettings`): also fuse the poses with the bag's odometry
+    (``odom_frame`` → the rig's base frame on /tf), as ``localize_node`` does with ``fusion.enabled`` (rows without
+    odometry pass through, counted); ``None`` = raw poses only."""
     if batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {batch}")
     if localizer is None:
@@ -221,6 +228,7 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
         wall = est.consume(decode_bundles(bundles, drops), batch)
         if bar is not None:
             bar.close()
+        odom = _read_odometry(bag, odom_frame, rig.base_frame) if fusion is not None and est.stamps else None
     if not est.stamps:
         raise DataError(f"no bundle could be formed from {cam_topics} in {bag_path} (sync stats "
                         f"{synchronizer.stats}); check --topics, --slop-ms and --min-cameras (a camera missing for "
@@ -228,6 +236,7 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
     s = np.asarray(est.stamps, dtype=np.int64)
     tg, qg, ok = _gt_coverage(gt, s, max_gap_s, drops, bag_path)
     n = len(s)
+    fused = _fuse(fusion, odom, s, est, max_gap_s) if fusion is not None else None
     return EvalResult(
         stamps_ns=s[ok], t_est=np.asarray(est.t)[ok], q_est=np.asarray(est.q)[ok], t_gt=tg[ok], q_gt=qg[ok],
         masks=np.asarray(est.masks)[ok], camera_stamps_ns=np.asarray(est.cam_stamps, dtype=np.int64)[ok],
@@ -240,7 +249,40 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
         retrieval_q=np.asarray(est.ret_q)[ok] if len(est.ret_q) == n else None,
         retrieval_shift_t=np.asarray(est.shift_t)[ok] if len(est.shift_t) == n else None,
         retrieval_shift_q=np.asarray(est.shift_q)[ok] if len(est.shift_q) == n else None,
-        covariances=np.asarray(est.cov)[ok] if len(est.cov) == n else None)
+        covariances=np.asarray(est.cov)[ok] if len(est.cov) == n else None,
+        fused=_rows(fused, ok) if fused is not None else None,
+        fusion_stats=fused.stats if fused is not None else None)
+
+
+def _read_odometry(bag: BagReader, odom_frame: str, base_frame: str) -> Trajectory | None:
+    """``T_odom_base`` over the bag from /tf, or None (logged) when the bag has no such transform."""
+    try:
+        return bag.read_tf_trajectory(odom_frame, base_frame)
+    except DataError as e:
+        LOG.warning("fusion: no odometry in the bag (%s); every pose passes through unfused (counted no_odometry)",
+                    e)
+        return None
+
+
+def _fuse(settings: Any, odom: Trajectory | None, s: np.ndarray, est: _Estimates, max_gap_s: float) -> Any:
+    """Every bundle's pose through the node's fusion, in stamp order (odometry interpolated at each stamp)."""
+    from mfapr_ros.core.fusion import fuse_track
+
+    if odom is not None:
+        ot, oq, ook = odom.at(s, max_gap_ns=int(round(max_gap_s * 1e9)))
+    else:
+        ot, oq, ook = np.zeros((len(s), 3)), np.tile([1.0, 0.0, 0.0, 0.0], (len(s), 1)), np.zeros(len(s), bool)
+    cov = np.asarray(est.cov) if len(est.cov) == len(s) else np.tile(np.eye(6), (len(s), 1, 1))
+    return fuse_track(settings, s, np.asarray(est.t), np.asarray(est.q), cov, ot, oq, ook)
+
+
+def _rows(fused: Any, ok: np.ndarray) -> Any:
+    """The fused track restricted to the rows that have GT (the scored ones)."""
+    from mfapr_ros.core.fusion import FusedTrack
+
+    return FusedTrack(fused.t[ok], fused.q[ok], fused.covariance[ok], [x for x, k in zip(fused.status, ok,
+                                                                                         strict=True) if k],
+                      fused.stats)
 
 
 def _progress(total: int, enabled: bool) -> Any:
@@ -278,6 +320,35 @@ def calibration_section(res: EvalResult, checkpoint_meta: dict[str, Any] | None)
     return report_section(res.t_gt, res.q_gt, res.t_est, res.q_est, res.covariances, checkpoint_meta)
 
 
+def fusion_from_args(args: argparse.Namespace) -> tuple[Any, str]:
+    """``--fusion`` → ``(FusionSettings or None, a note for the report's meta)``: the node's default settings
+    (``fusion.*`` parameters) with fusion on; ``auto`` without GTSAM is off with the one-line reason, ``on``
+    without GTSAM is that line as an error."""
+    if args.fusion == "off":
+        return None, "off (--fusion off)"
+    from mfapr_ros.core.fusion import FusionSettings, FusionUnavailableError, load_gtsam
+
+    try:
+        load_gtsam()
+    except FusionUnavailableError as e:
+        if args.fusion == "on":
+            raise
+        print(f"eval-bag: fused row skipped: {e}", file=sys.stderr)
+        return None, f"off: {e}"
+    return FusionSettings(enabled=True), f"on (odometry {args.odom_frame} -> base frame from the bag's /tf)"
+
+
+def fused_report(res: EvalResult, fusion: Any) -> dict[str, Any] | None:
+    """The report's ``fused`` section (:func:`mfapr_ros.evaluation.report.fused_section`), or None."""
+    if res.fused is None:
+        return None
+    from .report import fused_section
+
+    return fused_section(res.stamps_ns, res.t_gt, res.q_gt, res.fused.t, res.fused.q, res.fused.covariance,
+                         stats=res.fusion_stats, settings=fusion.to_dict() if fusion is not None else None,
+                         source="eval-bag: core.fusion.PoseFusion over the bag's odometry (odom -> base /tf)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = SyncSettings().to_dict()  # = the node's defaults (PARAM_SPECS, config/localize.yaml; tested)
     p = argparse.ArgumentParser(prog="mfapr eval-bag", description=__doc__.split("\n\n")[0],
@@ -312,6 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", choices=("auto", "checkpoint", "gt", "none"), default="auto",
                    help="mean-pose baseline: the training mean stored in the checkpoint (auto falls back to the "
                         "mean of this bag's GT, labelled as such)")
+    p.add_argument("--fusion", choices=("auto", "on", "off"), default="auto",
+                   help="also report the poses fused with the bag's odometry (odom->base TF), as localize_node's "
+                        "fusion.enabled does: auto = when GTSAM is installed and the bag has that TF")
+    p.add_argument("--odom-frame", default="odom", help="odometry frame of the fusion (default odom)")
     p.add_argument("--no-plots", action="store_true", help="write JSON + Markdown only")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -326,12 +401,15 @@ def main(argv: list[str] | None = None) -> int:
     from . import load_report, print_summary, write_report
 
     sync = sync_settings_from_args(args)
+    fusion, fusion_note = fusion_from_args(args)
     localizer = Localizer(args.checkpoint, device=args.device)
     res = evaluate_bag(args.checkpoint, args.bag, topics=parse_topic_map(args.topics), gt_topic=args.gt_topic,
                        gt_tf=args.gt_tf, start_s=args.start, end_s=args.end, max_duration_s=args.max_duration,
                        batch=args.batch, device=args.device, sync=sync, max_gap_s=args.max_gap,
                        progress=not args.no_progress, localizer=localizer,
-                       enforce_image_size=args.enforce_image_size)
+                       enforce_image_size=args.enforce_image_size, fusion=fusion, odom_frame=args.odom_frame)
+    if args.fusion == "auto" and res.fusion_stats and res.fusion_stats["no_odometry"] == res.fusion_stats["received"]:
+        res.fused, fusion_note = None, f"off (--fusion auto: no {args.odom_frame} -> base TF in the bag)"
     ck_meta = getattr(getattr(localizer, "checkpoint", None), "meta", None) or {}
     baseline, base_src = choose_baseline(args.baseline, args.checkpoint, ck_meta, res)
     meta = {
@@ -340,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         "gt": res.gt.source, "baseline_source": base_src, "batch": args.batch, "device": args.device,
         "drops": res.drops, "bundles": res.bundles, "bag_seconds": res.bag_seconds,
         "wall_seconds": res.wall_seconds, "inference_seconds": res.infer_seconds,
-        "bundles_per_s": res.bundles_per_s, "speedup_vs_realtime": res.speedup, **res.meta,
+        "bundles_per_s": res.bundles_per_s, "speedup_vs_realtime": res.speedup, "fusion": fusion_note, **res.meta,
     }
     paths = write_report(args.out, stamps_ns=res.stamps_ns, t_gt=res.t_gt, q_gt=res.q_gt, t_est=res.t_est,
                          q_est=res.q_est, baseline=baseline, masks=res.masks, latency_s=res.latency_s, meta=meta,
@@ -348,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
                          retrieval=(res.retrieval_t, res.retrieval_q) if res.retrieval_t is not None else None,
                          retrieval_shift=((res.retrieval_shift_t, res.retrieval_shift_q)
                                           if res.retrieval_shift_t is not None else None),
-                         calibration=calibration_section(res, ck_meta))
+                         calibration=calibration_section(res, ck_meta), fused=fused_report(res, fusion))
     print_summary(load_report(paths["json"]))
     print(f"{res.bundles} bundles in {res.wall_seconds:.2f} s ({res.bundles_per_s:.1f} bundles/s); "
           f"{res.bag_seconds:.1f} s of bag → {res.speedup:.1f}× real time")

@@ -50,9 +50,10 @@ class OnlineEvaluator:
         self.t_err: list[float] = []
         self.r_err: list[float] = []
         self.drops = DropCounter()
-        self.received = {"estimates": 0, "gt": 0, "retrieval": 0}
+        self.received = {"estimates": 0, "gt": 0, "retrieval": 0, "fused": 0}
         self._retrieval: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._covariance: dict[int, np.ndarray] = {}  # stamp → published 6x6 covariance (PoseWithCovariance)
+        self._fused: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}  # stamp → ~/fused_pose
 
     def _drop(self, cause: str, n: int = 1) -> None:
         self.drops.add(cause, n=n)  # no detail: counted, not logged (the report and /diagnostics show them)
@@ -94,6 +95,23 @@ class OnlineEvaluator:
         the report shows it beside the model for every scored stamp that has one."""
         self.received["retrieval"] += 1
         self._retrieval[int(stamp_ns)] = (np.asarray(t, dtype=np.float64), np.asarray(q, dtype=np.float64))
+
+    def add_fused(self, stamp_ns: int, t: Any, q: Any, covariance: Any = None) -> None:
+        """The node's pose fused with odometry (``~/fused_pose``) for the bundle at ``stamp_ns``: the report's
+        "fused" row beside the raw one, for every scored stamp that has one."""
+        self.received["fused"] += 1
+        c = None if covariance is None else np.asarray(covariance, dtype=np.float64)
+        self._fused[int(stamp_ns)] = (np.asarray(t, dtype=np.float64), np.asarray(q, dtype=np.float64),
+                                      c.reshape(6, 6) if c is not None and c.size == 36 else None)
+
+    def fused_rows(self, stamps: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+        """Fused ``(t, q, covariance or None)`` for ``stamps`` when every one has a fused pose, else None."""
+        if not self._fused or not len(stamps) or any(int(s) not in self._fused for s in stamps):
+            return None
+        rows = [self._fused[int(s)] for s in stamps]
+        covs = [r[2] for r in rows]
+        return (np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]),
+                np.stack(covs) if all(c is not None for c in covs) else None)
 
     def retrieval_rows(self, stamps: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | None:
         """Retrieval poses for ``stamps`` when every one of them has one (a report row needs both), else None."""
@@ -187,12 +205,22 @@ class OnlineEvaluator:
         if retrieval is None and self._retrieval:
             have = sum(int(s) in self._retrieval for s in stamps)
             meta.setdefault("retrieval_coverage", f"{have} of {n} scored poses have a retrieval pose; not reported")
+        fused = self.fused_rows(stamps.tolist())
+        if fused is None and self._fused:
+            have = sum(int(s) in self._fused for s in stamps)
+            meta.setdefault("fused_coverage", f"{have} of {n} scored poses have a fused pose; not reported")
+        fused_doc = None
+        if fused is not None:
+            from .report import fused_section
+
+            fused_doc = fused_section(stamps, arr(self.t_gt, 3), arr(self.q_gt, 4), fused[0], fused[1], fused[2],
+                                      source="the node's ~/fused_pose (fusion.enabled)")
         return write_report(out_dir, stamps_ns=stamps if n else [],
                             t_gt=arr(self.t_gt, 3), q_gt=arr(self.q_gt, 4), t_est=arr(self.t_est, 3),
                             q_est=arr(self.q_est, 4), baseline=baseline,
                             latency_s=lat if np.isfinite(lat).any() else None, meta=meta,
                             plots_enabled=plots_enabled, retrieval=retrieval,
-                            calibration=self.calibration_section(stamps, checkpoint_meta))
+                            calibration=self.calibration_section(stamps, checkpoint_meta), fused=fused_doc)
 
     def calibration_section(self, stamps: Sequence[int], checkpoint_meta: dict[str, Any] | None = None
                             ) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from mfapr_ros import __version__
-from mfapr_ros.core.calibration import levels_text
+from mfapr_ros.core.calibration import calibration_report, levels_text
 from mfapr_ros.core.calibration import markdown_table as calibration_markdown
 from mfapr_ros.core.errors import DataError
 from mfapr_ros.core.geometry import RECALL_BINS
@@ -118,6 +118,35 @@ def _retrieval_shift_section(retrieval_shift: tuple[Any, Any] | None, t_gt: np.n
     return doc
 
 
+#: The fused pose's figures skip the filter's first seconds (it starts from one network pose).
+FUSED_WARMUP_S = 2.0
+
+
+def fused_section(stamps_ns: Any, t_gt: Any, q_gt: Any, t_fused: Any, q_fused: Any, covariance: Any = None,
+                  stats: dict[str, int] | None = None, settings: dict[str, Any] | None = None,
+                  tracks: Sequence[str] | None = None, source: str = "") -> dict[str, Any]:
+    """The report's ``fused`` section: the network pose fused with odometry (:mod:`mfapr_ros.core.fusion`) scored
+    like the raw one (metrics), its covariance coverage (calibration blocks), the worst error after the first
+    :data:`FUSED_WARMUP_S` seconds, and the estimator's counters (outliers rejected, poses without odometry, …)."""
+    stamps = np.asarray(stamps_ns, dtype=np.int64).reshape(-1)
+    t_gt, q_gt, t_f, q_f = _as_rows(t_gt, 3), _as_rows(q_gt, 4), _as_rows(t_fused, 3), _as_rows(q_fused, 4)
+    if not (len(stamps) == len(t_gt) == len(t_f) == len(q_f)):
+        raise DataError(f"fused_section: {len(t_f)} fused poses for {len(t_gt)} GT rows; give one per row")
+    doc: dict[str, Any] = {"metrics": compute_metrics(t_gt, q_gt, t_f, q_f, tracks=tracks), "calibration": None,
+                           "stats": dict(stats) if stats is not None else None, "settings": settings,
+                           "source": source}
+    if len(stamps):
+        t_err, _ = pose_errors(t_gt, q_gt, t_f, q_f)
+        late = stamps >= stamps.min() + int(FUSED_WARMUP_S * 1e9)
+        doc["after_warmup"] = {"warmup_s": FUSED_WARMUP_S, "count": int(late.sum()),
+                               "max_translation_m": float(t_err[late].max()) if late.any() else None,
+                               "over_1m": int((t_err[late] > 1.0).sum())}
+    if covariance is not None and len(stamps):
+        cov = np.asarray(covariance, dtype=np.float64).reshape(len(stamps), 6, 6)
+        doc["calibration"] = {"blocks": calibration_report(t_gt, q_gt, t_f, q_f, cov)}
+    return doc
+
+
 def _camera_presence(mask_arr: np.ndarray, names: Sequence[str] | None) -> dict[str, float]:
     """Fraction of poses each camera was present in; named ``cam{i}`` when the names do not match the mask width."""
     n, num = mask_arr.shape
@@ -168,7 +197,7 @@ def write_report(out_dir: str | Path, *, stamps_ns: Sequence[int] | np.ndarray, 
                  meta: dict[str, Any] | None = None, camera_names: Sequence[str] | None = None,
                  plots_enabled: bool = True, retrieval: tuple[Any, Any] | None = None,
                  retrieval_shift: tuple[Any, Any] | None = None,
-                 calibration: dict[str, Any] | None = None) -> dict[str, Path]:
+                 calibration: dict[str, Any] | None = None, fused: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write the report for paired GT/estimate rows into ``out_dir``; returns ``{kind: path}`` (keys of FILES).
 
     ``baseline``: see :func:`resolve_baseline`. ``masks``: ``(N, T)`` bool camera presence per pose (the
@@ -177,7 +206,8 @@ def write_report(out_dir: str | Path, *, stamps_ns: Sequence[int] | np.ndarray, 
     ``(t (N,3), q (N,4))`` the image-retrieval baseline's pose per row (:mod:`.retrieval`), or ``None``;
     ``retrieval_shift`` the same for the shift-aware lookup (ring rigs).
     ``calibration``: the covariance-calibration section (:func:`mfapr_ros.core.calibration.report_section`: 1σ/2σ/3σ
-    coverage and NLL of the published covariance), or ``None`` when the poses carry no covariance.
+    coverage and NLL of the published covariance), or ``None`` when the poses carry no covariance. ``fused``: the
+    pose fused with odometry (:func:`fused_section`), or ``None`` when fusion did not run.
     """
     meta = dict(meta or {})
     stamps = np.asarray(stamps_ns, dtype=np.int64).reshape(-1)
@@ -198,7 +228,8 @@ def write_report(out_dir: str | Path, *, stamps_ns: Sequence[int] | np.ndarray, 
         "format": REPORT_FORMAT, "format_version": REPORT_VERSION, "mfapr_ros_version": __version__,
         "metrics": metrics, "baseline": base_doc, "retrieval": retrieval_doc,
         "retrieval_shift": _retrieval_shift_section(retrieval_shift, t_gt, q_gt, tracks), "calibration": calibration,
-        "meta": meta, "rows": _pose_rows(stamps, t_gt, q_gt, t_est, q_est, t_err, r_err, tracks, mask_arr, lat),
+        "fused": fused, "meta": meta,
+        "rows": _pose_rows(stamps, t_gt, q_gt, t_est, q_est, t_err, r_err, tracks, mask_arr, lat),
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -274,6 +305,9 @@ def markdown_summary(doc: dict[str, Any]) -> str:
         return "| " + " | ".join(cells) + " |"
 
     lines.append(row("**model**", m))
+    fz = doc.get("fused")
+    if fz:
+        lines.append(row("model fused with odometry", fz["metrics"]))
     if b is not None:
         lines.append(row("mean-pose baseline", b))
     rb = doc["retrieval"]["metrics"] if doc.get("retrieval") else None
@@ -304,11 +338,40 @@ def markdown_summary(doc: dict[str, Any]) -> str:
             lines.append(f"| {name} | {tm['count']} | {_fmt(tm['translation_m']['median'])} | "
                          f"{_fmt(tm['rotation_deg']['median'], 2)} |")
     lines += calibration_markdown(doc.get("calibration"))
+    lines += _fused_markdown(fz)
     drops = meta.get("drops")
     if isinstance(drops, dict) and drops:
         lines += ["", "Dropped: " + ", ".join(f"{k} {v}" for k, v in drops.items()) + "."]
     lines.append("")
     return "\n".join(lines)
+
+
+def _fused_counts(fz: dict[str, Any]) -> str:
+    st = fz.get("stats") or {}
+    keys = ("fused", "initialized", "outlier_rejected", "no_odometry", "invalid", "solver_error", "resets")
+    return ", ".join(f"{k} {st[k]}" for k in keys if st.get(k))
+
+
+def _fused_markdown(fz: dict[str, Any] | None) -> list[str]:
+    """The fused pose's extra lines: worst error after the warm-up, estimator counters, covariance coverage."""
+    if not fz:
+        return []
+    lines = ["", "### Fused with odometry", ""]
+    aw = fz.get("after_warmup") or {}
+    if aw.get("count"):
+        lines.append(f"After the first {aw['warmup_s']:g} s: max error {_fmt(aw['max_translation_m'])} m, "
+                     f"{aw['over_1m']} of {aw['count']} poses more than 1 m off.")
+    if fz.get("stats"):
+        lines.append(f"Estimator: {_fused_counts(fz)} (of {fz['stats'].get('received', '?')} poses).")
+    if fz.get("source"):
+        lines.append(f"Source: {fz['source']}.")
+    cal = (fz.get("calibration") or {}).get("blocks")
+    if cal:
+        lines += ["", "| fused covariance | 1σ | 2σ | 3σ | mean NLL |", "|---|---|---|---|---|"]
+        for name, bl in cal.items():
+            cells = [f"{bl['coverage'][k]:.1f} % ({bl['target'][k]:.1f})" for k in bl["target"]]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {bl['nll']:.3f} |")
+    return lines
 
 
 def format_summary(doc_or_metrics: dict[str, Any], baseline_metrics: dict[str, Any] | None = None) -> str:
@@ -342,6 +405,19 @@ def format_summary(doc_or_metrics: dict[str, Any], baseline_metrics: dict[str, A
     if cal:
         lines.append("covariance coverage 1σ/2σ/3σ: " + "; ".join(
             f"{name} {levels_text(b['coverage'])} % (target {levels_text(b['target'])})" for name, b in cal.items()))
+    fz = doc_or_metrics.get("fused") if "metrics" in doc_or_metrics else None
+    if fz:
+        ft, fr = fz["metrics"]["translation_m"], fz["metrics"]["rotation_deg"]
+        aw = fz.get("after_warmup") or {}
+        line = (f"fused with odometry median: {_fmt(ft['median'])} m, {_fmt(fr['median'], 2)}° (mean "
+                f"{_fmt(ft['mean'])} m); max after {aw.get('warmup_s', FUSED_WARMUP_S):g} s: "
+                f"{_fmt(aw.get('max_translation_m'))} m")
+        counts = _fused_counts(fz)
+        lines.append(line + (f"; {counts}" if counts else ""))
+        fcal = (fz.get("calibration") or {}).get("blocks")
+        if fcal:
+            lines.append("fused covariance coverage 1σ/2σ/3σ: " + "; ".join(
+                f"{n} {levels_text(b['coverage'])} %" for n, b in fcal.items() if n != "position_3d"))
     lat = m.get("latency_s")
     if lat and lat.get("count"):
         lines.append(f"latency p50 {1e3 * lat['p50']:.1f} ms, p99 {1e3 * lat['p99']:.1f} ms")

@@ -69,6 +69,9 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("retrieval_topic", "/mfapr_localizer/retrieval_pose", "str", "PoseStamped of the image-retrieval "
               "baseline (the node's ~/retrieval_pose, published when the checkpoint has a retrieval database); "
               "scored beside the model in the report; '' = off."),
+    ParamSpec("fused_topic", "/mfapr_localizer/fused_pose", "str", "PoseWithCovarianceStamped of the pose fused "
+              "with odometry (the node's ~/fused_pose, with fusion.enabled); scored as the report's fused row; "
+              "'' = off."),
     ParamSpec("out_dir", "out/evaluator", "str", "Report folder (report.json, report.md, PNGs)."),
     ParamSpec("duration", 0.0, "float", "Stop after this many seconds (wall clock); 0 = until interrupted.", ">= 0"),
     ParamSpec("expected_count", 0, "int", "Stop once this many poses are scored; 0 = no limit.", ">= 0"),
@@ -95,6 +98,7 @@ class EvaluatorParams:
     gt_type: str
     gt_tf: str
     retrieval_topic: str
+    fused_topic: str
     out_dir: str
     duration: float
     expected_count: int
@@ -181,6 +185,9 @@ class EvaluatorNode(Node):
         if p.retrieval_topic:  # a known type: subscribed at once, harmless when nobody publishes it
             self.create_subscription(POSE_TYPES[SHORT_TYPES["pose"]], str(p.retrieval_topic), self._on_retrieval,
                                      QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+        if p.fused_topic:  # a known type: subscribed at once, harmless when fusion is off in the node
+            self.create_subscription(PoseWithCovarianceStamped, str(p.fused_topic), self._on_fused,
+                                     QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
         self._try_subscribe()
         if self._pending_subs:
             self._sub_timer = self.create_timer(0.2, self._try_subscribe)
@@ -240,6 +247,10 @@ class EvaluatorNode(Node):
     def _on_retrieval(self, msg: Any) -> None:
         s, t, q = _msg_pose(msg)
         self.ev.add_retrieval(s, t, q)
+
+    def _on_fused(self, msg: Any) -> None:
+        s, t, q = _msg_pose(msg)
+        self.ev.add_fused(s, t, q, _msg_covariance(msg))
 
     def _on_gt(self, msg: Any) -> None:
         s, t, q = _msg_pose(msg)

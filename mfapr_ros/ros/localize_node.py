@@ -46,6 +46,7 @@ from mfapr_ros.core.uncertainty import UncertaintyStats, judge, with_covariance
 
 from .convert import decode_image_msg, rig_pose_to_pose_stamped, rig_pose_to_pose_with_covariance, time_to_ns
 from .diagnostics import MODEL_SOURCE, DiagnosticsOutput, diagnostics_summary
+from .fusion_output import FusionOutput
 from .params import (
     PARAM_SPECS,
     TOPIC_PREFIX,
@@ -123,6 +124,7 @@ class LocalizeCore:
         self.pub_path: Any = None
         self.pub_retrieval: Any = None
         self.tf: TfOutput | None = None
+        self.fusion: FusionOutput | None = None
         self.localizer: Any = None
         self.on_pose: list[Callable[[Any], None]] = []  # hooks (tests, benchmark): called after publishing
 
@@ -251,6 +253,7 @@ class LocalizeCore:
         self.pub_retrieval = (self._make_publisher(PoseStamped, "~/retrieval_pose", POSE_QOS)
                               if getattr(self.localizer, "retrieval", None) is not None else None)
         self.tf = TfOutput(self, p, self.base_frame)
+        self.fusion = FusionOutput(self, p, self.base_frame, self.tf, self._make_publisher)
 
     def _activate(self) -> None:
         """Subscribe to the cameras and start /diagnostics."""
@@ -295,6 +298,9 @@ class LocalizeCore:
             if pub is not None:
                 self._drop_publisher(pub)
                 setattr(self, name, None)
+        if self.fusion is not None:
+            self.fusion.close(self._drop_publisher)
+            self.fusion = None
         if self.tf is not None:
             self.tf.close()
             self.tf = None
@@ -381,7 +387,8 @@ class LocalizeCore:
             self.pub_retrieval.publish(ret)
         if self.path is not None and self.pub_path is not None:
             self.pub_path.publish(self.path.append(ps))
-        self.tf.publish(int(pose.stamp_ns), pose.t, pose.q)
+        t_tf, q_tf = self.fusion.update(pose) if self.fusion is not None else (pose.t, pose.q)  # ~/fused_pose
+        self.tf.publish(int(pose.stamp_ns), t_tf, q_tf)
         self.poses_published += 1
         self.pose_rate.tick()
         self.latency.add(float(pose.latency_s))

@@ -20,6 +20,8 @@ from typing import Any
 
 from mfapr_ros.bag.bundles import CameraBinding, camera_bindings
 from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.fusion import FIELD_DOCS as FUSION_DOCS
+from mfapr_ros.core.fusion import FusionSettings
 from mfapr_ros.core.rig import TRANSPORTS, Rig
 from mfapr_ros.core.sync import POLICIES, PUBLISH_MODES, SyncSettings
 from mfapr_ros.core.uncertainty import ACTIONS as UNCERTAINTY_ACTIONS
@@ -103,6 +105,8 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("uncertainty.inflate_factor", 3.0, "float", "inflate: the sigma of a block whose predicted sigma "
               "exceeded its threshold is multiplied by this (retrieval disagreement instead inflates just enough "
               "for the prior to lie within 1 sigma).", ">= 1"),
+    *(ParamSpec(f"fusion.{f.name}", f.default, {"bool": "bool", "str": "str", "int": "int"}.get(str(f.type), "float"),
+                FUSION_DOCS[f.name][0], FUSION_DOCS[f.name][1]) for f in dataclasses.fields(FusionSettings)),
     ParamSpec("diagnostics_period", 1.0, "float", "Seconds between /diagnostics messages; 0 disables them.",
               ">= 0"),
     ParamSpec("drop_warning_period", 5.0, "float", "Throttle (s) of the per-camera warning on dropped images.",
@@ -152,6 +156,18 @@ class NodeParams:
     uncertainty_max_retrieval_disagreement_deg: float = 0.0
     uncertainty_action: str = "inflate"
     uncertainty_inflate_factor: float = 3.0
+    fusion_enabled: bool = False
+    fusion_lag: float = 2.0
+    fusion_robust_loss: str = "huber"
+    fusion_robust_threshold: float = 3.0
+    fusion_outlier_gate: float = 4.0
+    fusion_max_consecutive_outliers: int = 10
+    fusion_measurement_scale: float = 1.5
+    fusion_odom_translation_per_m: float = 0.15
+    fusion_odom_rotation_per_m: float = 0.1
+    fusion_odom_rotation_per_rad: float = 0.05
+    fusion_odom_min_translation: float = 0.002
+    fusion_odom_min_rotation: float = 0.001
     diagnostics_period: float = 1.0
     drop_warning_period: float = 5.0
     executor_threads: int = 1
@@ -176,6 +192,13 @@ class NodeParams:
             max_retrieval_disagreement_m=self.uncertainty_max_retrieval_disagreement,
             max_retrieval_disagreement_deg=self.uncertainty_max_retrieval_disagreement_deg,
             action=self.uncertainty_action, inflate_factor=self.uncertainty_inflate_factor)
+
+    @property
+    def fusion(self) -> FusionSettings:
+        """The pose fusion's settings from the ``fusion.*`` parameters (validated already; a property, like
+        :attr:`sync`, so it cannot disagree with the flat fields)."""
+        return FusionSettings(**{f.name[len("fusion_"):]: getattr(self, f.name) for f in dataclasses.fields(self)
+                                 if f.name.startswith("fusion_")})
 
     def default_covariance(self) -> list[float]:
         """Diagonal of the fallback 6×6 covariance [x y z roll pitch yaw] (variances)."""
@@ -298,6 +321,10 @@ def validate_params(values: Mapping[str, Any]) -> NodeParams:
             raise _bad(name, out[name], "a non-empty frame id without a leading '/' or spaces")
     if out["base_frame"] and not _valid_frame(out["base_frame"]):
         raise _bad("base_frame", out["base_frame"], "empty (the rig's base frame) or a frame id without '/' prefix")
+    try:  # the fusion's own validation (one place), reported as a parameter error
+        FusionSettings(**{k[len("fusion."):]: val for k, val in out.items() if k.startswith("fusion.")})
+    except ConfigError as e:
+        raise ConfigError(f"parameter {e}. Fix it in the params file (config/localize.yaml) or with -p.") from None
     if out["tf_mode"] != "none" and len({out["map_frame"], out["odom_frame"], out["base_frame"] or "\0"}) < 3:
         raise ConfigError(f"parameters map_frame/odom_frame/base_frame must differ for tf_mode '{out['tf_mode']}' "
                           f"(got {out['map_frame']!r}, {out['odom_frame']!r}, {out['base_frame']!r})")

@@ -304,19 +304,20 @@ class TfOutput:
         self.backend = "injected" if broadcaster is not None else "none"
         self.buffer: TfBuffer | None = None
         self._listener: Any = None
-        if not self.enabled or broadcaster is not None:
+        # the odom -> base lookup serves map_to_odom and the pose fusion (fusion.enabled), whatever tf_mode is
+        listens = self.mode == "map_to_odom" or bool(getattr(p, "fusion_enabled", False))
+        if not (self.enabled or listens) or broadcaster is not None:
             return
         self.backend = tf_backend()
-        listens = self.mode == "map_to_odom"
         if self.backend == "tf2_ros":  # pragma: no cover - tf2_ros is not in the PyPI wheels
-            self.broadcaster = tf2_ros.TransformBroadcaster(node)
+            self.broadcaster = tf2_ros.TransformBroadcaster(node) if self.enabled else None
             if listens:
                 self._buffer = tf2_ros.Buffer()
                 self._listener = tf2_ros.TransformListener(self._buffer, node, spin_thread=False)
                 self.lookup = self._tf2_lookup
             node.get_logger().info(f"tf_mode '{self.mode}': TF via tf2_ros")
         elif self.backend == "tf2_msgs":
-            self.broadcaster = TfBroadcaster(node)
+            self.broadcaster = TfBroadcaster(node) if self.enabled else None
             if listens:
                 self.buffer = TfBuffer()
                 self._listener = TfListener(node, self.buffer)

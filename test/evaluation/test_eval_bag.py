@@ -193,3 +193,37 @@ def test_read_gt_kinds_agree(tmp_path):
         np.testing.assert_array_equal(tr.stamps_ns, trajs[0].stamps_ns)
     with BagReader(path) as b, pytest.raises(DataError, match="no TF path"):
         b.read_tf_trajectory("map", "nowhere")
+
+
+def test_eval_bag_fuses_with_the_bags_odometry_and_reports_a_fused_row(tmp_path, localizer, checkpoint):
+    """Drifting odometry on /tf: every bundle gets one fused pose whose status is counted; the report carries the
+    fused row (metrics, coverage, counters). Without odometry in the bag every pose passes through, counted."""
+    pytest.importorskip("gtsam")
+    from mfapr_ros.core.fusion import STATUSES, FusionSettings
+    from mfapr_ros.core.odometry import OdometryDrift
+    from mfapr_ros.evaluation import load_report, write_report
+    from mfapr_ros.evaluation.eval_bag import fused_report
+
+    path, _, _ = _bag(tmp_path, "odom", frames=40, odometry=OdometryDrift())
+    settings = FusionSettings(enabled=True)
+    res = evaluate_bag(checkpoint, path, batch=8, progress=False, localizer=localizer, fusion=settings)
+    n = len(res.stamps_ns)
+    assert res.fused.t.shape == (n, 3) and res.fused.covariance.shape == (n, 6, 6)
+    st = res.fusion_stats
+    assert st["received"] == res.bundles == sum(st[s] for s in STATUSES)
+    assert st["no_odometry"] == 0 and st["initialized"] >= 1
+    # the fused pose differs from the raw one (odometry moved it) but stays finite and rigid
+    assert np.all(np.isfinite(res.fused.t)) and not np.allclose(res.fused.t[5:], res.t_est[5:])
+    paths = write_report(tmp_path / "rep", stamps_ns=res.stamps_ns, t_gt=res.t_gt, q_gt=res.q_gt, t_est=res.t_est,
+                         q_est=res.q_est, plots_enabled=False, fused=fused_report(res, settings))
+    doc = load_report(paths["json"])
+    assert doc["fused"]["metrics"]["count"] == n and doc["fused"]["stats"]["received"] == res.bundles
+    assert set(doc["fused"]["calibration"]["blocks"]) == {"position_2d", "position_3d", "yaw"}
+    assert doc["fused"]["after_warmup"]["count"] < n
+    md = paths["markdown"].read_text()
+    assert "model fused with odometry" in md and "### Fused with odometry" in md
+
+    bare, _, _ = _bag(tmp_path, "bare", frames=20)
+    res2 = evaluate_bag(checkpoint, bare, batch=8, progress=False, localizer=localizer, fusion=settings)
+    assert res2.fusion_stats["no_odometry"] == res2.bundles
+    np.testing.assert_array_equal(res2.fused.t, res2.t_est)  # raw poses passed through

@@ -190,3 +190,34 @@ def test_write_report_renders_calibration_section(tmp_path):
     assert plain["calibration"] is None
     assert "Covariance calibration" not in (tmp_path / "none" / "report.md").read_text()
     assert "covariance coverage" not in format_summary(plain)
+
+
+def test_online_evaluator_reports_the_fused_row_for_every_scored_stamp(tmp_path):
+    """``~/fused_pose`` messages beside the raw ones: the report's fused section scores them (metrics, coverage,
+    worst error after 2 s); a fused pose missing for a scored stamp drops the row with a note instead of a
+    partial figure."""
+    from mfapr_ros.evaluation import load_report
+    from mfapr_ros.evaluation.online import OnlineEvaluator
+
+    def run(skip_fused: int | None):
+        ev = OnlineEvaluator()
+        q = np.array([1.0, 0, 0, 0])
+        for k in range(40):
+            s = 1_000_000_000 + k * 100_000_000
+            ev.add_gt(s, [0.1 * k, 0, 0], q)
+            ev.add_estimate(s, [0.1 * k + 0.3, 0, 0], q, covariance=np.eye(6) * 0.09)
+            if k != skip_fused:
+                ev.add_fused(s, [0.1 * k + (1.5 if k == 5 else 0.05), 0, 0], q, np.eye(6) * 0.01)
+        ev.add_gt(1_000_000_000 + 40 * 100_000_000, [4.0, 0, 0], q)
+        return load_report(ev.write(tmp_path / f"r{skip_fused}", plots_enabled=False)["json"])
+
+    doc = run(None)
+    fz = doc["fused"]
+    assert fz["metrics"]["count"] == 40 and fz["metrics"]["translation_m"]["median"] == pytest.approx(0.05)
+    assert doc["metrics"]["translation_m"]["median"] == pytest.approx(0.3)
+    # the 1.5 m error is at 0.5 s: inside the first 2 s, so not in the after-warm-up figure
+    assert fz["after_warmup"]["max_translation_m"] == pytest.approx(0.05) and fz["after_warmup"]["over_1m"] == 0
+    assert fz["calibration"]["blocks"]["position_2d"]["count"] == 40
+    assert doc["meta"]["received"]["fused"] == 40
+    missing = run(7)
+    assert missing["fused"] is None and "39 of 40" in missing["meta"]["fused_coverage"]

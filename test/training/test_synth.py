@@ -366,8 +366,9 @@ def test_bag_reads_back_with_rosbags(tmp_path, storage, transport, shared):
             if conn.topic == "/tf_static":
                 assert len(msg.transforms) == rig.num_cameras
                 continue
-            if conn.topic == "/tf":
-                assert msg.transforms[0].header.frame_id == "map" and msg.transforms[0].child_frame_id == "base_link"
+            if conn.topic == "/tf":  # REP-105 chain: map -> odom (GT correction) -> base_link (drifting odometry)
+                assert [(tr.header.frame_id, tr.child_frame_id) for tr in msg.transforms] == [
+                    ("map", "odom"), ("odom", "base_link")]
                 continue
             stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
             assert stamp == logtime
@@ -389,6 +390,15 @@ def test_bag_reads_back_with_rosbags(tmp_path, storage, transport, shared):
     kd = kcsv.kapture_from_dir(str(out / "kapture" / "query"))
     assert sorted(ts * 1000 for ts, _ in kd.records_camera.key_pairs()) == sorted(
         s for s, cams in per_frame.items() for _ in cams)
+    # the TF chain map -> odom -> base_link is the GT; odom -> base_link alone is not (it drifts)
+    from mfapr_ros.bag.reader import BagReader
+
+    with BagReader(out / "bags" / "query") as bag:
+        gt = bag.read_trajectory("/ground_truth/pose")
+        chain = bag.read_tf_trajectory("map", "base_link")
+        odom = bag.read_tf_trajectory("odom", "base_link")
+    np.testing.assert_allclose(chain.t, gt.t, atol=1e-9)
+    assert np.allclose(odom.t[0], 0) and not np.allclose(odom.t[-1], gt.t[-1] - gt.t[0], atol=1e-3)
 
 
 def test_deterministic_across_workers_and_seed(tmp_path):

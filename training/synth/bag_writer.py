@@ -6,7 +6,11 @@ Topics (what `mfapr play`, `mfapr eval-bag` and the rosbag2 reader expect):
   ``sensor_msgs/msg/CompressedImage`` (``jpeg``) on ``<topic>/compressed`` (``--transport compressed``);
   header stamp = the camera's own stamp, ``frame_id = <camera>_optical_frame``;
 - ``/ground_truth/pose``: ``geometry_msgs/msg/PoseStamped`` (frame ``map``) of base_link at the frame rate;
-- ``/tf``: ``tf2_msgs/msg/TFMessage`` map → base_link at the same stamps;
+- ``/tf``: ``tf2_msgs/msg/TFMessage`` at the same stamps: ``odom → base_link`` (simulated wheel odometry with
+  drift, :mod:`mfapr_ros.core.odometry`) and ``map → odom`` (the GT correction ``T_map_base · T_odom_base⁻¹``), so
+  the chain ``map → odom → base_link`` is the GT (``--gt-tf map:base_link`` keeps working) while ``odom →
+  base_link`` alone is what a robot's odometry would publish (what the pose fusion uses). Without odometry:
+  ``map → base_link``;
 - ``/tf_static``: base_link → ``<camera>_optical_frame`` (the rig extrinsics), once at the start.
 
 Messages are written in timestamp order (bag log time = header stamp), CDR-serialised with the Humble typestore
@@ -25,7 +29,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from mfapr_ros.core.errors import ConfigError
-from mfapr_ros.core.geometry import quat_wxyz_to_xyzw
+from mfapr_ros.core.geometry import map_to_odom, quat_wxyz_to_xyzw
 from mfapr_ros.core.rig import Rig
 
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
@@ -34,6 +38,7 @@ GT_TOPIC = "/ground_truth/pose"
 TF_TOPIC = "/tf"
 TF_STATIC_TOPIC = "/tf_static"
 MAP_FRAME = "map"
+ODOM_FRAME = "odom"
 
 
 def camera_topic(topic: str, transport: str) -> str:
@@ -109,8 +114,10 @@ class BagSplitWriter:
                     "tf2_msgs/msg/TFMessage")
         self._static_written = True
 
-    def write_gt(self, stamp_ns: int, t: np.ndarray, q_wxyz: np.ndarray) -> None:
-        """GT rig pose ``T_map_base_link`` as PoseStamped and TF."""
+    def write_gt(self, stamp_ns: int, t: np.ndarray, q_wxyz: np.ndarray,
+                 odom: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """GT rig pose ``T_map_base_link`` as PoseStamped and TF; with ``odom`` (``T_odom_base_link`` at the same
+        stamp) the TF is ``map → odom → base_link`` instead of ``map → base_link`` (module docstring)."""
         if not self._static_written:
             self.write_static(stamp_ns)
         x, y, z, w = (float(v) for v in quat_wxyz_to_xyzw(q_wxyz))
@@ -118,7 +125,13 @@ class BagSplitWriter:
                           orientation=self._Quat(x=x, y=y, z=z, w=w))
         self._write(self.gt_conn, GT_TOPIC, stamp_ns, self._PoseStamped(header=self._header(stamp_ns, MAP_FRAME),
                                                                         pose=pose), "geometry_msgs/msg/PoseStamped")
-        tf = self._TFMessage(transforms=[self._transform(stamp_ns, MAP_FRAME, self.rig.base_frame, t, q_wxyz)])
+        if odom is None:
+            tfs = [self._transform(stamp_ns, MAP_FRAME, self.rig.base_frame, t, q_wxyz)]
+        else:
+            t_mo, q_mo = map_to_odom(t, q_wxyz, odom[0], odom[1])
+            tfs = [self._transform(stamp_ns, MAP_FRAME, ODOM_FRAME, t_mo, q_mo),
+                   self._transform(stamp_ns, ODOM_FRAME, self.rig.base_frame, odom[0], odom[1])]
+        tf = self._TFMessage(transforms=tfs)
         self._write(self.tf_conn, TF_TOPIC, stamp_ns, tf, "tf2_msgs/msg/TFMessage")
 
     def write_image(self, slot: int, stamp_ns: int, rgb: np.ndarray | None = None, jpeg: bytes | None = None

@@ -26,6 +26,7 @@ from PIL import Image
 from mfapr_ros.core.errors import ConfigError
 from mfapr_ros.core.geometry import pose_compose
 from mfapr_ros.core.io import atomic_write_json
+from mfapr_ros.core.odometry import OdometryDrift, simulate_odometry
 from mfapr_ros.core.rig import Intrinsics, Rig, write_rig
 
 from .bag_writer import STORAGES, TRANSPORTS, BagSplitWriter
@@ -68,6 +69,8 @@ class SynthConfig:
     jpeg_quality: int = 90
     workers: int = 2
     lighting_variation: bool = True
+    # simulated wheel odometry (odom → base_link on the bags' /tf, with drift); None = GT TF map → base_link only
+    odometry: OdometryDrift | None = field(default_factory=OdometryDrift)
     world: WorldConfig = field(default_factory=WorldConfig)
 
     def validate(self) -> None:
@@ -175,6 +178,8 @@ class _Job:
     seed: int
     quality: int
     raw_tracks: set[int]
+    odometry: OdometryDrift | None = None
+    odom_cache: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 _JOB: _Job | None = None
@@ -267,7 +272,7 @@ def generate(cfg: SynthConfig, rig: Rig, progress: Callable[[str], None] | None 
                          cfg.seed, i) for i, tr in enumerate(tracks)]
     lightings = [make_lighting(world, (cfg.seed, 0x11647, i), cfg.lighting_variation) for i in range(len(tracks))]
     raw_tracks = {i for i, tr in enumerate(tracks) if tr.split in cfg.bags and cfg.transport == "raw"}
-    job = _Job(world, rig, models, tracks, lightings, plans, cfg.seed, cfg.jpeg_quality, raw_tracks)
+    job = _Job(world, rig, models, tracks, lightings, plans, cfg.seed, cfg.jpeg_quality, raw_tracks, cfg.odometry)
     out.mkdir(parents=True, exist_ok=True)
     write_rig(rig, out / "rig.yaml")
 
@@ -350,15 +355,31 @@ def _write_chunk(job: _Job, ti: int, f0: int, f1: int, items: list[tuple[int, in
             gt_frames.append(cfg.frames)
         gt_ns = track.start_ns + np.array(gt_frames, dtype=np.int64) * period
         gt_t, gt_q = track.pose_at(gt_ns)
+        odom = _track_odometry(job, ti, cfg)
         msgs: list[tuple[int, int, int]] = [(int(s), 0, k) for k, s in enumerate(gt_ns)]
         msgs += [(int(plan.camera_ns[it[0], it[1]]), 1, k) for k, it in enumerate(items)]
         for stamp, typ, k in sorted(msgs):
             if typ == 0:
-                bw.write_gt(stamp, gt_t[k], gt_q[k])
+                f = gt_frames[k] + 1  # odometry rows start at frame -1
+                bw.write_gt(stamp, gt_t[k], gt_q[k], None if odom is None else (odom[0][f], odom[1][f]))
             else:
                 _f, slot, jpeg, rgb = items[k]
                 bw.write_image(slot, stamp, rgb=rgb, jpeg=jpeg)
     return len(items)
+
+
+def _track_odometry(job: _Job, ti: int, cfg: SynthConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """Simulated odometry ``T_odom_base`` of track ``ti`` at its GT frames ``-1 .. frames`` (row 0 = frame −1),
+    computed once per track from its own generator ``(seed, 0x0D0, ti)``, so it does not depend on chunking."""
+    if job.odometry is None:
+        return None
+    if ti not in job.odom_cache:
+        track = job.tracks[ti]
+        period = int(round(NS / cfg.rate_hz))
+        gt_ns = track.start_ns + np.arange(-1, cfg.frames + 1, dtype=np.int64) * period
+        t, q = track.pose_at(gt_ns)
+        job.odom_cache[ti] = simulate_odometry(t, q, job.odometry, np.random.default_rng((cfg.seed, 0x0D0, ti)))
+    return job.odom_cache[ti]
 
 
 def _world_doc(cfg: SynthConfig, rig: Rig, world: World, tracks: list[Track], plans: list[StampPlan],
@@ -366,6 +387,7 @@ def _world_doc(cfg: SynthConfig, rig: Rig, world: World, tracks: list[Track], pl
                result: SynthResult) -> dict[str, Any]:
     doc_cfg = asdict(cfg)
     doc_cfg["bags"] = list(cfg.bags)
+    doc_cfg["odometry"] = cfg.odometry.to_dict() if cfg.odometry is not None else None
     track_docs = []
     for tr, pl, li in zip(tracks, plans, lightings, strict=True):
         d = tr.summary()
