@@ -243,7 +243,7 @@ class Localizer:
             self._log.warning("%s: covariance calibration was fitted with default covariance diagonal %s but %s is "
                               "in use; the stored scales are applied to it anyway (re-run `mfapr calibrate`)",
                               self.checkpoint.path, fitted_default, np.diag(self.default_covariance).tolist())
-        # the image-retrieval prior: written beside the checkpoint by training (evaluation/retrieval.py); each
+        # the image-retrieval prior: written beside the checkpoint by training (core/baselines.py); each
         # pose then carries the nearest training bundle's pose in ``extras`` (reports show it as a baseline)
         from mfapr_ros.core.baselines import load_for_checkpoint
 
