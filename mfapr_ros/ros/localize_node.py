@@ -54,6 +54,7 @@ from .params import (
     bind_cameras,
     validate_params,
 )
+from .relocalize import RelocalizationOutput
 from .runtime import STOP, describe_failure, init_ros, spin_until_shutdown
 from .tf_output import PathBuffer, TfOutput
 
@@ -123,6 +124,7 @@ class LocalizeCore:
         self.pub_path: Any = None
         self.pub_retrieval: Any = None
         self.tf: TfOutput | None = None
+        self.relocalization: RelocalizationOutput | None = None
         self.localizer: Any = None
         self.on_pose: list[Callable[[Any], None]] = []  # hooks (tests, benchmark): called after publishing
 
@@ -251,6 +253,7 @@ class LocalizeCore:
         self.pub_retrieval = (self._make_publisher(PoseStamped, "~/retrieval_pose", POSE_QOS)
                               if getattr(self.localizer, "retrieval", None) is not None else None)
         self.tf = TfOutput(self, p, self.base_frame)
+        self.relocalization = RelocalizationOutput(self, p, self._make_publisher)
 
     def _activate(self) -> None:
         """Subscribe to the cameras and start /diagnostics."""
@@ -298,6 +301,9 @@ class LocalizeCore:
         if self.tf is not None:
             self.tf.close()
             self.tf = None
+        if self.relocalization is not None:
+            self.relocalization.close(self._drop_publisher)
+            self.relocalization = None
         if self.localizer is not None:  # unconfigured = nothing loaded (GPU memory freed before a new checkpoint)
             on_cuda = str(getattr(self.localizer, "device", "")).startswith("cuda")
             self.localizer = None
@@ -364,6 +370,8 @@ class LocalizeCore:
         # with a larger covariance; both counted by reason (a skip is also logged, throttled)
         verdict = judge(pose, self.uncertainty_gate)
         self.uncertain.record(verdict, int(pose.stamp_ns))
+        if self.relocalization is not None:  # /initialpose seeds and the lost state (ros/relocalize.py)
+            self.relocalization.observe(pose, verdict)
         if not verdict.keep:
             return
         if verdict.reasons:

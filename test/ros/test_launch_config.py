@@ -159,7 +159,7 @@ def test_rviz_config_topics_match_the_node() -> None:
 def test_package_xml_declares_what_the_node_imports() -> None:
     text = (ROOT / "package.xml").read_text()
     deps = set(re.findall(r"<(?:exec_)?depend>([^<]+)</", text))
-    needed = {"rclpy", "sensor_msgs", "geometry_msgs", "nav_msgs", "diagnostic_msgs", "std_msgs", "tf2_ros",
+    needed = {"rclpy", "sensor_msgs", "geometry_msgs", "nav_msgs", "diagnostic_msgs", "std_msgs", "std_srvs", "tf2_ros",
               "launch", "launch_ros", "ament_index_python"}
     assert needed <= deps, f"package.xml lacks {sorted(needed - deps)}"
 
