@@ -140,8 +140,10 @@ def resolve_bindings(rig: Rig, bag_types: Mapping[str, str], topics: Mapping[str
     images = sorted(t for t, ty in bag_types.items() if ty in IMAGE_TYPES)
     out: list[CameraBinding] = []
     for slot, cam in enumerate(rig.cameras):
-        if cam.name in ruled:
-            out.append(dataclasses.replace(ruled[cam.name], slot=slot))
+        if cam.name in ruled:  # transport = what is read (the rule may have fallen back to the other one)
+            b = ruled[cam.name]
+            read = "compressed" if bag_types.get(b.topic) == COMPRESSED_IMAGE else "raw"
+            out.append(dataclasses.replace(b, slot=slot, transport=read))
             continue
         if cam.name in trs:
             (b,) = camera_bindings([cam], [cam.name], topics, trs)

@@ -246,7 +246,7 @@ def test_explicit_choice_never_falls_back():
     """The rig's rule falls back to the other transport when only that one is recorded; an explicit choice does
     not: it is an error naming the camera, the topic and what the bag has."""
     only_jpeg = {t: ty for t, ty in _BOTH.items() if ty == _JPEG}
-    assert _read(ring_rig(4), bag_types=only_jpeg)[0] == ("/cam0/image_raw/compressed", "raw")  # rule: fallback
+    assert _read(ring_rig(4), bag_types=only_jpeg)[0] == ("/cam0/image_raw/compressed", "compressed")
     with pytest.raises(DataError, match=r"camera cam0 \(--transport cam0=raw\) reads /cam0/image_raw, which is "
                                         r"not recorded"):
         _read(ring_rig(4), transports={"cam0": "raw"}, bag_types=only_jpeg)
