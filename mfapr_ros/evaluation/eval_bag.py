@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -350,13 +349,10 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
 
 
 def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency, but a bar is never worth a crash
-        return None
-    return tqdm(total=total, unit="msg", desc="eval-bag", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+    """A bar on a terminal, one plain line per interval otherwise (core.progress: the one policy of every command)."""
+    from mfapr_ros.core.progress import progress
+
+    return progress(total, "eval-bag", "msg", enabled=enabled)
 
 
 def choose_baseline(mode: str, checkpoint: str, ck_meta: dict[str, Any], res: EvalResult) -> tuple[Any, str]:
