@@ -190,3 +190,16 @@ def test_write_report_renders_calibration_section(tmp_path):
     assert plain["calibration"] is None
     assert "Covariance calibration" not in (tmp_path / "none" / "report.md").read_text()
     assert "covariance coverage" not in format_summary(plain)
+
+
+def test_retrieval_baseline_source_is_a_real_module():
+    """Reports name the module that implements the retrieval baseline; it must exist (it once said
+    evaluation/retrieval.py, which never did)."""
+    from pathlib import Path
+
+    from mfapr_ros.evaluation.report import RETRIEVAL_SOURCE
+
+    root = Path(__file__).resolve().parents[2]
+    assert RETRIEVAL_SOURCE == "mfapr_ros/core/baselines.py" and (root / RETRIEVAL_SOURCE).is_file()
+    for path in [*root.joinpath("mfapr_ros").rglob("*.py"), *root.joinpath("docs").glob("*.md"), root / "README.md"]:
+        assert "evaluation/retrieval.py" not in path.read_text(), path
