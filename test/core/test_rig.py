@@ -97,3 +97,16 @@ def test_camera_without_extrinsics_is_a_config_error_naming_camera_and_key(tmp_p
     assert "quat_wxyz: [1, 0, 0, 0]" in msg  # how to write the identity
     path.write_text(yaml.safe_dump(_doc()))
     assert load_rig(path).cameras[0].q_base_cam == (1.0, 0.0, 0.0, 0.0)
+
+
+def test_cli_with_a_rig_without_extrinsics_exits_2_with_one_line(tmp_path, capsys):
+    pytest.importorskip("mfapr_training.synth.cli")
+    from mfapr_ros import cli
+
+    doc = _doc()
+    del doc["cameras"][0]["extrinsics"]
+    (tmp_path / "rig.yaml").write_text(yaml.safe_dump(doc))
+    rc = cli.main(["synth", "--rig", str(tmp_path / "rig.yaml"), "--out", str(tmp_path / "w"), "--frames", "4"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "'extrinsics' is missing" in err and "('cam0')" in err
+    assert not (tmp_path / "w").exists()
