@@ -54,6 +54,9 @@ class RelocalizationOutput:
         self.sub: Any = None
         self._wrong_frame = 0
         s = params.relocalization
+        gate = params.uncertainty
+        #: a status in /diagnostics only when something can happen: seeds, or a gate that can skip every pose
+        self.reports = s.enabled or (gate.enabled and gate.action == "skip" and s.lost_timeout_s > 0)
         if s.enabled:
             self.pub = make_publisher(PoseWithCovarianceStamped, params.relocalization_topic, SEED_QOS)
             self.srv = node.create_service(Trigger, "~/relocalize", self._on_service)
@@ -108,8 +111,11 @@ class RelocalizationOutput:
                 "watch_stale": st.watch_stale, "watch_wrong_frame": self._wrong_frame,
                 "disagreeing_in_a_row": r.in_a_row(), "last_mahalanobis": st.last_distance}
 
-    def status(self, node_name: str) -> DiagnosticStatus:
-        """``<node>: relocalization``: ERROR while lost, else OK, with the counters as key/values."""
+    def status(self, node_name: str) -> DiagnosticStatus | None:
+        """``<node>: relocalization``: ERROR while lost, else OK, with the counters as key/values; None when
+        neither seeds nor the lost state are possible (relocalization off and a gate that never skips)."""
+        if not self.reports:
+            return None
         s = self.summary()
         st = DiagnosticStatus(name=f"{node_name}: relocalization", hardware_id=self._frame)
         if s["lost"]:

@@ -157,3 +157,23 @@ def test_initialpose_seeds_service_watch_and_lost(rclpy_context) -> None:
         spinner.join(5)
         node.destroy_node()
         tester.destroy_node()
+
+
+def test_status_only_when_seeds_or_lost_are_possible(rclpy_context) -> None:
+    """With the defaults (relocalization off, gate off) /diagnostics keeps its statuses; a skipping gate adds the
+    relocalization status (the lost state) even without seeding."""
+    from rclpy.parameter import Parameter
+
+    from mfapr_ros.ros.localize_node import LocalizeNode
+
+    for name, extra, present in (("plain", [], False),
+                                 ("gated", [Parameter("uncertainty.max_position_sigma", value=1.0),
+                                            Parameter("uncertainty.action", value="skip")], True)):
+        node = LocalizeNode(name, context=rclpy_context, localizer_factory=lambda p: _Model(), parameter_overrides=[
+            Parameter("checkpoint", value="fake.json"), Parameter("diagnostics_period", value=0.0), *extra])
+        try:
+            names = [s.name for s in node.diagnostics.statuses()]
+            assert (f"{name}: relocalization" in names) == present, names
+            assert node.relocalization.pub is None and node.relocalization.srv is None  # nothing published
+        finally:
+            node.destroy_node()
