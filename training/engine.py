@@ -752,10 +752,9 @@ class Trainer:
     def _bar(self, info: DistInfo) -> Any:
         if not (info.is_main and self.cfg.train.progress):
             return None
-        from tqdm import tqdm
+        from mfapr_ros.core.progress import progress  # a bar on a terminal, one plain line per interval in a log
 
-        return tqdm(total=self.total_steps, initial=self.global_step, desc=self.cfg.name, unit="step",
-                    dynamic_ncols=True, leave=True)
+        return progress(self.total_steps, self.cfg.name, "step", initial=self.global_step)
 
 
 def iterate_once(dataset: Dataset, batch_size: int) -> Iterator[dict[str, Any]]:

@@ -27,6 +27,8 @@ from .io import atomic_write_bytes, atomic_write_json
 
 FORMAT = "mfapr_ros.core.checkpoint"
 FORMAT_VERSION = 1
+#: the documented one-liner that records a missing weights hash (what the missing-sha256 error tells the user to run)
+ADD_SHA256_COMMAND = "python -m mfapr_ros.core.checkpoint add-sha256"
 REQUIRED_KEYS = ("model", "rig", "preprocess")
 
 
@@ -152,12 +154,19 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
 
     json_path, st_path = checkpoint_paths(path)
     doc = read_checkpoint_meta(json_path)
+    if not isinstance(doc["tensors"], dict):
+        raise CheckpointError(f"{json_path}: 'tensors' must be a mapping with file and sha256, got {doc['tensors']!r}")
     st_path = json_path.with_name(doc["tensors"].get("file", st_path.name))
     if not st_path.exists():
         raise CheckpointError(f"{json_path}: weights file {st_path} is missing")
+    recorded = doc["tensors"].get("sha256")
+    if not isinstance(recorded, str) or not recorded:
+        raise CheckpointError(f"{json_path}: tensors.sha256 is missing, so the weights in {st_path.name} cannot be "
+                              f"verified; if they are the intended ones, record their hash with "
+                              f"`{ADD_SHA256_COMMAND} {json_path}`")
     blob = st_path.read_bytes()
     digest = hashlib.sha256(blob).hexdigest()
-    if digest != doc["tensors"].get("sha256"):
+    if digest != recorded:
         raise CheckpointError(f"{st_path}: sha256 {digest[:12]}… does not match {json_path} "
                               f"({str(doc['tensors'].get('sha256'))[:12]}…): weights were truncated or replaced")
     try:
@@ -167,3 +176,56 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
     if map_location != "cpu":
         state = {k: v.to(map_location) for k, v in state.items()}
     return Checkpoint(doc, state, json_path)
+
+
+def add_sha256(path: str | Path) -> str:
+    """Record the sha256 of the weights in a checkpoint JSON that lacks one (e.g. written by hand or by an old
+    exporter); returns the hash. A JSON that already has a hash is left alone: re-hashing would hide weights that
+    were truncated or replaced, which is exactly what the hash is there to catch."""
+    json_path, st_default = checkpoint_paths(path)
+    doc = read_checkpoint_meta(json_path)
+    tensors = doc["tensors"] if isinstance(doc["tensors"], dict) else {}
+    if tensors.get("sha256"):
+        raise CheckpointError(f"{json_path}: tensors.sha256 is already recorded ({str(tensors['sha256'])[:12]}…); "
+                              "it is not replaced (a mismatch means the weights changed: re-save the checkpoint)")
+    st_path = json_path.with_name(tensors.get("file", st_default.name))
+    if not st_path.exists():
+        raise CheckpointError(f"{json_path}: weights file {st_path} is missing")
+    blob = st_path.read_bytes()
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        n = len(load(blob))
+    except (SafetensorError, Exception) as e:  # noqa: BLE001 - safetensors raises several types on corruption
+        raise CheckpointError(f"{st_path}: cannot read safetensors ({e}); no hash recorded") from None
+    digest = hashlib.sha256(blob).hexdigest()
+    doc["tensors"] = {**tensors, "file": st_path.name, "sha256": digest, "num_tensors": n}
+    atomic_write_json(json_path, doc)
+    return digest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mfapr_ros.core.checkpoint add-sha256 NAME.json``: the one-liner of the missing-sha256 error."""
+    import argparse
+    import sys
+
+    from .errors import MfaprError
+
+    ap = argparse.ArgumentParser(prog="python -m mfapr_ros.core.checkpoint",
+                                 description="checkpoint maintenance")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    add = sub.add_parser("add-sha256", help="record the sha256 of the weights in a JSON that lacks one")
+    add.add_argument("checkpoint", help="NAME, NAME.json or NAME.safetensors")
+    args = ap.parse_args(argv)
+    try:
+        digest = add_sha256(args.checkpoint)
+    except MfaprError as e:
+        print(f"add-sha256: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{checkpoint_paths(args.checkpoint)[0]}: tensors.sha256 = {digest}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

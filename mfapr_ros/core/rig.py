@@ -12,7 +12,7 @@ YAML layout (``config/rigs/*.yaml``)::
       - name: cam0
         topic: /cam0/image_raw          # for transport: compressed the node subscribes to <topic>/compressed
         transport: raw                  # raw | compressed
-        extrinsics: {xyz: [0.1, 0.0, 1.2], quat_wxyz: [w, x, y, z]}   # T_base_camera
+        extrinsics: {xyz: [0.1, 0.0, 1.2], quat_wxyz: [w, x, y, z]}   # T_base_camera; required (identity too)
         image: {width: 128, height: 128}                               # optional
         intrinsics: {fx: 64, fy: 64, cx: 64, cy: 64}                   # optional, pixels
 """
@@ -168,9 +168,14 @@ class Rig:
             transport = cd.get("transport", "raw")
             if transport not in TRANSPORTS:
                 raise ConfigError(f"{where}.transport is '{transport}'; expected one of {TRANSPORTS}")
-            ext = cd.get("extrinsics", {"xyz": [0, 0, 0], "quat_wxyz": [1, 0, 0, 0]})
-            xyz = _floats(ext.get("xyz") if isinstance(ext, dict) else None, 3, f"{where}.extrinsics.xyz")
-            quat = _floats(ext.get("quat_wxyz") if isinstance(ext, dict) else None, 4, f"{where}.extrinsics.quat_wxyz")
+            if "extrinsics" not in cd:  # never a silent identity: a forgotten mount would still publish poses
+                raise ConfigError(f"{where}: key 'extrinsics' is missing (T_base_camera); write it explicitly, "
+                                  "e.g. extrinsics: {xyz: [0, 0, 0], quat_wxyz: [1, 0, 0, 0]} for the identity")
+            ext = cd["extrinsics"]
+            if not isinstance(ext, dict):
+                raise ConfigError(f"{where}.extrinsics must be a mapping with xyz and quat_wxyz, got {ext!r}")
+            xyz = _floats(ext.get("xyz"), 3, f"{where}.extrinsics.xyz")
+            quat = _floats(ext.get("quat_wxyz"), 4, f"{where}.extrinsics.quat_wxyz")
             if quat_norm_error(quat) > 1e-3:
                 raise ConfigError(f"{where}.extrinsics.quat_wxyz {quat} is not a unit quaternion "
                                   f"(norm {np.linalg.norm(quat):.4f}); order is (w, x, y, z)")

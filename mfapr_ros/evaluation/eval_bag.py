@@ -17,40 +17,153 @@ Every image or bundle that does not make it into the metrics is counted by cause
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mfapr_ros.bag.bundles import DecodedBundle, bind_bag_topics, decode_bundles, iter_bundles
-from mfapr_ros.bag.reader import BagInfo, BagReader, Trajectory, read_gt
+from mfapr_ros.bag.bundles import (
+    COMPRESSED_SUFFIX,
+    CameraBinding,
+    DecodedBundle,
+    bind_bag_topics,
+    camera_bindings,
+    decode_bundles,
+    iter_bundles,
+)
+from mfapr_ros.bag.reader import COMPRESSED_IMAGE, IMAGE, IMAGE_TYPES, BagInfo, BagReader, Trajectory, read_gt
 from mfapr_ros.core.baselines import checkpoint_mean_pose
 from mfapr_ros.core.drops import DropCounter
 from mfapr_ros.core.errors import ConfigError, DataError
+from mfapr_ros.core.rig import TRANSPORTS, Rig
 from mfapr_ros.core.sync import SyncSettings
 
 LOG = logging.getLogger("mfapr.eval_bag")
 
 
-def parse_topic_map(spec: str | Sequence[str] | None) -> dict[str, str]:
-    """``"cam0=/a,cam1=/b"`` (or a list of ``cam=topic``) → ``{"cam0": "/a", ...}``."""
+def _items(spec: str | Sequence[str] | None) -> list[str]:
     if not spec:
-        return {}
-    items = spec.split(",") if isinstance(spec, str) else [x for s in spec for x in s.split(",")]
+        return []
+    raw = spec.split(",") if isinstance(spec, str) else [x for s in spec for x in s.split(",")]
+    return [x.strip() for x in raw if x.strip()]
+
+
+def parse_topic_map(spec: str | Sequence[str] | None) -> dict[str, str]:
+    """``"cam0=/a,cam1=/b@raw"`` (or a list of ``cam=topic``) → ``{"cam0": "/a", "cam1": "/b@raw"}``; the
+    ``@transport`` suffix is kept for :func:`split_topic_transports`."""
     out: dict[str, str] = {}
-    for item in items:
-        item = item.strip()
-        if not item:
-            continue
+    for item in _items(spec):
         if item.count("=") != 1 or not all(item.split("=")):
-            raise ConfigError(f"--topics entry '{item}' must be CAMERA=TOPIC, e.g. cam0=/front/image_raw")
+            raise ConfigError(f"--topics entry '{item}' must be CAMERA=TOPIC[@TRANSPORT], e.g. cam0=/front/image_raw "
+                              "or cam0=/front/image_raw@raw")
         cam, topic = item.split("=")
         out[cam.strip()] = topic.strip()
+    return out
+
+
+def parse_transport_map(spec: str | Sequence[str] | None) -> dict[str, str] | str:
+    """``--transport``: ``raw`` / ``compressed`` (every camera, returned as the string) or ``cam0=raw,cam1=...``."""
+    items = _items(spec)
+    if len(items) == 1 and "=" not in items[0]:
+        if items[0] not in TRANSPORTS:
+            raise ConfigError(f"--transport '{items[0]}' is not a transport; expected one of {TRANSPORTS} (every "
+                              "camera) or CAMERA=TRANSPORT,... e.g. cam0=raw")
+        return items[0]
+    out: dict[str, str] = {}
+    for item in items:
+        if item.count("=") != 1 or not all(item.split("=")):
+            raise ConfigError(f"--transport entry '{item}' must be CAMERA=TRANSPORT (e.g. cam0=raw), or give one "
+                              f"of {TRANSPORTS} alone for every camera")
+        cam, tr = (x.strip() for x in item.split("="))
+        if tr not in TRANSPORTS:
+            raise ConfigError(f"--transport {cam}={tr}: '{tr}' is not a transport; expected one of {TRANSPORTS}")
+        out[cam] = tr
+    return out
+
+
+def split_topic_transports(topics: Mapping[str, str], transports: Mapping[str, str] | str | None,
+                           rig: Rig) -> tuple[dict[str, str], dict[str, str]]:
+    """``(topics, transports)`` per camera name from ``--topics`` (``topic[@transport]``) and ``--transport``;
+    unknown cameras, unknown transports and a camera given two different transports are ConfigErrors."""
+    names = rig.camera_names
+    if isinstance(transports, str):
+        tr = dict.fromkeys(names, transports)
+    else:
+        tr = dict(transports or {})
+    tp: dict[str, str] = {}
+    for cam, topic in topics.items():
+        if "@" in topic:  # '@' cannot occur in a ROS topic name: the transport suffix is unambiguous
+            topic, _, suffix = topic.rpartition("@")
+            if suffix not in TRANSPORTS or not topic:
+                raise ConfigError(f"--topics {cam}={topic}@{suffix}: expected TOPIC@TRANSPORT with a transport in "
+                                  f"{TRANSPORTS}")
+            if cam in tr and tr[cam] != suffix and not isinstance(transports, str):
+                raise ConfigError(f"camera '{cam}' is given transport '{suffix}' by --topics and '{tr[cam]}' by "
+                                  "--transport; give it once")
+            tr[cam] = suffix
+        tp[cam] = topic
+    unknown = sorted({c for c in (*tp, *tr) if c not in names})
+    if unknown:
+        raise ConfigError(f"--topics/--transport name camera(s) {unknown} that are not in the checkpoint's rig "
+                          f"{names}")
+    for cam, topic in tp.items():
+        if tr.get(cam) == "raw" and topic.endswith(COMPRESSED_SUFFIX):
+            raise ConfigError(f"--topics {cam}={topic}@raw: a raw image topic does not end in '{COMPRESSED_SUFFIX}'; "
+                              f"give the base topic ({topic[: -len(COMPRESSED_SUFFIX)]}) or @compressed")
+    return tp, tr
+
+
+def resolve_bindings(rig: Rig, bag_types: Mapping[str, str], topics: Mapping[str, str] | None = None,
+                     transports: Mapping[str, str] | str | None = None, *,
+                     source: str = "the bag") -> list[CameraBinding]:
+    """Which bag topic each rig camera is read from (model slot order). Three cases per camera, so that nothing is
+    appended or swapped behind the user's back:
+
+    * a transport given (``--transport``, or ``--topics cam=TOPIC@TRANSPORT``): image_transport naming on the base
+      topic (``--topics`` or the rig's), like the node's ``topics.<cam>`` + ``transport.<cam>``: ``raw`` reads the base
+      topic, ``compressed`` reads ``<base>/compressed``; that topic must be recorded with that type (no fallback);
+    * only a topic (``--topics cam=TOPIC``): exactly that topic, its transport is the recorded message type (the
+      rig's transport is *not* appended);
+    * neither: the rig's topic and transport, falling back to the other transport when only that one was recorded
+      (logged), the rule shared with training (:func:`~mfapr_ros.bag.bundles.bind_bag_topics`).
+    """
+    topics, trs = split_topic_transports(dict(topics or {}), transports, rig)
+    by_rule = [c for c in rig.camera_names if c not in topics and c not in trs]
+    ruled = {b.name: b for b in bind_bag_topics(rig.subset(by_rule), bag_types, source=source)  # type: ignore[union-attr]
+             } if by_rule else {}
+    images = sorted(t for t, ty in bag_types.items() if ty in IMAGE_TYPES)
+    out: list[CameraBinding] = []
+    for slot, cam in enumerate(rig.cameras):
+        if cam.name in ruled:  # transport = what is read (the rule may have fallen back to the other one)
+            b = ruled[cam.name]
+            read = "compressed" if bag_types.get(b.topic) == COMPRESSED_IMAGE else "raw"
+            out.append(dataclasses.replace(b, slot=slot, transport=read))
+            continue
+        if cam.name in trs:
+            (b,) = camera_bindings([cam], [cam.name], topics, trs)
+            want = COMPRESSED_IMAGE if b.transport == "compressed" else IMAGE
+            how = f"--transport {cam.name}={b.transport}"
+        else:
+            b = CameraBinding(slot, cam.name, topics[cam.name], "", cam.width, cam.height)
+            want, how = None, f"--topics {cam.name}={topics[cam.name]}"
+        got = bag_types.get(b.topic)
+        if got not in IMAGE_TYPES or (want is not None and got != want):
+            recorded = f"recorded as {got}" if got else "not recorded"
+            raise DataError(f"{source}: camera {cam.name} ({how}) reads {b.topic}, which is {recorded} "
+                            f"(image topics in the bag: {images or 'none'}); fix --topics/--transport")
+        transport = "compressed" if got == COMPRESSED_IMAGE else "raw"
+        out.append(dataclasses.replace(b, slot=slot, transport=transport))
+    topics_read = [b.topic for b in out]
+    dup = sorted({t for t in topics_read if topics_read.count(t) > 1})
+    if dup:
+        raise ConfigError(f"camera topics must be distinct; {dup} is read for more than one camera "
+                          "(check --topics/--transport)")
     return out
 
 
@@ -192,6 +305,7 @@ def _gt_coverage(gt: Trajectory, s: np.ndarray, max_gap_s: float, drops: DropCou
 
 
 def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[str, str] | None = None,
+                 transports: Mapping[str, str] | str | None = None,
                  gt_topic: str | None = None, gt_tf: str | None = None, start_s: float = 0.0,
                  end_s: float | None = None, max_duration_s: float | None = None, batch: int = 16,
                  device: str = "auto", sync: SyncSettings | None = None, max_gap_s: float = 0.5,
@@ -212,9 +326,9 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
     sync = sync or SyncSettings()  # = the node's defaults (one table, tested)
     with BagReader(bag_path) as bag:
         info = bag.info()
-        bindings = bind_bag_topics(rig, {t: i.msgtype for t, i in info.topics.items()}, topics,
-                                   source=f"bag {bag_path}")
-        cam_topics = [b.topic for b in bindings]  # type: ignore[union-attr]
+        bindings = resolve_bindings(rig, {t: i.msgtype for t, i in info.topics.items()}, topics, transports,
+                                    source=f"bag {bag_path}")
+        cam_topics = [b.topic for b in bindings]
         start_ns, end_ns = _time_window(info, start_s, end_s, max_duration_s)
         gt = read_gt(bag, gt_topic, gt_tf)
         drops = DropCounter.for_reader()
@@ -243,7 +357,8 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
         latency_s=np.asarray(est.latency)[ok], drops=dict(drops), bundles=n,
         bag_seconds=(min(end_ns, info.end_ns) - start_ns) / 1e9, wall_seconds=wall, infer_seconds=est.infer_s,
         camera_names=list(rig.camera_names), topics=cam_topics, gt=gt,
-        meta={"sync": sync.to_dict(), "sync_stats": synchronizer.stats, "enforce_image_size": enforce_image_size,
+        meta={"transports": {b.name: b.transport for b in bindings},
+              "sync": sync.to_dict(), "sync_stats": synchronizer.stats, "enforce_image_size": enforce_image_size,
               "window_ns": [start_ns, end_ns], "bag_storage": info.storage},
         retrieval_t=np.asarray(est.ret_t)[ok] if len(est.ret_t) == n else None,
         retrieval_q=np.asarray(est.ret_q)[ok] if len(est.ret_q) == n else None,
@@ -286,13 +401,10 @@ def _rows(fused: Any, ok: np.ndarray) -> Any:
 
 
 def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency, but a bar is never worth a crash
-        return None
-    return tqdm(total=total, unit="msg", desc="eval-bag", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+    """A bar on a terminal, one plain line per interval otherwise (core.progress: the one policy of every command)."""
+    from mfapr_ros.core.progress import progress
+
+    return progress(total, "eval-bag", "msg", enabled=enabled)
 
 
 def choose_baseline(mode: str, checkpoint: str, ck_meta: dict[str, Any], res: EvalResult) -> tuple[Any, str]:
@@ -355,7 +467,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint (NAME, NAME.json or NAME.safetensors)")
     p.add_argument("--bag", required=True, help="rosbag2 directory (sqlite3 or MCAP)")
-    p.add_argument("--topics", default=None, help="camera→topic overrides: cam0=/a/image_raw,cam1=/b/...")
+    p.add_argument("--topics", default=None, metavar="CAM=TOPIC[@TRANSPORT],...",
+                   help="camera→topic overrides, read exactly as written (the rig's transport is not appended; the "
+                        "transport is the recorded type): cam0=/a/image_raw,cam1=/b/image_raw/compressed; with "
+                        "@raw|@compressed the topic is a base topic named by image_transport, like --transport")
+    p.add_argument("--transport", default=None, metavar="raw|compressed|CAM=TRANSPORT,...",
+                   help="read these cameras' images in this transport instead of the rig's: the base topic (rig or "
+                        "--topics) for raw, <base>/compressed for compressed; must be recorded (no fallback). "
+                        "'raw' alone = every camera")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--gt-topic", default=None, help="GT topic (PoseStamped, PoseWithCovarianceStamped, Odometry); "
                    "default: the first of /ground_truth/pose, /ground_truth, /gt/pose found")
@@ -402,8 +521,9 @@ def main(argv: list[str] | None = None) -> int:
 
     sync = sync_settings_from_args(args)
     fusion, fusion_note = fusion_from_args(args)
+    topics, transports = parse_topic_map(args.topics), parse_transport_map(args.transport)  # typos fail at once
     localizer = Localizer(args.checkpoint, device=args.device)
-    res = evaluate_bag(args.checkpoint, args.bag, topics=parse_topic_map(args.topics), gt_topic=args.gt_topic,
+    res = evaluate_bag(args.checkpoint, args.bag, topics=topics, transports=transports, gt_topic=args.gt_topic,
                        gt_tf=args.gt_tf, start_s=args.start, end_s=args.end, max_duration_s=args.max_duration,
                        batch=args.batch, device=args.device, sync=sync, max_gap_s=args.max_gap,
                        progress=not args.no_progress, localizer=localizer,

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from mfapr_ros import __version__
+from mfapr_ros.core import baselines as _baselines
 from mfapr_ros.core.calibration import calibration_report, levels_text
 from mfapr_ros.core.calibration import markdown_table as calibration_markdown
 from mfapr_ros.core.errors import DataError
@@ -34,6 +35,8 @@ from .metrics import bin_label, compute_metrics, mean_pose_baseline, pose_errors
 
 REPORT_FORMAT = "mfapr_ros.eval_report"
 REPORT_VERSION = 1
+#: where the image-retrieval baseline is implemented, derived from the module itself so the text cannot go stale
+RETRIEVAL_SOURCE = _baselines.__name__.replace(".", "/") + ".py"
 FILES = {
     "json": "report.json",
     "markdown": "report.md",
@@ -105,7 +108,7 @@ def _retrieval_section(retrieval: tuple[Any, Any] | None, t_gt: np.ndarray, q_gt
     if len(tr) != n or len(qr) != n:
         raise DataError(f"write_report: {len(tr)} retrieval poses for {n} poses; give one per pose")
     return {"metrics": compute_metrics(t_gt, q_gt, tr, qr, tracks=tracks),
-            "method": "nearest training bundle by 16x16 high-pass thumbnails (evaluation/retrieval.py)"}
+            "method": f"nearest training bundle by 16x16 high-pass thumbnails ({RETRIEVAL_SOURCE})"}
 
 
 def _retrieval_shift_section(retrieval_shift: tuple[Any, Any] | None, t_gt: np.ndarray, q_gt: np.ndarray,

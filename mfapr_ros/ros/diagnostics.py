@@ -158,7 +158,10 @@ class DiagnosticsOutput:
     def statuses(self) -> list[DiagnosticStatus]:
         """The statuses of the core as it is now."""
         c = self._core
-        return diagnostic_statuses(diagnostics_summary(c), c.get_name(), c.params.sync_stream_timeout)
+        out = diagnostic_statuses(diagnostics_summary(c), c.get_name(), c.params.sync_stream_timeout)
+        reloc = getattr(c, "relocalization", None)  # the lost state and the seeds (ros/relocalize.py)
+        st = reloc.status(c.get_name()) if reloc is not None else None
+        return out + ([st] if st is not None else [])
 
     def start(self, period_s: float) -> None:
         """Begin publishing every ``period_s`` seconds (called on activate; 0 = off)."""

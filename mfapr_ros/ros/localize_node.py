@@ -55,6 +55,7 @@ from .params import (
     bind_cameras,
     validate_params,
 )
+from .relocalize import RelocalizationOutput
 from .runtime import STOP, describe_failure, init_ros, spin_until_shutdown
 from .tf_output import PathBuffer, TfOutput
 
@@ -125,6 +126,7 @@ class LocalizeCore:
         self.pub_retrieval: Any = None
         self.tf: TfOutput | None = None
         self.fusion: FusionOutput | None = None
+        self.relocalization: RelocalizationOutput | None = None
         self.localizer: Any = None
         self.on_pose: list[Callable[[Any], None]] = []  # hooks (tests, benchmark): called after publishing
 
@@ -248,12 +250,13 @@ class LocalizeCore:
         self.pub_pose_cov = self._make_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance", POSE_COV_QOS)
         self.path = PathBuffer(p.path_length, p.map_frame) if p.path_length > 0 else None
         self.pub_path = self._make_publisher(Path, "~/path", POSE_QOS) if self.path else None
-        # the image-retrieval prior (nearest training bundle, evaluation/retrieval.py) when the checkpoint has
+        # the image-retrieval prior (nearest training bundle, core/baselines.py) when the checkpoint has
         # its database: what evaluator_node scores beside the model, and a sanity check for a user in RViz
         self.pub_retrieval = (self._make_publisher(PoseStamped, "~/retrieval_pose", POSE_QOS)
                               if getattr(self.localizer, "retrieval", None) is not None else None)
         self.tf = TfOutput(self, p, self.base_frame)
         self.fusion = FusionOutput(self, p, self.base_frame, self.tf, self._make_publisher)
+        self.relocalization = RelocalizationOutput(self, p, self._make_publisher)
 
     def _activate(self) -> None:
         """Subscribe to the cameras and start /diagnostics."""
@@ -304,6 +307,9 @@ class LocalizeCore:
         if self.tf is not None:
             self.tf.close()
             self.tf = None
+        if self.relocalization is not None:
+            self.relocalization.close(self._drop_publisher)
+            self.relocalization = None
         if self.localizer is not None:  # unconfigured = nothing loaded (GPU memory freed before a new checkpoint)
             on_cuda = str(getattr(self.localizer, "device", "")).startswith("cuda")
             self.localizer = None
@@ -370,6 +376,8 @@ class LocalizeCore:
         # with a larger covariance; both counted by reason (a skip is also logged, throttled)
         verdict = judge(pose, self.uncertainty_gate)
         self.uncertain.record(verdict, int(pose.stamp_ns))
+        if self.relocalization is not None:  # /initialpose seeds and the lost state (ros/relocalize.py)
+            self.relocalization.observe(pose, verdict)
         if not verdict.keep:
             return
         if verdict.reasons:

@@ -22,6 +22,7 @@ from mfapr_ros.bag.bundles import CameraBinding, camera_bindings
 from mfapr_ros.core.errors import ConfigError
 from mfapr_ros.core.fusion import FIELD_DOCS as FUSION_DOCS
 from mfapr_ros.core.fusion import FusionSettings
+from mfapr_ros.core.relocalization import RelocalizationSettings
 from mfapr_ros.core.rig import TRANSPORTS, Rig
 from mfapr_ros.core.sync import POLICIES, PUBLISH_MODES, SyncSettings
 from mfapr_ros.core.uncertainty import ACTIONS as UNCERTAINTY_ACTIONS
@@ -107,6 +108,28 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               "for the prior to lie within 1 sigma).", ">= 1"),
     *(ParamSpec(f"fusion.{f.name}", f.default, {"bool": "bool", "str": "str", "int": "int"}.get(str(f.type), "float"),
                 FUSION_DOCS[f.name][0], FUSION_DOCS[f.name][1]) for f in dataclasses.fields(FusionSettings)),
+    ParamSpec("uncertainty.lost_timeout", 5.0, "float", "Seconds during which the gate skipped every pose after "
+              "which /diagnostics reports the node lost (ERROR; only action skip skips poses); 0 = never lost.",
+              ">= 0"),
+    ParamSpec("relocalization.enabled", False, "bool", "Publish the calibrated pose as the localizer stack's initial "
+              "pose (PoseWithCovarianceStamped on relocalization.topic): at start-up, on the ~/relocalize service "
+              "(std_srvs/Trigger) and, with relocalization.watch_topic, when that pose disagrees with ours."),
+    ParamSpec("relocalization.topic", "/initialpose", "str", "Topic of the seeds (nav2 AMCL listens on "
+              "/initialpose).", "a non-empty topic name"),
+    ParamSpec("relocalization.on_startup", True, "bool", "Seed once with the first pose that passes the "
+              "uncertainty gate (no reason: neither skipped nor inflated)."),
+    ParamSpec("relocalization.max_pose_age", 1.0, "float", "~/relocalize refuses (success false, says why) when the "
+              "last confident pose arrived longer ago than this, seconds.", "> 0"),
+    ParamSpec("relocalization.watch_topic", "", "str", "PoseWithCovarianceStamped topic of the localizer to watch "
+              "(e.g. /amcl_pose); '' = no watching.", "'' or a topic name"),
+    ParamSpec("relocalization.watch_mahalanobis", 3.4, "float", "Reseed when the watched pose is farther than this "
+              "from ours in combined sigmas over (x, y, yaw) (chi-square, 3 dof: 3.37 = 1 % by chance) ...",
+              "> 0"),
+    ParamSpec("relocalization.watch_bundles", 5, "int", "... for this many confident poses in a row.", ">= 1"),
+    ParamSpec("relocalization.watch_max_age", 0.5, "float", "Only compare with a watched pose whose stamp is within "
+              "this many seconds of ours.", "> 0"),
+    ParamSpec("relocalization.cooldown", 5.0, "float", "Bundle-time seconds after a disagreement seed before "
+              "another one (the stack needs a moment to take a seed in).", ">= 0"),
     ParamSpec("diagnostics_period", 1.0, "float", "Seconds between /diagnostics messages; 0 disables them.",
               ">= 0"),
     ParamSpec("drop_warning_period", 5.0, "float", "Throttle (s) of the per-camera warning on dropped images.",
@@ -168,6 +191,16 @@ class NodeParams:
     fusion_odom_rotation_per_rad: float = 0.05
     fusion_odom_min_translation: float = 0.002
     fusion_odom_min_rotation: float = 0.001
+    uncertainty_lost_timeout: float = 5.0
+    relocalization_enabled: bool = False
+    relocalization_topic: str = "/initialpose"
+    relocalization_on_startup: bool = True
+    relocalization_max_pose_age: float = 1.0
+    relocalization_watch_topic: str = ""
+    relocalization_watch_mahalanobis: float = 3.4
+    relocalization_watch_bundles: int = 5
+    relocalization_watch_max_age: float = 0.5
+    relocalization_cooldown: float = 5.0
     diagnostics_period: float = 1.0
     drop_warning_period: float = 5.0
     executor_threads: int = 1
@@ -199,6 +232,17 @@ class NodeParams:
         :attr:`sync`, so it cannot disagree with the flat fields)."""
         return FusionSettings(**{f.name[len("fusion_"):]: getattr(self, f.name) for f in dataclasses.fields(self)
                                  if f.name.startswith("fusion_")})
+
+    @property
+    def relocalization(self) -> RelocalizationSettings:
+        """The seed and lost decisions' settings from the ``relocalization.*`` parameters and
+        ``uncertainty.lost_timeout`` (validated already; a property like :attr:`sync`)."""
+        return RelocalizationSettings(
+            enabled=self.relocalization_enabled, on_startup=self.relocalization_on_startup,
+            max_pose_age_s=self.relocalization_max_pose_age, watch_enabled=bool(self.relocalization_watch_topic),
+            watch_mahalanobis=self.relocalization_watch_mahalanobis, watch_bundles=self.relocalization_watch_bundles,
+            watch_max_age_s=self.relocalization_watch_max_age, cooldown_s=self.relocalization_cooldown,
+            lost_timeout_s=self.uncertainty_lost_timeout)
 
     def default_covariance(self) -> list[float]:
         """Diagonal of the fallback 6×6 covariance [x y z roll pitch yaw] (variances)."""
@@ -241,6 +285,11 @@ def _valid_device(d: str) -> bool:
     if d in ("auto", "cpu", "cuda"):
         return True
     return d.startswith("cuda:") and d[5:].isdigit()
+
+
+def _valid_topic(t: str) -> bool:
+    """A plausible ROS topic name (rclpy checks the details when the publisher or subscription is created)."""
+    return bool(t) and " " not in t and not t.endswith("/")
 
 
 def _valid_frame(f: str) -> bool:
@@ -286,6 +335,22 @@ def validate_params(values: Mapping[str, Any]) -> NodeParams:
                  "uncertainty.max_retrieval_disagreement_deg"):
         if out[name] < 0:
             raise _bad(name, out[name], "a number >= 0")
+    for name in ("uncertainty.lost_timeout", "relocalization.cooldown"):
+        if out[name] < 0:
+            raise _bad(name, out[name], "a number of seconds >= 0 (0 = off)")
+    for name in ("relocalization.max_pose_age", "relocalization.watch_mahalanobis", "relocalization.watch_max_age"):
+        if out[name] <= 0:
+            raise _bad(name, out[name], "a number > 0")
+    if out["relocalization.watch_bundles"] < 1:
+        raise _bad("relocalization.watch_bundles", out["relocalization.watch_bundles"], "an integer >= 1")
+    if out["relocalization.enabled"] and not _valid_topic(out["relocalization.topic"]):
+        raise _bad("relocalization.topic", out["relocalization.topic"], "a topic name such as /initialpose")
+    if out["relocalization.watch_topic"] and not _valid_topic(out["relocalization.watch_topic"]):
+        raise _bad("relocalization.watch_topic", out["relocalization.watch_topic"], "'' or a topic name such as "
+                   "/amcl_pose")
+    if out["relocalization.watch_topic"] and not out["relocalization.enabled"]:
+        raise ConfigError("parameter 'relocalization.watch_topic' is set but relocalization.enabled is false: "
+                          "watching only triggers seeds; set `-p relocalization.enabled:=true` or clear the topic")
     if out["uncertainty.action"] not in UNCERTAINTY_ACTIONS:
         raise _bad("uncertainty.action", out["uncertainty.action"], f"one of {UNCERTAINTY_ACTIONS}")
     if out["uncertainty.inflate_factor"] < 1:

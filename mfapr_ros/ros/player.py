@@ -36,6 +36,7 @@ from typing import Any
 
 from mfapr_ros.bag.reader import IMAGE_TYPES, BagReader
 from mfapr_ros.core.errors import ConfigError, DataError
+from mfapr_ros.core.progress import progress as make_progress
 
 LOG = logging.getLogger("mfapr.play")
 CLOCK_TOPIC = "/clock"
@@ -96,9 +97,10 @@ def play(bag_path: str | Path, *, rate: float = 1.0, clock: bool = False, clock_
          loop: bool = False, topics: Iterable[str] | None = None, start_s: float = 0.0, end_s: float | None = None,
          image_qos: str = "sensor", wait_subscribers: int = 0, wait_timeout_s: float = 10.0, delay_s: float = 0.0,
          linger_s: float = 0.5, node_name: str = "mfapr_player", context: Any = None,
-         max_loops: int | None = None) -> PlayStats:
+         max_loops: int | None = None, progress: bool = False) -> PlayStats:
     """Publish ``bag_path`` over DDS; returns :class:`PlayStats`. Requires an initialised rclpy ``context``
-    (the default context when None). ``start_s``/``end_s`` are seconds from the bag's start."""
+    (the default context when None). ``start_s``/``end_s`` are seconds from the bag's start. ``progress``: a bar
+    on a terminal, one plain line per interval otherwise (:mod:`mfapr_ros.core.progress`)."""
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
@@ -142,13 +144,17 @@ def play(bag_path: str | Path, *, rate: float = 1.0, clock: bool = False, clock_
                 clock_pub = node.create_publisher(Clock, CLOCK_TOPIC, QoSProfile(depth=10,
                                                   reliability=ReliabilityPolicy.RELIABLE))
             wall0 = time.monotonic()
+            bar: Any = None
             try:  # a stop (Ctrl-C, SIGTERM) while waiting, delaying, playing or lingering ends cleanly
                 _wait_for_subscribers(pubs, info, wait_subscribers, wait_timeout_s)
                 if delay_s > 0:
                     time.sleep(delay_s)
                 wall0 = time.monotonic()
+                whole = start_s == 0 and end_s is None and not loop  # the message total is known
+                bar = make_progress(sum(info.topics[t].count for t in pubs) if whole else None, "play", "msg",
+                                    enabled=progress)
                 while True:
-                    _play_once(bag, pubs, clock_pub, start_ns, end_ns, rate, clock_hz, stats)
+                    _play_once(bag, pubs, clock_pub, start_ns, end_ns, rate, clock_hz, stats, bar)
                     stats.loops += 1
                     if not loop or (max_loops is not None and stats.loops >= max_loops):
                         break
@@ -158,6 +164,9 @@ def play(bag_path: str | Path, *, rate: float = 1.0, clock: bool = False, clock_
             except (KeyboardInterrupt, _StopPlaybackError):
                 stats.interrupted = True
                 stats.wall_seconds = stats.wall_seconds or time.monotonic() - wall0
+            finally:
+                if bar is not None:
+                    bar.close()
         finally:
             node.destroy_node()
     return stats
@@ -196,7 +205,7 @@ def _wait_for_subscribers(pubs: dict[str, Any], info: Any, n: int, timeout_s: fl
 
 
 def _play_once(bag: BagReader, pubs: dict[str, Any], clock_pub: Any, start_ns: int, end_ns: int | None,
-               rate: float, clock_hz: float, stats: PlayStats) -> None:
+               rate: float, clock_hz: float, stats: PlayStats, bar: Any = None) -> None:
     from rosgraph_msgs.msg import Clock
 
     from .convert import ns_to_time
@@ -225,6 +234,8 @@ def _play_once(bag: BagReader, pubs: dict[str, Any], clock_pub: Any, start_ns: i
         pubs[m.topic].publish(m.raw)
         stats.published[m.topic] += 1
         last_ns = m.log_time_ns
+        if bar is not None:
+            bar.update(1)
     stats.bag_seconds += (last_ns - start_ns) / 1e9
 
 
@@ -246,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait-timeout", type=float, default=10.0, help="max seconds to wait for subscribers")
     p.add_argument("--delay", type=float, default=0.0, help="sleep this many seconds before playing")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: keep the environment's)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary line")
     return p
 
 
@@ -280,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         stats = play(args.bag, rate=args.rate, clock=args.clock, clock_hz=args.clock_hz, loop=args.loop,
                      topics=args.topics, start_s=args.start, end_s=args.end, image_qos=args.image_qos,
                      wait_subscribers=args.wait_subscribers, wait_timeout_s=args.wait_timeout, delay_s=args.delay,
-                     context=ctx)
+                     context=ctx, progress=not args.quiet)
     finally:
         signal.signal(signal.SIGTERM, old)
         signal.signal(signal.SIGINT, old_int)

@@ -62,3 +62,32 @@ def test_never_unpickles(tmp_path):
     torch.save({"w": torch.ones(1)}, tmp_path / "m.safetensors")
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "m")
+
+
+def test_missing_sha256_says_so_and_the_one_liner_adds_it(tmp_path, capsys):
+    """A JSON without tensors.sha256 is refused for that reason (not 'weights replaced'), through the CLI with one
+    line and exit 2; the documented one-liner records the hash and the checkpoint then loads."""
+    from helpers import make_checkpoint
+
+    from mfapr_ros import cli
+    from mfapr_ros.core import checkpoint as ckmod
+
+    js = make_checkpoint(tmp_path, 4)
+    doc = json.loads(js.read_text())
+    good = doc["tensors"].pop("sha256")
+    js.write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="tensors.sha256 is missing") as e:
+        load_checkpoint(js)
+    assert "truncated or replaced" not in str(e.value) and ckmod.ADD_SHA256_COMMAND in str(e.value)
+
+    rc = cli.main(["eval-bag", "--checkpoint", str(js), "--bag", str(tmp_path / "no_bag"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "tensors.sha256 is missing" in err and f"{ckmod.ADD_SHA256_COMMAND} {js}" in err
+
+    assert ckmod.main(["add-sha256", str(js)]) == 0
+    assert json.loads(js.read_text())["tensors"]["sha256"] == good
+    assert load_checkpoint(js).state_dict
+    # a hash already recorded is never replaced (that would hide replaced weights): exit 2, one line
+    assert ckmod.main(["add-sha256", str(js)]) == 2
+    assert "already recorded" in capsys.readouterr().err

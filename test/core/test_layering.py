@@ -22,7 +22,7 @@ ROS_MODULES = {
     "rclpy", "rosidl_runtime_py", "message_filters", "cv_bridge", "launch", "launch_ros", "tf2_ros", "tf2_msgs",
     "diagnostic_updater", "ament_index_python", "builtin_interfaces", "rosgraph_msgs", "rcl_interfaces",
     "lifecycle_msgs", "sensor_msgs", "geometry_msgs", "nav_msgs", "std_msgs", "visualization_msgs",
-    "diagnostic_msgs",
+    "diagnostic_msgs", "std_srvs",
 }
 #: imports allowed outside ros/ because they are guarded and optional: the shipped-config lookup of a colcon install
 GUARDED = {("core/rig.py", "ament_index_python")}

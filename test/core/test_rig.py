@@ -56,6 +56,7 @@ def _doc(**cam):
     (_doc(topic=None), r"cameras\[0\] \('cam0'\)\.topic"),
     (_doc(extrinsics={"xyz": [0, 0, 0], "quat_wxyz": [1, 1, 0, 0]}), "not a unit quaternion"),
     (_doc(transport="h264"), "transport"),
+    (_doc(extrinsics=None), r"cameras\[0\] \('cam0'\)\.extrinsics must be a mapping"),
     (_doc(extrinsics={"xyz": [0, 0], "quat_wxyz": [1, 0, 0, 0]}), "xyz must be a list of 3"),
     ({"name": "x", "cameras": [_doc()["cameras"][0]] * 2}, "duplicate camera name"),
     ({"name": "x", "cameras": [dict(_doc()["cameras"][0], name=f"c{i}") for i in range(17)]}, "at most 16"),
@@ -80,3 +81,32 @@ def test_topic_remap_and_compressed_subscription():
     with pytest.raises(ConfigError, match="no camera 'camX'"):
         rig.with_topics({"camX": "/x"})
     assert yaml.safe_load(yaml.safe_dump(rig.to_dict()))["cameras"][1]["topic"] == "/front/image"
+
+
+def test_camera_without_extrinsics_is_a_config_error_naming_camera_and_key(tmp_path):
+    """No silent identity: a rig camera without ``extrinsics`` is refused (one line naming the camera and the key),
+    the identity written explicitly loads."""
+    doc = _doc()
+    del doc["cameras"][0]["extrinsics"]
+    path = tmp_path / "rig.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError) as e:
+        load_rig(path)
+    msg = str(e.value)
+    assert "\n" not in msg and "cameras[0] ('cam0')" in msg and "'extrinsics' is missing" in msg
+    assert "quat_wxyz: [1, 0, 0, 0]" in msg  # how to write the identity
+    path.write_text(yaml.safe_dump(_doc()))
+    assert load_rig(path).cameras[0].q_base_cam == (1.0, 0.0, 0.0, 0.0)
+
+
+def test_cli_with_a_rig_without_extrinsics_exits_2_with_one_line(tmp_path, capsys):
+    pytest.importorskip("mfapr_training.synth.cli")
+    from mfapr_ros import cli
+
+    doc = _doc()
+    del doc["cameras"][0]["extrinsics"]
+    (tmp_path / "rig.yaml").write_text(yaml.safe_dump(doc))
+    rc = cli.main(["synth", "--rig", str(tmp_path / "rig.yaml"), "--out", str(tmp_path / "w"), "--frames", "4"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "'extrinsics' is missing" in err and "('cam0')" in err
+    assert not (tmp_path / "w").exists()

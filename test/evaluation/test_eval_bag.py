@@ -227,3 +227,81 @@ def test_eval_bag_fuses_with_the_bags_odometry_and_reports_a_fused_row(tmp_path,
     res2 = evaluate_bag(checkpoint, bare, batch=8, progress=False, localizer=localizer, fusion=settings)
     assert res2.fusion_stats["no_odometry"] == res2.bundles
     np.testing.assert_array_equal(res2.fused.t, res2.t_est)  # raw poses passed through
+# ---------------------------------------------------------------- topic / transport resolution (--topics, --transport)
+_RAW, _JPEG = "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"
+_BOTH = {**{f"/cam{i}/image_raw": _RAW for i in range(4)}, **{f"/cam{i}/image_raw/compressed": _JPEG for i in range(4)}}
+
+
+def _read(rig, topics=None, transports=None, bag_types=_BOTH):
+    from mfapr_ros.evaluation.eval_bag import resolve_bindings
+
+    return [(b.topic, b.transport) for b in resolve_bindings(rig, bag_types, topics, transports)]
+
+
+def test_transport_is_explicit_and_topics_are_read_as_written():
+    from mfapr_ros.evaluation.eval_bag import parse_transport_map
+
+    jpeg_rig = ring_rig(4, transport="compressed")  # a checkpoint whose rig says compressed
+    assert _read(jpeg_rig)[0] == ("/cam0/image_raw/compressed", "compressed")  # the rig's rule
+    # --transport raw: every camera from its raw topic although the rig says compressed and both are recorded
+    assert _read(jpeg_rig, transports=parse_transport_map("raw")) == [(f"/cam{i}/image_raw", "raw") for i in range(4)]
+    assert _read(jpeg_rig, transports=parse_transport_map("cam1=raw"))[:2] == [
+        ("/cam0/image_raw/compressed", "compressed"), ("/cam1/image_raw", "raw")]
+    # --topics alone: exactly that topic, never the rig's transport appended; transport = the recorded type
+    assert _read(jpeg_rig, parse_topic_map("cam0=/cam0/image_raw"))[0] == ("/cam0/image_raw", "raw")
+    assert _read(ring_rig(4), parse_topic_map("cam2=/cam2/image_raw/compressed"))[2] == (
+        "/cam2/image_raw/compressed", "compressed")
+    # topic@transport: image_transport naming on a base topic, as the node's topics.<cam> + transport.<cam>
+    assert _read(ring_rig(4), parse_topic_map("cam3=/cam3/image_raw@compressed"))[3] == (
+        "/cam3/image_raw/compressed", "compressed")
+    assert _read(jpeg_rig, parse_topic_map("cam0=/cam0/image_raw@raw"))[0] == ("/cam0/image_raw", "raw")
+
+
+@pytest.mark.parametrize("topics,transports,exc,match", [
+    (None, "h264", ConfigError, "'h264' is not a transport"),
+    (None, "cam0=h264", ConfigError, "'h264' is not a transport"),
+    (None, "camX=raw", ConfigError, r"camera\(s\) \['camX'\]"),
+    (None, "cam0:raw,cam1=raw", ConfigError, "CAMERA=TRANSPORT"),
+    ("cam0=/cam0/image_raw@h264", None, ConfigError, "TOPIC@TRANSPORT"),
+    ("cam0=/cam0/image_raw@raw", "cam0=compressed", ConfigError, "give it once"),
+    ("cam0=/cam0/image_raw/compressed@raw", None, ConfigError, "does not end in '/compressed'"),
+    ("cam0=/cam1/image_raw", None, ConfigError, "distinct"),
+])
+def test_bad_topic_or_transport_is_named(topics, transports, exc, match):
+    from mfapr_ros.evaluation.eval_bag import parse_transport_map
+
+    with pytest.raises(exc, match=match):
+        _read(ring_rig(4), parse_topic_map(topics), parse_transport_map(transports))
+
+
+def test_explicit_choice_never_falls_back():
+    """The rig's rule falls back to the other transport when only that one is recorded; an explicit choice does
+    not: it is an error naming the camera, the topic and what the bag has."""
+    only_jpeg = {t: ty for t, ty in _BOTH.items() if ty == _JPEG}
+    assert _read(ring_rig(4), bag_types=only_jpeg)[0] == ("/cam0/image_raw/compressed", "compressed")
+    with pytest.raises(DataError, match=r"camera cam0 \(--transport cam0=raw\) reads /cam0/image_raw, which is "
+                                        r"not recorded"):
+        _read(ring_rig(4), transports={"cam0": "raw"}, bag_types=only_jpeg)
+    with pytest.raises(DataError, match="recorded as sensor_msgs/msg/CompressedImage"):
+        _read(ring_rig(4), parse_topic_map("cam0=/x@raw"), bag_types={**only_jpeg, "/x": _JPEG})
+
+
+def test_cli_transport_raw_on_a_bag_with_both(tmp_path, checkpoint, capsys):
+    """End to end: a bag with raw and compressed copies of every camera; the rig says raw, --transport compressed
+    reads the JPEG topics (report meta names them); a bad --transport is one line, exit 2, before the model loads."""
+    from mfapr_ros.cli import main
+
+    topics = TOPICS + [t + "/compressed" for t in TOPICS]
+    path = tmp_path / "both"
+    write_synth_bag(path, SynthBagSpec(topics, frames=6, size=SIZE, compressed=[False] * 4 + [True] * 4))
+    out = tmp_path / "rep"
+    rc = main(["eval-bag", "--checkpoint", str(checkpoint), "--bag", str(path), "--transport", "compressed",
+               "--batch", "4", "--out", str(out), "--device", "cpu", "--no-progress", "--no-plots"])
+    assert rc == 0, capsys.readouterr().err
+    meta = json.loads((out / "report.json").read_text())["meta"]
+    assert meta["topics"] == {f"cam{i}": f"/cam{i}/image_raw/compressed" for i in range(4)}
+    assert meta["transports"] == dict.fromkeys(meta["topics"], "compressed")
+    capsys.readouterr()
+    rc = main(["eval-bag", "--checkpoint", str(tmp_path / "absent.json"), "--bag", str(path), "--transport", "jpeg"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "--transport 'jpeg' is not a transport" in err

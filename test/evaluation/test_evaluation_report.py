@@ -221,3 +221,14 @@ def test_online_evaluator_reports_the_fused_row_for_every_scored_stamp(tmp_path)
     assert doc["meta"]["received"]["fused"] == 40
     missing = run(7)
     assert missing["fused"] is None and "39 of 40" in missing["meta"]["fused_coverage"]
+def test_retrieval_baseline_source_is_a_real_module():
+    """Reports name the module that implements the retrieval baseline; it must exist (it once said
+    evaluation/retrieval.py, which never did)."""
+    from pathlib import Path
+
+    from mfapr_ros.evaluation.report import RETRIEVAL_SOURCE
+
+    root = Path(__file__).resolve().parents[2]
+    assert RETRIEVAL_SOURCE == "mfapr_ros/core/baselines.py" and (root / RETRIEVAL_SOURCE).is_file()
+    for path in [*root.joinpath("mfapr_ros").rglob("*.py"), *root.joinpath("docs").glob("*.md"), root / "README.md"]:
+        assert "evaluation/retrieval.py" not in path.read_text(), path

@@ -159,7 +159,7 @@ def test_rviz_config_topics_match_the_node() -> None:
 def test_package_xml_declares_what_the_node_imports() -> None:
     text = (ROOT / "package.xml").read_text()
     deps = set(re.findall(r"<(?:exec_)?depend>([^<]+)</", text))
-    needed = {"rclpy", "sensor_msgs", "geometry_msgs", "nav_msgs", "diagnostic_msgs", "std_msgs", "tf2_ros",
+    needed = {"rclpy", "sensor_msgs", "geometry_msgs", "nav_msgs", "diagnostic_msgs", "std_msgs", "std_srvs", "tf2_ros",
               "launch", "launch_ros", "ament_index_python"}
     assert needed <= deps, f"package.xml lacks {sorted(needed - deps)}"
 
@@ -187,6 +187,11 @@ GOOD = {"checkpoint": "/tmp/m.json"}
     ("enforce_image_size", "yes", "enforce_image_size"),
     ("camera_topics", "/a", "camera_topics"),
     ("sync.slopp", 0.1, "sync.slopp"),
+    ("uncertainty.lost_timeout", -1.0, "uncertainty.lost_timeout"),
+    ("relocalization.watch_bundles", 0, "relocalization.watch_bundles"),
+    ("relocalization.watch_mahalanobis", 0.0, "relocalization.watch_mahalanobis"),
+    ("relocalization.max_pose_age", 0.0, "relocalization.max_pose_age"),
+    ("relocalization.watch_topic", "/amcl_pose", "relocalization.enabled is false"),
 ])
 def test_bad_parameter_is_named(key: str, value: object, match: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(match)):
@@ -242,3 +247,14 @@ def test_setup_cfg_installs_scripts_where_ros2_run_finds_them() -> None:
     cp = configparser.ConfigParser()
     cp.read(cfg)
     assert cp.get("install", "install_scripts", fallback="").endswith("lib/mfapr_ros")
+
+
+def test_relocalization_parameters_become_the_settings() -> None:
+    p = validate_params({**GOOD, "relocalization.enabled": True, "relocalization.watch_topic": "/amcl_pose",
+                         "relocalization.watch_bundles": 3, "uncertainty.lost_timeout": 2})
+    s = p.relocalization
+    assert s.enabled and s.watch_enabled and s.watch_bundles == 3 and s.lost_timeout_s == 2.0
+    assert p.relocalization_topic == "/initialpose" and s.watch_mahalanobis == 3.4
+    assert not validate_params(GOOD).relocalization.enabled  # off by default
+    with pytest.raises(ConfigError, match="relocalization.topic"):
+        validate_params({**GOOD, "relocalization.enabled": True, "relocalization.topic": ""})

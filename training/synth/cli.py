@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.progress import StatusLine
 from mfapr_ros.core.rig import Rig, load_rig, ring_rig
 
-from .generate import SPLITS, SynthConfig, generate, stderr_progress
+from .generate import SPLITS, SynthConfig, generate
 from .world import WorldConfig
 
 
@@ -114,9 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     cfg = config_from_args(args)
     rig = resolve_rig(cfg.rig)
-    res = generate(cfg, rig, progress=None if args.quiet else stderr_progress)
-    if not args.quiet:
-        sys.stderr.write("\n")
+    status = None if args.quiet else StatusLine()  # a \r-updated line on a terminal, plain lines in a log
+    try:
+        res = generate(cfg, rig, progress=status)
+    finally:
+        if status is not None:
+            status.close()
     print(f"mfapr synth: wrote {res.out} — {res.frames} frames, {res.images} images ({res.dropped} dropped) from "
           f"{rig.num_cameras} cameras in {res.seconds:.1f} s: {res.frames_per_s:.1f} frames/s, "
           f"{res.images_per_s:.1f} images/s ({cfg.workers} workers)")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import math
 import multiprocessing as mp
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -415,9 +414,3 @@ def _world_doc(cfg: SynthConfig, rig: Rig, world: World, tracks: list[Track], pl
                    "images_per_s": round(result.images_per_s, 1), "frames_per_s": round(result.frames_per_s, 1),
                    "workers": cfg.workers},
     }
-
-
-def stderr_progress(line: str) -> None:
-    """A single updating progress line on stderr."""
-    sys.stderr.write("\r" + line)
-    sys.stderr.flush()
