@@ -404,5 +404,6 @@ def main(argv: list[str] | None = None) -> int:
     names = list(summary["counts"])
     train = TRAIN if TRAIN in names else names[0]
     val = f"data.val_split={VAL}" if VAL in names else "data.val_split=null"
-    print(f"mfapr split: train with --set data.root={out} --set data.train_split={train} --set {val}")
+    unit = f" --set data.stamp_unit={args.stamp_unit}" if not is_bag and args.stamp_unit != "auto" else ""
+    print(f"mfapr split: train with --set data.root={out} --set data.train_split={train} --set {val}{unit}")
     return 0

@@ -294,10 +294,10 @@ def markdown_summary(doc: dict[str, Any]) -> str:
 
 
 def _beats(model: float | None, base: float | None) -> bool | None:
-    """Whether the model's median is below the baseline's (None when either is missing)."""
+    """Whether the model's median is below the baseline's by more than 0.1 % (None when either is missing)."""
     if model is None or base is None:
         return None
-    return bool(model < base)
+    return bool(model < base and not math.isclose(model, base, rel_tol=1e-3))  # a tie does not beat
 
 
 def verdict(m: dict[str, Any], base: dict[str, Any], name: str) -> str:

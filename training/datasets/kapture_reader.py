@@ -103,9 +103,9 @@ def detect_stamp_unit(stamps: dict[str, list[int]], where: str, unit: str = "aut
                                                                    strict=False))
     step = steps[len(steps) // 2] if steps else None
 
-    def how(u: str) -> str:
-        return f"set the unit: {hint.format(unit=u)}; or convert the timestamp column of records_camera.txt and " \
-               "trajectories.txt to µs"
+    def how(u: str, note: str = "") -> str:
+        return f"set the unit: {hint.format(unit=u)}{note}; or convert the timestamp column of records_camera.txt " \
+               "and trajectories.txt to µs"
 
     if 10**17 <= first < 10**19:
         return 1
@@ -119,7 +119,7 @@ def detect_stamp_unit(stamps: dict[str, list[int]], where: str, unit: str = "aut
         return US_TO_NS
     if step <= 2:
         raise DataError(f"{where}: timestamps look like frame indices (first {first}, median step {step}); "
-                        f"{how('frame@<N>hz')} with the recording's frame rate, e.g. frame@30hz")
+                        f"{how('frame@<N>hz', ' with the frame rate N, e.g. frame@30hz for 30 Hz')}")
     if step < 5000:
         raise DataError(f"{where}: timestamps look like milliseconds (median step {step}, i.e. "
                         f"{1e3 / step:.1f} Hz in ms but {1e6 / step:.0f} Hz in µs); {how('ms')}")
