@@ -28,6 +28,7 @@ import pytest
 
 from mfapr_ros.bag.synth import render, trajectory
 from mfapr_ros.cli import main
+from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.geometry import pose_inverse
 
 TRAIN = ["--set", "train.max_steps=2", "--set", "train.batch_size=8", "--set", "train.device=cpu",
@@ -242,3 +243,200 @@ def test_one_bag_with_tf_ground_truth_from_recording_to_report(tmp_path: Path,
                        "--no-plots", "--no-progress")
     assert rc == 0, err
     assert check_report(tmp_path / "report")["metrics"]["count"] == counts["query"] // 2
+
+
+# --------------------------------------------------------------------------------------------- split
+def test_split_plans_are_contiguous_disjoint_and_cover_the_recording() -> None:
+    from mfapr_training.split import TEST, TRAIN, VAL, parse_ranges, plan_split
+
+    s = 1_000_000_000
+    p = plan_split(0, 10 * s - 1, "time", val=0.2, test=0.2, blocks=10)
+    # 10 blocks T T Q V T T T Q V T: held-out blocks spread over the recording, neighbours merged
+    assert {n: len(b) for n, b in p.blocks.items()} == {TRAIN: 3, TEST: 2, VAL: 2}
+    assert sum(b - a for bl in p.blocks.values() for a, b in bl) == 10 * s  # covers, no overlap
+    assert [p.assign(k * s) for k in range(10)].count(TEST) == 2
+    f = plan_split(0, 10 * s - 1, "fraction", val=0.1, test=0.3)
+    assert f.blocks == {TRAIN: [(0, 6 * s)], VAL: [(6 * s, 7 * s)], TEST: [(7 * s, 10 * s)]}
+    r = plan_split(0, 100 * s, "ranges", ranges=parse_ranges(["mapping=0:60", "query=70:90,95:100"]), gap_s=0)
+    assert r.blocks == {TRAIN: [(0, 60 * s)], TEST: [(70 * s, 90 * s), (95 * s, 100 * s)]}
+    assert r.assign(65 * s) is None  # outside every range: dropped (and counted by the writers)
+    g = plan_split(0, 10 * s - 1, "fraction", val=0.0, test=0.5, gap_s=1.0)
+    assert g.blocks == {TRAIN: [(0, int(4.5 * s))], TEST: [(int(5.5 * s), 10 * s)]}  # 1 s between the splits
+    assert plan_split(0, s, "fraction", val=0.0, test=0.2).blocks.keys() == {TRAIN, TEST}
+    with pytest.raises(ConfigError, match="overlaps"):
+        parse_ranges(["mapping=0:60", "query=50:90"])
+    with pytest.raises(ConfigError, match="at least one block must stay for training"):
+        plan_split(0, s, "time", val=0.3, test=0.3, blocks=2)
+
+
+def test_split_with_a_gap_drops_edge_frames_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = t265_ros_kapture(tmp_path / "raw", frames=20, size=16)
+    rc, out, _ = run(capsys, "split", str(raw), "--out", str(tmp_path / "d"), "--by", "fraction", "--val", "0",
+                     "--test", "0.5", "--gap-s", "0.35")
+    assert rc == 0 and "images outside every split" in out
+    tr, te = split_stamps(tmp_path / "d" / "mapping"), split_stamps(tmp_path / "d" / "query")
+    assert min(te) - max(tr) >= 350_000_000  # no test frame within 0.35 s of a training frame
+    assert not (tmp_path / "d" / "validation").exists()
+    assert "--set data.val_split=null" in out
+
+
+# --------------------------------------------------------------------------------------------- errors
+def test_missing_validation_split_lists_splits_on_disk_and_suggests_val_split_null(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = t265_ros_kapture(tmp_path / "raw", frames=20, size=16)
+    run(capsys, "split", str(raw), "--out", str(tmp_path / "d"), "--by", "fraction", "--val", "0", "--test", "0.3")
+    rc, _, err = run(capsys, "train", "--config", "own_data", "--set", f"data.root={tmp_path / 'd'}", *TRAIN,
+                     "--out", str(tmp_path / "run"))
+    assert rc == 2 and err.count("\n") == 1
+    assert "no kapture split 'validation'" in err and "kapture splits found there: mapping, query" in err
+    assert "--set data.val_split=null" in err
+
+
+def test_root_is_the_split_trains_without_validation_and_says_what_is_off(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """``data.train_split=`` (empty: data.root is the split) and ``data.val_split=null``: one loud warning lists
+    the checks that are off; the log names only the retrieval database actually written (last, not best)."""
+    caplog.set_level(logging.INFO)
+    raw = t265_ros_kapture(tmp_path / "raw", frames=16, size=16)
+    run_dir = tmp_path / "run"
+    rc, out, err = run(capsys, "train", "--config", "own_data", "--set", f"data.root={raw}",
+                       "--set", "data.train_split=", "--set", "data.val_split=null", *TRAIN, "--out", str(run_dir))
+    assert rc == 0, err
+    warn = [r.getMessage() for r in caplog.records if "NO VALIDATION SPLIT" in r.getMessage()]
+    assert len(warn) == 1 and all(w in warn[0] for w in ("health check", "best-checkpoint selection",
+                                                        "covariance calibration"))
+    retrieval = [r.getMessage() for r in caplog.records if "retrieval baseline database" in r.getMessage()]
+    assert "last.retrieval.safetensors" in retrieval[0] and "best.retrieval" not in retrieval[0]
+    assert (run_dir / "last.retrieval.safetensors").is_file() and not (run_dir / "best.json").exists()
+    assert "no validation split" in out
+
+
+@pytest.mark.parametrize(("stamps", "setting"), [([1600000000, 1600000001], "--set data.stamp_unit=s"),
+                                                 ([1600000000000, 1600000000100], "--set data.stamp_unit=ms"),
+                                                 ([0, 1, 2], "--set data.stamp_unit=frame@<N>hz")])
+def test_stamp_unit_errors_name_the_exact_setting(stamps: list[int], setting: str) -> None:
+    from mfapr_training.datasets.kapture_reader import detect_stamp_unit, stamp_unit_factor
+
+    with pytest.raises(DataError) as e:
+        detect_stamp_unit({"c": stamps}, "x")
+    assert setting in str(e.value) and "read_kapture" not in str(e.value)
+    assert stamp_unit_factor("s") == 10**9 and stamp_unit_factor("frame@30hz") == 33_333_333
+
+
+def test_stamp_unit_and_gt_settings_are_validated() -> None:
+    from mfapr_training.config import load_config
+
+    cfg = load_config("own_data", ["data.stamp_unit=us", "data.gt_tf=map:base_link", "data.transport=raw",
+                                   "data.topics={cam0: /front/image_raw}"])
+    assert (cfg.data.stamp_unit, cfg.data.gt_tf, cfg.data.topics) == ("us", "map:base_link",
+                                                                      {"cam0": "/front/image_raw"})
+    for bad, word in (("data.stamp_unit=furlongs", "frame@<N>hz"), ("data.gt_tf=map", "PARENT:CHILD"),
+                      ("data.transport=udp", "raw or compressed"), ("data.topics={cam0: front}", "absolute")):
+        with pytest.raises(ConfigError, match=word):
+            load_config("own_data", [bad])
+
+
+def test_missing_image_files_say_missing(tmp_path: Path) -> None:
+    from mfapr_training.datasets import read_kapture
+
+    raw = t265_ros_kapture(tmp_path / "raw", frames=4, size=16)
+    for f in (raw / "sensors" / "records_data").rglob("*.jpg"):
+        f.unlink()
+    with pytest.raises(DataError) as e:
+        read_kapture(raw)
+    assert "all 8 image files listed for cameras ['cam001', 'cam002'] are missing" in str(e.value)
+    assert "records_data" in str(e.value)
+
+
+def test_ros1_bag_names_the_converter(tmp_path: Path) -> None:
+    from mfapr_ros.bag.reader import BagReader
+
+    bag = tmp_path / "t265.bag"
+    bag.write_bytes(b"#ROSBAG V2.0\n" + b"\0" * 64)
+    for path in (bag, tmp_path):  # the file, or the folder holding it
+        with pytest.raises(DataError) as e:
+            BagReader(path)
+        assert "ROS 1 bag" in str(e.value) and f"rosbags-convert --src {bag} --dst {tmp_path / 't265_ros2'}" \
+            in str(e.value)
+
+
+def test_bag_without_ground_truth_names_the_training_settings(tmp_path: Path) -> None:
+    from mfapr_training.train import load_split
+
+    from mfapr_ros.core.rig import load_rig
+
+    bag, rig = one_recording_bag(tmp_path / "rec", frames=6)
+    with pytest.raises(DataError) as e:  # GT is on /tf: the usual GT topics are not there
+        load_split("rosbag", str(bag), "", rig=load_rig(rig))
+    assert "--set data.gt_topic=TOPIC or --set data.gt_tf=PARENT:CHILD" in str(e.value)
+    assert len(load_split("rosbag", str(bag), "", rig=load_rig(rig), gt_tf="map:base_link")) == 6
+
+
+# --------------------------------------------------------------------------------------------- reports
+def _metrics(t: float, r: float) -> dict:
+    return {"translation_m": {"median": t}, "rotation_deg": {"median": r}}
+
+
+def test_report_verdicts_judge_rotation_as_well_as_position() -> None:
+    from mfapr_ros.evaluation.report import verdict, verdict_lines
+
+    text = verdict(_metrics(0.5, 33.85), _metrics(2.0, 0.14), "the mean-pose baseline")
+    assert "beats the mean-pose baseline on median position" in text
+    assert "does not beat the mean-pose baseline on median rotation (33.85° vs 0.14°" in text
+    assert "Orientation is not learned" in text
+    both = verdict(_metrics(0.5, 1.0), _metrics(2.0, 10.0), "image retrieval")
+    assert "not learned" not in both and both.count("beats image retrieval") == 2
+    assert "Position is not learned" in verdict(_metrics(3.0, 1.0), _metrics(2.0, 10.0), "x")
+    assert "does not beat x on median rotation" in verdict(_metrics(1.0, 90.0), _metrics(2.0, 90.0), "x")  # a tie
+    lines = verdict_lines(_metrics(1.0, 1.0), _metrics(2.0, 2.0), _metrics(0.5, 0.5))
+    assert len(lines) == 2 and "mean-pose" in lines[0] and "image retrieval" in lines[1]
+
+
+# --------------------------------------------------------------------------------------------- rigs, topics
+def test_camera_model_round_trips_through_the_rig_document() -> None:
+    from mfapr_ros.core.rig import Camera, Intrinsics, Rig
+
+    k = Intrinsics(284.5, 285.5, 424.4, 393.7, "OPENCV_FISHEYE", (0.1, -0.2, 0.03, 0.0))
+    rig = Rig("t265", (Camera("cam001", "/t265/fisheye1/image_raw", intrinsics=k),
+                       Camera("cam002", "/t265/fisheye2/image_raw", intrinsics=Intrinsics(1, 1, 1, 1))))
+    doc = rig.to_dict()
+    assert doc["cameras"][0]["intrinsics"]["model"] == "OPENCV_FISHEYE"
+    assert "model" not in doc["cameras"][1]["intrinsics"]  # plain pinhole documents are unchanged
+    back = Rig.from_dict(doc)
+    assert back.cameras[0].intrinsics == k and back.cameras[0].intrinsics.distorted
+    assert not back.cameras[1].intrinsics.distorted
+
+
+def test_aachen_style_single_camera_without_rigs_gets_the_identity_rig(tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    from mfapr_training.datasets import read_kapture
+
+    caplog.set_level(logging.INFO)
+    raw = t265_ros_kapture(tmp_path / "raw", frames=4, size=16)
+    sd = raw / "sensors"
+    (sd / "rigs.txt").unlink()
+    rows = [ln for ln in (sd / "records_camera.txt").read_text().splitlines() if "cam002" not in ln]
+    (sd / "records_camera.txt").write_text("\n".join(rows) + "\n")
+    (sd / "trajectories.txt").write_text((sd / "trajectories.txt").read_text().replace(", t265,", ", cam001,"))
+    bs = read_kapture(raw, ["cam001"])
+    assert bs.has_poses and len(bs) == 4
+    assert bs.rig.cameras[0].t_base_cam == (0.0, 0.0, 0.0) and bs.rig.cameras[0].q_base_cam == (1.0, 0.0, 0.0, 0.0)
+    assert "single camera 'cam001' without a rigs.txt entry: identity rig" in caplog.text
+
+
+def test_data_topics_bind_the_checkpoint_rig_and_silence_the_placeholder_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from mfapr_training.config import load_config
+    from mfapr_training.train import build_datasets
+
+    raw = t265_ros_kapture(tmp_path / "raw", frames=6, size=16)
+    base = [f"data.root={raw}", "data.train_split=", "data.val_split=null", "preprocess.resize=16",
+            "preprocess.crop=16"]
+    caplog.set_level(logging.INFO)
+    rig, *_ = build_datasets(load_config("own_data", [*base, "data.transport=raw", "data.topics={cam001: "
+                                                      "/t265/fisheye1/image_raw, cam002: /t265/fisheye2/image_raw}"]))
+    assert [(c.topic, c.transport) for c in rig.cameras] == [("/t265/fisheye1/image_raw", "raw"),
+                                                             ("/t265/fisheye2/image_raw", "raw")]
+    assert "PLACEHOLDERS" not in caplog.text
+    with pytest.raises(ConfigError, match=r"camera\(s\) \['cam9'\]"):
+        build_datasets(load_config("own_data", [*base, "data.topics={cam9: /x/image_raw}"]))
