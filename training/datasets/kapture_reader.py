@@ -105,7 +105,7 @@ def detect_stamp_unit(stamps: dict[str, list[int]], where: str, unit: str = "aut
 
     def how(u: str, note: str = "") -> str:
         return f"set the unit: {hint.format(unit=u)}{note}; or convert the timestamp column of records_camera.txt " \
-               "and trajectories.txt to µs"
+               "and trajectories.txt to µs (ms → µs: × 1000; frame index at N Hz → index × 1e6 / N)"
 
     if 10**17 <= first < 10**19:
         return 1
@@ -170,7 +170,7 @@ def find_kapture_split(root: str | Path, split: str | None = None, setting: str 
             return c
     found = kapture_splits_on_disk(root)
     listing = ", ".join("'' (the root itself)" if f == "" else f for f in found) or "none"
-    what = f"no kapture split {split!r} under {root}" if split else f"{root} is not a kapture split folder"
+    what = f"no kapture split {split!r} under {root}" if split else f"{root} is not a kapture folder"
     todo: list[str] = []
     if setting == "data.val_split":
         todo.append("train without validation: --set data.val_split=null")
