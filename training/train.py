@@ -113,8 +113,8 @@ def bind_topics(rig: Rig, topics: dict[str, str], transport: str | None, placeho
     if still:
         log.warning("camera topics are PLACEHOLDERS (the dataset has no ROS topics): %s. The checkpoint's rig will "
                     "bind to them; set the robot's topics now with --set data.topics='{%s}' --set "
-                    "data.transport=raw|compressed, or at deployment (docs/own_data.md: node parameter "
-                    "'topics', `mfapr eval-bag --topics`)",
+                    "data.transport=raw|compressed, or at deployment (node parameters topics.<camera> / "
+                    "transport.<camera>, `mfapr eval-bag --topics`; docs/own_data.md)",
                     ", ".join(f"{c.name} → {c.subscribe_topic} [{c.transport}]" for c in still),
                     ", ".join(f"{c.name}: /my/{c.name}/image_raw" for c in still))
     return out
