@@ -440,3 +440,19 @@ def test_data_topics_bind_the_checkpoint_rig_and_silence_the_placeholder_warning
     assert "PLACEHOLDERS" not in caplog.text
     with pytest.raises(ConfigError, match=r"camera\(s\) \['cam9'\]"):
         build_datasets(load_config("own_data", [*base, "data.topics={cam9: /x/image_raw}"]))
+
+
+def test_missing_bag_split_lists_the_bags_and_suggests_val_split_null(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from mfapr_training.train import load_split
+
+    from mfapr_ros.core.rig import load_rig
+
+    bag, rig = one_recording_bag(tmp_path / "rec", frames=10, size=16)
+    rc, out, err = run(capsys, "split", str(bag), "--out", str(tmp_path / "bags"), "--val", "0", "--test", "0.3")
+    assert rc == 0 and "--set data.val_split=null" in out, err
+    with pytest.raises(DataError) as e:
+        load_split("rosbag", str(tmp_path / "bags"), "validation", rig=load_rig(rig), gt_tf="map:base_link",
+                   setting="data.val_split")
+    msg = str(e.value)
+    assert "bags found there: ['mapping', 'query']" in msg and "--set data.val_split=null" in msg
