@@ -29,7 +29,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--checkpoint", required=True, help="checkpoint NAME(.json) written by `mfapr train`")
     p.add_argument("--data", required=True, help="synth OUT folder, kapture dataset root / split folder, or bag folder")
     p.add_argument("--format", choices=("auto", "synth", "kapture", "rosbag"), default="auto",
-                   help="data format (auto: synth if DATA/rig.yaml exists, rosbag if DATA/metadata.yaml, else kapture)")
+                   help="data format (auto: synth if DATA/rig.yaml exists, rosbag if DATA or DATA/SPLIT has "
+                   "metadata.yaml, else kapture)")
     p.add_argument("--split", default="query", help="split to evaluate (default query; '' = DATA is the split)")
     p.add_argument("--gt-topic", help="rosbag: ground-truth pose topic (default: the checkpoint's data.gt_topic)")
     p.add_argument("--gt-tf", metavar="PARENT:CHILD", help="rosbag: ground truth from TF, e.g. map:base_link "
@@ -44,11 +45,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def detect_format(data: str) -> str:
+def detect_format(data: str, split: str = "") -> str:
+    """synth (rig.yaml + kapture/), rosbag (DATA or DATA/SPLIT has metadata.yaml, e.g. `mfapr split` bags), else
+    kapture."""
     p = Path(data)
     if (p / "rig.yaml").is_file() and (p / "kapture").is_dir():
         return "synth"
-    if (p / "metadata.yaml").is_file():
+    if (p / "metadata.yaml").is_file() or (split and (p / split / "metadata.yaml").is_file()):
         return "rosbag"
     return "kapture"
 
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     model, ckpt = load_model(args.checkpoint, device=device)
     rig = ckpt.rig
     pre = PreprocessConfig.from_dict(ckpt.preprocess)
-    fmt = detect_format(args.data) if args.format == "auto" else args.format
+    fmt = detect_format(args.data, args.split) if args.format == "auto" else args.format
     # bundle the way the model was trained: the checkpoint's data.sync (empty = the node's defaults)
     trained = ((ckpt.meta.get("provenance") or {}).get("training_config") or {}).get("data", {})
     sync = trained.get("sync") or {}

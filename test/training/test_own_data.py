@@ -243,6 +243,12 @@ def test_one_bag_with_tf_ground_truth_from_recording_to_report(tmp_path: Path,
                        "--no-plots", "--no-progress")
     assert rc == 0, err
     assert check_report(tmp_path / "report")["metrics"]["count"] == counts["query"] // 2
+    # `mfapr evaluate` on the split folder: rosbag detected from DATA/query, GT (data.gt_tf) from the checkpoint
+    rc, out, err = run(capsys, "evaluate", "--checkpoint", str(runs / "best"), "--data", str(data),
+                       "--out", str(tmp_path / "report2"), "--device", "cpu", "--no-plots")
+    assert rc == 0, err
+    doc = check_report(tmp_path / "report2")
+    assert doc["meta"]["format"] == "rosbag" and doc["metrics"]["count"] == counts["query"] // 2
 
 
 # --------------------------------------------------------------------------------------------- split
