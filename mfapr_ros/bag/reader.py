@@ -167,7 +167,7 @@ def build_trajectory(stamps: Iterable[int], ts: Iterable[np.ndarray], qs: Iterab
 def ros1_hint(bag: Path) -> str:
     """The conversion command for a ROS 1 bag (``rosbags-convert`` ships with rosbags, a dependency)."""
     dst = bag.with_name(bag.stem + "_ros2")
-    return (f"{bag} is a ROS 1 bag; convert it to rosbag2 first: rosbags-convert --src {bag} --dst {dst} "
+    return (f"{bag} is not a rosbag2 but a ROS 1 bag; convert it first: rosbags-convert --src {bag} --dst {dst} "
             "(rosbags-convert is installed with mfapr_ros' dependencies, e.g. .venv/bin/rosbags-convert)")
 
 
