@@ -16,6 +16,7 @@ from .core.errors import MfaprError
 #: name → (module, one-line help). Modules are imported only when their subcommand runs.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("mfapr_training.synth.cli", "generate a synthetic multi-camera world (kapture + rosbag2)"),
+    "split": ("mfapr_training.split", "cut one recording (kapture or rosbag2) into mapping/validation/query by time"),
     "train": ("mfapr_training.train", "train a pose regressor from a YAML config"),
     "evaluate": ("mfapr_training.evaluate", "evaluate a checkpoint on a dataset; JSON + Markdown + PNG report"),
     "calibrate": ("mfapr_training.calibrate", "fit the covariance scale on a validation split, store it"),

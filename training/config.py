@@ -36,9 +36,11 @@ class DataConfig:
     root: str = ""
     rig: str | None = None  # rig YAML path or shipped name; default: the dataset's own rig
     cameras: Any = None  # camera ids in slot order, or galaxy / basler (the NAVER LABS subsets); None = all
-    train_split: str = "mapping"
-    val_split: str | None = "validation"
+    train_split: str = "mapping"  # "" = data.root itself is the split (a kapture folder with sensors/, or one bag)
+    val_split: str | None = "validation"  # null = no validation (training says which checks that turns off)
     test_split: str = "query"
+    # kapture timestamp unit: auto | ns | us | ms | s | frame@<N>hz (frame indices of an N Hz recording)
+    stamp_unit: str = "auto"
     steps: int = 3  # frames per tuple (the relative loss needs ≥ 2); without the relative loss samples are single
     skip: int = 1  # frame stride inside a tuple
     spacing_s: float | None = None  # time between tuple frames (overrides skip, from the median frame period)
@@ -52,6 +54,10 @@ class DataConfig:
     max_val: int | None = None
     max_gap_ms: float | None = None  # split tracks at time gaps (rosbag)
     gt_topic: str | None = None  # rosbag: ground-truth pose topic
+    gt_tf: str | None = None  # rosbag: ground truth as the TF chain PARENT:CHILD over /tf + /tf_static (map:base_link)
+    # the robot's camera topics / transport stored in the checkpoint's rig (kapture has none: placeholders otherwise)
+    topics: dict[str, str] = field(default_factory=dict)  # camera name → topic
+    transport: str | None = None  # raw | compressed for every camera; None = the rig's (kapture: compressed)
     # bundling (mfapr_ros.core.sync.SyncSettings, the node's sync.* names and defaults): slop, queue_size, min_cameras,
     # stream_timeout, stream_timeout_periods, time_jump, policy (pivot|frames), publish (arrival|optimal)
     sync: dict[str, Any] = field(default_factory=dict)
@@ -258,6 +264,24 @@ def validate(cfg: ExperimentConfig) -> None:
     positive("data.max_train", cfg.data.max_train, allow_none=True)
     positive("data.max_val", cfg.data.max_val, allow_none=True)
     positive("data.max_gap_ms", cfg.data.max_gap_ms, allow_none=True)
+    if cfg.data.stamp_unit != "auto":
+        from mfapr_ros.core.errors import DataError
+
+        from .datasets.kapture_reader import stamp_unit_factor
+
+        try:
+            stamp_unit_factor(cfg.data.stamp_unit)
+        except DataError as e:
+            raise ConfigError(f"{src}: {e}") from None
+    if cfg.data.gt_topic and cfg.data.gt_tf:
+        raise ConfigError(f"{src}: set one of 'data.gt_topic' and 'data.gt_tf', not both")
+    if cfg.data.gt_tf is not None and (cfg.data.gt_tf.count(":") != 1 or not all(cfg.data.gt_tf.split(":"))):
+        raise ConfigError(f"{src}: 'data.gt_tf' is {cfg.data.gt_tf!r}; expected PARENT:CHILD, e.g. map:base_link")
+    if cfg.data.transport not in (None, "raw", "compressed"):
+        raise ConfigError(f"{src}: 'data.transport' is {cfg.data.transport!r}; expected raw or compressed")
+    if not all(isinstance(k, str) and isinstance(v, str) and v.startswith("/") for k, v in cfg.data.topics.items()):
+        raise ConfigError(f"{src}: 'data.topics' must map camera names to absolute topics, e.g. "
+                          f"{{cam001: /camera/fisheye1/image_raw}}; got {cfg.data.topics!r}")
     from mfapr_ros.core.sync import SyncSettings
 
     SyncSettings.from_dict(cfg.data.sync, where=f"{src}: data.sync")  # fails naming the key and the valid ones

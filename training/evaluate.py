@@ -29,9 +29,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--checkpoint", required=True, help="checkpoint NAME(.json) written by `mfapr train`")
     p.add_argument("--data", required=True, help="synth OUT folder, kapture dataset root / split folder, or bag folder")
     p.add_argument("--format", choices=("auto", "synth", "kapture", "rosbag"), default="auto",
-                   help="data format (auto: synth if DATA/rig.yaml exists, rosbag if DATA/metadata.yaml, else kapture)")
+                   help="data format (auto: synth if DATA/rig.yaml exists, rosbag if DATA or DATA/SPLIT has "
+                   "metadata.yaml, else kapture)")
     p.add_argument("--split", default="query", help="split to evaluate (default query; '' = DATA is the split)")
-    p.add_argument("--gt-topic", help="rosbag: ground-truth pose topic")
+    p.add_argument("--gt-topic", help="rosbag: ground-truth pose topic (default: the checkpoint's data.gt_topic)")
+    p.add_argument("--gt-tf", metavar="PARENT:CHILD", help="rosbag: ground truth from TF, e.g. map:base_link "
+                   "(default: the checkpoint's data.gt_tf)")
+    p.add_argument("--stamp-unit", help="kapture timestamp unit: auto | ns | us | ms | s | frame@<N>hz "
+                   "(default: the checkpoint's data.stamp_unit)")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--batch-size", type=int, default=1, help="bundles per forward (1 = per-bundle latency)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -40,11 +45,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def detect_format(data: str) -> str:
+def detect_format(data: str, split: str = "") -> str:
+    """synth (rig.yaml + kapture/), rosbag (DATA or DATA/SPLIT has metadata.yaml, e.g. `mfapr split` bags), else
+    kapture."""
     p = Path(data)
     if (p / "rig.yaml").is_file() and (p / "kapture").is_dir():
         return "synth"
-    if (p / "metadata.yaml").is_file():
+    if (p / "metadata.yaml").is_file() or (split and (p / split / "metadata.yaml").is_file()):
         return "rosbag"
     return "kapture"
 
@@ -144,11 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     model, ckpt = load_model(args.checkpoint, device=device)
     rig = ckpt.rig
     pre = PreprocessConfig.from_dict(ckpt.preprocess)
-    fmt = detect_format(args.data) if args.format == "auto" else args.format
+    fmt = detect_format(args.data, args.split) if args.format == "auto" else args.format
     # bundle the way the model was trained: the checkpoint's data.sync (empty = the node's defaults)
-    sync = ((ckpt.meta.get("provenance") or {}).get("training_config") or {}).get("data", {}).get("sync") or {}
-    data = load_split(fmt, args.data, args.split, rig=rig, cameras=rig.camera_names, gt_topic=args.gt_topic,
-                      sync=sync)
+    trained = ((ckpt.meta.get("provenance") or {}).get("training_config") or {}).get("data", {})
+    sync = trained.get("sync") or {}
+    # read the data the way the model was trained: its stamp unit and GT source unless given here
+    gt_topic = args.gt_topic or (None if args.gt_tf else trained.get("gt_topic"))
+    gt_tf = args.gt_tf or (None if args.gt_topic else trained.get("gt_tf"))
+    data = load_split(fmt, args.data, args.split, rig=rig, cameras=rig.camera_names, gt_topic=gt_topic,
+                      gt_tf=gt_tf, sync=sync, stamp_unit=args.stamp_unit or trained.get("stamp_unit") or "auto")
     with_pose = [r for r in data.records if r.has_pose]
     skipped = len(data.records) - len(with_pose)
     if skipped:

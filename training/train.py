@@ -44,12 +44,15 @@ def resolve_rig(data_format: str, root: str, rig: str | None) -> Rig | None:
 
 
 def load_split(data_format: str, root: str, split: str, *, rig: Rig | None = None,
-               cameras: list[str] | str | None = None, gt_topic: str | None = None,
-               max_gap_ms: float | None = None, sync: dict[str, Any] | None = None) -> Any:
+               cameras: list[str] | str | None = None, gt_topic: str | None = None, gt_tf: str | None = None,
+               max_gap_ms: float | None = None, sync: dict[str, Any] | None = None, stamp_unit: str = "auto",
+               setting: str | None = None) -> Any:
     """One split as a ``BundleSet`` (``synth``/``kapture``: a kapture split folder; ``rosbag``: ``root/split``
     is a bag, or ``root`` itself when ``split`` is empty). ``max_gap_ms`` (``data.max_gap_ms``): time gap that
     starts a new track; ``None`` = the reader's default (1 s). ``sync`` (``data.sync``): the synchronizer
-    settings in the node's vocabulary (``mfapr_ros.core.sync.SyncSettings``); empty = the node's defaults."""
+    settings in the node's vocabulary (``mfapr_ros.core.sync.SyncSettings``); empty = the node's defaults.
+    ``stamp_unit`` (``data.stamp_unit``): kapture's timestamp unit. ``gt_topic``/``gt_tf`` (``data.gt_topic`` /
+    ``data.gt_tf``): a bag's ground truth. ``setting``: the config key ``split`` came from, for the error hints."""
     if not root:
         raise ConfigError("data.root is empty: give the dataset folder, e.g. --set data.root=/data/naverlabs")
     if not Path(root).exists():
@@ -59,20 +62,81 @@ def load_split(data_format: str, root: str, split: str, *, rig: Rig | None = Non
         from .datasets import read_kapture
 
         cams = cameras if cameras is not None else (rig.camera_names if rig is not None else None)
-        return read_kapture(root, cams, split=split, rig=rig, sync=sync, **gap)
+        return read_kapture(root, cams, split=split, rig=rig, sync=sync, stamp_unit=stamp_unit, setting=setting,
+                            **gap)
     if data_format == "rosbag":
         from .datasets import GroundTruthSpec, read_rosbag
 
         if rig is None:
             raise ConfigError("data.format=rosbag needs data.rig (the rig YAML that names the camera topics)")
         bag = Path(root) / split if split else Path(root)
-        gt = GroundTruthSpec(topic=gt_topic) if gt_topic else None
+        if split and not bag.exists():
+            bags = sorted(p.name for p in Path(root).iterdir() if (p / "metadata.yaml").is_file()) \
+                if Path(root).is_dir() else []
+            key = setting or "data.train_split"
+            todo = ["--set data.val_split=null (train without validation)"] if key == "data.val_split" else []
+            todo += [f"--set {key}={bags[0]}"] if bags else []
+            todo += [f"--set {key}= (data.root is the bag)"] if (Path(root) / "metadata.yaml").is_file() else []
+            todo += [f"cut one recording into bags with `mfapr split BAG --out {root}`"]
+            raise DataError(f"no bag '{split}' in {root} ({key}); bags found there: {bags or 'none'}. To fix: "
+                            + "; ".join(todo))
+        gt = GroundTruthSpec(topic=gt_topic, tf=gt_tf) if (gt_topic or gt_tf) else None
         if isinstance(cameras, str):
             raise ConfigError(f"data.cameras '{cameras}' names a kapture camera subset; for rosbag give camera names")
         if cameras:
             rig = rig.subset(cameras)
-        return read_rosbag(bag, rig, gt=gt, track=split or None, sync=sync, **gap)
+        try:
+            return read_rosbag(bag, rig, gt=gt, track=split or None, sync=sync, **gap)
+        except DataError as e:
+            if "ground" in str(e) or "--gt-" in str(e):  # the bag reader's hints name eval-bag's flags
+                raise DataError(f"{e} (mfapr train: --set data.gt_topic=TOPIC or --set data.gt_tf=PARENT:CHILD, "
+                                "e.g. data.gt_tf=map:base_link)") from None
+            raise
     raise ConfigError(f"data.format is '{data_format}'; expected synth, kapture or rosbag")
+
+
+def bind_topics(rig: Rig, topics: dict[str, str], transport: str | None, placeholders: bool) -> Rig:
+    """The rig with ``data.topics`` / ``data.transport`` applied (what the checkpoint stores and the node binds).
+
+    kapture has no ROS topics: without them the checkpoint carries placeholders (``/kapture/<id>/image_raw``,
+    compressed) and that is said loudly once, with the two ways to set the real ones."""
+    from dataclasses import replace
+
+    unknown = sorted(set(topics) - set(rig.camera_names))
+    if unknown:
+        raise ConfigError(f"data.topics names camera(s) {unknown} that the rig does not have; cameras: "
+                          f"{rig.camera_names}")
+    cams = tuple(replace(c, topic=topics.get(c.name, c.topic), transport=transport or c.transport)
+                 for c in rig.cameras)
+    out = Rig(rig.name, cams, rig.base_frame, rig.source)
+    still = [c for c in out.cameras if placeholders and c.name not in topics]
+    if still:
+        log.warning("camera topics are PLACEHOLDERS (the dataset has no ROS topics): %s. The checkpoint's rig will "
+                    "bind to them; set the robot's topics now with --set data.topics='{%s}' --set "
+                    "data.transport=raw|compressed, or at deployment (node parameters topics.<camera> / "
+                    "transport.<camera>, `mfapr eval-bag --topics`; docs/own_data.md)",
+                    ", ".join(f"{c.name} → {c.subscribe_topic} [{c.transport}]" for c in still),
+                    ", ".join(f"{c.name}: /my/{c.name}/image_raw" for c in still))
+    return out
+
+
+def log_camera_models(rig: Rig) -> None:
+    """Say once which cameras have a lens model with distortion: the models take images as they are (no
+    undistortion), so they learn through the distortion and the node must get the same, unrectified images."""
+    distorted = [c for c in rig.cameras if c.intrinsics is not None and c.intrinsics.distorted]
+    if distorted:
+        log.info("camera model: %s; the network ignores distortion (images are used as recorded, not "
+                 "undistorted): deploy on the same unrectified image topics. The checkpoint's rig keeps the model "
+                 "and its parameters", "; ".join(f"{c.name} {c.intrinsics.model} {list(c.intrinsics.distortion)}"
+                                                 for c in distorted))
+
+
+def warn_no_validation(val_split: str | None) -> None:
+    """One loud warning listing what training without a validation split does not do."""
+    log.warning("NO VALIDATION SPLIT (data.val_split=%s): these checks are OFF for this run: the training health "
+                "check (summary 'health': null), best-checkpoint selection (no best.json: use last.json), "
+                "validation metrics in the log, the covariance calibration (`mfapr calibrate` later on a split "
+                "with poses). Make a validation split with `mfapr split` to turn them on", val_split)
 
 
 def even_subset(n: int, k: int | None) -> list[int]:
@@ -91,9 +155,12 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
     d = cfg.data
     rig = resolve_rig(d.format, d.root, d.rig)
     train = load_split(d.format, d.root, d.train_split, rig=rig, cameras=d.cameras, gt_topic=d.gt_topic,
-                       max_gap_ms=d.max_gap_ms, sync=d.sync)
+                       gt_tf=d.gt_tf, max_gap_ms=d.max_gap_ms, sync=d.sync, stamp_unit=d.stamp_unit,
+                       setting="data.train_split")
     log.info("%s", train.summary())
-    rig = train.rig
+    rig = bind_topics(train.rig, d.topics, d.transport, bool(train.info.get("placeholder_topics")))
+    train.rig = rig
+    log_camera_models(rig)
     pre = cfg.preprocess
     aug = None
     if d.track_aug not in (False, None, "none"):
@@ -115,7 +182,8 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
     val_ds = None
     if d.val_split:
         val = load_split(d.format, d.root, d.val_split, rig=rig, cameras=rig.camera_names, gt_topic=d.gt_topic,
-                         max_gap_ms=d.max_gap_ms, sync=d.sync)
+                         gt_tf=d.gt_tf, max_gap_ms=d.max_gap_ms, sync=d.sync, stamp_unit=d.stamp_unit,
+                         setting="data.val_split")
         val_ds = BundleDataset(val, rig, pre, steps=1, track_aug=None, photometric=False)
         val_ds = tud.Subset(val_ds, even_subset(len(val_ds), d.max_val)) if d.max_val else val_ds
     return rig, train_ds, val_ds, train
@@ -179,10 +247,13 @@ def write_retrieval_databases(out: Path, train_ds: Any) -> None:
                        np.concatenate([it["q"].numpy() for it in keep]))
 
     db = RetrievalDatabase.build(batches())
+    written = []
     for name in ("best", "last"):
         if (out / f"{name}.json").exists():
             db.save(database_path(out / f"{name}.json"))
-    log.info("retrieval baseline database: %d training bundles → %s", len(db.t), database_path(out / "best.json"))
+            written.append(str(database_path(out / f"{name}.json")))
+    log.info("retrieval baseline database: %d training bundles → %s", len(db.t), ", ".join(written) or "nothing "
+             "(no checkpoint written)")
 
 
 def git_commit() -> str | None:
@@ -230,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank (DDP also broadcasts them)
         rig, train_ds, val_ds, train_set = build_datasets(cfg)
+        if val_ds is None and info.is_main:
+            warn_no_validation(cfg.data.val_split)
         pose_norm = pose_normalization(train_set)
         model = build_model(model_config(cfg, rig, pose_norm))
         t_train, q_train = train_set.poses()

@@ -164,11 +164,35 @@ def build_trajectory(stamps: Iterable[int], ts: Iterable[np.ndarray], qs: Iterab
     return Trajectory(s, t, quat_normalize(q) if len(q) else q, source, drops)
 
 
+def ros1_hint(bag: Path) -> str:
+    """The conversion command for a ROS 1 bag (``rosbags-convert`` ships with rosbags, a dependency)."""
+    dst = bag.with_name(bag.stem + "_ros2")
+    return (f"{bag} is not a rosbag2 but a ROS 1 bag; convert it first: rosbags-convert --src {bag} --dst {dst} "
+            "(rosbags-convert is installed with mfapr_ros' dependencies, e.g. .venv/bin/rosbags-convert)")
+
+
+def _is_ros1_bag(p: Path) -> bool:
+    """A ROS 1 bag file: the ``#ROSBAG V2.0`` magic (or a ``.bag`` name when unreadable)."""
+    try:
+        with open(p, "rb") as f:
+            return f.read(13) == b"#ROSBAG V2.0\n"
+    except OSError:
+        return p.suffix == ".bag"
+
+
 def detect_storage(path: str | Path) -> str:
-    """Storage plugin of a rosbag2 directory (or a bare .db3/.mcap file); DataError when unknown or not a bag."""
+    """Storage plugin of a rosbag2 directory (or a bare .db3/.mcap file); DataError when unknown or not a bag
+    (a ROS 1 bag, or a folder holding one, names the converter)."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"bag {p} does not exist; pass a rosbag2 directory (with metadata.yaml)")
+    if p.is_file() and (p.suffix == ".bag" or _is_ros1_bag(p)):
+        raise DataError(ros1_hint(p))
+    if p.is_dir() and not (p / "metadata.yaml").exists():
+        ros1 = sorted(f for f in p.glob("*.bag") if f.is_file())
+        if ros1:
+            raise DataError(f"{p} has no metadata.yaml but holds ROS 1 bag(s) {[f.name for f in ros1]}: "
+                            f"{ros1_hint(ros1[0])}")
     if p.is_file():
         ext = {".db3": "sqlite3", ".mcap": "mcap"}.get(p.suffix)
         if ext is None:

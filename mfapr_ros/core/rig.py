@@ -15,6 +15,9 @@ YAML layout (``config/rigs/*.yaml``)::
         extrinsics: {xyz: [0.1, 0.0, 1.2], quat_wxyz: [w, x, y, z]}   # T_base_camera; required (identity too)
         image: {width: 128, height: 128}                               # optional
         intrinsics: {fx: 64, fy: 64, cx: 64, cy: 64}                   # optional, pixels
+        # optional: the camera model the intrinsics come from (COLMAP/kapture names) and its distortion
+        # parameters, kept so a checkpoint says which lens it was trained on (models take images as they are)
+        # intrinsics: {fx: 284.5, fy: 285.5, cx: 424.4, cy: 393.7, model: OPENCV_FISHEYE, distortion: [k1, k2, k3, k4]}
 """
 
 from __future__ import annotations
@@ -39,12 +42,20 @@ Q_BASE_OPTICAL = np.array([0.5, -0.5, 0.5, -0.5])
 
 @dataclass(frozen=True)
 class Intrinsics:
-    """Pinhole intrinsics in pixels."""
+    """Pinhole intrinsics in pixels, with the camera model they came from (``PINHOLE``, ``OPENCV``,
+    ``OPENCV_FISHEYE`` … as COLMAP/kapture name them) and that model's distortion parameters (empty: none)."""
 
     fx: float
     fy: float
     cx: float
     cy: float
+    model: str = "PINHOLE"
+    distortion: tuple[float, ...] = ()
+
+    @property
+    def distorted(self) -> bool:
+        """True when the lens model has non-zero distortion (a model fed raw images learns through it)."""
+        return any(abs(d) > 0 for d in self.distortion)
 
 
 @dataclass(frozen=True)
@@ -136,6 +147,9 @@ class Rig:
             if c.intrinsics is not None:
                 d["intrinsics"] = {"fx": c.intrinsics.fx, "fy": c.intrinsics.fy,
                                    "cx": c.intrinsics.cx, "cy": c.intrinsics.cy}
+                if c.intrinsics.model != "PINHOLE" or c.intrinsics.distortion:
+                    d["intrinsics"]["model"] = c.intrinsics.model
+                    d["intrinsics"]["distortion"] = list(c.intrinsics.distortion)
             cams.append(d)
         return {"name": self.name, "base_frame": self.base_frame, "cameras": cams}
 
@@ -193,9 +207,12 @@ class Rig:
                 if not isinstance(k, dict):
                     raise ConfigError(f"{where}.intrinsics must be a mapping fx, fy, cx, cy")
                 try:
-                    intr = Intrinsics(*(float(k[key]) for key in ("fx", "fy", "cx", "cy")))
+                    intr = Intrinsics(*(float(k[key]) for key in ("fx", "fy", "cx", "cy")),
+                                      model=str(k.get("model", "PINHOLE")),
+                                      distortion=tuple(float(v) for v in k.get("distortion", ()) or ()))
                 except (KeyError, TypeError, ValueError) as e:
-                    raise ConfigError(f"{where}.intrinsics needs numeric fx, fy, cx, cy ({e})") from None
+                    raise ConfigError(f"{where}.intrinsics needs numeric fx, fy, cx, cy (and optional model, "
+                                      f"distortion: a list of numbers) ({e})") from None
             cams.append(Camera(name, topic, transport, tuple(xyz), q, width, height, intr))  # type: ignore[arg-type]
         name = doc.get("name", Path(source).stem)
         base = doc.get("base_frame", "base_link")

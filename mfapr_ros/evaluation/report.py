@@ -322,11 +322,9 @@ def markdown_summary(doc: dict[str, Any]) -> str:
     if b is not None and m["translation_m"]["median"] is not None and b["translation_m"]["median"]:
         ratio = m["translation_m"]["median"] / b["translation_m"]["median"]
         lines += ["", f"Median translation error is {100 * ratio:.1f} % of the mean-pose baseline's."]
-    if rb is not None and m["translation_m"]["median"] is not None and rb["translation_m"]["median"]:
-        ratio = m["translation_m"]["median"] / rb["translation_m"]["median"]
-        verdict = "beats" if m["translation_m"]["median"] < rb["translation_m"]["median"] else "does not beat"
-        lines += [f"The model {verdict} image retrieval on median position ({ratio:.2f}× retrieval's median; mean "
-                  f"{_fmt(m['translation_m']['mean'])} m vs {_fmt(rb['translation_m']['mean'])} m)."]
+    verdicts = verdict_lines(m, b, rb) + ([verdict(m, rs, "shift-aware retrieval")] if rs is not None else [])
+    if verdicts:
+        lines += ([""] if b is None else []) + verdicts
     lat = m.get("latency_s")
     if lat and lat.get("count"):
         lines += ["", f"Latency: p50 {1e3 * lat['p50']:.1f} ms, p99 {1e3 * lat['p99']:.1f} ms "
@@ -377,6 +375,52 @@ def _fused_markdown(fz: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _beats(model: float | None, base: float | None) -> bool | None:
+    """Whether the model's median is below the baseline's by more than 0.1 % (None when either is missing)."""
+    if model is None or base is None:
+        return None
+    return bool(model < base and not math.isclose(model, base, rel_tol=1e-3))  # a tie does not beat
+
+
+def verdict(m: dict[str, Any], base: dict[str, Any], name: str) -> str:
+    """One sentence: does the model beat ``name`` on median position AND on median rotation, with both numbers.
+
+    Position alone hides a model that learned where but not which way (33.85° median rotation against the mean
+    pose's 0.14° is a failed model however good its metres are); both axes are judged, each against the same
+    baseline, and a loss on either is said plainly."""
+    mt, mr = m["translation_m"]["median"], m["rotation_deg"]["median"]
+    bt, br = base["translation_m"]["median"], base["rotation_deg"]["median"]
+    pos, rot = _beats(mt, bt), _beats(mr, br)
+
+    def part(ok: bool | None, axis: str, a: Any, b: Any, unit: str, nd: int) -> str:
+        if ok is None:
+            return f"cannot be compared on median {axis}"
+        ratio = f", {a / b:.2f}× its median" if b else ""
+        return (f"{'beats' if ok else 'does not beat'} {name} on median {axis} ({_fmt(a, nd)}{unit} vs "
+                f"{_fmt(b, nd)}{unit}{ratio})")
+
+    text = f"The model {part(pos, 'position', mt, bt, ' m', 3)}; it {part(rot, 'rotation', mr, br, '°', 2)}."
+    if pos is True and rot is False:
+        text += f" Orientation is not learned: worse than {name} on rotation."
+    elif pos is False and rot is True:
+        text += f" Position is not learned: worse than {name} on position."
+    elif pos is False and rot is False:
+        text += f" Not better than {name} on either axis."
+    return text
+
+
+def verdict_lines(m: dict[str, Any], baseline: dict[str, Any] | None, retrieval: dict[str, Any] | None
+                  ) -> list[str]:
+    """The verdicts against the mean-pose and the image-retrieval baselines (those present), position and
+    rotation each (:func:`verdict`); shared by the Markdown report and the console summary."""
+    out = []
+    if baseline is not None:
+        out.append(verdict(m, baseline, "the mean-pose baseline"))
+    if retrieval is not None:
+        out.append(verdict(m, retrieval, "image retrieval"))
+    return out
+
+
 def format_summary(doc_or_metrics: dict[str, Any], baseline_metrics: dict[str, Any] | None = None) -> str:
     """A few console lines: count, median errors, recall bins, and the baselines' medians for comparison."""
     retrieval = shift = cal = None
@@ -424,6 +468,7 @@ def format_summary(doc_or_metrics: dict[str, Any], baseline_metrics: dict[str, A
     lat = m.get("latency_s")
     if lat and lat.get("count"):
         lines.append(f"latency p50 {1e3 * lat['p50']:.1f} ms, p99 {1e3 * lat['p99']:.1f} ms")
+    lines += verdict_lines(m, baseline_metrics, retrieval)
     return "\n".join(lines)
 
 

@@ -54,26 +54,47 @@ log = logging.getLogger(__name__)
 NAVER_GALAXY = ("AC01324954", "AC01324955", "AC01324968", "AC01324969")
 NAVER_BASLER = ("22970285", "22970286", "22970288", "22970289", "22970290", "22970291")
 CAMERA_SUBSETS = {"galaxy": NAVER_GALAXY, "basler": NAVER_BASLER}
+#: kapture has no ROS topics: cameras read without a rig YAML get this placeholder (compressed transport).
+PLACEHOLDER_TOPIC = "/kapture/{name}/image_raw"
 
 KAPTURE_SPLITS = ("mapping", "validation", "test")
 US_TO_NS = 1000
-#: ``stamp_unit`` values of :func:`read_kapture` → factor to nanoseconds.
-STAMP_UNITS = {"us": US_TO_NS, "ns": 1}
+#: ``stamp_unit`` values of :func:`read_kapture` (``data.stamp_unit``) → factor to nanoseconds; ``frame@<N>hz``
+#: (frame indices of an N Hz recording, e.g. ``frame@30hz``) is accepted too, see :func:`stamp_unit_factor`.
+STAMP_UNITS = {"ns": 1, "us": US_TO_NS, "ms": 1_000_000, "s": 1_000_000_000}
+#: How a user sets the unit, named in every stamp-unit error (the reader's callers may pass their own flag).
+STAMP_UNIT_HINT = "--set data.stamp_unit={unit} (mfapr train), --stamp-unit {unit} (mfapr split / evaluate)"
 
 
-def detect_stamp_unit(stamps: dict[str, list[int]], where: str, unit: str = "auto") -> int:
+def stamp_unit_factor(unit: str, where: str = "data.stamp_unit") -> int:
+    """Nanoseconds per timestamp unit: ``ns``/``us``/``ms``/``s``, or ``frame@<N>hz`` (frame indices at N Hz)."""
+    u = str(unit).strip().lower()
+    if u in STAMP_UNITS:
+        return STAMP_UNITS[u]
+    if u.startswith("frame@") and u.endswith("hz"):
+        try:
+            hz = float(u[len("frame@"):-2])
+        except ValueError:
+            hz = 0.0
+        if hz > 0 and hz == hz and hz < 1e9:
+            return max(1, int(round(1e9 / hz)))
+    raise DataError(f"{where}: stamp_unit {unit!r} is not one of {['auto', *STAMP_UNITS]} or frame@<N>hz "
+                    "(frame indices of an N Hz recording, e.g. frame@30hz)")
+
+
+def detect_stamp_unit(stamps: dict[str, list[int]], where: str, unit: str = "auto",
+                      hint: str = STAMP_UNIT_HINT) -> int:
     """The factor that turns this kapture's integer timestamps into ns, or a :class:`DataError` that says how to fix.
 
     kapture's timestamps are integers of an unspecified unit: µs by convention (NAVER LABS, ``mfapr synth``), ns in
     ROS conversions (naver/kapture ``samples/t265/ros_kapture``), frame indices in image collections
-    (``samples/t265/kapture``). Epoch stamps are recognised by magnitude (µs ≈ 1e15, ns ≈ 1e18, ms ≈ 1e12);
-    stamps counted from 0 by each camera's median step (µs: 5e3–5e6 = 0.2–200 Hz; ns: ≥ 5e6). Milliseconds and
-    frame indices are refused: bundling by time with the wrong unit silently pairs the wrong frames.
+    (``samples/t265/kapture``, 7-Scenes). Epoch stamps are recognised by magnitude (µs ≈ 1e15, ns ≈ 1e18,
+    ms ≈ 1e12, s ≈ 1e9); stamps counted from 0 by each camera's median step (µs: 5e3–5e6 = 0.2–200 Hz; ns: ≥ 5e6).
+    Milliseconds, seconds and frame indices are refused with the exact setting that reads them (``hint``, formatted
+    with the unit): bundling by time with the wrong unit silently pairs the wrong frames.
     """
     if unit != "auto":
-        if unit not in STAMP_UNITS:
-            raise DataError(f"{where}: stamp_unit {unit!r} is not one of {['auto', *STAMP_UNITS]}")
-        return STAMP_UNITS[unit]
+        return stamp_unit_factor(unit, where)
     allv = [v for vs in stamps.values() for v in vs]
     if not allv:
         return US_TO_NS
@@ -81,24 +102,27 @@ def detect_stamp_unit(stamps: dict[str, list[int]], where: str, unit: str = "aut
     steps = sorted(b - a for vs in stamps.values() for a, b in zip(sorted(set(vs)), sorted(set(vs))[1:],
                                                                    strict=False))
     step = steps[len(steps) // 2] if steps else None
-    how = ("kapture timestamps must be µs (or ns) for bundling by time: convert the timestamp column of "
-           "records_camera.txt and trajectories.txt (ms → µs: × 1000; frame indices of an N Hz recording → "
-           "index × 1e6 / N µs), or pass stamp_unit='us'/'ns' to read_kapture if the unit is right after all")
+
+    def how(u: str, note: str = "") -> str:
+        return f"set the unit: {hint.format(unit=u)}{note}; or convert the timestamp column of records_camera.txt " \
+               "and trajectories.txt to µs (ms → µs: × 1000; frame index at N Hz → index × 1e6 / N)"
+
     if 10**17 <= first < 10**19:
         return 1
     if 10**14 <= first < 10**16:
         return US_TO_NS
     if 10**11 <= first < 10**13:
-        raise DataError(f"{where}: timestamps look like epoch milliseconds (first {first}); {how}")
+        raise DataError(f"{where}: timestamps look like epoch milliseconds (first {first}); {how('ms')}")
     if 10**8 <= first < 10**10:
-        raise DataError(f"{where}: timestamps look like epoch seconds (first {first}); {how}")
+        raise DataError(f"{where}: timestamps look like epoch seconds (first {first}); {how('s')}")
     if step is None:
         return US_TO_NS
     if step <= 2:
-        raise DataError(f"{where}: timestamps look like frame indices (first {first}, median step {step}); {how}")
+        raise DataError(f"{where}: timestamps look like frame indices (first {first}, median step {step}); "
+                        f"{how('frame@<N>hz', ' with the frame rate N, e.g. frame@30hz for 30 Hz')}")
     if step < 5000:
         raise DataError(f"{where}: timestamps look like milliseconds (median step {step}, i.e. "
-                        f"{1e3 / step:.1f} Hz in ms but {1e6 / step:.0f} Hz in µs); {how}")
+                        f"{1e3 / step:.1f} Hz in ms but {1e6 / step:.0f} Hz in µs); {how('ms')}")
     return US_TO_NS if step < 5_000_000 else 1
 
 
@@ -115,20 +139,50 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
     return out
 
 
-def find_kapture_split(root: str | Path, split: str | None = None) -> Path:
-    """The folder holding ``sensors/`` for ``split`` under ``root`` (``root/<split>``, ``root/kapture/<split>`` or
-    NAVER's ``root/release/<split>``); ``split=None`` means ``root`` itself is the split folder."""
+def kapture_splits_on_disk(root: str | Path) -> list[str]:
+    """The split folders under ``root`` that hold ``sensors/sensors.txt`` (directly, or under ``kapture/`` or
+    NAVER's ``release/``), by name; ``""`` first when ``root`` itself is a split (``data.train_split=``)."""
     root = Path(root)
-    if split is None:
+    found = [""] if (root / "sensors" / "sensors.txt").is_file() else []
+    for base in (root, root / "kapture", root / "release"):
+        if not base.is_dir():
+            continue
+        for d in sorted(base.iterdir()):
+            if d.is_dir() and ((d / "sensors" / "sensors.txt").is_file()
+                               or (d / "kapture" / "sensors" / "sensors.txt").is_file()) and d.name not in found:
+                found.append(d.name)
+    return found
+
+
+def find_kapture_split(root: str | Path, split: str | None = None, setting: str | None = None) -> Path:
+    """The folder holding ``sensors/`` for ``split`` under ``root`` (``root/<split>``, ``root/kapture/<split>`` or
+    NAVER's ``root/release/<split>``); ``split=None`` (or ``""``) means ``root`` itself is the split folder.
+
+    The error lists the splits actually on disk and what to do; ``setting`` names the config key the split came from
+    (``data.train_split``, ``data.val_split``) so the hint is the exact ``--set`` to type."""
+    root = Path(root)
+    if not split:
         cands = [root]
     else:
         cands = [root / split, root / "kapture" / split, root / "release" / split, root / split / "kapture"]
     for c in cands:
         if (c / "sensors" / "sensors.txt").is_file():
             return c
-    tried = ", ".join(str(c / "sensors" / "sensors.txt") for c in cands)
-    raise DataError(f"not a kapture folder: none of {tried} exists. Point the dataset at the split folder that "
-                    f"contains sensors/ (splits: {', '.join(KAPTURE_SPLITS)})")
+    found = kapture_splits_on_disk(root)
+    listing = ", ".join("'' (the root itself)" if f == "" else f for f in found) or "none"
+    what = f"no kapture split {split!r} under {root}" if split else f"{root} is not a kapture folder"
+    todo: list[str] = []
+    if setting == "data.val_split":
+        todo.append("train without validation: --set data.val_split=null")
+    if setting and found:
+        todo.append(f"use a split that exists: --set {setting}={found[0]}")
+    if found:
+        todo.append(f"or cut the recording into mapping/validation/query with `mfapr split {root} --out DIR`")
+    else:
+        todo.append("point data.root (or --data) at a folder that contains sensors/sensors.txt or split folders "
+                    "holding one")
+    raise DataError(f"{what} (looked for {', '.join(str(c / 'sensors' / 'sensors.txt') for c in cands)}); "
+                    f"kapture splits found there: {listing}. To fix: {'; '.join(todo)}")
 
 
 def resolve_cameras(cameras: Sequence[str] | str | None) -> list[str] | None:
@@ -142,8 +196,14 @@ def resolve_cameras(cameras: Sequence[str] | str | None) -> list[str] | None:
     return [str(c) for c in cameras]
 
 
+#: COLMAP/kapture camera models with one focal length (params after w, h: f, cx, cy, distortion…); the others
+#: have fx, fy, cx, cy, distortion… (``PINHOLE``, ``OPENCV``, ``OPENCV_FISHEYE``, ``FULL_OPENCV``, ``FOV`` …).
+SINGLE_FOCAL_MODELS = ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL", "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE")
+
+
 def _intrinsics(sensor: Any) -> tuple[int | None, int | None, Intrinsics | None]:
-    """Image size and pinhole part of a kapture camera (distortion is ignored: the model takes images as-is)."""
+    """Image size and intrinsics of a kapture camera, keeping its model name and distortion parameters (the rig and
+    the checkpoint say which lens the model was trained on; the model itself takes the images as they are)."""
     try:
         params = [float(p) for p in sensor.camera_params]
         model = sensor.camera_type.value
@@ -152,19 +212,18 @@ def _intrinsics(sensor: Any) -> tuple[int | None, int | None, Intrinsics | None]
     if len(params) < 3:
         return None, None, None
     w, h = int(params[0]), int(params[1])
-    if model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL", "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE") \
-            and len(params) >= 5:
-        return w, h, Intrinsics(params[2], params[2], params[3], params[4])
+    if model in SINGLE_FOCAL_MODELS and len(params) >= 5:
+        return w, h, Intrinsics(params[2], params[2], params[3], params[4], model, tuple(params[5:]))
     if len(params) >= 6 and model != "UNKNOWN_CAMERA":
-        return w, h, Intrinsics(params[2], params[3], params[4], params[5])
+        return w, h, Intrinsics(params[2], params[3], params[4], params[5], model, tuple(params[6:]))
     return w, h, None
 
 
 def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *, split: str | None = None,
                  rig_id: str | None = None, rig: Rig | None = None, sync: SyncSettings | dict | None = None,
                  track: str | None = None, track_gap_ns: int | None = 1_000_000_000,
-                 check_files: bool = True, topic_fmt: str = "/kapture/{name}/image_raw",
-                 stamp_unit: str = "auto") -> BundleSet:
+                 check_files: bool = True, topic_fmt: str = PLACEHOLDER_TOPIC,
+                 stamp_unit: str = "auto", setting: str | None = None) -> BundleSet:
     """Read one kapture split into a :class:`BundleSet`.
 
     Args:
@@ -177,9 +236,14 @@ def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *
         track: track name (default: ``<split folder name>``); a gap longer than ``track_gap_ns`` starts a new
             segment.
         check_files: drop (and count) records whose image file is missing.
-        stamp_unit: ``auto`` (detected, see :func:`detect_stamp_unit`), ``us`` or ``ns``.
+        stamp_unit: ``auto`` (detected, see :func:`detect_stamp_unit`), ``ns``, ``us``, ``ms``, ``s`` or
+            ``frame@<N>hz`` (``data.stamp_unit``).
+        setting: the config key ``split`` came from (``data.train_split`` …), named in the not-found error.
+
+    Topics: kapture has none; without ``rig`` the cameras get placeholders ``/kapture/<id>/image_raw`` (compressed)
+    and ``info["placeholder_topics"]`` is True (training says so loudly; set real ones with ``data.topics``).
     """
-    root = find_kapture_split(path, split)
+    root = find_kapture_split(path, split, setting)
     sensors_dir = root / "sensors"
     name = track or root.name
     sync = sync if isinstance(sync, SyncSettings) else SyncSettings.from_dict(sync)
@@ -192,8 +256,10 @@ def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *
     streams, rows, to_ns = _read_camera_records(rec_path, sensors, chosen, check_files, stamp_unit, drops)
     _check_streams(root, rec_path, chosen, streams, rows, sync)
     # --- trajectories: per device, T_world_device
-    traj = _read_trajectories(sensors_dir / "trajectories.txt", set(sensors) | set(krigs), drops, to_ns)
-    rig_traj = traj.get(rig_id) if rig_id is not None else None
+    traj_path = sensors_dir / "trajectories.txt"
+    lone = _lone_rig_device(root, traj_path, sensors, krigs, chosen)
+    traj = _read_trajectories(traj_path, set(sensors) | set(krigs) | ({lone} if lone else set()), drops, to_ns)
+    rig_traj = traj.get(rig_id) if rig_id is not None else (traj.get(lone) if lone else None)
     cam_traj = {c: _rig_trajectory(traj[c], cam_rig[c]) for c in chosen if c in traj and c not in unknown_extrinsics}
     syncer = sync.make(len(chosen))
     records, spreads_m, spreads_deg = _bundle_records(root, name, chosen, syncer, streams, rig_traj, cam_traj, drops)
@@ -202,8 +268,9 @@ def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *
         raise DataError(f"{root}: no bundles formed from cameras {chosen} ({drops.summary(str(root), 0)}); check "
                         "the camera ids and sync.max_interval_ns (the slop between cameras' stamps)")
     split_tracks_on_gaps(records, track_gap_ns)
-    info_out: dict[str, Any] = {"root": str(root), "rig_id": rig_id, "cameras": list(chosen),
-                                "pose_source": "rig" if rig_traj is not None else ("cameras" if cam_traj else "none")}
+    info_out: dict[str, Any] = {"root": str(root), "rig_id": rig_id or lone, "cameras": list(chosen),
+                                "pose_source": "rig" if rig_traj is not None else ("cameras" if cam_traj else "none"),
+                                "placeholder_topics": rig is None or any(c not in rig.camera_names for c in chosen)}
     _disagreement_info(root, spreads_m, spreads_deg, info_out)
     if rig_traj is None and not cam_traj:
         log.info("kapture %s: no trajectories: %d inference-only bundles (pose None)", root, len(records))
@@ -288,7 +355,10 @@ def _camera_extrinsics(root: Path, sensors_dir: Path, krigs: dict[str, dict[str,
                 raise DataError(checked)
             cam_rig[c] = checked
         elif len(chosen) == 1:
-            cam_rig[c] = (np.zeros(3), np.array([1.0, 0, 0, 0]))  # a single camera is its own rig
+            # a single camera without rigs.txt (Aachen, 7-Scenes): identity is the only sensible rig
+            log.info("kapture %s: single camera '%s' without a rigs.txt entry: identity rig (base_link = the "
+                     "camera's optical frame)", root, c)
+            cam_rig[c] = (np.zeros(3), np.array([1.0, 0, 0, 0]))
         else:
             raise DataError(f"{root}: no extrinsics for camera '{c}': it is not in rigs.txt"
                             f"{f' rig {rig_id!r}' if rig_id else ' (file missing)'}; add it there or pass a rig YAML")
@@ -368,13 +438,18 @@ def _check_streams(root: Path, rec_path: Path, chosen: list[str], streams: list[
                    rows: list[tuple[str, str, int, str, str]], sync: SyncSettings) -> None:
     """A camera without images fails when bundles need every camera, else it is warned about (always masked)."""
     if not any(streams):
+        if rows:  # the cameras have records, but none of their image files exists
+            first = rec_path.parent / "records_data" / rows[0][4]
+            raise DataError(f"{rec_path}: all {len(rows)} image files listed for cameras {chosen} are missing "
+                            f"(first missing: {first}); copy or link the images into {rec_path.parent / 'records_data'}"
+                            " (the paths in records_camera.txt are relative to it)")
         raise DataError(f"{rec_path}: no images for cameras {chosen} (empty split, or wrong camera ids); "
                         f"cameras with records: {sorted(set(d for _, r in _rows(rec_path) for d in r[1:2]))}")
     empty = [c for c, s in zip(chosen, streams, strict=True) if not s]
     full_only = not sync.min_streams or sync.min_streams >= len(chosen)
     if empty and full_only:
         listed = any(d in empty for _, d, _, _, _ in rows)
-        why = " (their image files are missing)" if listed else ""
+        why = " (their image files are missing)" if listed else " (no records in records_camera.txt)"
         raise DataError(f"{rec_path}: camera(s) {empty} have no images{why}, but bundles need all {len(chosen)} "
                         "cameras; drop them from `cameras:` (data.cameras) or "
                         f"allow partial bundles with data.sync.min_cameras < {len(chosen)}")
@@ -436,6 +511,24 @@ def read_kapture_splits(root: str | Path, cameras: Sequence[str] | str | None = 
     if not out:
         raise DataError(f"{root}: none of the splits {list(splits)} is a kapture folder (each needs sensors/)")
     return out
+
+
+def _lone_rig_device(root: Path, traj_path: Path, sensors: dict[str, Any], krigs: dict[str, Any],
+                     chosen: list[str]) -> str | None:
+    """The device whose trajectory is the rig's, for a single camera without rigs.txt whose poses are stored under
+    another id (7-Scenes: records by ``kinect_rgb``, poses by ``kinect``): the one non-sensor device, identity
+    extrinsics (logged). None when the camera has its own poses, there is a rigs.txt, or the choice is ambiguous."""
+    if krigs or len(chosen) != 1 or not traj_path.is_file():
+        return None
+    devices = {row[1] for _, row in _rows(traj_path) if len(row) > 1}
+    if chosen[0] in devices:
+        return None
+    others = sorted(devices - set(sensors))
+    if len(others) != 1:
+        return None
+    log.info("kapture %s: trajectories.txt has no poses for camera '%s' but one device '%s' (not a sensor, no "
+             "rigs.txt): using it as the rig pose with identity extrinsics", root, chosen[0], others[0])
+    return others[0]
 
 
 def _read_trajectories(path: Path, devices: set[str], drops: DropCounter, to_ns: int = US_TO_NS
