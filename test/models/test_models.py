@@ -409,3 +409,36 @@ def test_large_map_coordinates_keep_centimetres() -> None:
     want = np.array(mean) + np.array([0.03, -0.06, 0.0])
     np.testing.assert_allclose(out["t"][0].numpy(), want, atol=1e-6)
     assert float(torch.tensor(mean[1], dtype=torch.float32)) != mean[1]  # the float32 path could not do this
+
+
+def test_transposenet_slot_queries_read_their_own_camera_in_slot_order() -> None:
+    """Token fusion's orientation branch (``ori_readout: slots``): query j reads only slot j's encoder memory, the
+    outputs are concatenated in slot order, and a missing camera's block is the learned "missing" vector — so a
+    cyclic slot shift permutes the blocks instead of vanishing into an attention average."""
+    from mfapr_ros.models.backbones.transposenet import TransformerBranch
+
+    torch.manual_seed(0)
+    br = TransformerBranch(16, 2, 1, 32, 0.0, slot_queries=3).eval()
+    class PassThrough(torch.nn.Module):
+        def forward(self, x, src_key_padding_mask=None):
+            return x
+
+    br.encoder = PassThrough()  # isolate the decoder's per-slot reading (the encoder mixes cameras by design)
+    tok = torch.randn(2, 3 * 5, 16)
+    pos = torch.zeros(3 * 5, 16)
+    with torch.no_grad():
+        a = br(tok, pos).reshape(2, 3, 16)
+        t2 = tok.clone()
+        t2[:, 5:10] += 1.0  # change slot 1's tokens only
+        b = br(t2, pos).reshape(2, 3, 16)
+        assert torch.allclose(a[:, 0], b[:, 0]) and torch.allclose(a[:, 2], b[:, 2])
+        assert not torch.allclose(a[:, 1], b[:, 1])
+        br.missing.fill_(7.0)
+        m = br(tok, pos, mask=torch.tensor([[True, False, True], [True, True, True]])).reshape(2, 3, 16)
+        assert torch.all(m[0, 1] == 7.0) and torch.allclose(m[1], a[1]) and torch.allclose(m[0, 0], a[0, 0])
+    cfg = preset("demo_transformer")
+    cfg["num_anchors"] = 0
+    model = build_model(cfg)
+    assert model.config["ori_readout"] == "slots"
+    with pytest.raises(ConfigError, match="ori_readout"):
+        build_model({**preset("demo_transformer"), "ori_readout": "mean"})

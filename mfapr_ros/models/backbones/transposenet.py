@@ -22,20 +22,41 @@ from ..trunks import build_trunk, stage_channels
 
 
 class TransformerBranch(nn.Module):
-    """Encoder over the tokens, decoder with one learned query → one ``d_model`` embedding."""
+    """Encoder over the tokens, decoder with learned queries → one embedding.
 
-    def __init__(self, d: int, heads: int, layers: int, ff: int, dropout: float) -> None:
+    ``slot_queries`` = T > 0 (token fusion's orientation branch): one learned query per camera slot, query ``j``
+    reading only slot ``j``'s encoder memory (the encoder itself still attends across all cameras: input fusion),
+    and the T outputs concatenated in slot order (``T·d``; a missing camera's output is a learned vector). Why: with
+    one query the heading must be recovered from slot codes mixed into an attention average, and a ring rig seen
+    at heading ψ + 90° shows the same contents one slot over — measured on the demo world, the single-query branch
+    collapsed (health warning at step 93) and ended at 92° median rotation on the query. Reading the slots in order
+    makes "which camera sees what" structural, as the per-camera CNN's concatenation does.
+    """
+
+    def __init__(self, d: int, heads: int, layers: int, ff: int, dropout: float, slot_queries: int = 0) -> None:
         super().__init__()
         enc = nn.TransformerEncoderLayer(d, heads, ff, dropout, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(enc, layers, norm=nn.LayerNorm(d), enable_nested_tensor=False)
         dec = nn.TransformerDecoderLayer(d, heads, ff, dropout, batch_first=True, norm_first=True)
         self.decoder = nn.TransformerDecoder(dec, layers, norm=nn.LayerNorm(d))
-        self.query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.slots = int(slot_queries)
+        self.query = nn.Parameter(torch.randn(1, max(1, self.slots), d) * 0.02)
+        self.missing = nn.Parameter(torch.zeros(d)) if self.slots else None
+        self.out_dim = d * max(1, self.slots)
 
-    def forward(self, tokens: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         mem = self.encoder(tokens + pos, src_key_padding_mask=pad)
         q = self.query.expand(tokens.shape[0], -1, -1)
-        return self.decoder(q, mem, memory_key_padding_mask=pad)[:, 0]
+        if not self.slots:
+            return self.decoder(q, mem, memory_key_padding_mask=pad)[:, 0]
+        per_slot = tokens.shape[1] // self.slots
+        own = torch.arange(self.slots, device=tokens.device).repeat_interleave(per_slot)
+        blocked = own[None, :] != torch.arange(self.slots, device=tokens.device)[:, None]  # (T, T·L): True = no
+        out = self.decoder(q, mem, memory_mask=blocked)  # a missing slot's query reads its padded memory ...
+        if mask is not None:  # ... and is replaced by the learned "missing camera" vector
+            out = torch.where(mask[..., None], out, self.missing.to(out.dtype))
+        return out.flatten(1)
 
 
 class TwoScaleCnn(nn.Module):
@@ -57,15 +78,15 @@ class TwoScaleCnn(nn.Module):
 class _Branches(nn.Module):
     """Projections + the two transformers, shared by all TransPoseNet variants."""
 
-    def __init__(self, cfg: dict[str, Any], c3_in: int, c4_in: int) -> None:
+    def __init__(self, cfg: dict[str, Any], c3_in: int, c4_in: int, slot_queries: int = 0) -> None:
         super().__init__()
         d = cfg["d_model"]
         args = (d, cfg["num_heads"], cfg["num_layers"], cfg["dim_feedforward"], cfg["dropout"])
         self.proj_ori = nn.Conv2d(c3_in, d, 1)
         self.proj_pos = nn.Conv2d(c4_in, d, 1)
         self.pos_branch = TransformerBranch(*args)
-        self.ori_branch = TransformerBranch(*args)
-        self.out_dims = [d, d]
+        self.ori_branch = TransformerBranch(*args, slot_queries=slot_queries)
+        self.out_dims = [self.pos_branch.out_dim, self.ori_branch.out_dim]
 
     @staticmethod
     def _tokens(f: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -85,7 +106,7 @@ class _Branches(nn.Module):
                 pos = pos + slot.repeat_interleave(L, dim=0)
             if mask is not None:
                 pad = ~mask.repeat_interleave(L, dim=1)
-            out.append(branch(tok, pos, pad))
+            out.append(branch(tok, pos, pad, mask))
         return out
 
 
@@ -112,7 +133,7 @@ class TransPoseTokens(nn.Module):
         self.T = cfg["num_cameras"]
         self.cnn = TwoScaleCnn(cfg["arch"], 3, cfg["width"], cfg["pretrained"])
         ch = stage_channels(cfg["arch"], cfg["width"])
-        self.branches = _Branches(cfg, ch[2], ch[3])
+        self.branches = _Branches(cfg, ch[2], ch[3], slot_queries=self.T if cfg["ori_readout"] == "slots" else 0)
         # unit-scale slot codes (comparable to the sine positional encoding): the model must know from the first
         # step which camera a token came from, or it starts permutation-invariant and, with cyclic track
         # augmentation, the orientation target looks ambiguous and the head collapses to the mean rotation
@@ -155,7 +176,7 @@ class TransPoseNet(Backbone):
     order: ClassVar[int] = 4
     defaults: ClassVar[dict[str, Any]] = {"arch": "efficientnet_b0", "width": 16, "d_model": 256, "num_heads": 8,
                                           "num_layers": 2, "dim_feedforward": 512, "fc_dim": 1024, "num_fc": None,
-                                          "dropout": 0.1}
+                                          "dropout": 0.1, "ori_readout": "slots"}
     input_modes: ClassVar[tuple[str, ...]] = ("tile", "channel", "tokens")
     default_input_mode: ClassVar[str] = "tokens"
     mid_blocks: ClassVar[tuple[str, ...]] = ("cnn",)
@@ -166,6 +187,9 @@ class TransPoseNet(Backbone):
             require_int(cfg, k, 1)
         if cfg["d_model"] % cfg["num_heads"]:
             raise config_error("d_model", f"({cfg['d_model']}) must be divisible by num_heads ({cfg['num_heads']})")
+        if cfg["ori_readout"] not in ("slots", "query"):
+            raise config_error("ori_readout", f"must be 'slots' (one orientation query per camera slot, token "
+                               f"fusion) or 'query' (one learned query), got {cfg['ori_readout']!r}")
         if cfg["d_model"] % 4:
             raise config_error("d_model", f"({cfg['d_model']}) must be a multiple of 4 (2-D sine positional "
                                "encoding)")
