@@ -138,7 +138,7 @@ class SyncSettings:
     stream_timeout_ns: int = 500_000_000
     stream_timeout_periods: float = 3.0
     time_jump_ns: int = NS_PER_S
-    policy: str = "pivot"
+    policy: str = "frames"
     publish: str = "arrival"
     age_penalty: float = 0.0
 
@@ -437,6 +437,7 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
         self._cand_end = 0
         self._candidate: list[tuple[int, Any] | None] = []
         self._last: list[int | None] = [None] * n
+        self._prev_last: list[int | None] = [None] * n  # each stream's stamp before its last one
         self._ooo_run = [0] * n
         self._now: int | None = None
         self._t0: int | None = None
@@ -450,9 +451,7 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
 
     def _pending_count(self) -> int:
         n = sum(len(q) for q in self._q) + sum(len(p) for p in self._past) + len(self._susp)
-        n += len(self._fr_boot) + sum(sum(1 for m in b if m is not None) for b in self._fr_bins.values())
-        n += sum(1 for t in self._fr_tent if t is not None)
-        return n
+        return n + self._fr_pending()
 
     def _log(self, msg: str) -> None:
         warn(self._logger, _LOG, msg)
@@ -467,15 +466,8 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
                 self._drop(i, cause, k)
         for i, _, _ in self._susp:
             self._drop(i, cause)
-        for i, _, _ in self._fr_boot:
-            self._drop(i, cause)
-        for i, t in enumerate(self._fr_tent):
-            if t is not None:
-                self._drop(i, cause)
-        for b in self._fr_bins.values():
-            for i, m in enumerate(b):
-                if m is not None:
-                    self._drop(i, cause)
+        self._susp = []
+        self._fr_drop_all(cause)
 
     # ------------------------------------------------------------------ accepted messages
     def _observe(self, i: int, stamp: int) -> None:
@@ -495,6 +487,7 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
             self._fwd[i] = max(self.time_jump_ns, 4 * p)
 
     def _accept(self, i: int, stamp: int, payload: Any) -> None:
+        self._prev_last[i] = self._last[i]
         self._observe(i, stamp)
         now = self._now
         if now is None or stamp > now:
@@ -528,7 +521,8 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
             tmo = self._timeout[j]
             if self._period[j] is None and pmax:
                 tmo = max(tmo, int(self.stream_timeout_periods * pmax))
-            if (last if last is not None else t0) < now - tmo:
+            since = last if last is not None else t0
+            if since < now - tmo and self._spoke_since(j, since):
                 self._stats["stream_timeouts"] += 1
                 self._log(f"sync: stream {j} silent for more than {tmo / 1e9:.3f} s of message time; publishing "
                           "bundles without it")
@@ -536,22 +530,27 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
                 return self._check_timeouts(now)  # the active list changed; rescan (at most N times)
         return None
 
-    def _end_of_data(self) -> None:
+    def _spoke_since(self, j: int, since: int) -> bool:
+        """Whether another stream delivered a message more than a slop after ``since`` *before* its latest one.
+
+        Why: after a silence of the whole rig (a pause, a gap in a bag), the first message back moves the
+        message time past every stream's timeout, but the other cameras' messages of the same trigger are still
+        in flight; only a stream that kept talking during ``j``'s silence (two messages since) proves ``j`` silent.
+        """
+        lim = since + self.max_interval_ns
+        return any(k != j and p is not None and p > lim for k, p in enumerate(self._prev_last))
+
+    def _end_of_data(self, leftover: str = "dropped_unmatched") -> None:
         """Treat the held messages as all there will be (``flush``, before a jump back)."""
         if self.policy == "frames":
-            self._fr_end_of_data()
+            self._fr_end_of_data(leftover)
         else:
-            self._finish_candidates()
+            self._pv_end_of_data(leftover)
 
     def _set_active(self, j: int, on: bool) -> None:
         if self.policy == "frames":
-            self._active[j] = on
-            self._active_idx = [k for k in range(self.num_streams) if self._active[k]]
-            if not on:
-                self._fr_commit_tentatives(j)
-                self._fr_finalize()
-            return
-        self._pv_set_active(j, on)
+            return self._fr_set_active(j, on)
+        return self._pv_set_active(j, on)
 
     # ------------------------------------------------------------------ output
     def _emit(self, members: list[tuple[int, Any] | None]) -> None:

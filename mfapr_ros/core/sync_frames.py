@@ -1,90 +1,58 @@
-"""Policy ``frames`` of :class:`~mfapr_ros.core.sync.ApproximateTimeSynchronizer`: period-aware frame indices
-for loose stamps (see the :mod:`mfapr_ros.core.sync` docstring for its semantics).
+"""Policy ``frames`` (the default) of :class:`~mfapr_ros.core.sync.ApproximateTimeSynchronizer`: *head alignment*
+with learned per-camera offsets (see the :mod:`mfapr_ros.core.sync` docstring for the contract).
 
-Split out of ``sync.py`` so each part of the synchronizer stays readable on its own; the algorithm is unchanged.
-The bootstrap line fit is a plain function (:func:`_fit_lines`): it uses no synchronizer state.
+Why not the minimum-span search (``pivot``, message_filters' C++ policy) as the default: with per-camera offsets
+(cameras 0 / 7 / 13 / 21 ms behind the trigger) or jitter a third of the frame period, the set of minimum span
+often mixes frames (camera 0's *next* frame is closer to camera 3 than camera 0's own), and proving a set optimal
+needs a later message on every stream (one frame of delay). Cameras deliver one message per frame, each topic in
+capture order, so the frame a message belongs to follows from the order, not from the span:
+
+* every stream keeps a FIFO queue (arrival order = capture order); a frame is formed from the queue *heads* as
+  soon as every active stream has one — i.e. when the frame's last member arrives (no added delay);
+* each head is placed against the frame's expected time ``E`` in *offset-corrected* time ``x = stamp − offset``
+  (``offset``: the stream's learned constant lag, an average of its residuals in published frames): a head more
+  than ``thr`` after ``E`` belongs to a later frame (its stream dropped this one) and waits; one more than ``thr``
+  before (or whose successor, already queued, fits ``E`` better) is a leftover of an earlier frame and is dropped;
+* ``thr`` is the decision boundary between "this frame with jitter" and "the next frame after a drop":
+  ``P/2 + σ²·ln(49)/P`` for the learned jitter σ and a 2 % drop prior (``P/2`` for tight stamps; later for loose
+  ones, so loose jitter is not read as drops);
+* the frame is published if its members span at most ``max_interval_ns`` in raw stamps (the contract) and there
+  are enough of them (all active streams, or ``min_streams`` in partial mode; in partial mode the farthest
+  members are trimmed until the span fits); otherwise its members are dropped (``dropped_unmatched``).
+
+``E`` is the frame clock's next tick (the previous frame's smoothed time plus the period learned from successive
+frames, seeded by the streams' mean periods); before any period is known the heads are grouped by the slop alone.
+Streams at different frame rates (mean periods over their first 12 messages more than 1.3x apart) have no common
+frame: the policy then falls back to ``pivot`` (logged) and replays what it holds. Work per message: O(N) (a
+median of N heads per frame).
 """
 
 from __future__ import annotations
 
-import bisect
 import math
+from collections import deque
 from typing import Any
 
-_BOOT_MESSAGES = 20  # frames policy: messages of one stream before the frame clock is fitted
-_DROP_THRESHOLD = 1.85  # frames policy: a gap this many periods long means a dropped frame
-_OFFSET_GAIN = 0.02  # frames policy: per-message gain of a stream's phase offset
-
-
-def _circmean(values: list[float], period: float) -> float:
-    """Circular mean of ``values`` modulo ``period``, in [0, period)."""
-    c = sum(math.cos(2 * math.pi * v / period) for v in values)
-    s = sum(math.sin(2 * math.pi * v / period) for v in values)
-    return (math.atan2(s, c) / (2 * math.pi) * period) % period
-
-
-def _wrap(x: float, period: float) -> float:
-    """``x`` wrapped into (−period/2, period/2]."""
-    return x - period * math.floor(x / period + 0.5)
-
-
-def _fit_lines(per: list[list[int]], labels: list[list[int]]
-               ) -> tuple[float, list[tuple[int, float, float, float]], list[float], float] | None:
-    """Pooled line fit of the bootstrap stamps: (period, per-stream fits, per-stream periods, mean sq. residual)."""
-    labels = [list(ks) for ks in labels]
-    out = None
-    for _ in range(3):
-        k_cut = min(ks[-1] for ks, st in zip(labels, per, strict=True) if len(st) >= 3) - 1
-        fits: list[tuple[int, float, float, float]] = []
-        pts_all: list[tuple[int, list[tuple[int, float]]]] = []
-        sxx = sxy = 0.0
-        periods = []
-        for i, (st, ks) in enumerate(zip(per, labels, strict=True)):
-            pts = [(kk, float(ss - st[0])) for kk, ss in zip(ks, st, strict=True) if kk <= k_cut]
-            if len(pts) < 3:
-                continue
-            mk = sum(x for x, _ in pts) / len(pts)
-            my = sum(y for _, y in pts) / len(pts)
-            cxx = sum((x - mk) ** 2 for x, _ in pts)
-            cxy = sum((x - mk) * (y - my) for x, y in pts)
-            if cxx > 0:
-                periods.append(cxy / cxx)
-                fits.append((i, mk, my, cxx))
-                pts_all.append((i, pts))
-                sxx += cxx
-                sxy += cxy
-        if sxx <= 0:
-            return out
-        p0 = sxy / sxx
-        if p0 <= 0:
-            return out
-        fit_of = {i: (mk, my) for i, mk, my, _ in fits}
-        n = sum(len(pts) for _, pts in pts_all)
-        rss = sum((y - (fit_of[i][1] + (x - fit_of[i][0]) * p0)) ** 2 for i, pts in pts_all for x, y in pts) / n
-        out = (p0, fits, periods, rss / (p0 * p0))
-        for i, mk, my, _ in fits:
-            st = per[i]
-            ks, lab = [0], 0
-            for ss in st[1:]:
-                k = (float(ss - st[0]) - (my + (lab - mk) * p0)) / p0
-                lab += 1 if k < _DROP_THRESHOLD else max(1, round(k))
-                ks.append(lab)
-            labels[i] = ks
-    return out
+_DROP_PRIOR_LOG = math.log(49.0)  # ln((1 − p)/p) for a 2 % frame-drop prior
+_MAX_RATE_RATIO = 1.3  # mean periods further apart than this: not one frame rate (20 vs 30 Hz is 1.5)
+_OFFSET_PRIOR = 4  # frames' worth of confidence in a zero offset (one loose frame is no offset estimate)
+_RATE_MESSAGES = 12  # messages of a stream over which its mean period is measured
 
 
 class FramesPolicy:
-    """Mixin of :class:`~mfapr_ros.core.sync.ApproximateTimeSynchronizer`: the frame clock (bootstrap, weighted
-    least squares), the labelling of each message with a frame index, and the open frames (``_fr_bins``).
+    """Mixin of :class:`~mfapr_ros.core.sync.ApproximateTimeSynchronizer`: per-stream FIFO queues aligned at their
+    heads, learned per-stream offsets and jitter, frames published as soon as their last member arrives.
 
-    Why a mixin and not a separate object: it shares the host's active set, partial-bundle settings and counters on
-    every message, and falls back to the ``pivot`` policy on the same state (``self.policy = "pivot"`` and
-    ``_pv_add``) when the cameras' rates differ; one ``self`` keeps that switch and the per-message path free of an
-    extra indirection. All of its own state is prefixed ``_fr_`` and created by :meth:`_fr_clear`.
+    Why a mixin and not a separate object: it shares the host's active set, periods, partial-bundle settings and
+    counters on every message, and falls back to the ``pivot`` policy on the same state (``self.policy =
+    "pivot"`` and ``_pv_add``) when the cameras' rates differ; one ``self`` keeps that switch and the
+    per-message path free of an extra indirection. All of its own state is prefixed ``_fr_`` (``_fr_clear``);
+    offsets and the jitter scale survive resets (a camera's lag does not change when the clock jumps).
     """
 
     _active: list[bool]
     _active_idx: list[int]
+    _period: list[int | None]
     num_streams: int
     queue_size: int
     max_interval_ns: int
@@ -94,269 +62,221 @@ class FramesPolicy:
 
     def _fr_clear(self) -> None:
         n = self.num_streams
-        self._fr_boot: list[tuple[int, int, Any]] = []
-        self._fr_boot_count = [0] * n
-        self._fr_ready = False
-        self._fr_bins: dict[int, list[tuple[int, Any] | None]] = {}
-        self._fr_keys: list[int] = []  # sorted open frame indices
-        self._fr_done: int | None = None  # highest finalized frame index
-        self._fr_idx: list[int | None] = [None] * n
-        self._fr_tent: list[tuple[int, Any] | None] = [None] * n  # a message held after a skip
-        self._fr_off = [0.0] * n
-        self._fr_fast = [0.0] * n  # fast average of each stream's residual (label check)
-        self._fr_var = 0.0  # running mean square residual (stamp jitter²), set by the bootstrap
-        self._fr_nobs = [0] * n
-        self._fr_base = 0
-        self._fr_p0 = 0.0
-        self._fr_t0 = 0.0
-        # exponentially weighted least squares of x = T + f·P (weights decay by lam per message)
-        self._fr_lam = 1.0 - 1.0 / (30.0 * n)
-        self._fr_w = 0.0
-        self._fr_mf = 0.0
-        self._fr_mx = 0.0
-        self._fr_cff = 0.0
-        self._fr_cfx = 0.0
+        self._fr_q: list[deque[tuple[int, Any]]] = [deque() for _ in range(n)]
+        self._fr_ref: float | None = None  # corrected time of the last formed frame
+        self._fr_e = 0.0  # expected time of the frame being formed (set by _fr_step)
+        self._fr_k = 0  # frames the current frame is expected after the last one (set by _fr_step)
+        self._fr_member = [False] * n  # the stream's last message was in the last formed frame
+        self._fr_fast = [0.0] * n  # fast average of the stream's residuals (a one-frame lag shows as −P)
+        if not hasattr(self, "_fr_off"):
+            self._fr_off = [0.0] * n  # learned per-stream offsets (ns)
+            self._fr_nobs = [0] * n
+            self._fr_mad = 0.0  # running mean |residual| of frame members (ns); 0 = unknown
+            self._fr_p = 0.0  # frame period learned from successive frames (ns); 0 = not yet
+            self._fr_np = 0
+            self._fr_cnt = [0] * n
+            self._fr_first = [0] * n
+            self._fr_rate: list[float | None] = [None] * n
+
+    # ------------------------------------------------------------------ host hooks
+    def _fr_pending(self) -> int:
+        return sum(len(q) for q in self._fr_q)
+
+    def _fr_drop_all(self, cause: str) -> None:
+        for i, q in enumerate(self._fr_q):
+            if q:
+                self._drop(i, cause, len(q))  # type: ignore[attr-defined]
+                q.clear()
 
     def _fr_forget_stream(self, i: int) -> None:
-        if self.policy == "frames" and self._fr_ready:
-            self._fr_commit_tentatives(i)
-        self._fr_idx[i] = None
+        """Stream ``i`` was re-timed (its clock moved): its offset is learned again."""
         self._fr_nobs[i] = 0
+        self._fr_off[i] = 0.0
+
+    def _fr_set_active(self, j: int, on: bool) -> None:
+        self._active[j] = on
+        self._active_idx = [k for k in range(self.num_streams) if self._active[k]]
+        if not on:
+            q = self._fr_q[j]
+            if q:  # a silent stream's held messages are older than the timeout: no frame can still use them
+                self._drop(j, "dropped_stream_timeout", len(q))  # type: ignore[attr-defined]
+                q.clear()
+        self._fr_step()
 
     def _fr_add(self, i: int, stamp: int, payload: Any) -> None:
-        if not self._fr_ready:
-            self._fr_boot.append((i, stamp, payload))
-            self._fr_boot_count[i] += 1
-            if self._fr_boot_count[i] >= _BOOT_MESSAGES:
-                self._fr_bootstrap()
-            return None
-        self._fr_place(i, stamp, payload)
-        return self._fr_finalize()
+        q = self._fr_q[i]
+        q.append((stamp, payload))
+        if self._fr_rates_differ(i, stamp):
+            return self._fr_fall_back()
+        self._fr_step()
+        if len(q) > self.queue_size:
+            if self.partial and len(self._active_idx) >= self.min_streams:
+                # partial mode: a stream that has not delivered this frame is treated as absent (it is late by a
+                # whole queue); the oldest frame is formed without it instead of dropping messages
+                self._fr_step(force=True)
+            while len(q) > self.queue_size:
+                q.popleft()
+                self._drop(i, "dropped_too_few_streams" if len(self._active_idx) < self.min_streams  # type: ignore[attr-defined]
+                           else "dropped_queue_overflow")
+        return None
 
-    def _fr_bootstrap(self) -> None:
-        """Fit the frame clock (period, phase, per-stream offsets) to the held messages, then replay them."""
-        boot = self._fr_boot
-        self._fr_boot = []
-        per: list[list[int]] = [[] for _ in range(self.num_streams)]
-        for i, s, _ in boot:
-            per[i].append(s)
-        periods: list[float] = []
-        fits: list[tuple[int, float, float, float]] = []  # stream, mean label, mean stamp (from its first), cxx
-        p0 = 0.0
-        if any(len(st) >= 3 for st in per):
-            # Two starting labellings — arrival order (one topic arrives in publish order), and arrival order with a
-            # gap of ~2 median gaps read as a drop — each refined three times: a pooled fit (common period, own
-            # intercepts), then relabelling against each stream's fitted line. The one with the smaller residual
-            # wins (gap reading is right for tight stamps, misleads when the jitter is a third of the period).
-            # A newest frame only partly in holds the early-stamped messages: fit on labels every stream reached.
-            gaps = sorted(b - a for st in per for a, b in zip(st, st[1:], strict=False))
-            g0 = max(gaps[len(gaps) // 2], 1)
-            by_gap = []
-            for st in per:
-                ks, lab = [0], 0
-                for a, b in zip(st, st[1:], strict=False):
-                    lab += 1 if b - a < _DROP_THRESHOLD * g0 else max(1, round((b - a) / g0))
-                    ks.append(lab)
-                by_gap.append(ks)
-            best = None
-            for start in ([list(range(len(st))) for st in per], by_gap):
-                res = _fit_lines(per, start)
-                if res is not None and (best is None or res[3] < best[3]):
-                    best = res
-            if best is not None:
-                p0, fits, periods, _ = best
-        # A camera at another rate is off by ≥ 1.5× (20 vs 30 Hz); jitter moves a 10-message estimate much less.
-        # ... and a camera at half the rate reads as one with every other frame dropped: count its coverage
-        sparse = [i for i, st in enumerate(per) if len(st) >= 3 and p0 > 0
-                  and len(st) < 0.7 * (round((st[-1] - st[0]) / p0) + 1)]
-        if not periods or p0 <= 0 or min(periods) <= 0 or max(periods) > 1.45 * min(periods) or sparse:
-            self._log(f"sync: policy 'frames' needs every camera at the same frame rate; observed periods "
-                      f"{[round(p / 1e6, 2) for p in periods]} ms"
-                      + (f", streams {sparse} deliver under 70 % of the frames" if sparse else "")
-                      + ": falling back to policy 'pivot'")
-            self.policy = "pivot"
-            for i, s, p in boot:
-                self._pv_add(i, s, p)
-            return
-        self._fr_base = base = min(s for _, s, _ in boot)
-        # Each fitted stream: the time its first message's label has on its line. Their circular mean is the
-        # frame phase; the remainders are the streams' phase offsets (σ/√n precise, unlike one stamp).
-        origin = {i: float(per[i][0] - base) + my - mk * p0 for i, mk, my, _ in fits}
-        phase = _circmean(list(origin.values()), p0) if origin else _circmean([s - base for _, s, _ in boot], p0)
-        for i in range(len(per)):
-            if i in origin:
-                off = _wrap(origin[i] - phase, p0)
-                self._fr_off[i] = off
-                self._fr_nobs[i] = 50  # offset known: slow gain from the start
-                # its first message is on frame g0: start its labels just before it
-                self._fr_idx[i] = int(round((origin[i] - phase - off) / p0)) - 1
-        self._fr_p0, self._fr_t0 = p0, phase
-        self._fr_var = (p0 / 6.0) ** 2
-        self._fr_ready = True
-        for i, s, p in boot:
-            self._fr_place(i, s, p)
-            self._fr_finalize()
+    def _fr_end_of_data(self, leftover: str = "dropped_unmatched") -> None:
+        """No more messages will come: form every frame that the held messages still can (streams with nothing
+        left count as absent), then drop what cannot be bundled."""
+        while self._fr_pending():
+            before = self._fr_pending()
+            self._fr_step(force=True)
+            if self._fr_pending() == before:
+                break
+        for i, q in enumerate(self._fr_q):
+            if q:
+                self._drop(i, leftover, len(q))  # type: ignore[attr-defined]
+                q.clear()
 
-    def _fr_clock(self) -> tuple[float, float, float]:
-        """(reference index, its time, period) of the fitted clock (the bootstrap fit until the LSQ has spread)."""
-        if self._fr_w > 0 and self._fr_cff > 4.0 * self._fr_w:
-            # the bootstrap period as a prior worth about 10 frames of all streams: the first seconds' fit alone
-            # is a short baseline whose slope error, times the frames since, would mislabel
-            k = 80.0 * self.num_streams
-            return self._fr_mf, self._fr_mx, (self._fr_cfx + k * self._fr_p0) / (self._fr_cff + k)
-        return 0.0, self._fr_t0, self._fr_p0
+    # ------------------------------------------------------------------ frame clock
+    def _fr_rates_differ(self, i: int, stamp: int) -> bool:
+        """Each stream's mean period over its first :data:`_RATE_MESSAGES` messages (a median of a few gaps is
+        too noisy under loose jitter); rates further apart than :data:`_MAX_RATE_RATIO` have no common frame."""
+        n = self._fr_cnt[i] = self._fr_cnt[i] + 1
+        if n == 1:
+            self._fr_first[i] = stamp
+        if n != _RATE_MESSAGES:
+            return False
+        self._fr_rate[i] = (stamp - self._fr_first[i]) / (n - 1)
+        ps = [p for p in self._fr_rate if p and p > 0]
+        return len(ps) >= 2 and max(ps) > _MAX_RATE_RATIO * min(ps)
 
-    def _fr_place(self, i: int, stamp: int, payload: Any) -> None:
-        """Label a message with its frame index: the stream's previous index + 1, or more when the clock says
-        frames were skipped (a drop). A skip is *tentative* until the stream's next message: if that one turns out
-        to sit on the skipped-to frame, the skip was jitter and the held message goes one frame back."""
-        mf, mx, p = self._fr_clock()
-        x = float(stamp - self._fr_base) - self._fr_off[i]
-        prev = self._fr_idx[i]
-        tent = self._fr_tent[i]
-        if prev is None:
-            f = int(round(mf + (x - mx) / p))
-            skip = False
-        else:
-            k = (x - (mx + (prev - mf) * p)) / p
-            inc = 1 if k < 1.5 else max(1, int(round(k)))
-            f, skip = prev + inc, inc >= 2
-            if tent is not None:
-                # Two messages decide the held one: both one frame back (no skip) or the skip and this one after
-                # it. The skip must explain them better by more than a dropped frame's prior costs.
-                xt = float(tent[0] - self._fr_base) - self._fr_off[i]
+    def _fr_fall_back(self) -> None:
+        ps = [round(p / 1e6, 2) if p else None for p in self._period]
+        self._log(f"sync: policy 'frames' needs every camera at the same frame rate; observed periods {ps} ms: "  # type: ignore[attr-defined]
+                  "falling back to policy 'pivot'")
+        self.policy = "pivot"
+        held = sorted(((s, i, p) for i, q in enumerate(self._fr_q) for s, p in q), key=lambda m: m[0])
+        for q in self._fr_q:
+            q.clear()
+        for s, i, p in held:
+            self._pv_add(i, s, p)  # type: ignore[attr-defined]
 
-                def t(g: int) -> float:
-                    return mx + (g - mf) * p
+    def _fr_period(self) -> float | None:
+        """The frame period: learned from successive frames' times once frames form (the mean of a frame's
+        members is √N less noisy than one stream's gaps), seeded by the median of the streams' mean periods (each
+        over at least 8 of its messages; a median of gaps is biased by loose jitter)."""
+        if self._fr_p:
+            return self._fr_p
+        cnt, first, last = self._fr_cnt, self._fr_first, self._last  # type: ignore[attr-defined]
+        ps = sorted((last[k] - first[k]) / (cnt[k] - 1) for k in self._active_idx
+                    if cnt[k] >= 8 and last[k] is not None and last[k] > first[k])
+        return float(ps[len(ps) // 2]) if ps else None
 
-                k0 = (x - t(prev - 1)) / p
-                f0 = prev - 1 + (1 if k0 < 1.5 else max(1, int(round(k0))))
-                e0 = (xt - t(prev - 1)) ** 2 + (x - t(f0)) ** 2
-                e1 = (xt - t(prev)) ** 2 + (x - t(f)) ** 2
-                if e0 <= e1 + 2.0 * self._fr_var * math.log(50.0):
-                    self._fr_tent[i] = None
-                    self._fr_commit(i, prev - 1, *tent)  # the skip was one too many
-                    tent = None
-                    f, skip = f0, f0 >= prev + 1
-        if tent is not None:
-            self._fr_tent[i] = None
-            self._fr_commit(i, prev, *tent)  # type: ignore[arg-type]
-        self._fr_idx[i] = f
-        if skip:
-            self._fr_tent[i] = (stamp, payload)
-        else:
-            self._fr_commit(i, f, stamp, payload)
-
-    def _fr_commit(self, i: int, f: int, stamp: int, payload: Any) -> None:
-        """Put a labelled message into its frame and let it correct the clock and its stream's offset."""
-        mf, mx, p = self._fr_clock()
-        x = float(stamp - self._fr_base) - self._fr_off[i]
-        r = x - (mx + (f - mf) * p)
-        self._fr_var += 0.01 * (min(r * r, p * p) - self._fr_var)
-        fast = self._fr_fast[i] = 0.8 * self._fr_fast[i] + 0.2 * r
-        if abs(fast) > 0.4 * p:
-            # This stream's recent messages sit a whole period off their labels (a skip decided wrongly that the
-            # next message could not undo): relabel the stream by one frame.
-            d = 1 if fast > 0 else -1
-            f += d
-            self._fr_idx[i] = (self._fr_idx[i] or 0) + d
-            r -= d * p
-            self._fr_fast[i] = 0.0
-        n = self._fr_nobs[i]
-        self._fr_off[i] += r * max(_OFFSET_GAIN, 1.0 / (n + 4))
-        self._fr_nobs[i] = n + 1
-        lam = self._fr_lam  # weighted Welford with forgetting: x = T + f·P over about a second of messages
-        w = self._fr_w * lam + 1.0
-        df = f - self._fr_mf
-        self._fr_mf += df / w
-        self._fr_mx += (x - self._fr_mx) / w
-        self._fr_cff = self._fr_cff * lam + df * (f - self._fr_mf)
-        self._fr_cfx = self._fr_cfx * lam + df * (x - self._fr_mx)
-        self._fr_w = w
-        if self._fr_done is not None and f <= self._fr_done:
-            self._drop(i, "dropped_unmatched")  # its frame was already closed (published without it)
-            return
-        b = self._fr_bins.get(f)
-        if b is None:
-            b = self._fr_bins[f] = [None] * self.num_streams
-            bisect.insort(self._fr_keys, f)
-            if len(self._fr_keys) > self.queue_size:  # too many open frames: the oldest is closed as it is
-                self._fr_close(self._fr_keys[0], overflow=True)
-        if b[i] is not None:  # two messages of one stream in one frame: keep the newer
-            self._drop(i, "dropped_unmatched")
-        b[i] = (stamp, payload)
-
-    def _fr_commit_tentatives(self, only: int | None = None) -> None:
-        for i in range(self.num_streams) if only is None else (only,):
-            t = self._fr_tent[i]
-            if t is not None:
-                self._fr_tent[i] = None
-                self._fr_commit(i, self._fr_idx[i], *t)  # type: ignore[arg-type]
-
-    def _fr_finalize(self) -> None:
-        """Close every frame that no active stream can still add to (publish on arrival of the last member)."""
-        keys = self._fr_keys
-        if not keys:
-            return
-        lo = None
-        for j in self._active_idx:
-            f = self._fr_idx[j]
-            if f is None:
-                return  # a stream that has not spoken yet may still fill any frame
-            if self._fr_tent[j] is not None:
-                f -= 2  # its held message may still go to f or f - 1
-            if lo is None or f < lo:
-                lo = f
-        if lo is None:
-            lo = keys[-1]
-        while keys and keys[0] <= lo:
-            self._fr_close(keys[0])
-
-    def _fr_close(self, f: int, overflow: bool = False) -> None:
-        self._fr_keys.remove(f)
-        b = self._fr_bins.pop(f)
-        self._fr_done = f if self._fr_done is None else max(self._fr_done, f)
-        present = [k for k in range(self.num_streams) if b[k] is not None]
-        if len(present) == self.num_streams or (self.partial and len(present) >= self.min_streams):
-            stamps = sorted(b[k][0] for k in present)  # type: ignore[index]
-            if stamps[-1] - stamps[0] > self.max_interval_ns and self.partial:
-                med = stamps[len(stamps) // 2]
-                while len(present) > 1:
-                    lo_s = min(b[k][0] for k in present)  # type: ignore[index]
-                    hi_s = max(b[k][0] for k in present)  # type: ignore[index]
-                    if hi_s - lo_s <= self.max_interval_ns:
+    # ------------------------------------------------------------------ frames
+    def _fr_step(self, force: bool = False) -> None:
+        """Form frames from the queue heads while every active stream has one (``force``: one frame from the
+        streams that have one; used on overflow in partial mode and at end of data)."""
+        qs, off = self._fr_q, self._fr_off
+        while True:
+            active = self._active_idx
+            heads = [k for k in active if qs[k]]
+            if not heads or (len(heads) < len(active) and not force) or len(active) < self.min_streams and not force:
+                return
+            x = {k: qs[k][0][0] - off[k] for k in heads}
+            p = self._fr_period()
+            xs = sorted(x.values())
+            med = xs[(len(xs) - 1) // 2]
+            if p is None:  # no frame clock yet: the earliest head and what lies within the slop of it
+                e = xs[0]
+                hi, lo, sigma = float(self.max_interval_ns), math.inf, 0.0
+                self._fr_k = 0
+            else:
+                ref = self._fr_ref
+                self._fr_k = 0 if ref is None else max(1, round((med - ref) / p))
+                e = med if ref is None else ref + self._fr_k * p
+                sigma = 1.25 * self._fr_mad
+                hi = min(0.5 * p + sigma * sigma * _DROP_PRIOR_LOG / p, 0.9 * p)
+                lo = hi
+            self._fr_e = e
+            members: list[int] = []
+            late = None
+            was_member, fast = self._fr_member, self._fr_fast
+            for k in heads:
+                r = x[k] - e
+                if p is not None and fast[k] < -0.5 * p:
+                    late = k  # its recent heads sat a whole frame early: it lags one frame behind, resync
+                    break
+                if r > hi:
+                    continue  # its stream skipped this frame: the head waits for a later one
+                if was_member[k]:
+                    members.append(k)  # its previous message was in the previous frame: this is its next one
+                    continue
+                if r < -lo:
+                    late = k  # waited for a later frame but is earlier than this one: a leftover
+                    break
+                if len(qs[k]) > 1 and p is not None and r < 0:
+                    r2 = qs[k][1][0] - off[k] - e
+                    if r * r - r2 * r2 > 2.0 * sigma * sigma * _DROP_PRIOR_LOG + (0.1 * p) ** 2:
+                        late = k  # its successor fits this frame much better: the head is a leftover
                         break
-                    far = max(present, key=lambda k: abs(b[k][0] - med))  # type: ignore[index]
-                    present.remove(far)
-                    self._drop(far, "dropped_unmatched")
-                    b[far] = None
-            pst = [b[k][0] for k in present]  # type: ignore[index]
-            if len(present) >= self.min_streams and max(pst) - min(pst) <= self.max_interval_ns:
-                self._emit([b[k] for k in range(self.num_streams)])
+                members.append(k)
+            if late is not None:
+                self._fr_fast[late] = 0.0
+                self._fr_member[late] = False
+                qs[late].popleft()
+                self._drop(late, "dropped_unmatched")  # type: ignore[attr-defined]
+                continue
+            if not members:  # every head is later than the expected frame: the frame was dropped everywhere
+                self._fr_ref = e
+                if p is None:
+                    return
+                continue
+            self._fr_form(members, len(heads) == len(active) or force)
+            if force:
                 return
-        cause = "dropped_queue_overflow" if overflow else "dropped_unmatched"
-        if not self.partial or len(self._active_idx) >= self.min_streams:
-            pass
-        else:
-            cause = "dropped_too_few_streams"
-        for k in present:
-            self._drop(k, cause)
 
-    def _fr_end_of_data(self) -> None:
-        if not self._fr_ready and self._fr_boot:
-            boot = self._fr_boot
-            if max(self._fr_boot_count) >= 3:
-                self._fr_bootstrap()
-            else:  # too little to fit a clock: bundle what there is by spread
-                self._fr_boot = []
-                self.policy = "pivot"
-                for i, s, p in boot:
-                    self._pv_add(i, s, p)
-                self._finish_candidates()
-                return
-        if self.policy == "pivot":
-            self._finish_candidates()
+    def _fr_form(self, members: list[int], complete: bool) -> None:
+        """Publish (or drop) the frame made of these streams' heads and learn offsets and jitter from it."""
+        qs, off = self._fr_q, self._fr_off
+        msgs = {k: qs[k].popleft() for k in members}
+        xs = {k: msgs[k][0] - off[k] for k in members}
+        t = sum(xs.values()) / len(xs)
+        ref, k = self._fr_ref, self._fr_k
+        if ref is not None and k and len(members) * 2 > len(self._active_idx):
+            # the period from this frame's advance (seeded by the streams' gaps; slow enough to ignore one frame)
+            p_new = (t - ref) / k
+            p = self._fr_period()
+            if p:
+                self._fr_np += 1
+                p_new = max(0.75 * p, min(1.25 * p, p_new))
+                self._fr_p = p + (p_new - p) * max(0.02, 1.0 / (self._fr_np + 1))
+        # the frame clock: the expected time corrected by a part of this frame's deviation (one frame's mean is
+        # noisy under loose jitter; the clock is not)
+        self._fr_ref = t if ref is None or not k else self._fr_e + 0.3 * (t - self._fr_e)
+        for k in range(self.num_streams):
+            self._fr_member[k] = k in msgs
+        for k in members:
+            self._fr_fast[k] += 0.5 * (xs[k] - t - self._fr_fast[k])
+        if len(members) == len(self._active_idx) > 1:  # learn from complete frames only
+            for k in members:
+                r = xs[k] - t
+                n = self._fr_nobs[k]
+                s = 3.0 * self._fr_mad if self._fr_mad else math.inf
+                off[k] += max(-s, min(s, r)) * max(0.05, 1.0 / (n + 1 + _OFFSET_PRIOR))
+                self._fr_nobs[k] = n + 1
+                a = abs(r) * math.sqrt(len(members) / (len(members) - 1))  # |residual| vs the members' own mean
+                self._fr_mad = a if not self._fr_mad else self._fr_mad + 0.02 * (min(a, 4 * self._fr_mad)
+                                                                                 - self._fr_mad)
+        present = list(members)
+        stamps = {k: msgs[k][0] for k in members}
+        enough = len(present) == self.num_streams or (self.partial and len(present) >= self.min_streams)
+        if enough and self.partial:
+            while len(present) > self.min_streams and (max(stamps[k] for k in present)
+                                                        - min(stamps[k] for k in present) > self.max_interval_ns):
+                med = sorted(stamps[k] for k in present)[len(present) // 2]
+                far = max(present, key=lambda k: abs(stamps[k] - med))
+                present.remove(far)
+                self._drop(far, "dropped_unmatched")  # type: ignore[attr-defined]
+        if enough and max(stamps[k] for k in present) - min(stamps[k] for k in present) <= self.max_interval_ns:
+            self._emit([msgs[k] if k in present else None for k in range(self.num_streams)])  # type: ignore[attr-defined]
             return
-        self._fr_commit_tentatives()
-        while self._fr_keys:
-            self._fr_close(self._fr_keys[0])
+        cause = "dropped_too_few_streams" if self.partial and len(self._active_idx) < self.min_streams \
+            else "dropped_unmatched"
+        for k in present:
+            self._drop(k, cause)  # type: ignore[attr-defined]
