@@ -362,9 +362,13 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
     # ------------------------------------------------------------------ public API
     @property
     def stats(self) -> dict[str, int]:
-        """A copy of the counters (cumulative across resets)."""
+        """A copy of the counters (cumulative across resets) plus ``pending`` (messages held now), so that
+        ``received == bundled_messages + sum(DROP_KEYS) + pending`` can be checked from this one dict (eval-bag's
+        report and the node's /diagnostics show it as is)."""
         with self._lock:
-            return dict(self._stats)
+            out = dict(self._stats)
+            out["pending"] = self._pending_count()
+            return out
 
     def drop_counts(self) -> dict[str, int]:
         """The non-zero message-drop counters as ``{"sync_<cause>": n}``: the synchronizer's lines of a reader's or
