@@ -10,18 +10,25 @@ capture order, so the frame a message belongs to follows from the order, not fro
 * every stream keeps a FIFO queue (arrival order = capture order); a frame is formed from the queue *heads* as
   soon as every active stream has one — i.e. when the frame's last member arrives (no added delay);
 * each head is placed against the frame's expected time ``E`` in *offset-corrected* time ``x = stamp − offset``
-  (``offset``: the stream's learned constant lag, an average of its residuals in published frames): a head more
-  than ``thr`` after ``E`` belongs to a later frame (its stream dropped this one) and waits; one more than ``thr``
-  before (or whose successor, already queued, fits ``E`` better) is a leftover of an earlier frame and is dropped;
-* ``thr`` is the decision boundary between "this frame with jitter" and "the next frame after a drop":
-  ``P/2 + σ²·ln(49)/P`` for the learned jitter σ and a 2 % drop prior (``P/2`` for tight stamps; later for loose
-  ones, so loose jitter is not read as drops);
+  (``offset``: the stream's learned constant lag, from its residuals in complete frames, outliers clipped): a
+  head more than ``b`` after ``E`` belongs to a later frame (its stream dropped this one) and waits; one more than
+  ``b`` before is a leftover of an earlier frame and is dropped;
+* ``b`` is where a **Student-t (3 dof)** likelihood of "next frame" times the learned skip rate π beats "this
+  frame" times 1 − π (π starts at 2 % and is counted from the formed frames). Why heavy-tailed: real stamp jitter
+  has outliers (a late transfer, a scheduler hiccup); a Gaussian boundary (the previous version) read a message
+  25 ms late as a dropped frame and its stream slipped. Why a learned π: a rig that never drops frames should
+  almost never be read as dropping one;
+* when the stream's next message is already queued, the pair decides (one-message lookahead, no added delay):
+  "head is a leftover of the previous frame, successor is this frame's" against "head is this frame's, successor
+  the next one's", with the same heavy-tailed costs; this stops the one-frame slip an outlier otherwise causes;
 * the frame is published if its members span at most ``max_interval_ns`` in raw stamps (the contract) and there
   are enough of them (all active streams, or ``min_streams`` in partial mode; in partial mode the farthest
   members are trimmed until the span fits); otherwise its members are dropped (``dropped_unmatched``).
 
-``E`` is the frame clock's next tick (the previous frame's smoothed time plus the period learned from successive
-frames, seeded by the streams' mean periods); before any period is known the heads are grouped by the slop alone.
+``E`` comes from the frame clock: an exponentially weighted least-squares line ``t = c + P·f`` through the formed
+frames' mean corrected times (about 10 s of frames; its slope is the period, exact to microseconds where the
+frame-to-frame advance is off by σ/√N), seeded by the streams' mean periods over their first messages. Before
+any period is known the heads within the slop of their median form a frame (each topic is FIFO).
 Streams at different frame rates (mean periods over their first 12 messages more than 1.3x apart) have no common
 frame: the policy then falls back to ``pivot`` (logged) and replays what it holds. Work per message: O(N) (a
 median of N heads per frame).
@@ -33,9 +40,10 @@ import math
 from collections import deque
 from typing import Any
 
-_DROP_PRIOR_LOG = math.log(49.0)  # ln((1 − p)/p) for a 2 % frame-drop prior
 _MAX_RATE_RATIO = 1.3  # mean periods further apart than this: not one frame rate (20 vs 30 Hz is 1.5)
 _OFFSET_PRIOR = 4  # frames' worth of confidence in a zero offset (one loose frame is no offset estimate)
+_LINE_FRAMES = 6  # frames on the clock's line before its slope is the period
+_LINE_WINDOW = 300.0  # frames: the clock line's exponential forgetting (10 s at 30 Hz)
 _RATE_MESSAGES = 12  # messages of a stream over which its mean period is measured
 
 
@@ -66,6 +74,11 @@ class FramesPolicy:
         self._fr_ref: float | None = None  # corrected time of the last formed frame
         self._fr_e = 0.0  # expected time of the frame being formed (set by _fr_step)
         self._fr_k = 0  # frames the current frame is expected after the last one (set by _fr_step)
+        self._fr_f = 0  # index of the last formed frame (frames counted since the clock started)
+        # exponentially weighted least-squares line t = c + P·f over formed frames: weight, Σf, Σt, Σff, Σft
+        self._fr_ls = [0.0, 0.0, 0.0, 0.0, 0.0]
+        self._fr_nls = 0
+        self._fr_t0 = 0.0
         self._fr_member = [False] * n  # the stream's last message was in the last formed frame
         self._fr_fast = [0.0] * n  # fast average of the stream's residuals (a one-frame lag shows as −P)
         if not hasattr(self, "_fr_off"):
@@ -77,6 +90,10 @@ class FramesPolicy:
             self._fr_cnt = [0] * n
             self._fr_first = [0] * n
             self._fr_rate: list[float | None] = [None] * n
+            self._fr_slots = 0  # (stream, frame) slots seen in formed frames
+            self._fr_skips = 0  # ... of which the stream had no member (a dropped frame, or a misread one)
+            self._fr_bnd = (0.0, 0.0, 0.0)  # cached (period, scale, prior) -> boundary
+            self._fr_b = 0.0
 
     # ------------------------------------------------------------------ host hooks
     def _fr_pending(self) -> int:
@@ -168,6 +185,56 @@ class FramesPolicy:
                     if cnt[k] >= 8 and last[k] is not None and last[k] > first[k])
         return float(ps[len(ps) // 2]) if ps else None
 
+    def _fr_fit(self, f: int, t: float) -> None:
+        """Add frame ``f`` at corrected time ``t`` to the clock's line (older frames weigh less: the rate drifts).
+
+        Why a line and not frame-to-frame advances: under loose jitter one frame's mean is off by σ/√N, so a
+        period from successive frames wanders by milliseconds; the slope of a line over a few hundred frames is
+        exact to microseconds."""
+        ls = self._fr_ls
+        if self._fr_nls == 0:
+            self._fr_t0 = t  # origin, so the sums stay small
+        t -= self._fr_t0
+        lam = 1.0 - 1.0 / _LINE_WINDOW
+        ls[0] = ls[0] * lam + 1.0
+        ls[1] = ls[1] * lam + f
+        ls[2] = ls[2] * lam + t
+        ls[3] = ls[3] * lam + f * f
+        ls[4] = ls[4] * lam + f * t
+        self._fr_nls += 1
+
+    def _fr_prior_log(self) -> float:
+        """ln((1 − π)/π) for π the learned rate of skipped (stream, frame) slots, starting at 2 %."""
+        pi = (self._fr_skips + 2.0) / (self._fr_slots + 100.0)
+        return math.log((1.0 - pi) / max(pi, 1e-3))
+
+    def _fr_a(self) -> float:
+        """3 s² for s the Student-t (3 dof) scale of the jitter: mean |residual| / 1.10 (E|T₃| = 2√3/π)."""
+        s = self._fr_mad / 1.10
+        return 3.0 * s * s + 1e10  # + (0.1 ms)² · 3: stamps are never exact to the ns
+
+    def _fr_boundary(self, p: float, a: float) -> float:
+        """The residual beyond which a head belongs to the next frame (its stream skipped this one): where a
+        Student-t (3 dof) likelihood of "next frame" times the skip prior π beats "this frame" times 1 − π.
+
+        Why Student-t and not Gaussian: real stamp jitter has heavy tails (a late USB transfer, a scheduler hiccup);
+        a Gaussian reads a 7-scale outlier as a dropped frame and the stream slips. Why a learned π: a rig that
+        never drops frames should almost never be read as dropping one.
+        """
+        prior = self._fr_prior_log()
+        key = (p, a, prior)
+        if key != self._fr_bnd:
+            # density ∝ (a + x²)^−2: skip iff (a + r²) / (a + (P − r)²) > R = sqrt((1 − π)/π)
+            big_r = math.exp(0.5 * prior)
+            c2, c1, c0 = 1.0 - big_r, 2.0 * big_r * p, a * (1.0 - big_r) - big_r * p * p
+            disc = c1 * c1 - 4.0 * c2 * c0
+            b = 0.97 * p
+            if disc >= 0 and c2 < 0:
+                b = min(b, (-c1 + math.sqrt(disc)) / (2.0 * c2))
+                b = max(b, 0.5 * p)
+            self._fr_bnd, self._fr_b = key, b
+        return self._fr_b
+
     # ------------------------------------------------------------------ frames
     def _fr_step(self, force: bool = False) -> None:
         """Form frames from the queue heads while every active stream has one (``force``: one frame from the
@@ -182,17 +249,18 @@ class FramesPolicy:
             p = self._fr_period()
             xs = sorted(x.values())
             med = xs[(len(xs) - 1) // 2]
-            if p is None:  # no frame clock yet: the earliest head and what lies within the slop of it
-                e = xs[0]
-                hi, lo, sigma = float(self.max_interval_ns), math.inf, 0.0
+            if p is None:  # no frame clock yet: the heads within the slop of their median (each topic is FIFO)
+                e = med
+                hi = lo = float(self.max_interval_ns)
+                a, half_prior = 1.0, 0.0
                 self._fr_k = 0
             else:
                 ref = self._fr_ref
                 self._fr_k = 0 if ref is None else max(1, round((med - ref) / p))
                 e = med if ref is None else ref + self._fr_k * p
-                sigma = 1.25 * self._fr_mad
-                hi = min(0.5 * p + sigma * sigma * _DROP_PRIOR_LOG / p, 0.9 * p)
-                lo = hi
+                a = self._fr_a()
+                hi = lo = self._fr_boundary(p, a)
+                half_prior = 0.5 * self._fr_prior_log()
             self._fr_e = e
             members: list[int] = []
             late = None
@@ -204,15 +272,17 @@ class FramesPolicy:
                     break
                 if r > hi:
                     continue  # its stream skipped this frame: the head waits for a later one
-                if was_member[k]:
-                    members.append(k)  # its previous message was in the previous frame: this is its next one
-                    continue
                 if r < -lo:
-                    late = k  # waited for a later frame but is earlier than this one: a leftover
+                    late = k  # earlier than this frame by more than the boundary: a leftover of an earlier one
                     break
-                if len(qs[k]) > 1 and p is not None and r < 0:
+                if p is not None and len(qs[k]) > 1:
+                    # leftover of the previous frame (head r + P, successor r2) vs this frame's (head r, successor
+                    # r2 − P), heavy-tailed costs; the skip prior weighs against whichever hypothesis needs one:
+                    # a member after no member needs a skip, a leftover after a member needs a misread frame
                     r2 = qs[k][1][0] - off[k] - e
-                    if r * r - r2 * r2 > 2.0 * sigma * sigma * _DROP_PRIOR_LOG + (0.1 * p) ** 2:
+                    lg = math.log
+                    if lg(a + (r + p) ** 2) + lg(a + r2 * r2) + (0.0 if not was_member[k] else half_prior) \
+                            < lg(a + r * r) + lg(a + (r2 - p) ** 2) + (half_prior if not was_member[k] else 0.0):
                         late = k  # its successor fits this frame much better: the head is a leftover
                         break
                 members.append(k)
@@ -224,6 +294,7 @@ class FramesPolicy:
                 continue
             if not members:  # every head is later than the expected frame: the frame was dropped everywhere
                 self._fr_ref = e
+                self._fr_f += self._fr_k
                 if p is None:
                     return
                 continue
@@ -239,18 +310,27 @@ class FramesPolicy:
         t = sum(xs.values()) / len(xs)
         ref, k = self._fr_ref, self._fr_k
         if ref is not None and k and len(members) * 2 > len(self._active_idx):
-            # the period from this frame's advance (seeded by the streams' gaps; slow enough to ignore one frame)
-            p_new = (t - ref) / k
-            p = self._fr_period()
-            if p:
-                self._fr_np += 1
-                p_new = max(0.75 * p, min(1.25 * p, p_new))
-                self._fr_p = p + (p_new - p) * max(0.02, 1.0 / (self._fr_np + 1))
-        # the frame clock: the expected time corrected by a part of this frame's deviation (one frame's mean is
-        # noisy under loose jitter; the clock is not)
-        self._fr_ref = t if ref is None or not k else self._fr_e + 0.3 * (t - self._fr_e)
+            self._fr_fit(self._fr_f + k, t)
+        self._fr_f += k
+        if self._fr_nls >= _LINE_FRAMES:
+            ls = self._fr_ls
+            w, sf, st = ls[0], ls[1], ls[2]
+            var = ls[3] - sf * sf / w
+            if var > 0:
+                p = self._fr_p or self._fr_period() or 0.0
+                slope = (ls[4] - sf * st / w) / var
+                if p and 0.75 * p < slope < 1.25 * p:
+                    self._fr_p = slope
+                    # the clock: the fitted line at this frame (far less noisy than one frame's mean)
+                    self._fr_ref = self._fr_t0 + st / w + slope * (self._fr_f - sf / w)
+                    ref = None
+        if ref is not None or self._fr_nls < _LINE_FRAMES:
+            self._fr_ref = t if ref is None or not k else self._fr_e + 0.3 * (t - self._fr_e)
         for k in range(self.num_streams):
             self._fr_member[k] = k in msgs
+        if len(members) * 2 > len(self._active_idx):
+            self._fr_slots += len(self._active_idx)
+            self._fr_skips += len(self._active_idx) - len(members)
         for k in members:
             self._fr_fast[k] += 0.5 * (xs[k] - t - self._fr_fast[k])
         if len(members) == len(self._active_idx) > 1:  # learn from complete frames only
