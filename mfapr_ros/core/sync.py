@@ -357,6 +357,8 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
         self._fwd: list[int] = [0] * n  # forward-suspect limit, max(time_jump, 4 periods); 0 = no period yet
         self._nobs: list[int] = [0] * n
         self._old_epoch: int | None = None
+        self._full_mask = np.ones(n, dtype=bool)
+        self._full_mask.flags.writeable = False  # shared by every full bundle
         self._clear()
 
     # ------------------------------------------------------------------ public API
@@ -557,6 +559,12 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
         return self._pv_set_active(j, on)
 
     # ------------------------------------------------------------------ output
+    def _emit_full(self, stamps: list[int], payloads: list[Any]) -> None:
+        """A bundle with every stream present (the common case; one shared read-only all-true mask)."""
+        self._out.append(Bundle(max(stamps), stamps, payloads, self._full_mask))
+        self._stats["bundles_full"] += 1
+        self._stats["bundled_messages"] += self.num_streams
+
     def _emit(self, members: list[tuple[int, Any] | None]) -> None:
         stamps = [c[0] if c is not None else None for c in members]
         payloads = [c[1] if c is not None else None for c in members]

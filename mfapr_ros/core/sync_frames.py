@@ -71,6 +71,7 @@ class FramesPolicy:
     def _fr_clear(self) -> None:
         n = self.num_streams
         self._fr_q: list[deque[tuple[int, Any]]] = [deque() for _ in range(n)]
+        self._fr_ne = 0  # streams with a non-empty queue (inactive streams' queues are always empty)
         self._fr_ref: float | None = None  # corrected time of the last formed frame
         self._fr_e = 0.0  # expected time of the frame being formed (set by _fr_step)
         self._fr_k = 0  # frames the current frame is expected after the last one (set by _fr_step)
@@ -94,6 +95,10 @@ class FramesPolicy:
             self._fr_skips = 0  # ... of which the stream had no member (a dropped frame, or a misread one)
             self._fr_bnd = (0.0, 0.0, 0.0)  # cached (period, scale, prior) -> boundary
             self._fr_b = 0.0
+            self._fr_hi = 0.0  # cached skip boundary (0 = recompute), jitter 3s² and half the skip prior's log
+            self._fr_aa = 1.0
+            self._fr_hp = 0.0
+            self._fr_nform = 0
 
     # ------------------------------------------------------------------ host hooks
     def _fr_pending(self) -> int:
@@ -104,6 +109,7 @@ class FramesPolicy:
             if q:
                 self._drop(i, cause, len(q))  # type: ignore[attr-defined]
                 q.clear()
+        self._fr_ne = 0
 
     def _fr_forget_stream(self, i: int) -> None:
         """Stream ``i`` was re-timed (its clock moved): its offset is learned again."""
@@ -118,14 +124,18 @@ class FramesPolicy:
             if q:  # a silent stream's held messages are older than the timeout: no frame can still use them
                 self._drop(j, "dropped_stream_timeout", len(q))  # type: ignore[attr-defined]
                 q.clear()
+                self._fr_ne -= 1
         self._fr_step()
 
     def _fr_add(self, i: int, stamp: int, payload: Any) -> None:
         q = self._fr_q[i]
         q.append((stamp, payload))
-        if self._fr_rates_differ(i, stamp):
+        if len(q) == 1:
+            self._fr_ne += 1
+        if self._fr_cnt[i] < _RATE_MESSAGES and self._fr_rates_differ(i, stamp):
             return self._fr_fall_back()
-        self._fr_step()
+        if self._fr_ne >= len(self._active_idx):
+            self._fr_step()
         if len(q) > self.queue_size:
             if self.partial and len(self._active_idx) >= self.min_streams:
                 # partial mode: a stream that has not delivered this frame is treated as absent (it is late by a
@@ -149,6 +159,7 @@ class FramesPolicy:
             if q:
                 self._drop(i, leftover, len(q))  # type: ignore[attr-defined]
                 q.clear()
+        self._fr_ne = 0
 
     # ------------------------------------------------------------------ frame clock
     def _fr_rates_differ(self, i: int, stamp: int) -> bool:
@@ -171,6 +182,7 @@ class FramesPolicy:
         held = sorted(((s, i, p) for i, q in enumerate(self._fr_q) for s, p in q), key=lambda m: m[0])
         for q in self._fr_q:
             q.clear()
+        self._fr_ne = 0
         for s, i, p in held:
             self._pv_add(i, s, p)  # type: ignore[attr-defined]
 
@@ -180,9 +192,17 @@ class FramesPolicy:
         over at least 8 of its messages; a median of gaps is biased by loose jitter)."""
         if self._fr_p:
             return self._fr_p
-        cnt, first, last = self._fr_cnt, self._fr_first, self._last  # type: ignore[attr-defined]
-        ps = sorted((last[k] - first[k]) / (cnt[k] - 1) for k in self._active_idx
-                    if cnt[k] >= 8 and last[k] is not None and last[k] > first[k])
+        cnt, first, last, rate = self._fr_cnt, self._fr_first, self._last, self._fr_rate  # type: ignore[attr-defined]
+        ps = []
+        for k in self._active_idx:
+            if cnt[k] < 8 or last[k] is None or last[k] <= first[k]:  # type: ignore[operator]
+                continue
+            m = rate[k] or (last[k] - first[k]) / (cnt[k] - 1)  # type: ignore[operator]
+            med = self._period[k]
+            if med and not 0.7 * med < m < 1.3 * med:
+                m = float(med)  # a time jump or a long gap inside the span: the median gap is the period
+            ps.append(m)
+        ps.sort()
         return float(ps[len(ps) // 2]) if ps else None
 
     def _fr_fit(self, f: int, t: float) -> None:
@@ -236,60 +256,86 @@ class FramesPolicy:
         return self._fr_b
 
     # ------------------------------------------------------------------ frames
+    def _fr_refresh(self, p: float) -> None:
+        """Recompute the cached decision constants (every 8 formed frames: the jitter scale and the skip rate move
+        slowly, and the per-frame path stays free of logs and square roots)."""
+        a = self._fr_a()
+        self._fr_aa = a
+        self._fr_hi = self._fr_boundary(p, a)
+        self._fr_hp = 0.5 * self._fr_prior_log()
+
     def _fr_step(self, force: bool = False) -> None:
         """Form frames from the queue heads while every active stream has one (``force``: one frame from the
-        streams that have one; used on overflow in partial mode and at end of data)."""
+        streams that have one; used on overflow in partial mode and at end of data).
+
+        Called on every message: without ``force`` it returns at once until the frame's last member is in (a
+        count of non-empty queues, so waiting costs O(1) per message, not O(N))."""
         qs, off = self._fr_q, self._fr_off
         while True:
             active = self._active_idx
-            heads = [k for k in active if qs[k]]
-            if not heads or (len(heads) < len(active) and not force) or len(active) < self.min_streams and not force:
+            if force:
+                heads = [k for k in active if qs[k]]
+                if not heads:
+                    return
+            elif self._fr_ne < len(active) or len(active) < self.min_streams:
                 return
-            x = {k: qs[k][0][0] - off[k] for k in heads}
-            p = self._fr_period()
-            xs = sorted(x.values())
+            else:
+                heads = active
+            x = [qs[k][0][0] - off[k] for k in heads]
+            p = self._fr_p or self._fr_period()
+            xs = sorted(x)
             med = xs[(len(xs) - 1) // 2]
             if p is None:  # no frame clock yet: the heads within the slop of their median (each topic is FIFO)
                 e = med
-                hi = lo = float(self.max_interval_ns)
-                a, half_prior = 1.0, 0.0
+                hi = float(self.max_interval_ns)
+                a = 1.0
+                half_prior = 0.0
+                lag = -math.inf
                 self._fr_k = 0
             else:
                 ref = self._fr_ref
-                self._fr_k = 0 if ref is None else max(1, round((med - ref) / p))
-                e = med if ref is None else ref + self._fr_k * p
-                a = self._fr_a()
-                hi = lo = self._fr_boundary(p, a)
-                half_prior = 0.5 * self._fr_prior_log()
+                kf = self._fr_k = 0 if ref is None else max(1, round((med - ref) / p))
+                e = med if ref is None else ref + kf * p
+                if not self._fr_hi:
+                    self._fr_refresh(p)
+                hi, a, half_prior = self._fr_hi, self._fr_aa, self._fr_hp
+                lag = -0.5 * p
             self._fr_e = e
             members: list[int] = []
+            mx: list[float] = []
             late = None
             was_member, fast = self._fr_member, self._fr_fast
-            for k in heads:
-                r = x[k] - e
-                if p is not None and fast[k] < -0.5 * p:
+            for j, k in enumerate(heads):
+                r = x[j] - e
+                if fast[k] < lag:
                     late = k  # its recent heads sat a whole frame early: it lags one frame behind, resync
                     break
                 if r > hi:
                     continue  # its stream skipped this frame: the head waits for a later one
-                if r < -lo:
+                if r < -hi:
                     late = k  # earlier than this frame by more than the boundary: a leftover of an earlier one
                     break
-                if p is not None and len(qs[k]) > 1:
+                q = qs[k]
+                if p is not None and len(q) > 1:
                     # leftover of the previous frame (head r + P, successor r2) vs this frame's (head r, successor
                     # r2 − P), heavy-tailed costs; the skip prior weighs against whichever hypothesis needs one:
-                    # a member after no member needs a skip, a leftover after a member needs a misread frame
-                    r2 = qs[k][1][0] - off[k] - e
-                    lg = math.log
-                    if lg(a + (r + p) ** 2) + lg(a + r2 * r2) + (0.0 if not was_member[k] else half_prior) \
-                            < lg(a + r * r) + lg(a + (r2 - p) ** 2) + (half_prior if not was_member[k] else 0.0):
+                    # a member after no member needs a skip, a leftover after a member needs a misread frame.
+                    # Compared as products (one log of a ratio, not four logs).
+                    r2 = q[1][0] - off[k] - e
+                    lhs = (a + (r + p) ** 2) * (a + r2 * r2)
+                    rhs = (a + r * r) * (a + (r2 - p) ** 2)
+                    if math.log(lhs / rhs) < (half_prior if not was_member[k] else -half_prior):
                         late = k  # its successor fits this frame much better: the head is a leftover
                         break
                 members.append(k)
+                mx.append(x[j])
             if late is not None:
-                self._fr_fast[late] = 0.0
-                self._fr_member[late] = False
-                qs[late].popleft()
+                fast[late] = 0.0
+                was_member[late] = False
+                q = qs[late]
+                q.popleft()
+                if not q:
+                    self._fr_ne -= 1
                 self._drop(late, "dropped_unmatched")  # type: ignore[attr-defined]
                 continue
             if not members:  # every head is later than the expected frame: the frame was dropped everywhere
@@ -298,20 +344,27 @@ class FramesPolicy:
                 if p is None:
                     return
                 continue
-            self._fr_form(members, len(heads) == len(active) or force)
+            self._fr_form(members, mx)
             if force:
                 return
 
-    def _fr_form(self, members: list[int], complete: bool) -> None:
-        """Publish (or drop) the frame made of these streams' heads and learn offsets and jitter from it."""
+    def _fr_form(self, members: list[int], mx: list[float]) -> None:
+        """Publish (or drop) the frame made of these streams' heads (``mx``: their corrected stamps) and learn the
+        clock, offsets and jitter from it."""
         qs, off = self._fr_q, self._fr_off
-        msgs = {k: qs[k].popleft() for k in members}
-        xs = {k: msgs[k][0] - off[k] for k in members}
-        t = sum(xs.values()) / len(xs)
-        ref, k = self._fr_ref, self._fr_k
-        if ref is not None and k and len(members) * 2 > len(self._active_idx):
-            self._fr_fit(self._fr_f + k, t)
-        self._fr_f += k
+        msgs = []
+        for k in members:
+            q = qs[k]
+            msgs.append(q.popleft())
+            if not q:
+                self._fr_ne -= 1
+        nm = len(members)
+        n_act = len(self._active_idx)
+        t = sum(mx) / nm
+        ref, kf = self._fr_ref, self._fr_k
+        if ref is not None and kf and nm * 2 > n_act:
+            self._fr_fit(self._fr_f + kf, t)
+        self._fr_f += kf
         if self._fr_nls >= _LINE_FRAMES:
             ls = self._fr_ls
             w, sf, st = ls[0], ls[1], ls[2]
@@ -325,38 +378,57 @@ class FramesPolicy:
                     self._fr_ref = self._fr_t0 + st / w + slope * (self._fr_f - sf / w)
                     ref = None
         if ref is not None or self._fr_nls < _LINE_FRAMES:
-            self._fr_ref = t if ref is None or not k else self._fr_e + 0.3 * (t - self._fr_e)
-        for k in range(self.num_streams):
-            self._fr_member[k] = k in msgs
-        if len(members) * 2 > len(self._active_idx):
-            self._fr_slots += len(self._active_idx)
-            self._fr_skips += len(self._active_idx) - len(members)
+            self._fr_ref = t if ref is None or not kf else self._fr_e + 0.3 * (t - self._fr_e)
+        was = self._fr_member = [False] * self.num_streams
         for k in members:
-            self._fr_fast[k] += 0.5 * (xs[k] - t - self._fr_fast[k])
-        if len(members) == len(self._active_idx) > 1:  # learn from complete frames only
+            was[k] = True
+        if nm * 2 > n_act:
+            self._fr_slots += n_act
+            self._fr_skips += n_act - nm
+            self._fr_nform += 1
+            if not self._fr_nform % 8:
+                self._fr_hi = 0.0  # refresh the decision constants at the next frame
+        fast = self._fr_fast
+        if nm == n_act > 1:  # learn offsets and jitter from complete frames only
+            mad = self._fr_mad
+            s = 3.0 * mad if mad else math.inf
+            sq = math.sqrt(nm / (nm - 1))  # |residual| against the members' own mean is √((N−1)/N) too small
+            nobs = self._fr_nobs
+            for j, k in enumerate(members):
+                r = mx[j] - t
+                fast[k] += 0.5 * (r - fast[k])
+                n = nobs[k]
+                off[k] += (s if r > s else -s if r < -s else r) * (0.05 if n >= 15 else 1.0 / (n + 1 + _OFFSET_PRIOR))
+                nobs[k] = n + 1
+                ar = (r if r >= 0 else -r) * sq
+                mad = ar if not mad else mad + 0.02 * ((ar if ar < 4.0 * mad else 4.0 * mad) - mad)
+            self._fr_mad = mad
+        else:
+            for j, k in enumerate(members):
+                fast[k] += 0.5 * (mx[j] - t - fast[k])
+        slop = self.max_interval_ns
+        if nm == self.num_streams:  # the common case: a full frame, members in stream order
+            stamps = [m[0] for m in msgs]
+            if max(stamps) - min(stamps) <= slop:
+                self._emit_full(stamps, [m[1] for m in msgs])  # type: ignore[attr-defined]
+                return
             for k in members:
-                r = xs[k] - t
-                n = self._fr_nobs[k]
-                s = 3.0 * self._fr_mad if self._fr_mad else math.inf
-                off[k] += max(-s, min(s, r)) * max(0.05, 1.0 / (n + 1 + _OFFSET_PRIOR))
-                self._fr_nobs[k] = n + 1
-                a = abs(r) * math.sqrt(len(members) / (len(members) - 1))  # |residual| vs the members' own mean
-                self._fr_mad = a if not self._fr_mad else self._fr_mad + 0.02 * (min(a, 4 * self._fr_mad)
-                                                                                 - self._fr_mad)
+                self._drop(k, "dropped_unmatched")  # type: ignore[attr-defined]
+            return
+        by = dict(zip(members, msgs, strict=True))
         present = list(members)
-        stamps = {k: msgs[k][0] for k in members}
-        enough = len(present) == self.num_streams or (self.partial and len(present) >= self.min_streams)
-        if enough and self.partial:
-            while len(present) > self.min_streams and (max(stamps[k] for k in present)
-                                                        - min(stamps[k] for k in present) > self.max_interval_ns):
-                med = sorted(stamps[k] for k in present)[len(present) // 2]
-                far = max(present, key=lambda k: abs(stamps[k] - med))
+        stamps_of = {k: by[k][0] for k in members}
+        enough = self.partial and nm >= self.min_streams
+        if enough:
+            while len(present) > self.min_streams and (max(stamps_of[k] for k in present)
+                                                        - min(stamps_of[k] for k in present) > slop):
+                med = sorted(stamps_of[k] for k in present)[len(present) // 2]
+                far = max(present, key=lambda k: abs(stamps_of[k] - med))
                 present.remove(far)
                 self._drop(far, "dropped_unmatched")  # type: ignore[attr-defined]
-        if enough and max(stamps[k] for k in present) - min(stamps[k] for k in present) <= self.max_interval_ns:
-            self._emit([msgs[k] if k in present else None for k in range(self.num_streams)])  # type: ignore[attr-defined]
+        if enough and max(stamps_of[k] for k in present) - min(stamps_of[k] for k in present) <= slop:
+            self._emit([by[k] if k in present else None for k in range(self.num_streams)])  # type: ignore[attr-defined]
             return
-        cause = "dropped_too_few_streams" if self.partial and len(self._active_idx) < self.min_streams \
-            else "dropped_unmatched"
+        cause = "dropped_too_few_streams" if self.partial and n_act < self.min_streams else "dropped_unmatched"
         for k in present:
             self._drop(k, cause)  # type: ignore[attr-defined]
