@@ -137,6 +137,11 @@ class FramesPolicy:
         if self._fr_ne >= len(self._active_idx):
             self._fr_step()
         if len(q) > self.queue_size:
+            self._fr_overflow(i)
+
+    def _fr_overflow(self, i: int) -> None:
+        q = self._fr_q[i]
+        if len(q) > self.queue_size:
             if self.partial and len(self._active_idx) >= self.min_streams:
                 # partial mode: a stream that has not delivered this frame is treated as absent (it is late by a
                 # whole queue); the oldest frame is formed without it instead of dropping messages

@@ -149,3 +149,28 @@ def test_default_policy_never_mixes_separable_frames(data: st.DataObject, n: int
     assert s.pending == 0
     identity(s)
     assert arr  # the generator produced messages
+
+
+@FAST
+@given(data=st.data(), n=st.integers(2, 6), partial=st.booleans())
+def test_fast_path_changes_nothing(data: st.DataObject, n: int, partial: bool) -> None:
+    """``add``'s inlined common case makes the same decisions as the general path: same bundles, same counters,
+    on random rigs with drops, silences, a glitch and a jump back."""
+    ev, slop, _, _ = rig_events(data, n)
+    if ev and data.draw(st.booleans()):
+        k = data.draw(st.integers(0, len(ev) - 1))
+        a, c, t, f = ev[k]
+        ev[k] = (a, c, t - 3 * 10**9, f)  # a glitch
+    if ev and data.draw(st.booleans()):
+        k = data.draw(st.integers(0, len(ev) - 1))
+        ev = ev[:k] + [(a, c, t - 2 * 10**9, f) for a, c, t, f in ev[k:]]  # a jump back
+    ms = data.draw(st.integers(1, n)) if partial else None
+    outs = []
+    for fast in (True, False):
+        s = SyncSettings(max_interval_ns=slop, min_streams=ms, stream_timeout_ns=max(slop, 200_000_000)).make(n)
+        s._logger = lambda m: None
+        s._fast_path = fast
+        out = [(b.stamps_ns, list(b.mask)) for a, c, t, f in ev for b in s.add(c, t, f)]
+        out += [(b.stamps_ns, list(b.mask)) for b in s.flush()]
+        outs.append((out, s.stats))
+    assert outs[0] == outs[1]
