@@ -44,6 +44,7 @@ _MAX_RATE_RATIO = 1.3  # mean periods further apart than this: not one frame rat
 _OFFSET_PRIOR = 4  # frames' worth of confidence in a zero offset (one loose frame is no offset estimate)
 _LINE_FRAMES = 6  # frames on the clock's line before its slope is the period
 _LINE_WINDOW = 300.0  # frames: the clock line's exponential forgetting (10 s at 30 Hz)
+_LAM = 1.0 - 1.0 / _LINE_WINDOW
 _RATE_MESSAGES = 12  # messages of a stream over which its mean period is measured
 
 
@@ -72,6 +73,8 @@ class FramesPolicy:
         n = self.num_streams
         self._fr_q: list[deque[tuple[int, Any]]] = [deque() for _ in range(n)]
         self._fr_ne = 0  # streams with a non-empty queue (inactive streams' queues are always empty)
+        self._fr_lagging = False  # a stream's fast residual average is below −P/2 (checked by _fr_step)
+        self._fr_all = [True] * n  # _fr_member after a frame with every stream (shared, never mutated)
         self._fr_ref: float | None = None  # corrected time of the last formed frame
         self._fr_e = 0.0  # expected time of the frame being formed (set by _fr_step)
         self._fr_k = 0  # frames the current frame is expected after the last one (set by _fr_step)
@@ -210,24 +213,6 @@ class FramesPolicy:
         ps.sort()
         return float(ps[len(ps) // 2]) if ps else None
 
-    def _fr_fit(self, f: int, t: float) -> None:
-        """Add frame ``f`` at corrected time ``t`` to the clock's line (older frames weigh less: the rate drifts).
-
-        Why a line and not frame-to-frame advances: under loose jitter one frame's mean is off by σ/√N, so a
-        period from successive frames wanders by milliseconds; the slope of a line over a few hundred frames is
-        exact to microseconds."""
-        ls = self._fr_ls
-        if self._fr_nls == 0:
-            self._fr_t0 = t  # origin, so the sums stay small
-        t -= self._fr_t0
-        lam = 1.0 - 1.0 / _LINE_WINDOW
-        ls[0] = ls[0] * lam + 1.0
-        ls[1] = ls[1] * lam + f
-        ls[2] = ls[2] * lam + t
-        ls[3] = ls[3] * lam + f * f
-        ls[4] = ls[4] * lam + f * t
-        self._fr_nls += 1
-
     def _fr_prior_log(self) -> float:
         """ln((1 − π)/π) for π the learned rate of skipped (stream, frame) slots, starting at 2 %."""
         pi = (self._fr_skips + 2.0) / (self._fr_slots + 100.0)
@@ -306,6 +291,13 @@ class FramesPolicy:
                 hi, a, half_prior = self._fr_hi, self._fr_aa, self._fr_hp
                 lag = -0.5 * p
             self._fr_e = e
+            if (xs[0] >= e - hi and xs[-1] <= e + hi and not self._fr_lagging
+                    and (p is None or max(map(len, qs)) == 1)):
+                # the common case: every head within the boundary, no stream lagging, no successor to weigh
+                self._fr_form(heads, x)
+                if force:
+                    return
+                continue
             members: list[int] = []
             mx: list[float] = []
             late = None
@@ -334,9 +326,13 @@ class FramesPolicy:
                         break
                 members.append(k)
                 mx.append(x[j])
-            if late is not None:
+            if late is None:
+                self._fr_lagging = False  # every head was checked against the lag bound
+            else:
                 fast[late] = 0.0
-                was_member[late] = False
+                if was_member[late]:
+                    self._fr_member = was_member = list(was_member)  # it may be the shared all-true list
+                    was_member[late] = False
                 q = qs[late]
                 q.popleft()
                 if not q:
@@ -368,7 +364,21 @@ class FramesPolicy:
         t = sum(mx) / nm
         ref, kf = self._fr_ref, self._fr_k
         if ref is not None and kf and nm * 2 > n_act:
-            self._fr_fit(self._fr_f + kf, t)
+            # The clock's line through (frame index, mean corrected time), older frames weighing less (the rate
+            # drifts). Why a line and not frame-to-frame advances: under loose jitter one frame's mean is off by
+            # σ/√N, so a period from successive frames wanders by milliseconds; the slope of a line over a few
+            # hundred frames is exact to microseconds. Sums relative to the first frame's time stay small.
+            ls = self._fr_ls
+            if self._fr_nls == 0:
+                self._fr_t0 = t
+            tt = t - self._fr_t0
+            f = self._fr_f + kf
+            ls[0] = ls[0] * _LAM + 1.0
+            ls[1] = ls[1] * _LAM + f
+            ls[2] = ls[2] * _LAM + tt
+            ls[3] = ls[3] * _LAM + f * f
+            ls[4] = ls[4] * _LAM + f * tt
+            self._fr_nls += 1
         self._fr_f += kf
         if self._fr_nls >= _LINE_FRAMES:
             ls = self._fr_ls
@@ -384,9 +394,12 @@ class FramesPolicy:
                     ref = None
         if ref is not None or self._fr_nls < _LINE_FRAMES:
             self._fr_ref = t if ref is None or not kf else self._fr_e + 0.3 * (t - self._fr_e)
-        was = self._fr_member = [False] * self.num_streams
-        for k in members:
-            was[k] = True
+        if nm == self.num_streams:
+            self._fr_member = self._fr_all
+        else:
+            was = self._fr_member = [False] * self.num_streams
+            for k in members:
+                was[k] = True
         if nm * 2 > n_act:
             self._fr_slots += n_act
             self._fr_skips += n_act - nm
@@ -399,9 +412,12 @@ class FramesPolicy:
             s = 3.0 * mad if mad else math.inf
             sq = math.sqrt(nm / (nm - 1))  # |residual| against the members' own mean is √((N−1)/N) too small
             nobs = self._fr_nobs
+            lag = -0.5 * (self._fr_p or 0.0)
             for j, k in enumerate(members):
                 r = mx[j] - t
-                fast[k] += 0.5 * (r - fast[k])
+                fk = fast[k] = fast[k] + 0.5 * (r - fast[k])
+                if fk < lag:
+                    self._fr_lagging = True
                 n = nobs[k]
                 off[k] += (s if r > s else -s if r < -s else r) * (0.05 if n >= 15 else 1.0 / (n + 1 + _OFFSET_PRIOR))
                 nobs[k] = n + 1
@@ -411,6 +427,7 @@ class FramesPolicy:
         else:
             for j, k in enumerate(members):
                 fast[k] += 0.5 * (mx[j] - t - fast[k])
+            self._fr_lagging = True  # an incomplete frame: let the next step check every stream
         slop = self.max_interval_ns
         if nm == self.num_streams:  # the common case: a full frame, members in stream order
             stamps = [m[0] for m in msgs]
