@@ -240,6 +240,20 @@ class SyncSettings:
                                            stream_timeout_periods=self.stream_timeout_periods)
 
 
+def accounting_line(stats: Mapping[str, int]) -> str:
+    """The accounting identity of a synchronizer's :attr:`~ApproximateTimeSynchronizer.stats` as one line:
+    ``received = bundled + each drop cause + pending`` with the numbers, ``OK`` or ``MISMATCH`` at the end (calls
+    with a bad stream index are never received: they are named after the identity, not in it)."""
+    drops = {k: stats.get(k, 0) for k in DROP_KEYS if stats.get(k, 0)}
+    bad = drops.pop("dropped_bad_stream", 0)
+    left = stats.get("received", 0)
+    right = stats.get("bundled_messages", 0) + sum(drops.values()) + stats.get("pending", 0)
+    causes = "".join(f" + {k.removeprefix('dropped_')} {v}" for k, v in sorted(drops.items()))
+    return (f"sync: received {left} = bundled {stats.get('bundled_messages', 0)}{causes} + pending "
+            f"{stats.get('pending', 0)}" + (" OK" if left == right else f" MISMATCH ({left} vs {right})")
+            + (f"; {bad} call(s) with a bad stream index" if bad else ""))
+
+
 @dataclass(frozen=True)
 class Bundle:
     """One synchronized set: slot ``i`` is stream ``i``'s message, or ``None`` where the stream is absent.

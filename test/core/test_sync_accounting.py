@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mfapr_ros.core.sync import DROP_KEYS, ApproximateTimeSynchronizer, Bundle, SyncSettings
+from mfapr_ros.core.sync import DROP_KEYS, ApproximateTimeSynchronizer, Bundle, SyncSettings, accounting_line
 
 P = 33_333_333
 FAST = settings(max_examples=int(os.environ.get("SYNC_EXAMPLES", "40")), deadline=None,
@@ -174,3 +174,23 @@ def test_fast_path_changes_nothing(data: st.DataObject, n: int, partial: bool) -
         out += [(b.stamps_ns, list(b.mask)) for b in s.flush()]
         outs.append((out, s.stats))
     assert outs[0] == outs[1]
+
+
+def test_accounting_line_states_the_identity() -> None:
+    """eval-bag's console line and report meta: every number of the identity, OK when it holds."""
+    s = SyncSettings().make(2)
+    s._logger = lambda m: None
+    for f in range(5):
+        s.add(0, f * P)
+        if f != 2:
+            s.add(1, f * P + 1000)
+    s.add(0, 4 * P)  # duplicate
+    s.add(7, 0)  # bad stream index
+    line = accounting_line(s.stats)
+    assert line.startswith("sync: received 10 = bundled 8 + ") and line.endswith(" OK; 1 call(s) with a bad stream "
+                                                                              "index"), line
+    assert "duplicates 1" in line and "pending" in line
+    s.flush()
+    assert "+ pending 0 OK;" in accounting_line(s.stats)
+    broken = dict(s.stats, received=s.stats["received"] + 1)
+    assert "MISMATCH" in accounting_line(broken)

@@ -131,6 +131,7 @@ def test_window_and_cli_report(tmp_path, checkpoint, capsys):
     for f in ("report.md", "error_cdf.png", "trajectory.png", "error_over_time.png", "camera_availability.png"):
         assert (out / f).exists(), f
     assert "× real time" in captured.out and "median error" in captured.out
+    assert doc["meta"]["sync_accounting"].endswith(" OK") and doc["meta"]["sync_accounting"] in captured.out
 
 
 def _rewrite_storage(path, ident):
