@@ -1,28 +1,31 @@
-"""Synchronizer regimes side by side: µs/msg, bundles, correct bundles, oracle, publish delay.
+"""Synchronizer regimes side by side: µs/msg, bundles, correct bundles, oracle, publish delay p50 / p99.
 
-Cameras triggered together at 30 Hz; each stamp = frame time + jitter (Gaussian σ), arrival = true time + a random
-transport latency (0–20 ms), random drops. For every regime and variant the bench prints:
+N cameras at 30 Hz; camera c's stamp for frame f = f·P + offset_c + jitter (uniform, Gaussian or Student-t with 3
+degrees of freedom); arrival = stamp + U(0, latency), each topic FIFO in capture order (a later frame never
+overtakes an earlier one on one topic); random drops; optional shared trigger (every camera the same stamp), a
+silent camera, a one-message glitch, a 2 s jump back. For every regime and variant:
 
 * ``µs/msg`` — best of ``--repeat`` runs of ``add()`` over all messages;
-* ``bundles`` — bundles published; ``correct`` — bundles all of whose members come from the same frame;
-* ``oracle`` — frames that could be bundled: every camera that has the frame present (all of them in full mode,
-  at least ``min`` in partial mode) and all its stamps within the slop;
-* ``delay p50/max`` — arrival time of the message that released the bundle minus arrival of its last member (0 =
-  published on arrival of the last member), in simulated ms.
+* ``bundles`` — bundles published; ``correct`` — bundles whose members all come from the same frame;
+* ``oracle`` — frames that could be bundled: every camera present (at least ``min`` in partial mode) and the
+  frame's stamps within the slop;
+* ``delay p50 / p99`` — arrival of the message that released a bundle minus arrival of its last member (0 =
+  published when its last member arrived), in simulated ms.
 
-Variants: ``pivot`` (default, publish on arrival from learned inter-message bounds), ``pivot optimal`` (the C++
-policy: waits for a later message on every stream; the previous default), ``frames`` (period-aware frame
-indices), and message_filters' Python ``ApproximateTimeSynchronizer``: the real one when ``message_filters`` is
-importable (a full ROS install), else a faithful re-implementation of its algorithm (greedy product search over
-the queues, published on arrival; marked ``re-impl.``). It is skipped at N = 16, where its product search is too slow.
+Variants: ``frames`` (default: head alignment with learned offsets), ``pivot`` (message_filters' C++ minimum-span
+search with learned inter-message bounds), and message_filters' Python ``ApproximateTimeSynchronizer`` — the real
+module when importable (a ROS install), else its algorithm re-implemented as-is (ros2/message_filters
+``__init__.py``: per-topic dict stamp→message, on each message the product of the other queues' stamps within the
+slop, nearest first, first combination with spread < slop published and only its messages deleted).
 
-    .venv/bin/python bench/sync.py [--seconds 20] [--repeat 3] [--only tight|loose|faults]
+    python bench/sync.py [--quick] [--repeat 3] [--only NAME-SUBSTRING]
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import random
 import statistics
 import time
@@ -32,12 +35,12 @@ from typing import Any
 
 from mfapr_ros.core.sync import ApproximateTimeSynchronizer
 
-PERIOD_NS = 33_333_333
-US_TARGET = 15.0
+P = 33_333_333
+MS = 1_000_000
 
 
 def quiet(msg: str) -> None:
-    """The synchronizer's log lines (timeouts, jumps) would interleave with the table."""
+    """The synchronizer's log lines (timeouts, jumps, fallbacks) would interleave with the table."""
 
 
 @dataclass
@@ -45,13 +48,18 @@ class Regime:
     name: str
     n: int
     slop_ns: int
-    sigma_ns: int
-    seconds: float
-    drop: float = 0.02
-    silent: tuple[int, float, float] | None = None  # camera, from s, to s
+    frames: int
+    jitter: str = "gauss"  # gauss | uniform | t3 | none
+    sigma_ns: int = 3 * MS  # σ (gauss), half-width (uniform), scale (t3)
+    offsets_ns: list[int] | None = None
+    offset_spread_ns: int = 0  # offsets U(-spread, +spread) when offsets_ns is None
+    latency_ns: int = 2 * MS
+    drop: float = 0.0
+    queue: int = 10
+    partial: bool = False
+    silent: tuple[int, int, int] | None = None  # camera, from frame, to frame
     glitch: tuple[int, int, int] | None = None  # camera, frame, stamp offset ns
     jump: tuple[int, int] | None = None  # from frame, stamp offset ns (all cameras)
-    partial: bool = False
     seed: int = 0
 
 
@@ -63,44 +71,51 @@ class Event:
     frame: int
 
 
+def jitter(rnd: random.Random, r: Regime) -> int:
+    if r.jitter == "gauss":
+        return int(rnd.gauss(0, r.sigma_ns))
+    if r.jitter == "uniform":
+        return rnd.randint(-r.sigma_ns, r.sigma_ns)
+    if r.jitter == "t3":  # Student-t, 3 dof: z / sqrt(chi2_3 / 3)
+        chi2 = sum(rnd.gauss(0, 1) ** 2 for _ in range(3))
+        return int(r.sigma_ns * rnd.gauss(0, 1) / math.sqrt(chi2 / 3))
+    return 0
+
+
 def camera_events(r: Regime) -> tuple[list[Event], dict[int, dict[int, int]]]:
     """Events in arrival order and, per frame, ``{camera: stamp}`` of what was sent."""
     rnd = random.Random(r.seed * 1000 + r.n)
+    offs = r.offsets_ns or [rnd.randint(-r.offset_spread_ns, r.offset_spread_ns) for _ in range(r.n)]
     ev: list[Event] = []
     frames: dict[int, dict[int, int]] = {}
     last_arrival = [0] * r.n
-    for f in range(int(r.seconds * 1e9 / PERIOD_NS)):
-        true = f * PERIOD_NS + 5 * 10**9  # not at 0: a backward jump must stay positive
+    for f in range(r.frames):
+        true = f * P + 5 * 10**9  # not at 0: a backward jump must stay positive
+        shared = jitter(rnd, r)
         for c in range(r.n):
-            jit = int(rnd.gauss(0, r.sigma_ns))
-            lat = rnd.randint(0, 20_000_000)
+            nominal = true + (shared if r.jitter == "none" else offs[c] + jitter(rnd, r))
+            lat = rnd.randint(0, r.latency_ns)
             if rnd.random() < r.drop:
                 continue
-            if r.silent and c == r.silent[0] and r.silent[1] * 1e9 <= f * PERIOD_NS < r.silent[2] * 1e9:
+            if r.silent and c == r.silent[0] and r.silent[1] <= f < r.silent[2]:
                 continue
-            stamp = true + jit
-            if r.jump and f >= r.jump[0]:
-                stamp += r.jump[1]
+            stamp = nominal + (r.jump[1] if r.jump and f >= r.jump[0] else 0)
+            arrival = last_arrival[c] = max(last_arrival[c] + 1, nominal + lat)
             if r.glitch and (c, f) == r.glitch[:2]:
-                last_arrival[c] = max(last_arrival[c] + 1, true + jit + lat)
-                ev.append(Event(last_arrival[c], c, stamp + r.glitch[2], f))  # a wrong stamp: not in the frame
+                ev.append(Event(arrival, c, stamp + r.glitch[2], f))  # a wrong stamp: not in the frame
                 continue
-            arrival = last_arrival[c] = max(last_arrival[c] + 1, true + jit + lat)  # one topic is FIFO (DDS)
             frames.setdefault(f, {})[c] = stamp
             ev.append(Event(arrival, c, stamp, f))
     ev.sort(key=lambda e: e.arrival)
     return ev, frames
 
 
-def oracle(frames: dict[int, dict[int, int]], n: int, slop: int, min_streams: int) -> int:
+def oracle(frames: dict[int, dict[int, int]], slop: int, min_streams: int) -> int:
     return sum(1 for fr in frames.values() if len(fr) >= min_streams and max(fr.values()) - min(fr.values()) <= slop)
 
 
-class GreedyProductSync:
-    """message_filters' Python ``ApproximateTimeSynchronizer`` algorithm (ros2/message_filters ``__init__.py``):
-    per-topic dict stamp → message; on each message, the product of the other queues' stamps within the slop is
-    searched (closest first) and the first combination whose spread is below the slop is published; everything up
-    to it is deleted. Returns the published sets (lists of messages) like our ``add``."""
+class MessageFiltersPy:
+    """message_filters' Python ``ApproximateTimeSynchronizer.add`` (ros2/message_filters), its algorithm as-is."""
 
     def __init__(self, n: int, queue_size: int, slop_ns: int) -> None:
         self.queues: list[dict[int, Any]] = [{} for _ in range(n)]
@@ -114,10 +129,10 @@ class GreedyProductSync:
         search = self.queues[:i] + self.queues[i + 1:]
         stamps = []
         for q in search:
-            ts = sorted(((s, abs(s - stamp)) for s in q if abs(s - stamp) <= self.slop), key=lambda x: x[1])
+            ts = [(s, abs(s - stamp)) for s in q if abs(s - stamp) <= self.slop]
             if not ts:
                 return []
-            stamps.append([s for s, _ in ts])
+            stamps.append([s for s, _ in sorted(ts, key=lambda x: x[1])])
         for vv in itertools.product(*stamps):
             v = list(vv)
             v.insert(i, stamp)
@@ -125,9 +140,7 @@ class GreedyProductSync:
             if max(v) - min(v) < self.slop and all(t in q for q, t in qt):
                 msgs = [q[t] for q, t in qt]
                 for q, t in qt:
-                    for s in list(q):
-                        if s <= t:
-                            del q[s]
+                    del q[t]
                 return [msgs]
         return []
 
@@ -142,14 +155,11 @@ def real_message_filters(n: int, queue_size: int, slop_ns: int) -> Callable[[int
     class _Src(message_filters.SimpleFilter):  # type: ignore[misc,name-defined]
         pass
 
-    class _Hdr:
-        def __init__(self, ns: int) -> None:
-            from builtins import type as mk
-            self.stamp = mk("T", (), {"sec": ns // 10**9, "nanosec": ns % 10**9})()
-
     class _Msg:
         def __init__(self, ns: int, payload: Any) -> None:
-            self.header, self.payload = _Hdr(ns), payload
+            from builtin_interfaces.msg import Time  # type: ignore[import-not-found]
+            self.header = type("H", (), {"stamp": Time(sec=ns // 10**9, nanosec=ns % 10**9)})()
+            self.payload = payload
 
     srcs = [_Src() for _ in range(n)]
     out: list[list[Any]] = []
@@ -171,83 +181,102 @@ class Row:
     bundles: int = 0
     correct: int = 0
     delays_ms: list[float] = field(default_factory=list)
+    accounted: bool = True
 
 
-def run_variant(name: str, make: Callable[[], Callable[[int, int, Any], Any]], ev: list[Event], repeat: int,
-                ours: bool) -> Row:
-    best = float("inf")
+def run_variant(name: str, make: Callable[[], Any], ev: list[Event], repeat: int, ours: bool) -> Row:
+    best = math.inf
     for _ in range(repeat):
         add = make()
+        add = add.add if ours else add
         t0 = time.perf_counter()
         for e in ev:
             add(e.stream, e.stamp, None)
         best = min(best, (time.perf_counter() - t0) / len(ev) * 1e6)
     row = Row(name, best)
-    add = make()
+    obj = make()
+    add = obj.add if ours else obj
     for e in ev:
-        out = add(e.stream, e.stamp, e)
-        for b in out:
+        for b in add(e.stream, e.stamp, e):
             members = [m for m in (b.payloads if ours else b) if m is not None]
             row.bundles += 1
             row.correct += len({m.frame for m in members}) == 1
             row.delays_ms.append((e.arrival - max(m.arrival for m in members)) / 1e6)
+    if ours:
+        for b in obj.flush():
+            members = [m for m in b.payloads if m is not None]
+            row.bundles += 1
+            row.correct += len({m.frame for m in members}) == 1
+        st = obj.stats
+        row.accounted = st["received"] == st["bundled_messages"] + sum(v for k, v in obj.drop_counts().items()) \
+            + obj.pending and obj.pending == 0
     return row
 
 
-def regimes(seconds: float) -> dict[str, list[Regime]]:
-    tight = [Regime(f"tight N={n}", n, 20_000_000, 3_000_000, seconds) for n in (4, 10, 16)]
-    loose = [Regime(f"loose N={n}", n, 50_000_000, 10_000_000, 10.0, drop=0.0) for n in (6, 10)]
-    loose.append(Regime("loose N=10, 2 % drops", 10, 50_000_000, 10_000_000, 10.0))
-    f = int(seconds / 2 * 30)
-    faults = [Regime("camera 3 silent 5 s (partial, min 9)", 10, 20_000_000, 3_000_000, seconds,
-                     silent=(3, seconds / 2 - 2.5, seconds / 2 + 2.5), partial=True),
-              Regime("one-message glitch (cam 7, -2 s)", 10, 20_000_000, 3_000_000, seconds, drop=0.0,
-                     glitch=(7, f, -2 * 10**9)),
-              Regime("sustained jump -2 s (all cameras)", 10, 20_000_000, 3_000_000, seconds, drop=0.0,
-                     jump=(f, -2 * 10**9))]
-    return {"tight": tight, "loose": loose, "faults": faults}
+def regimes(quick: bool) -> list[Regime]:
+    f = 180 if quick else 600
+    phone = [0, 7 * MS, 13 * MS, 21 * MS]
+    rs = [
+        Regime("phone rig N=4 offs 0/7/13/21 ms, gauss 3, slop 30", 4, 30 * MS, 180, offsets_ns=phone),
+        Regime("phone rig, slop 40", 4, 40 * MS, 180, offsets_ns=phone),
+        Regime("N=4 offs ±5 ms, gauss 3, slop 20", 4, 20 * MS, f, offset_spread_ns=5 * MS),
+        Regime("N=10 offs U(0,10) ms, gauss 3, slop 20", 10, 20 * MS, f, offset_spread_ns=5 * MS),
+        Regime("N=10 offs ±5, gauss 3, 2 % drops", 10, 20 * MS, f, offset_spread_ns=5 * MS, drop=0.02),
+        Regime("N=10 uniform ±5 ms, slop 20", 10, 20 * MS, f, jitter="uniform", sigma_ns=5 * MS),
+        Regime("N=10 student-t3 scale 3 ms, offs ±5", 10, 20 * MS, f, jitter="t3", offset_spread_ns=5 * MS),
+        Regime("N=4 offs ±P/2 (±16 ms), gauss 2, slop 30", 4, 30 * MS, f, offset_spread_ns=16 * MS,
+               sigma_ns=2 * MS),
+        Regime("N=6 shared trigger (same stamp), slop 20", 6, 20 * MS, f, jitter="none", sigma_ns=2 * MS),
+        Regime("N=16 gauss 3, offs ±3, slop 20", 16, 20 * MS, f // 2, offset_spread_ns=3 * MS),
+        Regime("loose N=6 gauss 10, slop 50", 6, 50 * MS, 300, sigma_ns=10 * MS, latency_ns=20 * MS),
+        Regime("loose N=10 gauss 10, slop 50, queue 30", 10, 50 * MS, 300, sigma_ns=10 * MS, queue=30,
+               offset_spread_ns=5 * MS),
+        Regime("camera 3 silent 2 s (partial, min 9)", 10, 20 * MS, f, partial=True,
+               silent=(3, f // 2 - 30, f // 2 + 30), latency_ns=20 * MS),
+        Regime("one-message glitch (cam 7, -2 s)", 10, 20 * MS, f, glitch=(7, f // 2, -2 * 10**9)),
+        Regime("sustained jump -2 s (all cameras)", 10, 20 * MS, f, jump=(f // 2, -2 * 10**9)),
+    ]
+    return rs
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=20.0, help="simulated seconds of the tight and fault regimes")
+    ap.add_argument("--quick", action="store_true", help="180 frames per regime, 1 timing run (< 30 s)")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--only", choices=("tight", "loose", "faults"), default=None)
+    ap.add_argument("--only", default=None, help="run the regimes whose name contains this")
     args = ap.parse_args()
-    have_mf = real_message_filters(2, 10, 10_000_000) is not None
+    repeat = 1 if args.quick else args.repeat
+    have_mf = real_message_filters(2, 10, 10 * MS) is not None
     mf_name = "message_filters.py" if have_mf else "message_filters.py (re-impl.)"
-    print(f"30 Hz, latency 0-20 ms, queue 10, best of {args.repeat}; message_filters "
-          f"{'imported' if have_mf else 'not importable here: its algorithm re-implemented'}")
-    print(f"{'regime':<38} {'variant':<30} {'µs/msg':>7} {'bundles':>8} {'correct':>8} {'oracle':>7} "
-          f"{'delay p50':>10} {'max':>7}")
-    for group, rs in regimes(args.seconds).items():
-        if args.only and group != args.only:
+    print(f"30 Hz, best of {repeat}; message_filters {'imported' if have_mf else 'not importable: re-implemented'}")
+    print(f"{'regime':<52} {'variant':<28} {'µs/msg':>7} {'bundles':>7} {'correct':>7} {'oracle':>6} "
+          f"{'p50 ms':>7} {'p99 ms':>7} {'acct':>5}")
+    for r in regimes(args.quick):
+        if args.only and args.only not in r.name:
             continue
-        for r in rs:
-            ev, frames = camera_events(r)
-            ms = r.n - 1 if r.partial else r.n
-            orc = oracle(frames, r.n, r.slop_ns, ms)
-            mk = {"min_streams": ms, "stream_timeout_ns": 200_000_000}
-            variants: list[tuple[str, Callable[[], Any], bool]] = [
-                ("pivot (default)", lambda r=r, mk=mk: ApproximateTimeSynchronizer(
-                    r.n, 10, r.slop_ns, logger=quiet, **mk).add, True),
-                ("pivot optimal (C++, previous)", lambda r=r, mk=mk: ApproximateTimeSynchronizer(
-                    r.n, 10, r.slop_ns, publish="optimal", logger=quiet, **mk).add, True),
-                ("frames", lambda r=r, mk=mk: ApproximateTimeSynchronizer(
-                    r.n, 10, r.slop_ns, policy="frames", logger=quiet, **mk).add, True),
-            ]
-            if r.n <= 10 and not r.partial:
-                real = real_message_filters(r.n, 10, r.slop_ns)
-                variants.append((mf_name, (lambda r=r: real_message_filters(r.n, 10, r.slop_ns)) if real else
-                                 (lambda r=r: GreedyProductSync(r.n, 10, r.slop_ns).add), False))
-            for name, make, ours in variants:
-                row = run_variant(name, make, ev, args.repeat, ours)
-                d = row.delays_ms
-                p50 = statistics.median(d) if d else float("nan")
-                mx = max(d) if d else float("nan")
-                print(f"{r.name:<38} {row.name:<30} {row.us:7.1f} {row.bundles:>8} {row.correct:>8} {orc:>7} "
-                      f"{p50:8.1f}ms {mx:5.1f}ms")
-            print()
+        ev, frames = camera_events(r)
+        ms = r.n - 1 if r.partial else r.n
+        orc = oracle(frames, r.slop_ns, ms)
+        kw: dict[str, Any] = {"min_streams": ms, "stream_timeout_ns": 200_000_000, "logger": quiet}
+        variants: list[tuple[str, Callable[[], Any], bool]] = [
+            ("frames (default)", lambda r=r, kw=kw: ApproximateTimeSynchronizer(
+                r.n, r.queue, r.slop_ns, policy="frames", **kw), True),
+            ("pivot", lambda r=r, kw=kw: ApproximateTimeSynchronizer(r.n, r.queue, r.slop_ns, policy="pivot", **kw),
+             True),
+        ]
+        if r.n <= 10 and not r.partial:
+            real = real_message_filters(r.n, r.queue, r.slop_ns)
+            variants.append((mf_name, (lambda r=r: real_message_filters(r.n, r.queue, r.slop_ns)) if real else
+                             (lambda r=r: MessageFiltersPy(r.n, r.queue, r.slop_ns).add), False))
+        for name, make, ours in variants:
+            row = run_variant(name, make, ev, repeat, ours)
+            d = sorted(row.delays_ms)
+            p50 = statistics.median(d) if d else math.nan
+            p99 = d[min(len(d) - 1, int(math.ceil(0.99 * len(d))) - 1)] if d else math.nan
+            acct = ("ok" if row.accounted else "NO") if ours else "-"
+            print(f"{r.name:<52} {row.name:<28} {row.us:7.1f} {row.bundles:>7} {row.correct:>7} {orc:>6} "
+                  f"{p50:7.1f} {p99:7.1f} {acct:>5}", flush=True)
+        print()
 
 
 if __name__ == "__main__":

@@ -1,90 +1,67 @@
-"""Policy ``frames`` of :class:`~mfapr_ros.core.sync.ApproximateTimeSynchronizer`: period-aware frame indices
-for loose stamps (see the :mod:`mfapr_ros.core.sync` docstring for its semantics).
+"""Policy ``frames`` (the default) of :class:`~mfapr_ros.core.sync.ApproximateTimeSynchronizer`: *head alignment*
+with learned per-camera offsets (see the :mod:`mfapr_ros.core.sync` docstring for the contract).
 
-Split out of ``sync.py`` so each part of the synchronizer stays readable on its own; the algorithm is unchanged.
-The bootstrap line fit is a plain function (:func:`_fit_lines`): it uses no synchronizer state.
+Why not the minimum-span search (``pivot``, message_filters' C++ policy) as the default: with per-camera offsets
+(cameras 0 / 7 / 13 / 21 ms behind the trigger) or jitter a third of the frame period, the set of minimum span
+often mixes frames (camera 0's *next* frame is closer to camera 3 than camera 0's own), and proving a set optimal
+needs a later message on every stream (one frame of delay). Cameras deliver one message per frame, each topic in
+capture order, so the frame a message belongs to follows from the order, not from the span:
+
+* every stream keeps a FIFO queue (arrival order = capture order); a frame is formed from the queue *heads* as
+  soon as every active stream has one — i.e. when the frame's last member arrives (no added delay);
+* each head is placed against the frame's expected time ``E`` in *offset-corrected* time ``x = stamp − offset``
+  (``offset``: the stream's learned constant lag, from its residuals in complete frames, outliers clipped): a
+  head more than ``b`` after ``E`` belongs to a later frame (its stream dropped this one) and waits; one more than
+  ``b`` before is a leftover of an earlier frame and is dropped;
+* ``b`` is where a **Student-t (3 dof)** likelihood of "next frame" times the learned skip rate π beats "this
+  frame" times 1 − π (π starts at 2 % and is counted from the formed frames). Why heavy-tailed: real stamp jitter
+  has outliers (a late transfer, a scheduler hiccup); a Gaussian boundary (the previous version) read a message
+  25 ms late as a dropped frame and its stream slipped. Why a learned π: a rig that never drops frames should
+  almost never be read as dropping one;
+* when the stream's next message is already queued, the pair decides (one-message lookahead, no added delay):
+  "head is a leftover of the previous frame, successor is this frame's" against "head is this frame's, successor
+  the next one's", with the same heavy-tailed costs; this stops the one-frame slip an outlier otherwise causes;
+* the frame is published if its members span at most ``max_interval_ns`` in raw stamps (the contract) and there
+  are enough of them (all active streams, or ``min_streams`` in partial mode; in partial mode the farthest
+  members are trimmed until the span fits); otherwise its members are dropped (``dropped_unmatched``).
+
+``E`` comes from the frame clock: an exponentially weighted least-squares line ``t = c + P·f`` through the formed
+frames' mean corrected times (about 10 s of frames; its slope is the period, exact to microseconds where the
+frame-to-frame advance is off by σ/√N), seeded by the streams' mean periods over their first messages. Before
+any period is known the heads within the slop of their median form a frame (each topic is FIFO).
+Streams at different frame rates (mean periods over their first 12 messages more than 1.3x apart) have no common
+frame: the policy then falls back to ``pivot`` (logged) and replays what it holds. Work per message: O(N) (a
+median of N heads per frame).
 """
 
 from __future__ import annotations
 
-import bisect
 import math
+from collections import deque
 from typing import Any
 
-_BOOT_MESSAGES = 20  # frames policy: messages of one stream before the frame clock is fitted
-_DROP_THRESHOLD = 1.85  # frames policy: a gap this many periods long means a dropped frame
-_OFFSET_GAIN = 0.02  # frames policy: per-message gain of a stream's phase offset
-
-
-def _circmean(values: list[float], period: float) -> float:
-    """Circular mean of ``values`` modulo ``period``, in [0, period)."""
-    c = sum(math.cos(2 * math.pi * v / period) for v in values)
-    s = sum(math.sin(2 * math.pi * v / period) for v in values)
-    return (math.atan2(s, c) / (2 * math.pi) * period) % period
-
-
-def _wrap(x: float, period: float) -> float:
-    """``x`` wrapped into (−period/2, period/2]."""
-    return x - period * math.floor(x / period + 0.5)
-
-
-def _fit_lines(per: list[list[int]], labels: list[list[int]]
-               ) -> tuple[float, list[tuple[int, float, float, float]], list[float], float] | None:
-    """Pooled line fit of the bootstrap stamps: (period, per-stream fits, per-stream periods, mean sq. residual)."""
-    labels = [list(ks) for ks in labels]
-    out = None
-    for _ in range(3):
-        k_cut = min(ks[-1] for ks, st in zip(labels, per, strict=True) if len(st) >= 3) - 1
-        fits: list[tuple[int, float, float, float]] = []
-        pts_all: list[tuple[int, list[tuple[int, float]]]] = []
-        sxx = sxy = 0.0
-        periods = []
-        for i, (st, ks) in enumerate(zip(per, labels, strict=True)):
-            pts = [(kk, float(ss - st[0])) for kk, ss in zip(ks, st, strict=True) if kk <= k_cut]
-            if len(pts) < 3:
-                continue
-            mk = sum(x for x, _ in pts) / len(pts)
-            my = sum(y for _, y in pts) / len(pts)
-            cxx = sum((x - mk) ** 2 for x, _ in pts)
-            cxy = sum((x - mk) * (y - my) for x, y in pts)
-            if cxx > 0:
-                periods.append(cxy / cxx)
-                fits.append((i, mk, my, cxx))
-                pts_all.append((i, pts))
-                sxx += cxx
-                sxy += cxy
-        if sxx <= 0:
-            return out
-        p0 = sxy / sxx
-        if p0 <= 0:
-            return out
-        fit_of = {i: (mk, my) for i, mk, my, _ in fits}
-        n = sum(len(pts) for _, pts in pts_all)
-        rss = sum((y - (fit_of[i][1] + (x - fit_of[i][0]) * p0)) ** 2 for i, pts in pts_all for x, y in pts) / n
-        out = (p0, fits, periods, rss / (p0 * p0))
-        for i, mk, my, _ in fits:
-            st = per[i]
-            ks, lab = [0], 0
-            for ss in st[1:]:
-                k = (float(ss - st[0]) - (my + (lab - mk) * p0)) / p0
-                lab += 1 if k < _DROP_THRESHOLD else max(1, round(k))
-                ks.append(lab)
-            labels[i] = ks
-    return out
+_MAX_RATE_RATIO = 1.3  # mean periods further apart than this: not one frame rate (20 vs 30 Hz is 1.5)
+_OFFSET_PRIOR = 4  # frames' worth of confidence in a zero offset (one loose frame is no offset estimate)
+_LINE_FRAMES = 6  # frames on the clock's line before its slope is the period
+_LINE_WINDOW = 300.0  # frames: the clock line's exponential forgetting (10 s at 30 Hz)
+_LAM = 1.0 - 1.0 / _LINE_WINDOW
+_RATE_MESSAGES = 12  # messages of a stream over which its mean period is measured
 
 
 class FramesPolicy:
-    """Mixin of :class:`~mfapr_ros.core.sync.ApproximateTimeSynchronizer`: the frame clock (bootstrap, weighted
-    least squares), the labelling of each message with a frame index, and the open frames (``_fr_bins``).
+    """Mixin of :class:`~mfapr_ros.core.sync.ApproximateTimeSynchronizer`: per-stream FIFO queues aligned at their
+    heads, learned per-stream offsets and jitter, frames published as soon as their last member arrives.
 
-    Why a mixin and not a separate object: it shares the host's active set, partial-bundle settings and counters on
-    every message, and falls back to the ``pivot`` policy on the same state (``self.policy = "pivot"`` and
-    ``_pv_add``) when the cameras' rates differ; one ``self`` keeps that switch and the per-message path free of an
-    extra indirection. All of its own state is prefixed ``_fr_`` and created by :meth:`_fr_clear`.
+    Why a mixin and not a separate object: it shares the host's active set, periods, partial-bundle settings and
+    counters on every message, and falls back to the ``pivot`` policy on the same state (``self.policy =
+    "pivot"`` and ``_pv_add``) when the cameras' rates differ; one ``self`` keeps that switch and the
+    per-message path free of an extra indirection. All of its own state is prefixed ``_fr_`` (``_fr_clear``);
+    offsets and the jitter scale survive resets (a camera's lag does not change when the clock jumps).
     """
 
     _active: list[bool]
     _active_idx: list[int]
+    _period: list[int | None]
     num_streams: int
     queue_size: int
     max_interval_ns: int
@@ -94,269 +71,386 @@ class FramesPolicy:
 
     def _fr_clear(self) -> None:
         n = self.num_streams
-        self._fr_boot: list[tuple[int, int, Any]] = []
-        self._fr_boot_count = [0] * n
-        self._fr_ready = False
-        self._fr_bins: dict[int, list[tuple[int, Any] | None]] = {}
-        self._fr_keys: list[int] = []  # sorted open frame indices
-        self._fr_done: int | None = None  # highest finalized frame index
-        self._fr_idx: list[int | None] = [None] * n
-        self._fr_tent: list[tuple[int, Any] | None] = [None] * n  # a message held after a skip
-        self._fr_off = [0.0] * n
-        self._fr_fast = [0.0] * n  # fast average of each stream's residual (label check)
-        self._fr_var = 0.0  # running mean square residual (stamp jitter²), set by the bootstrap
-        self._fr_nobs = [0] * n
-        self._fr_base = 0
-        self._fr_p0 = 0.0
+        self._fr_q: list[deque[tuple[int, Any]]] = [deque() for _ in range(n)]
+        self._fr_ne = 0  # streams with a non-empty queue (inactive streams' queues are always empty)
+        self._fr_lagging = False  # a stream's fast residual average is below −P/2 (checked by _fr_step)
+        self._fr_all = [True] * n  # _fr_member after a frame with every stream (shared, never mutated)
+        self._fr_ref: float | None = None  # corrected time of the last formed frame
+        self._fr_e = 0.0  # expected time of the frame being formed (set by _fr_step)
+        self._fr_k = 0  # frames the current frame is expected after the last one (set by _fr_step)
+        self._fr_f = 0  # index of the last formed frame (frames counted since the clock started)
+        # exponentially weighted least-squares line t = c + P·f over formed frames: weight, Σf, Σt, Σff, Σft
+        self._fr_ls = [0.0, 0.0, 0.0, 0.0, 0.0]
+        self._fr_nls = 0
         self._fr_t0 = 0.0
-        # exponentially weighted least squares of x = T + f·P (weights decay by lam per message)
-        self._fr_lam = 1.0 - 1.0 / (30.0 * n)
-        self._fr_w = 0.0
-        self._fr_mf = 0.0
-        self._fr_mx = 0.0
-        self._fr_cff = 0.0
-        self._fr_cfx = 0.0
+        self._fr_member = [False] * n  # the stream's last message was in the last formed frame
+        self._fr_fast = [0.0] * n  # fast average of the stream's residuals (a one-frame lag shows as −P)
+        if not hasattr(self, "_fr_off"):
+            self._fr_off = [0.0] * n  # learned per-stream offsets (ns)
+            self._fr_nobs = [0] * n
+            self._fr_mad = 0.0  # running mean |residual| of frame members (ns); 0 = unknown
+            self._fr_p = 0.0  # frame period learned from successive frames (ns); 0 = not yet
+            self._fr_np = 0
+            self._fr_cnt = [0] * n
+            self._fr_first = [0] * n
+            self._fr_rate: list[float | None] = [None] * n
+            self._fr_slots = 0  # (stream, frame) slots seen in formed frames
+            self._fr_skips = 0  # ... of which the stream had no member (a dropped frame, or a misread one)
+            self._fr_bnd = (0.0, 0.0, 0.0)  # cached (period, scale, prior) -> boundary
+            self._fr_b = 0.0
+            self._fr_hi = 0.0  # cached skip boundary (0 = recompute), jitter 3s² and half the skip prior's log
+            self._fr_aa = 1.0
+            self._fr_hp = 0.0
+            self._fr_nform = 0
+
+    # ------------------------------------------------------------------ host hooks
+    def _fr_pending(self) -> int:
+        return sum(len(q) for q in self._fr_q)
+
+    def _fr_drop_all(self, cause: str) -> None:
+        for i, q in enumerate(self._fr_q):
+            if q:
+                self._drop(i, cause, len(q))  # type: ignore[attr-defined]
+                q.clear()
+        self._fr_ne = 0
 
     def _fr_forget_stream(self, i: int) -> None:
-        if self.policy == "frames" and self._fr_ready:
-            self._fr_commit_tentatives(i)
-        self._fr_idx[i] = None
+        """Stream ``i`` was re-timed (its clock moved): its offset is learned again."""
         self._fr_nobs[i] = 0
+        self._fr_off[i] = 0.0
+
+    def _fr_set_active(self, j: int, on: bool) -> None:
+        self._active[j] = on
+        self._active_idx = [k for k in range(self.num_streams) if self._active[k]]
+        if not on:
+            q = self._fr_q[j]
+            if q:  # a silent stream's held messages are older than the timeout: no frame can still use them
+                self._drop(j, "dropped_stream_timeout", len(q))  # type: ignore[attr-defined]
+                q.clear()
+                self._fr_ne -= 1
+        self._fr_step()
 
     def _fr_add(self, i: int, stamp: int, payload: Any) -> None:
-        if not self._fr_ready:
-            self._fr_boot.append((i, stamp, payload))
-            self._fr_boot_count[i] += 1
-            if self._fr_boot_count[i] >= _BOOT_MESSAGES:
-                self._fr_bootstrap()
-            return None
-        self._fr_place(i, stamp, payload)
-        return self._fr_finalize()
+        q = self._fr_q[i]
+        q.append((stamp, payload))
+        if len(q) == 1:
+            self._fr_ne += 1
+        if self._fr_cnt[i] < _RATE_MESSAGES and self._fr_rates_differ(i, stamp):
+            return self._fr_fall_back()
+        if self._fr_ne >= len(self._active_idx):
+            self._fr_step()
+        if len(q) > self.queue_size:
+            self._fr_overflow(i)
 
-    def _fr_bootstrap(self) -> None:
-        """Fit the frame clock (period, phase, per-stream offsets) to the held messages, then replay them."""
-        boot = self._fr_boot
-        self._fr_boot = []
-        per: list[list[int]] = [[] for _ in range(self.num_streams)]
-        for i, s, _ in boot:
-            per[i].append(s)
-        periods: list[float] = []
-        fits: list[tuple[int, float, float, float]] = []  # stream, mean label, mean stamp (from its first), cxx
-        p0 = 0.0
-        if any(len(st) >= 3 for st in per):
-            # Two starting labellings — arrival order (one topic arrives in publish order), and arrival order with a
-            # gap of ~2 median gaps read as a drop — each refined three times: a pooled fit (common period, own
-            # intercepts), then relabelling against each stream's fitted line. The one with the smaller residual
-            # wins (gap reading is right for tight stamps, misleads when the jitter is a third of the period).
-            # A newest frame only partly in holds the early-stamped messages: fit on labels every stream reached.
-            gaps = sorted(b - a for st in per for a, b in zip(st, st[1:], strict=False))
-            g0 = max(gaps[len(gaps) // 2], 1)
-            by_gap = []
-            for st in per:
-                ks, lab = [0], 0
-                for a, b in zip(st, st[1:], strict=False):
-                    lab += 1 if b - a < _DROP_THRESHOLD * g0 else max(1, round((b - a) / g0))
-                    ks.append(lab)
-                by_gap.append(ks)
-            best = None
-            for start in ([list(range(len(st))) for st in per], by_gap):
-                res = _fit_lines(per, start)
-                if res is not None and (best is None or res[3] < best[3]):
-                    best = res
-            if best is not None:
-                p0, fits, periods, _ = best
-        # A camera at another rate is off by ≥ 1.5× (20 vs 30 Hz); jitter moves a 10-message estimate much less.
-        # ... and a camera at half the rate reads as one with every other frame dropped: count its coverage
-        sparse = [i for i, st in enumerate(per) if len(st) >= 3 and p0 > 0
-                  and len(st) < 0.7 * (round((st[-1] - st[0]) / p0) + 1)]
-        if not periods or p0 <= 0 or min(periods) <= 0 or max(periods) > 1.45 * min(periods) or sparse:
-            self._log(f"sync: policy 'frames' needs every camera at the same frame rate; observed periods "
-                      f"{[round(p / 1e6, 2) for p in periods]} ms"
-                      + (f", streams {sparse} deliver under 70 % of the frames" if sparse else "")
-                      + ": falling back to policy 'pivot'")
-            self.policy = "pivot"
-            for i, s, p in boot:
-                self._pv_add(i, s, p)
-            return
-        self._fr_base = base = min(s for _, s, _ in boot)
-        # Each fitted stream: the time its first message's label has on its line. Their circular mean is the
-        # frame phase; the remainders are the streams' phase offsets (σ/√n precise, unlike one stamp).
-        origin = {i: float(per[i][0] - base) + my - mk * p0 for i, mk, my, _ in fits}
-        phase = _circmean(list(origin.values()), p0) if origin else _circmean([s - base for _, s, _ in boot], p0)
-        for i in range(len(per)):
-            if i in origin:
-                off = _wrap(origin[i] - phase, p0)
-                self._fr_off[i] = off
-                self._fr_nobs[i] = 50  # offset known: slow gain from the start
-                # its first message is on frame g0: start its labels just before it
-                self._fr_idx[i] = int(round((origin[i] - phase - off) / p0)) - 1
-        self._fr_p0, self._fr_t0 = p0, phase
-        self._fr_var = (p0 / 6.0) ** 2
-        self._fr_ready = True
-        for i, s, p in boot:
-            self._fr_place(i, s, p)
-            self._fr_finalize()
+    def _fr_overflow(self, i: int) -> None:
+        q = self._fr_q[i]
+        if len(q) > self.queue_size:
+            if self.partial and len(self._active_idx) >= self.min_streams:
+                # partial mode: a stream that has not delivered this frame is treated as absent (it is late by a
+                # whole queue); the oldest frame is formed without it instead of dropping messages
+                self._fr_step(force=True)
+            while len(q) > self.queue_size:
+                q.popleft()
+                self._drop(i, "dropped_too_few_streams" if len(self._active_idx) < self.min_streams  # type: ignore[attr-defined]
+                           else "dropped_queue_overflow")
+        return None
 
-    def _fr_clock(self) -> tuple[float, float, float]:
-        """(reference index, its time, period) of the fitted clock (the bootstrap fit until the LSQ has spread)."""
-        if self._fr_w > 0 and self._fr_cff > 4.0 * self._fr_w:
-            # the bootstrap period as a prior worth about 10 frames of all streams: the first seconds' fit alone
-            # is a short baseline whose slope error, times the frames since, would mislabel
-            k = 80.0 * self.num_streams
-            return self._fr_mf, self._fr_mx, (self._fr_cfx + k * self._fr_p0) / (self._fr_cff + k)
-        return 0.0, self._fr_t0, self._fr_p0
+    def _fr_end_of_data(self, leftover: str = "dropped_unmatched") -> None:
+        """No more messages will come: form every frame that the held messages still can (streams with nothing
+        left count as absent), then drop what cannot be bundled."""
+        while self._fr_pending():
+            before = self._fr_pending()
+            self._fr_step(force=True)
+            if self._fr_pending() == before:
+                break
+        for i, q in enumerate(self._fr_q):
+            if q:
+                self._drop(i, leftover, len(q))  # type: ignore[attr-defined]
+                q.clear()
+        self._fr_ne = 0
 
-    def _fr_place(self, i: int, stamp: int, payload: Any) -> None:
-        """Label a message with its frame index: the stream's previous index + 1, or more when the clock says
-        frames were skipped (a drop). A skip is *tentative* until the stream's next message: if that one turns out
-        to sit on the skipped-to frame, the skip was jitter and the held message goes one frame back."""
-        mf, mx, p = self._fr_clock()
-        x = float(stamp - self._fr_base) - self._fr_off[i]
-        prev = self._fr_idx[i]
-        tent = self._fr_tent[i]
-        if prev is None:
-            f = int(round(mf + (x - mx) / p))
-            skip = False
-        else:
-            k = (x - (mx + (prev - mf) * p)) / p
-            inc = 1 if k < 1.5 else max(1, int(round(k)))
-            f, skip = prev + inc, inc >= 2
-            if tent is not None:
-                # Two messages decide the held one: both one frame back (no skip) or the skip and this one after
-                # it. The skip must explain them better by more than a dropped frame's prior costs.
-                xt = float(tent[0] - self._fr_base) - self._fr_off[i]
+    # ------------------------------------------------------------------ frame clock
+    def _fr_rates_differ(self, i: int, stamp: int) -> bool:
+        """Each stream's mean period over its first :data:`_RATE_MESSAGES` messages (a median of a few gaps is
+        too noisy under loose jitter); rates further apart than :data:`_MAX_RATE_RATIO` have no common frame."""
+        n = self._fr_cnt[i] = self._fr_cnt[i] + 1
+        if n == 1:
+            self._fr_first[i] = stamp
+        if n != _RATE_MESSAGES:
+            return False
+        self._fr_rate[i] = (stamp - self._fr_first[i]) / (n - 1)
+        ps = [p for p in self._fr_rate if p and p > 0]
+        return len(ps) >= 2 and max(ps) > _MAX_RATE_RATIO * min(ps)
 
-                def t(g: int) -> float:
-                    return mx + (g - mf) * p
+    def _fr_fall_back(self) -> None:
+        ps = [round(p / 1e6, 2) if p else None for p in self._period]
+        self._log(f"sync: policy 'frames' needs every camera at the same frame rate; observed periods {ps} ms: "  # type: ignore[attr-defined]
+                  "falling back to policy 'pivot'")
+        self.policy = "pivot"
+        held = sorted(((s, i, p) for i, q in enumerate(self._fr_q) for s, p in q), key=lambda m: m[0])
+        for q in self._fr_q:
+            q.clear()
+        self._fr_ne = 0
+        for s, i, p in held:
+            self._pv_add(i, s, p)  # type: ignore[attr-defined]
 
-                k0 = (x - t(prev - 1)) / p
-                f0 = prev - 1 + (1 if k0 < 1.5 else max(1, int(round(k0))))
-                e0 = (xt - t(prev - 1)) ** 2 + (x - t(f0)) ** 2
-                e1 = (xt - t(prev)) ** 2 + (x - t(f)) ** 2
-                if e0 <= e1 + 2.0 * self._fr_var * math.log(50.0):
-                    self._fr_tent[i] = None
-                    self._fr_commit(i, prev - 1, *tent)  # the skip was one too many
-                    tent = None
-                    f, skip = f0, f0 >= prev + 1
-        if tent is not None:
-            self._fr_tent[i] = None
-            self._fr_commit(i, prev, *tent)  # type: ignore[arg-type]
-        self._fr_idx[i] = f
-        if skip:
-            self._fr_tent[i] = (stamp, payload)
-        else:
-            self._fr_commit(i, f, stamp, payload)
+    def _fr_period(self) -> float | None:
+        """The frame period: learned from successive frames' times once frames form (the mean of a frame's
+        members is √N less noisy than one stream's gaps), seeded by the median of the streams' mean periods (each
+        over at least 8 of its messages; a median of gaps is biased by loose jitter)."""
+        if self._fr_p:
+            return self._fr_p
+        cnt, first, last, rate = self._fr_cnt, self._fr_first, self._last, self._fr_rate  # type: ignore[attr-defined]
+        ps = []
+        for k in self._active_idx:
+            if cnt[k] < 8 or last[k] is None or last[k] <= first[k]:  # type: ignore[operator]
+                continue
+            m = rate[k] or (last[k] - first[k]) / (cnt[k] - 1)  # type: ignore[operator]
+            med = self._period[k]
+            if med and not 0.7 * med < m < 1.3 * med:
+                m = float(med)  # a time jump or a long gap inside the span: the median gap is the period
+            ps.append(m)
+        ps.sort()
+        return float(ps[len(ps) // 2]) if ps else None
 
-    def _fr_commit(self, i: int, f: int, stamp: int, payload: Any) -> None:
-        """Put a labelled message into its frame and let it correct the clock and its stream's offset."""
-        mf, mx, p = self._fr_clock()
-        x = float(stamp - self._fr_base) - self._fr_off[i]
-        r = x - (mx + (f - mf) * p)
-        self._fr_var += 0.01 * (min(r * r, p * p) - self._fr_var)
-        fast = self._fr_fast[i] = 0.8 * self._fr_fast[i] + 0.2 * r
-        if abs(fast) > 0.4 * p:
-            # This stream's recent messages sit a whole period off their labels (a skip decided wrongly that the
-            # next message could not undo): relabel the stream by one frame.
-            d = 1 if fast > 0 else -1
-            f += d
-            self._fr_idx[i] = (self._fr_idx[i] or 0) + d
-            r -= d * p
-            self._fr_fast[i] = 0.0
-        n = self._fr_nobs[i]
-        self._fr_off[i] += r * max(_OFFSET_GAIN, 1.0 / (n + 4))
-        self._fr_nobs[i] = n + 1
-        lam = self._fr_lam  # weighted Welford with forgetting: x = T + f·P over about a second of messages
-        w = self._fr_w * lam + 1.0
-        df = f - self._fr_mf
-        self._fr_mf += df / w
-        self._fr_mx += (x - self._fr_mx) / w
-        self._fr_cff = self._fr_cff * lam + df * (f - self._fr_mf)
-        self._fr_cfx = self._fr_cfx * lam + df * (x - self._fr_mx)
-        self._fr_w = w
-        if self._fr_done is not None and f <= self._fr_done:
-            self._drop(i, "dropped_unmatched")  # its frame was already closed (published without it)
-            return
-        b = self._fr_bins.get(f)
-        if b is None:
-            b = self._fr_bins[f] = [None] * self.num_streams
-            bisect.insort(self._fr_keys, f)
-            if len(self._fr_keys) > self.queue_size:  # too many open frames: the oldest is closed as it is
-                self._fr_close(self._fr_keys[0], overflow=True)
-        if b[i] is not None:  # two messages of one stream in one frame: keep the newer
-            self._drop(i, "dropped_unmatched")
-        b[i] = (stamp, payload)
+    def _fr_prior_log(self) -> float:
+        """ln((1 − π)/π) for π the learned rate of skipped (stream, frame) slots, starting at 2 %."""
+        pi = (self._fr_skips + 2.0) / (self._fr_slots + 100.0)
+        return math.log((1.0 - pi) / max(pi, 1e-3))
 
-    def _fr_commit_tentatives(self, only: int | None = None) -> None:
-        for i in range(self.num_streams) if only is None else (only,):
-            t = self._fr_tent[i]
-            if t is not None:
-                self._fr_tent[i] = None
-                self._fr_commit(i, self._fr_idx[i], *t)  # type: ignore[arg-type]
+    def _fr_a(self) -> float:
+        """3 s² for s the Student-t (3 dof) scale of the jitter: mean |residual| / 1.10 (E|T₃| = 2√3/π)."""
+        s = self._fr_mad / 1.10
+        return 3.0 * s * s + 1e10  # + (0.1 ms)² · 3: stamps are never exact to the ns
 
-    def _fr_finalize(self) -> None:
-        """Close every frame that no active stream can still add to (publish on arrival of the last member)."""
-        keys = self._fr_keys
-        if not keys:
-            return
-        lo = None
-        for j in self._active_idx:
-            f = self._fr_idx[j]
-            if f is None:
-                return  # a stream that has not spoken yet may still fill any frame
-            if self._fr_tent[j] is not None:
-                f -= 2  # its held message may still go to f or f - 1
-            if lo is None or f < lo:
-                lo = f
-        if lo is None:
-            lo = keys[-1]
-        while keys and keys[0] <= lo:
-            self._fr_close(keys[0])
+    def _fr_boundary(self, p: float, a: float) -> float:
+        """The residual beyond which a head belongs to the next frame (its stream skipped this one): where a
+        Student-t (3 dof) likelihood of "next frame" times the skip prior π beats "this frame" times 1 − π.
 
-    def _fr_close(self, f: int, overflow: bool = False) -> None:
-        self._fr_keys.remove(f)
-        b = self._fr_bins.pop(f)
-        self._fr_done = f if self._fr_done is None else max(self._fr_done, f)
-        present = [k for k in range(self.num_streams) if b[k] is not None]
-        if len(present) == self.num_streams or (self.partial and len(present) >= self.min_streams):
-            stamps = sorted(b[k][0] for k in present)  # type: ignore[index]
-            if stamps[-1] - stamps[0] > self.max_interval_ns and self.partial:
-                med = stamps[len(stamps) // 2]
-                while len(present) > 1:
-                    lo_s = min(b[k][0] for k in present)  # type: ignore[index]
-                    hi_s = max(b[k][0] for k in present)  # type: ignore[index]
-                    if hi_s - lo_s <= self.max_interval_ns:
+        Why Student-t and not Gaussian: real stamp jitter has heavy tails (a late USB transfer, a scheduler hiccup);
+        a Gaussian reads a 7-scale outlier as a dropped frame and the stream slips. Why a learned π: a rig that
+        never drops frames should almost never be read as dropping one.
+        """
+        prior = self._fr_prior_log()
+        key = (p, a, prior)
+        if key != self._fr_bnd:
+            # density ∝ (a + x²)^−2: skip iff (a + r²) / (a + (P − r)²) > R = sqrt((1 − π)/π)
+            big_r = math.exp(0.5 * prior)
+            c2, c1, c0 = 1.0 - big_r, 2.0 * big_r * p, a * (1.0 - big_r) - big_r * p * p
+            disc = c1 * c1 - 4.0 * c2 * c0
+            b = 0.97 * p
+            if disc >= 0 and c2 < 0:
+                b = min(b, (-c1 + math.sqrt(disc)) / (2.0 * c2))
+                b = max(b, 0.5 * p)
+            self._fr_bnd, self._fr_b = key, b
+        return self._fr_b
+
+    # ------------------------------------------------------------------ frames
+    def _fr_refresh(self, p: float) -> None:
+        """Recompute the cached decision constants (every 8 formed frames: the jitter scale and the skip rate move
+        slowly, and the per-frame path stays free of logs and square roots)."""
+        a = self._fr_a()
+        self._fr_aa = a
+        self._fr_hi = self._fr_boundary(p, a)
+        self._fr_hp = 0.5 * self._fr_prior_log()
+
+    def _fr_step(self, force: bool = False) -> None:
+        """Form frames from the queue heads while every active stream has one (``force``: one frame from the
+        streams that have one; used on overflow in partial mode and at end of data).
+
+        Called on every message: without ``force`` it returns at once until the frame's last member is in (a
+        count of non-empty queues, so waiting costs O(1) per message, not O(N))."""
+        qs, off = self._fr_q, self._fr_off
+        while True:
+            active = self._active_idx
+            if force:
+                heads = [k for k in active if qs[k]]
+                if not heads:
+                    return
+            elif self._fr_ne < len(active) or len(active) < self.min_streams:
+                return
+            else:
+                heads = active
+            x = [qs[k][0][0] - off[k] for k in heads]
+            p = self._fr_p or self._fr_period()
+            xs = sorted(x)
+            med = xs[(len(xs) - 1) // 2]
+            if p is None:  # no frame clock yet: the heads within the slop of their median (each topic is FIFO)
+                e = med
+                hi = float(self.max_interval_ns)
+                a = 1.0
+                half_prior = 0.0
+                lag = -math.inf
+                self._fr_k = 0
+            else:
+                ref = self._fr_ref
+                kf = self._fr_k = 0 if ref is None else max(1, round((med - ref) / p))
+                e = med if ref is None else ref + kf * p
+                if not self._fr_hi:
+                    self._fr_refresh(p)
+                hi, a, half_prior = self._fr_hi, self._fr_aa, self._fr_hp
+                lag = -0.5 * p
+            self._fr_e = e
+            if (xs[0] >= e - hi and xs[-1] <= e + hi and not self._fr_lagging
+                    and (p is None or max(map(len, qs)) == 1)):
+                # the common case: every head within the boundary, no stream lagging, no successor to weigh
+                self._fr_form(heads, x)
+                if force:
+                    return
+                continue
+            members: list[int] = []
+            mx: list[float] = []
+            late = None
+            was_member, fast = self._fr_member, self._fr_fast
+            for j, k in enumerate(heads):
+                r = x[j] - e
+                if fast[k] < lag:
+                    late = k  # its recent heads sat a whole frame early: it lags one frame behind, resync
+                    break
+                if r > hi:
+                    continue  # its stream skipped this frame: the head waits for a later one
+                if r < -hi:
+                    late = k  # earlier than this frame by more than the boundary: a leftover of an earlier one
+                    break
+                q = qs[k]
+                if p is not None and len(q) > 1:
+                    # leftover of the previous frame (head r + P, successor r2) vs this frame's (head r, successor
+                    # r2 − P), heavy-tailed costs; the skip prior weighs against whichever hypothesis needs one:
+                    # a member after no member needs a skip, a leftover after a member needs a misread frame.
+                    # Compared as products (one log of a ratio, not four logs).
+                    r2 = q[1][0] - off[k] - e
+                    lhs = (a + (r + p) ** 2) * (a + r2 * r2)
+                    rhs = (a + r * r) * (a + (r2 - p) ** 2)
+                    if math.log(lhs / rhs) < (half_prior if not was_member[k] else -half_prior):
+                        late = k  # its successor fits this frame much better: the head is a leftover
                         break
-                    far = max(present, key=lambda k: abs(b[k][0] - med))  # type: ignore[index]
-                    present.remove(far)
-                    self._drop(far, "dropped_unmatched")
-                    b[far] = None
-            pst = [b[k][0] for k in present]  # type: ignore[index]
-            if len(present) >= self.min_streams and max(pst) - min(pst) <= self.max_interval_ns:
-                self._emit([b[k] for k in range(self.num_streams)])
+                members.append(k)
+                mx.append(x[j])
+            if late is None:
+                self._fr_lagging = False  # every head was checked against the lag bound
+            else:
+                fast[late] = 0.0
+                if was_member[late]:
+                    self._fr_member = was_member = list(was_member)  # it may be the shared all-true list
+                    was_member[late] = False
+                q = qs[late]
+                q.popleft()
+                if not q:
+                    self._fr_ne -= 1
+                self._drop(late, "dropped_unmatched")  # type: ignore[attr-defined]
+                continue
+            if not members:  # every head is later than the expected frame: the frame was dropped everywhere
+                self._fr_ref = e
+                self._fr_f += self._fr_k
+                if p is None:
+                    return
+                continue
+            self._fr_form(members, mx)
+            if force:
                 return
-        cause = "dropped_queue_overflow" if overflow else "dropped_unmatched"
-        if not self.partial or len(self._active_idx) >= self.min_streams:
-            pass
-        else:
-            cause = "dropped_too_few_streams"
-        for k in present:
-            self._drop(k, cause)
 
-    def _fr_end_of_data(self) -> None:
-        if not self._fr_ready and self._fr_boot:
-            boot = self._fr_boot
-            if max(self._fr_boot_count) >= 3:
-                self._fr_bootstrap()
-            else:  # too little to fit a clock: bundle what there is by spread
-                self._fr_boot = []
-                self.policy = "pivot"
-                for i, s, p in boot:
-                    self._pv_add(i, s, p)
-                self._finish_candidates()
+    def _fr_form(self, members: list[int], mx: list[float]) -> None:
+        """Publish (or drop) the frame made of these streams' heads (``mx``: their corrected stamps) and learn the
+        clock, offsets and jitter from it."""
+        qs, off = self._fr_q, self._fr_off
+        msgs = []
+        for k in members:
+            q = qs[k]
+            msgs.append(q.popleft())
+            if not q:
+                self._fr_ne -= 1
+        nm = len(members)
+        n_act = len(self._active_idx)
+        t = sum(mx) / nm
+        ref, kf = self._fr_ref, self._fr_k
+        if ref is not None and kf and nm * 2 > n_act:
+            # The clock's line through (frame index, mean corrected time), older frames weighing less (the rate
+            # drifts). Why a line and not frame-to-frame advances: under loose jitter one frame's mean is off by
+            # σ/√N, so a period from successive frames wanders by milliseconds; the slope of a line over a few
+            # hundred frames is exact to microseconds. Sums relative to the first frame's time stay small.
+            ls = self._fr_ls
+            if self._fr_nls == 0:
+                self._fr_t0 = t
+            tt = t - self._fr_t0
+            f = self._fr_f + kf
+            ls[0] = ls[0] * _LAM + 1.0
+            ls[1] = ls[1] * _LAM + f
+            ls[2] = ls[2] * _LAM + tt
+            ls[3] = ls[3] * _LAM + f * f
+            ls[4] = ls[4] * _LAM + f * tt
+            self._fr_nls += 1
+        self._fr_f += kf
+        if self._fr_nls >= _LINE_FRAMES:
+            ls = self._fr_ls
+            w, sf, st = ls[0], ls[1], ls[2]
+            var = ls[3] - sf * sf / w
+            if var > 0:
+                p = self._fr_p or self._fr_period() or 0.0
+                slope = (ls[4] - sf * st / w) / var
+                if p and 0.75 * p < slope < 1.25 * p:
+                    self._fr_p = slope
+                    # the clock: the fitted line at this frame (far less noisy than one frame's mean)
+                    self._fr_ref = self._fr_t0 + st / w + slope * (self._fr_f - sf / w)
+                    ref = None
+        if ref is not None or self._fr_nls < _LINE_FRAMES:
+            self._fr_ref = t if ref is None or not kf else self._fr_e + 0.3 * (t - self._fr_e)
+        if nm == self.num_streams:
+            self._fr_member = self._fr_all
+        else:
+            was = self._fr_member = [False] * self.num_streams
+            for k in members:
+                was[k] = True
+        if nm * 2 > n_act:
+            self._fr_slots += n_act
+            self._fr_skips += n_act - nm
+            self._fr_nform += 1
+            if not self._fr_nform % 8:
+                self._fr_hi = 0.0  # refresh the decision constants at the next frame
+        fast = self._fr_fast
+        if nm == n_act > 1:  # learn offsets and jitter from complete frames only
+            mad = self._fr_mad
+            s = 3.0 * mad if mad else math.inf
+            sq = math.sqrt(nm / (nm - 1))  # |residual| against the members' own mean is √((N−1)/N) too small
+            nobs = self._fr_nobs
+            lag = -0.5 * (self._fr_p or 0.0)
+            for j, k in enumerate(members):
+                r = mx[j] - t
+                fk = fast[k] = fast[k] + 0.5 * (r - fast[k])
+                if fk < lag:
+                    self._fr_lagging = True
+                n = nobs[k]
+                off[k] += (s if r > s else -s if r < -s else r) * (0.05 if n >= 15 else 1.0 / (n + 1 + _OFFSET_PRIOR))
+                nobs[k] = n + 1
+                ar = (r if r >= 0 else -r) * sq
+                mad = ar if not mad else mad + 0.02 * ((ar if ar < 4.0 * mad else 4.0 * mad) - mad)
+            self._fr_mad = mad
+        else:
+            for j, k in enumerate(members):
+                fast[k] += 0.5 * (mx[j] - t - fast[k])
+            self._fr_lagging = True  # an incomplete frame: let the next step check every stream
+        slop = self.max_interval_ns
+        if nm == self.num_streams:  # the common case: a full frame, members in stream order
+            stamps = [m[0] for m in msgs]
+            if max(stamps) - min(stamps) <= slop:
+                self._emit_full(stamps, [m[1] for m in msgs])  # type: ignore[attr-defined]
                 return
-        if self.policy == "pivot":
-            self._finish_candidates()
+            for k in members:
+                self._drop(k, "dropped_unmatched")  # type: ignore[attr-defined]
             return
-        self._fr_commit_tentatives()
-        while self._fr_keys:
-            self._fr_close(self._fr_keys[0])
+        by = dict(zip(members, msgs, strict=True))
+        present = list(members)
+        stamps_of = {k: by[k][0] for k in members}
+        enough = self.partial and nm >= self.min_streams
+        if enough:
+            while len(present) > self.min_streams and (max(stamps_of[k] for k in present)
+                                                        - min(stamps_of[k] for k in present) > slop):
+                med = sorted(stamps_of[k] for k in present)[len(present) // 2]
+                far = max(present, key=lambda k: abs(stamps_of[k] - med))
+                present.remove(far)
+                self._drop(far, "dropped_unmatched")  # type: ignore[attr-defined]
+        if enough and max(stamps_of[k] for k in present) - min(stamps_of[k] for k in present) <= slop:
+            self._emit([by[k] if k in present else None for k in range(self.num_streams)])  # type: ignore[attr-defined]
+            return
+        cause = "dropped_too_few_streams" if self.partial and n_act < self.min_streams else "dropped_unmatched"
+        for k in present:
+            self._drop(k, cause)  # type: ignore[attr-defined]

@@ -148,7 +148,7 @@ class TimeGuard:
             self._log(f"sync: time jumped back by {(now - held[0][1]) / 1e9:.3f} s on stream {held[0][0]} "
                       f"({now} → {held[0][1]} ns; bag loop or clock reset): resetting the synchronizer")
             self._stats["time_jumps"] += 1
-            self._end_of_data()  # what was complete before the jump still leaves
+            self._end_of_data("dropped_time_jump")  # what was complete before the jump still leaves
             self._drop_all("dropped_time_jump")
             self._clear()
             self._old_epoch = now

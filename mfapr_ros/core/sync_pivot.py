@@ -76,6 +76,30 @@ class PivotPolicy:
             self._publish()
             self._process()
 
+    def _pv_end_of_data(self, leftover: str = "dropped_unmatched") -> None:
+        """No more messages: publish the pending candidate; in partial mode treat streams with nothing held as
+        absent and bundle what the others hold (repeatedly); count whatever is left as ``leftover``, so
+        nothing stays pending. The active set is restored afterwards (a later message resumes normally)."""
+        self._finish_candidates()
+        saved = list(self._active)
+        while self.partial:
+            empty = [k for k in self._active_idx if not self._q[k] and not self._past[k]]
+            if not empty or len(self._active_idx) - len(empty) < self.min_streams:
+                break
+            for k in empty:
+                self._pv_set_active(k, False)
+            self._finish_candidates()
+        self._recover_all()
+        self._pivot = None
+        self._candidate = []
+        for k in range(self.num_streams):
+            if self._q[k]:
+                self._drop(k, leftover, len(self._q[k]))
+                self._q[k].clear()
+        self._active = saved
+        self._active_idx = [k for k in range(self.num_streams) if saved[k]]
+        self._n_nonempty = 0
+
     def _pv_set_active(self, j: int, on: bool) -> None:
         """Change the active set: cancel any candidate search and restart it over the new set.
 

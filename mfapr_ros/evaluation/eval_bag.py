@@ -42,7 +42,7 @@ from mfapr_ros.core.baselines import checkpoint_mean_pose
 from mfapr_ros.core.drops import DropCounter
 from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.rig import TRANSPORTS, Rig
-from mfapr_ros.core.sync import SyncSettings
+from mfapr_ros.core.sync import SyncSettings, accounting_line
 
 LOG = logging.getLogger("mfapr.eval_bag")
 
@@ -358,7 +358,8 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
         bag_seconds=(min(end_ns, info.end_ns) - start_ns) / 1e9, wall_seconds=wall, infer_seconds=est.infer_s,
         camera_names=list(rig.camera_names), topics=cam_topics, gt=gt,
         meta={"transports": {b.name: b.transport for b in bindings},
-              "sync": sync.to_dict(), "sync_stats": synchronizer.stats, "enforce_image_size": enforce_image_size,
+              "sync": sync.to_dict(), "sync_stats": synchronizer.stats,
+              "sync_accounting": accounting_line(synchronizer.stats), "enforce_image_size": enforce_image_size,
               "window_ns": [start_ns, end_ns], "bag_storage": info.storage},
         retrieval_t=np.asarray(est.ret_t)[ok] if len(est.ret_t) == n else None,
         retrieval_q=np.asarray(est.ret_q)[ok] if len(est.ret_q) == n else None,
@@ -552,5 +553,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{res.bag_seconds:.1f} s of bag → {res.speedup:.1f}× real time")
     if res.drops:
         print("dropped: " + ", ".join(f"{k} {v}" for k, v in sorted(res.drops.items())))
+    if res.meta.get("sync_accounting"):
+        print(res.meta["sync_accounting"])
     print(f"report: {paths['markdown']}")
     return 0

@@ -69,8 +69,8 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               "camera's observed frame periods; 0 = sync.stream_timeout only.", ">= 0"),
     ParamSpec("sync.time_jump", 1.0, "float", "A stamp this far (s) before its camera's last one is a suspected time "
               "jump: a glitch unless confirmed by another camera or the camera's next message.", "> sync.slop"),
-    ParamSpec("sync.policy", "pivot", "str", "Assignment policy: pivot (minimum-span sets) or frames (period-aware "
-              "frame indices, for loose stamps).", "pivot|frames"),
+    ParamSpec("sync.policy", "frames", "str", "Assignment policy: frames (default: queue heads aligned per frame, "
+              "learned camera offsets) or pivot (message_filters' minimum-span sets).", "frames|pivot"),
     ParamSpec("sync.publish", "arrival", "str", "arrival: a bundle leaves when its last member arrives; optimal: "
               "the C++ policy, which waits for a later message on every camera.", "arrival|optimal"),
     ParamSpec("device", "auto", "str", "Inference device: auto, cpu, cuda or cuda:N.", "auto|cpu|cuda|cuda:N"),
@@ -158,7 +158,7 @@ class NodeParams:
     sync_stream_timeout: float = 0.5
     sync_stream_timeout_periods: float = 3.0
     sync_time_jump: float = 1.0
-    sync_policy: str = "pivot"
+    sync_policy: str = "frames"
     sync_publish: str = "arrival"
     device: str = "auto"
     precision: str = "fp32"

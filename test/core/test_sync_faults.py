@@ -122,8 +122,9 @@ def loose_events(n: int, seconds: float, sigma: float, seed: int) -> tuple[list[
 
 @pytest.mark.parametrize("n", [6, 10])
 def test_frames_policy_bundles_loose_stamps_correctly(n: int) -> None:
-    """Slop 50 ms, σ = 10 ms: ≥ 95 % of the frames the oracle allows are bundled with every member from its frame
-    (the pivot policy manages about half)."""
+    """Slop 50 ms, σ = 10 ms (a third of the period): the default policy bundles most frames the oracle allows,
+    every member from its frame; the minimum-span search (pivot) mixes frames. Measured: 290/298 (N=6), 285/295
+    (N=10), the issue's target is 95 %."""
     ev, oracle = loose_events(n, 10.0, 10_000_000, seed=n)
     results = {}
     for policy in ("frames", "pivot"):
@@ -134,8 +135,44 @@ def test_frames_policy_bundles_loose_stamps_correctly(n: int) -> None:
         out += s.flush()
         results[policy] = sum(len(set(b.payloads)) == 1 for b in out)
         conservation(s)
+        assert s.pending == 0
     assert results["frames"] >= 0.95 * oracle
     assert results["pivot"] < 0.8 * oracle
+
+
+def phone_events(seed: int = 0, slop_fit: int = 30_000_000) -> tuple[list[tuple[int, int, int, int]], int]:
+    """The issue's phone-like rig: 4 cameras 0/7/13/21 ms behind the trigger, Gaussian σ 3 ms, arrival = stamp +
+    U(0, 2 ms) (each topic FIFO), 180 frames; (arrival, camera, stamp, frame) sorted and the oracle."""
+    rnd = random.Random(seed)
+    offs = [0, 7_000_000, 13_000_000, 21_000_000]
+    ev, last, good = [], [0] * 4, 0
+    for f in range(180):
+        st = []
+        for c in range(4):
+            t = 10**9 + f * P + offs[c] + int(rnd.gauss(0, 3_000_000))
+            last[c] = max(last[c] + 1, t + rnd.randint(0, 2_000_000))
+            ev.append((last[c], c, t, f))
+            st.append(t)
+        good += max(st) - min(st) <= slop_fit
+    ev.sort()
+    return ev, good
+
+
+@pytest.mark.parametrize("slop_ms", [30, 40])
+def test_phone_rig_with_camera_offsets_is_bundled_on_arrival(slop_ms: int) -> None:
+    """Issue 21: the default settings give every frame that fits the slop, each from one frame, published when its
+    last member arrives (the minimum-span search mixed a fifth of them)."""
+    ev, oracle = phone_events(slop_fit=slop_ms * 1_000_000)
+    s = SyncSettings.from_dict({"slop": slop_ms / 1000}).make(4)
+    out, late = [], 0
+    for _, c, t, f in ev:
+        got = s.add(c, t, f)
+        late += sum(1 for b in got if f not in b.payloads)  # released by a message of another frame
+        out += got
+    out += s.flush()
+    assert sum(len(set(b.payloads)) == 1 for b in out) == len(out) == oracle
+    assert late == 0
+    conservation(s)
 
 
 def test_frames_policy_falls_back_on_mixed_rates() -> None:
@@ -161,3 +198,38 @@ def test_settings_one_vocabulary() -> None:
         SyncSettings(min_streams=5).make(4)
     sync = SyncSettings.from_dict({"min_cameras": 3}).make(4)
     assert sync.min_streams == 3 and sync.partial
+
+
+def heavy_tail_events(n: int, seed: int) -> tuple[list[tuple[int, int, int]], int]:
+    """Student-t (3 dof) jitter, scale 3 ms, offsets ±5 ms, 200 frames, arrival = stamp + U(0, 2 ms) (each topic
+    FIFO): (camera, stamp, frame) in arrival order and the oracle (frames whose stamps fit 20 ms)."""
+    rnd = random.Random(seed)
+    offs = [rnd.randint(-5_000_000, 5_000_000) for _ in range(n)]
+    ev, last, good = [], [0] * n, 0
+    for f in range(200):
+        st = []
+        for c in range(n):
+            z = sum(rnd.gauss(0, 1) ** 2 for _ in range(3)) / 3
+            t = 10**9 + f * P + offs[c] + int(3_000_000 * rnd.gauss(0, 1) / z**0.5)
+            last[c] = max(last[c] + 1, t + rnd.randint(0, 2_000_000))
+            ev.append((last[c], c, t, f))
+            st.append(t)
+        good += max(st) - min(st) <= 20_000_000
+    ev.sort()
+    return [(c, t, f) for _, c, t, f in ev], good
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+def test_heavy_tailed_jitter_does_not_slip_streams(seed: int) -> None:
+    """Issue 21: a Student-t outlier (a message 20–40 ms off its frame) was read as a dropped frame and its stream
+    slipped by one frame for several frames (95 correct of 120). Now: ≥ 95 % of the oracle, at most one bundle mixes
+    frames (measured 142/144 and 131/132; the previous policy: 133 and 119)."""
+    ev, oracle = heavy_tail_events(10, seed)
+    s = SyncSettings().make(10)
+    out: list[Bundle] = []
+    for c, t, f in ev:
+        out += s.add(c, t, f)
+    out += s.flush()
+    correct = sum(len(set(b.payloads)) == 1 for b in out)
+    assert correct >= 0.95 * oracle and len(out) - correct <= 1, (correct, len(out), oracle)
+    conservation(s)
