@@ -78,6 +78,9 @@ POSE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 #: with executor_threads > 1, a bundle's frames are decoded concurrently once decoding takes at least this long per
 #: frame (seconds, running mean): below it (64 px JPEGs: ~0.15 ms) a thread hand-over costs more than it saves
 PARALLEL_DECODE_MIN_S = 1e-3
+#: ~/path is republished at most this often (seconds): it holds up to path_length (1000) poses, and converting
+#: that list for every pose cost milliseconds per pose on the inference thread at 100+ poses/s (issue 25)
+PATH_PERIOD_S = 0.2
 
 
 def image_qos() -> QoSProfile:
@@ -267,6 +270,7 @@ class LocalizeCore:
         self.stage_time = {k: LatencyStats() for k in STAGES}
         self.drops = DropCounter(self.get_logger().warning, p.drop_warning_period)
         self.poses_published = 0
+        self._path_published = -float("inf")  # monotonic time ~/path was last published (PATH_PERIOD_S)
         self.partial_bundles = 0
         # the uncertainty gate (off with the default parameters) and its verdict counts (diagnostics)
         self.uncertainty_gate = p.uncertainty
@@ -447,7 +451,11 @@ class LocalizeCore:
         if ret is not None and self.pub_retrieval is not None:
             self.pub_retrieval.publish(ret)
         if self.path is not None and self.pub_path is not None:
-            self.pub_path.publish(self.path.append(ps))
+            msg = self.path.append(ps)
+            now = time.monotonic()
+            if now - self._path_published >= PATH_PERIOD_S:
+                self._path_published = now
+                self.pub_path.publish(msg)
         self.tf.publish(int(pose.stamp_ns), pose.t, pose.q)
         self.poses_published += 1
         self.pose_rate.tick()
