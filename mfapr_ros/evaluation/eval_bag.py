@@ -4,7 +4,8 @@ The bundles are the live node's: :mod:`mfapr_ros.bag.bundles`, the one bag → b
 training's rosbag reader), binds camera topics to model slots with the node's rule (same topic / transport rules,
 same defaults as ``config/localize.yaml``), bundles with the one
 :class:`mfapr_ros.core.sync.ApproximateTimeSynchronizer` (:class:`~mfapr_ros.core.sync.SyncSettings`, node
-defaults) and decodes after it with the node's bad-frame rule (:mod:`~mfapr_ros.core.bundle_decode`). This module is the CLI and the evaluation over it:
+defaults) and decodes after it with the node's bad-frame rule (:mod:`~mfapr_ros.core.bundle_decode`). This
+module is the CLI and the evaluation over it:
 bundles are localised by :class:`~mfapr_ros.core.localizer.Localizer`, batched (``--batch``) through
 ``infer_batch``, which is what makes a CPU run faster than real time. Ground truth (PoseStamped /
 PoseWithCovarianceStamped / Odometry topic, or TF between two frames) is interpolated at each bundle stamp; the
