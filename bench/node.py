@@ -1,29 +1,40 @@
-"""Benchmark localize_node end to end over loopback DDS: latency and max sustained bundle rate, split by stage.
+"""Benchmark localize_node end to end over loopback DDS: latency, throughput vs offered load, memory under overload.
 
-    .venv/bin/python bench/node.py                        # 4 and 10 cameras, raw, tiny model, CPU
+    .venv/bin/python bench/node.py --quick                # 10 compressed cameras, demo model, CPU, ~1 min
+    .venv/bin/python bench/node.py --cameras 10 --transport compressed --preset demo          # + a 60 s overload
     .venv/bin/python bench/node.py --cameras 10 --transport compressed --device cuda --preset demo
 
-What is measured (wall clock, one process, the node on the executor `localize_node` builds for
+What is measured (wall clock; the node runs in this process on the executor ``localize_node`` builds for
 ``executor_threads`` — 1 = SingleThreadedExecutor, the default, N > 1 = MultiThreadedExecutor; both are run):
-* latency: a publisher sends one bundle at a time (paced, so nothing queues) and times last image publish →
-  PoseStamped received by a subscriber; the node's own decode / sync / inference / publish times are its stats.
-* sustained: the baseline is `Localizer.infer` alone on the same images in the same run; bundles are then
-  published paced at 25/50/75/100 % of that rate for --seconds each, and the max sustained rate is the highest
-  pose rate that keeps >= 95 % of the offered bundles (ratio to the baseline = how much of the model's throughput
-  survives DDS + decode + sync + publish). Stale bundles (latest-wins) and synchronizer drops are counted.
-DDS stays on this machine (localhost-only discovery, a random domain id).
+
+* the cameras are a separate process (as on a robot: drivers are other processes) publishing pre-serialized
+  messages, so the publisher's own Python work does not share this process's GIL or count as node overhead;
+* latency: one bundle at a time (paced, so nothing queues): last image published → PoseStamped received, and the
+  node's own time per stage (sync per message; wait, decode, inference per bundle; publish per pose);
+* model alone: ``Localizer.infer`` on the decoded images in this process, same run — the ceiling every rate is a
+  fraction of (ratios measured in the same run stay meaningful on a loaded machine);
+* throughput vs offered load: bundles published paced at 25 % … 200 % of the model-only rate for ``--seconds``
+  each; poses/s, kept share, superseded (latest-wins ``inference.stale``) and synchronizer drops per step. The
+  curve must be flat above the model rate, not falling. Max sustained = the highest pose rate keeping >= 95 % of
+  the offered bundles;
+* overload: ``--overload-seconds`` at 2x the model rate, RSS of this process sampled every second (first vs last
+  quarter: flat means no queue grows).
+
+DDS stays on this machine (localhost-only discovery; ROS_DOMAIN_ID as set, else a random one).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing as mp
 import os
+import struct
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mfapr_ros.ros.env import apply_localhost_env
 
 apply_localhost_env()
+
+STAMP_STEP_NS = 33_333_333  # consecutive bundles are stamped 30 Hz apart, whatever rate they are published at
+FRACTIONS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 
 def make_checkpoint(folder: Path, num_cameras: int, size: int, preset_name: str) -> Path:
@@ -56,27 +70,6 @@ def _pct(v: list[float], p: float) -> float:
     return float(np.percentile(np.array(v), p)) * 1e3 if v else float("nan")
 
 
-STAMP_STEP_NS = 33_333_333  # consecutive bundles are stamped 30 Hz apart, whatever rate they are published at
-
-
-@dataclass
-class _Harness:
-    """The running graph of one :func:`run`: the node under test, the tester's per-camera publishers, the
-    received-pose log ``{stamp_ns: perf_counter at arrival}`` and the next bundle stamp."""
-
-    node: Any
-    pubs: list[Any]
-    recv: dict[int, float]
-    msgs: Callable[[int], list[Any]]
-    stamp: int = 10**12
-
-    def publish(self) -> int:
-        """Publish one bundle (every camera) stamped ``self.stamp``; returns that stamp (the caller advances it)."""
-        for p, m in zip(self.pubs, self.msgs(self.stamp), strict=True):
-            p.publish(m)
-        return self.stamp
-
-
 def _inputs(num_cameras: int, size: int) -> tuple[list[np.ndarray], list[bytes]]:
     """Seeded random images (raw) and their JPEGs (compressed transport): the same bundle every run."""
     import torch
@@ -88,18 +81,116 @@ def _inputs(num_cameras: int, size: int) -> tuple[list[np.ndarray], list[bytes]]
     return imgs, jpegs
 
 
+def rss_mb() -> float:
+    """Resident set size of this process in MiB (Linux /proc)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+# ---------------------------------------------------------------------------- the camera process
+def _camera_process(conn: Any, topics: list[str], transport: str, imgs: list[np.ndarray], jpegs: list[bytes],
+                    domain: str) -> None:
+    """The cameras: one publisher per topic, messages serialized once; each publish patches the header stamp in the
+    CDR bytes (offset 4: int32 sec, uint32 nanosec). Commands arrive on ``conn`` (see :class:`_Cameras`)."""
+    os.environ["ROS_DOMAIN_ID"] = domain
+    import rclpy
+    from rclpy.qos import qos_profile_sensor_data
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from mfapr_ros.ros import convert as rc
+
+    ctx = rclpy.context.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("bench_cameras", context=ctx)
+    mtype = CompressedImage if transport == "compressed" else Image
+    pubs = [node.create_publisher(mtype, t, qos_profile_sensor_data) for t in topics]
+    msgs = ([rc.encoded_to_compressed_msg(j, "jpeg", 0) for j in jpegs] if transport == "compressed"
+            else [rc.numpy_to_image_msg(im, "rgb8", 0) for im in imgs])
+    blobs = [bytearray(serialize_message(m)) for m in msgs]
+
+    def publish(stamp: int) -> None:
+        sec, nsec = divmod(stamp, 1_000_000_000)
+        for p, b in zip(pubs, blobs, strict=True):
+            struct.pack_into("<iI", b, 4, sec, nsec)
+            p.publish(bytes(b))
+
+    try:
+        while True:
+            cmd = conn.recv()
+            if cmd[0] == "stop":
+                break
+            if cmd[0] == "match":
+                deadline = time.monotonic() + cmd[1]
+                while not all(p.get_subscription_count() for p in pubs) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                conn.send(all(p.get_subscription_count() for p in pubs))
+            elif cmd[0] == "one":
+                publish(cmd[1])
+                conn.send(time.perf_counter())  # CLOCK_MONOTONIC: comparable across processes on Linux
+            elif cmd[0] == "paced":
+                _, rate, seconds, stamp = cmd
+                t0 = time.perf_counter()
+                n = 0
+                while time.perf_counter() - t0 < seconds:
+                    publish(stamp + n * STAMP_STEP_NS)
+                    n += 1
+                    nxt = t0 + n / rate
+                    while (left := nxt - time.perf_counter()) > 0:
+                        time.sleep(min(left, 0.001))
+                conn.send((n, time.perf_counter() - t0))
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
+class _Cameras:
+    """The camera process and its command pipe."""
+
+    def __init__(self, topics: list[str], transport: str, imgs: list[np.ndarray], jpegs: list[bytes]) -> None:
+        spawn = mp.get_context("spawn")
+        self.conn, child = spawn.Pipe()
+        self.proc = spawn.Process(target=_camera_process, daemon=True,
+                                  args=(child, topics, transport, imgs, jpegs, os.environ["ROS_DOMAIN_ID"]))
+        self.proc.start()
+
+    def call(self, *cmd: Any) -> Any:
+        self.conn.send(cmd)
+        return self.conn.recv()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.send(("stop",))
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+# ---------------------------------------------------------------------------- the node under test
+@dataclass
+class _Harness:
+    """The running graph of one :func:`run`: the node under test, the camera process, the received-pose log
+    ``{stamp_ns: perf_counter at arrival}`` and the next bundle stamp."""
+
+    node: Any
+    cameras: _Cameras
+    recv: dict[int, float]
+    stamp: int = 10**12
+
+
 @contextlib.contextmanager
 def _graph(ckpt: Path, device: str, transport: str, threads: int, imgs: list[np.ndarray],
            jpegs: list[bytes]) -> Iterator[_Harness]:
-    """A private rclpy context with the LocalizeNode under test and a tester node (image publishers, pose
-    subscriber) spun on the executor ``localize_node`` builds for ``threads``; torn down on exit, error or not.
+    """A private rclpy context with the LocalizeNode under test and a pose subscriber, spun on the executor
+    ``localize_node`` builds for ``threads``, plus the camera process; torn down on exit, error or not.
 
     ``LocalizeNode`` is looked up here, at call time, so ``bench/gpu_suite.py`` can patch in extra parameters."""
     import rclpy
     from geometry_msgs.msg import PoseStamped
     from rclpy.parameter import Parameter
-    from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import CompressedImage, Image
 
     from mfapr_ros.ros import convert as rc
     from mfapr_ros.ros.localize_node import LocalizeNode
@@ -110,27 +201,21 @@ def _graph(ckpt: Path, device: str, transport: str, threads: int, imgs: list[np.
     node = LocalizeNode("bench_loc", context=ctx, parameter_overrides=[
         Parameter("checkpoint", value=str(ckpt)), Parameter("device", value=device),
         Parameter("default_transport", value=transport), Parameter("diagnostics_period", value=0.0),
-        Parameter("sync.queue_size", value=3)])
+        Parameter("executor_threads", value=threads), Parameter("sync.queue_size", value=3)])
     tester = rclpy.create_node("bench_tester", context=ctx)
     recv: dict[int, float] = {}
     tester.create_subscription(PoseStamped, "/bench_loc/pose",
                                lambda m: recv.setdefault(rc.time_to_ns(m.header.stamp), time.perf_counter()), 100)
-    mtype = CompressedImage if transport == "compressed" else Image
-    pubs = [tester.create_publisher(mtype, b.topic, qos_profile_sensor_data) for b in node.bindings]
     ex = make_executor(threads, context=ctx)
     ex.add_node(node)
     ex.add_node(tester)
     spin = threading.Thread(target=ex.spin, daemon=True)
     spin.start()
-
-    def msgs(stamp: int) -> list[Any]:
-        if transport == "compressed":
-            return [rc.encoded_to_compressed_msg(j, "jpeg", stamp) for j in jpegs]
-        return [rc.numpy_to_image_msg(im, "rgb8", stamp) for im in imgs]
-
+    cams = _Cameras([b.topic for b in node.bindings], transport, imgs, jpegs)
     try:
-        yield _Harness(node=node, pubs=pubs, recv=recv, msgs=msgs)
+        yield _Harness(node=node, cameras=cams, recv=recv)
     finally:
+        cams.close()
         ex.shutdown()
         node.destroy_node()
         tester.destroy_node()
@@ -140,18 +225,26 @@ def _graph(ckpt: Path, device: str, transport: str, threads: int, imgs: list[np.
 
 def _wait_for_discovery(h: _Harness, timeout_s: float = 30.0) -> None:
     """Block until every image topic and the pose topic are matched: a bundle published earlier would be lost."""
+    if not h.cameras.call("match", timeout_s):
+        raise RuntimeError(f"DDS discovery of the camera topics did not complete in {timeout_s:.0f} s")
     deadline = time.monotonic() + timeout_s
-    while not all(p.get_subscription_count() for p in h.pubs) or h.node.pub_pose.get_subscription_count() == 0:
+    while h.node.pub_pose.get_subscription_count() == 0:
         if time.monotonic() > deadline:
-            raise RuntimeError("DDS discovery did not complete in 30 s")
+            raise RuntimeError(f"DDS discovery of the pose topic did not complete in {timeout_s:.0f} s")
         time.sleep(0.05)
+
+
+def _one(h: _Harness) -> tuple[int, float]:
+    stamp = h.stamp
+    t_sent = h.cameras.call("one", stamp)
+    h.stamp += STAMP_STEP_NS
+    return stamp, t_sent
 
 
 def _warm_up(h: _Harness, bundles: int = 5) -> None:
     """A few bundles first (allocations, first inference), so the latency samples see the steady state."""
     for _ in range(bundles):
-        h.publish()
-        h.stamp += STAMP_STEP_NS
+        _one(h)
         time.sleep(0.1)
     time.sleep(0.5)
 
@@ -161,24 +254,22 @@ def _measure_latency(h: _Harness, samples: int) -> list[float]:
     queues; a bundle without a pose within 2 s is left out (``lat_n`` in the result says how many arrived)."""
     sent: dict[int, float] = {}
     for _ in range(samples):
-        stamp = h.publish()
-        sent[stamp] = time.perf_counter()
+        stamp, t_sent = _one(h)
+        sent[stamp] = t_sent
         t_wait = time.monotonic() + 2.0
         while stamp not in h.recv and time.monotonic() < t_wait:
             time.sleep(0.0005)
-        h.stamp += STAMP_STEP_NS
     return [h.recv[s] - t for s, t in sent.items() if s in h.recv]
 
 
 def _stage_times(node: Any) -> dict[str, list[float]]:
-    """The node's own per-stage timings (seconds) so far: taken right after the latency phase, before the sweep."""
-    return {"decode": list(node.decode_time._v), "sync": list(node.sync_time._v),
-            "inference": list(node.latency._v), "publish": list(node.publish_time._v)}
+    """The node's own per-stage timings (seconds) so far, taken right after the latency phase."""
+    return {k: list(v._v) for k, v in node.stage_time.items()}
 
 
 def _model_only_rate(node: Any, imgs: list[np.ndarray], stamp: int, seconds: float = 2.0) -> float:
-    """Bundles/s of ``Localizer.infer`` alone on the same images in the same process: the ceiling the sweep's
-    rates are fractions of."""
+    """Bundles/s of ``Localizer.infer`` alone on the same images in the same process (node idle): the ceiling the
+    sweep's rates are fractions of."""
     decoded = [np.asarray(im) for im in imgs]
     loc = node.localizer
     t_b = time.perf_counter()
@@ -189,35 +280,44 @@ def _model_only_rate(node: Any, imgs: list[np.ndarray], stamp: int, seconds: flo
     return nb / (time.perf_counter() - t_b)
 
 
-def _sweep_step(h: _Harness, target: float, seconds: float) -> dict[str, Any]:
-    """Publish paced at ``target`` bundles/s for ``seconds``; measured offered and pose rates, plus the stale
-    (latest-wins) and synchronizer drops counted by the node during the step."""
+def _counts(node: Any) -> dict[str, int]:
+    d = node.diagnostics_summary()["drops"]
+    return {"stale": d["inference.stale"], "sync": sum(v for k, v in d.items() if k.startswith("sync."))}
+
+
+def _paced(h: _Harness, rate: float, seconds: float, rss: list[float] | None = None) -> dict[str, Any]:
+    """Publish paced at ``rate`` bundles/s for ``seconds``: measured offered and pose rates, superseded (stale) and
+    synchronizer drops during the step; with ``rss``, this process's RSS sampled every second into it."""
     n0 = len(h.recv)
-    s0 = h.node.diagnostics_summary()
-    t_start = time.perf_counter()
-    sent_n = 0
-    while time.perf_counter() - t_start < seconds:
-        h.publish()
-        h.stamp += STAMP_STEP_NS
-        sent_n += 1
-        nxt = t_start + sent_n / target
-        while time.perf_counter() < nxt:
-            time.sleep(0.0005)
-    elapsed = time.perf_counter() - t_start
+    c0 = _counts(h.node)
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(1.0):
+            rss.append(rss_mb())  # type: ignore[union-attr]
+
+    sampler = threading.Thread(target=sample, daemon=True) if rss is not None else None
+    if sampler is not None:
+        rss.append(rss_mb())  # type: ignore[union-attr]
+        sampler.start()
+    sent, elapsed = h.cameras.call("paced", rate, seconds, h.stamp)
+    stop.set()
+    h.stamp += (sent + 1) * STAMP_STEP_NS
     time.sleep(0.3)  # let the last poses arrive before counting
-    s1 = h.node.diagnostics_summary()
-    return {"offered": sent_n / elapsed, "poses": (len(h.recv) - n0) / elapsed,
-            "stale": s1["drops"]["inference.stale"] - s0["drops"]["inference.stale"],
-            "sync_drops": sum(v - s0["drops"].get(k, 0) for k, v in s1["drops"].items() if k.startswith("sync."))}
+    c1 = _counts(h.node)
+    return {"target": rate, "offered": sent / elapsed, "poses": (len(h.recv) - n0) / elapsed,
+            "stale": c1["stale"] - c0["stale"], "sync_drops": c1["sync"] - c0["sync"]}
 
 
 def run(num_cameras: int, size: int, transport: str, seconds: float, device: str, preset_name: str,
-        latency_samples: int, threads: int = 1,
-        fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)) -> dict[str, Any]:
-    """One configuration end to end: latency, model-only rate, then the paced sweep at ``fractions`` of it.
+        latency_samples: int, threads: int = 1, fractions: tuple[float, ...] = FRACTIONS,
+        overload_s: float = 0.0) -> dict[str, Any]:
+    """One configuration end to end: latency, model-only rate, the paced sweep at ``fractions`` of it, then
+    ``overload_s`` seconds at 2x the model rate with RSS sampled (0 = skip).
 
     The checkpoint lives in a temporary folder removed when the run ends (after the node is torn down)."""
     imgs, jpegs = _inputs(num_cameras, size)
+    rss: list[float] = []
     with tempfile.TemporaryDirectory(prefix="mfapr_bench_node_") as tmp:
         ckpt = make_checkpoint(Path(tmp), num_cameras, size, preset_name)
         with _graph(ckpt, device, transport, threads, imgs, jpegs) as h:
@@ -226,51 +326,79 @@ def run(num_cameras: int, size: int, transport: str, seconds: float, device: str
             lat = _measure_latency(h, latency_samples)
             stage = _stage_times(h.node)
             base_rate = _model_only_rate(h.node, imgs, h.stamp)
-            sweep = [_sweep_step(h, base_rate * frac, seconds) for frac in fractions]
+            sweep = [_paced(h, base_rate * frac, seconds) for frac in fractions]
+            overload = _paced(h, 2.0 * base_rate, overload_s, rss) if overload_s > 0 else None
+            summary = h.node.diagnostics_summary()
+    q = max(1, len(rss) // 4)
     return {
         "cameras": num_cameras, "threads": threads, "lat_n": len(lat),
         "e2e_p50": _pct(lat, 50), "e2e_p99": _pct(lat, 99),
         **{f"{k}_p50": _pct(v, 50) for k, v in stage.items()}, **{f"{k}_p99": _pct(v, 99) for k, v in stage.items()},
         "baseline_hz": base_rate, "sweep": sweep,
         "sustained_hz": max([w["poses"] for w in sweep if w["poses"] >= 0.95 * w["offered"]], default=0.0),
+        "overload": overload, "rss_mb": rss,
+        "rss_change": (float(np.mean(rss[-q:])) / float(np.mean(rss[:q])) - 1.0) if len(rss) >= 4 else float("nan"),
+        "drops": {k: v for k, v in summary["drops"].items() if v},
     }
+
+
+def print_report(rows: list[dict[str, Any]]) -> None:
+    """The tables of a run (also what ``bench/gpu_suite.py`` logs)."""
+    print("\nlatency, one bundle in flight (ms)              p50      p99")
+    for r in rows:
+        print(f"  N={r['cameras']:<3} threads={r['threads']} end-to-end (n={r['lat_n']:<3})        "
+              f"{r['e2e_p50']:7.2f}  {r['e2e_p99']:7.2f}")
+        for k, what in (("sync", "sync (per message)"), ("wait", "wait (latest-wins slot)"),
+                        ("decode", "decode (per bundle)"), ("inference", "inference"), ("publish", "publish")):
+            print(f"        {what:<38}{r[k + '_p50']:7.2f}  {r[k + '_p99']:7.2f}")
+    print("\nthroughput vs offered load (bundles/s; x = share of the model-only rate)")
+    print("          offered   poses/s  kept  poses/model  superseded  sync drops")
+    for r in rows:
+        b = r["baseline_hz"]
+        print(f"  N={r['cameras']:<3} threads={r['threads']} model alone (Localizer.infer): {b:.1f}/s")
+        for w in r["sweep"] + ([r["overload"]] if r["overload"] else []):
+            print(f"        {w['offered']:9.1f} {w['poses']:9.1f}  {w['poses'] / max(w['offered'], 1e-9):4.2f}  "
+                  f"{w['poses'] / b:11.2f}  {w['stale']:10d}  {w['sync_drops']:10d}")
+        print(f"        max sustained (>= 95 % kept): {r['sustained_hz']:.1f}/s = {r['sustained_hz'] / b:.2f} x the "
+              "model-only rate")
+        at2 = [w for w in r["sweep"] if abs(w["target"] / b - 2.0) < 1e-6]
+        if at2:
+            print(f"        at 2x the model rate: {at2[0]['poses']:.1f} poses/s = {at2[0]['poses'] / b:.2f} x")
+        if r["overload"]:
+            rss = r["rss_mb"]
+            print(f"        overload run: {len(rss)} RSS samples, {min(rss):.0f}..{max(rss):.0f} MiB, last quarter vs "
+                  f"first {100 * r['rss_change']:+.1f} %")
+        print(f"        drops: {r['drops'] or 'none'}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cameras", type=int, nargs="+", default=[4, 10])
+    ap.add_argument("--cameras", type=int, nargs="+", default=[10])
     ap.add_argument("--size", type=int, default=64, help="image size in px (published and model input)")
-    ap.add_argument("--transport", choices=("raw", "compressed"), default="raw")
-    ap.add_argument("--seconds", type=float, default=3.0, help="duration of each sustained-rate step")
+    ap.add_argument("--transport", choices=("raw", "compressed"), default="compressed")
+    ap.add_argument("--seconds", type=float, default=3.0, help="duration of each offered-load step")
     ap.add_argument("--latency-samples", type=int, default=50)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--preset", default="tiny", help="model preset (tiny, demo, transposenet, ...)")
+    ap.add_argument("--preset", default="demo", help="model preset (tiny, demo, transposenet, ...)")
     ap.add_argument("--executor-threads", type=int, nargs="+", default=[1, 4],
                     help="executor_threads values to compare (1 = single-threaded, the node's default)")
+    ap.add_argument("--overload-seconds", type=float, default=60.0,
+                    help="overload run at 2x the model rate with RSS sampled (single-threaded run only; 0 = off)")
+    ap.add_argument("--quick", action="store_true",
+                    help="2 s steps, 20 latency samples, a 10 s overload run (the shape of the full run, quickly)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.seconds, args.latency_samples, args.overload_seconds = 2.0, 20, min(args.overload_seconds, 10.0)
     import torch
 
     print(f"# bench/node.py  preset={args.preset} size={args.size}px transport={args.transport} "
           f"device={args.device} torch_threads={torch.get_num_threads()} OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', '-')}")
-    rows = [run(n, args.size, args.transport, args.seconds, args.device, args.preset, args.latency_samples, th)
+          f"{os.environ.get('OMP_NUM_THREADS', '-')} cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f}", flush=True)
+    rows = [run(n, args.size, args.transport, args.seconds, args.device, args.preset, args.latency_samples, th,
+                overload_s=args.overload_seconds if th == args.executor_threads[0] else 0.0)
             for n in args.cameras for th in args.executor_threads]
-    print("\nlatency, one bundle in flight (ms)      p50      p99")
-    for r in rows:
-        print(f"  N={r['cameras']:<3} threads={r['threads']} end-to-end (n={r['lat_n']:<3}) "
-              f"{r['e2e_p50']:7.2f}  {r['e2e_p99']:7.2f}")
-        for k in ("decode", "sync", "inference", "publish"):
-            per = " (per image)" if k in ("decode", "sync") else ""
-            print(f"        {k + per:<30}{r[k + '_p50']:7.2f}  {r[k + '_p99']:7.2f}")
-    print("\nsustained, paced at fractions of the model-only rate (bundles/s)")
-    print("          offered   poses/s  kept   stale  sync drops")
-    for r in rows:
-        print(f"  N={r['cameras']:<3} threads={r['threads']} model alone (Localizer.infer): {r['baseline_hz']:.1f}/s")
-        for w in r["sweep"]:
-            print(f"        {w['offered']:9.1f} {w['poses']:9.1f}  {w['poses'] / w['offered']:5.2f}  {w['stale']:5d}  "
-                  f"{w['sync_drops']:10d}")
-        print(f"        max sustained (>= 95 % kept): {r['sustained_hz']:.1f}/s = "
-              f"{r['sustained_hz'] / r['baseline_hz']:.2f} x the model-only rate")
+    print_report(rows)
+    print(f"# load average at the end: {os.getloadavg()[0]:.1f}")
     return 0
 
 

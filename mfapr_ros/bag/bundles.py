@@ -10,13 +10,15 @@ node would form from the same recording. So the steps are the node's, in the nod
    (logged: the robot node would subscribe to the bound topic).
 2. **Stamps**: header stamps in integer ns; a zero header stamp (a driver that leaves it unset) falls back to the
    bag's log time, counted ``zero_header_stamp``.
-3. **Image size** (``enforce_image_size``): an image whose size differs from its camera's is dropped *before*
-   the synchronizer, counted ``wrong_size`` — exactly where the node drops it (:meth:`CameraBinding.size_mismatch`).
-4. **Synchronisation** by the one :class:`mfapr_ros.core.sync.ApproximateTimeSynchronizer` (built from the one
-   :class:`~mfapr_ros.core.sync.SyncSettings`), flushed at the end of the bag; its message drops are merged
-   into the drop table as ``sync_<cause>``.
-5. **Decoding** (:func:`decode_bundles`, eval-bag) through :mod:`mfapr_ros.core.images`, only once bundled;
-   training keeps the payloads encoded and decodes lazily.
+3. **Synchronisation** by the one :class:`mfapr_ros.core.sync.ApproximateTimeSynchronizer` (built from the one
+   :class:`~mfapr_ros.core.sync.SyncSettings`) over the undecoded messages, flushed at the end of the bag; its
+   message drops are merged into the drop table as ``sync_<cause>``.
+4. **Decoding and the bad-frame rule** (:func:`decode_bundles`, eval-bag) — the node's, once bundled:
+   :func:`mfapr_ros.core.bundle_decode.decode_bundle` decodes each member, checks its size
+   (``enforce_image_size``, :meth:`CameraBinding.size_mismatch`), counts a bad frame by cause and scores the
+   bundle with it masked when ``min_cameras`` allows, else drops it (``bad_frame_bundle``). Training keeps the
+   payloads encoded and decodes lazily. (``iter_bundles(enforce_image_size=True)`` is the older pre-sync size
+   filter, kept for ``mfapr explain``.)
 """
 
 from __future__ import annotations
@@ -192,25 +194,31 @@ class DecodedBundle:
     stamps_ns: list[int | None]
 
 
-def decode_bundles(bundles: Iterator[Bundle], drops: DropCounter | None = None,
-                   device: object = None) -> Iterator[DecodedBundle]:
-    """Decode :func:`iter_bundles`' payloads; an undecodable image becomes an absent slot (``decode_error``) and a
-    bundle left with no image is dropped (``empty_bundle``)."""
+def decode_bundles(bundles: Iterator[Bundle], drops: DropCounter | None = None, device: object = None, *,
+                   bindings: Sequence[CameraBinding | None] | None = None, min_present: int = 1,
+                   enforce_image_size: bool = False) -> Iterator[DecodedBundle]:
+    """Decode :func:`iter_bundles`' payloads with the node's bad-frame rule
+    (:func:`mfapr_ros.core.bundle_decode.decode_bundle`): a bad frame is counted by cause (``corrupt``,
+    ``unsupported_encoding``, ``wrong_size`` under ``enforce_image_size`` with ``bindings``) and masked; the bundle
+    is kept when ``min_present`` good frames are left (eval-bag passes the synchronizer's ``min_streams``, as the
+    node does), else counted ``bad_frame_bundle``."""
+    from mfapr_ros.core.bundle_decode import BAD_FRAME_BUNDLE, decode_bundle
+
     drops = drops if drops is not None else DropCounter.for_reader()
+
+    def size(i: int, w: int, h: int) -> str | None:
+        b = bindings[i] if bindings is not None else None
+        return b.size_mismatch(w, h) if b is not None else None
+
     for b in bundles:
-        imgs: list[np.ndarray | None] = []
-        for m in b.payloads:
-            if m is None:
-                imgs.append(None)
-                continue
-            try:
-                imgs.append(decode_message(m, device))
-            except DataError as e:
-                drops.add("decode_error", f"an image of {m.topic} at {m.log_time_ns} ns: {e}")
-                imgs.append(None)
-        mask = np.array([x is not None for x in imgs], dtype=bool)
-        if not mask.any():
-            drops.add("empty_bundle")
+        v = decode_bundle(b.payloads, lambda _i, m: decode_message(m, device), min_present,
+                          size if enforce_image_size and bindings is not None else None)
+        for d in v.frame_drops:
+            m = b.payloads[d.stream]
+            drops.add(d.cause, f"an image of {m.topic} at {m.log_time_ns} ns: {d.detail}")
+        if not v.keep:
+            drops.add(BAD_FRAME_BUNDLE, f"bundle at {b.stamp_ns} ns: {v.num_present} good frame(s) left, "
+                      f"{min_present} needed")
             continue
-        stamps = [s if ok else None for s, ok in zip(b.stamps_ns, mask, strict=True)]
-        yield DecodedBundle(int(b.stamp_ns), imgs, mask, stamps)
+        stamps = [s if ok else None for s, ok in zip(b.stamps_ns, v.mask, strict=True)]
+        yield DecodedBundle(int(b.stamp_ns), v.images, v.mask, stamps)

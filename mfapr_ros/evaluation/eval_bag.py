@@ -2,9 +2,10 @@
 
 The bundles are the live node's: :mod:`mfapr_ros.bag.bundles`, the one bag → bundles pipeline (shared with
 training's rosbag reader), binds camera topics to model slots with the node's rule (same topic / transport rules,
-same defaults as ``config/localize.yaml``), drops wrong-size images where the node does, bundles with the one
+same defaults as ``config/localize.yaml``), bundles with the one
 :class:`mfapr_ros.core.sync.ApproximateTimeSynchronizer` (:class:`~mfapr_ros.core.sync.SyncSettings`, node
-defaults) and decodes with :mod:`~mfapr_ros.core.images`. This module is the CLI and the evaluation over it:
+defaults) and decodes after it with the node's bad-frame rule (:mod:`~mfapr_ros.core.bundle_decode`). This
+module is the CLI and the evaluation over it:
 bundles are localised by :class:`~mfapr_ros.core.localizer.Localizer`, batched (``--batch``) through
 ``infer_batch``, which is what makes a CPU run faster than real time. Ground truth (PoseStamped /
 PoseWithCovarianceStamped / Odometry topic, or TF between two frames) is interpolated at each bundle stamp; the
@@ -337,9 +338,11 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
         bar = _progress(sum(info.topics[t].count for t in cam_topics), progress)
         est = _Estimates(localizer, bar)
         bundles = iter_bundles(bag, bindings, synchronizer, start_ns, end_ns, drops,
-                               enforce_image_size=enforce_image_size,
                                on_message=(lambda: bar.update(1)) if bar is not None else None)
-        wall = est.consume(decode_bundles(bundles, drops), batch)
+        # the node's bad-frame rule (core.bundle_decode): decode after the synchronizer, size check, masked or dropped
+        decoded = decode_bundles(bundles, drops, bindings=bindings, min_present=synchronizer.min_streams,
+                                 enforce_image_size=enforce_image_size)
+        wall = est.consume(decoded, batch)
         if bar is not None:
             bar.close()
         odom = _read_odometry(bag, odom_frame, rig.base_frame) if fusion is not None and est.stamps else None

@@ -28,6 +28,11 @@ except ImportError:  # pragma: no cover - depends on the installation
 #: drop-counter source of results the model side drops (inference errors, non-finite poses, finished after deactivate);
 #: reported as ``inference.<cause>``, camera drops as ``decode.<cause>`` (summed over cameras)
 MODEL_SOURCE = "model"
+#: drop-counter source of whole bundles dropped by the bad-frame rule (``core.bundle_decode``): ``bundle.<cause>``
+BUNDLE_SOURCE = "bundle"
+#: where the time goes, in pipeline order: sync (per message, in the camera callback), wait (latest-wins slot and
+#: decoded-but-model-busy), decode (deserialize + decode + size check of a chosen bundle), inference, publish
+STAGES = ("sync", "wait", "decode", "inference", "publish")
 #: the main status turns WARN when at least this share of the last judged poses (at least UNCERTAIN_MIN_POSES of
 #: them) was uncertain (skipped or inflated): the model is out of its depth, not just unlucky once
 UNCERTAIN_WARN_SHARE = 0.5
@@ -42,7 +47,8 @@ def diagnostics_summary(core: LocalizeCore) -> dict[str, Any]:
     drop_counts = core.drops.counts
     drops_by_kind: dict[str, int] = {}
     for (source, cause), v in sorted(drop_counts.items()):
-        key = f"{'inference' if source == MODEL_SOURCE else 'decode'}.{cause}"
+        kind = {MODEL_SOURCE: "inference", BUNDLE_SOURCE: "bundle"}.get(source, "decode")
+        key = f"{kind}.{cause}"
         drops_by_kind[key] = drops_by_kind.get(key, 0) + v
     cams = []
     for b, r in zip(core.bindings, core.cam_rates, strict=True):
@@ -56,15 +62,23 @@ def diagnostics_summary(core: LocalizeCore) -> dict[str, Any]:
         "bundles": core.bundle_rate.count, "partial_bundles": core.partial_bundles,
         "poses": core.poses_published,
         "latency_p50_ms": 1e3 * core.latency.percentile(50), "latency_p99_ms": 1e3 * core.latency.percentile(99),
+        "stage_ms": _stage_summary(core),
         "drops": {**drops_by_kind,
                   **{f"sync.{k}": int(sync_stats[k]) for k in DROP_KEYS},
-                  "inference.stale": int(inf.get("stale_dropped", 0)),
+                  "inference.stale": int(inf.get("stale_dropped", 0)),  # superseded by a newer bundle
                   "inference.errors": int(inf.get("errors", 0) + inf.get("callback_errors", 0))},
         "sync": sync_stats,
         "tf_mode": core.params.tf_mode if core.tf.enabled else "off",
         "tf_lookup_failures": core.tf.lookup_failures,
         **_uncertainty_summary(core),
     }
+
+
+def _stage_summary(core: LocalizeCore) -> dict[str, dict[str, float]]:
+    """``{stage: {"p50": ms, "p99": ms}}`` for :data:`STAGES` (NaN before the first sample)."""
+    times = getattr(core, "stage_time", {})
+    return {k: {"p50": 1e3 * times[k].percentile(50), "p99": 1e3 * times[k].percentile(99)}
+            for k in STAGES if k in times}
 
 
 def _uncertainty_summary(core: LocalizeCore) -> dict[str, Any]:
@@ -103,6 +117,7 @@ def _main_status(s: dict[str, Any], node_name: str, timeout: float) -> Diagnosti
           "partial_bundles": s["partial_bundles"], "poses": s["poses"],
           "latency_p50_ms": f"{s['latency_p50_ms']:.1f}", "latency_p99_ms": f"{s['latency_p99_ms']:.1f}",
           "tf_mode": s["tf_mode"], "tf_lookup_failures": s["tf_lookup_failures"],
+          **{f"time_ms.{k}.{p}": f"{v[p]:.2f}" for k, v in s.get("stage_ms", {}).items() for p in ("p50", "p99")},
           **{f"drops.{k}": v for k, v in s["drops"].items()},
           **_uncertainty_values(s)}
     main.values = [KeyValue(key=k, value=str(v)) for k, v in kv.items()]

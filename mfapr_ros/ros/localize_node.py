@@ -1,14 +1,18 @@
 """``localize_node``: the live ROS 2 shell around the package's synchronizer, decoder and localizer.
 
-The node is thin: camera callbacks convert messages (``convert``), decode (``core.images``), feed the one
-``sync.ApproximateTimeSynchronizer`` and hand bundles to ``localizer.AsyncLocalizer`` — whose worker thread runs the
-network, so no ROS callback ever waits for inference (latest bundle wins; stale ones are counted). Results come back
-on the worker thread and are published from there (rclpy publishers are thread-safe): ``~/pose``,
+The node is thin and does only work that can still be used (issue 25). Camera callbacks take the *serialized*
+message (a raw subscription), read its header stamp from the CDR bytes and feed the one
+``sync.ApproximateTimeSynchronizer`` with the undecoded bytes; each bundle goes to ``core.bundle_pipeline`` —
+latest bundle wins (a superseded one is counted ``inference.stale`` and never decoded), the chosen bundle is
+deserialized and decoded one bundle ahead of the model (``core.bundle_decode``: the one bad-frame rule, shared with
+eval-bag), then inferred. No ROS callback waits for decoding or inference. Results are published from the
+inference thread (rclpy publishers are thread-safe) in ONE place, :meth:`LocalizeCore._on_pose`: ``~/pose``,
 ``~/pose_with_covariance`` (reliable + transient_local, depth 1: a late subscriber such as robot_localization gets
-the last pose), ``~/path`` (bounded) and TF, all stamped with the bundle stamp. This module holds the lifecycle
-steps (:class:`LocalizeCore`), the plain node and ``main``; TF and the path are in ``tf_output``, ``/diagnostics``
-(camera rates, bundle rate, drops by cause, latency percentiles, device) in ``diagnostics``, the console-script
-process (signals, executor, shutdown) in ``runtime``, the statistics in ``core.stats``.
+the last pose), ``~/path`` (bounded) and TF, all stamped with the bundle stamp, then the ``on_pose`` hooks. This
+module holds the lifecycle steps (:class:`LocalizeCore`), the plain node and ``main``; TF and the path are in
+``tf_output``, ``/diagnostics`` (camera rates, bundle rate, drops by cause, time per stage, device) in
+``diagnostics``, the console-script process (signals, executor, shutdown) in ``runtime``, the statistics in
+``core.stats``.
 
 Bad parameters raise :class:`ConfigError` while the node is constructed; ``main`` prints it and exits 2.
 
@@ -17,9 +21,12 @@ Run: ``localize_node --ros-args --params-file config/localize.yaml -p checkpoint
 
 from __future__ import annotations
 
+import dataclasses
+import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,15 +35,17 @@ import rclpy
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Path
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
 from mfapr_ros.bag.bundles import CameraBinding
+from mfapr_ros.core.bundle_decode import BAD_FRAME_BUNDLE, decode_bundle
+from mfapr_ros.core.bundle_pipeline import BundlePipeline, StageTimes
 from mfapr_ros.core.drops import DropCounter
 from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.images import warm_up as warm_up_decoders
@@ -44,8 +53,8 @@ from mfapr_ros.core.stats import LatencyStats, RateMeter
 from mfapr_ros.core.sync import ApproximateTimeSynchronizer
 from mfapr_ros.core.uncertainty import UncertaintyStats, judge, with_covariance
 
-from .convert import decode_image_msg, rig_pose_to_pose_stamped, rig_pose_to_pose_with_covariance, time_to_ns
-from .diagnostics import MODEL_SOURCE, DiagnosticsOutput, diagnostics_summary
+from .convert import decode_image_msg, rig_pose_to_pose_stamped, rig_pose_to_pose_with_covariance
+from .diagnostics import BUNDLE_SOURCE, MODEL_SOURCE, STAGES, DiagnosticsOutput, diagnostics_summary
 from .fusion_output import FusionOutput
 from .params import (
     PARAM_SPECS,
@@ -56,7 +65,7 @@ from .params import (
     validate_params,
 )
 from .relocalize import RelocalizationOutput
-from .runtime import STOP, describe_failure, init_ros, spin_until_shutdown
+from .runtime import STOP, InlineCallbackGroup, describe_failure, init_ros, spin_until_shutdown
 from .tf_output import PathBuffer, TfOutput
 
 NODE_NAME = "mfapr_localizer"
@@ -68,6 +77,12 @@ _FOREIGN_PREFIXES = ("qos_overrides.",)
 POSE_COV_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
 POSE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+#: with executor_threads > 1, a bundle's frames are decoded concurrently once decoding takes at least this long per
+#: frame (seconds, running mean): below it (64 px JPEGs: ~0.15 ms) a thread hand-over costs more than it saves
+PARALLEL_DECODE_MIN_S = 1e-3
+#: ~/path is republished at most this often (seconds): it holds up to path_length (1000) poses, and converting
+#: that list for every pose cost milliseconds per pose on the inference thread at 100+ poses/s (issue 25)
+PATH_PERIOD_S = 0.2
 
 
 def image_qos() -> QoSProfile:
@@ -79,6 +94,20 @@ def image_qos() -> QoSProfile:
     """
     q = qos_profile_sensor_data
     return QoSProfile(history=q.history, depth=q.depth, reliability=q.reliability, durability=q.durability)
+
+
+def cdr_header_stamp_ns(data: bytes) -> int:
+    """The ``header.stamp`` of a serialized ``sensor_msgs/Image`` or ``CompressedImage`` in ns, without deserializing.
+
+    Both messages start with ``std_msgs/Header``, whose first field is the stamp (int32 sec, uint32 nanosec) right
+    after the 4-byte CDR encapsulation header (byte 1: 0 = big, 1 = little endian). Reading 8 bytes is what lets a
+    camera callback feed the synchronizer without paying for the deserialization of a frame it may never use.
+    Raises ``DataError`` for a buffer too short to hold a header.
+    """
+    if len(data) < 12:
+        raise DataError(f"serialized image message of {len(data)} bytes is too short to hold a header")
+    sec, nsec = struct.unpack_from("<iI" if data[1] & 1 else ">iI", data, 4)
+    return sec * 1_000_000_000 + nsec
 
 
 # ---------------------------------------------------------------------------- the node
@@ -196,7 +225,6 @@ class LocalizeCore:
         try:
             self._declare_static()
             self.params = p = validate_params(self._static_values())  # before any heavy import: fail fast
-            from mfapr_ros.core.localizer import AsyncLocalizer
             if p.inference_threads > 0:  # before loading: the warm-up already runs with the final thread count
                 import torch
 
@@ -213,14 +241,20 @@ class LocalizeCore:
             # the one settings object (also eval-bag's and training's); thread-safe (its own lock)
             self.sync: ApproximateTimeSynchronizer = p.sync.make(n, logger=self.get_logger().warning)
             self._decode_device = self.device if (p.decode_on_device and self.device.startswith("cuda")) else None
+            self._msg_types = [CompressedImage if b.transport == "compressed" else Image for b in self.bindings]
+            # executor_threads > 1: a chosen bundle's frames are also decoded concurrently (the decoders release
+            # the GIL); the camera callbacks themselves only read a stamp and feed the synchronizer
+            self._frame_decode_s = PARALLEL_DECODE_MIN_S  # running mean; starts by trying the pool
+            self._decode_pool = (ThreadPoolExecutor(min(p.executor_threads, n), f"{self.get_name()}-decode")
+                                 if p.executor_threads > 1 and n > 1 else None)
 
             self._reset_stats(p)
             self._make_outputs(p)
 
             # inference worker (started before the subscriptions so no bundle arrives without a consumer)
             self._closed = False
-            self._async = AsyncLocalizer(self.localizer, self._on_pose, on_error=self._on_inference_error,
-                                         name=f"{self.get_name()}-inference")
+            self._async = BundlePipeline(self._prepare, self.localizer.infer, self._on_result,
+                                         on_error=self._on_inference_error, name=self.get_name())
             warm_up_decoders()  # decoders imported before the first frame, not inside four callbacks at once
         except BaseException:
             self._cleanup()
@@ -235,10 +269,12 @@ class LocalizeCore:
         """Fresh counters for this configuration (what /diagnostics and the shutdown line report)."""
         self.cam_rates = [RateMeter() for _ in self.bindings]
         self.bundle_rate, self.pose_rate = RateMeter(), RateMeter()
-        self.latency = LatencyStats()
-        self.decode_time, self.sync_time, self.publish_time = LatencyStats(), LatencyStats(), LatencyStats()
+        self.latency = LatencyStats()  # submit → result inside the node (wait + decode + inference)
+        #: time per stage (seconds): decode/wait/inference per bundle, sync per message, publish per pose
+        self.stage_time = {k: LatencyStats() for k in STAGES}
         self.drops = DropCounter(self.get_logger().warning, p.drop_warning_period)
         self.poses_published = 0
+        self._path_published = -float("inf")  # monotonic time ~/path was last published (PATH_PERIOD_S)
         self.partial_bundles = 0
         # the uncertainty gate (off with the default parameters) and its verdict counts (diagnostics)
         self.uncertainty_gate = p.uncertainty
@@ -263,15 +299,16 @@ class LocalizeCore:
         p = self.params
         # subscriptions: sensor-data QoS (best effort, depth 5) unless the standard ROS 2 mechanism overrides it,
         # e.g. ``qos_overrides./cam0/image_raw.subscription.reliability: reliable`` and ``...depth: 20``.
-        # One mutually exclusive group per camera, so different cameras decode in parallel while
-        # each camera's messages reach the synchronizer in arrival order (a reentrant group would let two frames
-        # of one camera overtake each other under load, which the synchronizer must treat as time going back).
+        # Raw subscriptions: the callback gets the serialized bytes; only a bundle chosen for inference is ever
+        # deserialized. The callbacks take microseconds, so even with executor_threads > 1 they run inline in the
+        # spinning thread (InlineCallbackGroup): each camera's messages reach the synchronizer in arrival order
+        # and no thread-pool hand-over is paid per message.
         self._active = True
         for i, b in enumerate(self.bindings):
-            mtype = CompressedImage if b.transport == "compressed" else Image
-            cb = (lambda msg, i=i: self._on_image(i, msg))
+            cb = (lambda data, i=i: self._on_image(i, data))
             self._subs.append(self.create_subscription(
-                mtype, b.topic, cb, image_qos(), callback_group=MutuallyExclusiveCallbackGroup(),
+                self._msg_types[i], b.topic, cb, image_qos(), callback_group=InlineCallbackGroup(),
+                raw=True,
                 qos_overriding_options=QoSOverridingOptions.with_default_policies()))
         self.diagnostics.start(p.diagnostics_period)
 
@@ -296,6 +333,9 @@ class LocalizeCore:
         if self._active:
             self._deactivate()
         self._shutdown_worker()
+        pool, self._decode_pool = getattr(self, "_decode_pool", None), None
+        if pool is not None:
+            pool.shutdown(wait=True)
         for name in ("pub_pose", "pub_pose_cov", "pub_path", "pub_retrieval"):
             pub = getattr(self, name)
             if pub is not None:
@@ -320,47 +360,78 @@ class LocalizeCore:
         self._configured = False
 
     # ------------------------------------------------------------------ callbacks
-    def _on_image(self, idx: int, msg: Image | CompressedImage) -> None:
-        """Camera callback: decode, check, synchronize, submit. Never raises (bad input = counted drop)."""
+    def _on_image(self, idx: int, data: bytes) -> None:
+        """Camera callback: read the stamp, synchronize the undecoded message, submit bundles. Never raises (bad
+        input = counted drop); decoding and the size check happen once a bundle is chosen (:meth:`_prepare`)."""
         b = self.bindings[idx]
         self.cam_rates[idx].tick()
         try:
             t0 = time.perf_counter()
-            stamp_ns = time_to_ns(msg.header.stamp)
-            image = decode_image_msg(msg, self._decode_device)
-            if self.params.enforce_image_size:
-                why = b.size_mismatch(int(image.shape[1]), int(image.shape[0]))
-                if why is not None:
-                    self.drops.drop(b.name, "wrong_size", why)
-                    return
-            t1 = time.perf_counter()
-            bundles = self.sync.add(idx, stamp_ns, image)
-            t2 = time.perf_counter()
-            self.decode_time.add(t1 - t0)
-            self.sync_time.add(t2 - t1)
+            bundles = self.sync.add(idx, cdr_header_stamp_ns(data), data)
+            self.stage_time["sync"].add(time.perf_counter() - t0)
             for bundle in bundles:
                 self._submit(bundle)
-        except DataError as e:  # images.ImageDecodeError carries the cause (unsupported_encoding/wrong_size/corrupt)
-            self.drops.drop(b.name, getattr(e, "cause", "bad_data"), f"{e} (topic {b.topic})")
+        except DataError as e:
+            self.drops.drop(b.name, getattr(e, "cause", "corrupt"), f"{e} (topic {b.topic})")
         except Exception as e:  # noqa: BLE001 - a callback must never raise; unexpected failures are counted drops
             self.drops.drop(b.name, "error", f"{type(e).__name__}: {e} (topic {b.topic})")
 
     def _submit(self, bundle: Any) -> None:
-        images: list[Any] = [None] * self.num_slots
-        for i, payload in enumerate(bundle.payloads):
-            if payload is not None:
-                images[self.bindings[i].slot] = payload
+        """A synchronized bundle (undecoded) to the pipeline: it replaces one still waiting (latest wins)."""
         self.bundle_rate.tick()
-        if not bool(np.all(bundle.mask)) or len(self.bindings) < self.num_slots:
+        self._async.submit(bundle)
+
+    def _decode_frame(self, idx: int, data: bytes) -> Any:
+        """Deserialize and decode one frame of a chosen bundle; its own time feeds the running mean that decides
+        whether the next bundle's frames are decoded concurrently (an advisory float: races are harmless)."""
+        t0 = time.perf_counter()
+        try:
+            return decode_image_msg(deserialize_message(data, self._msg_types[idx]), self._decode_device)
+        finally:
+            self._frame_decode_s += 0.1 * (time.perf_counter() - t0 - self._frame_decode_s)
+
+    def _size_mismatch(self, idx: int, width: int, height: int) -> str | None:
+        return self.bindings[idx].size_mismatch(width, height)
+
+    def _prepare(self, bundle: Any) -> tuple[list[Any], int] | None:
+        """The bundle chosen for inference (prepare thread): decode it and apply the one bad-frame rule
+        (:func:`mfapr_ros.core.bundle_decode.decode_bundle`, also eval-bag's): each bad frame is counted by camera
+        and cause; the bundle is inferred with those cameras masked when ``sync.min_cameras`` allows, else
+        dropped (``bundle.bad_frame_bundle``). Returns (images in model slot order, stamp) or None."""
+        pool = self._decode_pool if self._frame_decode_s >= PARALLEL_DECODE_MIN_S else None
+        v = decode_bundle(bundle.payloads, self._decode_frame, self.sync.min_streams,
+                          self._size_mismatch if self.params.enforce_image_size else None, pool)
+        for d in v.frame_drops:
+            b = self.bindings[d.stream]
+            self.drops.drop(b.name, d.cause, f"{d.detail} (topic {b.topic}, bundle {bundle.stamp_ns} ns)")
+        if not v.keep:
+            bad = ", ".join(self.bindings[d.stream].name for d in v.frame_drops)
+            self.drops.drop(BUNDLE_SOURCE, BAD_FRAME_BUNDLE, f"bundle at {bundle.stamp_ns} ns: {v.num_present} good "
+                            f"frame(s) left after bad frame(s) of {bad}, sync.min_cameras needs "
+                            f"{self.sync.min_streams}")
+            return None
+        images: list[Any] = [None] * self.num_slots
+        for i, image in enumerate(v.images):
+            if image is not None:
+                images[self.bindings[i].slot] = image
+        if v.num_present < self.num_slots:
             self.partial_bundles += 1
-        self._async.submit(images, int(bundle.stamp_ns))
+        return images, int(bundle.stamp_ns)
 
     def _on_inference_error(self, exc: BaseException) -> None:
         """Inference failed for one bundle (worker thread): counted (diagnostics) and warned, throttled."""
         self.drops.drop(MODEL_SOURCE, "inference_error", f"{type(exc).__name__}: {exc}")
 
+    def _on_result(self, pose: Any, times: StageTimes) -> None:
+        """Inference result (inference thread): record where the time went, then publish (:meth:`_on_pose`)."""
+        for stage, seconds in (("wait", times.wait_s), ("decode", times.decode_s), ("inference", times.inference_s)):
+            self.stage_time[stage].add(seconds)
+        self.latency.add(times.total_s)
+        self._on_pose(dataclasses.replace(pose, latency_s=times.total_s) if dataclasses.is_dataclass(pose) else pose)
+
     def _on_pose(self, pose: Any) -> None:
-        """Inference result (worker thread): publish everything with the bundle stamp."""
+        """THE place a pose is published (inference thread): every output with the bundle stamp, then the
+        ``on_pose`` hooks (tests, the benchmark, later consumers of a published pose)."""
         if self._closed:
             return
         if not self._active:  # finished after a lifecycle deactivate: not published, but counted
@@ -394,13 +465,16 @@ class LocalizeCore:
         if ret is not None and self.pub_retrieval is not None:
             self.pub_retrieval.publish(ret)
         if self.path is not None and self.pub_path is not None:
-            self.pub_path.publish(self.path.append(ps))
+            msg = self.path.append(ps)
+            now = time.monotonic()
+            if now - self._path_published >= PATH_PERIOD_S:
+                self._path_published = now
+                self.pub_path.publish(msg)
         t_tf, q_tf = self.fusion.update(pose) if self.fusion is not None else (pose.t, pose.q)  # ~/fused_pose
         self.tf.publish(int(pose.stamp_ns), t_tf, q_tf)
         self.poses_published += 1
         self.pose_rate.tick()
-        self.latency.add(float(pose.latency_s))
-        self.publish_time.add(time.perf_counter() - t0)
+        self.stage_time["publish"].add(time.perf_counter() - t0)
         for hook in list(self.on_pose):
             hook(pose)
 
@@ -411,7 +485,7 @@ class LocalizeCore:
 
     @property
     def inference_stats(self) -> dict[str, int]:
-        """The inference worker's counters (empty once it is stopped)."""
+        """The pipeline's counters (empty once it is stopped): ``stale_dropped`` = superseded bundles."""
         return self._async.stats if self._async is not None else {}
 
     @property

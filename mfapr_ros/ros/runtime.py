@@ -11,7 +11,15 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import (
+    ConditionReachedException,
+    ExternalShutdownException,
+    MultiThreadedExecutor,
+    ShutdownException,
+    SingleThreadedExecutor,
+    TimeoutException,
+)
 
 from mfapr_ros.core.errors import MfaprError
 
@@ -24,18 +32,56 @@ if TYPE_CHECKING:
 STOP: dict[str, str | None] = {"signal": None}
 
 
+class InlineCallbackGroup(MutuallyExclusiveCallbackGroup):
+    """Callbacks that take microseconds (a camera callback: read the stamp, feed the synchronizer, hand a bundle
+    over): :class:`NodeExecutor` runs them in its own spinning thread instead of handing each to its thread pool.
+
+    Why: rclpy's MultiThreadedExecutor pays a ThreadPoolExecutor submission, a future and a GIL hand-over per
+    callback, and re-polls entities whose mutually exclusive group is still busy; for a 10-camera rig at 160 Hz that
+    overhead (and the GIL contention with inference) was the whole cost — ``executor_threads=4`` published 1 pose/s
+    where one thread published 43 (issue 25). On a single-threaded executor it is an ordinary mutually exclusive
+    group.
+    """
+
+
+class NodeExecutor(MultiThreadedExecutor):
+    """The multi-threaded executor of ``executor_threads > 1``: callbacks of an :class:`InlineCallbackGroup` run
+    in the spinning thread, exactly as on the single-threaded executor; every other callback (the diagnostics
+    timer, services, other nodes of the process) runs on the pool of ``threads`` threads, so a slow one never
+    delays the cameras. Never slower than single-threaded for the cameras: their path is the same."""
+
+    def _spin_once_impl(self, timeout_sec: Any = None, wait_condition: Any = lambda: False) -> None:
+        try:
+            handler, entity, _node = self.wait_for_ready_callbacks(timeout_sec, None, wait_condition)
+        except (ExternalShutdownException, ShutdownException, TimeoutException, ConditionReachedException):
+            return
+        if isinstance(getattr(entity, "callback_group", None), InlineCallbackGroup):
+            handler()
+            exception = handler.exception()
+            if exception is not None:
+                raise exception
+            return
+        self._executor.submit(handler)
+        self._futures.append(handler)
+        for future in self._futures[:]:
+            if future.done():
+                self._futures.remove(future)
+                future.result()  # raise any exceptions
+
+
 def make_executor(threads: int, context: Any = None) -> Any:
     """The executor the console scripts spin the node on (parameter ``executor_threads``).
 
-    Single-threaded by default: the camera callbacks only decode and synchronize (inference has its own worker
-    thread), and rclpy's Python MultiThreadedExecutor rebuilds its wait set and scans its futures at every wake-up
-    while holding the GIL. With ``use_sim_time`` (a /clock subscription at 50 Hz) and 4 compressed cameras at 10 Hz
-    that loop took a whole core and starved inference (demo replay: 29 of 500 poses, inference p50 1.4 s, against
-    499 of 500 and 17 ms single-threaded, docs/node.md).
+    Single-threaded by default: the camera callbacks only read a stamp and synchronize (decoding and inference run
+    on the node's own pipeline threads, ``core.bundle_pipeline``). ``threads > 1`` gives :class:`NodeExecutor`:
+    the camera callbacks still run inline (their :class:`InlineCallbackGroup`), everything else on ``threads``
+    pool threads — and the node decodes a chosen bundle's frames on that many threads when decoding is slow
+    enough to gain from it. (rclpy's plain MultiThreadedExecutor is not used: with use_sim_time and 4 compressed
+    cameras its loop took a whole core and starved inference — demo replay 29 of 500 poses, docs/node.md.)
     """
     if threads <= 1:
         return SingleThreadedExecutor(context=context)
-    return MultiThreadedExecutor(num_threads=threads, context=context)
+    return NodeExecutor(num_threads=threads, context=context)
 
 
 def init_ros(args: list[str] | None = None) -> None:

@@ -1,6 +1,7 @@
-"""One image-size policy for the node and eval-bag (issue 11): a wrong-size image is dropped before the
-synchronizer (counted ``wrong_size``), never resized and scored; eval-bag reads the size from the header (raw
-fields or the JPEG header) without decoding."""
+"""The pre-synchronizer size filter of ``iter_bundles(enforce_image_size=True)`` (``mfapr explain``): a wrong-size
+image is dropped before the synchronizer (counted ``wrong_size``), never resized, its size read from the header
+without decoding. The node and eval-bag check the size after the synchronizer, with the one bad-frame rule
+(core.bundle_decode; test/ros/test_bad_frame_offline_live.py)."""
 
 from __future__ import annotations
 

@@ -40,6 +40,17 @@ def _reliable_overrides(ckpt: Path, num_cameras: int) -> list:
     return ov
 
 
+def _raw_bundle(stamp_ns: int, cameras: int):
+    """A synchronizer bundle as the node's camera callbacks make it: serialized (undecoded) rgb8 images."""
+    from rclpy.serialization import serialize_message
+
+    from mfapr_ros.core.sync import Bundle
+    from mfapr_ros.ros import convert as rc
+
+    data = serialize_message(rc.numpy_to_image_msg(np.zeros((IMG, IMG, 3), np.uint8), "rgb8", stamp_ns))
+    return Bundle(stamp_ns, [stamp_ns] * cameras, [data] * cameras, np.ones(cameras, bool))
+
+
 def test_lifecycle_transitions_over_services(rclpy_context, tmp_path: Path) -> None:
     import rclpy
     from geometry_msgs.msg import PoseStamped
@@ -357,9 +368,9 @@ def test_deactivate_discards_the_queued_bundle(rclpy_context) -> None:
     try:
         node.trigger_configure()
         node.trigger_activate()
-        node._async.submit([np.zeros((IMG, IMG, 3), np.uint8)] * 2, 1)  # starts running
+        node._async.submit(_raw_bundle(1, 2))  # starts running
         time.sleep(0.1)
-        node._async.submit([np.zeros((IMG, IMG, 3), np.uint8)] * 2, 2)  # waits behind it
+        node._async.submit(_raw_bundle(2, 2))  # decoded, waits behind it
         node.trigger_deactivate()
         assert node.poses_published == 1
         assert node.diagnostics_summary()["drops"]["inference.inactive"] == 1

@@ -96,7 +96,19 @@ def test_node_end_to_end(rclpy_context, tmp_path: Path, num_cameras: int) -> Non
         frames, die_at = 16, 8
         t0 = 1_000_000_000_000
         expected_stamps: dict[int, set[int]] = {}  # frame → possible bundle stamps
-        bad_injected = 0
+        def truncated(stamp: int):
+            m = rc.numpy_to_image_msg(np.zeros((IMG, IMG, 3), np.uint8), "rgb8", stamp)
+            m.data = bytes(m.data)[: IMG * 3 * 5]
+            return m
+
+        # bad frames before the camera dies: unsupported encoding, corrupt JPEG, truncated raw data, wrong size; each
+        # bundle keeps num_cameras - 1 good frames, so it is scored with that camera masked (sync.min_cameras)
+        bad_frames = {
+            (3, 0): lambda st: rc.numpy_to_image_msg(np.zeros((IMG, IMG, 2), np.uint8), "yuv422", st),
+            (4, 1): lambda st: rc.encoded_to_compressed_msg(b"\xff\xd8\xff\xe0 corrupt", "jpeg", st),
+            (5, 0): truncated,
+            (6, 0): lambda st: rc.numpy_to_image_msg(np.zeros((IMG + 8, IMG, 3), np.uint8), "rgb8", st),
+        }
         for k in range(frames):
             stamps = [t0 + k * PERIOD_NS + int(rng.integers(-3_000_000, 3_000_000)) for _ in range(num_cameras)]
             present = [i for i in range(num_cameras) if not (i == dying and k >= die_at)]
@@ -108,19 +120,9 @@ def test_node_end_to_end(rclpy_context, tmp_path: Path, num_cameras: int) -> Non
                     msg = rc.encoded_to_compressed_msg(jpeg(img), "jpeg", stamps[i], f"cam{i}")
                 else:
                     msg = rc.numpy_to_image_msg(img, "rgb8", stamps[i], f"cam{i}")
+                if (k, i) in bad_frames:  # a camera's frame replaced by a bad message (decoded once bundled)
+                    msg = bad_frames[(k, i)](stamps[i])
                 pubs[i].publish(msg)
-            if k == 4:  # bad messages: unsupported encoding, truncated raw data, corrupt JPEG, wrong size
-                bad = rc.numpy_to_image_msg(np.zeros((IMG, IMG, 2), np.uint8), "yuv422", stamps[0] + 1)
-                pubs[0].publish(bad)
-                time.sleep(0.02)
-                trunc = rc.numpy_to_image_msg(np.zeros((IMG, IMG, 3), np.uint8), "rgb8", stamps[0] + 2)
-                trunc.data = bytes(trunc.data)[: IMG * 3 * 5]
-                pubs[0].publish(trunc)
-                time.sleep(0.02)
-                pubs[1].publish(rc.encoded_to_compressed_msg(b"\xff\xd8\xff\xe0 corrupt", "jpeg", stamps[1] + 3))
-                time.sleep(0.02)
-                pubs[0].publish(rc.numpy_to_image_msg(np.zeros((IMG + 8, IMG, 3), np.uint8), "rgb8", stamps[0] + 4))
-                bad_injected = 4
             time.sleep(0.06)
         wait(lambda: node.diagnostics_summary()["bundles"] >= frames - 3, 30, "bundles")
 
@@ -163,13 +165,19 @@ def test_node_end_to_end(rclpy_context, tmp_path: Path, num_cameras: int) -> Non
     assert paths and len(paths[-1].poses) == min(5, len(poses))
     assert paths[-1].header.frame_id == "map"
     drops = summary["drops"]
-    assert drops.get("decode.unsupported_encoding") == 1
-    assert drops.get("decode.wrong_size", 0) == 2  # truncated data + a 40x32 image where the rig says 32x32
-    assert drops.get("decode.corrupt", 0) == 1
-    assert sum(v for k, v in drops.items() if k.startswith("decode.")) == bad_injected
+    # a bad frame is found when its bundle is decoded; a bundle superseded by a newer one (latest wins, counted
+    # stale) is never decoded, so on a loaded box up to `stale` of them may go uncounted as bad frames
+    decoded_bad = sum(v for k, v in drops.items() if k.startswith("decode."))
+    assert len(bad_frames) - drops["inference.stale"] <= decoded_bad <= len(bad_frames)
+    if drops["inference.stale"] == 0:
+        assert drops.get("decode.unsupported_encoding") == 1
+        assert drops.get("decode.wrong_size", 0) == 2  # truncated data + a 40x32 image where the rig says 32x32
+        assert drops.get("decode.corrupt", 0) == 1
+        cams = {c["name"]: c for c in summary["cameras"]}
+        assert sum(cams["cam0"]["drops"].values()) == 3 and sum(cams["cam1"]["drops"].values()) == 1
+    assert "bundle.bad_frame_bundle" not in drops  # num_cameras - 1 good frames are enough (sync.min_cameras)
     cams = {c["name"]: c for c in summary["cameras"]}
-    assert sum(cams["cam0"]["drops"].values()) == 3 and sum(cams["cam1"]["drops"].values()) == 1
-    assert cams["cam0"]["received"] == frames + 3 and cams[f"cam{dying}"]["received"] == die_at
+    assert cams["cam0"]["received"] == frames and cams[f"cam{dying}"]["received"] == die_at
     assert summary["device"] == "cpu" and summary["latency_p50_ms"] > 0
     assert summary["tf_mode"] in ("off", "map_to_base")
     # --- /diagnostics: one localization status + one per camera, with the documented keys
@@ -328,12 +336,47 @@ def test_executor_threads_parameter(rclpy_context) -> None:
     assert validate_params({"checkpoint": "m.json", "executor_threads": 4}).executor_threads == 4
     with pytest.raises(ConfigError, match="executor_threads"):
         validate_params({"checkpoint": "m.json", "executor_threads": 0})
-    for threads, kind in ((1, SingleThreadedExecutor), (4, MultiThreadedExecutor)):
+    from mfapr_ros.ros.runtime import NodeExecutor
+
+    for threads, kind in ((1, SingleThreadedExecutor), (4, NodeExecutor)):
         ex = make_executor(threads, rclpy_context)
         try:
-            assert type(ex) is kind
+            assert type(ex) is kind and isinstance(ex, SingleThreadedExecutor | MultiThreadedExecutor)
         finally:
             ex.shutdown()
+
+
+def test_node_executor_runs_inline_groups_in_the_spinning_thread(rclpy_context) -> None:
+    """executor_threads > 1: camera callbacks (InlineCallbackGroup) run in the spinning thread, as on the
+    single-threaded executor; any other callback (a timer here) runs on the pool."""
+    import rclpy
+    from std_msgs.msg import String
+
+    from mfapr_ros.ros.runtime import InlineCallbackGroup, make_executor
+
+    node = rclpy.create_node("inline_test", context=rclpy_context)
+    where: dict[str, set[str]] = {"sub": set(), "timer": set()}
+    node.create_subscription(String, "/inline_test", lambda m: where["sub"].add(threading.current_thread().name),
+                             10, callback_group=InlineCallbackGroup())
+    node.create_timer(0.01, lambda: where["timer"].add(threading.current_thread().name))
+    pub = node.create_publisher(String, "/inline_test", 10)
+    ex = make_executor(3, rclpy_context)
+    ex.add_node(node)
+    stop = threading.Event()
+    th = threading.Thread(target=spin, args=(ex, stop), name="spinner", daemon=True)
+    th.start()
+    try:
+        wait(lambda: pub.get_subscription_count() >= 1, 10, "the subscription to match")
+        for _ in range(20):
+            pub.publish(String(data="x"))
+            time.sleep(0.01)
+        wait(lambda: where["sub"] and where["timer"], 10, "callbacks")
+    finally:
+        stop.set()
+        th.join(5)
+        ex.shutdown()
+        node.destroy_node()
+    assert where["sub"] == {"spinner"} and "spinner" not in where["timer"]
 
 
 def test_inference_threads_parameter(rclpy_context, tmp_path: Path) -> None:

@@ -35,6 +35,9 @@ class _Model:
         self.rig = ring_rig(2, image_size=IMG, hfov_deg=90.0)
         self.device = "cpu"
 
+    def infer(self, images, stamp_ns, mask=None):  # the test feeds poses to _on_pose directly; no camera traffic
+        raise AssertionError("no bundle is inferred in this test")
+
 
 def test_initialpose_seeds_service_watch_and_lost(rclpy_context) -> None:
     import rclpy
