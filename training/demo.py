@@ -28,8 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mfapr_ros.core.calibration import levels_text
 from mfapr_ros.core.errors import MfaprError
+from mfapr_ros.inference.calibration import levels_text
 from mfapr_ros.ros.env import localhost_env
 
 

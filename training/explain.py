@@ -19,7 +19,7 @@ bar chart) and ``bundle_<stamp_ns>.json`` (pose, contributions, saliency shares)
 
 Bags are read the way ``mfapr eval-bag`` reads them (the bag → bundles pipeline :mod:`mfapr_ros.bag.bundles` with
 the node's synchronizer settings, a ±``--window`` s read around each target stamp; only chosen bundles decode);
-datasets the way ``mfapr evaluate`` loads them (``load_split`` + ``BundleDataset``). Stamps: an integer of ≥ 12
+datasets the way ``mfapr evaluate`` loads them (``data.load_split`` + ``BundleDataset``). Stamps: an integer of ≥ 12
 digits is absolute ns, anything else is seconds from the start of the bag (or the first bundle of the dataset).
 """
 
@@ -366,9 +366,8 @@ def bag_inputs(loc: Any, bag_path: str | Path, stamps: Sequence[str] | None, cou
 def data_inputs(loc: Any, data: str, split: str, fmt: str, stamps: Sequence[str] | None, count: int,
                 gt_topic: str | None = None) -> Iterator[ExplainInput]:
     """Bundles of a dataset split, loaded the way `mfapr evaluate` loads them (with their GT pose)."""
+    from .data import detect_format, even_subset, load_split
     from .datasets import BundleDataset
-    from .evaluate import detect_format
-    from .train import even_subset, load_split
 
     fmt = detect_format(data) if fmt == "auto" else fmt
     if fmt == "rosbag" and split and not (Path(data) / split).exists():
@@ -429,9 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.count < 1:
         raise ConfigError(f"--count must be >= 1, got {args.count}")
     from mfapr_ros.core.io import atomic_write_json
-    from mfapr_ros.core.localizer import Localizer
     from mfapr_ros.core.sync import SyncSettings
     from mfapr_ros.evaluation.eval_bag import parse_topic_map
+    from mfapr_ros.inference.localizer import Localizer
 
     loc = Localizer(args.checkpoint, device=args.device, warmup=0, retrieval=False)
     model = loc.model.eval()

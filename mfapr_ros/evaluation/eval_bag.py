@@ -6,7 +6,7 @@ same defaults as ``config/localize.yaml``), bundles with the one
 :class:`mfapr_ros.core.sync.ApproximateTimeSynchronizer` (:class:`~mfapr_ros.core.sync.SyncSettings`, node
 defaults) and decodes after it with the node's bad-frame rule (:mod:`~mfapr_ros.core.bundle_decode`). This
 module is the CLI and the evaluation over it:
-bundles are localised by :class:`~mfapr_ros.core.localizer.Localizer`, batched (``--batch``) through
+bundles are localised by :class:`~mfapr_ros.inference.localizer.Localizer`, batched (``--batch``) through
 ``infer_batch``, which is what makes a CPU run faster than real time. Ground truth (PoseStamped /
 PoseWithCovarianceStamped / Odometry topic, or TF between two frames) is interpolated at each bundle stamp; the
 shared report (:mod:`mfapr_ros.evaluation`) is written to ``--out``.
@@ -39,11 +39,11 @@ from mfapr_ros.bag.bundles import (
     iter_bundles,
 )
 from mfapr_ros.bag.reader import COMPRESSED_IMAGE, IMAGE, IMAGE_TYPES, BagInfo, BagReader, Trajectory, read_gt
-from mfapr_ros.core.baselines import checkpoint_mean_pose
 from mfapr_ros.core.drops import DropCounter
 from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.rig import TRANSPORTS, Rig
 from mfapr_ros.core.sync import SyncSettings, accounting_line
+from mfapr_ros.inference.baselines import checkpoint_mean_pose
 
 LOG = logging.getLogger("mfapr.eval_bag")
 
@@ -320,7 +320,7 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
     if batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {batch}")
     if localizer is None:
-        from mfapr_ros.core.localizer import Localizer
+        from mfapr_ros.inference.localizer import Localizer
 
         localizer = Localizer(str(checkpoint), device=device)
     rig = localizer.rig
@@ -431,7 +431,7 @@ def calibration_section(res: EvalResult, checkpoint_meta: dict[str, Any] | None)
     for these bundles (the Localizer's, stored calibration applied), or ``None`` without covariances."""
     if res.covariances is None or len(res.covariances) == 0:
         return None
-    from mfapr_ros.core.calibration import report_section
+    from mfapr_ros.inference.calibration import report_section
 
     return report_section(res.t_gt, res.q_gt, res.t_est, res.q_est, res.covariances, checkpoint_meta)
 
@@ -519,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `mfapr eval-bag`; errors surface as MfaprError (the dispatcher prints one line, exit 2)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    from mfapr_ros.core.localizer import Localizer
+    from mfapr_ros.inference.localizer import Localizer
 
     from . import load_report, print_summary, write_report
 

@@ -14,6 +14,7 @@ from typing import Any
 from mfapr_ros.core.errors import ConfigError
 
 from .base import Backbone, FusionMode, backbone_names, fusion_positions, get_backbone, get_fusion
+from .checks import config_error, require_bool, require_int
 from .rotation import REPRESENTATIONS
 from .trunks import ARCHS
 
@@ -31,24 +32,6 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "pose_normalization": {"t_mean": [0.0, 0.0, 0.0], "t_scale": 1.0},
     "extrinsics": None,
 }
-
-
-def config_error(key: str, msg: str) -> ConfigError:
-    return ConfigError(f"model config: '{key}' {msg}")
-
-
-def require_int(cfg: dict[str, Any], key: str, lo: int, hi: int | None = None) -> int:
-    v = cfg[key]
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise config_error(key, f"must be an integer in {rng}, got {v!r}")
-    return v
-
-
-def require_bool(cfg: dict[str, Any], key: str) -> bool:
-    if not isinstance(cfg[key], bool):
-        raise config_error(key, f"must be true or false, got {cfg[key]!r}")
-    return cfg[key]
 
 
 def _floats(v: Any, n: int, key: str) -> list[float]:

@@ -25,8 +25,8 @@ from mfapr_ros.core.fusion import FusionSettings
 from mfapr_ros.core.relocalization import RelocalizationSettings
 from mfapr_ros.core.rig import TRANSPORTS, Rig
 from mfapr_ros.core.sync import POLICIES, PUBLISH_MODES, SyncSettings
-from mfapr_ros.core.uncertainty import ACTIONS as UNCERTAINTY_ACTIONS
-from mfapr_ros.core.uncertainty import DEFAULT_ORIENTATION_STD, DEFAULT_POSITION_STD, UncertaintyGate
+from mfapr_ros.inference.uncertainty import ACTIONS as UNCERTAINTY_ACTIONS
+from mfapr_ros.inference.uncertainty import DEFAULT_ORIENTATION_STD, DEFAULT_POSITION_STD, UncertaintyGate
 
 TF_MODES = ("none", "map_to_base", "map_to_odom")
 PRECISIONS = ("fp32", "fp16", "bf16")

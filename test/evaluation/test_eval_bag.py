@@ -9,14 +9,14 @@ import pytest
 
 from mfapr_ros.bag.reader import BagReader, read_gt
 from mfapr_ros.bag.synth import SynthBagSpec, encode_jpeg, trajectory, write_synth_bag
-from mfapr_ros.core.baselines import mean_pose_record
 from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.rig import ring_rig
 from mfapr_ros.core.sync import SyncSettings
 from mfapr_ros.evaluation import compute_metrics
 from mfapr_ros.evaluation.eval_bag import evaluate_bag, parse_topic_map
+from mfapr_ros.inference.baselines import mean_pose_record
 
-localizer_mod = pytest.importorskip("mfapr_ros.core.localizer", reason="needs torch")
+localizer_mod = pytest.importorskip("mfapr_ros.inference.localizer", reason="needs torch")
 
 SIZE = 32
 RIG = ring_rig(4)

@@ -367,7 +367,7 @@ def test_ros1_bag_names_the_converter(tmp_path: Path) -> None:
 
 
 def test_bag_without_ground_truth_names_the_training_settings(tmp_path: Path) -> None:
-    from mfapr_training.train import load_split
+    from mfapr_training.data import load_split
 
     from mfapr_ros.core.rig import load_rig
 
@@ -450,7 +450,7 @@ def test_data_topics_bind_the_checkpoint_rig_and_silence_the_placeholder_warning
 
 def test_missing_bag_split_lists_the_bags_and_suggests_val_split_null(tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    from mfapr_training.train import load_split
+    from mfapr_training.data import load_split
 
     from mfapr_ros.core.rig import load_rig
 

@@ -14,9 +14,9 @@ from mfapr_training.health import HeadProbe, circular_std_deg, health_report
 from mfapr_training.synth.tracks import plan_tracks
 from mfapr_training.synth.world import WorldConfig, build_world
 
-from mfapr_ros.core.baselines import RetrievalDatabase, database_path, load_for_checkpoint, thumbnails
 from mfapr_ros.core.errors import DataError
 from mfapr_ros.core.geometry import quat_from_yaw
+from mfapr_ros.inference.baselines import RetrievalDatabase, database_path, load_for_checkpoint, thumbnails
 from mfapr_ros.models import build_model, preset
 
 SMALL = WorldConfig(seed=3, px_per_m=16)
