@@ -58,8 +58,8 @@ class DataConfig:
     # the robot's camera topics / transport stored in the checkpoint's rig (kapture has none: placeholders otherwise)
     topics: dict[str, str] = field(default_factory=dict)  # camera name → topic
     transport: str | None = None  # raw | compressed for every camera; None = the rig's (kapture: compressed)
-    # bundling (mfapr_ros.core.sync.SyncSettings, the node's sync.* names and defaults): slop, queue_size, min_cameras,
-    # stream_timeout, stream_timeout_periods, time_jump, policy (pivot|frames), publish (arrival|optimal)
+    # bundling (mfapr_ros.core.sync.SyncSettings, the node's sync.* names and defaults, seconds): slop, queue_size,
+    # min_cameras, stream_timeout, stream_timeout_periods, time_jump
     sync: dict[str, Any] = field(default_factory=dict)
 
 

@@ -408,9 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: decoder cross-attention when the model has a transformer decoder, else gradients")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--topics", default=None, help="--bag: camera→topic overrides cam0=/a,cam1=/b")
-    p.add_argument("--min-cameras", type=int, default=None, help="--bag: fewest cameras per bundle (node default: "
-                   "all); lower it to explain bundles with missing cameras")
-    p.add_argument("--slop-ms", type=float, default=None, help="--bag: sync slop in ms (node default)")
+    from mfapr_ros.evaluation.eval_bag import add_sync_options
+
+    add_sync_options(p)  # --bag: the node's sync.* settings (--slop, --min-cameras …); lower --min-cameras to
+    # explain bundles with missing cameras
     p.add_argument("--enforce-image-size", action=argparse.BooleanOptionalAction, default=True,
                    help="--bag: drop images whose size differs from the rig's, as localize_node does (default on)")
     p.add_argument("--window", type=float, default=1.0, help="--bag: seconds read either side of each target (1)")
@@ -428,8 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.count < 1:
         raise ConfigError(f"--count must be >= 1, got {args.count}")
     from mfapr_ros.core.io import atomic_write_json
-    from mfapr_ros.core.sync import SyncSettings
-    from mfapr_ros.evaluation.eval_bag import parse_topic_map
+    from mfapr_ros.evaluation.eval_bag import parse_topic_map, sync_settings_from_args
     from mfapr_ros.inference.localizer import Localizer
 
     loc = Localizer(args.checkpoint, device=args.device, warmup=0, retrieval=False)
@@ -438,9 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = model.config
     meta = {"checkpoint": str(args.checkpoint), "backbone": cfg.get("backbone"), "fusion": cfg.get("fusion")}
     if args.bag:
-        given = {"slop_ms": args.slop_ms, "min_cameras": args.min_cameras}
-        sync = SyncSettings.from_dict({k: v for k, v in given.items() if v is not None},
-                                      where="explain (--slop-ms, --min-cameras)")
+        sync = sync_settings_from_args(args)
         items = bag_inputs(loc, args.bag, args.stamp, args.count, topics=parse_topic_map(args.topics), sync=sync,
                            window_s=args.window, enforce_image_size=args.enforce_image_size)
         meta["bag"] = str(args.bag)

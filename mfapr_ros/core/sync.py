@@ -71,7 +71,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -119,101 +119,92 @@ NS_PER_S = 1_000_000_000
 _GAPS_KEPT = 8  # per-stream stamp gaps kept for the period / lower-bound estimates
 
 
+def _setting(default: Any, doc: str, constraints: str) -> Any:
+    """A :class:`SyncSettings` field: its default, the one description (node parameter, eval-bag flag, docs) and
+    its range in words."""
+    return field(default=default, metadata={"doc": doc, "constraints": constraints})
+
+
 @dataclass(frozen=True)
 class SyncSettings:
-    """The synchronizer's settings — one object for the node, ``eval-bag`` and training.
+    """The synchronizer's settings — the one schema for the node, ``eval-bag`` and training.
 
-    Units are integer nanoseconds (stamps are compared as integers). The user-facing form (seconds, ``min_cameras``
-    0 = all: the node's ``sync.*`` parameter names, ``data.sync`` of a training YAML, eval-bag's options) is
-    translated in ONE place, :meth:`from_dict`, which the node (``NodeParams.sync``), eval-bag and the training
-    readers all call; :meth:`to_dict` writes that form back.
-
-    ``min_streams`` ``None`` (or 0) means all streams (full bundles only). ``stream_timeout_ns`` is the floor of
-    the period-relative stream timeout (partial mode only).
+    One name per setting, SI units (seconds), validated once here in ``__post_init__``. The node's ``sync.<field>``
+    parameters (``ros.params.PARAM_SPECS``) and eval-bag's ``--<field>`` options are generated from these fields;
+    training's ``data.sync`` takes the same names (:meth:`from_dict`). The synchronizer itself counts in integer
+    nanoseconds: :attr:`max_interval_ns`, :attr:`stream_timeout_ns`, :attr:`time_jump_ns`, :attr:`min_streams`.
+    Assignment is always the default ``frames`` policy (with ``pivot`` as its internal fallback for cameras at
+    different rates) published on arrival: ``bench/sync.py`` shows ``pivot`` strictly dominated (docs/node.md).
     """
 
-    max_interval_ns: int = 20_000_000
-    queue_size: int = 10
-    min_streams: int | None = None
-    stream_timeout_ns: int = 500_000_000
-    stream_timeout_periods: float = 3.0
-    time_jump_ns: int = NS_PER_S
-    policy: str = "frames"
-    publish: str = "arrival"
-    age_penalty: float = 0.0
+    slop: float = _setting(0.02, "Max spread of stamps inside one bundle, seconds (approximate-time slop).", "> 0")
+    queue_size: int = _setting(10, "Messages queued per camera by the synchronizer.", ">= 1")
+    min_cameras: int = _setting(0, "Fewest cameras in a (partial) bundle; 0 = all cameras.", "0..number of cameras")
+    stream_timeout: float = _setting(0.5, "A camera silent this long (s) stops blocking bundles (the floor of a "
+                                     "timeout of at least sync.stream_timeout_periods observed periods).",
+                                     "> 0 (>= sync.slop when min_cameras > 0)")
+    stream_timeout_periods: float = _setting(3.0, "The stream timeout is at least this many of the camera's "
+                                             "observed frame periods; 0 = sync.stream_timeout only.", ">= 0")
+    time_jump: float = _setting(1.0, "A stamp this far (s) before its camera's last one is a suspected time jump: a "
+                                "glitch unless confirmed by another camera or the camera's next message.",
+                                "> sync.slop")
 
     def __post_init__(self) -> None:
         def bad(key: str, v: Any, what: str) -> ConfigError:
             return ConfigError(f"sync.{key} = {v!r} is invalid: expected {what}")
 
-        def is_int(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        if not is_int(self.max_interval_ns) or self.max_interval_ns <= 0:
-            raise bad("slop", self.max_interval_ns, "a positive integer of nanoseconds (slop > 0 s)")
-        if not is_int(self.queue_size) or self.queue_size < 1:
+        for f in dataclasses.fields(self):  # types: ints accepted for seconds, integral floats for counts
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise bad(f.name, v, f"a number ({f.metadata['constraints']})")
+            if f.type == "int":
+                if isinstance(v, float) and not v.is_integer():
+                    raise bad(f.name, v, f"an integer ({f.metadata['constraints']})")
+                object.__setattr__(self, f.name, int(v))
+            else:
+                object.__setattr__(self, f.name, float(v))
+        if self.slop <= 0 or self.max_interval_ns <= 0:
+            raise bad("slop", self.slop, "a number of seconds > 0")
+        if self.queue_size < 1:
             raise bad("queue_size", self.queue_size, "an integer >= 1")
-        if self.min_streams is not None and (not is_int(self.min_streams) or self.min_streams < 0):
-            raise bad("min_cameras", self.min_streams, "an integer >= 0 (0 = all cameras)")
-        if not is_int(self.stream_timeout_ns) or (self.min_streams and self.stream_timeout_ns < self.max_interval_ns):
-            raise bad("stream_timeout", self.stream_timeout_ns,
-                      f"an integer of ns >= the slop ({self.max_interval_ns})")
-        if not isinstance(self.stream_timeout_periods, (int, float)) or not self.stream_timeout_periods >= 0:
+        if self.min_cameras < 0:
+            raise bad("min_cameras", self.min_cameras, "an integer >= 0 (0 = all cameras)")
+        if self.stream_timeout <= 0 or (self.min_cameras and self.stream_timeout < self.slop):
+            raise bad("stream_timeout", self.stream_timeout, f"a number of seconds > 0 and >= sync.slop ({self.slop}) "
+                      "with partial bundles")
+        if self.stream_timeout_periods < 0:
             raise bad("stream_timeout_periods", self.stream_timeout_periods, "a number >= 0 (0 = floor only)")
-        if not is_int(self.time_jump_ns) or self.time_jump_ns <= self.max_interval_ns:
-            raise bad("time_jump", self.time_jump_ns, "an integer of ns > the slop")
-        if self.policy not in POLICIES:
-            raise bad("policy", self.policy, f"one of {POLICIES}")
-        if self.publish not in PUBLISH_MODES:
-            raise bad("publish", self.publish, f"one of {PUBLISH_MODES}")
-        if not isinstance(self.age_penalty, (int, float)) or self.age_penalty < 0:
-            raise bad("age_penalty", self.age_penalty, "a number >= 0")
+        if self.time_jump <= self.slop:
+            raise bad("time_jump", self.time_jump, f"a number of seconds > sync.slop ({self.slop})")
 
-    #: Keys of :meth:`from_dict` (node names in seconds, and the ns / ms forms).
-    KEYS = ("slop", "slop_ms", "max_interval_ms", "max_interval_ns", "queue_size", "min_cameras", "min_streams",
-            "stream_timeout", "stream_timeout_ns", "stream_timeout_periods", "time_jump", "time_jump_ns", "policy",
-            "publish", "age_penalty")
+    @property
+    def max_interval_ns(self) -> int:
+        return int(round(self.slop * NS_PER_S))
+
+    @property
+    def stream_timeout_ns(self) -> int:
+        return int(round(self.stream_timeout * NS_PER_S))
+
+    @property
+    def time_jump_ns(self) -> int:
+        return int(round(self.time_jump * NS_PER_S))
+
+    @property
+    def min_streams(self) -> int | None:
+        """``min_cameras`` for the synchronizer: ``None`` = all streams (full bundles only)."""
+        return self.min_cameras or None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None, where: str = "sync") -> SyncSettings:
-        """From a config mapping (``data.sync`` of a training YAML, a reader's ``sync=`` argument).
-
-        Seconds for ``slop``/``stream_timeout``/``time_jump`` (the node's parameter names), or the ``*_ns`` /
-        ``*_ms`` forms; unknown keys are an error naming the valid ones.
-        """
+        """From a config mapping (``data.sync`` of a training YAML, a reader's ``sync=`` argument, the node's
+        ``sync.*`` parameters): the field names, in seconds; unknown keys are an error naming the valid ones."""
         d = dict(d or {})
-        unknown = sorted(set(d) - set(cls.KEYS))
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(names))
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {list(cls.KEYS)}")
-
-        def num(key: str) -> float:
-            v = d[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
-                raise ConfigError(f"{where}.{key} = {v!r} is invalid: expected a number")
-            return float(v)
-
-        kw: dict[str, Any] = {}
-        for key, field_, scale in (("slop", "max_interval_ns", 1e9), ("slop_ms", "max_interval_ns", 1e6),
-                                   ("max_interval_ms", "max_interval_ns", 1e6), ("stream_timeout", "stream_timeout_ns",
-                                   1e9), ("time_jump", "time_jump_ns", 1e9)):
-            if key in d:
-                kw[field_] = int(round(num(key) * scale))
-        for key in ("max_interval_ns", "stream_timeout_ns", "time_jump_ns", "queue_size"):
-            if key in d:
-                v = d[key]
-                kw[key] = int(v) if isinstance(v, float) and v.is_integer() else v
-        for src, dst in (("min_cameras", "min_streams"), ("min_streams", "min_streams")):
-            if src in d:
-                v = d[src]
-                kw[dst] = None if v in (None, 0) else (int(v) if isinstance(v, float) and v.is_integer() else v)
-        for key in ("stream_timeout_periods", "age_penalty"):
-            if key in d:
-                kw[key] = num(key)
-        for key in ("policy", "publish"):
-            if key in d:
-                kw[key] = d[key]
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {names}")
         try:
-            return cls(**kw)
+            return cls(**d)
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
 
@@ -221,22 +212,18 @@ class SyncSettings:
         return dataclasses.replace(self, **kw)
 
     def to_dict(self) -> dict[str, Any]:
-        """The node's vocabulary (seconds), as stored in reports and accepted by :meth:`from_dict`."""
-        return {"slop": self.max_interval_ns / 1e9, "queue_size": self.queue_size,
-                "min_cameras": self.min_streams or 0, "stream_timeout": self.stream_timeout_ns / 1e9,
-                "stream_timeout_periods": self.stream_timeout_periods, "time_jump": self.time_jump_ns / 1e9,
-                "policy": self.policy, "publish": self.publish}
+        """The field names and values (seconds), as stored in reports and accepted by :meth:`from_dict`."""
+        return dataclasses.asdict(self)
 
     def make(self, num_streams: int, logger: Logger | None = None) -> ApproximateTimeSynchronizer:
-        """The synchronizer for ``num_streams`` streams (``min_streams`` above it is an error naming both)."""
+        """The synchronizer for ``num_streams`` streams (``min_cameras`` above it is an error naming both)."""
         ms = self.min_streams or num_streams
         if ms > num_streams:
             raise ConfigError(f"sync.min_cameras (eval-bag --min-cameras, training data.sync.min_cameras) = {ms} "
                               f"exceeds the {num_streams} camera(s) being bundled; use 0..{num_streams} (0 = all)")
         return ApproximateTimeSynchronizer(num_streams, self.queue_size, self.max_interval_ns, min_streams=ms,
                                            stream_timeout_ns=self.stream_timeout_ns, logger=logger,
-                                           age_penalty=self.age_penalty, time_jump_ns=self.time_jump_ns,
-                                           policy=self.policy, publish=self.publish,
+                                           time_jump_ns=self.time_jump_ns, policy="frames", publish="arrival",
                                            stream_timeout_periods=self.stream_timeout_periods)
 
 
@@ -293,11 +280,13 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
         queue_size: messages kept per stream (C++ ``queue_size``); older ones are dropped as overflow. In the
             ``frames`` policy: frames kept open.
         max_interval_ns: largest allowed spread (latest − earliest stamp) of a bundle (C++ ``max_interval``, the
-            Python ``slop``). Default 20 ms: less than a frame at 30 Hz so consecutive frames cannot pair.
+            Python ``slop``). Default :attr:`SyncSettings.slop`: less than a frame at 30 Hz so consecutive frames
+            cannot pair.
         min_streams: smallest number of present streams for a partial bundle; ``None`` → ``num_streams`` (full
             bundles only, exactly the C++ policy).
         stream_timeout_ns: floor of the message-time silence after which a stream stops blocking (partial mode);
-            default 500 ms. Must be ≥ ``max_interval_ns`` in partial mode (unused in full-bundle mode).
+            default :attr:`SyncSettings.stream_timeout`. Must be ≥ ``max_interval_ns`` in partial mode (unused in
+            full-bundle mode).
         logger: a ``logging.Logger`` or a callable taking one string (the node passes its ROS logger's ``warn``);
             default: this module's logger.
         age_penalty: C++ ``age_penalty`` (≥ 0): favours publishing earlier sets sooner (``pivot``).
@@ -316,7 +305,8 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
     All public calls take ``_lock``; the mixins' methods run only under it.
     """
 
-    def __init__(self, num_streams: int, queue_size: int = 10, max_interval_ns: int = 20_000_000,
+    def __init__(self, num_streams: int, queue_size: int = SyncSettings.queue_size,
+                 max_interval_ns: int = round(SyncSettings.slop * NS_PER_S),
                  min_streams: int | None = None, stream_timeout_ns: int | None = None,
                  logger: Logger | None = None, age_penalty: float = 0.0,
                  time_jump_ns: int = NS_PER_S, *, policy: str = "pivot", publish: str = "arrival",
@@ -333,7 +323,7 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
         if not isinstance(min_streams, int) or not 1 <= min_streams <= num_streams:
             raise ConfigError(f"sync: min_streams must be in 1..{num_streams} (num_streams), got {min_streams!r}")
         if stream_timeout_ns is None:
-            stream_timeout_ns = 500_000_000
+            stream_timeout_ns = round(SyncSettings.stream_timeout * NS_PER_S)
         partial = min_streams < num_streams
         if not isinstance(stream_timeout_ns, int) or (partial and stream_timeout_ns < max_interval_ns):
             raise ConfigError(f"sync: stream_timeout_ns ({stream_timeout_ns!r}) must be an integer ≥ max_interval_ns "

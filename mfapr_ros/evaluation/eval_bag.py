@@ -168,15 +168,27 @@ def resolve_bindings(rig: Rig, bag_types: Mapping[str, str], topics: Mapping[str
     return out
 
 
+def add_sync_options(p: argparse.ArgumentParser) -> None:
+    """``--<setting>`` for every :class:`SyncSettings` field (``--slop``, ``--min-cameras`` …), generated from its
+    fields: the node's ``sync.*`` names, units (seconds) and descriptions; unset = the node's default."""
+    g = p.add_argument_group("synchronizer (the node's sync.* parameters; default: the node's defaults)")
+    for f in dataclasses.fields(SyncSettings):
+        g.add_argument(f"--{f.name.replace('_', '-')}", dest=f"sync_{f.name}", type=int if f.type == "int" else float,
+                       default=None, help=f"{f.metadata['doc']} Default {f.default}.")
+    g.add_argument("--slop-ms", type=float, default=None, help=argparse.SUPPRESS)  # deprecated: --slop in seconds
+
+
 def sync_settings_from_args(args: argparse.Namespace) -> SyncSettings:
-    """The CLI's sync options over the node's defaults, through the one translation (:meth:`SyncSettings.from_dict`,
-    the one the node's ``sync.*`` parameters and training's ``data.sync`` go through), so eval-bag bundles exactly
-    as ``localize_node`` with the same parameters."""
-    given = {"slop_ms": args.slop_ms, "min_cameras": args.min_cameras, "queue_size": args.queue_size,
-             "stream_timeout": args.stream_timeout, "policy": args.sync_policy, "publish": args.sync_publish}
-    return SyncSettings.from_dict({k: v for k, v in given.items() if v is not None},
-                                  where="eval-bag (--slop-ms, --min-cameras, --queue-size, --stream-timeout, "
-                                        "--sync-policy, --sync-publish)")
+    """The CLI's sync options over the node's defaults, validated by :class:`SyncSettings` (as the node's ``sync.*``
+    parameters and training's ``data.sync``), so eval-bag bundles exactly as ``localize_node`` with the same
+    parameters."""
+    given = {f.name: getattr(args, f"sync_{f.name}") for f in dataclasses.fields(SyncSettings)}
+    if getattr(args, "slop_ms", None) is not None:
+        LOG.warning("--slop-ms is deprecated: use --slop in seconds (--slop %g)", args.slop_ms / 1e3)
+        if given["slop"] is None:
+            given["slop"] = args.slop_ms / 1e3
+    flags = ", ".join(f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None)
+    return SyncSettings.from_dict({k: v for k, v in given.items() if v is not None}, where=f"eval-bag ({flags})")
 
 
 @dataclass
@@ -348,7 +360,7 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
         odom = _read_odometry(bag, odom_frame, rig.base_frame) if fusion is not None and est.stamps else None
     if not est.stamps:
         raise DataError(f"no bundle could be formed from {cam_topics} in {bag_path} (sync stats "
-                        f"{synchronizer.stats}); check --topics, --slop-ms and --min-cameras (a camera missing for "
+                        f"{synchronizer.stats}); check --topics, --slop and --min-cameras (a camera missing for "
                         "the whole bag needs --min-cameras below the number of cameras)")
     s = np.asarray(est.stamps, dtype=np.int64)
     tg, qg, ok = _gt_coverage(gt, s, max_gap_s, drops, bag_path)
@@ -466,7 +478,6 @@ def fused_report(res: EvalResult, fusion: Any) -> dict[str, Any] | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = SyncSettings().to_dict()  # = the node's defaults (PARAM_SPECS, config/localize.yaml; tested)
     p = argparse.ArgumentParser(prog="mfapr eval-bag", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint (NAME, NAME.json or NAME.safetensors)")
@@ -489,16 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=16, help="bundles per forward pass (default 16)")
     p.add_argument("--out", default="out/eval_bag", help="report folder (default out/eval_bag)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--slop-ms", type=float, default=None, help=f"sync slop in ms (node default {d['slop'] * 1e3:g})")
-    p.add_argument("--min-cameras", type=int, default=None,
-                   help=f"fewest cameras per bundle, 0 = all (node default {d['min_cameras']})")
-    p.add_argument("--queue-size", type=int, default=None, help=f"sync queue per camera (default {d['queue_size']})")
-    p.add_argument("--stream-timeout", type=float, default=None,
-                   help=f"seconds after which a silent camera stops blocking (default {d['stream_timeout']})")
-    p.add_argument("--sync-policy", choices=("pivot", "frames"), default=None,
-                   help=f"bundle assignment (node default {d['policy']}; frames: period-aware, for loose stamps)")
-    p.add_argument("--sync-publish", choices=("arrival", "optimal"), default=None,
-                   help=f"when a bundle leaves (node default {d['publish']})")
+    add_sync_options(p)
     p.add_argument("--enforce-image-size", action=argparse.BooleanOptionalAction, default=True,
                    help="drop (and count) images whose size differs from the rig's, as localize_node does "
                         "(default: on, like its enforce_image_size)")

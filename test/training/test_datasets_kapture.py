@@ -138,7 +138,7 @@ def test_galaxy_per_phone_stamps_bundled_with_slop(kroot: Path) -> None:
             assert r.info["own_stamp_poses_skipped"] == n_early > 0  # are left out, not averaged in
     # a tighter slop than the phones' spread (11 ms) forms no bundles: a clear error, not an empty set
     with pytest.raises(DataError, match="no bundles"):
-        read_kapture(kroot / "mapping", "galaxy", sync={"max_interval_ms": 5})
+        read_kapture(kroot / "mapping", "galaxy", sync={"slop": 0.005})
 
 
 def test_splits_inference_only_and_rig_level_trajectory(kroot: Path) -> None:
@@ -208,8 +208,7 @@ def test_bad_data_is_counted_or_raised(kroot: Path, tmp_path: Path, caplog: pyte
     np.testing.assert_allclose(r5.t_world_rig, rig_pose(T0_US + 5 * PERIOD_US)[0], atol=1e-9)
     # partial bundles keep frame 2 with its slot masked
     # (stream_timeout_periods 0: a 50 ms timeout, not 3 periods = 300 ms, so one lost frame times the camera out)
-    part = read_kapture(d, "basler", sync={"min_streams": 4, "stream_timeout_ns": 50_000_000,
-                                           "stream_timeout_periods": 0})
+    part = read_kapture(d, "basler", sync={"min_cameras": 4, "stream_timeout": 0.05, "stream_timeout_periods": 0})
     r2 = next(r for r in part.records if r.stamp_ns == (T0_US + 2 * PERIOD_US) * 1000)
     # (which other streams the synchronizer also counts as silent at that instant depends on arrival order near
     # the timeout — documented in mfapr_ros.core.sync — so only the missing camera's slot is asserted)

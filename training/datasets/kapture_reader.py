@@ -15,7 +15,7 @@ Conventions at this boundary (and nowhere else): µs → integer ns; kapture's w
 which is the package's camera convention too.
 
 Bundling uses the project's one synchronizer (:mod:`.bundling`): the 6 NAVER Basler cameras share a trigger stamp
-(bundled exactly), each Galaxy phone has its own µs stamp (bundled within ``sync.max_interval_ns``).
+(bundled exactly), each Galaxy phone has its own µs stamp (bundled within ``sync.slop``).
 
 The rig pose of a bundle comes from a rig-level trajectory when the file has one (``device_id`` = the rig id);
 otherwise from each present camera's own trajectory (NAVER stores per-camera poses): camera ``i`` implies
@@ -266,7 +266,7 @@ def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *
     drops.merge(syncer.drop_counts())
     if not records:
         raise DataError(f"{root}: no bundles formed from cameras {chosen} ({drops.summary(str(root), 0)}); check "
-                        "the camera ids and sync.max_interval_ns (the slop between cameras' stamps)")
+                        "the camera ids and sync.slop (the spread allowed between cameras' stamps, s)")
     split_tracks_on_gaps(records, track_gap_ns)
     info_out: dict[str, Any] = {"root": str(root), "rig_id": rig_id or lone, "cameras": list(chosen),
                                 "pose_source": "rig" if rig_traj is not None else ("cameras" if cam_traj else "none"),
