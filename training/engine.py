@@ -146,7 +146,7 @@ def make_optimizer(params: Sequence[nn.Parameter], cfg: ExperimentConfig,
     1e-4 the weights cannot travel the few units to their equilibrium within a run (they moved 0.35 in the old
     demo), and decaying them towards 0 biases the balance."""
     o = cfg.optim
-    kw = dict(lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+    kw = dict(lr=o.lr, weight_decay=o.weight_decay)  # betas (0.9, 0.999), eps 1e-8: torch's defaults
     ids = {id(p) for p in weight_params}
     groups: list[dict[str, Any]] = [{"params": [p for p in params if id(p) not in ids]}]
     if weight_params:
@@ -290,13 +290,9 @@ class TrainStep(nn.Module):
 
 
 def loss_settings(cfg: ExperimentConfig, model: nn.Module) -> LossSettings:
-    """``cfg.loss`` with the model-dependent defaults filled (rotation representation, mix-stream weights), after
-    checking the settings the model must support."""
+    """``cfg.loss`` with the model-dependent defaults filled (rotation representation, mix-stream weights). A model
+    that predicts its variance (``model.predict_variance``) is trained with the heteroscedastic NLL: one setting."""
     lc = cfg.loss
-    cfg_model = getattr(model, "config", None)
-    if lc.heteroscedastic and isinstance(cfg_model, dict) and not cfg_model.get("predict_variance", False):
-        raise ConfigError("loss.heteroscedastic needs a model that predicts its variances: set "
-                          "model.predict_variance: true (otherwise the loss would silently use fixed weights)")
     return lc.for_model(getattr(model, "rotation_repr", "quat"), bool(getattr(model, "mix_stream", False)))
 
 
@@ -427,7 +423,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.amp = amp_dtype(cfg, self.device)
         gb = cfg.loss.gradient_blending
-        self.blender = GradientBlender(int(model.num_cameras), gb.min_delta_o) if gb.enabled else None
+        self.blender = GradientBlender(int(model.num_cameras)) if gb.enabled else None
         self.criterion = PoseLoss(loss_settings(cfg, model)).to(self.device)
         self.step_module = TrainStep(self.model, self.criterion, self.blender, self.amp).to(self.device)
         self.train_set = SeededDataset(train_set, cfg.train.seed)
@@ -441,7 +437,7 @@ class Trainer:
 
             ids = [torch.device(self.device).index] if self.device.startswith("cuda") else None
             self.ddp = DistributedDataParallel(self.step_module, device_ids=ids,
-                                              find_unused_parameters=cfg.loss.heteroscedastic)
+                                              find_unused_parameters=bool(model.config.get("predict_variance")))
         self.batches_per_epoch = len(epoch_batches(len(self.train_set), cfg.train.batch_size, cfg.train.seed, 0,
                                                    self.info))
         by_epochs = cfg.train.epochs * self.batches_per_epoch
@@ -527,13 +523,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
-    def predict(self, dataset: Dataset, max_batches: int | None = None) -> dict[str, np.ndarray]:
+    def predict(self, dataset: Dataset) -> dict[str, np.ndarray]:
         """Poses for a dataset in order (``t``, ``q`` estimates and ground truth); RNG-neutral."""
         self.model.eval()
         bs = self.cfg.train.batch_size * max(1, self.cfg.data.steps)
         batches = [list(range(i, min(i + bs, len(dataset)))) for i in range(0, len(dataset), bs)]
-        if max_batches:
-            batches = batches[:max_batches]
         t_est, q_est, t_gt, q_gt = [], [], [], []
         with torch.random.fork_rng(devices=[]):
             for batch in make_loader(dataset, batches, self.cfg.data.num_workers, 0, self.device):
@@ -553,7 +547,7 @@ class Trainer:
         from mfapr_ros.evaluation import compute_metrics
 
         with HeadProbe(self.model) as probe:
-            p = self.predict(self.val_set, self.cfg.train.val_batches)
+            p = self.predict(self.val_set)
         m = compute_metrics(p["t_gt"], p["q_gt"], p["t_est"], p["q_est"])
         health = health_report(p, probe.dead_shares())
         for w in health["warnings"]:

@@ -12,7 +12,7 @@ recording (every part of the place is seen in training and tested), ``--by fract
 ``--by ranges`` takes named ranges in seconds from the recording's first frame.
 
 The output is ordinary split folders, ``DATA/mapping``, ``DATA/validation``, ``DATA/query`` — the names the
-training config expects by default (``data.train_split``, ``data.val_split``, ``data.test_split``) — so
+training config expects by default (``data.train_split``, ``data.val_split``; ``query`` for evaluation) — so
 `mfapr train`, `mfapr evaluate` and `mfapr eval-bag` read them like any dataset:
 
 - kapture: each split has ``sensors/`` with ``sensors.txt`` and ``rigs.txt`` copied, ``records_camera.txt`` and
@@ -42,7 +42,7 @@ from mfapr_ros.core.io import atomic_write_json
 
 log = logging.getLogger("mfapr_training")
 
-#: Output split names: the training config's defaults (data.train_split / val_split / test_split).
+#: Output split names: the training config's defaults (data.train_split / val_split; query for evaluation).
 TRAIN, VAL, TEST = "mapping", "validation", "query"
 METHODS = ("time", "fraction", "ranges")
 SPLIT_HINT = "--stamp-unit {unit} (mfapr split)"

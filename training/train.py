@@ -266,17 +266,6 @@ def main(argv: list[str] | None = None) -> int:
                       "world_size": info.world_size}
         trainer = Trainer(cfg, model, train_ds, val_ds, out, lambda m, prov: model_meta(m, rig, pre, prov), info,
                           provenance)
-        if cfg.loss.auto_init and not args.resume:
-            from .losses import initial_log_weights
-
-            t_norm = (torch.as_tensor(t_train) - model.t_mean.cpu()) / model.t_scale.cpu().double()
-            crit = trainer.criterion
-            sx, sq = initial_log_weights(t_norm.float(), torch.as_tensor(q_train).float(), crit.settings.norm,
-                                         crit.settings.rotation)
-            with torch.no_grad():  # the absolute term only: relative distances have their own scale (srx, srq)
-                crit.absolute.sx.fill_(sx)
-                crit.absolute.sq.fill_(sq)
-            log.info("loss weights start at sx = %.2f, sq = %.2f (log mean-pose distances of the targets)", sx, sq)
         if info.is_main:
             log.info("training %s: %d samples/epoch, %d steps, device %s, world size %d → %s", cfg.name,
                      len(train_ds), trainer.total_steps, info.device, info.world_size, out)

@@ -40,6 +40,8 @@ class Backbone:
     order: ClassVar[int] = 100
     #: backbone-specific keys and defaults, merged over config's common keys (a key here overrides a common one)
     defaults: ClassVar[dict[str, Any]] = {}
+    #: old key → current key, accepted when reading a config (stored checkpoints); the resolved config uses the new
+    aliases: ClassVar[dict[str, str]] = {}
     default_rotation: ClassVar[str] = "quat"
     input_modes: ClassVar[tuple[str, ...]] = ("tile", "channel")
     default_input_mode: ClassVar[str] = "tile"

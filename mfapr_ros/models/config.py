@@ -116,6 +116,7 @@ def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if name not in backbone_names():
         raise config_error("backbone", f"must be one of {list(backbone_names())}, got {name!r}")
     backbone = get_backbone(name)
+    cfg = _renamed(cfg, backbone.aliases)
     base = copy.deepcopy({**COMMON_DEFAULTS, **backbone.defaults})
     unknown = set(cfg) - set(base) - {"backbone", "fusion"}
     if unknown:
@@ -134,6 +135,27 @@ def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
     backbone.resolve_fc(out, mode.fc_start(out["fusion"]))
     out["extrinsics"] = _resolve_extrinsics(out["extrinsics"], mode, T)
     return out
+
+
+def config_keys(backbone: str) -> set[str]:
+    """Every key a model config for ``backbone`` takes (its default_conf: the common keys + the backbone's own,
+    plus the old names it still reads); unknown backbone → ``ConfigError`` listing the registered ones."""
+    if backbone not in backbone_names():
+        raise config_error("backbone", f"must be one of {list(backbone_names())}, got {backbone!r}")
+    b = get_backbone(backbone)
+    return {"backbone", "fusion", *COMMON_DEFAULTS, *b.defaults, *b.aliases}
+
+
+def _renamed(cfg: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
+    """``cfg`` with a backbone's old key names (``aliases``) replaced by the current ones; both given is an error."""
+    old = [k for k in cfg if k in aliases]
+    if not old:
+        return cfg
+    both = [k for k in old if aliases[k] in cfg]
+    if both:
+        raise config_error(both[0], f"and '{aliases[both[0]]}' are the same setting (old and current name); keep "
+                           f"'{aliases[both[0]]}'")
+    return {aliases.get(k, k): v for k, v in cfg.items()}
 
 
 def _resolve_extrinsics(ext: Any, mode: type[FusionMode], T: int) -> dict[str, Any] | None:
