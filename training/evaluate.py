@@ -52,7 +52,8 @@ def evaluate(model: Any, dataset: Any, batch_size: int, device: str, retrieval: 
 
     from mfapr_ros.inference.covariance import model_anchors
 
-    from .engine import TrainStep, iterate_once
+    from .batches import iterate_once
+    from .step import TrainStep
 
     out: dict[str, list[Any]] = {k: [] for k in ("t_est", "q_est", "t_gt", "q_gt", "stamps", "tracks", "masks",
                                                  "latency", "ret_t", "ret_q", "log_var",

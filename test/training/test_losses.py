@@ -165,8 +165,8 @@ def test_loss_config_is_the_loss_settings() -> None:
     import dataclasses
 
     from mfapr_training.config import ExperimentConfig
-    from mfapr_training.engine import loss_settings
     from mfapr_training.losses import MODEL_DEPENDENT_LOSS_FIELDS, LossSettings
+    from mfapr_training.step import loss_settings
 
     assert isinstance(ExperimentConfig().loss, LossSettings)
     none_defaults = {f.name for f in dataclasses.fields(LossSettings) if f.default is None}

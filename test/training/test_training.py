@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mfapr_training.batches import SeededDataset, epoch_batches
 from mfapr_training.config import ExperimentConfig, apply_overrides, load_config, parse_override
-from mfapr_training.engine import SeededDataset, Trainer, epoch_batches, lr_at
+from mfapr_training.engine import Trainer
+from mfapr_training.optim import lr_at
 
 from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.preprocess import PreprocessConfig
