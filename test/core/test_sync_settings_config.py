@@ -67,5 +67,5 @@ def test_the_slop_default_is_written_once() -> None:
     hits = subprocess.run(["grep", "-rnE", r"\b0\.02\b|20_000_000|\b20 ?ms\b", "mfapr_ros", "training",
                            "--include=*.py"], cwd=ROOT, capture_output=True, text=True).stdout.splitlines()
     sync_hits = [h for h in hits if "slop" in h.lower() or "max_interval" in h]
-    assert len(sync_hits) == 1 and sync_hits[0].startswith("mfapr_ros/core/sync.py"), sync_hits
+    assert len(sync_hits) == 1 and sync_hits[0].startswith("mfapr_ros/core/sync_types.py"), sync_hits
     assert "slop: 0.02" in (ROOT / "config" / "localize.yaml").read_text()
