@@ -282,7 +282,7 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.data.stamp_unit != "auto":
         from mfapr_ros.core.errors import DataError
 
-        from .datasets.kapture_reader import stamp_unit_factor
+        from .datasets.kapture_text import stamp_unit_factor
 
         try:
             stamp_unit_factor(cfg.data.stamp_unit)

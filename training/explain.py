@@ -408,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: decoder cross-attention when the model has a transformer decoder, else gradients")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--topics", default=None, help="--bag: camera→topic overrides cam0=/a,cam1=/b")
-    from mfapr_ros.evaluation.eval_bag import add_sync_options
+    from mfapr_ros.evaluation.bag_inputs import add_sync_options
 
     add_sync_options(p)  # --bag: the node's sync.* settings (--slop, --min-cameras …); lower --min-cameras to
     # explain bundles with missing cameras
@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.count < 1:
         raise ConfigError(f"--count must be >= 1, got {args.count}")
     from mfapr_ros.core.io import atomic_write_json
-    from mfapr_ros.evaluation.eval_bag import parse_topic_map, sync_settings_from_args
+    from mfapr_ros.evaluation.bag_inputs import parse_topic_map, sync_settings_from_args
     from mfapr_ros.inference.localizer import Localizer
 
     loc = Localizer(args.checkpoint, device=args.device, warmup=0, retrieval=False)

@@ -197,7 +197,8 @@ def _header(path: Path) -> str:
 def split_kapture(src: Path, out: Path, plan_args: dict[str, Any], stamp_unit: str = "auto",
                   copy_images: bool = False) -> dict[str, Any]:
     """Split one kapture split folder (``src/sensors/…``) into ``out/<split>/sensors/…``; returns the summary."""
-    from .datasets.kapture_reader import detect_stamp_unit, find_kapture_split
+    from .datasets.kapture_reader import find_kapture_split
+    from .datasets.kapture_text import detect_stamp_unit
 
     root = find_kapture_split(src, None)
     sd = root / "sensors"

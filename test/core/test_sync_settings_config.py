@@ -13,7 +13,8 @@ from mfapr_training.config import load_config
 
 from mfapr_ros.core.errors import ConfigError
 from mfapr_ros.core.sync import SyncSettings
-from mfapr_ros.evaluation.eval_bag import build_parser, sync_settings_from_args
+from mfapr_ros.evaluation.bag_inputs import sync_settings_from_args
+from mfapr_ros.evaluation.eval_bag import build_parser
 from mfapr_ros.ros.params import PARAM_SPECS, validate_params
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,8 @@ from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.rig import ring_rig
 from mfapr_ros.core.sync import SyncSettings
 from mfapr_ros.evaluation import compute_metrics
-from mfapr_ros.evaluation.eval_bag import evaluate_bag, parse_topic_map
+from mfapr_ros.evaluation.bag_inputs import parse_topic_map
+from mfapr_ros.evaluation.eval_bag import evaluate_bag
 from mfapr_ros.inference.baselines import mean_pose_record
 
 localizer_mod = pytest.importorskip("mfapr_ros.inference.localizer", reason="needs torch")
@@ -233,13 +234,13 @@ _BOTH = {**{f"/cam{i}/image_raw": _RAW for i in range(4)}, **{f"/cam{i}/image_ra
 
 
 def _read(rig, topics=None, transports=None, bag_types=_BOTH):
-    from mfapr_ros.evaluation.eval_bag import resolve_bindings
+    from mfapr_ros.evaluation.bag_inputs import resolve_bindings
 
     return [(b.topic, b.transport) for b in resolve_bindings(rig, bag_types, topics, transports)]
 
 
 def test_transport_is_explicit_and_topics_are_read_as_written():
-    from mfapr_ros.evaluation.eval_bag import parse_transport_map
+    from mfapr_ros.evaluation.bag_inputs import parse_transport_map
 
     jpeg_rig = ring_rig(4, transport="compressed")  # a checkpoint whose rig says compressed
     assert _read(jpeg_rig)[0] == ("/cam0/image_raw/compressed", "compressed")  # the rig's rule
@@ -268,7 +269,7 @@ def test_transport_is_explicit_and_topics_are_read_as_written():
     ("cam0=/cam1/image_raw", None, ConfigError, "distinct"),
 ])
 def test_bad_topic_or_transport_is_named(topics, transports, exc, match):
-    from mfapr_ros.evaluation.eval_bag import parse_transport_map
+    from mfapr_ros.evaluation.bag_inputs import parse_transport_map
 
     with pytest.raises(exc, match=match):
         _read(ring_rig(4), parse_topic_map(topics), parse_transport_map(transports))

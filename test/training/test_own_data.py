@@ -321,7 +321,7 @@ def test_root_is_the_split_trains_without_validation_and_says_what_is_off(
                                                  ([1600000000000, 1600000000100], "--set data.stamp_unit=ms"),
                                                  ([0, 1, 2], "--set data.stamp_unit=frame@<N>hz")])
 def test_stamp_unit_errors_name_the_exact_setting(stamps: list[int], setting: str) -> None:
-    from mfapr_training.datasets.kapture_reader import detect_stamp_unit, stamp_unit_factor
+    from mfapr_training.datasets.kapture_text import detect_stamp_unit, stamp_unit_factor
 
     with pytest.raises(DataError) as e:
         detect_stamp_unit({"c": stamps}, "x")
