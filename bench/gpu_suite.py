@@ -125,7 +125,7 @@ TINY_SCALE = Scale(size=32, cameras=(4, 10), iters=3, warmup=1, compile_budget_s
 _TPN_TINY = {"arch": "tiny", "width": 8, "d_model": 32, "num_heads": 2, "num_layers": 1, "dim_feedforward": 64,
              "fc_dim": 64}
 _CNN_TINY = {"arch": "tiny", "width": 8, "fc_dim": 64}
-_VIT_TINY = {"patch": 8, "dim": 32, "depth": 1, "heads": 2, "mlp_dim": 64, "fc_dim": 64}
+_VIT_TINY = {"patch": 8, "d_model": 32, "num_layers": 1, "num_heads": 2, "dim_feedforward": 64, "fc_dim": 64}
 
 
 @dataclass(frozen=True)
