@@ -34,10 +34,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from mfapr_ros.bag.synth import SynthBagSpec, write_synth_bag
     from mfapr_ros.core.checkpoint import save_checkpoint
-    from mfapr_ros.core.localizer import Localizer
     from mfapr_ros.core.preprocess import PreprocessConfig
     from mfapr_ros.core.rig import ring_rig
     from mfapr_ros.evaluation.eval_bag import evaluate_bag
+    from mfapr_ros.inference.localizer import Localizer
     from mfapr_ros.models import build_model, model_meta, preset
 
     rig = ring_rig(4)

@@ -14,9 +14,9 @@ Sections (issue 13), each a list of rows in the JSON and in the table:
   followed by ``torch.cuda.synchronize()`` (what a caller waits for, launch overhead included). Compiled rows run
   last, inside a compile budget and the suite's deadline, so a slow compiler cannot push the run past 6 minutes;
   rows that do not fit (or do not apply: fp16 on the CPU, bf16 without support) are kept with the reason.
-* ``localizer``: :class:`mfapr_ros.core.localizer.Localizer` end to end per bundle (JPEG decode + preprocess + model +
-  de-normalisation) at T = 4 and 10, JPEG decoded on the device (nvjpeg, ``decode_compressed(device=cuda)``) vs on
-  the CPU, fp32 and half precision.
+* ``localizer``: :class:`~mfapr_ros.inference.localizer.Localizer` end to end per bundle (JPEG decode + preprocess +
+  model + de-normalisation) at T = 4 and 10, JPEG decoded on the device (nvjpeg, ``decode_compressed(device=cuda)``)
+  vs on the CPU, fp32 and half precision.
 * ``node``: ``localize_node`` over loopback DDS with 10 compressed cameras paced at 30 Hz, through
   ``bench/node.py``'s ``run`` (imported, not copied): sustained poses/s, end-to-end p50/p99, and the share of time
   outside the model (decode + sync + publish per bundle against the inference time), with ``decode_on_device`` off
@@ -125,7 +125,7 @@ TINY_SCALE = Scale(size=32, cameras=(4, 10), iters=3, warmup=1, compile_budget_s
 _TPN_TINY = {"arch": "tiny", "width": 8, "d_model": 32, "num_heads": 2, "num_layers": 1, "dim_feedforward": 64,
              "fc_dim": 64}
 _CNN_TINY = {"arch": "tiny", "width": 8, "fc_dim": 64}
-_VIT_TINY = {"patch": 8, "dim": 32, "depth": 1, "heads": 2, "mlp_dim": 64, "fc_dim": 64}
+_VIT_TINY = {"patch": 8, "d_model": 32, "num_layers": 1, "num_heads": 2, "dim_feedforward": 64, "fc_dim": 64}
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,7 @@ def _time_ms(ctx: Ctx, fn: Callable[[], Any], iters: int, warmup: int) -> list[f
 def _autocast(ctx: Ctx, dtype: str) -> contextlib.AbstractContextManager[Any]:
     import torch
 
-    from mfapr_ros.core.localizer import PRECISIONS
+    from mfapr_ros.inference.localizer import PRECISIONS
 
     if dtype == "fp32":
         return contextlib.nullcontext()
@@ -408,7 +408,7 @@ def section_localizer(ctx: Ctx) -> dict[str, Any]:
     import torch
 
     from mfapr_ros.core.images import decode_compressed
-    from mfapr_ros.core.localizer import Localizer
+    from mfapr_ros.inference.localizer import Localizer
 
     bench_node, bench_decode = _load_bench("node"), _load_bench("decode")
     sc = ctx.scale
@@ -556,7 +556,7 @@ def _train_proxy(ctx: Ctx, amp: str | None) -> dict[str, Any]:
     """Forward + backward + AdamW of the demo model on a synthetic batch under the same AMP: the data-free rate."""
     import torch
 
-    from mfapr_ros.core.localizer import PRECISIONS
+    from mfapr_ros.inference.localizer import PRECISIONS
     from mfapr_ros.models import build_model, preset
 
     sc = ctx.scale
@@ -633,9 +633,9 @@ def section_train(ctx: Ctx) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- eval-bag
 def section_eval_bag(ctx: Ctx) -> dict[str, Any]:
     """evaluate_bag on the trained model's query bag, GPU and CPU in the same run (one warm-up pass each)."""
-    from mfapr_ros.core.localizer import Localizer
     from mfapr_ros.evaluation import compute_metrics
     from mfapr_ros.evaluation.eval_bag import evaluate_bag
+    from mfapr_ros.inference.localizer import Localizer
 
     ck, bag = ctx.shared["train_ckpt"], ctx.shared["query_bag"]
     rows: list[dict[str, Any]] = []

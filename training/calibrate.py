@@ -2,10 +2,10 @@
 
     mfapr calibrate --checkpoint runs/demo/best.json --data out/demo/synth [--split validation]
 
-The model's raw covariances (what :class:`~mfapr_ros.core.localizer.Localizer` would publish without calibration:
-``log_var`` or the default covariance, via :func:`~mfapr_ros.core.localizer.pose_covariances`) are scored against
+The model's raw covariances (what :class:`~mfapr_ros.inference.localizer.Localizer` would publish without calibration:
+``log_var`` or the default covariance, via :func:`~mfapr_ros.inference.covariance.pose_covariances`) are scored against
 the split's errors; one σ factor for the position block (fitted on horizontal x, y) and one for the rotation block
-(fitted on yaw) are chosen by :func:`mfapr_ros.core.calibration.fit_scales` and written atomically into the
+(fitted on yaw) are chosen by :func:`mfapr_ros.inference.calibration.fit_scales` and written atomically into the
 checkpoint JSON (``covariance_calibration``; weights untouched). Fit on validation, never on the query you report:
 the query figures are then an honest test of the calibration. ``mfapr train`` runs this on its validation split.
 """
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mfapr_ros.core.calibration import levels_text
+from mfapr_ros.inference.calibration import levels_text
 
 log = logging.getLogger("mfapr_training")
 
@@ -31,9 +31,9 @@ def calibrate_dataset(ckpt_path: str | Path, dataset: Any, *, fitted_on: str, de
     covariances, ``False`` the constant default, ``None`` fits both and keeps the one with the lower calibrated
     position-2D NLL *on this split* (the held-out query stays untouched); the Localizer follows the stored source.
     """
-    from mfapr_ros.core.calibration import META_KEY, apply_scales, calibration_report, fit_scales, max_coverage_gap
     from mfapr_ros.core.checkpoint import update_checkpoint_meta
-    from mfapr_ros.core.localizer import DEFAULT_COVARIANCE
+    from mfapr_ros.inference.calibration import META_KEY, apply_scales, calibration_report, fit_scales, max_coverage_gap
+    from mfapr_ros.inference.covariance import DEFAULT_COVARIANCE
     from mfapr_ros.models import load_model
 
     from .evaluate import evaluate, published_covariances
@@ -86,10 +86,9 @@ def calibrate_checkpoint(ckpt_path: str | Path, data_dir: str | Path, split: str
     from mfapr_ros.core.errors import DataError
     from mfapr_ros.core.preprocess import PreprocessConfig
 
+    from .data import detect_format, even_subset, load_split
     from .datasets import BundleDataset
     from .distributed import resolve_device
-    from .evaluate import detect_format
-    from .train import even_subset, load_split
 
     ckpt = load_checkpoint(ckpt_path)
     rig, pre = ckpt.rig, PreprocessConfig.from_dict(ckpt.preprocess)

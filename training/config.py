@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,6 @@ class DataConfig:
     cameras: Any = None  # camera ids in slot order, or galaxy / basler (the NAVER LABS subsets); None = all
     train_split: str = "mapping"  # "" = data.root itself is the split (a kapture folder with sensors/, or one bag)
     val_split: str | None = "validation"  # null = no validation (training says which checks that turns off)
-    test_split: str = "query"
     # kapture timestamp unit: auto | ns | us | ms | s | frame@<N>hz (frame indices of an N Hz recording)
     stamp_unit: str = "auto"
     steps: int = 3  # frames per tuple (the relative loss needs ≥ 2); without the relative loss samples are single
@@ -58,8 +58,8 @@ class DataConfig:
     # the robot's camera topics / transport stored in the checkpoint's rig (kapture has none: placeholders otherwise)
     topics: dict[str, str] = field(default_factory=dict)  # camera name → topic
     transport: str | None = None  # raw | compressed for every camera; None = the rig's (kapture: compressed)
-    # bundling (mfapr_ros.core.sync.SyncSettings, the node's sync.* names and defaults): slop, queue_size, min_cameras,
-    # stream_timeout, stream_timeout_periods, time_jump, policy (pivot|frames), publish (arrival|optimal)
+    # bundling (mfapr_ros.core.sync.SyncSettings, the node's sync.* names and defaults, seconds): slop, queue_size,
+    # min_cameras, stream_timeout, stream_timeout_periods, time_jump
     sync: dict[str, Any] = field(default_factory=dict)
 
 
@@ -68,8 +68,6 @@ class OptimConfig:
     name: str = "adamw"  # adamw | adam
     lr: float = 1e-4
     weight_decay: float = 1e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
 
 
 @dataclass
@@ -97,7 +95,6 @@ class TrainConfig:
     keep_last: int = 3
     # median_t | median_r | median_sum (m + °/10) | recall (share outside 0.5 m / 5°, median_sum breaks ties)
     best_metric: str = "median_t"
-    val_batches: int | None = None
     progress: bool = True
     tensorboard: bool = True
 
@@ -125,12 +122,30 @@ class ExperimentConfig:
     def from_dict(cls, doc: Any, source: str = "<dict>") -> ExperimentConfig:
         if not isinstance(doc, dict):
             raise ConfigError(f"{source}: a training config must be a mapping of sections")
-        doc = dict(doc)
+        doc = _renamed_keys(dict(doc), source)
         doc.pop("extends", None)
         cfg = _build(cls, doc, source, "")
         cfg.source = source
         validate(cfg)
         return cfg
+
+
+#: old key → current key: still read, with one deprecation line each time a config uses it
+RENAMED = {"loss.rotation": "loss.rotation_distance"}
+
+
+def _renamed_keys(doc: dict[str, Any], source: str) -> dict[str, Any]:
+    """``doc`` with the :data:`RENAMED` keys moved to their current names (both given is an error)."""
+    for old, new in RENAMED.items():
+        (section, o), (_, n) = old.split("."), new.split(".")
+        sec = doc.get(section)
+        if isinstance(sec, dict) and o in sec:
+            if n in sec:
+                raise ConfigError(f"{source}: '{old}' and '{new}' are the same setting; keep '{new}'")
+            logging.getLogger("mfapr_training").warning("%s: '%s' is deprecated, use '%s' (same meaning: the rotation "
+                                                        "distance of the loss)", source, old, new)
+            doc[section] = {(n if k == o else k): v for k, v in sec.items()}
+    return doc
 
 
 def _build(cls: type, doc: dict[str, Any], source: str, prefix: str) -> Any:
@@ -220,7 +235,7 @@ TRACK_AUG_MODES = ("none", "cyclic", "symmetric", "any")
 CHOICES = {
     "data.format": ("synth", "kapture", "rosbag"),
     "loss.norm": ("l1", "l2"),
-    "loss.rotation": (None, "quat", "logq", "chordal", "geodesic"),
+    "loss.rotation_distance": (None, "quat", "logq", "chordal", "geodesic"),
     "optim.name": ("adamw", "adam"),
     "schedule.name": ("constant", "step", "cosine"),
     "train.amp": ("auto", "off", "bf16", "fp16"),
@@ -267,7 +282,7 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.data.stamp_unit != "auto":
         from mfapr_ros.core.errors import DataError
 
-        from .datasets.kapture_reader import stamp_unit_factor
+        from .datasets.kapture_text import stamp_unit_factor
 
         try:
             stamp_unit_factor(cfg.data.stamp_unit)
@@ -302,12 +317,41 @@ def validate(cfg: ExperimentConfig) -> None:
     positive("loss.anchor_weight", cfg.loss.anchor_weight, allow_zero=True)
     positive("schedule.step_size", cfg.schedule.step_size)
     positive("loss.gradient_blending.every_steps", cfg.loss.gradient_blending.every_steps)
-    if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):
-        raise ConfigError(f"{src}: 'optim.betas' must be two numbers in [0, 1), got {cfg.optim.betas}")
     if cfg.loss.relative and cfg.data.steps < 2:
         raise ConfigError(f"{src}: 'loss.relative' needs tuples: set data.steps >= 2 (it is {cfg.data.steps})")
     if not isinstance(cfg.model, dict) or not cfg.model:
         raise ConfigError(f"{src}: 'model' must be a mapping (e.g. {{preset: tiny}} or {{backbone: posenet, ...}})")
+    validate_model_keys(cfg.model, src)
+
+
+#: model keys training fills from the data (mfapr_training.train.model_config): never part of a training config
+DATA_BOUND_MODEL_KEYS = {"num_cameras": "the rig's cameras", "image_size": "preprocess.crop",
+                         "extrinsics": "the rig's extrinsics", "pose_normalization": "the training poses"}
+
+
+def validate_model_keys(model: dict[str, Any], src: str) -> None:
+    """The ``model`` section against its backbone's default_conf (``backbones/<name>.py`` ``defaults`` + the common
+    keys, :func:`mfapr_ros.models.config.config_keys`): an unknown key fails at load, naming the valid ones for
+    that backbone; the data-bound keys are refused (training sets them). Values are checked when the model is
+    built (``resolve_config``)."""
+    from mfapr_ros.models import preset
+    from mfapr_ros.models.config import config_keys
+
+    m = dict(model)
+    name = m.pop("preset", None)
+    bound = sorted(set(m) & set(DATA_BOUND_MODEL_KEYS))
+    if bound:
+        raise ConfigError(f"{src}: 'model.{bound[0]}' is set by training from {DATA_BOUND_MODEL_KEYS[bound[0]]}; "
+                          "remove it from the config")
+    full = preset(name, **m) if name else m
+    try:
+        keys = config_keys(full.get("backbone"))
+    except ConfigError as e:
+        raise ConfigError(f"{src}: {e}") from None
+    unknown = sorted(set(full) - keys)
+    if unknown:
+        raise ConfigError(f"{src}: unknown model key(s) {['model.' + k for k in unknown]} for backbone "
+                          f"'{full['backbone']}'; valid: {sorted(keys - set(DATA_BOUND_MODEL_KEYS))} (+ preset)")
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -346,6 +390,7 @@ def load_yaml_doc(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, A
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: a training config must be a mapping of sections")
+    doc = _renamed_keys(doc, str(path))  # per file: an old name in a parent cannot clash with a child's new one
     parent = doc.pop("extends", None)
     if parent is not None:
         if not isinstance(parent, str):
@@ -373,6 +418,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
             value = float(value) if any(c in value for c in ".eE") and not value.isalpha() else value
         except ValueError:
             pass
+    if key in RENAMED:
+        logging.getLogger("mfapr_training").warning("--set %s: '%s' is deprecated, use '%s'", item, key, RENAMED[key])
+        key = RENAMED[key]
     return key.split("."), value
 
 

@@ -28,8 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mfapr_ros.core.calibration import levels_text
 from mfapr_ros.core.errors import MfaprError
+from mfapr_ros.inference.calibration import levels_text
 from mfapr_ros.ros.env import localhost_env
 
 
@@ -62,9 +62,9 @@ def _done(t0: float) -> None:
     print(f"    ({time.perf_counter() - t0:.1f} s)", flush=True)
 
 
-def _run_module(module: str, args: list[str], env: dict[str, str] | None = None) -> None:
-    """Run a console tool as a child process so each step starts clean (and a crash names the step)."""
-    cmd = [sys.executable, "-m", module, *args]
+def _mfapr(args: list[str], env: dict[str, str] | None = None) -> None:
+    """Run `mfapr <args>` as a child process so each step starts clean (and a crash names the step)."""
+    cmd = [sys.executable, "-m", "mfapr_ros.cli", *args]
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
         raise MfaprError(f"demo step failed (exit {proc.returncode}): {' '.join(cmd)}")
@@ -77,12 +77,12 @@ def synth(out: Path, scale: Scale, fresh: bool) -> Path:
         return world
     if world.exists():
         shutil.rmtree(world)
-    _run_module("mfapr_ros.cli", ["synth", "--out", str(world), "--rig", "ring4", "--frames", str(scale.frames),
-                                  "--size", str(scale.size), "--transport", "compressed",
-                                  "--bags", ",".join(QUERIES.values()), "--query-direction", "both",
-                                  "--mapping-lanes", str(scale.lanes),
-                                  "--validation-route", "revisit",
-                                  "--seed", "0"])
+    _mfapr(["synth", "--out", str(world), "--rig", "ring4", "--frames", str(scale.frames),
+           "--size", str(scale.size), "--transport", "compressed",
+           "--bags", ",".join(QUERIES.values()), "--query-direction", "both",
+           "--mapping-lanes", str(scale.lanes),
+           "--validation-route", "revisit",
+           "--seed", "0"])
     return world
 
 
@@ -99,7 +99,7 @@ def train(out: Path, world: Path, scale: Scale, fresh: bool) -> Path:
     args = ["train", "--config", "demo", "--out", str(run)]
     for s in sets:
         args += ["--set", s]
-    _run_module("mfapr_ros.cli", args)
+    _mfapr(args)
     if not best.exists():
         raise MfaprError(f"training finished without {best}")
     return best
@@ -117,8 +117,8 @@ def _suffix(name: str) -> str:
 
 def eval_offline(out: Path, ckpt: Path, bag: Path, name: str = "forward") -> Path:
     report = out / f"eval_bag{_suffix(name)}"
-    _run_module("mfapr_ros.cli", ["eval-bag", "--checkpoint", str(ckpt), "--bag", str(bag), "--out", str(report),
-                                  "--batch", "16"])
+    _mfapr(["eval-bag", "--checkpoint", str(ckpt), "--bag", str(bag), "--out", str(report),
+           "--batch", "16"])
     return report / "report.json"
 
 

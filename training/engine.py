@@ -15,17 +15,20 @@ Why it is built this way:
   model, ``last.{json,safetensors}`` the final one; ``config.yaml`` is the resolved config.
 * **One process or many.** Under torchrun the model + loss are wrapped together in DDP (so the learned loss
   weights are synchronised too); rank 0 alone logs, validates and writes.
+
+This file is the run (:class:`Trainer`) and its scalar log; the pieces it drives each read top to bottom in their
+own module: :mod:`.batches` (data order), :mod:`.optim` (optimizer, schedule, AMP), :mod:`.step` (model + loss as
+one DDP module), :mod:`.state` (RNG and optimizer state without pickle).
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,323 +36,25 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
 
 from mfapr_ros.core.checkpoint import load_checkpoint, save_checkpoint
 from mfapr_ros.core.errors import CheckpointError, ConfigError, DataError
 from mfapr_ros.core.io import atomic_write_json, atomic_write_text
 
+from .batches import SeededDataset, epoch_batches, make_loader
 from .config import ExperimentConfig, dump_yaml
 from .distributed import DistInfo, all_reduce_mean, barrier
 from .gradient_blending import GradientBlender
 from .health import HeadProbe, health_report
-from .losses import LossSettings, PoseLoss, camera_ground_truth
+from .losses import PoseLoss
+from .optim import amp_dtype, lr_at, make_optimizer
+from .state import load_optimizer_state, optimizer_state, rng_state, set_rng_state
+from .step import TrainStep, loss_settings
 
 log = logging.getLogger("mfapr_training")
 
 STATE_FORMAT = "mfapr_training.state"
-
-
-# --------------------------------------------------------------------------------------------- data
-class SeededDataset(Dataset):
-    """Wraps a dataset so each item's randomness depends only on ``(seed, epoch, index)``.
-
-    Augmentations inside the wrapped dataset may use the global torch / numpy / python RNGs; around each
-    ``__getitem__`` those are reseeded and then restored, so (a) an item is the same whether it is loaded in the
-    main process or in any worker, before or after a resume, and (b) loading data never perturbs the RNG stream
-    the model's dropout uses.
-    """
-
-    def __init__(self, inner: Any, seed: int) -> None:
-        self.inner = inner
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def __getitem__(self, index: int) -> Any:
-        s = (self.seed * 1_000_003 + self.epoch * 7_919 + int(index)) % (2**31 - 1)
-        np_state, py_state = np.random.get_state(), random.getstate()
-        with one_torch_thread(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(s)
-            np.random.seed(s)
-            random.seed(s)
-            try:
-                return self.inner[index]
-            finally:
-                np.random.set_state(np_state)
-                random.setstate(py_state)
-
-
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Run a sample's tensor work on one intra-op thread, then restore the count.
-
-    Why: a sample is a few small tensors (4 images of 64 px); with 2+ intra-op threads each op pays an OpenMP fork
-    and barrier, and on a busy 2-core machine the spinning made colour jitter 30 ms per sample instead of 1.5 ms —
-    the data path, not the model, set the step time. (DataLoader worker processes already use one thread.)
-    """
-    n = torch.get_num_threads()
-    if n == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, info: DistInfo, shuffle: bool = True
-                  ) -> list[list[int]]:
-    """This rank's batches of one epoch: a ``DistributedSampler`` permutation (seed + epoch), full batches only."""
-    if n < batch_size * info.world_size:
-        raise DataError(f"training set has {n} samples, fewer than one batch per process ({batch_size} × "
-                        f"{info.world_size} ranks); lower train.batch_size or add data")
-    sampler = DistributedSampler(range(n), num_replicas=info.world_size, rank=info.rank, shuffle=shuffle, seed=seed,
-                                 drop_last=True)
-    sampler.set_epoch(epoch)
-    idx = list(sampler)
-    return [idx[i:i + batch_size] for i in range(0, len(idx) - batch_size + 1, batch_size)]
-
-
-def make_loader(dataset: Dataset, batches: Sequence[Sequence[int]], num_workers: int, seed: int, device: str
-                ) -> DataLoader:
-    """A loader over explicit batches; its own generator keeps the global RNG untouched (the resume invariant)."""
-    return DataLoader(dataset, batch_sampler=[list(b) for b in batches], num_workers=num_workers,
-                      generator=torch.Generator().manual_seed(seed), pin_memory=device.startswith("cuda"),
-                      persistent_workers=False)
-
-
-# --------------------------------------------------------------------------------------------- schedule
-def lr_at(step: int, cfg: ExperimentConfig, total_steps: int) -> float:
-    """Learning rate for optimizer step ``step`` (0-based): linear warmup, then constant / step / cosine."""
-    base, sc = cfg.optim.lr, cfg.schedule
-    if sc.warmup_steps and step < sc.warmup_steps:
-        return base * (step + 1) / sc.warmup_steps
-    k = step - sc.warmup_steps
-    if sc.name == "constant":
-        return base
-    if sc.name == "step":
-        return base * sc.gamma ** (k // sc.step_size)
-    span = max(1, total_steps - sc.warmup_steps)
-    progress = min(1.0, k / span)
-    floor = base * sc.min_lr_ratio
-    return floor + (base - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def make_optimizer(params: Sequence[nn.Parameter], cfg: ExperimentConfig,
-                   weight_params: Sequence[nn.Parameter] = ()) -> torch.optim.Optimizer:
-    """Network parameters in group 0; the learned loss weights (sx, sq, …) in group 1 with ``loss.weights_lr``
-    and no weight decay. Why their own group: Adam moves a parameter by about lr per step, so at a network lr of
-    1e-4 the weights cannot travel the few units to their equilibrium within a run (they moved 0.35 in the old
-    demo), and decaying them towards 0 biases the balance."""
-    o = cfg.optim
-    kw = dict(lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
-    ids = {id(p) for p in weight_params}
-    groups: list[dict[str, Any]] = [{"params": [p for p in params if id(p) not in ids]}]
-    if weight_params:
-        groups.append({"params": list(weight_params), "weight_decay": 0.0, "lr_scale": weights_lr_scale(cfg)})
-    return torch.optim.AdamW(groups, **kw) if o.name == "adamw" else torch.optim.Adam(groups, **kw)
-
-
-def weights_lr_scale(cfg: ExperimentConfig) -> float:
-    """The loss weights' lr as a multiple of the network lr (the schedule scales both alike)."""
-    return 1.0 if cfg.loss.weights_lr is None else cfg.loss.weights_lr / cfg.optim.lr
-
-
-def amp_dtype(cfg: ExperimentConfig, device: str) -> torch.dtype | None:
-    """``None`` = full precision. ``auto`` picks bf16 on GPUs that support it (fp16 otherwise), off on CPU."""
-    mode = cfg.train.amp
-    if not device.startswith("cuda"):
-        if mode in ("bf16", "fp16"):
-            log.warning("train.amp=%s ignored on %s (AMP is for GPUs); training in fp32", mode, device)
-        return None
-    if mode == "off":
-        return None
-    if mode == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if mode == "bf16" else torch.float16
-
-
-# --------------------------------------------------------------------------------------------- model + loss
-class AuxHeads(nn.Module):
-    """Per-camera auxiliary pose heads for gradient blending on late-fusion models.
-
-    A forward hook on the model's per-camera encoder (``model.net.per_camera``) captures each camera's features
-    before fusion; head ``k`` regresses the rig pose (normalised ``t`` and raw ``q``) from camera ``k`` alone.
-    The heads are training-only: they are not part of the saved model (the node never runs them).
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        net = getattr(model, "net", None)
-        per_camera = getattr(net, "per_camera", None)
-        missing = getattr(net, "missing", None)
-        if per_camera is None or missing is None:
-            raise ConfigError("loss.gradient_blending.enabled needs a late-fusion model (model.fusion.position: "
-                              "late) whose per-camera branches can carry auxiliary heads")
-        dim = sum(int(p.numel()) for p in missing)
-        self.num_streams = int(model.num_cameras)
-        self.heads = nn.ModuleList(nn.Linear(dim, 7) for _ in range(self.num_streams))
-        self._features: list[torch.Tensor] | None = None
-        per_camera.register_forward_hook(self._capture)
-
-    def _capture(self, _module: nn.Module, _inp: Any, out: Any) -> None:
-        self._features = list(out) if isinstance(out, (list, tuple)) else [out]
-
-    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(t_norm (B,K,3), q (B,K,4))`` from the features captured in the last model forward."""
-        if self._features is None:
-            raise RuntimeError("AuxHeads called before a model forward")
-        f = torch.cat([x.float() for x in self._features], dim=-1)  # (B, T, D)
-        raw = torch.stack([h(f[:, k]) for k, h in enumerate(self.heads)], dim=1)
-        q = raw[..., 3:]
-        q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-        return raw[..., :3], q
-
-
-class TrainStep(nn.Module):
-    """Model + criterion (+ gradient-blending aux heads) as one module, so DDP synchronises all of them."""
-
-    def __init__(self, model: nn.Module, criterion: PoseLoss, blender: GradientBlender | None = None,
-                 amp: torch.dtype | None = None) -> None:
-        super().__init__()
-        self.model = model
-        self.criterion = criterion
-        self.aux = AuxHeads(model) if blender is not None else None
-        self.blender = blender
-        self.amp = amp
-
-    @staticmethod
-    def flatten(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """``(B,S,…)`` tuple batches → ``(B·S,…)`` bundles; also accepts single bundles ``(B,T,3,H,W)``."""
-        images, mask, t, q = batch["images"], batch["mask"], batch["t"], batch["q"]
-        if images.dim() == 5:
-            images, mask, t, q = images[:, None], mask[:, None], t[:, None], q[:, None]
-        b, s = images.shape[:2]
-        return (images.reshape(b * s, *images.shape[2:]), mask.reshape(b * s, -1).bool(),
-                t.reshape(b * s, 3).double(), q.reshape(b * s, 4).float(), torch.tensor(s))
-
-    def normalize_t(self, t: torch.Tensor) -> torch.Tensor:
-        """World positions (float64, possibly large) → the model's normalised frame, float32 for the loss."""
-        return ((t.double() - self.model.t_mean) / self.model.t_scale.double()).float()  # t_mean is float64
-
-    def predict(self, images: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        device_type = images.device.type
-        with torch.autocast(device_type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-            return self.model(images, mask)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        images, mask, t, q, s = self.flatten(batch)
-        steps = int(s)
-        out = self.predict(images, mask)
-        t_gt_norm = self.normalize_t(t)
-        cam_t = cam_q = None
-        if "per_camera_t_norm" in out:
-            ct, cam_q = camera_ground_truth(t, q.double(), self.model.ext_t.double(), self.model.ext_q.double())
-            cam_t, cam_q = self.normalize_t(ct), cam_q.float()
-        if self.blender is None:
-            return self.criterion(out, t_gt_norm, q, steps, cam_t, cam_q, mask)
-        # Gradient blending: Σ w_k L_stream_k + w_fused L_fused (+ the relative term, unweighted).
-        stream, fused = self._stream_losses(out, t_gt_norm, q)
-        total = self.blender.combine(stream, fused)
-        parts = {"loss_abs": float(fused.detach()), **{f"loss_stream{k}": float(v) for k, v in
-                                                        enumerate(stream.detach())}}
-        if self.criterion.relative is not None and steps > 1:
-            rel = self.criterion.relative_loss(out["t_norm"].float(), out["q"].float(), t_gt_norm, q, steps)
-            total = total + self.criterion.settings.relative_weight * rel
-            parts["loss_rel"] = float(rel.detach())
-        parts["sx"], parts["sq"] = float(self.criterion.absolute.sx.detach()), float(
-            self.criterion.absolute.sq.detach())
-        for k, w in enumerate(self.blender.weights):
-            parts[f"gb_w{k}"] = float(w)
-        parts["loss"] = float(total.detach())
-        return total, parts
-
-    def _stream_losses(self, out: dict[str, torch.Tensor], t_gt_norm: torch.Tensor, q: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-        assert self.aux is not None
-        crit = self.criterion
-        d_t, d_q = crit.distances(out["t_norm"].float(), out["q"].float(), t_gt_norm, q)
-        fused = crit.absolute(d_t.mean(), d_q.mean())
-        at, aq = self.aux()
-        k = at.shape[1]
-        sd_t, sd_q = crit.distances(at, aq, t_gt_norm[:, None].expand(-1, k, 3), q[:, None].expand(-1, k, 4))
-        stream = torch.stack([crit.absolute(sd_t[:, i].mean(), sd_q[:, i].mean()) for i in range(k)])
-        return stream, fused
-
-    @torch.no_grad()
-    def measure_streams(self, batch: dict[str, torch.Tensor]) -> list[float]:
-        """Per-stream + fused losses on one batch (for the blending weights), no gradient."""
-        images, mask, t, q, _ = self.flatten(batch)
-        out = self.predict(images, mask)
-        stream, fused = self._stream_losses(out, self.normalize_t(t), q)
-        return [float(x) for x in stream] + [float(fused)]
-
-
-def loss_settings(cfg: ExperimentConfig, model: nn.Module) -> LossSettings:
-    """``cfg.loss`` with the model-dependent defaults filled (rotation representation, mix-stream weights), after
-    checking the settings the model must support."""
-    lc = cfg.loss
-    cfg_model = getattr(model, "config", None)
-    if lc.heteroscedastic and isinstance(cfg_model, dict) and not cfg_model.get("predict_variance", False):
-        raise ConfigError("loss.heteroscedastic needs a model that predicts its variances: set "
-                          "model.predict_variance: true (otherwise the loss would silently use fixed weights)")
-    return lc.for_model(getattr(model, "rotation_repr", "quat"), bool(getattr(model, "mix_stream", False)))
-
-
-# --------------------------------------------------------------------------------------------- state (no pickle)
-def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Global RNG states split into tensors and JSON."""
-    tensors = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        tensors["rng.cuda"] = torch.stack(torch.cuda.get_rng_state_all())
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    tensors["rng.numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
-    py = random.getstate()
-    return tensors, {"numpy": [name, int(pos), int(has_gauss), float(cached)],
-                     "python": [py[0], list(py[1]), py[2]]}
-
-
-def set_rng_state(tensors: dict[str, torch.Tensor], doc: dict[str, Any]) -> None:
-    torch.set_rng_state(tensors["rng.torch"].to(torch.uint8))
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        states = list(tensors["rng.cuda"].to(torch.uint8))
-        if len(states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(states)
-    name, pos, has_gauss, cached = doc["numpy"]
-    np.random.set_state((name, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
-    v, internal, gauss = doc["python"]
-    random.setstate((v, tuple(internal), gauss))
-
-
-def optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """``optimizer.state_dict()`` with tensors → safetensors keys ``optim.<param>.<name>``, the rest JSON."""
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for pid, st in sd["state"].items():
-        for name, v in st.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"optim.{pid}.{name}"] = v
-            else:
-                scalars.setdefault(str(pid), {})[name] = v
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
-    return tensors, {"param_groups": groups, "scalars": scalars}
-
-
-def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], doc: dict[str, Any]) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for key, v in tensors.items():
-        if key.startswith("optim."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = v
-    for pid, sc in doc["scalars"].items():
-        state.setdefault(int(pid), {}).update(sc)
-    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in doc["param_groups"]]
-    opt.load_state_dict({"state": state, "param_groups": groups})
 
 
 # --------------------------------------------------------------------------------------------- logging
@@ -427,7 +132,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.amp = amp_dtype(cfg, self.device)
         gb = cfg.loss.gradient_blending
-        self.blender = GradientBlender(int(model.num_cameras), gb.min_delta_o) if gb.enabled else None
+        self.blender = GradientBlender(int(model.num_cameras)) if gb.enabled else None
         self.criterion = PoseLoss(loss_settings(cfg, model)).to(self.device)
         self.step_module = TrainStep(self.model, self.criterion, self.blender, self.amp).to(self.device)
         self.train_set = SeededDataset(train_set, cfg.train.seed)
@@ -441,7 +146,7 @@ class Trainer:
 
             ids = [torch.device(self.device).index] if self.device.startswith("cuda") else None
             self.ddp = DistributedDataParallel(self.step_module, device_ids=ids,
-                                              find_unused_parameters=cfg.loss.heteroscedastic)
+                                              find_unused_parameters=bool(model.config.get("predict_variance")))
         self.batches_per_epoch = len(epoch_batches(len(self.train_set), cfg.train.batch_size, cfg.train.seed, 0,
                                                    self.info))
         by_epochs = cfg.train.epochs * self.batches_per_epoch
@@ -527,13 +232,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
-    def predict(self, dataset: Dataset, max_batches: int | None = None) -> dict[str, np.ndarray]:
+    def predict(self, dataset: Dataset) -> dict[str, np.ndarray]:
         """Poses for a dataset in order (``t``, ``q`` estimates and ground truth); RNG-neutral."""
         self.model.eval()
         bs = self.cfg.train.batch_size * max(1, self.cfg.data.steps)
         batches = [list(range(i, min(i + bs, len(dataset)))) for i in range(0, len(dataset), bs)]
-        if max_batches:
-            batches = batches[:max_batches]
         t_est, q_est, t_gt, q_gt = [], [], [], []
         with torch.random.fork_rng(devices=[]):
             for batch in make_loader(dataset, batches, self.cfg.data.num_workers, 0, self.device):
@@ -553,7 +256,7 @@ class Trainer:
         from mfapr_ros.evaluation import compute_metrics
 
         with HeadProbe(self.model) as probe:
-            p = self.predict(self.val_set, self.cfg.train.val_batches)
+            p = self.predict(self.val_set)
         m = compute_metrics(p["t_gt"], p["q_gt"], p["t_est"], p["q_est"])
         health = health_report(p, probe.dead_shares())
         for w in health["warnings"]:
@@ -756,13 +459,4 @@ class Trainer:
 
         return progress(self.total_steps, self.cfg.name, "step", initial=self.global_step)
 
-
-def iterate_once(dataset: Dataset, batch_size: int) -> Iterator[dict[str, Any]]:
-    """All items of ``dataset`` in order, batched (used by evaluation)."""
-    batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
-    yield from make_loader(dataset, batches, 0, 0, "cpu")
-
-
-__all__ = ["AuxHeads", "ScalarLog", "SeededDataset", "TrainStep", "Trainer", "amp_dtype", "epoch_batches",
-           "iterate_once", "loss_settings", "lr_at", "make_optimizer"]
 

@@ -45,25 +45,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def detect_format(data: str, split: str = "") -> str:
-    """synth (rig.yaml + kapture/), rosbag (DATA or DATA/SPLIT has metadata.yaml, e.g. `mfapr split` bags), else
-    kapture."""
-    p = Path(data)
-    if (p / "rig.yaml").is_file() and (p / "kapture").is_dir():
-        return "synth"
-    if (p / "metadata.yaml").is_file() or (split and (p / split / "metadata.yaml").is_file()):
-        return "rosbag"
-    return "kapture"
-
-
 def evaluate(model: Any, dataset: Any, batch_size: int, device: str, retrieval: Any = None) -> dict[str, Any]:
     """Run ``model`` over ``dataset`` (items with S = 1) in order; returns arrays of estimates, GT and latency
-    (and, with a :class:`~mfapr_ros.core.baselines.RetrievalDatabase`, the retrieval baseline's poses)."""
+    (and, with a :class:`~mfapr_ros.inference.baselines.RetrievalDatabase`, the retrieval baseline's poses)."""
     import torch
 
-    from mfapr_ros.core.localizer import model_anchors
+    from mfapr_ros.inference.covariance import model_anchors
 
-    from .engine import TrainStep, iterate_once
+    from .batches import iterate_once
+    from .step import TrainStep
 
     out: dict[str, list[Any]] = {k: [] for k in ("t_est", "q_est", "t_gt", "q_gt", "stamps", "tracks", "masks",
                                                  "latency", "ret_t", "ret_q", "log_var",
@@ -92,7 +82,7 @@ def evaluate(model: Any, dataset: Any, batch_size: int, device: str, retrieval: 
                 for key, a in zip(("anchor_logits", "anchor_positions", "t_norm"), anchors, strict=True):
                     out[key].append(a)
             if retrieval is not None:
-                from mfapr_ros.core.baselines import thumbnails
+                from mfapr_ros.inference.baselines import thumbnails
 
                 rt, rq, _ = retrieval.query(thumbnails(images.cpu(), mask))
                 out["ret_t"].append(rt)
@@ -108,10 +98,10 @@ def evaluate(model: Any, dataset: Any, batch_size: int, device: str, retrieval: 
 def published_covariances(res: dict[str, Any], ckpt: Any, calibrated: bool = True,
                           anchor_covariance: bool | None = None) -> np.ndarray:
     """``(N, 6, 6)`` covariances of :func:`evaluate`'s rows as the node would publish them: the Localizer's one
-    function (:func:`mfapr_ros.core.localizer.pose_covariances`: ``log_var``, or its default covariance plus the
+    function (:func:`mfapr_ros.inference.covariance.pose_covariances`: ``log_var``, or its default covariance plus the
     anchor mixture's spread) and, when ``calibrated``, the checkpoint's stored calibration scales."""
-    from mfapr_ros.core.calibration import stored_scales, uses_anchor_covariance
-    from mfapr_ros.core.localizer import DEFAULT_COVARIANCE, covariance_matrix, pose_covariances
+    from mfapr_ros.inference.calibration import stored_scales, uses_anchor_covariance
+    from mfapr_ros.inference.covariance import DEFAULT_COVARIANCE, covariance_matrix, pose_covariances
 
     t_scale = float(ckpt.meta["model"]["pose_normalization"]["t_scale"])
     if anchor_covariance is None:  # as the Localizer: follow the stored calibration's source
@@ -125,7 +115,7 @@ def published_covariances(res: dict[str, Any], ckpt: Any, calibrated: bool = Tru
 def calibration_section(res: dict[str, Any], ckpt: Any) -> dict[str, Any] | None:
     """The report's ``calibration`` section for :func:`evaluate`'s rows: coverage/NLL of the covariances the node
     would publish (:func:`published_covariances`), or ``None`` when there are no rows."""
-    from mfapr_ros.core.calibration import report_section
+    from mfapr_ros.inference.calibration import report_section
 
     if len(res["t_est"]) == 0:
         return None
@@ -138,14 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch.utils.data as tud
 
-    from mfapr_ros.core.baselines import MEAN_POSE_KEY, checkpoint_mean_pose
     from mfapr_ros.core.preprocess import PreprocessConfig
     from mfapr_ros.evaluation import print_summary, write_report
+    from mfapr_ros.inference.baselines import MEAN_POSE_KEY, checkpoint_mean_pose
     from mfapr_ros.models import load_model
 
+    from .data import detect_format, even_subset, load_split
     from .datasets import BundleDataset
     from .distributed import resolve_device
-    from .train import even_subset, load_split
 
     device = resolve_device(args.device)
     model, ckpt = load_model(args.checkpoint, device=device)
@@ -170,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     ds = BundleDataset(with_pose, rig, pre, steps=1, track_aug=None, photometric=False)
     if args.max_bundles:
         ds = tud.Subset(ds, even_subset(len(ds), args.max_bundles))
-    from mfapr_ros.core.baselines import load_for_checkpoint
+    from mfapr_ros.inference.baselines import load_for_checkpoint
 
     database = load_for_checkpoint(ckpt.path)
     if database is None:

@@ -19,7 +19,7 @@ bar chart) and ``bundle_<stamp_ns>.json`` (pose, contributions, saliency shares)
 
 Bags are read the way ``mfapr eval-bag`` reads them (the bag → bundles pipeline :mod:`mfapr_ros.bag.bundles` with
 the node's synchronizer settings, a ±``--window`` s read around each target stamp; only chosen bundles decode);
-datasets the way ``mfapr evaluate`` loads them (``load_split`` + ``BundleDataset``). Stamps: an integer of ≥ 12
+datasets the way ``mfapr evaluate`` loads them (``data.load_split`` + ``BundleDataset``). Stamps: an integer of ≥ 12
 digits is absolute ns, anything else is seconds from the start of the bag (or the first bundle of the dataset).
 """
 
@@ -366,9 +366,8 @@ def bag_inputs(loc: Any, bag_path: str | Path, stamps: Sequence[str] | None, cou
 def data_inputs(loc: Any, data: str, split: str, fmt: str, stamps: Sequence[str] | None, count: int,
                 gt_topic: str | None = None) -> Iterator[ExplainInput]:
     """Bundles of a dataset split, loaded the way `mfapr evaluate` loads them (with their GT pose)."""
+    from .data import detect_format, even_subset, load_split
     from .datasets import BundleDataset
-    from .evaluate import detect_format
-    from .train import even_subset, load_split
 
     fmt = detect_format(data) if fmt == "auto" else fmt
     if fmt == "rosbag" and split and not (Path(data) / split).exists():
@@ -409,9 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: decoder cross-attention when the model has a transformer decoder, else gradients")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--topics", default=None, help="--bag: camera→topic overrides cam0=/a,cam1=/b")
-    p.add_argument("--min-cameras", type=int, default=None, help="--bag: fewest cameras per bundle (node default: "
-                   "all); lower it to explain bundles with missing cameras")
-    p.add_argument("--slop-ms", type=float, default=None, help="--bag: sync slop in ms (node default)")
+    from mfapr_ros.evaluation.bag_inputs import add_sync_options
+
+    add_sync_options(p)  # --bag: the node's sync.* settings (--slop, --min-cameras …); lower --min-cameras to
+    # explain bundles with missing cameras
     p.add_argument("--enforce-image-size", action=argparse.BooleanOptionalAction, default=True,
                    help="--bag: drop images whose size differs from the rig's, as localize_node does (default on)")
     p.add_argument("--window", type=float, default=1.0, help="--bag: seconds read either side of each target (1)")
@@ -429,9 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.count < 1:
         raise ConfigError(f"--count must be >= 1, got {args.count}")
     from mfapr_ros.core.io import atomic_write_json
-    from mfapr_ros.core.localizer import Localizer
-    from mfapr_ros.core.sync import SyncSettings
-    from mfapr_ros.evaluation.eval_bag import parse_topic_map
+    from mfapr_ros.evaluation.bag_inputs import parse_topic_map, sync_settings_from_args
+    from mfapr_ros.inference.localizer import Localizer
 
     loc = Localizer(args.checkpoint, device=args.device, warmup=0, retrieval=False)
     model = loc.model.eval()
@@ -439,9 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = model.config
     meta = {"checkpoint": str(args.checkpoint), "backbone": cfg.get("backbone"), "fusion": cfg.get("fusion")}
     if args.bag:
-        given = {"slop_ms": args.slop_ms, "min_cameras": args.min_cameras}
-        sync = SyncSettings.from_dict({k: v for k, v in given.items() if v is not None},
-                                      where="explain (--slop-ms, --min-cameras)")
+        sync = sync_settings_from_args(args)
         items = bag_inputs(loc, args.bag, args.stamp, args.count, topics=parse_topic_map(args.topics), sync=sync,
                            window_s=args.window, enforce_image_size=args.enforce_image_size)
         meta["bag"] = str(args.bag)

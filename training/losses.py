@@ -65,7 +65,7 @@ def rotation_distance(q: torch.Tensor, q_hat: torch.Tensor, norm: str, rotation:
         flip = (qn * q_hat).sum(-1, keepdim=True) < 0
         qh = torch.where(flip, -q_hat, q_hat)  # quat_log normalises; the sign test does not need it
         return vector_distance(quat_log(qn, canonical=False), quat_log(qh, canonical=False), norm)
-    raise ConfigError(f"loss.rotation is '{rotation}'; expected one of {ROTATIONS}")
+    raise ConfigError(f"loss.rotation_distance is '{rotation}'; expected one of {ROTATIONS}")
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -83,11 +83,10 @@ class GradientBlendingConfig:
     enabled: bool = False
     every_steps: int = 200
     batches: int = 4  # batches of train and held-out data per measurement
-    min_delta_o: float = 1e-3
 
 
 #: fields whose ``None`` means "decided by the model" (:meth:`LossSettings.for_model` fills them in)
-MODEL_DEPENDENT_LOSS_FIELDS = ("rotation", "rig_weight")
+MODEL_DEPENDENT_LOSS_FIELDS = ("rotation_distance", "rig_weight")
 
 
 @dataclass
@@ -95,35 +94,33 @@ class LossSettings:
     """The ``loss`` section of the training config *and* what :class:`PoseLoss` runs with — one dataclass, so a
     field cannot exist on one side only (the YAML keys are these fields; :mod:`mfapr_training.config` validates).
 
-    ``rotation`` and ``rig_weight`` may be ``None`` = decided by the model: :meth:`for_model` resolves them (into a
-    copy: mutable like every config section, so ``--set``-style edits in code work on ``cfg.loss``).
+    ``rotation_distance`` and ``rig_weight`` may be ``None`` = decided by the model: :meth:`for_model` resolves them
+    (into a copy: mutable like every config section, so ``--set``-style edits in code work on ``cfg.loss``).
     """
 
     norm: str = "l1"
-    # quat | logq | chordal | geodesic; default: quat/logq for those model representations, chordal for 6d/9d_svd
-    rotation: str | None = None
+    # the rotation *distance* (not the model's rotation representation, model.rotation): quat | logq | chordal |
+    # geodesic; default: quat/logq for those model representations, chordal for 6d/9d_svd
+    rotation_distance: str | None = None
     sx: float = 0.0
     sq: float = -3.0
     learn_weights: bool = True
     weights_lr: float | None = None  # lr of the learned sx/sq (own group, no weight decay); None = optim.lr
-    auto_init: bool = False  # start sx, sq at the log mean-pose distances of the training targets (not sx/sq)
     relative: bool = False
     relative_weight: float = 1.0
     relative_warmup_steps: int = 0  # the relative term's weight ramps 0 → 1 over these steps
     srx: float = 0.0
     srq: float = -3.0
     rig_weight: float | None = None  # default 1, or 0 for mix-stream models (they learn per-camera poses)
-    per_camera_weight: float = 1.0
-    heteroscedastic: bool = False
     anchor_weight: float = 1.0  # cross-entropy weight of an anchor head (model.num_anchors > 0)
     gradient_blending: GradientBlendingConfig = field(default_factory=GradientBlendingConfig)
 
     def for_model(self, rotation_repr: str = "quat", mix_stream: bool = False) -> LossSettings:
         """These settings with the model-dependent ``None`` fields filled: the rotation distance matching the
         model's representation (quat/logq, else chordal) and no rig term for mix-stream models."""
-        rotation = self.rotation or (rotation_repr if rotation_repr in ("quat", "logq") else "chordal")
+        rotation = self.rotation_distance or (rotation_repr if rotation_repr in ("quat", "logq") else "chordal")
         rig_weight = self.rig_weight if self.rig_weight is not None else (0.0 if mix_stream else 1.0)
-        return replace(self, rotation=rotation, rig_weight=rig_weight)
+        return replace(self, rotation_distance=rotation, rig_weight=rig_weight)
 
 
 class LearnedWeighting(nn.Module):
@@ -168,26 +165,6 @@ def anchor_terms(out: dict[str, torch.Tensor], t_gt: torch.Tensor, norm: str,
     return off, ce
 
 
-def initial_log_weights(t_norm: torch.Tensor, q: torch.Tensor, norm: str, rotation: str
-                        ) -> tuple[float, float]:
-    """``(sx, sq)`` at which learned weighting starts balanced: the log of the distances a constant prediction
-    (the mean pose) makes on the training targets, in the normalised frame (so they follow ``t_scale``).
-
-    Why: at the homoscedastic equilibrium ``e^s`` equals the mean distance of that term; MapNet's fixed start
-    (sx = 0, sq = −3) weighs one degree of yaw like ≈ 2.5 m at t_scale 12 m, and Adam moves s by ≈ lr per step, so a
-    start far from the equilibrium is never corrected within a CPU-scale run. Starting at the mean-pose distances
-    gives both terms the same weight relative to their own scale at step 0.
-    """
-    from mfapr_ros.core.geometry import mean_pose
-
-    tm, qm = mean_pose(t_norm.double().numpy(), q.double().numpy())
-    t0 = torch.as_tensor(tm, dtype=torch.float32).expand_as(t_norm)
-    q0 = torch.as_tensor(qm, dtype=torch.float32).expand_as(q)
-    d_t = vector_distance(t0, t_norm.float(), norm).mean().clamp_min(1e-6)
-    d_q = rotation_distance(q0, q.float(), norm, rotation).mean().clamp_min(1e-6)
-    return float(torch.log(d_t)), float(torch.log(d_q))
-
-
 def heteroscedastic_nll(d_t: torch.Tensor, d_q: torch.Tensor, log_var: torch.Tensor,
                         mask: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample version of the learned weighting: ``d·e^(−s) + s`` with ``s`` = the model's predicted log-variance.
@@ -214,8 +191,9 @@ class PoseLoss(nn.Module):
         settings = settings.for_model()  # fields the model decides and nobody did: a plain quaternion model's
         if settings.norm not in NORMS:
             raise ConfigError(f"loss.norm is '{settings.norm}'; expected one of {NORMS}")
-        if settings.rotation not in ROTATIONS:
-            raise ConfigError(f"loss.rotation is '{settings.rotation}'; expected one of {ROTATIONS}")
+        if settings.rotation_distance not in ROTATIONS:
+            raise ConfigError(f"loss.rotation_distance is '{settings.rotation_distance}'; expected one of "
+                              f"{ROTATIONS}")
         self.settings = settings
         self.step = 0  # optimizer step, set by the trainer (relative-loss warm-up)
         self.absolute = LearnedWeighting(settings.sx, settings.sq, settings.learn_weights)
@@ -226,7 +204,7 @@ class PoseLoss(nn.Module):
                   r: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-row ``(d_t, d_q)`` with the configured norm and rotation distance (``r``: predicted matrices)."""
         s = self.settings
-        return vector_distance(t, t_gt, s.norm), rotation_distance(q, q_gt, s.norm, s.rotation, r)
+        return vector_distance(t, t_gt, s.norm), rotation_distance(q, q_gt, s.norm, s.rotation_distance, r)
 
     def forward(self, out: dict[str, torch.Tensor], t_gt_norm: torch.Tensor, q_gt: torch.Tensor, steps: int = 1,
                 cam_t_gt_norm: torch.Tensor | None = None, cam_q_gt: torch.Tensor | None = None,
@@ -245,7 +223,7 @@ class PoseLoss(nn.Module):
             parts["anchor_ce"] = float(ce.detach().mean())
             parts["d_offset"] = float(d_t.detach().mean())
         if s.rig_weight > 0:
-            if s.heteroscedastic and out.get("log_var") is not None:
+            if out.get("log_var") is not None:  # the model predicts its variance (model.predict_variance)
                 rig = heteroscedastic_nll(d_t, d_q, out["log_var"].float())
                 terms["absolute"] = s.rig_weight * rig
             else:
@@ -254,18 +232,18 @@ class PoseLoss(nn.Module):
                 terms["position"], terms["rotation"] = s.rig_weight * a, s.rig_weight * b
             parts["loss_abs"] = float(rig.detach())
         parts["d_q"] = float(d_q.detach().mean())
-        if s.per_camera_weight > 0 and out.get("per_camera_t_norm") is not None:
+        if out.get("per_camera_t_norm") is not None:
             if cam_t_gt_norm is None or cam_q_gt is None:
                 raise ConfigError("the model predicts per-camera poses (mix-stream) but the batch has no camera "
                                   "ground truth; the training module must pass cam_t_gt_norm/cam_q_gt")
             pct, pcq = out["per_camera_t_norm"].float(), out["per_camera_q"].float()
             pcr = out["per_camera_R"].float() if "per_camera_R" in out else None
             cd_t, cd_q = self.distances(pct, pcq, cam_t_gt_norm, cam_q_gt, pcr)
-            if s.heteroscedastic and out.get("per_camera_log_var") is not None:  # mix-stream: trains the
+            if out.get("per_camera_log_var") is not None:  # mix-stream with model.predict_variance: trains the
                 cam = heteroscedastic_nll(cd_t, cd_q, out["per_camera_log_var"].float(), mask)  # variance heads
             else:
                 cam = self.absolute(_masked_mean(cd_t, mask), _masked_mean(cd_q, mask))
-            terms["per_camera"] = s.per_camera_weight * cam
+            terms["per_camera"] = cam
             parts["loss_cam"] = float(cam.detach())
         if self.relative is not None and steps > 1:
             rel = self.relative_loss(t_pred, q_pred, t_gt_norm, q_gt, steps)

@@ -12,7 +12,7 @@ recording (every part of the place is seen in training and tested), ``--by fract
 ``--by ranges`` takes named ranges in seconds from the recording's first frame.
 
 The output is ordinary split folders, ``DATA/mapping``, ``DATA/validation``, ``DATA/query`` — the names the
-training config expects by default (``data.train_split``, ``data.val_split``, ``data.test_split``) — so
+training config expects by default (``data.train_split``, ``data.val_split``; ``query`` for evaluation) — so
 `mfapr train`, `mfapr evaluate` and `mfapr eval-bag` read them like any dataset:
 
 - kapture: each split has ``sensors/`` with ``sensors.txt`` and ``rigs.txt`` copied, ``records_camera.txt`` and
@@ -42,7 +42,7 @@ from mfapr_ros.core.io import atomic_write_json
 
 log = logging.getLogger("mfapr_training")
 
-#: Output split names: the training config's defaults (data.train_split / val_split / test_split).
+#: Output split names: the training config's defaults (data.train_split / val_split; query for evaluation).
 TRAIN, VAL, TEST = "mapping", "validation", "query"
 METHODS = ("time", "fraction", "ranges")
 SPLIT_HINT = "--stamp-unit {unit} (mfapr split)"
@@ -197,7 +197,8 @@ def _header(path: Path) -> str:
 def split_kapture(src: Path, out: Path, plan_args: dict[str, Any], stamp_unit: str = "auto",
                   copy_images: bool = False) -> dict[str, Any]:
     """Split one kapture split folder (``src/sensors/…``) into ``out/<split>/sensors/…``; returns the summary."""
-    from .datasets.kapture_reader import detect_stamp_unit, find_kapture_split
+    from .datasets.kapture_reader import find_kapture_split
+    from .datasets.kapture_text import detect_stamp_unit
 
     root = find_kapture_split(src, None)
     sd = root / "sensors"

@@ -3,8 +3,9 @@
     mfapr train --config training/configs/demo.yaml [--set optim.lr=3e-4 ...] [--out DIR] [--resume]
     torchrun --nproc_per_node 4 -m mfapr_training.train --config ... --out DIR      # several GPUs / nodes
 
-Everything that touches the dataset formats lives in :func:`load_split` (shared with `mfapr evaluate`), so the
-two commands read data identically: the same reader, the same camera order (the rig's), the same preprocessing.
+Everything that touches the dataset formats lives in :func:`mfapr_training.data.load_split` (shared with `mfapr
+evaluate`, `calibrate` and `explain`), so the commands read data identically: the same reader, the same camera
+order (the rig's), the same preprocessing.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from mfapr_ros.core.baselines import mean_pose_record
 from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.geometry import mean_pose
 from mfapr_ros.core.rig import Rig, load_rig
+from mfapr_ros.inference.baselines import mean_pose_record
 
 from .config import ExperimentConfig, load_config
+from .data import even_subset, load_split
 
 log = logging.getLogger("mfapr_training")
 
@@ -41,58 +43,6 @@ def resolve_rig(data_format: str, root: str, rig: str | None) -> Rig | None:
                             "(for a kapture dataset set data.format=kapture)")
         return load_rig(path)
     return None
-
-
-def load_split(data_format: str, root: str, split: str, *, rig: Rig | None = None,
-               cameras: list[str] | str | None = None, gt_topic: str | None = None, gt_tf: str | None = None,
-               max_gap_ms: float | None = None, sync: dict[str, Any] | None = None, stamp_unit: str = "auto",
-               setting: str | None = None) -> Any:
-    """One split as a ``BundleSet`` (``synth``/``kapture``: a kapture split folder; ``rosbag``: ``root/split``
-    is a bag, or ``root`` itself when ``split`` is empty). ``max_gap_ms`` (``data.max_gap_ms``): time gap that
-    starts a new track; ``None`` = the reader's default (1 s). ``sync`` (``data.sync``): the synchronizer
-    settings in the node's vocabulary (``mfapr_ros.core.sync.SyncSettings``); empty = the node's defaults.
-    ``stamp_unit`` (``data.stamp_unit``): kapture's timestamp unit. ``gt_topic``/``gt_tf`` (``data.gt_topic`` /
-    ``data.gt_tf``): a bag's ground truth. ``setting``: the config key ``split`` came from, for the error hints."""
-    if not root:
-        raise ConfigError("data.root is empty: give the dataset folder, e.g. --set data.root=/data/naverlabs")
-    if not Path(root).exists():
-        raise DataError(f"data.root '{root}' does not exist")
-    gap = {} if max_gap_ms is None else {"track_gap_ns": int(round(max_gap_ms * 1e6))}
-    if data_format in ("synth", "kapture"):
-        from .datasets import read_kapture
-
-        cams = cameras if cameras is not None else (rig.camera_names if rig is not None else None)
-        return read_kapture(root, cams, split=split, rig=rig, sync=sync, stamp_unit=stamp_unit, setting=setting,
-                            **gap)
-    if data_format == "rosbag":
-        from .datasets import GroundTruthSpec, read_rosbag
-
-        if rig is None:
-            raise ConfigError("data.format=rosbag needs data.rig (the rig YAML that names the camera topics)")
-        bag = Path(root) / split if split else Path(root)
-        if split and not bag.exists():
-            bags = sorted(p.name for p in Path(root).iterdir() if (p / "metadata.yaml").is_file()) \
-                if Path(root).is_dir() else []
-            key = setting or "data.train_split"
-            todo = ["--set data.val_split=null (train without validation)"] if key == "data.val_split" else []
-            todo += [f"--set {key}={bags[0]}"] if bags else []
-            todo += [f"--set {key}= (data.root is the bag)"] if (Path(root) / "metadata.yaml").is_file() else []
-            todo += [f"cut one recording into bags with `mfapr split BAG --out {root}`"]
-            raise DataError(f"no bag '{split}' in {root} ({key}); bags found there: {bags or 'none'}. To fix: "
-                            + "; ".join(todo))
-        gt = GroundTruthSpec(topic=gt_topic, tf=gt_tf) if (gt_topic or gt_tf) else None
-        if isinstance(cameras, str):
-            raise ConfigError(f"data.cameras '{cameras}' names a kapture camera subset; for rosbag give camera names")
-        if cameras:
-            rig = rig.subset(cameras)
-        try:
-            return read_rosbag(bag, rig, gt=gt, track=split or None, sync=sync, **gap)
-        except DataError as e:
-            if "ground" in str(e) or "--gt-" in str(e):  # the bag reader's hints name eval-bag's flags
-                raise DataError(f"{e} (mfapr train: --set data.gt_topic=TOPIC or --set data.gt_tf=PARENT:CHILD, "
-                                "e.g. data.gt_tf=map:base_link)") from None
-            raise
-    raise ConfigError(f"data.format is '{data_format}'; expected synth, kapture or rosbag")
 
 
 def bind_topics(rig: Rig, topics: dict[str, str], transport: str | None, placeholders: bool) -> Rig:
@@ -137,13 +87,6 @@ def warn_no_validation(val_split: str | None) -> None:
                 "check (summary 'health': null), best-checkpoint selection (no best.json: use last.json), "
                 "validation metrics in the log, the covariance calibration (`mfapr calibrate` later on a split "
                 "with poses). Make a validation split with `mfapr split` to turn them on", val_split)
-
-
-def even_subset(n: int, k: int | None) -> list[int]:
-    """``k`` evenly spaced indices of ``range(n)`` (all when ``k`` is None or ≥ n): CPU-scale runs keep coverage."""
-    if k is None or k >= n:
-        return list(range(n))
-    return sorted({int(round(x)) for x in np.linspace(0, n - 1, k)})
 
 
 def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
@@ -230,7 +173,7 @@ def write_retrieval_databases(out: Path, train_ds: Any) -> None:
     beside ``best`` and ``last``, so every evaluation of this model can show whether it beats retrieval."""
     import torch
 
-    from mfapr_ros.core.baselines import RetrievalDatabase, database_path
+    from mfapr_ros.inference.baselines import RetrievalDatabase, database_path
 
     inner = train_ds.dataset if hasattr(train_ds, "dataset") else train_ds  # a max_train Subset
     plain = type(inner)(inner.records, inner.rig, inner.cfg, steps=1, track_aug=None, photometric=False)
@@ -323,17 +266,6 @@ def main(argv: list[str] | None = None) -> int:
                       "world_size": info.world_size}
         trainer = Trainer(cfg, model, train_ds, val_ds, out, lambda m, prov: model_meta(m, rig, pre, prov), info,
                           provenance)
-        if cfg.loss.auto_init and not args.resume:
-            from .losses import initial_log_weights
-
-            t_norm = (torch.as_tensor(t_train) - model.t_mean.cpu()) / model.t_scale.cpu().double()
-            crit = trainer.criterion
-            sx, sq = initial_log_weights(t_norm.float(), torch.as_tensor(q_train).float(), crit.settings.norm,
-                                         crit.settings.rotation)
-            with torch.no_grad():  # the absolute term only: relative distances have their own scale (srx, srq)
-                crit.absolute.sx.fill_(sx)
-                crit.absolute.sq.fill_(sq)
-            log.info("loss weights start at sx = %.2f, sq = %.2f (log mean-pose distances of the targets)", sx, sq)
         if info.is_main:
             log.info("training %s: %d samples/epoch, %d steps, device %s, world size %d → %s", cfg.name,
                      len(train_ds), trainer.total_steps, info.device, info.world_size, out)

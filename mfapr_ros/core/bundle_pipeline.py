@@ -17,7 +17,7 @@ and only the bundle that will be inferred is decoded:
 At most one bundle waits, one is being decoded, one is decoded and one is inferred: no unbounded queue. No lock
 is held across decode, inference or the callbacks. Per-bundle stage times (wait, decode, inference) are passed to
 ``on_result`` for /diagnostics. The interface (``stats``, ``wait_idle``, ``discard_pending``, ``close``) is
-:class:`~mfapr_ros.core.localizer.AsyncLocalizer`'s, so lifecycle transitions treat both alike.
+:class:`~mfapr_ros.inference.localizer.AsyncLocalizer`'s, so lifecycle transitions treat both alike.
 """
 
 from __future__ import annotations

@@ -57,21 +57,20 @@ Front end (both policies), each deviation counted in :attr:`ApproximateTimeSynch
   reactivates it (``stream_rejoins``) unless it is itself older than the timeout horizon (``dropped_late``).
 * ``flush()`` publishes what the held messages can still form at end of data (bag evaluation); C++ never does.
 
-Layout: this module holds the settings, :class:`Bundle` and the :class:`ApproximateTimeSynchronizer` front end
-(public API, per-stream state, periods, timeouts); its parts live in ``sync_guard`` (:class:`~.sync_guard.TimeGuard`:
-per-stream order, glitches, jumps), ``sync_pivot`` (:class:`~.sync_pivot.PivotPolicy`) and ``sync_frames``
-(:class:`~.sync_frames.FramesPolicy`), mixed into the one class. Import everything from ``mfapr_ros.core.sync``.
+Layout: this module holds :class:`SyncSettings` (``make()``) and the :class:`ApproximateTimeSynchronizer` front end
+(public API, per-stream state, periods, timeouts); the settings' fields, :class:`Bundle` and the counters live in
+``sync_types`` (read by modules that never build a synchronizer); the synchronizer's parts live in ``sync_guard``
+(:class:`~.sync_guard.TimeGuard`: per-stream order, glitches, jumps), ``sync_pivot`` (:class:`~.sync_pivot.PivotPolicy`)
+and ``sync_frames`` (:class:`~.sync_frames.FramesPolicy`), mixed into the one class. Import everything from
+``mfapr_ros.core.sync``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -81,208 +80,34 @@ from .log_sink import warn
 from .sync_frames import _RATE_MESSAGES, FramesPolicy
 from .sync_guard import TimeGuard
 from .sync_pivot import PivotPolicy
+from .sync_types import DROP_KEYS, NS_PER_S, STAT_KEYS, Bundle, SyncSettingsBase, accounting_line
+
+__all__ = ["DROP_KEYS", "NS_PER_S", "POLICIES", "PUBLISH_MODES", "STAT_KEYS", "ApproximateTimeSynchronizer", "Bundle",
+           "SyncSettings", "accounting_line"]
 
 _LOG = logging.getLogger(__name__)
 
 POLICIES = ("pivot", "frames")
 PUBLISH_MODES = ("arrival", "optimal")
 
-#: Counter names in :attr:`ApproximateTimeSynchronizer.stats` (always present, starting at 0).
-STAT_KEYS = (
-    "received",
-    "bundles_full",
-    "bundles_partial",
-    "bundled_messages",
-    "dropped_unmatched",
-    "dropped_queue_overflow",
-    "dropped_too_few_streams",
-    "dropped_out_of_order",
-    "duplicates",
-    "dropped_stream_timeout",
-    "dropped_late",
-    "dropped_glitch",
-    "dropped_time_jump",
-    "dropped_stale_after_jump",
-    "dropped_reset",
-    "dropped_bad_stream",
-    "time_jumps",
-    "forward_jumps",
-    "stream_clock_jumps",
-    "stream_timeouts",
-    "stream_rejoins",
-)
-
-#: Counters that are message drops (their sum + bundled + pending == received + bad-stream calls).
-DROP_KEYS = tuple(k for k in STAT_KEYS if k.startswith("dropped_") or k == "duplicates")
-
-NS_PER_S = 1_000_000_000
 _GAPS_KEPT = 8  # per-stream stamp gaps kept for the period / lower-bound estimates
 
+Logger = logging.Logger | Callable[[str], Any]
 
-@dataclass(frozen=True)
-class SyncSettings:
-    """The synchronizer's settings — one object for the node, ``eval-bag`` and training.
 
-    Units are integer nanoseconds (stamps are compared as integers). The user-facing form (seconds, ``min_cameras``
-    0 = all: the node's ``sync.*`` parameter names, ``data.sync`` of a training YAML, eval-bag's options) is
-    translated in ONE place, :meth:`from_dict`, which the node (``NodeParams.sync``), eval-bag and the training
-    readers all call; :meth:`to_dict` writes that form back.
-
-    ``min_streams`` ``None`` (or 0) means all streams (full bundles only). ``stream_timeout_ns`` is the floor of
-    the period-relative stream timeout (partial mode only).
-    """
-
-    max_interval_ns: int = 20_000_000
-    queue_size: int = 10
-    min_streams: int | None = None
-    stream_timeout_ns: int = 500_000_000
-    stream_timeout_periods: float = 3.0
-    time_jump_ns: int = NS_PER_S
-    policy: str = "frames"
-    publish: str = "arrival"
-    age_penalty: float = 0.0
-
-    def __post_init__(self) -> None:
-        def bad(key: str, v: Any, what: str) -> ConfigError:
-            return ConfigError(f"sync.{key} = {v!r} is invalid: expected {what}")
-
-        def is_int(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        if not is_int(self.max_interval_ns) or self.max_interval_ns <= 0:
-            raise bad("slop", self.max_interval_ns, "a positive integer of nanoseconds (slop > 0 s)")
-        if not is_int(self.queue_size) or self.queue_size < 1:
-            raise bad("queue_size", self.queue_size, "an integer >= 1")
-        if self.min_streams is not None and (not is_int(self.min_streams) or self.min_streams < 0):
-            raise bad("min_cameras", self.min_streams, "an integer >= 0 (0 = all cameras)")
-        if not is_int(self.stream_timeout_ns) or (self.min_streams and self.stream_timeout_ns < self.max_interval_ns):
-            raise bad("stream_timeout", self.stream_timeout_ns,
-                      f"an integer of ns >= the slop ({self.max_interval_ns})")
-        if not isinstance(self.stream_timeout_periods, (int, float)) or not self.stream_timeout_periods >= 0:
-            raise bad("stream_timeout_periods", self.stream_timeout_periods, "a number >= 0 (0 = floor only)")
-        if not is_int(self.time_jump_ns) or self.time_jump_ns <= self.max_interval_ns:
-            raise bad("time_jump", self.time_jump_ns, "an integer of ns > the slop")
-        if self.policy not in POLICIES:
-            raise bad("policy", self.policy, f"one of {POLICIES}")
-        if self.publish not in PUBLISH_MODES:
-            raise bad("publish", self.publish, f"one of {PUBLISH_MODES}")
-        if not isinstance(self.age_penalty, (int, float)) or self.age_penalty < 0:
-            raise bad("age_penalty", self.age_penalty, "a number >= 0")
-
-    #: Keys of :meth:`from_dict` (node names in seconds, and the ns / ms forms).
-    KEYS = ("slop", "slop_ms", "max_interval_ms", "max_interval_ns", "queue_size", "min_cameras", "min_streams",
-            "stream_timeout", "stream_timeout_ns", "stream_timeout_periods", "time_jump", "time_jump_ns", "policy",
-            "publish", "age_penalty")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None, where: str = "sync") -> SyncSettings:
-        """From a config mapping (``data.sync`` of a training YAML, a reader's ``sync=`` argument).
-
-        Seconds for ``slop``/``stream_timeout``/``time_jump`` (the node's parameter names), or the ``*_ns`` /
-        ``*_ms`` forms; unknown keys are an error naming the valid ones.
-        """
-        d = dict(d or {})
-        unknown = sorted(set(d) - set(cls.KEYS))
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {list(cls.KEYS)}")
-
-        def num(key: str) -> float:
-            v = d[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
-                raise ConfigError(f"{where}.{key} = {v!r} is invalid: expected a number")
-            return float(v)
-
-        kw: dict[str, Any] = {}
-        for key, field_, scale in (("slop", "max_interval_ns", 1e9), ("slop_ms", "max_interval_ns", 1e6),
-                                   ("max_interval_ms", "max_interval_ns", 1e6), ("stream_timeout", "stream_timeout_ns",
-                                   1e9), ("time_jump", "time_jump_ns", 1e9)):
-            if key in d:
-                kw[field_] = int(round(num(key) * scale))
-        for key in ("max_interval_ns", "stream_timeout_ns", "time_jump_ns", "queue_size"):
-            if key in d:
-                v = d[key]
-                kw[key] = int(v) if isinstance(v, float) and v.is_integer() else v
-        for src, dst in (("min_cameras", "min_streams"), ("min_streams", "min_streams")):
-            if src in d:
-                v = d[src]
-                kw[dst] = None if v in (None, 0) else (int(v) if isinstance(v, float) and v.is_integer() else v)
-        for key in ("stream_timeout_periods", "age_penalty"):
-            if key in d:
-                kw[key] = num(key)
-        for key in ("policy", "publish"):
-            if key in d:
-                kw[key] = d[key]
-        try:
-            return cls(**kw)
-        except ConfigError as e:
-            raise ConfigError(f"{where}: {e}") from None
-
-    def replace(self, **kw: Any) -> SyncSettings:
-        return dataclasses.replace(self, **kw)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The node's vocabulary (seconds), as stored in reports and accepted by :meth:`from_dict`."""
-        return {"slop": self.max_interval_ns / 1e9, "queue_size": self.queue_size,
-                "min_cameras": self.min_streams or 0, "stream_timeout": self.stream_timeout_ns / 1e9,
-                "stream_timeout_periods": self.stream_timeout_periods, "time_jump": self.time_jump_ns / 1e9,
-                "policy": self.policy, "publish": self.publish}
+class SyncSettings(SyncSettingsBase):
+    """:class:`~.sync_types.SyncSettingsBase` (the fields, their validation and conversions) plus :meth:`make`."""
 
     def make(self, num_streams: int, logger: Logger | None = None) -> ApproximateTimeSynchronizer:
-        """The synchronizer for ``num_streams`` streams (``min_streams`` above it is an error naming both)."""
+        """The synchronizer for ``num_streams`` streams (``min_cameras`` above it is an error naming both)."""
         ms = self.min_streams or num_streams
         if ms > num_streams:
             raise ConfigError(f"sync.min_cameras (eval-bag --min-cameras, training data.sync.min_cameras) = {ms} "
                               f"exceeds the {num_streams} camera(s) being bundled; use 0..{num_streams} (0 = all)")
         return ApproximateTimeSynchronizer(num_streams, self.queue_size, self.max_interval_ns, min_streams=ms,
                                            stream_timeout_ns=self.stream_timeout_ns, logger=logger,
-                                           age_penalty=self.age_penalty, time_jump_ns=self.time_jump_ns,
-                                           policy=self.policy, publish=self.publish,
+                                           time_jump_ns=self.time_jump_ns, policy="frames", publish="arrival",
                                            stream_timeout_periods=self.stream_timeout_periods)
-
-
-def accounting_line(stats: Mapping[str, int]) -> str:
-    """The accounting identity of a synchronizer's :attr:`~ApproximateTimeSynchronizer.stats` as one line:
-    ``received = bundled + each drop cause + pending`` with the numbers, ``OK`` or ``MISMATCH`` at the end (calls
-    with a bad stream index are never received: they are named after the identity, not in it)."""
-    drops = {k: stats.get(k, 0) for k in DROP_KEYS if stats.get(k, 0)}
-    bad = drops.pop("dropped_bad_stream", 0)
-    left = stats.get("received", 0)
-    right = stats.get("bundled_messages", 0) + sum(drops.values()) + stats.get("pending", 0)
-    causes = "".join(f" + {k.removeprefix('dropped_')} {v}" for k, v in sorted(drops.items()))
-    return (f"sync: received {left} = bundled {stats.get('bundled_messages', 0)}{causes} + pending "
-            f"{stats.get('pending', 0)}" + (" OK" if left == right else f" MISMATCH ({left} vs {right})")
-            + (f"; {bad} call(s) with a bad stream index" if bad else ""))
-
-
-@dataclass(frozen=True)
-class Bundle:
-    """One synchronized set: slot ``i`` is stream ``i``'s message, or ``None`` where the stream is absent.
-
-    ``stamp_ns`` is the latest stamp among the present streams (the bundle is complete at that time, which is
-    what a pose for it should be stamped with).
-    """
-
-    stamp_ns: int
-    stamps_ns: list[int | None]
-    payloads: list[Any | None]
-    mask: np.ndarray
-
-    @property
-    def num_present(self) -> int:
-        return int(self.mask.sum())
-
-    @property
-    def is_full(self) -> bool:
-        return bool(self.mask.all())
-
-    @property
-    def spread_ns(self) -> int:
-        """Latest minus earliest present stamp."""
-        present = [s for s in self.stamps_ns if s is not None]
-        return max(present) - min(present)
-
-
-Logger = logging.Logger | Callable[[str], Any]
 
 
 class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
@@ -293,11 +118,13 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
         queue_size: messages kept per stream (C++ ``queue_size``); older ones are dropped as overflow. In the
             ``frames`` policy: frames kept open.
         max_interval_ns: largest allowed spread (latest − earliest stamp) of a bundle (C++ ``max_interval``, the
-            Python ``slop``). Default 20 ms: less than a frame at 30 Hz so consecutive frames cannot pair.
+            Python ``slop``). Default :attr:`SyncSettings.slop`: less than a frame at 30 Hz so consecutive frames
+            cannot pair.
         min_streams: smallest number of present streams for a partial bundle; ``None`` → ``num_streams`` (full
             bundles only, exactly the C++ policy).
         stream_timeout_ns: floor of the message-time silence after which a stream stops blocking (partial mode);
-            default 500 ms. Must be ≥ ``max_interval_ns`` in partial mode (unused in full-bundle mode).
+            default :attr:`SyncSettings.stream_timeout`. Must be ≥ ``max_interval_ns`` in partial mode (unused in
+            full-bundle mode).
         logger: a ``logging.Logger`` or a callable taking one string (the node passes its ROS logger's ``warn``);
             default: this module's logger.
         age_penalty: C++ ``age_penalty`` (≥ 0): favours publishing earlier sets sooner (``pivot``).
@@ -316,7 +143,8 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
     All public calls take ``_lock``; the mixins' methods run only under it.
     """
 
-    def __init__(self, num_streams: int, queue_size: int = 10, max_interval_ns: int = 20_000_000,
+    def __init__(self, num_streams: int, queue_size: int = SyncSettings.queue_size,
+                 max_interval_ns: int = round(SyncSettings.slop * NS_PER_S),
                  min_streams: int | None = None, stream_timeout_ns: int | None = None,
                  logger: Logger | None = None, age_penalty: float = 0.0,
                  time_jump_ns: int = NS_PER_S, *, policy: str = "pivot", publish: str = "arrival",
@@ -333,7 +161,7 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
         if not isinstance(min_streams, int) or not 1 <= min_streams <= num_streams:
             raise ConfigError(f"sync: min_streams must be in 1..{num_streams} (num_streams), got {min_streams!r}")
         if stream_timeout_ns is None:
-            stream_timeout_ns = 500_000_000
+            stream_timeout_ns = round(SyncSettings.stream_timeout * NS_PER_S)
         partial = min_streams < num_streams
         if not isinstance(stream_timeout_ns, int) or (partial and stream_timeout_ns < max_interval_ns):
             raise ConfigError(f"sync: stream_timeout_ns ({stream_timeout_ns!r}) must be an integer ≥ max_interval_ns "

@@ -5,8 +5,8 @@ training's rosbag reader), binds camera topics to model slots with the node's ru
 same defaults as ``config/localize.yaml``), bundles with the one
 :class:`mfapr_ros.core.sync.ApproximateTimeSynchronizer` (:class:`~mfapr_ros.core.sync.SyncSettings`, node
 defaults) and decodes after it with the node's bad-frame rule (:mod:`~mfapr_ros.core.bundle_decode`). This
-module is the CLI and the evaluation over it:
-bundles are localised by :class:`~mfapr_ros.core.localizer.Localizer`, batched (``--batch``) through
+module is the CLI and the evaluation over it (what it reads from its options: :mod:`.bag_inputs`):
+bundles are localised by :class:`~mfapr_ros.inference.localizer.Localizer`, batched (``--batch``) through
 ``infer_batch``, which is what makes a CPU run faster than real time. Ground truth (PoseStamped /
 PoseWithCovarianceStamped / Odometry topic, or TF between two frames) is interpolated at each bundle stamp; the
 shared report (:mod:`mfapr_ros.evaluation`) is written to ``--out``.
@@ -18,11 +18,10 @@ Every image or bundle that does not make it into the metrics is counted by cause
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,153 +29,25 @@ from typing import Any
 import numpy as np
 
 from mfapr_ros.bag.bundles import (
-    COMPRESSED_SUFFIX,
-    CameraBinding,
     DecodedBundle,
-    bind_bag_topics,
-    camera_bindings,
     decode_bundles,
     iter_bundles,
 )
-from mfapr_ros.bag.reader import COMPRESSED_IMAGE, IMAGE, IMAGE_TYPES, BagInfo, BagReader, Trajectory, read_gt
-from mfapr_ros.core.baselines import checkpoint_mean_pose
+from mfapr_ros.bag.reader import BagInfo, BagReader, Trajectory, read_gt
 from mfapr_ros.core.drops import DropCounter
 from mfapr_ros.core.errors import ConfigError, DataError
-from mfapr_ros.core.rig import TRANSPORTS, Rig
 from mfapr_ros.core.sync import SyncSettings, accounting_line
+from mfapr_ros.inference.baselines import checkpoint_mean_pose
+
+from .bag_inputs import (
+    add_sync_options,
+    parse_topic_map,
+    parse_transport_map,
+    resolve_bindings,
+    sync_settings_from_args,
+)
 
 LOG = logging.getLogger("mfapr.eval_bag")
-
-
-def _items(spec: str | Sequence[str] | None) -> list[str]:
-    if not spec:
-        return []
-    raw = spec.split(",") if isinstance(spec, str) else [x for s in spec for x in s.split(",")]
-    return [x.strip() for x in raw if x.strip()]
-
-
-def parse_topic_map(spec: str | Sequence[str] | None) -> dict[str, str]:
-    """``"cam0=/a,cam1=/b@raw"`` (or a list of ``cam=topic``) → ``{"cam0": "/a", "cam1": "/b@raw"}``; the
-    ``@transport`` suffix is kept for :func:`split_topic_transports`."""
-    out: dict[str, str] = {}
-    for item in _items(spec):
-        if item.count("=") != 1 or not all(item.split("=")):
-            raise ConfigError(f"--topics entry '{item}' must be CAMERA=TOPIC[@TRANSPORT], e.g. cam0=/front/image_raw "
-                              "or cam0=/front/image_raw@raw")
-        cam, topic = item.split("=")
-        out[cam.strip()] = topic.strip()
-    return out
-
-
-def parse_transport_map(spec: str | Sequence[str] | None) -> dict[str, str] | str:
-    """``--transport``: ``raw`` / ``compressed`` (every camera, returned as the string) or ``cam0=raw,cam1=...``."""
-    items = _items(spec)
-    if len(items) == 1 and "=" not in items[0]:
-        if items[0] not in TRANSPORTS:
-            raise ConfigError(f"--transport '{items[0]}' is not a transport; expected one of {TRANSPORTS} (every "
-                              "camera) or CAMERA=TRANSPORT,... e.g. cam0=raw")
-        return items[0]
-    out: dict[str, str] = {}
-    for item in items:
-        if item.count("=") != 1 or not all(item.split("=")):
-            raise ConfigError(f"--transport entry '{item}' must be CAMERA=TRANSPORT (e.g. cam0=raw), or give one "
-                              f"of {TRANSPORTS} alone for every camera")
-        cam, tr = (x.strip() for x in item.split("="))
-        if tr not in TRANSPORTS:
-            raise ConfigError(f"--transport {cam}={tr}: '{tr}' is not a transport; expected one of {TRANSPORTS}")
-        out[cam] = tr
-    return out
-
-
-def split_topic_transports(topics: Mapping[str, str], transports: Mapping[str, str] | str | None,
-                           rig: Rig) -> tuple[dict[str, str], dict[str, str]]:
-    """``(topics, transports)`` per camera name from ``--topics`` (``topic[@transport]``) and ``--transport``;
-    unknown cameras, unknown transports and a camera given two different transports are ConfigErrors."""
-    names = rig.camera_names
-    if isinstance(transports, str):
-        tr = dict.fromkeys(names, transports)
-    else:
-        tr = dict(transports or {})
-    tp: dict[str, str] = {}
-    for cam, topic in topics.items():
-        if "@" in topic:  # '@' cannot occur in a ROS topic name: the transport suffix is unambiguous
-            topic, _, suffix = topic.rpartition("@")
-            if suffix not in TRANSPORTS or not topic:
-                raise ConfigError(f"--topics {cam}={topic}@{suffix}: expected TOPIC@TRANSPORT with a transport in "
-                                  f"{TRANSPORTS}")
-            if cam in tr and tr[cam] != suffix and not isinstance(transports, str):
-                raise ConfigError(f"camera '{cam}' is given transport '{suffix}' by --topics and '{tr[cam]}' by "
-                                  "--transport; give it once")
-            tr[cam] = suffix
-        tp[cam] = topic
-    unknown = sorted({c for c in (*tp, *tr) if c not in names})
-    if unknown:
-        raise ConfigError(f"--topics/--transport name camera(s) {unknown} that are not in the checkpoint's rig "
-                          f"{names}")
-    for cam, topic in tp.items():
-        if tr.get(cam) == "raw" and topic.endswith(COMPRESSED_SUFFIX):
-            raise ConfigError(f"--topics {cam}={topic}@raw: a raw image topic does not end in '{COMPRESSED_SUFFIX}'; "
-                              f"give the base topic ({topic[: -len(COMPRESSED_SUFFIX)]}) or @compressed")
-    return tp, tr
-
-
-def resolve_bindings(rig: Rig, bag_types: Mapping[str, str], topics: Mapping[str, str] | None = None,
-                     transports: Mapping[str, str] | str | None = None, *,
-                     source: str = "the bag") -> list[CameraBinding]:
-    """Which bag topic each rig camera is read from (model slot order). Three cases per camera, so that nothing is
-    appended or swapped behind the user's back:
-
-    * a transport given (``--transport``, or ``--topics cam=TOPIC@TRANSPORT``): image_transport naming on the base
-      topic (``--topics`` or the rig's), like the node's ``topics.<cam>`` + ``transport.<cam>``: ``raw`` reads the base
-      topic, ``compressed`` reads ``<base>/compressed``; that topic must be recorded with that type (no fallback);
-    * only a topic (``--topics cam=TOPIC``): exactly that topic, its transport is the recorded message type (the
-      rig's transport is *not* appended);
-    * neither: the rig's topic and transport, falling back to the other transport when only that one was recorded
-      (logged), the rule shared with training (:func:`~mfapr_ros.bag.bundles.bind_bag_topics`).
-    """
-    topics, trs = split_topic_transports(dict(topics or {}), transports, rig)
-    by_rule = [c for c in rig.camera_names if c not in topics and c not in trs]
-    ruled = {b.name: b for b in bind_bag_topics(rig.subset(by_rule), bag_types, source=source)  # type: ignore[union-attr]
-             } if by_rule else {}
-    images = sorted(t for t, ty in bag_types.items() if ty in IMAGE_TYPES)
-    out: list[CameraBinding] = []
-    for slot, cam in enumerate(rig.cameras):
-        if cam.name in ruled:  # transport = what is read (the rule may have fallen back to the other one)
-            b = ruled[cam.name]
-            read = "compressed" if bag_types.get(b.topic) == COMPRESSED_IMAGE else "raw"
-            out.append(dataclasses.replace(b, slot=slot, transport=read))
-            continue
-        if cam.name in trs:
-            (b,) = camera_bindings([cam], [cam.name], topics, trs)
-            want = COMPRESSED_IMAGE if b.transport == "compressed" else IMAGE
-            how = f"--transport {cam.name}={b.transport}"
-        else:
-            b = CameraBinding(slot, cam.name, topics[cam.name], "", cam.width, cam.height)
-            want, how = None, f"--topics {cam.name}={topics[cam.name]}"
-        got = bag_types.get(b.topic)
-        if got not in IMAGE_TYPES or (want is not None and got != want):
-            recorded = f"recorded as {got}" if got else "not recorded"
-            raise DataError(f"{source}: camera {cam.name} ({how}) reads {b.topic}, which is {recorded} "
-                            f"(image topics in the bag: {images or 'none'}); fix --topics/--transport")
-        transport = "compressed" if got == COMPRESSED_IMAGE else "raw"
-        out.append(dataclasses.replace(b, slot=slot, transport=transport))
-    topics_read = [b.topic for b in out]
-    dup = sorted({t for t in topics_read if topics_read.count(t) > 1})
-    if dup:
-        raise ConfigError(f"camera topics must be distinct; {dup} is read for more than one camera "
-                          "(check --topics/--transport)")
-    return out
-
-
-def sync_settings_from_args(args: argparse.Namespace) -> SyncSettings:
-    """The CLI's sync options over the node's defaults, through the one translation (:meth:`SyncSettings.from_dict`,
-    the one the node's ``sync.*`` parameters and training's ``data.sync`` go through), so eval-bag bundles exactly
-    as ``localize_node`` with the same parameters."""
-    given = {"slop_ms": args.slop_ms, "min_cameras": args.min_cameras, "queue_size": args.queue_size,
-             "stream_timeout": args.stream_timeout, "policy": args.sync_policy, "publish": args.sync_publish}
-    return SyncSettings.from_dict({k: v for k, v in given.items() if v is not None},
-                                  where="eval-bag (--slop-ms, --min-cameras, --queue-size, --stream-timeout, "
-                                        "--sync-policy, --sync-publish)")
 
 
 @dataclass
@@ -320,7 +191,7 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
     if batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {batch}")
     if localizer is None:
-        from mfapr_ros.core.localizer import Localizer
+        from mfapr_ros.inference.localizer import Localizer
 
         localizer = Localizer(str(checkpoint), device=device)
     rig = localizer.rig
@@ -348,7 +219,7 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
         odom = _read_odometry(bag, odom_frame, rig.base_frame) if fusion is not None and est.stamps else None
     if not est.stamps:
         raise DataError(f"no bundle could be formed from {cam_topics} in {bag_path} (sync stats "
-                        f"{synchronizer.stats}); check --topics, --slop-ms and --min-cameras (a camera missing for "
+                        f"{synchronizer.stats}); check --topics, --slop and --min-cameras (a camera missing for "
                         "the whole bag needs --min-cameras below the number of cameras)")
     s = np.asarray(est.stamps, dtype=np.int64)
     tg, qg, ok = _gt_coverage(gt, s, max_gap_s, drops, bag_path)
@@ -431,7 +302,7 @@ def calibration_section(res: EvalResult, checkpoint_meta: dict[str, Any] | None)
     for these bundles (the Localizer's, stored calibration applied), or ``None`` without covariances."""
     if res.covariances is None or len(res.covariances) == 0:
         return None
-    from mfapr_ros.core.calibration import report_section
+    from mfapr_ros.inference.calibration import report_section
 
     return report_section(res.t_gt, res.q_gt, res.t_est, res.q_est, res.covariances, checkpoint_meta)
 
@@ -466,7 +337,6 @@ def fused_report(res: EvalResult, fusion: Any) -> dict[str, Any] | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = SyncSettings().to_dict()  # = the node's defaults (PARAM_SPECS, config/localize.yaml; tested)
     p = argparse.ArgumentParser(prog="mfapr eval-bag", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint (NAME, NAME.json or NAME.safetensors)")
@@ -489,16 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=16, help="bundles per forward pass (default 16)")
     p.add_argument("--out", default="out/eval_bag", help="report folder (default out/eval_bag)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--slop-ms", type=float, default=None, help=f"sync slop in ms (node default {d['slop'] * 1e3:g})")
-    p.add_argument("--min-cameras", type=int, default=None,
-                   help=f"fewest cameras per bundle, 0 = all (node default {d['min_cameras']})")
-    p.add_argument("--queue-size", type=int, default=None, help=f"sync queue per camera (default {d['queue_size']})")
-    p.add_argument("--stream-timeout", type=float, default=None,
-                   help=f"seconds after which a silent camera stops blocking (default {d['stream_timeout']})")
-    p.add_argument("--sync-policy", choices=("pivot", "frames"), default=None,
-                   help=f"bundle assignment (node default {d['policy']}; frames: period-aware, for loose stamps)")
-    p.add_argument("--sync-publish", choices=("arrival", "optimal"), default=None,
-                   help=f"when a bundle leaves (node default {d['publish']})")
+    add_sync_options(p)
     p.add_argument("--enforce-image-size", action=argparse.BooleanOptionalAction, default=True,
                    help="drop (and count) images whose size differs from the rig's, as localize_node does "
                         "(default: on, like its enforce_image_size)")
@@ -519,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `mfapr eval-bag`; errors surface as MfaprError (the dispatcher prints one line, exit 2)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    from mfapr_ros.core.localizer import Localizer
+    from mfapr_ros.inference.localizer import Localizer
 
     from . import load_report, print_summary, write_report
 

@@ -227,7 +227,7 @@ class OnlineEvaluator:
         """The report's ``calibration`` section when every scored pose came with a covariance, else ``None``."""
         if not len(stamps) or any(int(s) not in self._covariance for s in stamps):
             return None
-        from mfapr_ros.core.calibration import report_section
+        from mfapr_ros.inference.calibration import report_section
 
         order = np.argsort(np.asarray(self.stamps, dtype=np.int64), kind="stable")
         cov = np.stack([self._covariance[int(s)] for s in stamps])

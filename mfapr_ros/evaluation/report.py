@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 
 from mfapr_ros import __version__
-from mfapr_ros.core import baselines as _baselines
-from mfapr_ros.core.calibration import calibration_report, levels_text
-from mfapr_ros.core.calibration import markdown_table as calibration_markdown
 from mfapr_ros.core.errors import DataError
 from mfapr_ros.core.geometry import RECALL_BINS
 from mfapr_ros.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mfapr_ros.inference import baselines as _baselines
+from mfapr_ros.inference.calibration import calibration_report, levels_text
+from mfapr_ros.inference.calibration import markdown_table as calibration_markdown
 
 from . import plots
 from .metrics import bin_label, compute_metrics, mean_pose_baseline, pose_errors
@@ -117,7 +117,7 @@ def _retrieval_shift_section(retrieval_shift: tuple[Any, Any] | None, t_gt: np.n
     doc = _retrieval_section(retrieval_shift, t_gt, q_gt, tracks)
     if doc is not None:
         doc["method"] = ("nearest training bundle over the query's cyclic slot shifts, the shift's rigid motion "
-                         "composed into the pose (core/baselines.py RetrievalDatabase.query_shifts)")
+                         "composed into the pose (inference/baselines.py RetrievalDatabase.query_shifts)")
     return doc
 
 
@@ -208,9 +208,9 @@ def write_report(out_dir: str | Path, *, stamps_ns: Sequence[int] | np.ndarray, 
     the reader needs to reproduce the run (checkpoint, bag, resolved options, drop counters). ``retrieval``:
     ``(t (N,3), q (N,4))`` the image-retrieval baseline's pose per row (:mod:`.retrieval`), or ``None``;
     ``retrieval_shift`` the same for the shift-aware lookup (ring rigs).
-    ``calibration``: the covariance-calibration section (:func:`mfapr_ros.core.calibration.report_section`: 1σ/2σ/3σ
-    coverage and NLL of the published covariance), or ``None`` when the poses carry no covariance. ``fused``: the
-    pose fused with odometry (:func:`fused_section`), or ``None`` when fusion did not run.
+    ``calibration``: the covariance-calibration section (:func:`~mfapr_ros.inference.calibration.report_section`:
+    1σ/2σ/3σ coverage and NLL of the published covariance), or ``None`` when the poses carry no covariance.
+    ``fused``: the pose fused with odometry (:func:`fused_section`), or ``None`` when fusion did not run.
     """
     meta = dict(meta or {})
     stamps = np.asarray(stamps_ns, dtype=np.int64).reshape(-1)

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
 
+from .checks import config_error, require_int
 from .rotation import raw_to_rotation
-
-if TYPE_CHECKING:
-    from .regressor import PoseRegressor
 
 _BACKBONES: dict[str, type[Backbone]] = {}
 _FUSIONS: dict[str, type[FusionMode]] = {}
@@ -42,6 +40,8 @@ class Backbone:
     order: ClassVar[int] = 100
     #: backbone-specific keys and defaults, merged over config's common keys (a key here overrides a common one)
     defaults: ClassVar[dict[str, Any]] = {}
+    #: old key → current key, accepted when reading a config (stored checkpoints); the resolved config uses the new
+    aliases: ClassVar[dict[str, str]] = {}
     default_rotation: ClassVar[str] = "quat"
     input_modes: ClassVar[tuple[str, ...]] = ("tile", "channel")
     default_input_mode: ClassVar[str] = "tile"
@@ -54,8 +54,6 @@ class Backbone:
     @classmethod
     def resolve_fc(cls, cfg: dict[str, Any], need_fc: int) -> None:
         """Fill and check ``num_fc``: auto = max(1, k of fusion fc-k), 0..4, at least k."""
-        from .config import config_error, require_int  # config imports this module: import at call time
-
         if cfg["num_fc"] is None:
             cfg["num_fc"] = max(1, need_fc)
         require_int(cfg, "num_fc", 0, 4)
@@ -115,12 +113,12 @@ class FusionMode:
         raise NotImplementedError(f"fusion position '{cls.position}' builds no network of its own")
 
     @classmethod
-    def attach(cls, model: PoseRegressor, cfg: dict[str, Any]) -> None:
+    def attach(cls, model: nn.Module, cfg: dict[str, Any]) -> None:
         """Add the networks (and buffers) to ``model``; names here are state-dict keys, so they must not change."""
         model.net = cls.build_net(cfg)
 
     @classmethod
-    def forward(cls, model: PoseRegressor, images: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(cls, model: nn.Module, images: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """Raw outputs → metres and unit quaternions (inputs already validated)."""
         raw = model.net(images, mask)
         out = dict(raw)

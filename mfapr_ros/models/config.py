@@ -14,6 +14,7 @@ from typing import Any
 from mfapr_ros.core.errors import ConfigError
 
 from .base import Backbone, FusionMode, backbone_names, fusion_positions, get_backbone, get_fusion
+from .checks import config_error, require_bool, require_int
 from .rotation import REPRESENTATIONS
 from .trunks import ARCHS
 
@@ -31,24 +32,6 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "pose_normalization": {"t_mean": [0.0, 0.0, 0.0], "t_scale": 1.0},
     "extrinsics": None,
 }
-
-
-def config_error(key: str, msg: str) -> ConfigError:
-    return ConfigError(f"model config: '{key}' {msg}")
-
-
-def require_int(cfg: dict[str, Any], key: str, lo: int, hi: int | None = None) -> int:
-    v = cfg[key]
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise config_error(key, f"must be an integer in {rng}, got {v!r}")
-    return v
-
-
-def require_bool(cfg: dict[str, Any], key: str) -> bool:
-    if not isinstance(cfg[key], bool):
-        raise config_error(key, f"must be true or false, got {cfg[key]!r}")
-    return cfg[key]
 
 
 def _floats(v: Any, n: int, key: str) -> list[float]:
@@ -133,6 +116,7 @@ def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if name not in backbone_names():
         raise config_error("backbone", f"must be one of {list(backbone_names())}, got {name!r}")
     backbone = get_backbone(name)
+    cfg = _renamed(cfg, backbone.aliases)
     base = copy.deepcopy({**COMMON_DEFAULTS, **backbone.defaults})
     unknown = set(cfg) - set(base) - {"backbone", "fusion"}
     if unknown:
@@ -151,6 +135,27 @@ def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
     backbone.resolve_fc(out, mode.fc_start(out["fusion"]))
     out["extrinsics"] = _resolve_extrinsics(out["extrinsics"], mode, T)
     return out
+
+
+def config_keys(backbone: str) -> set[str]:
+    """Every key a model config for ``backbone`` takes (its default_conf: the common keys + the backbone's own,
+    plus the old names it still reads); unknown backbone → ``ConfigError`` listing the registered ones."""
+    if backbone not in backbone_names():
+        raise config_error("backbone", f"must be one of {list(backbone_names())}, got {backbone!r}")
+    b = get_backbone(backbone)
+    return {"backbone", "fusion", *COMMON_DEFAULTS, *b.defaults, *b.aliases}
+
+
+def _renamed(cfg: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
+    """``cfg`` with a backbone's old key names (``aliases``) replaced by the current ones; both given is an error."""
+    old = [k for k in cfg if k in aliases]
+    if not old:
+        return cfg
+    both = [k for k in old if aliases[k] in cfg]
+    if both:
+        raise config_error(both[0], f"and '{aliases[both[0]]}' are the same setting (old and current name); keep "
+                           f"'{aliases[both[0]]}'")
+    return {aliases.get(k, k): v for k, v in cfg.items()}
 
 
 def _resolve_extrinsics(ext: Any, mode: type[FusionMode], T: int) -> dict[str, Any] | None:

@@ -49,7 +49,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "transposenet": {"backbone": "transposenet", "arch": "efficientnet_b0", "d_model": 256,
                      "fusion": {"position": "input", "mode": "tokens"}},
     "vit": {"backbone": "vit", "fusion": {"position": "input", "mode": "tokens"}},
-    "vit_small": {"backbone": "vit", "patch": 16, "dim": 192, "depth": 6, "heads": 3, "mlp_dim": 768, "fc_dim": 256,
+    "vit_small": {"backbone": "vit", "patch": 16, "d_model": 192, "num_layers": 6, "num_heads": 3,
+                  "dim_feedforward": 768, "fc_dim": 256,
                   "fusion": {"position": "input", "mode": "tokens"}},
 }
 

@@ -27,7 +27,7 @@ NS_PER_S = 1_000_000_000
 
 
 class PoseLike(Protocol):
-    """What the pose converters need from a :class:`mfapr_ros.core.localizer.RigPose` (kept structural: no import)."""
+    """What the pose converters need from a :class:`mfapr_ros.inference.localizer.RigPose` (structural: no import)."""
 
     stamp_ns: int
     t: np.ndarray

@@ -38,10 +38,10 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from mfapr_ros.bag.reader import Trajectory, tf_trajectory
-from mfapr_ros.core.baselines import checkpoint_mean_pose
 from mfapr_ros.core.errors import ConfigError, MfaprError
 from mfapr_ros.evaluation.online import OnlineEvaluator
 from mfapr_ros.evaluation.report import format_summary
+from mfapr_ros.inference.baselines import checkpoint_mean_pose
 
 from .convert import msg_to_pose, time_to_ns
 from .params import ParamSpec

@@ -24,9 +24,9 @@ from mfapr_ros.core.fusion import FIELD_DOCS as FUSION_DOCS
 from mfapr_ros.core.fusion import FusionSettings
 from mfapr_ros.core.relocalization import RelocalizationSettings
 from mfapr_ros.core.rig import TRANSPORTS, Rig
-from mfapr_ros.core.sync import POLICIES, PUBLISH_MODES, SyncSettings
-from mfapr_ros.core.uncertainty import ACTIONS as UNCERTAINTY_ACTIONS
-from mfapr_ros.core.uncertainty import DEFAULT_ORIENTATION_STD, DEFAULT_POSITION_STD, UncertaintyGate
+from mfapr_ros.core.sync import SyncSettings
+from mfapr_ros.inference.uncertainty import ACTIONS as UNCERTAINTY_ACTIONS
+from mfapr_ros.inference.uncertainty import DEFAULT_ORIENTATION_STD, DEFAULT_POSITION_STD, UncertaintyGate
 
 TF_MODES = ("none", "map_to_base", "map_to_odom")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -59,20 +59,8 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               "empty = the rig's per-camera transport.", "'', 'raw' or 'compressed'"),
     ParamSpec("enforce_image_size", True, "bool", "Drop images whose size differs from the rig's image size "
               "(a resolution change silently changes the field of view the model sees)."),
-    ParamSpec("sync.slop", 0.02, "float", "Max spread of stamps inside one bundle, seconds.", "> 0"),
-    ParamSpec("sync.queue_size", 10, "int", "Messages queued per camera by the synchronizer.", ">= 1"),
-    ParamSpec("sync.min_cameras", 0, "int", "Fewest cameras in a (partial) bundle; 0 = all cameras.",
-              "0..number of cameras"),
-    ParamSpec("sync.stream_timeout", 0.5, "float", "A camera silent this long (s) stops blocking bundles (the floor of "
-              "a timeout of at least sync.stream_timeout_periods observed periods).", "> 0"),
-    ParamSpec("sync.stream_timeout_periods", 3.0, "float", "The stream timeout is at least this many of the "
-              "camera's observed frame periods; 0 = sync.stream_timeout only.", ">= 0"),
-    ParamSpec("sync.time_jump", 1.0, "float", "A stamp this far (s) before its camera's last one is a suspected time "
-              "jump: a glitch unless confirmed by another camera or the camera's next message.", "> sync.slop"),
-    ParamSpec("sync.policy", "frames", "str", "Assignment policy: frames (default: queue heads aligned per frame, "
-              "learned camera offsets) or pivot (message_filters' minimum-span sets).", "frames|pivot"),
-    ParamSpec("sync.publish", "arrival", "str", "arrival: a bundle leaves when its last member arrives; optimal: "
-              "the C++ policy, which waits for a later message on every camera.", "arrival|optimal"),
+    *(ParamSpec(f"sync.{f.name}", f.default, "int" if f.type == "int" else "float", f.metadata["doc"],
+                f.metadata["constraints"]) for f in dataclasses.fields(SyncSettings)),
     ParamSpec("device", "auto", "str", "Inference device: auto, cpu, cuda or cuda:N.", "auto|cpu|cuda|cuda:N"),
     ParamSpec("precision", "fp32", "str", "Inference precision.", "fp32|fp16|bf16"),
     ParamSpec("inference_threads", 0, "int", "torch intra-op threads for CPU inference (process-wide); 0 = torch's "
@@ -152,14 +140,7 @@ class NodeParams:
     camera_topics: tuple[str, ...] = ()
     default_transport: str = ""
     enforce_image_size: bool = True
-    sync_slop: float = 0.02
-    sync_queue_size: int = 10
-    sync_min_cameras: int = 0
-    sync_stream_timeout: float = 0.5
-    sync_stream_timeout_periods: float = 3.0
-    sync_time_jump: float = 1.0
-    sync_policy: str = "frames"
-    sync_publish: str = "arrival"
+    sync: SyncSettings = field(default_factory=SyncSettings)
     device: str = "auto"
     precision: str = "fp32"
     inference_threads: int = 0
@@ -207,18 +188,14 @@ class NodeParams:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
-    def sync(self) -> SyncSettings:
-        """The synchronizer settings, through the one translation of the ``sync.*`` parameters (seconds,
-        ``min_cameras`` 0 = all) that eval-bag and training use too: :meth:`SyncSettings.from_dict`. A property,
-        not a stored copy, so it can never disagree with the flat fields that mirror the declared parameters."""
-        sync = {f.name[len("sync_"):]: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name.startswith("sync_")}
-        return SyncSettings.from_dict(sync, where="parameter sync")
+    def sync_stream_timeout(self) -> float:
+        """``sync.stream_timeout`` (s), read by ros/diagnostics.py (the settings themselves are :attr:`sync`)."""
+        return self.sync.stream_timeout
 
     @property
     def uncertainty(self) -> UncertaintyGate:
         """The uncertainty gate of ``_on_pose`` from the ``uncertainty.*`` parameters (validated already; a
-        property, like :attr:`sync`, so it cannot disagree with the flat fields)."""
+        property, so it cannot disagree with the flat fields)."""
         return UncertaintyGate(
             max_position_sigma_m=self.uncertainty_max_position_sigma,
             max_yaw_sigma_deg=self.uncertainty_max_yaw_sigma_deg,
@@ -228,15 +205,15 @@ class NodeParams:
 
     @property
     def fusion(self) -> FusionSettings:
-        """The pose fusion's settings from the ``fusion.*`` parameters (validated already; a property, like
-        :attr:`sync`, so it cannot disagree with the flat fields)."""
+        """The pose fusion's settings from the ``fusion.*`` parameters (validated already; a property, so it
+        cannot disagree with the flat fields)."""
         return FusionSettings(**{f.name[len("fusion_"):]: getattr(self, f.name) for f in dataclasses.fields(self)
                                  if f.name.startswith("fusion_")})
 
     @property
     def relocalization(self) -> RelocalizationSettings:
         """The seed and lost decisions' settings from the ``relocalization.*`` parameters and
-        ``uncertainty.lost_timeout`` (validated already; a property like :attr:`sync`)."""
+        ``uncertainty.lost_timeout`` (validated already; a property like :attr:`fusion`)."""
         return RelocalizationSettings(
             enabled=self.relocalization_enabled, on_startup=self.relocalization_on_startup,
             max_pose_age_s=self.relocalization_max_pose_age, watch_enabled=bool(self.relocalization_watch_topic),
@@ -326,8 +303,7 @@ def validate_params(values: Mapping[str, Any]) -> NodeParams:
                           "(or set it in the params file / the launch argument checkpoint:=...)")
     if out["default_transport"] not in ("",) + TRANSPORTS:
         raise _bad("default_transport", out["default_transport"], f"'' or one of {TRANSPORTS}")
-    for name in ("sync.slop", "sync.stream_timeout", "covariance.position_std", "covariance.orientation_std",
-                 "drop_warning_period"):
+    for name in ("covariance.position_std", "covariance.orientation_std", "drop_warning_period"):
         if out[name] <= 0:
             raise _bad(name, out[name], "a number > 0")
     for name in ("transform_tolerance", "diagnostics_period", "uncertainty.max_position_sigma",
@@ -355,20 +331,10 @@ def validate_params(values: Mapping[str, Any]) -> NodeParams:
         raise _bad("uncertainty.action", out["uncertainty.action"], f"one of {UNCERTAINTY_ACTIONS}")
     if out["uncertainty.inflate_factor"] < 1:
         raise _bad("uncertainty.inflate_factor", out["uncertainty.inflate_factor"], "a number >= 1")
-    if out["sync.stream_timeout_periods"] < 0:
-        raise _bad("sync.stream_timeout_periods", out["sync.stream_timeout_periods"], "a number >= 0")
-    if out["sync.time_jump"] <= out["sync.slop"]:
-        raise _bad("sync.time_jump", out["sync.time_jump"], f"a number of seconds > sync.slop ({out['sync.slop']})")
-    if out["sync.min_cameras"] and out["sync.stream_timeout"] < out["sync.slop"]:
-        raise _bad("sync.stream_timeout", out["sync.stream_timeout"], f"a number >= sync.slop ({out['sync.slop']})")
-    if out["sync.policy"] not in POLICIES:
-        raise _bad("sync.policy", out["sync.policy"], f"one of {POLICIES}")
-    if out["sync.publish"] not in PUBLISH_MODES:
-        raise _bad("sync.publish", out["sync.publish"], f"one of {PUBLISH_MODES}")
-    if out["sync.queue_size"] < 1:
-        raise _bad("sync.queue_size", out["sync.queue_size"], "an integer >= 1")
-    if out["sync.min_cameras"] < 0:
-        raise _bad("sync.min_cameras", out["sync.min_cameras"], "an integer >= 0 (0 = all cameras)")
+    try:  # the synchronizer's own validation (one place: SyncSettings.__post_init__), as a parameter error
+        out["sync"] = SyncSettings(**{k[len("sync."):]: out.pop(k) for k in list(out) if k.startswith("sync.")})
+    except ConfigError as e:
+        raise ConfigError(f"parameter {e}. Fix it in the params file (config/localize.yaml) or with -p.") from None
     if out["inference_threads"] < 0:
         raise _bad("inference_threads", out["inference_threads"], "an integer >= 0 (0 = torch's default)")
     if out["executor_threads"] < 1:
@@ -431,7 +397,7 @@ def bind_cameras(params: NodeParams, model_rig: Rig, rig: Rig | None, per_camera
     bindings = camera_bindings(source.cameras, model_names, topics, transports, params.camera_topics,
                                params.default_transport)
     n = len(bindings)
-    if params.sync_min_cameras > n:
-        raise ConfigError(f"parameter 'sync.min_cameras' = {params.sync_min_cameras} exceeds the {n} subscribed "
+    if params.sync.min_cameras > n:
+        raise ConfigError(f"parameter 'sync.min_cameras' = {params.sync.min_cameras} exceeds the {n} subscribed "
                           f"cameras {names}")
     return bindings

@@ -11,7 +11,6 @@ import sys
 import numpy as np
 import pytest
 
-from mfapr_ros.core.calibration import calibration_report
 from mfapr_ros.core.errors import ConfigError
 from mfapr_ros.core.fusion import (
     MISSING_GTSAM,
@@ -24,6 +23,7 @@ from mfapr_ros.core.fusion import (
 )
 from mfapr_ros.core.geometry import quat_from_axis_angle, quat_from_yaw, quat_mul, quat_to_yaw
 from mfapr_ros.core.odometry import OdometryDrift, simulate_odometry
+from mfapr_ros.inference.calibration import calibration_report
 
 HZ = 10.0
 #: the synthetic network noise here is white (independent per bundle), so no correlation inflation; the odometry

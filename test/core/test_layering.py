@@ -46,7 +46,7 @@ def _modules(root: Path) -> list[Path]:
 
 def test_walk_finds_every_package() -> None:
     found = {p.relative_to(PACKAGE).parts[0] for p in _modules(PACKAGE) if len(p.relative_to(PACKAGE).parts) > 1}
-    assert {"core", "bag", "models", "evaluation", "ros"} <= found
+    assert {"core", "bag", "models", "inference", "evaluation", "ros"} <= found
 
 
 @pytest.mark.parametrize("path", _modules(PACKAGE) + _modules(TRAINING),
@@ -65,7 +65,8 @@ def test_only_ros_package_imports_ros(path: Path) -> None:
 
 @pytest.mark.parametrize("path", _modules(PACKAGE), ids=lambda p: p.relative_to(PACKAGE).as_posix())
 def test_layers_point_down(path: Path) -> None:
-    """core imports nothing above it (bag, evaluation, ros); only ros/ imports ros/ (env is ROS-free and shared)."""
+    """core imports nothing above it (bag, evaluation, ros; models and inference: test/test_imports.py); only ros/
+    imports ros/ (env is ROS-free and shared)."""
     rel = path.relative_to(PACKAGE).as_posix()
     mods = {m for m in imported_modules(path) if m.startswith(("mfapr_ros", "mfapr_training"))}
     assert not {m for m in mods if m.startswith("mfapr_training")}, f"{rel}: mfapr_ros must not import training"
@@ -78,9 +79,11 @@ def test_layers_point_down(path: Path) -> None:
 
 
 def test_every_core_module_imports_without_ros() -> None:
-    """Import all of core/, bag/, evaluation/ and models/ in a process where rclpy and the messages are blocked."""
+    """Import all of core/, bag/, evaluation/, models/ and inference/ in a process where rclpy and the messages are
+    blocked."""
     names = [".".join(("mfapr_ros", *p.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__")
-             for p in _modules(PACKAGE) if p.relative_to(PACKAGE).parts[0] in {"core", "bag", "evaluation", "models"}]
+             for p in _modules(PACKAGE)
+             if p.relative_to(PACKAGE).parts[0] in {"core", "bag", "evaluation", "models", "inference"}]
     code = ("import sys, importlib\n"
             f"for m in {sorted(ROS_MODULES)!r}: sys.modules[m] = None\n"
             f"for n in {names!r}: importlib.import_module(n)\n"

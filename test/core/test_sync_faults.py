@@ -185,17 +185,24 @@ def test_frames_policy_falls_back_on_mixed_rates() -> None:
 
 
 def test_settings_one_vocabulary() -> None:
-    s = SyncSettings.from_dict({"slop": 0.05, "min_cameras": 3, "policy": "frames", "queue_size": 12})
-    assert s.max_interval_ns == 50_000_000 and s.min_streams == 3 and s.policy == "frames"
+    """One name per setting, in seconds; the synchronizer's ns come from them; validated in one place."""
+    s = SyncSettings.from_dict({"slop": 0.05, "min_cameras": 3, "queue_size": 12})
+    assert s.max_interval_ns == 50_000_000 and s.min_streams == 3 and s.make(4).policy == "frames"
     assert SyncSettings.from_dict(s.to_dict()) == s
-    alias = SyncSettings.from_dict({"max_interval_ms": 20, "stream_timeout_ns": 50_000_000})
-    assert alias.max_interval_ns == 20_000_000 and alias.stream_timeout_ns == 50_000_000
+    assert SyncSettings(time_jump=2, queue_size=12.0).time_jump == 2.0  # ints for seconds, integral floats for counts
+    for old in ("max_interval_ms", "stream_timeout_ns", "min_streams", "slop_ms", "policy", "publish", "age_penalty"):
+        with pytest.raises(ConfigError, match=f"unknown key.*{old}"):  # one spelling per setting
+            SyncSettings.from_dict({old: 1})
     with pytest.raises(ConfigError, match="slopp"):
         SyncSettings.from_dict({"slopp": 1})
-    with pytest.raises(ConfigError, match="policy"):
-        SyncSettings.from_dict({"policy": "magic"})
+    for bad, what in (({"slop": 0}, "sync.slop"), ({"queue_size": 0.5}, "sync.queue_size"),
+                      ({"min_cameras": -1}, "sync.min_cameras"), ({"time_jump": 0.01}, "sync.time_jump"),
+                      ({"min_cameras": 2, "stream_timeout": 0.01}, "sync.stream_timeout"),
+                      ({"stream_timeout_periods": -1}, "sync.stream_timeout_periods"), ({"slop": "x"}, "sync.slop")):
+        with pytest.raises(ConfigError, match=what):
+            SyncSettings(**bad)
     with pytest.raises(ConfigError, match="exceeds"):
-        SyncSettings(min_streams=5).make(4)
+        SyncSettings(min_cameras=5).make(4)
     sync = SyncSettings.from_dict({"min_cameras": 3}).make(4)
     assert sync.min_streams == 3 and sync.partial
 

@@ -9,14 +9,15 @@ import pytest
 
 from mfapr_ros.bag.reader import BagReader, read_gt
 from mfapr_ros.bag.synth import SynthBagSpec, encode_jpeg, trajectory, write_synth_bag
-from mfapr_ros.core.baselines import mean_pose_record
 from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.rig import ring_rig
 from mfapr_ros.core.sync import SyncSettings
 from mfapr_ros.evaluation import compute_metrics
-from mfapr_ros.evaluation.eval_bag import evaluate_bag, parse_topic_map
+from mfapr_ros.evaluation.bag_inputs import parse_topic_map
+from mfapr_ros.evaluation.eval_bag import evaluate_bag
+from mfapr_ros.inference.baselines import mean_pose_record
 
-localizer_mod = pytest.importorskip("mfapr_ros.core.localizer", reason="needs torch")
+localizer_mod = pytest.importorskip("mfapr_ros.inference.localizer", reason="needs torch")
 
 SIZE = 32
 RIG = ring_rig(4)
@@ -101,8 +102,7 @@ def test_eval_bag_matches_direct_computation(tmp_path, localizer, checkpoint, st
 def test_all_cameras_required_by_default(tmp_path, localizer, checkpoint):
     """The node's default (sync.min_cameras 0 = all) drops the bundles of the stretch where a camera is missing."""
     assert SyncSettings().to_dict() == {"slop": 0.02, "queue_size": 10, "min_cameras": 0, "stream_timeout": 0.5,
-                                    "stream_timeout_periods": 3.0, "time_jump": 1.0, "policy": "frames",
-                                    "publish": "arrival"}
+                                        "stream_timeout_periods": 3.0, "time_jump": 1.0}
     path, _, _ = _bag(tmp_path, "b", missing={1: (1.0, 2.0)}, gt="odom", gt_topic="/odom_gt")
     res = evaluate_bag(checkpoint, path, gt_topic="/odom_gt", progress=False, localizer=localizer, batch=4)
     assert res.masks.all() and 18 <= res.bundles <= 20
@@ -126,7 +126,7 @@ def test_window_and_cli_report(tmp_path, checkpoint, capsys):
     assert doc["baseline"]["t"] == MEAN_POSE["t"]
     assert doc["meta"]["baseline_source"].startswith("checkpoint")
     assert doc["meta"]["gt"].startswith("/ground_truth [geometry_msgs/msg/PoseWithCovarianceStamped]")
-    assert doc["meta"]["sync"]["slop"] == 0.02 and doc["meta"]["sync"]["policy"] == "frames"
+    assert doc["meta"]["sync"]["slop"] == 0.02 and doc["meta"]["sync"]["min_cameras"] == 0
     assert doc["meta"]["speedup_vs_realtime"] > 0
     for f in ("report.md", "error_cdf.png", "trajectory.png", "error_over_time.png", "camera_availability.png"):
         assert (out / f).exists(), f
@@ -234,13 +234,13 @@ _BOTH = {**{f"/cam{i}/image_raw": _RAW for i in range(4)}, **{f"/cam{i}/image_ra
 
 
 def _read(rig, topics=None, transports=None, bag_types=_BOTH):
-    from mfapr_ros.evaluation.eval_bag import resolve_bindings
+    from mfapr_ros.evaluation.bag_inputs import resolve_bindings
 
     return [(b.topic, b.transport) for b in resolve_bindings(rig, bag_types, topics, transports)]
 
 
 def test_transport_is_explicit_and_topics_are_read_as_written():
-    from mfapr_ros.evaluation.eval_bag import parse_transport_map
+    from mfapr_ros.evaluation.bag_inputs import parse_transport_map
 
     jpeg_rig = ring_rig(4, transport="compressed")  # a checkpoint whose rig says compressed
     assert _read(jpeg_rig)[0] == ("/cam0/image_raw/compressed", "compressed")  # the rig's rule
@@ -269,7 +269,7 @@ def test_transport_is_explicit_and_topics_are_read_as_written():
     ("cam0=/cam1/image_raw", None, ConfigError, "distinct"),
 ])
 def test_bad_topic_or_transport_is_named(topics, transports, exc, match):
-    from mfapr_ros.evaluation.eval_bag import parse_transport_map
+    from mfapr_ros.evaluation.bag_inputs import parse_transport_map
 
     with pytest.raises(exc, match=match):
         _read(ring_rig(4), parse_topic_map(topics), parse_transport_map(transports))

@@ -161,7 +161,7 @@ def test_write_report_rejects_mismatched_lengths(tmp_path):
 def test_write_report_renders_calibration_section(tmp_path):
     """Errors drawn from the published covariance (σ = 0.5 m, 2°): the section lands in JSON, Markdown and the
     console summary with coverage near the χ² targets; without a section the report says nothing about it."""
-    from mfapr_ros.core.calibration import report_section
+    from mfapr_ros.inference.calibration import report_section
 
     rng = np.random.default_rng(3)
     n = 4000
@@ -229,6 +229,6 @@ def test_retrieval_baseline_source_is_a_real_module():
     from mfapr_ros.evaluation.report import RETRIEVAL_SOURCE
 
     root = Path(__file__).resolve().parents[2]
-    assert RETRIEVAL_SOURCE == "mfapr_ros/core/baselines.py" and (root / RETRIEVAL_SOURCE).is_file()
+    assert RETRIEVAL_SOURCE == "mfapr_ros/inference/baselines.py" and (root / RETRIEVAL_SOURCE).is_file()
     for path in [*root.joinpath("mfapr_ros").rglob("*.py"), *root.joinpath("docs").glob("*.md"), root / "README.md"]:
         assert "evaluation/retrieval.py" not in path.read_text(), path

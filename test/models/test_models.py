@@ -36,7 +36,7 @@ SMALL: dict[str, dict] = {
     "mapnet": {"arch": "tiny", "width": 2, "fc_dim": 16},
     "transposenet": {"arch": "tiny", "width": 2, "d_model": 8, "num_heads": 2, "num_layers": 1, "dim_feedforward": 16,
                      "fc_dim": 16},
-    "vit": {"patch": 8, "dim": 8, "depth": 1, "heads": 2, "mlp_dim": 16, "fc_dim": 16},
+    "vit": {"patch": 8, "d_model": 8, "num_layers": 1, "num_heads": 2, "dim_feedforward": 16, "fc_dim": 16},
 }
 
 
@@ -217,7 +217,8 @@ BAD = [
     ({"backbone": "mapnet", "rotation": "euler"}, "rotation"),
     ({"backbone": "mapnet", "dropout": 1.5}, "dropout"),
     ({"backbone": "vit", "image_size": 36, "patch": 16}, "image_size"),
-    ({"backbone": "vit", "dim": 10, "heads": 3}, "dim"),
+    ({"backbone": "vit", "d_model": 10, "num_heads": 3}, "d_model"),
+    ({"backbone": "vit", "dim": 16, "d_model": 16}, "same setting"),
     ({"backbone": "vit", "pretrained": True}, "pretrained"),
     ({"backbone": "transposenet", "d_model": 30, "num_heads": 3}, "d_model"),
     ({"backbone": "poselstm", "fc_dim": 100, "lstm_grid": [10, 11]}, "lstm_grid"),
@@ -442,3 +443,18 @@ def test_transposenet_slot_queries_read_their_own_camera_in_slot_order() -> None
     assert model.config["ori_readout"] == "slots"
     with pytest.raises(ConfigError, match="ori_readout"):
         build_model({**preset("demo_transformer"), "ori_readout": "mean"})
+
+
+def test_one_vocabulary_for_transformer_sizes() -> None:
+    """ViT and TransPoseNet both take torch.nn.Transformer's names (d_model, num_heads, num_layers,
+    dim_feedforward); a checkpoint stored with ViT's old names (dim, heads, depth, mlp_dim) resolves to the same
+    config, written back in the current names."""
+    from mfapr_ros.models import resolve_config
+    from mfapr_ros.models.base import get_backbone
+
+    for b in ("vit", "transposenet"):
+        assert {"d_model", "num_heads", "num_layers", "dim_feedforward"} <= set(get_backbone(b).defaults)
+    old = resolve_config({"backbone": "vit", "patch": 8, "dim": 16, "depth": 1, "heads": 2, "mlp_dim": 32})
+    new = resolve_config({"backbone": "vit", "patch": 8, "d_model": 16, "num_layers": 1, "num_heads": 2,
+                          "dim_feedforward": 32})
+    assert old == new and "dim" not in new and new["d_model"] == 16

@@ -68,7 +68,7 @@ def _offline(ckpt: Path, bag: Path, min_cameras: int) -> tuple[list[int], list[n
     from mfapr_ros.core.sync import SyncSettings
     from mfapr_ros.evaluation.eval_bag import evaluate_bag
 
-    res = evaluate_bag(ckpt, bag, device="cpu", progress=False, sync=SyncSettings(min_streams=min_cameras or None))
+    res = evaluate_bag(ckpt, bag, device="cpu", progress=False, sync=SyncSettings(min_cameras=min_cameras))
     return [int(s) for s in res.stamps_ns], list(res.masks), dict(res.drops)
 
 

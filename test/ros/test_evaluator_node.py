@@ -226,7 +226,7 @@ def test_tf_chain_with_only_invalid_samples_is_no_ground_truth_yet():
 def test_play_node_evaluator_pipeline(tmp_path, ros_env):
     """`mfapr play` → localize_node (use_sim_time) → evaluator_node over DDS: the live report's poses equal the
     offline `eval-bag` poses at the same bundle stamps (same sync, same Localizer)."""
-    pytest.importorskip("mfapr_ros.core.localizer")
+    pytest.importorskip("mfapr_ros.inference.localizer")
     import torch
 
     from mfapr_ros.bag.synth import SynthBagSpec, write_synth_bag
@@ -281,7 +281,7 @@ def test_play_node_evaluator_pipeline(tmp_path, ros_env):
     assert doc["metrics"]["count"] == len(live) and (out / "trajectory.png").exists()
     assert "poses:" in ev_out
     # the covariance that crossed DDS is the offline Localizer's: same calibration figures on the same rows
-    from mfapr_ros.core.calibration import report_section
+    from mfapr_ros.inference.calibration import report_section
 
     rows = [live[s] for s in common]
     cov = dict(zip(offline.stamps_ns.tolist(), offline.covariances, strict=True))

@@ -71,7 +71,7 @@ def test_params_file_validates_once_checkpoint_is_given() -> None:
     with pytest.raises(ConfigError, match="checkpoint"):
         validate_params(values)
     p = validate_params({**values, "checkpoint": "/tmp/x.json"})
-    assert p.sync_slop == 0.02 and p.tf_mode == "none" and p.camera_topics == ()
+    assert p.sync.slop == 0.02 and p.tf_mode == "none" and p.camera_topics == ()
 
 
 def test_launch_file_matches_node_and_setup() -> None:
@@ -200,7 +200,7 @@ def test_bad_parameter_is_named(key: str, value: object, match: str) -> None:
 
 def test_int_accepted_for_float_and_frames_must_differ() -> None:
     # (a 1 s slop needs a time-jump threshold above it: the synchronizer refuses time_jump <= slop)
-    assert validate_params({**GOOD, "sync.slop": 1, "sync.time_jump": 2}).sync_slop == 1.0
+    assert validate_params({**GOOD, "sync.slop": 1, "sync.time_jump": 2}).sync.slop == 1.0
     assert validate_params({**GOOD, "device": "cuda:1"}).device == "cuda:1"
     with pytest.raises(ConfigError, match="must differ"):
         validate_params({**GOOD, "tf_mode": "map_to_odom", "odom_frame": "map"})

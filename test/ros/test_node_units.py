@@ -225,7 +225,7 @@ def _core(**params):
 
 
 def _rig_pose(stamp_ns: int, pos_std: float):
-    from mfapr_ros.core.localizer import RigPose
+    from mfapr_ros.inference.localizer import RigPose
 
     cov = np.diag([pos_std ** 2] * 3 + [0.01] * 3)
     return RigPose(stamp_ns, np.array([1.0, 2, 0]), np.array([1.0, 0, 0, 0]), cov, 0.01, np.ones(4, bool))
@@ -280,7 +280,7 @@ def test_node_default_covariance_is_the_one_eval_and_calibration_score() -> None
     """The node's fallback covariance (``covariance.*`` defaults) equals the Localizer's ``DEFAULT_COVARIANCE``,
     which eval-bag, ``mfapr evaluate`` and ``mfapr calibrate`` score and fit on: otherwise the stored σ factors would
     be applied to a different covariance than the one they were fitted on (they were: 0.01 vs 0.03 rad²)."""
-    from mfapr_ros.core.localizer import DEFAULT_COVARIANCE
+    from mfapr_ros.inference.covariance import DEFAULT_COVARIANCE
 
     p = validate_params({"checkpoint": "model.json"})
     assert p.default_covariance() == pytest.approx([DEFAULT_COVARIANCE[0]] * 3 + [DEFAULT_COVARIANCE[1]] * 3)

@@ -47,7 +47,7 @@ def test_initialpose_seeds_service_watch_and_lost(rclpy_context) -> None:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from std_srvs.srv import Trigger
 
-    from mfapr_ros.core.localizer import RigPose
+    from mfapr_ros.inference.localizer import RigPose
     from mfapr_ros.ros import convert as rc
     from mfapr_ros.ros.localize_node import LocalizeNode
     from mfapr_ros.ros.runtime import make_executor

@@ -23,7 +23,7 @@ import pytest
 
 pytestmark = pytest.mark.ros
 pytest.importorskip("rclpy")
-pytest.importorskip("mfapr_ros.core.localizer")
+pytest.importorskip("mfapr_ros.inference.localizer")
 pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs is not importable (make install could not build it here): "
                                            "no TF on the pip route, nothing to test over DDS")
 

@@ -12,13 +12,8 @@ import kapture
 import numpy as np
 import pytest
 from kapture.io.csv import kapture_to_dir
-from mfapr_training.datasets.kapture_reader import (
-    NAVER_BASLER,
-    NAVER_GALAXY,
-    _read_trajectories,
-    read_kapture,
-    read_kapture_splits,
-)
+from mfapr_training.datasets.kapture_poses import read_trajectories
+from mfapr_training.datasets.kapture_reader import NAVER_BASLER, NAVER_GALAXY, read_kapture, read_kapture_splits
 from PIL import Image
 
 from mfapr_ros.core.drops import DropCounter
@@ -138,7 +133,7 @@ def test_galaxy_per_phone_stamps_bundled_with_slop(kroot: Path) -> None:
             assert r.info["own_stamp_poses_skipped"] == n_early > 0  # are left out, not averaged in
     # a tighter slop than the phones' spread (11 ms) forms no bundles: a clear error, not an empty set
     with pytest.raises(DataError, match="no bundles"):
-        read_kapture(kroot / "mapping", "galaxy", sync={"max_interval_ms": 5})
+        read_kapture(kroot / "mapping", "galaxy", sync={"slop": 0.005})
 
 
 def test_splits_inference_only_and_rig_level_trajectory(kroot: Path) -> None:
@@ -159,7 +154,7 @@ def test_inversion_matches_kapture_posetransform(tmp_path: Path) -> None:
     q /= np.linalg.norm(q)
     t = rng.normal(size=3)
     (tmp_path / "trajectories.txt").write_text(f"1, cam, {', '.join(map(str, q))}, {', '.join(map(str, t))}\n")
-    out = _read_trajectories(tmp_path / "trajectories.txt", {"cam"}, DropCounter.for_reader())
+    out = read_trajectories(tmp_path / "trajectories.txt", {"cam"}, DropCounter.for_reader())
     inv = kapture.PoseTransform(q.tolist(), t.tolist()).inverse()
     np.testing.assert_allclose(out["cam"][1][0], inv.t_raw, atol=1e-12)
     assert rotation_error_deg(out["cam"][2][0], np.array(inv.r_raw)) < 1e-6
@@ -208,8 +203,7 @@ def test_bad_data_is_counted_or_raised(kroot: Path, tmp_path: Path, caplog: pyte
     np.testing.assert_allclose(r5.t_world_rig, rig_pose(T0_US + 5 * PERIOD_US)[0], atol=1e-9)
     # partial bundles keep frame 2 with its slot masked
     # (stream_timeout_periods 0: a 50 ms timeout, not 3 periods = 300 ms, so one lost frame times the camera out)
-    part = read_kapture(d, "basler", sync={"min_streams": 4, "stream_timeout_ns": 50_000_000,
-                                           "stream_timeout_periods": 0})
+    part = read_kapture(d, "basler", sync={"min_cameras": 4, "stream_timeout": 0.05, "stream_timeout_periods": 0})
     r2 = next(r for r in part.records if r.stamp_ns == (T0_US + 2 * PERIOD_US) * 1000)
     # (which other streams the synchronizer also counts as silent at that instant depends on arrival order near
     # the timeout — documented in mfapr_ros.core.sync — so only the missing camera's slot is asserted)
@@ -243,17 +237,17 @@ def test_bundle_pose_prefers_poses_at_the_bundle_stamp() -> None:
     """At the end of a track the bundle stamp (the latest camera's) lies past the other cameras' trajectories: their
     own-stamp poses (the rig one slop earlier) are not averaged in when a camera covers the bundle stamp."""
     import numpy as np
-    from mfapr_training.datasets.kapture_reader import _bundle_pose
+    from mfapr_training.datasets.kapture_poses import bundle_pose
 
     q0 = np.array([[1.0, 0.0, 0.0, 0.0]] * 3)
     # rig moving 1 m/s along x; camera A's trajectory reaches 1.00 s, camera B's ends at its own stamp 0.98 s
     a = (np.array([0, 500_000_000, 1_000_000_000]), np.array([[0.0, 0, 0], [0.5, 0, 0], [1.0, 0, 0]]), q0)
     b = (np.array([0, 490_000_000, 980_000_000]), np.array([[0.0, 0, 0], [0.49, 0, 0], [0.98, 0, 0]]), q0)
     info: dict = {}
-    t, q = _bundle_pose(1_000_000_000, ["A", "B"], [1_000_000_000, 980_000_000], None, {"A": a, "B": b}, info)
+    t, q = bundle_pose(1_000_000_000, ["A", "B"], [1_000_000_000, 980_000_000], None, {"A": a, "B": b}, info)
     np.testing.assert_allclose(t, [1.0, 0, 0], atol=1e-9)  # was the mean with B's 0.98: 0.99 (1 cm off)
     assert info["pose_source"] == "1 cameras" and info["own_stamp_poses_skipped"] == 1
     info = {}
-    t, _ = _bundle_pose(1_000_000_000, ["B"], [980_000_000], None, {"B": b}, info)  # nobody covers: own stamp
+    t, _ = bundle_pose(1_000_000_000, ["B"], [980_000_000], None, {"B": b}, info)  # nobody covers: own stamp
     np.testing.assert_allclose(t, [0.98, 0, 0], atol=1e-9)
     assert info["pose_source"] == "1 cameras (at their own stamps)"

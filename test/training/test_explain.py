@@ -90,7 +90,7 @@ def test_ignored_input_contributes_exactly_zero(tmp_path):
     """Garbage pixels in a slot whose mask is False: the model ignores them, so the contribution is exactly 0."""
     from mfapr_training.explain import contributions, saliency
 
-    from mfapr_ros.core.localizer import Localizer
+    from mfapr_ros.inference.localizer import Localizer
 
     for kind in CONFIGS:
         loc = Localizer(_checkpoint(tmp_path, kind), device="cpu", warmup=0, retrieval=False)

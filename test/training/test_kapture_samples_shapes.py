@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mfapr_training.datasets import read_kapture
-from mfapr_training.datasets.kapture_reader import detect_stamp_unit
+from mfapr_training.datasets.kapture_text import detect_stamp_unit
 
 from mfapr_ros.core.errors import DataError
 

@@ -60,7 +60,7 @@ def test_learned_weighting_value_and_gradients() -> None:
 
 
 def test_pose_loss_known_value_and_prediction_gradient() -> None:
-    crit = PoseLoss(LossSettings(norm="l1", rotation="quat", sx=0.0, sq=-3.0))
+    crit = PoseLoss(LossSettings(norm="l1", rotation_distance="quat", sx=0.0, sq=-3.0))
     t_pred = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]], requires_grad=True)
     q_pred = torch.cat([ID, yaw_quat(0.0)])
     out = {"t_norm": t_pred, "q": q_pred}
@@ -89,7 +89,7 @@ def test_learned_weights_move_toward_the_optimum() -> None:
 
 
 def test_relative_loss_ignores_constant_offset_and_sees_rotation_change() -> None:
-    crit = PoseLoss(LossSettings(norm="l1", rotation="quat", relative=True, srx=0.0, srq=-3.0))
+    crit = PoseLoss(LossSettings(norm="l1", rotation_distance="quat", relative=True, srx=0.0, srq=-3.0))
     t_gt = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
     q_gt = torch.cat([ID, yaw_quat(0.5)])
     # prediction = ground truth shifted by a constant: the relative pose is unchanged → distances 0
@@ -104,7 +104,7 @@ def test_relative_loss_ignores_constant_offset_and_sees_rotation_change() -> Non
 
 
 def test_mix_stream_loss_uses_masked_camera_poses() -> None:
-    crit = PoseLoss(LossSettings(norm="l1", rotation="quat", sx=0.0, sq=0.0, rig_weight=0.0))
+    crit = PoseLoss(LossSettings(norm="l1", rotation_distance="quat", sx=0.0, sq=0.0, rig_weight=0.0))
     t_bc = torch.tensor([[0.1, 0.0, 0.0], [-0.1, 0.0, 0.0]])
     q_bc = torch.cat([ID, yaw_quat(math.pi)])
     ct, cq = camera_ground_truth(torch.zeros(1, 3), ID, t_bc, q_bc)
@@ -128,15 +128,15 @@ def test_heteroscedastic_nll() -> None:
     assert v.item() == pytest.approx(expected, rel=1e-6)
     v.backward()
     assert lv.grad[0, 0].item() == pytest.approx((1 - 2.0) / 2, rel=1e-6)
-    crit = PoseLoss(LossSettings(heteroscedastic=True, sx=5.0))
+    crit = PoseLoss(LossSettings(sx=5.0))  # a model that predicts log_var is trained with the NLL
     out = {"t_norm": torch.tensor([[2.0, 0, 0]]), "q": ID, "log_var": torch.zeros(1, 2)}
     loss, _ = crit(out, torch.zeros(1, 3), ID)
     assert loss.item() == pytest.approx(2.0, abs=1e-6)  # uses log_var, not the global sx = 5
 
 
 def test_bad_settings_raise_config_error() -> None:
-    with pytest.raises(ConfigError, match="loss.rotation"):
-        PoseLoss(LossSettings(rotation="euler"))
+    with pytest.raises(ConfigError, match="loss.rotation_distance"):
+        PoseLoss(LossSettings(rotation_distance="euler"))
 
 
 def test_gradient_blending_weights_hand_case() -> None:
@@ -165,8 +165,8 @@ def test_loss_config_is_the_loss_settings() -> None:
     import dataclasses
 
     from mfapr_training.config import ExperimentConfig
-    from mfapr_training.engine import loss_settings
     from mfapr_training.losses import MODEL_DEPENDENT_LOSS_FIELDS, LossSettings
+    from mfapr_training.step import loss_settings
 
     assert isinstance(ExperimentConfig().loss, LossSettings)
     none_defaults = {f.name for f in dataclasses.fields(LossSettings) if f.default is None}
@@ -179,9 +179,9 @@ def test_loss_config_is_the_loss_settings() -> None:
         mix_stream, rotation_repr = True, "logq"
 
     s = loss_settings(_Cfg(), _Mix())  # type: ignore[arg-type]
-    assert (s.sx, s.relative, s.rotation, s.rig_weight) == (0.5, True, "logq", 0.0)
+    assert (s.sx, s.relative, s.rotation_distance, s.rig_weight) == (0.5, True, "logq", 0.0)
     s = loss_settings(_Cfg(), torch.nn.Linear(1, 1))  # type: ignore[arg-type]
-    assert (s.rotation, s.rig_weight) == ("quat", 1.0)
+    assert (s.rotation_distance, s.rig_weight) == ("quat", 1.0)
 
 
 def test_logq_distance_is_continuous_across_180_degrees() -> None:
@@ -207,7 +207,7 @@ def test_logq_distance_is_continuous_across_180_degrees() -> None:
 
 
 def test_mix_stream_heteroscedastic_trains_the_variance_heads_and_fuses_scales() -> None:
-    """Mix-stream + loss.heteroscedastic: the per-camera term is the NLL with the per-camera log-scales (the
+    """Mix-stream + model.predict_variance: the per-camera term is the NLL with the per-camera log-scales (the
     variance heads got no gradient before), and the fused scale of T equal, equally weighted cameras is σ/√T."""
     import math
 
@@ -223,7 +223,7 @@ def test_mix_stream_heteroscedastic_trains_the_variance_heads_and_fuses_scales()
     x = torch.randn(3, 4, 3, 32, 32)
     mask = torch.tensor([[True] * 4, [True] * 4, [True, False, True, False]])
     out = m(x, mask)
-    loss, _ = PoseLoss(LossSettings(rig_weight=0.0, heteroscedastic=True))(
+    loss, _ = PoseLoss(LossSettings(rig_weight=0.0))(
         out, torch.zeros(3, 3), torch.tensor([[1.0, 0, 0, 0]] * 3), cam_t_gt_norm=torch.zeros(3, 4, 3),
         cam_q_gt=torch.tensor([[1.0, 0, 0, 0]]).expand(3, 4, 4), mask=mask)
     loss.backward()
@@ -240,18 +240,3 @@ def test_mix_stream_heteroscedastic_trains_the_variance_heads_and_fuses_scales()
     pc, wt = o["per_camera_log_var"], o["fusion_weights"]
     expect = 0.5 * torch.log((wt[..., None] ** 2 * torch.exp(2 * pc)).sum(1))
     assert torch.allclose(o["log_var"], expect, atol=1e-5)
-
-
-def test_heteroscedastic_needs_a_variance_predicting_model() -> None:
-    from mfapr_training.engine import loss_settings
-    from mfapr_training.losses import LossSettings
-
-    from mfapr_ros.models import build_model, preset
-
-    class _Cfg:
-        loss = LossSettings(heteroscedastic=True)
-
-    with pytest.raises(ConfigError, match="predict_variance"):
-        loss_settings(_Cfg(), build_model(preset("tiny", image_size=32)))  # type: ignore[arg-type]
-    s = loss_settings(_Cfg(), build_model(preset("tiny", image_size=32, predict_variance=True)))  # type: ignore
-    assert s.heteroscedastic

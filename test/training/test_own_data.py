@@ -321,7 +321,7 @@ def test_root_is_the_split_trains_without_validation_and_says_what_is_off(
                                                  ([1600000000000, 1600000000100], "--set data.stamp_unit=ms"),
                                                  ([0, 1, 2], "--set data.stamp_unit=frame@<N>hz")])
 def test_stamp_unit_errors_name_the_exact_setting(stamps: list[int], setting: str) -> None:
-    from mfapr_training.datasets.kapture_reader import detect_stamp_unit, stamp_unit_factor
+    from mfapr_training.datasets.kapture_text import detect_stamp_unit, stamp_unit_factor
 
     with pytest.raises(DataError) as e:
         detect_stamp_unit({"c": stamps}, "x")
@@ -367,7 +367,7 @@ def test_ros1_bag_names_the_converter(tmp_path: Path) -> None:
 
 
 def test_bag_without_ground_truth_names_the_training_settings(tmp_path: Path) -> None:
-    from mfapr_training.train import load_split
+    from mfapr_training.data import load_split
 
     from mfapr_ros.core.rig import load_rig
 
@@ -450,7 +450,7 @@ def test_data_topics_bind_the_checkpoint_rig_and_silence_the_placeholder_warning
 
 def test_missing_bag_split_lists_the_bags_and_suggests_val_split_null(tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    from mfapr_training.train import load_split
+    from mfapr_training.data import load_split
 
     from mfapr_ros.core.rig import load_rig
 

@@ -14,9 +14,9 @@ from mfapr_training.health import HeadProbe, circular_std_deg, health_report
 from mfapr_training.synth.tracks import plan_tracks
 from mfapr_training.synth.world import WorldConfig, build_world
 
-from mfapr_ros.core.baselines import RetrievalDatabase, database_path, load_for_checkpoint, thumbnails
 from mfapr_ros.core.errors import DataError
 from mfapr_ros.core.geometry import quat_from_yaw
+from mfapr_ros.inference.baselines import RetrievalDatabase, database_path, load_for_checkpoint, thumbnails
 from mfapr_ros.models import build_model, preset
 
 SMALL = WorldConfig(seed=3, px_per_m=16)
@@ -248,13 +248,3 @@ def test_reports_show_the_retrieval_baseline_offline_and_online(tmp_path: Path) 
     doc = json.loads((tmp_path / "c" / "report.json").read_text())
     assert doc["retrieval"]["metrics"]["translation_m"]["median"] == pytest.approx(0.3)
     assert doc["metrics"]["translation_m"]["median"] == pytest.approx(0.1)
-
-
-def test_auto_initial_weights_are_the_log_mean_pose_distances() -> None:
-    from mfapr_training.losses import initial_log_weights
-
-    t = torch.tensor([[1.0, 0, 0], [-1.0, 0, 0]])
-    q = torch.as_tensor(quat_from_yaw(np.radians([30.0, -30.0])), dtype=torch.float32)
-    sx, sq = initial_log_weights(t, q, "l1", "geodesic")
-    assert sx == pytest.approx(0.0, abs=1e-6)  # both 1 unit from the mean (0, 0, 0)
-    assert sq == pytest.approx(np.log(np.radians(30.0)), abs=1e-4)

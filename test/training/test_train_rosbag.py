@@ -101,8 +101,8 @@ def test_train_on_bag_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
     from mfapr_ros.cli import main
     from mfapr_ros.core.checkpoint import load_checkpoint
-    from mfapr_ros.core.localizer import Localizer
     from mfapr_ros.evaluation.eval_bag import evaluate_bag
+    from mfapr_ros.inference.localizer import Localizer
     from mfapr_ros.models import load_model
 
     data = make_dataset(tmp_path / "data", storage, compressed)

@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mfapr_training.batches import SeededDataset, epoch_batches
 from mfapr_training.config import ExperimentConfig, apply_overrides, load_config, parse_override
-from mfapr_training.engine import SeededDataset, Trainer, epoch_batches, lr_at
+from mfapr_training.engine import Trainer
+from mfapr_training.optim import lr_at
 
 from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.preprocess import PreprocessConfig
@@ -156,6 +158,30 @@ def test_shipped_configs_validate() -> None:
     assert paper["table1_mixstream_mapnet"].model["fusion"]["position"] == "none"
     assert paper["table3_relative_off"].loss.relative is False and paper["table3_relative_on"].loss.relative
     assert paper["table5_basler"].data.cameras == "basler"
+
+
+def test_config_schema_one_name_per_setting(caplog: pytest.LogCaptureFixture) -> None:
+    """The model section is checked against its backbone's default_conf at load; data-bound model keys are
+    refused; the loss's rotation *distance* has its own name (the old `loss.rotation` is read with one deprecation
+    line); removed keys fail as unknown."""
+    with pytest.raises(ConfigError, match=r"model\.nm_anchors.*backbone 'mapnet'"):
+        load_config("demo", ["model.nm_anchors=4"])  # demo preset: backbone mapnet
+    with pytest.raises(ConfigError, match=r"model\.heads.*'transposenet'"):  # ViT's old name, not TransPoseNet's
+        load_config("demo", ["model.preset=transposenet", "model.heads=4"])
+    assert load_config("demo", ["model.preset=vit_small", "model.num_heads=6"]).model["num_heads"] == 6
+    with pytest.raises(ConfigError, match=r"model\.num_cameras.*set by training"):
+        load_config("demo", ["model.num_cameras=4"])
+    with caplog.at_level("WARNING", logger="mfapr_training"):
+        old = load_config("demo", ["loss.rotation=geodesic"])
+    assert old.loss.rotation_distance == "geodesic" and "'loss.rotation' is deprecated" in caplog.text
+    assert old == load_config("demo", ["loss.rotation_distance=geodesic"])
+    with pytest.raises(ConfigError, match="same setting"):  # in one file or mapping: which one is meant?
+        ExperimentConfig.from_dict({"loss": {"rotation": "quat", "rotation_distance": "logq"}})
+    for gone in ("loss.auto_init=true", "loss.per_camera_weight=1", "optim.eps=1e-8", "optim.betas=[0.9, 0.99]",
+                 "train.val_batches=2", "data.test_split=query", "loss.gradient_blending.min_delta_o=0.1",
+                 "loss.heteroscedastic=true"):  # = model.predict_variance (the NLL trains the predicted variance)
+        with pytest.raises(ConfigError, match="unknown key"):
+            load_config("demo", [gone])
 
 
 # --------------------------------------------------------------------------------------------- engine

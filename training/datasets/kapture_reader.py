@@ -15,7 +15,7 @@ Conventions at this boundary (and nowhere else): µs → integer ns; kapture's w
 which is the package's camera convention too.
 
 Bundling uses the project's one synchronizer (:mod:`.bundling`): the 6 NAVER Basler cameras share a trigger stamp
-(bundled exactly), each Galaxy phone has its own µs stamp (bundled within ``sync.max_interval_ns``).
+(bundled exactly), each Galaxy phone has its own µs stamp (bundled within ``sync.slop``).
 
 The rig pose of a bundle comes from a rig-level trajectory when the file has one (``device_id`` = the rig id);
 otherwise from each present camera's own trajectory (NAVER stores per-camera poses): camera ``i`` implies
@@ -36,16 +36,13 @@ import numpy as np
 
 from mfapr_ros.core.drops import DropCounter
 from mfapr_ros.core.errors import DataError
-from mfapr_ros.core.geometry import (
-    interpolate_poses,
-    mean_pose,
-    pose_compose,
-    pose_inverse,
-    rotation_error_deg,
-)
+from mfapr_ros.core.geometry import pose_inverse
 from mfapr_ros.core.rig import Camera, Intrinsics, Rig
 
 from .bundling import SyncSettings, merge_streams, run_synchronizer
+from .kapture_poses import bundle_pose, empty_pose, lone_rig_device, read_trajectories, rig_trajectory
+from .kapture_text import detect_stamp_unit
+from .kapture_text import rows as kapture_rows
 from .records import BundleRecord, BundleSet, ImageRef, split_tracks_on_gaps, validate_pose
 
 log = logging.getLogger(__name__)
@@ -58,87 +55,6 @@ CAMERA_SUBSETS = {"galaxy": NAVER_GALAXY, "basler": NAVER_BASLER}
 PLACEHOLDER_TOPIC = "/kapture/{name}/image_raw"
 
 KAPTURE_SPLITS = ("mapping", "validation", "test")
-US_TO_NS = 1000
-#: ``stamp_unit`` values of :func:`read_kapture` (``data.stamp_unit``) → factor to nanoseconds; ``frame@<N>hz``
-#: (frame indices of an N Hz recording, e.g. ``frame@30hz``) is accepted too, see :func:`stamp_unit_factor`.
-STAMP_UNITS = {"ns": 1, "us": US_TO_NS, "ms": 1_000_000, "s": 1_000_000_000}
-#: How a user sets the unit, named in every stamp-unit error (the reader's callers may pass their own flag).
-STAMP_UNIT_HINT = "--set data.stamp_unit={unit} (mfapr train), --stamp-unit {unit} (mfapr split / evaluate)"
-
-
-def stamp_unit_factor(unit: str, where: str = "data.stamp_unit") -> int:
-    """Nanoseconds per timestamp unit: ``ns``/``us``/``ms``/``s``, or ``frame@<N>hz`` (frame indices at N Hz)."""
-    u = str(unit).strip().lower()
-    if u in STAMP_UNITS:
-        return STAMP_UNITS[u]
-    if u.startswith("frame@") and u.endswith("hz"):
-        try:
-            hz = float(u[len("frame@"):-2])
-        except ValueError:
-            hz = 0.0
-        if hz > 0 and hz == hz and hz < 1e9:
-            return max(1, int(round(1e9 / hz)))
-    raise DataError(f"{where}: stamp_unit {unit!r} is not one of {['auto', *STAMP_UNITS]} or frame@<N>hz "
-                    "(frame indices of an N Hz recording, e.g. frame@30hz)")
-
-
-def detect_stamp_unit(stamps: dict[str, list[int]], where: str, unit: str = "auto",
-                      hint: str = STAMP_UNIT_HINT) -> int:
-    """The factor that turns this kapture's integer timestamps into ns, or a :class:`DataError` that says how to fix.
-
-    kapture's timestamps are integers of an unspecified unit: µs by convention (NAVER LABS, ``mfapr synth``), ns in
-    ROS conversions (naver/kapture ``samples/t265/ros_kapture``), frame indices in image collections
-    (``samples/t265/kapture``, 7-Scenes). Epoch stamps are recognised by magnitude (µs ≈ 1e15, ns ≈ 1e18,
-    ms ≈ 1e12, s ≈ 1e9); stamps counted from 0 by each camera's median step (µs: 5e3–5e6 = 0.2–200 Hz; ns: ≥ 5e6).
-    Milliseconds, seconds and frame indices are refused with the exact setting that reads them (``hint``, formatted
-    with the unit): bundling by time with the wrong unit silently pairs the wrong frames.
-    """
-    if unit != "auto":
-        return stamp_unit_factor(unit, where)
-    allv = [v for vs in stamps.values() for v in vs]
-    if not allv:
-        return US_TO_NS
-    first = min(allv)
-    steps = sorted(b - a for vs in stamps.values() for a, b in zip(sorted(set(vs)), sorted(set(vs))[1:],
-                                                                   strict=False))
-    step = steps[len(steps) // 2] if steps else None
-
-    def how(u: str, note: str = "") -> str:
-        return f"set the unit: {hint.format(unit=u)}{note}; or convert the timestamp column of records_camera.txt " \
-               "and trajectories.txt to µs (ms → µs: × 1000; frame index at N Hz → index × 1e6 / N)"
-
-    if 10**17 <= first < 10**19:
-        return 1
-    if 10**14 <= first < 10**16:
-        return US_TO_NS
-    if 10**11 <= first < 10**13:
-        raise DataError(f"{where}: timestamps look like epoch milliseconds (first {first}); {how('ms')}")
-    if 10**8 <= first < 10**10:
-        raise DataError(f"{where}: timestamps look like epoch seconds (first {first}); {how('s')}")
-    if step is None:
-        return US_TO_NS
-    if step <= 2:
-        raise DataError(f"{where}: timestamps look like frame indices (first {first}, median step {step}); "
-                        f"{how('frame@<N>hz', ' with the frame rate N, e.g. frame@30hz for 30 Hz')}")
-    if step < 5000:
-        raise DataError(f"{where}: timestamps look like milliseconds (median step {step}, i.e. "
-                        f"{1e3 / step:.1f} Hz in ms but {1e6 / step:.0f} Hz in µs); {how('ms')}")
-    return US_TO_NS if step < 5_000_000 else 1
-
-
-def _rows(path: Path) -> list[tuple[int, list[str]]]:
-    """kapture CSV rows with their 1-based line numbers (kapture's own readers drop line numbers and file order,
-    both of which the error messages and the out-of-order check need)."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            line = line.rstrip("\n\r")
-            if not line.strip() or line.startswith("#"):
-                continue
-            out.append((n, [c.strip() for c in line.split(",")]))
-    return out
-
-
 def kapture_splits_on_disk(root: str | Path) -> list[str]:
     """The split folders under ``root`` that hold ``sensors/sensors.txt`` (directly, or under ``kapture/`` or
     NAVER's ``release/``), by name; ``""`` first when ``root`` itself is a split (``data.train_split=``)."""
@@ -257,16 +173,16 @@ def read_kapture(path: str | Path, cameras: Sequence[str] | str | None = None, *
     _check_streams(root, rec_path, chosen, streams, rows, sync)
     # --- trajectories: per device, T_world_device
     traj_path = sensors_dir / "trajectories.txt"
-    lone = _lone_rig_device(root, traj_path, sensors, krigs, chosen)
-    traj = _read_trajectories(traj_path, set(sensors) | set(krigs) | ({lone} if lone else set()), drops, to_ns)
+    lone = lone_rig_device(root, traj_path, sensors, krigs, chosen)
+    traj = read_trajectories(traj_path, set(sensors) | set(krigs) | ({lone} if lone else set()), drops, to_ns)
     rig_traj = traj.get(rig_id) if rig_id is not None else (traj.get(lone) if lone else None)
-    cam_traj = {c: _rig_trajectory(traj[c], cam_rig[c]) for c in chosen if c in traj and c not in unknown_extrinsics}
+    cam_traj = {c: rig_trajectory(traj[c], cam_rig[c]) for c in chosen if c in traj and c not in unknown_extrinsics}
     syncer = sync.make(len(chosen))
     records, spreads_m, spreads_deg = _bundle_records(root, name, chosen, syncer, streams, rig_traj, cam_traj, drops)
     drops.merge(syncer.drop_counts())
     if not records:
         raise DataError(f"{root}: no bundles formed from cameras {chosen} ({drops.summary(str(root), 0)}); check "
-                        "the camera ids and sync.max_interval_ns (the slop between cameras' stamps)")
+                        "the camera ids and sync.slop (the spread allowed between cameras' stamps, s)")
     split_tracks_on_gaps(records, track_gap_ns)
     info_out: dict[str, Any] = {"root": str(root), "rig_id": rig_id or lone, "cameras": list(chosen),
                                 "pose_source": "rig" if rig_traj is not None else ("cameras" if cam_traj else "none"),
@@ -341,7 +257,7 @@ def _camera_extrinsics(root: Path, sensors_dir: Path, krigs: dict[str, dict[str,
         if rig is not None and c in rig.camera_names:
             cam = rig.cameras[rig.index(c)]
             cam_rig[c] = pose_inverse(np.array(cam.t_base_cam), np.array(cam.q_base_cam))
-        elif rig_id is not None and c in krigs[rig_id] and _empty_pose(krigs[rig_id][c]):
+        elif rig_id is not None and c in krigs[rig_id] and empty_pose(krigs[rig_id][c]):
             # kapture allows an unknown pose in rigs.txt (naver/kapture samples/t265/kapture): identity extrinsics
             # as a placeholder, and this camera's own trajectory is not turned into rig poses (below)
             log.warning("kapture %s: rigs.txt gives no pose for camera '%s' of rig '%s'; using identity extrinsics "
@@ -393,7 +309,7 @@ def _read_camera_records(rec_path: Path, sensors: dict[str, Any], chosen: list[s
     last_stamp: dict[str, int] = {}
     data_dir = rec_path.parent / "records_data"
     rows: list[tuple[str, str, int, str, str]] = []  # where, camera, raw stamp, raw text, image path
-    for line, row in _rows(rec_path):
+    for line, row in kapture_rows(rec_path):
         where = f"{rec_path}:{line}"
         if len(row) < 3:
             drops.add("malformed_row", f"{where}: expected 'timestamp, sensor_id, image_path', got {row}")
@@ -444,7 +360,7 @@ def _check_streams(root: Path, rec_path: Path, chosen: list[str], streams: list[
                             f"(first missing: {first}); copy or link the images into {rec_path.parent / 'records_data'}"
                             " (the paths in records_camera.txt are relative to it)")
         raise DataError(f"{rec_path}: no images for cameras {chosen} (empty split, or wrong camera ids); "
-                        f"cameras with records: {sorted(set(d for _, r in _rows(rec_path) for d in r[1:2]))}")
+                        f"cameras with records: {sorted(set(d for _, r in kapture_rows(rec_path) for d in r[1:2]))}")
     empty = [c for c, s in zip(chosen, streams, strict=True) if not s]
     full_only = not sync.min_streams or sync.min_streams >= len(chosen)
     if empty and full_only:
@@ -474,7 +390,7 @@ def _bundle_records(root: Path, name: str, chosen: list[str], syncer: Any, strea
         info: dict[str, Any] = {}
         t = q = None
         if has_gt:
-            pose = _bundle_pose(int(b.stamp_ns), chosen, stamps, rig_traj, cam_traj, info)
+            pose = bundle_pose(int(b.stamp_ns), chosen, stamps, rig_traj, cam_traj, info)
             if pose is None:
                 drops.add("no_ground_truth", f"{root}: bundle at {b.stamp_ns} ns has no trajectory pose for any "
                           "present camera (or the rig)")
@@ -513,123 +429,3 @@ def read_kapture_splits(root: str | Path, cameras: Sequence[str] | str | None = 
     return out
 
 
-def _lone_rig_device(root: Path, traj_path: Path, sensors: dict[str, Any], krigs: dict[str, Any],
-                     chosen: list[str]) -> str | None:
-    """The device whose trajectory is the rig's, for a single camera without rigs.txt whose poses are stored under
-    another id (7-Scenes: records by ``kinect_rgb``, poses by ``kinect``): the one non-sensor device, identity
-    extrinsics (logged). None when the camera has its own poses, there is a rigs.txt, or the choice is ambiguous."""
-    if krigs or len(chosen) != 1 or not traj_path.is_file():
-        return None
-    devices = {row[1] for _, row in _rows(traj_path) if len(row) > 1}
-    if chosen[0] in devices:
-        return None
-    others = sorted(devices - set(sensors))
-    if len(others) != 1:
-        return None
-    log.info("kapture %s: trajectories.txt has no poses for camera '%s' but one device '%s' (not a sensor, no "
-             "rigs.txt): using it as the rig pose with identity extrinsics", root, chosen[0], others[0])
-    return others[0]
-
-
-def _read_trajectories(path: Path, devices: set[str], drops: DropCounter, to_ns: int = US_TO_NS
-                       ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """``{device: (stamps_ns (N,), t_world_device (N,3), q_world_device (N,4))}``, sorted, validated, inverted.
-
-    kapture stores ``T_device_world``; inversion happens here, vectorised (equal to kapture's
-    ``PoseTransform.inverse()``, which the tests check).
-    """
-    if not path.is_file():
-        return {}
-    per: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
-    for line, row in _rows(path):
-        where = f"{path}:{line}"
-        if len(row) != 9:
-            drops.add("malformed_pose", f"{where}: expected 'timestamp, device_id, qw, qx, qy, qz, tx, ty, tz'")
-            continue
-        if row[1] not in devices:
-            drops.add("unknown_device_pose", f"{where}: device '{row[1]}' is neither a sensor nor a rig")
-            continue
-        try:
-            stamp = int(row[0]) * to_ns
-            vals = [float(v) for v in row[2:]]
-        except ValueError:
-            drops.add("malformed_pose", f"{where}: non-numeric field in {row}")
-            continue
-        checked = validate_pose(vals[4:7], vals[0:4], where)
-        if isinstance(checked, str):
-            drops.add("non_unit_quaternion" if "norm" in checked else "malformed_pose", checked)
-            continue
-        d = per.setdefault(row[1], {})
-        if stamp in d:
-            drops.add("duplicate_pose", f"{where}: device {row[1]} has two poses at stamp {row[0]}; keeping the first")
-            continue
-        d[stamp] = checked
-    out = {}
-    for dev, d in per.items():
-        stamps = np.array(sorted(d), dtype=np.int64)
-        t_dw = np.stack([d[s][0] for s in stamps])
-        q_dw = np.stack([d[s][1] for s in stamps])
-        t_wd, q_wd = pose_inverse(t_dw, q_dw)
-        out[dev] = (stamps, t_wd, q_wd)
-    return out
-
-
-def _empty_pose(p: Any) -> bool:
-    """kapture parses an empty rigs.txt pose (all fields blank) to a PoseTransform without rotation/translation."""
-    return getattr(p, "t_raw", None) is None or getattr(p, "r_raw", None) is None
-
-
-def _rig_trajectory(cam: tuple[np.ndarray, np.ndarray, np.ndarray], t_cam_rig: tuple[np.ndarray, np.ndarray]
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A camera's trajectory turned into the rig trajectory it implies: ``T_world_rig = T_world_cam · T_cam_rig``."""
-    stamps, t_wc, q_wc = cam
-    t, q = pose_compose(t_wc, q_wc, t_cam_rig[0], t_cam_rig[1])
-    return stamps, t, q
-
-
-def _pose_at(traj: tuple[np.ndarray, np.ndarray, np.ndarray], stamp: int, own: int | None
-             ) -> tuple[np.ndarray, np.ndarray, bool] | None:
-    """``(t, q, at_stamp)``: the pose at ``stamp`` (interpolated inside the trajectory's span, ``at_stamp`` True);
-    else the pose at the ``own`` stamp if the trajectory has it exactly (``at_stamp`` False); else None."""
-    stamps, t, q = traj
-    ti, qi, ok = interpolate_poses(stamps, t, q, [stamp])
-    if ok[0]:
-        return ti[0], qi[0], True
-    if own is not None:
-        k = int(np.searchsorted(stamps, own))
-        if k < len(stamps) and stamps[k] == own:
-            return t[k], q[k], False
-    return None
-
-
-def _bundle_pose(stamp: int, chosen: list[str], stamps: list[int | None],
-                 rig_traj: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
-                 cam_traj: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], info: dict[str, Any]
-                 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Rig pose of one bundle at its stamp: from the rig trajectory, else the average over present cameras."""
-    if rig_traj is not None:
-        p = _pose_at(rig_traj, stamp, stamp)
-        if p is not None:
-            info["pose_source"] = "rig"
-            return p[0], p[1]
-    # Poses at the bundle stamp first; a camera whose trajectory does not cover it (end of a track, a gap) gives its
-    # pose at its own stamp — up to one slop earlier — which is used only when no camera covers the bundle stamp.
-    at_stamp: list[tuple[np.ndarray, np.ndarray]] = []
-    at_own: list[tuple[np.ndarray, np.ndarray]] = []
-    for c, own in zip(chosen, stamps, strict=True):
-        if own is None or c not in cam_traj:
-            continue
-        p = _pose_at(cam_traj[c], stamp, own)
-        if p is not None:
-            (at_stamp if p[2] else at_own).append((p[0], p[1]))
-    use = at_stamp or at_own
-    if not use:
-        return None
-    if at_stamp and at_own:
-        info["own_stamp_poses_skipped"] = len(at_own)
-    t_arr, q_arr = np.stack([p[0] for p in use]), np.stack([p[1] for p in use])
-    t, q = mean_pose(t_arr, q_arr)
-    info["pose_source"] = f"{len(use)} cameras" + ("" if at_stamp else " (at their own stamps)")
-    info["disagreement_m"] = float(np.max(np.linalg.norm(t_arr - t, axis=-1)))
-    info["disagreement_deg"] = float(np.max(rotation_error_deg(q_arr, np.broadcast_to(q, q_arr.shape))))
-    return t, q

@@ -136,7 +136,7 @@ def read_rosbag(bag: str | Path, rig: Rig, topics: dict[str, str] | None = None,
     name = track or Path(bag).name
     if not records:
         raise DataError(f"{bag}: no bundles ({drops.summary(str(bag), 0)}); check camera topics, the GT coverage "
-                        "and sync.max_interval_ns")
+                        "and sync.slop")
     split_tracks_on_gaps(records, track_gap_ns)
     out = BundleSet(rig, records, dict(drops), name, {"bag": str(bag)})
     log.info(out.summary())

@@ -18,9 +18,10 @@ from ..config import config_error, require_int
 
 
 def _blocks(cfg: dict[str, Any]) -> nn.TransformerEncoder:
-    layer = nn.TransformerEncoderLayer(cfg["dim"], cfg["heads"], cfg["mlp_dim"], cfg["dropout"], activation="gelu",
-                                       batch_first=True, norm_first=True)
-    return nn.TransformerEncoder(layer, cfg["depth"], norm=nn.LayerNorm(cfg["dim"]), enable_nested_tensor=False)
+    layer = nn.TransformerEncoderLayer(cfg["d_model"], cfg["num_heads"], cfg["dim_feedforward"], cfg["dropout"],
+                                       activation="gelu", batch_first=True, norm_first=True)
+    return nn.TransformerEncoder(layer, cfg["num_layers"], norm=nn.LayerNorm(cfg["d_model"]),
+                                 enable_nested_tensor=False)
 
 
 class VitEncoder(nn.Module):
@@ -28,7 +29,7 @@ class VitEncoder(nn.Module):
 
     def __init__(self, cfg: dict[str, Any], in_channels: int = 3, hw: tuple[int, int] | None = None) -> None:
         super().__init__()
-        p, d = cfg["patch"], cfg["dim"]
+        p, d = cfg["patch"], cfg["d_model"]
         h, w = hw or (cfg["image_size"], cfg["image_size"])
         self.patch = nn.Conv2d(in_channels, d, p, p)
         self.pos = nn.Parameter(torch.randn(1, (h // p) * (w // p), d) * 0.02)
@@ -48,7 +49,7 @@ class VitTokens(nn.Module):
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__()
-        p, d, S, T = cfg["patch"], cfg["dim"], cfg["image_size"], cfg["num_cameras"]
+        p, d, S, T = cfg["patch"], cfg["d_model"], cfg["image_size"], cfg["num_cameras"]
         self.L = (S // p) ** 2
         self.patch = nn.Conv2d(3, d, p, p)
         self.pos = nn.Parameter(torch.randn(1, self.L, d) * 0.02)
@@ -73,17 +74,21 @@ class Vit(Backbone):
 
     name: ClassVar[str] = "vit"
     order: ClassVar[int] = 5
-    defaults: ClassVar[dict[str, Any]] = {"patch": 16, "dim": 768, "depth": 12, "heads": 12, "mlp_dim": 3072,
-                                          "fc_dim": 1024, "num_fc": None, "dropout": 0.0}
+    #: the transformer sizes in torch.nn.Transformer's (and TransPoseNet's) vocabulary: ViT-B/16
+    defaults: ClassVar[dict[str, Any]] = {"patch": 16, "d_model": 768, "num_layers": 12, "num_heads": 12,
+                                          "dim_feedforward": 3072, "fc_dim": 1024, "num_fc": None, "dropout": 0.0}
+    #: the ViT paper's names, as stored by checkpoints before the one vocabulary (read, never written)
+    aliases: ClassVar[dict[str, str]] = {"dim": "d_model", "depth": "num_layers", "heads": "num_heads",
+                                         "mlp_dim": "dim_feedforward"}
     input_modes: ClassVar[tuple[str, ...]] = ("tile", "channel", "tokens")
     default_input_mode: ClassVar[str] = "tokens"
 
     @classmethod
     def check(cls, cfg: dict[str, Any]) -> None:
-        for k in ("patch", "dim", "depth", "heads", "mlp_dim"):
+        for k in ("patch", "d_model", "num_layers", "num_heads", "dim_feedforward"):
             require_int(cfg, k, 1)
-        if cfg["dim"] % cfg["heads"]:
-            raise config_error("dim", f"({cfg['dim']}) must be divisible by heads ({cfg['heads']})")
+        if cfg["d_model"] % cfg["num_heads"]:
+            raise config_error("d_model", f"({cfg['d_model']}) must be divisible by num_heads ({cfg['num_heads']})")
         if cfg["image_size"] % cfg["patch"]:
             raise config_error("image_size", f"({cfg['image_size']}) must be a multiple of patch ({cfg['patch']})")
         if cfg["pretrained"]:

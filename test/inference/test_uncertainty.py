@@ -11,8 +11,8 @@ import pytest
 
 from mfapr_ros.core.errors import ConfigError
 from mfapr_ros.core.geometry import quat_from_yaw
-from mfapr_ros.core.localizer import RigPose
-from mfapr_ros.core.uncertainty import (
+from mfapr_ros.inference.localizer import RigPose
+from mfapr_ros.inference.uncertainty import (
     UncertaintyGate,
     UncertaintyStats,
     Verdict,

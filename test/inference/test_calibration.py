@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mfapr_ros.core import calibration as cal
 from mfapr_ros.core.checkpoint import read_checkpoint_meta, update_checkpoint_meta
 from mfapr_ros.core.errors import CheckpointError
+from mfapr_ros.inference import calibration as cal
 
 N = 20000
 
@@ -113,7 +113,7 @@ def test_checkpoint_meta_update_is_atomic_and_round_trips(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("predict_variance", [False, True])
 def test_localizer_applies_stored_scales(tmp_path: Path, predict_variance: bool) -> None:
-    from mfapr_ros.core.localizer import Localizer
+    from mfapr_ros.inference.localizer import Localizer
 
     path = _ckpt(tmp_path, predict_variance)
     rng = np.random.default_rng(0)

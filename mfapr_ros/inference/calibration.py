@@ -19,7 +19,7 @@ pose, an under-confident one wastes a good one. This module measures it and fixe
   block by ``s_p²``, the rotation block by ``s_r²`` and the cross terms by ``s_p·s_r`` (``D Σ D``, PSD preserved).
 
 The checkpoint stores the result under :data:`META_KEY` (``mfapr calibrate``, end of ``mfapr train``); the
-:class:`~mfapr_ros.core.localizer.Localizer` applies it to every covariance it outputs.
+:class:`~mfapr_ros.inference.localizer.Localizer` applies it to every covariance it outputs.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from mfapr_ros.core.errors import DataError
 
 #: Checkpoint meta key of the stored calibration.
 META_KEY = "covariance_calibration"

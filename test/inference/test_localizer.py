@@ -13,16 +13,10 @@ import torch
 
 from mfapr_ros.core.checkpoint import save_checkpoint
 from mfapr_ros.core.errors import ConfigError, DataError
-from mfapr_ros.core.localizer import (
-    AsyncLocalizer,
-    Localizer,
-    RigPose,
-    covariance_from_log_var,
-    covariance_matrix,
-    resolve_device,
-)
 from mfapr_ros.core.preprocess import PreprocessConfig, preprocess_bundle
 from mfapr_ros.core.rig import ring_rig
+from mfapr_ros.inference.covariance import covariance_from_log_var, covariance_matrix
+from mfapr_ros.inference.localizer import AsyncLocalizer, Localizer, RigPose, resolve_device
 from mfapr_ros.models import build_model, model_meta, preset
 
 T_MEAN = [10.0, -5.0, 1.0]
@@ -138,7 +132,7 @@ def test_default_covariance_forms() -> None:
 def test_cuda_missing_falls_back_or_errors(ckpt: Path, monkeypatch: pytest.MonkeyPatch,
                                            caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="mfapr_ros.core.localizer"):
+    with caplog.at_level(logging.WARNING, logger="mfapr_ros.inference.localizer"):
         loc = Localizer(ckpt, device="cuda:0", warmup=0)
     assert loc.device.type == "cpu" and "running on the CPU" in caplog.text
     with pytest.raises(ConfigError, match="CUDA is not available"):
@@ -151,7 +145,7 @@ def test_cuda_missing_falls_back_or_errors(ckpt: Path, monkeypatch: pytest.Monke
 
 
 def test_precision_rules_on_cpu(ckpt: Path, loc: Localizer, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="mfapr_ros.core.localizer"):
+    with caplog.at_level(logging.WARNING, logger="mfapr_ros.inference.localizer"):
         half = Localizer(ckpt, device="cpu", precision="fp16", warmup=0)
     assert half.precision == "fp32" and "fp16 is not supported on the CPU" in caplog.text
     with pytest.raises(ConfigError, match="fp16"):
@@ -240,7 +234,7 @@ def test_callback_errors_are_counted(caplog: pytest.LogCaptureFixture) -> None:
     a = AsyncLocalizer(fake, boom)
     try:
         fake.release.release()
-        with caplog.at_level(logging.WARNING, logger="mfapr_ros.core.localizer"):
+        with caplog.at_level(logging.WARNING, logger="mfapr_ros.inference.localizer"):
             a.submit([], 3)
             assert a.wait_idle(timeout=10)
     finally:
