@@ -44,7 +44,7 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
 from mfapr_ros.bag.bundles import CameraBinding
-from mfapr_ros.core.bundle_decode import BAD_FRAME_BUNDLE, decode_bundle
+from mfapr_ros.core.bundle_decode import BAD_FRAME_BUNDLE, ParallelDecodePolicy, decode_bundle
 from mfapr_ros.core.bundle_pipeline import BundlePipeline, StageTimes
 from mfapr_ros.core.drops import DropCounter
 from mfapr_ros.core.errors import ConfigError, DataError
@@ -56,6 +56,7 @@ from mfapr_ros.core.uncertainty import UncertaintyStats, judge, with_covariance
 from .convert import decode_image_msg, rig_pose_to_pose_stamped, rig_pose_to_pose_with_covariance
 from .diagnostics import BUNDLE_SOURCE, MODEL_SOURCE, STAGES, DiagnosticsOutput, diagnostics_summary
 from .fusion_output import FusionOutput
+from .intake import CameraIntake, intake_subscription
 from .params import (
     PARAM_SPECS,
     TOPIC_PREFIX,
@@ -65,7 +66,7 @@ from .params import (
     validate_params,
 )
 from .relocalize import RelocalizationOutput
-from .runtime import STOP, InlineCallbackGroup, describe_failure, init_ros, spin_until_shutdown
+from .runtime import STOP, describe_failure, init_ros, spin_until_shutdown
 from .tf_output import PathBuffer, TfOutput
 
 NODE_NAME = "mfapr_localizer"
@@ -77,9 +78,9 @@ _FOREIGN_PREFIXES = ("qos_overrides.",)
 POSE_COV_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
 POSE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-#: with executor_threads > 1, a bundle's frames are decoded concurrently once decoding takes at least this long per
-#: frame (seconds, running mean): below it (64 px JPEGs: ~0.15 ms) a thread hand-over costs more than it saves
-PARALLEL_DECODE_MIN_S = 1e-3
+#: with executor_threads > 1, concurrent decoding of a bundle's frames is tried once sequential decoding takes at least
+#: this long per frame (seconds, running mean), and kept only while faster (core.bundle_decode.ParallelDecodePolicy)
+PARALLEL_DECODE_MIN_S = 2e-3
 #: ~/path is republished at most this often (seconds): it holds up to path_length (1000) poses, and converting
 #: that list for every pose cost milliseconds per pose on the inference thread at 100+ poses/s (issue 25)
 PATH_PERIOD_S = 0.2
@@ -148,6 +149,7 @@ class LocalizeCore:
         self._active = False
         self._configured = False
         self._subs: list[Any] = []
+        self._intake: CameraIntake | None = None
         self.diagnostics = DiagnosticsOutput(self)
         self.pub_pose: Any = None
         self.pub_pose_cov: Any = None
@@ -242,11 +244,11 @@ class LocalizeCore:
             self.sync: ApproximateTimeSynchronizer = p.sync.make(n, logger=self.get_logger().warning)
             self._decode_device = self.device if (p.decode_on_device and self.device.startswith("cuda")) else None
             self._msg_types = [CompressedImage if b.transport == "compressed" else Image for b in self.bindings]
-            # executor_threads > 1: a chosen bundle's frames are also decoded concurrently (the decoders release
-            # the GIL); the camera callbacks themselves only read a stamp and feed the synchronizer
-            self._frame_decode_s = PARALLEL_DECODE_MIN_S  # running mean; starts by trying the pool
+            # executor_threads > 1: a chosen bundle's frames may be decoded concurrently (the decoders release the
+            # GIL), when measured to be faster than in turn (large images); the pool threads start on first use
             self._decode_pool = (ThreadPoolExecutor(min(p.executor_threads, n), f"{self.get_name()}-decode")
                                  if p.executor_threads > 1 and n > 1 else None)
+            self.decode_policy = ParallelDecodePolicy(self._decode_pool is not None, PARALLEL_DECODE_MIN_S)
 
             self._reset_stats(p)
             self._make_outputs(p)
@@ -299,22 +301,22 @@ class LocalizeCore:
         p = self.params
         # subscriptions: sensor-data QoS (best effort, depth 5) unless the standard ROS 2 mechanism overrides it,
         # e.g. ``qos_overrides./cam0/image_raw.subscription.reliability: reliable`` and ``...depth: 20``.
-        # Raw subscriptions: the callback gets the serialized bytes; only a bundle chosen for inference is ever
-        # deserialized. The callbacks take microseconds, so even with executor_threads > 1 they run inline in the
-        # spinning thread (InlineCallbackGroup): each camera's messages reach the synchronizer in arrival order
-        # and no thread-pool hand-over is paid per message.
+        # Raw subscriptions served by the node's own intake thread (ros/intake.py), not by the executor: the
+        # serialized bytes reach _on_image in arrival order per camera at a few µs per message, whatever
+        # executor_threads is; only a bundle chosen for inference is ever deserialized.
         self._active = True
         for i, b in enumerate(self.bindings):
-            cb = (lambda data, i=i: self._on_image(i, data))
-            self._subs.append(self.create_subscription(
-                self._msg_types[i], b.topic, cb, image_qos(), callback_group=InlineCallbackGroup(),
-                raw=True,
+            self._subs.append(intake_subscription(
+                self, self._msg_types[i], b.topic, image_qos(),
                 qos_overriding_options=QoSOverridingOptions.with_default_policies()))
+        self._intake = CameraIntake(self.context, self._subs, self._on_image, self.get_name())
+        self._intake.start()
         self.diagnostics.start(p.diagnostics_period)
 
     def _deactivate(self, idle_timeout_s: float = 10.0) -> None:
         """Unsubscribe; the bundle being inferred is still published; queued messages are dropped (counted as
         ``sync.dropped_reset``) so a later activation does not pair old frames with new ones."""
+        self._stop_intake()  # before its subscriptions go away
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
@@ -382,13 +384,8 @@ class LocalizeCore:
         self._async.submit(bundle)
 
     def _decode_frame(self, idx: int, data: bytes) -> Any:
-        """Deserialize and decode one frame of a chosen bundle; its own time feeds the running mean that decides
-        whether the next bundle's frames are decoded concurrently (an advisory float: races are harmless)."""
-        t0 = time.perf_counter()
-        try:
-            return decode_image_msg(deserialize_message(data, self._msg_types[idx]), self._decode_device)
-        finally:
-            self._frame_decode_s += 0.1 * (time.perf_counter() - t0 - self._frame_decode_s)
+        """Deserialize and decode one frame of a chosen bundle."""
+        return decode_image_msg(deserialize_message(data, self._msg_types[idx]), self._decode_device)
 
     def _size_mismatch(self, idx: int, width: int, height: int) -> str | None:
         return self.bindings[idx].size_mismatch(width, height)
@@ -398,9 +395,12 @@ class LocalizeCore:
         (:func:`mfapr_ros.core.bundle_decode.decode_bundle`, also eval-bag's): each bad frame is counted by camera
         and cause; the bundle is inferred with those cameras masked when ``sync.min_cameras`` allows, else
         dropped (``bundle.bad_frame_bundle``). Returns (images in model slot order, stamp) or None."""
-        pool = self._decode_pool if self._frame_decode_s >= PARALLEL_DECODE_MIN_S else None
+        parallel = self.decode_policy.use_pool()
+        t0 = time.perf_counter()
         v = decode_bundle(bundle.payloads, self._decode_frame, self.sync.min_streams,
-                          self._size_mismatch if self.params.enforce_image_size else None, pool)
+                          self._size_mismatch if self.params.enforce_image_size else None,
+                          self._decode_pool if parallel else None)
+        self.decode_policy.record(parallel, time.perf_counter() - t0, sum(p is not None for p in bundle.payloads))
         for d in v.frame_drops:
             b = self.bindings[d.stream]
             self.drops.drop(b.name, d.cause, f"{d.detail} (topic {b.topic}, bundle {bundle.stamp_ns} ns)")
@@ -494,8 +494,16 @@ class LocalizeCore:
         return self._closed
 
     # ------------------------------------------------------------------ shutdown
+    def _stop_intake(self) -> None:
+        """Stop the camera intake thread (before its subscriptions are destroyed; safe to call twice)."""
+        if self._intake is not None:
+            self._intake.stop()
+            self._intake = None
+
     def _shutdown_worker(self) -> None:
+        """Stop the intake and the pipeline threads (joined): nothing is taken or published afterwards."""
         self._closed = True
+        self._stop_intake()
         if self._async is not None:
             self._async.close()
             self._async = None

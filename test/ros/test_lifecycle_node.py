@@ -369,7 +369,9 @@ def test_deactivate_discards_the_queued_bundle(rclpy_context) -> None:
         node.trigger_configure()
         node.trigger_activate()
         node._async.submit(_raw_bundle(1, 2))  # starts running
-        time.sleep(0.1)
+        deadline = time.monotonic() + 10  # in the model (not a fixed sleep: a loaded machine may take longer)
+        while not node._async._busy and time.monotonic() < deadline:
+            time.sleep(0.005)
         node._async.submit(_raw_bundle(2, 2))  # decoded, waits behind it
         node.trigger_deactivate()
         assert node.poses_published == 1
