@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +35,9 @@ _LOG = logging.getLogger(__name__)
 WAIT_TIMEOUT_NS = 100_000_000
 #: at most this many messages are taken from one subscription before the others get their turn
 MAX_TAKE_PER_ROUND = 8
+#: the subscriptions' QoS events are looked at this often (s): in the wait set, rmw_fastrtps wakes it for each
+#: message through them — a second wake-up per message (537 waits for 1,090 messages against 146 without, measured)
+EVENT_PERIOD_S = 0.5
 
 
 class IntakeCallbackGroup(CallbackGroup):
@@ -116,17 +120,22 @@ class CameraIntake:
                     stack.enter_context(e)
                 wait_set = _rclpy.WaitSet(len(handles), 1, 0, 0, 0, len(events), self._context.handle)
                 types = [s.msg_type for s in self._subs]
+                next_events = 0.0
                 while not self._stop.is_set() and self._context.ok():
                     wait_set.clear_entities()
                     for h in handles:
                         wait_set.add_subscription(h)
                     wait_set.add_guard_condition(wake)
-                    for e in events:
-                        e.add_to_wait_set(wait_set)
+                    with_events = time.monotonic() >= next_events
+                    if with_events:
+                        for e in events:
+                            e.add_to_wait_set(wait_set)
                     wait_set.wait(WAIT_TIMEOUT_NS)
-                    for e in events:
-                        if e.is_ready(wait_set):
-                            self._event(e)
+                    if with_events:
+                        next_events = time.monotonic() + EVENT_PERIOD_S
+                        for e in events:
+                            if e.is_ready(wait_set):
+                                self._event(e)
                     ready = wait_set.get_ready_entities("subscription")
                     if not ready:
                         continue
