@@ -1,16 +1,16 @@
 """``localize_node``: the live ROS 2 shell around the package's synchronizer, decoder and localizer.
 
-The node is thin and does only work that can still be used (issue 25). Camera callbacks take the *serialized*
-message (a raw subscription), read its header stamp from the CDR bytes and feed the one
-``sync.ApproximateTimeSynchronizer`` with the undecoded bytes; each bundle goes to ``core.bundle_pipeline`` —
-latest bundle wins (a superseded one is counted ``inference.stale`` and never decoded), the chosen bundle is
-deserialized and decoded one bundle ahead of the model (``core.bundle_decode``: the one bad-frame rule, shared with
-eval-bag), then inferred. No ROS callback waits for decoding or inference. Results are published from the
-inference thread (rclpy publishers are thread-safe) in ONE place, :meth:`LocalizeCore._on_pose`: ``~/pose``,
-``~/pose_with_covariance`` (reliable + transient_local, depth 1: a late subscriber such as robot_localization gets
-the last pose), ``~/path`` (bounded) and TF, all stamped with the bundle stamp, then the ``on_pose`` hooks. This
-module holds the lifecycle steps (:class:`LocalizeCore`), the plain node and ``main``; TF and the path are in
-``tf_output``, ``/diagnostics`` (camera rates, bundle rate, drops by cause, time per stage, device) in
+The node is thin and does only work that can still be used (issue 25). The intake thread (``intake.py``, not the
+executor) takes the cameras' *serialized* messages; :meth:`LocalizeCore._on_image` reads each header stamp from the CDR
+bytes and feeds the one ``sync.ApproximateTimeSynchronizer`` with the undecoded bytes; each bundle goes to
+``core.bundle_pipeline`` — latest bundle wins (a superseded one is counted ``inference.stale`` and never decoded), the
+chosen bundle is decoded straight from its CDR fields one bundle ahead of the model (``core.bundle_decode``: the one
+bad-frame rule, shared with eval-bag), then inferred. The intake never waits for decoding or inference. Results are
+published from the inference thread (rclpy publishers are thread-safe) in ONE place, :meth:`LocalizeCore._on_pose`:
+``~/pose``, ``~/pose_with_covariance`` (reliable + transient_local, depth 1: a late subscriber such as
+robot_localization gets the last pose), ``~/path`` (bounded) and TF, all stamped with the bundle stamp, then the
+``on_pose`` hooks. This module holds the lifecycle steps (:class:`LocalizeCore`), the plain node and ``main``; TF and
+the path are in ``tf_output``, ``/diagnostics`` (camera rates, bundle rate, drops by cause, time per stage, device) in
 ``diagnostics``, the console-script process (signals, executor, shutdown) in ``runtime``, the statistics in
 ``core.stats``.
 
@@ -422,8 +422,9 @@ class LocalizeCore:
 
     # ------------------------------------------------------------------ callbacks
     def _on_image(self, idx: int, data: bytes) -> None:
-        """Camera callback: read the stamp, synchronize the undecoded message, submit bundles. Never raises (bad
-        input = counted drop); decoding and the size check happen once a bundle is chosen (:meth:`_prepare`)."""
+        """One camera message (intake thread): read the stamp, synchronize the undecoded message, submit bundles.
+        Never raises (bad input = counted drop); decoding and the size check happen once a bundle is chosen
+        (:meth:`_prepare`)."""
         b = self.bindings[idx]
         self.cam_rates[idx].tick()
         try:
