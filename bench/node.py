@@ -8,7 +8,8 @@ What is measured (wall clock; the node runs in this process on the executor ``lo
 ``executor_threads`` — 1 = SingleThreadedExecutor, the default, N > 1 = MultiThreadedExecutor; both are run):
 
 * the cameras are a separate process (as on a robot: drivers are other processes) publishing pre-serialized
-  messages, so the publisher's own Python work does not share this process's GIL or count as node overhead;
+  messages, and the pose listener lives in that process too (as a consumer would: robot_localization, nav2), so
+  neither the publishers' nor the listener's Python work shares the node's GIL or counts as node overhead;
 * latency: one bundle at a time (paced, so nothing queues): last image published → PoseStamped received, and the
   node's own time per stage (sync per message; wait, decode, inference per bundle; publish per pose);
 * model alone: ``Localizer.infer`` on the decoded images in this process, same run — the ceiling every rate is a
@@ -92,11 +93,14 @@ def rss_mb() -> float:
 
 # ---------------------------------------------------------------------------- the camera process
 def _camera_process(conn: Any, topics: list[str], transport: str, imgs: list[np.ndarray], jpegs: list[bytes],
-                    domain: str) -> None:
+                    domain: str, pose_topic: str) -> None:
     """The cameras: one publisher per topic, messages serialized once; each publish patches the header stamp in the
-    CDR bytes (offset 4: int32 sec, uint32 nanosec). Commands arrive on ``conn`` (see :class:`_Cameras`)."""
+    CDR bytes (offset 4: int32 sec, uint32 nanosec). The pose listener: ``{stamp_ns: perf_counter at arrival}`` of
+    every PoseStamped on ``pose_topic``, spun on a thread here. Commands arrive on ``conn`` (see :class:`_Cameras`)."""
     os.environ["ROS_DOMAIN_ID"] = domain
     import rclpy
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import qos_profile_sensor_data
     from rclpy.serialization import serialize_message
     from sensor_msgs.msg import CompressedImage, Image
@@ -111,6 +115,13 @@ def _camera_process(conn: Any, topics: list[str], transport: str, imgs: list[np.
     msgs = ([rc.encoded_to_compressed_msg(j, "jpeg", 0) for j in jpegs] if transport == "compressed"
             else [rc.numpy_to_image_msg(im, "rgb8", 0) for im in imgs])
     blobs = [bytearray(serialize_message(m)) for m in msgs]
+    recv: dict[int, float] = {}
+    listener = node.create_subscription(
+        PoseStamped, pose_topic, lambda m: recv.setdefault(rc.time_to_ns(m.header.stamp), time.perf_counter()), 100)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    spinner = threading.Thread(target=ex.spin, daemon=True)
+    spinner.start()
 
     def publish(stamp: int) -> None:
         sec, nsec = divmod(stamp, 1_000_000_000)
@@ -125,12 +136,21 @@ def _camera_process(conn: Any, topics: list[str], transport: str, imgs: list[np.
                 break
             if cmd[0] == "match":
                 deadline = time.monotonic() + cmd[1]
-                while not all(p.get_subscription_count() for p in pubs) and time.monotonic() < deadline:
+                def matched() -> bool:
+                    return all(p.get_subscription_count() for p in pubs) and listener.get_publisher_count() > 0
+
+                while not matched() and time.monotonic() < deadline:
                     time.sleep(0.05)
-                conn.send(all(p.get_subscription_count() for p in pubs))
-            elif cmd[0] == "one":
+                conn.send(matched())
+            elif cmd[0] == "one":  # one bundle; wait up to 2 s for its pose: (sent, received or None)
                 publish(cmd[1])
-                conn.send(time.perf_counter())  # CLOCK_MONOTONIC: comparable across processes on Linux
+                t_sent = time.perf_counter()  # the last image published
+                t_wait = time.monotonic() + 2.0
+                while cmd[1] not in recv and time.monotonic() < t_wait:
+                    time.sleep(0.0005)
+                conn.send((t_sent, recv.get(cmd[1])))
+            elif cmd[0] == "count":
+                conn.send(len(recv))
             elif cmd[0] == "paced":
                 _, rate, seconds, stamp = cmd
                 t0 = time.perf_counter()
@@ -143,18 +163,21 @@ def _camera_process(conn: Any, topics: list[str], transport: str, imgs: list[np.
                         time.sleep(min(left, 0.001))
                 conn.send((n, time.perf_counter() - t0))
     finally:
+        ex.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=ctx)
+        spinner.join(5)
 
 
 class _Cameras:
     """The camera process and its command pipe."""
 
-    def __init__(self, topics: list[str], transport: str, imgs: list[np.ndarray], jpegs: list[bytes]) -> None:
+    def __init__(self, topics: list[str], transport: str, imgs: list[np.ndarray], jpegs: list[bytes],
+                 pose_topic: str) -> None:
         spawn = mp.get_context("spawn")
         self.conn, child = spawn.Pipe()
         self.proc = spawn.Process(target=_camera_process, daemon=True,
-                                  args=(child, topics, transport, imgs, jpegs, os.environ["ROS_DOMAIN_ID"]))
+                                  args=(child, topics, transport, imgs, jpegs, os.environ["ROS_DOMAIN_ID"], pose_topic))
         self.proc.start()
 
     def call(self, *cmd: Any) -> Any:
@@ -172,27 +195,24 @@ class _Cameras:
 # ---------------------------------------------------------------------------- the node under test
 @dataclass
 class _Harness:
-    """The running graph of one :func:`run`: the node under test, the camera process, the received-pose log
-    ``{stamp_ns: perf_counter at arrival}`` and the next bundle stamp."""
+    """The running graph of one :func:`run`: the node under test, the camera process (cameras + pose listener) and
+    the next bundle stamp."""
 
     node: Any
     cameras: _Cameras
-    recv: dict[int, float]
     stamp: int = 10**12
 
 
 @contextlib.contextmanager
 def _graph(ckpt: Path, device: str, transport: str, threads: int, imgs: list[np.ndarray],
            jpegs: list[bytes]) -> Iterator[_Harness]:
-    """A private rclpy context with the LocalizeNode under test and a pose subscriber, spun on the executor
-    ``localize_node`` builds for ``threads``, plus the camera process; torn down on exit, error or not.
+    """A private rclpy context with the LocalizeNode under test, spun on the executor ``localize_node`` builds for
+    ``threads``, plus the camera process (which also listens to the poses); torn down on exit, error or not.
 
     ``LocalizeNode`` is looked up here, at call time, so ``bench/gpu_suite.py`` can patch in extra parameters."""
     import rclpy
-    from geometry_msgs.msg import PoseStamped
     from rclpy.parameter import Parameter
 
-    from mfapr_ros.ros import convert as rc
     from mfapr_ros.ros.localize_node import LocalizeNode
     from mfapr_ros.ros.runtime import make_executor
 
@@ -202,23 +222,17 @@ def _graph(ckpt: Path, device: str, transport: str, threads: int, imgs: list[np.
         Parameter("checkpoint", value=str(ckpt)), Parameter("device", value=device),
         Parameter("default_transport", value=transport), Parameter("diagnostics_period", value=0.0),
         Parameter("executor_threads", value=threads), Parameter("sync.queue_size", value=3)])
-    tester = rclpy.create_node("bench_tester", context=ctx)
-    recv: dict[int, float] = {}
-    tester.create_subscription(PoseStamped, "/bench_loc/pose",
-                               lambda m: recv.setdefault(rc.time_to_ns(m.header.stamp), time.perf_counter()), 100)
     ex = make_executor(threads, context=ctx)
     ex.add_node(node)
-    ex.add_node(tester)
     spin = threading.Thread(target=ex.spin, daemon=True)
     spin.start()
-    cams = _Cameras([b.topic for b in node.bindings], transport, imgs, jpegs)
+    cams = _Cameras([b.topic for b in node.bindings], transport, imgs, jpegs, "/bench_loc/pose")
     try:
-        yield _Harness(node=node, cameras=cams, recv=recv)
+        yield _Harness(node=node, cameras=cams)
     finally:
         cams.close()
         ex.shutdown()
         node.destroy_node()
-        tester.destroy_node()
         rclpy.shutdown(context=ctx)
         spin.join(5)
 
@@ -226,19 +240,14 @@ def _graph(ckpt: Path, device: str, transport: str, threads: int, imgs: list[np.
 def _wait_for_discovery(h: _Harness, timeout_s: float = 30.0) -> None:
     """Block until every image topic and the pose topic are matched: a bundle published earlier would be lost."""
     if not h.cameras.call("match", timeout_s):
-        raise RuntimeError(f"DDS discovery of the camera topics did not complete in {timeout_s:.0f} s")
-    deadline = time.monotonic() + timeout_s
-    while h.node.pub_pose.get_subscription_count() == 0:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"DDS discovery of the pose topic did not complete in {timeout_s:.0f} s")
-        time.sleep(0.05)
+        raise RuntimeError(f"DDS discovery of the camera and pose topics did not complete in {timeout_s:.0f} s")
 
 
-def _one(h: _Harness) -> tuple[int, float]:
-    stamp = h.stamp
-    t_sent = h.cameras.call("one", stamp)
+def _one(h: _Harness) -> float | None:
+    """One bundle; its end-to-end seconds, or None when no pose came within 2 s."""
+    t_sent, t_recv = h.cameras.call("one", h.stamp)
     h.stamp += STAMP_STEP_NS
-    return stamp, t_sent
+    return None if t_recv is None else t_recv - t_sent
 
 
 def _warm_up(h: _Harness, bundles: int = 5) -> None:
@@ -252,14 +261,7 @@ def _warm_up(h: _Harness, bundles: int = 5) -> None:
 def _measure_latency(h: _Harness, samples: int) -> list[float]:
     """End-to-end seconds (last image published → pose received) with one bundle in flight at a time, so nothing
     queues; a bundle without a pose within 2 s is left out (``lat_n`` in the result says how many arrived)."""
-    sent: dict[int, float] = {}
-    for _ in range(samples):
-        stamp, t_sent = _one(h)
-        sent[stamp] = t_sent
-        t_wait = time.monotonic() + 2.0
-        while stamp not in h.recv and time.monotonic() < t_wait:
-            time.sleep(0.0005)
-    return [h.recv[s] - t for s, t in sent.items() if s in h.recv]
+    return [dt for dt in (_one(h) for _ in range(samples)) if dt is not None]
 
 
 def _stage_times(node: Any) -> dict[str, list[float]]:
@@ -288,7 +290,7 @@ def _counts(node: Any) -> dict[str, int]:
 def _paced(h: _Harness, rate: float, seconds: float, rss: list[float] | None = None) -> dict[str, Any]:
     """Publish paced at ``rate`` bundles/s for ``seconds``: measured offered and pose rates, superseded (stale) and
     synchronizer drops during the step; with ``rss``, this process's RSS sampled every second into it."""
-    n0 = len(h.recv)
+    n0 = h.cameras.call("count")
     c0 = _counts(h.node)
     stop = threading.Event()
 
@@ -305,7 +307,7 @@ def _paced(h: _Harness, rate: float, seconds: float, rss: list[float] | None = N
     h.stamp += (sent + 1) * STAMP_STEP_NS
     time.sleep(0.3)  # let the last poses arrive before counting
     c1 = _counts(h.node)
-    return {"target": rate, "offered": sent / elapsed, "poses": (len(h.recv) - n0) / elapsed,
+    return {"target": rate, "offered": sent / elapsed, "poses": (h.cameras.call("count") - n0) / elapsed,
             "stale": c1["stale"] - c0["stale"], "sync_drops": c1["sync"] - c0["sync"]}
 
 

@@ -1,16 +1,16 @@
 """``localize_node``: the live ROS 2 shell around the package's synchronizer, decoder and localizer.
 
-The node is thin and does only work that can still be used (issue 25). Camera callbacks take the *serialized*
-message (a raw subscription), read its header stamp from the CDR bytes and feed the one
-``sync.ApproximateTimeSynchronizer`` with the undecoded bytes; each bundle goes to ``core.bundle_pipeline`` —
-latest bundle wins (a superseded one is counted ``inference.stale`` and never decoded), the chosen bundle is
-deserialized and decoded one bundle ahead of the model (``core.bundle_decode``: the one bad-frame rule, shared with
-eval-bag), then inferred. No ROS callback waits for decoding or inference. Results are published from the
-inference thread (rclpy publishers are thread-safe) in ONE place, :meth:`LocalizeCore._on_pose`: ``~/pose``,
-``~/pose_with_covariance`` (reliable + transient_local, depth 1: a late subscriber such as robot_localization gets
-the last pose), ``~/path`` (bounded) and TF, all stamped with the bundle stamp, then the ``on_pose`` hooks. This
-module holds the lifecycle steps (:class:`LocalizeCore`), the plain node and ``main``; TF and the path are in
-``tf_output``, ``/diagnostics`` (camera rates, bundle rate, drops by cause, time per stage, device) in
+The node is thin and does only work that can still be used (issue 25). The intake thread (``intake.py``, not the
+executor) takes the cameras' *serialized* messages; :meth:`LocalizeCore._on_image` reads each header stamp from the CDR
+bytes and feeds the one ``sync.ApproximateTimeSynchronizer`` with the undecoded bytes; each bundle goes to
+``core.bundle_pipeline`` — latest bundle wins (a superseded one is counted ``inference.stale`` and never decoded), the
+chosen bundle is decoded straight from its CDR fields one bundle ahead of the model (``core.bundle_decode``: the one
+bad-frame rule, shared with eval-bag), then inferred. The intake never waits for decoding or inference. Results are
+published from the inference thread (rclpy publishers are thread-safe) in ONE place, :meth:`LocalizeCore._on_pose`:
+``~/pose``, ``~/pose_with_covariance`` (reliable + transient_local, depth 1: a late subscriber such as
+robot_localization gets the last pose), ``~/path`` (bounded) and TF, all stamped with the bundle stamp, then the
+``on_pose`` hooks. This module holds the lifecycle steps (:class:`LocalizeCore`), the plain node and ``main``; TF and
+the path are in ``tf_output``, ``/diagnostics`` (camera rates, bundle rate, drops by cause, time per stage, device) in
 ``diagnostics``, the console-script process (signals, executor, shutdown) in ``runtime``, the statistics in
 ``core.stats``.
 
@@ -40,22 +40,23 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
 from mfapr_ros.bag.bundles import CameraBinding
-from mfapr_ros.core.bundle_decode import BAD_FRAME_BUNDLE, decode_bundle
+from mfapr_ros.core.bundle_decode import BAD_FRAME_BUNDLE, ParallelDecodePolicy, decode_bundle
 from mfapr_ros.core.bundle_pipeline import BundlePipeline, StageTimes
 from mfapr_ros.core.drops import DropCounter
 from mfapr_ros.core.errors import ConfigError, DataError
+from mfapr_ros.core.images import ImageDecodeError, decode_compressed, decode_raw
 from mfapr_ros.core.images import warm_up as warm_up_decoders
 from mfapr_ros.core.stats import LatencyStats, RateMeter
 from mfapr_ros.core.sync import ApproximateTimeSynchronizer
 from mfapr_ros.core.uncertainty import UncertaintyStats, judge, with_covariance
 
-from .convert import decode_image_msg, rig_pose_to_pose_stamped, rig_pose_to_pose_with_covariance
+from .convert import rig_pose_to_pose_stamped, rig_pose_to_pose_with_covariance
 from .diagnostics import BUNDLE_SOURCE, MODEL_SOURCE, STAGES, DiagnosticsOutput, diagnostics_summary
 from .fusion_output import FusionOutput
+from .intake import CameraIntake, intake_subscription
 from .params import (
     PARAM_SPECS,
     TOPIC_PREFIX,
@@ -65,7 +66,7 @@ from .params import (
     validate_params,
 )
 from .relocalize import RelocalizationOutput
-from .runtime import STOP, InlineCallbackGroup, describe_failure, init_ros, spin_until_shutdown
+from .runtime import STOP, describe_failure, init_ros, spin_until_shutdown
 from .tf_output import PathBuffer, TfOutput
 
 NODE_NAME = "mfapr_localizer"
@@ -77,9 +78,9 @@ _FOREIGN_PREFIXES = ("qos_overrides.",)
 POSE_COV_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
 POSE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-#: with executor_threads > 1, a bundle's frames are decoded concurrently once decoding takes at least this long per
-#: frame (seconds, running mean): below it (64 px JPEGs: ~0.15 ms) a thread hand-over costs more than it saves
-PARALLEL_DECODE_MIN_S = 1e-3
+#: with executor_threads > 1, concurrent decoding of a bundle's frames is tried once sequential decoding takes at least
+#: this long per frame (seconds, running mean), and kept only while faster (core.bundle_decode.ParallelDecodePolicy)
+PARALLEL_DECODE_MIN_S = 2e-3
 #: ~/path is republished at most this often (seconds): it holds up to path_length (1000) poses, and converting
 #: that list for every pose cost milliseconds per pose on the inference thread at 100+ poses/s (issue 25)
 PATH_PERIOD_S = 0.2
@@ -108,6 +109,65 @@ def cdr_header_stamp_ns(data: bytes) -> int:
         raise DataError(f"serialized image message of {len(data)} bytes is too short to hold a header")
     sec, nsec = struct.unpack_from("<iI" if data[1] & 1 else ">iI", data, 4)
     return sec * 1_000_000_000 + nsec
+
+
+def _cdr_u32(data: memoryview, pos: int) -> int:
+    """The uint32 at ``pos`` (relative to the payload after the 4-byte encapsulation, already aligned)."""
+    if len(data) < 4 or 4 + pos + 4 > len(data):
+        raise ImageDecodeError(f"serialized image message of {len(data)} bytes is truncated", "corrupt")
+    return struct.unpack_from("<I" if data[1] & 1 else ">I", data, 4 + pos)[0]
+
+
+def _cdr_string(data: memoryview, pos: int) -> tuple[str, int]:
+    """A CDR string at ``pos``: its text and the position after it (strings carry their NUL in the length)."""
+    pos = (pos + 3) & ~3
+    n = _cdr_u32(data, pos)
+    end = pos + 4 + n
+    if n == 0 or 4 + end > len(data):
+        raise ImageDecodeError(f"serialized image message is truncated (string of {n} bytes at {pos})", "corrupt")
+    return bytes(data[4 + pos + 4:4 + end - 1]).decode("utf-8", "replace"), end
+
+
+def _cdr_bytes(data: memoryview, pos: int) -> memoryview:
+    """The CDR ``sequence<uint8>`` at ``pos``: a zero-copy view of its bytes."""
+    pos = (pos + 3) & ~3
+    n = _cdr_u32(data, pos)
+    start = 4 + pos + 4
+    if start + n > len(data):
+        raise ImageDecodeError(f"serialized image message is truncated: data of {n} bytes, "
+                               f"{max(0, len(data) - start)} present", "corrupt")
+    return data[start:start + n]
+
+
+def cdr_compressed_fields(data: bytes) -> tuple[str, memoryview]:
+    """``(format, data)`` of a serialized ``sensor_msgs/CompressedImage``, the data a zero-copy view.
+
+    Why not ``deserialize_message``: it builds a message object and copies the JPEG into an ``array.array`` (~25 µs
+    per 64 px frame, 10 frames per bundle) only for the decoder to read it once. Layout (CDR, aligned relative to
+    the payload after the 4-byte encapsulation): header (int32 sec, uint32 nanosec, string frame_id), string
+    format, sequence<uint8> data. Raises ``ImageDecodeError`` (``corrupt``) for a truncated buffer."""
+    mv = memoryview(data).cast("B")
+    _frame_id, pos = _cdr_string(mv, 8)
+    fmt, pos = _cdr_string(mv, pos)
+    return fmt, _cdr_bytes(mv, pos)
+
+
+def cdr_image_fields(data: bytes) -> dict[str, Any]:
+    """The fields :func:`mfapr_ros.core.images.decode_raw` takes, from a serialized ``sensor_msgs/Image``: header,
+    uint32 height, uint32 width, string encoding, uint8 is_bigendian, uint32 step, sequence<uint8> data (a
+    zero-copy view). Same reason and errors as :func:`cdr_compressed_fields`."""
+    mv = memoryview(data).cast("B")
+    _frame_id, pos = _cdr_string(mv, 8)
+    pos = (pos + 3) & ~3
+    height, width = _cdr_u32(mv, pos), _cdr_u32(mv, pos + 4)
+    encoding, pos = _cdr_string(mv, pos + 8)
+    if 4 + pos + 1 > len(mv):
+        raise ImageDecodeError("serialized image message is truncated before is_bigendian", "corrupt")
+    big = bool(mv[4 + pos])
+    pos = (pos + 1 + 3) & ~3
+    step = _cdr_u32(mv, pos)
+    return {"encoding": encoding, "height": height, "width": width, "step": step, "is_bigendian": big,
+            "data": _cdr_bytes(mv, pos + 4)}
 
 
 # ---------------------------------------------------------------------------- the node
@@ -148,6 +208,7 @@ class LocalizeCore:
         self._active = False
         self._configured = False
         self._subs: list[Any] = []
+        self._intake: CameraIntake | None = None
         self.diagnostics = DiagnosticsOutput(self)
         self.pub_pose: Any = None
         self.pub_pose_cov: Any = None
@@ -242,11 +303,11 @@ class LocalizeCore:
             self.sync: ApproximateTimeSynchronizer = p.sync.make(n, logger=self.get_logger().warning)
             self._decode_device = self.device if (p.decode_on_device and self.device.startswith("cuda")) else None
             self._msg_types = [CompressedImage if b.transport == "compressed" else Image for b in self.bindings]
-            # executor_threads > 1: a chosen bundle's frames are also decoded concurrently (the decoders release
-            # the GIL); the camera callbacks themselves only read a stamp and feed the synchronizer
-            self._frame_decode_s = PARALLEL_DECODE_MIN_S  # running mean; starts by trying the pool
+            # executor_threads > 1: a chosen bundle's frames may be decoded concurrently (the decoders release the
+            # GIL), when measured to be faster than in turn (large images); the pool threads start on first use
             self._decode_pool = (ThreadPoolExecutor(min(p.executor_threads, n), f"{self.get_name()}-decode")
                                  if p.executor_threads > 1 and n > 1 else None)
+            self.decode_policy = ParallelDecodePolicy(self._decode_pool is not None, PARALLEL_DECODE_MIN_S)
 
             self._reset_stats(p)
             self._make_outputs(p)
@@ -299,22 +360,22 @@ class LocalizeCore:
         p = self.params
         # subscriptions: sensor-data QoS (best effort, depth 5) unless the standard ROS 2 mechanism overrides it,
         # e.g. ``qos_overrides./cam0/image_raw.subscription.reliability: reliable`` and ``...depth: 20``.
-        # Raw subscriptions: the callback gets the serialized bytes; only a bundle chosen for inference is ever
-        # deserialized. The callbacks take microseconds, so even with executor_threads > 1 they run inline in the
-        # spinning thread (InlineCallbackGroup): each camera's messages reach the synchronizer in arrival order
-        # and no thread-pool hand-over is paid per message.
+        # Raw subscriptions served by the node's own intake thread (ros/intake.py), not by the executor: the
+        # serialized bytes reach _on_image in arrival order per camera at a few µs per message, whatever
+        # executor_threads is; only a bundle chosen for inference is ever deserialized.
         self._active = True
         for i, b in enumerate(self.bindings):
-            cb = (lambda data, i=i: self._on_image(i, data))
-            self._subs.append(self.create_subscription(
-                self._msg_types[i], b.topic, cb, image_qos(), callback_group=InlineCallbackGroup(),
-                raw=True,
+            self._subs.append(intake_subscription(
+                self, self._msg_types[i], b.topic, image_qos(),
                 qos_overriding_options=QoSOverridingOptions.with_default_policies()))
+        self._intake = CameraIntake(self.context, self._subs, self._on_image, self.get_name())
+        self._intake.start()
         self.diagnostics.start(p.diagnostics_period)
 
     def _deactivate(self, idle_timeout_s: float = 10.0) -> None:
         """Unsubscribe; the bundle being inferred is still published; queued messages are dropped (counted as
         ``sync.dropped_reset``) so a later activation does not pair old frames with new ones."""
+        self._stop_intake()  # before its subscriptions go away
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
@@ -361,8 +422,9 @@ class LocalizeCore:
 
     # ------------------------------------------------------------------ callbacks
     def _on_image(self, idx: int, data: bytes) -> None:
-        """Camera callback: read the stamp, synchronize the undecoded message, submit bundles. Never raises (bad
-        input = counted drop); decoding and the size check happen once a bundle is chosen (:meth:`_prepare`)."""
+        """One camera message (intake thread): read the stamp, synchronize the undecoded message, submit bundles.
+        Never raises (bad input = counted drop); decoding and the size check happen once a bundle is chosen
+        (:meth:`_prepare`)."""
         b = self.bindings[idx]
         self.cam_rates[idx].tick()
         try:
@@ -382,13 +444,11 @@ class LocalizeCore:
         self._async.submit(bundle)
 
     def _decode_frame(self, idx: int, data: bytes) -> Any:
-        """Deserialize and decode one frame of a chosen bundle; its own time feeds the running mean that decides
-        whether the next bundle's frames are decoded concurrently (an advisory float: races are harmless)."""
-        t0 = time.perf_counter()
-        try:
-            return decode_image_msg(deserialize_message(data, self._msg_types[idx]), self._decode_device)
-        finally:
-            self._frame_decode_s += 0.1 * (time.perf_counter() - t0 - self._frame_decode_s)
+        """Decode one frame of a chosen bundle straight from its serialized bytes (no message object built)."""
+        if self._msg_types[idx] is CompressedImage:
+            fmt, payload = cdr_compressed_fields(data)
+            return decode_compressed(fmt, payload, self._decode_device)
+        return decode_raw(**cdr_image_fields(data))
 
     def _size_mismatch(self, idx: int, width: int, height: int) -> str | None:
         return self.bindings[idx].size_mismatch(width, height)
@@ -398,9 +458,12 @@ class LocalizeCore:
         (:func:`mfapr_ros.core.bundle_decode.decode_bundle`, also eval-bag's): each bad frame is counted by camera
         and cause; the bundle is inferred with those cameras masked when ``sync.min_cameras`` allows, else
         dropped (``bundle.bad_frame_bundle``). Returns (images in model slot order, stamp) or None."""
-        pool = self._decode_pool if self._frame_decode_s >= PARALLEL_DECODE_MIN_S else None
+        parallel = self.decode_policy.use_pool()
+        t0 = time.perf_counter()
         v = decode_bundle(bundle.payloads, self._decode_frame, self.sync.min_streams,
-                          self._size_mismatch if self.params.enforce_image_size else None, pool)
+                          self._size_mismatch if self.params.enforce_image_size else None,
+                          self._decode_pool if parallel else None)
+        self.decode_policy.record(parallel, time.perf_counter() - t0, sum(p is not None for p in bundle.payloads))
         for d in v.frame_drops:
             b = self.bindings[d.stream]
             self.drops.drop(b.name, d.cause, f"{d.detail} (topic {b.topic}, bundle {bundle.stamp_ns} ns)")
@@ -456,8 +519,9 @@ class LocalizeCore:
         # every message is built before anything is published: all outputs carry a pose, or none does
         ps = rig_pose_to_pose_stamped(pose, self.params.map_frame)
         pwc = rig_pose_to_pose_with_covariance(pose, self.params.map_frame)
-        ret = None
-        if self.pub_retrieval is not None and "retrieval_t" in pose.extras:
+        ret = None  # ~/retrieval_pose and ~/path are volatile: nothing is built or sent while nobody listens
+        if (self.pub_retrieval is not None and "retrieval_t" in pose.extras
+                and self.pub_retrieval.get_subscription_count() > 0):
             ret = rig_pose_to_pose_stamped(SimpleNamespace(stamp_ns=pose.stamp_ns, t=pose.extras["retrieval_t"],
                                                            q=pose.extras["retrieval_q"]), self.params.map_frame)
         self.pub_pose.publish(ps)
@@ -467,7 +531,7 @@ class LocalizeCore:
         if self.path is not None and self.pub_path is not None:
             msg = self.path.append(ps)
             now = time.monotonic()
-            if now - self._path_published >= PATH_PERIOD_S:
+            if now - self._path_published >= PATH_PERIOD_S and self.pub_path.get_subscription_count() > 0:
                 self._path_published = now
                 self.pub_path.publish(msg)
         t_tf, q_tf = self.fusion.update(pose) if self.fusion is not None else (pose.t, pose.q)  # ~/fused_pose
@@ -494,8 +558,16 @@ class LocalizeCore:
         return self._closed
 
     # ------------------------------------------------------------------ shutdown
+    def _stop_intake(self) -> None:
+        """Stop the camera intake thread (before its subscriptions are destroyed; safe to call twice)."""
+        if self._intake is not None:
+            self._intake.stop()
+            self._intake = None
+
     def _shutdown_worker(self) -> None:
+        """Stop the intake and the pipeline threads (joined): nothing is taken or published afterwards."""
         self._closed = True
+        self._stop_intake()
         if self._async is not None:
             self._async.close()
             self._async = None

@@ -11,7 +11,6 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import rclpy
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import (
     ConditionReachedException,
     ExternalShutdownException,
@@ -20,6 +19,7 @@ from rclpy.executors import (
     SingleThreadedExecutor,
     TimeoutException,
 )
+from rclpy.subscription import Subscription
 
 from mfapr_ros.core.errors import MfaprError
 
@@ -32,30 +32,25 @@ if TYPE_CHECKING:
 STOP: dict[str, str | None] = {"signal": None}
 
 
-class InlineCallbackGroup(MutuallyExclusiveCallbackGroup):
-    """Callbacks that take microseconds (a camera callback: read the stamp, feed the synchronizer, hand a bundle
-    over): :class:`NodeExecutor` runs them in its own spinning thread instead of handing each to its thread pool.
-
-    Why: rclpy's MultiThreadedExecutor pays a ThreadPoolExecutor submission, a future and a GIL hand-over per
-    callback, and re-polls entities whose mutually exclusive group is still busy; for a 10-camera rig at 160 Hz that
-    overhead (and the GIL contention with inference) was the whole cost — ``executor_threads=4`` published 1 pose/s
-    where one thread published 43 (issue 25). On a single-threaded executor it is an ordinary mutually exclusive
-    group.
-    """
-
-
 class NodeExecutor(MultiThreadedExecutor):
-    """The multi-threaded executor of ``executor_threads > 1``: callbacks of an :class:`InlineCallbackGroup` run
-    in the spinning thread, exactly as on the single-threaded executor; every other callback (the diagnostics
-    timer, services, other nodes of the process) runs on the pool of ``threads`` threads, so a slow one never
-    delays the cameras. Never slower than single-threaded for the cameras: their path is the same."""
+    """The multi-threaded executor of ``executor_threads > 1``: subscription callbacks run in the spinning thread,
+    exactly as on the single-threaded executor; timers, services, clients and events run on the pool of
+    ``threads`` threads, so a slow one (a /diagnostics publication, a service call) never delays a subscription.
+
+    Why not rclpy's MultiThreadedExecutor as it is: it hands a subscription's *take* to the pool too, and until a pool
+    thread has taken the message, rmw_fastrtps keeps waking the wait set through the subscription's QoS event handler
+    (which stays in the wait set): the spinning thread loops with nothing to do and holds the GIL the pool thread
+    needs. Measured with one pose subscriber beside the node: 3,400 empty wake-ups in 2.3 s and the spinning thread
+    at 36 % of a core at half the model rate, where the single-threaded executor had none (issue 25). Taking and
+    running a subscription callback inline costs microseconds (camera messages do not come through any executor:
+    ``ros/intake.py``). The node's own subscriptions (/clock, /tf for fusion, the relocalization watch) are short."""
 
     def _spin_once_impl(self, timeout_sec: Any = None, wait_condition: Any = lambda: False) -> None:
         try:
             handler, entity, _node = self.wait_for_ready_callbacks(timeout_sec, None, wait_condition)
         except (ExternalShutdownException, ShutdownException, TimeoutException, ConditionReachedException):
             return
-        if isinstance(getattr(entity, "callback_group", None), InlineCallbackGroup):
+        if isinstance(entity, Subscription):
             handler()
             exception = handler.exception()
             if exception is not None:
@@ -72,12 +67,11 @@ class NodeExecutor(MultiThreadedExecutor):
 def make_executor(threads: int, context: Any = None) -> Any:
     """The executor the console scripts spin the node on (parameter ``executor_threads``).
 
-    Single-threaded by default: the camera callbacks only read a stamp and synchronize (decoding and inference run
-    on the node's own pipeline threads, ``core.bundle_pipeline``). ``threads > 1`` gives :class:`NodeExecutor`:
-    the camera callbacks still run inline (their :class:`InlineCallbackGroup`), everything else on ``threads``
-    pool threads — and the node decodes a chosen bundle's frames on that many threads when decoding is slow
-    enough to gain from it. (rclpy's plain MultiThreadedExecutor is not used: with use_sim_time and 4 compressed
-    cameras its loop took a whole core and starved inference — demo replay 29 of 500 poses, docs/node.md.)
+    Single-threaded by default: camera messages never reach the executor (the node's intake thread takes them,
+    ``ros/intake.py``) and decoding and inference run on the node's pipeline threads (``core.bundle_pipeline``), so
+    the executor serves only short callbacks. ``threads > 1`` gives :class:`NodeExecutor`: subscriptions inline,
+    timers and services on ``threads`` pool threads — and the node may decode a chosen bundle's frames on that many
+    threads when that measurably helps (large images; see ``localize_node.ParallelDecode``).
     """
     if threads <= 1:
         return SingleThreadedExecutor(context=context)

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from mfapr_ros.core.bundle_decode import decode_bundle
+from mfapr_ros.core.bundle_decode import ParallelDecodePolicy, decode_bundle
 from mfapr_ros.core.bundle_pipeline import BundlePipeline
 from mfapr_ros.core.images import ImageDecodeError
 
@@ -96,3 +96,32 @@ def test_pipeline_discard_close_and_errors() -> None:
     release.set()
     p.close()
     assert not p.alive and p.submit(3) is False and p.stats["dropped_closed"] == 1
+
+
+def test_parallel_decode_only_when_measured_to_pay() -> None:
+    """No pool: always sequential. Small frames (< min_frame_s): never the pool, however slow the pool looks.
+    Slow frames: the pool is tried, kept while faster, left when slower; the unused mode is re-measured on probes."""
+    off = ParallelDecodePolicy(enabled=False)
+    off.record(False, 1.0, 10)
+    assert not off.use_pool()
+
+    p = ParallelDecodePolicy(enabled=True, min_frame_s=2e-3, probe_every=10, alpha=1.0)
+    assert not p.use_pool()  # nothing measured yet: sequential first
+    p.record(False, 10 * 0.15e-3, 10)  # 64 px JPEGs: 0.15 ms per frame
+    assert [p.use_pool() for _ in range(5)] == [False] * 5
+
+    p.record(False, 10 * 5e-3, 10)  # large frames: 5 ms each in turn
+    assert p.use_pool()  # try the pool
+    p.record(True, 10 * 2e-3, 10)  # 2 ms per frame on the pool: faster, kept
+    choices = []
+    for _ in range(20):
+        c = p.use_pool()
+        choices.append(c)
+        p.record(c, 10 * (2e-3 if c else 5e-3), 10)
+    assert choices.count(False) == 2 and sum(choices) == 18  # one sequential probe per 10 bundles
+
+    for _ in range(3):  # the pool turns slow (GIL contention on a loaded machine): back to sequential
+        c = p.use_pool()
+        p.record(c, 10 * (9e-3 if c else 5e-3), 10)
+    assert not p.use_pool()
+    assert p.parallel_bundles >= 19 and p.bundles == 26

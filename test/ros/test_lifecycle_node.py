@@ -313,11 +313,18 @@ def test_nan_covariance_publishes_nothing(rclpy_context) -> None:
         for name in ("pub_pose", "pub_pose_cov", "pub_path"):
             pub = getattr(node, name)
             pub.publish = lambda msg, name=name: sent.append(name)
+        listeners = {"path": 1}  # ~/path (volatile) is sent only while somebody subscribes
+        node.pub_path.get_subscription_count = lambda: listeners["path"]
         node._on_pose(RigPose(5, np.zeros(3), np.array([1.0, 0, 0, 0]), fake.cov, 0.0, np.ones(2, bool)))
         assert sent == [] and node.poses_published == 0
         assert node.diagnostics_summary()["drops"]["inference.non_finite_pose"] == 1
         node._on_pose(RigPose(6, np.zeros(3), np.array([1.0, 0, 0, 0]), np.eye(6), 0.0, np.ones(2, bool)))
         assert sent == ["pub_pose", "pub_pose_cov", "pub_path"] and node.poses_published == 1
+        listeners["path"] = 0
+        node._path_published = -float("inf")
+        node._on_pose(RigPose(7, np.zeros(3), np.array([1.0, 0, 0, 0]), np.eye(6), 0.0, np.ones(2, bool)))
+        assert sent[3:] == ["pub_pose", "pub_pose_cov"] and node.poses_published == 2
+        assert len(node.path._poses) == 2  # the history is kept for a later subscriber
     finally:
         node.destroy_node()
 
@@ -369,7 +376,9 @@ def test_deactivate_discards_the_queued_bundle(rclpy_context) -> None:
         node.trigger_configure()
         node.trigger_activate()
         node._async.submit(_raw_bundle(1, 2))  # starts running
-        time.sleep(0.1)
+        deadline = time.monotonic() + 10  # in the model (not a fixed sleep: a loaded machine may take longer)
+        while not node._async._busy and time.monotonic() < deadline:
+            time.sleep(0.005)
         node._async.submit(_raw_bundle(2, 2))  # decoded, waits behind it
         node.trigger_deactivate()
         assert node.poses_published == 1

@@ -346,18 +346,20 @@ def test_executor_threads_parameter(rclpy_context) -> None:
             ex.shutdown()
 
 
-def test_node_executor_runs_inline_groups_in_the_spinning_thread(rclpy_context) -> None:
-    """executor_threads > 1: camera callbacks (InlineCallbackGroup) run in the spinning thread, as on the
-    single-threaded executor; any other callback (a timer here) runs on the pool."""
+def test_node_executor_runs_subscriptions_in_the_spinning_thread(rclpy_context) -> None:
+    """executor_threads > 1: subscription callbacks are taken and run in the spinning thread, as on the
+    single-threaded executor (no busy wake-ups while a pool thread has yet to take the message); timers run on the
+    pool."""
     import rclpy
+    from rclpy.callback_groups import ReentrantCallbackGroup
     from std_msgs.msg import String
 
-    from mfapr_ros.ros.runtime import InlineCallbackGroup, make_executor
+    from mfapr_ros.ros.runtime import make_executor
 
     node = rclpy.create_node("inline_test", context=rclpy_context)
     where: dict[str, set[str]] = {"sub": set(), "timer": set()}
     node.create_subscription(String, "/inline_test", lambda m: where["sub"].add(threading.current_thread().name),
-                             10, callback_group=InlineCallbackGroup())
+                             10, callback_group=ReentrantCallbackGroup())
     node.create_timer(0.01, lambda: where["timer"].add(threading.current_thread().name))
     pub = node.create_publisher(String, "/inline_test", 10)
     ex = make_executor(3, rclpy_context)
