@@ -71,16 +71,16 @@ NA_CPU = "n/a (cpu)"
 
 
 def _load_bench(name: str) -> ModuleType:
-    """Import a sibling bench script as a module (bench/ is not a package), so its machinery is reused, not copied."""
-    key = f"bench_{name}"
-    if key in sys.modules:
-        return sys.modules[key]
-    spec = importlib.util.spec_from_file_location(key, ROOT / "bench" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[key] = mod  # registered first, as a normal import does (dataclasses look their module up)
-    spec.loader.exec_module(mod)
-    return mod
+    """Import a sibling bench script as a module (bench/ is not a package), so its machinery is reused, not copied.
+
+    Imported by its own name from bench/ on ``sys.path`` (not from a file spec under another name): bench/node.py
+    starts its camera process with multiprocessing's ``spawn``, whose child re-imports the target's module by name
+    with the parent's ``sys.path`` — a module only registered under an alias is not importable there.
+    """
+    bench_dir = str(ROOT / "bench")
+    if bench_dir not in sys.path:
+        sys.path.insert(0, bench_dir)
+    return importlib.import_module(name)
 
 
 # ----------------------------------------------------------------------------------------------- settings
