@@ -19,15 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 #: import name → source folder
 PACKAGES = {"mfapr_ros": ROOT / "mfapr_ros", "mfapr_training": ROOT / "training"}
 
-#: circles allowed for now, each as the set of its modules; a found circle passes only when all its modules are in one
-#: entry. ros/diagnostics ↔ localize_node ↔ runtime (type-only imports of LocalizeCore) is being reshaped by the node
-#: rewrite on another branch; those three files are out of this branch's scope.
-KNOWN_CIRCLES: list[set[str]] = [
-    {"mfapr_ros.ros.diagnostics", "mfapr_ros.ros.localize_node", "mfapr_ros.ros.runtime"},
-]
-#: core modules allowed to import upward: two re-export shims (core.localizer, core.uncertainty → inference/) kept
-#: only because ros/localize_node.py, out of this branch's scope, still imports the old paths. Delete both with it.
-CORE_EXCEPTIONS = {"mfapr_ros.core.localizer", "mfapr_ros.core.uncertainty"}
+#: circles allowed, each as the set of its modules (a found circle passes only when all its modules are in one entry):
+#: none
+KNOWN_CIRCLES: list[set[str]] = []
+#: core modules allowed to import upward: none
+CORE_EXCEPTIONS: set[str] = set()
 
 #: core/ imports none of these layers (docs/architecture.md)
 ABOVE_CORE = ("mfapr_ros.models", "mfapr_ros.inference", "mfapr_ros.evaluation", "mfapr_ros.ros", "mfapr_ros.bag",

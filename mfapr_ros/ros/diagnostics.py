@@ -10,15 +10,16 @@ worker's counters) and never changes them.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 
 from mfapr_ros.core.sync import DROP_KEYS
 
-if TYPE_CHECKING:
-    from .localize_node import LocalizeCore
+#: what these functions read: a ``ros.localize_node.LocalizeCore`` (named, not imported: localize_node imports this
+#: module, and the layering test forbids circles, type-only ones included)
+LocalizeCore = Any
 
 try:  # diagnostic_updater is optional; without it /diagnostics is published directly
     import diagnostic_updater  # type: ignore[import-not-found]

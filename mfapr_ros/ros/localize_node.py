@@ -22,7 +22,6 @@ Run: ``localize_node --ros-args --params-file config/localize.yaml -p checkpoint
 from __future__ import annotations
 
 import dataclasses
-import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -34,10 +33,7 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Path
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType
-from rclpy.exceptions import ParameterException
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
@@ -46,21 +42,20 @@ from mfapr_ros.bag.bundles import CameraBinding
 from mfapr_ros.core.bundle_decode import BAD_FRAME_BUNDLE, ParallelDecodePolicy, decode_bundle
 from mfapr_ros.core.bundle_pipeline import BundlePipeline, StageTimes
 from mfapr_ros.core.drops import DropCounter
-from mfapr_ros.core.errors import ConfigError, DataError
-from mfapr_ros.core.images import ImageDecodeError, decode_compressed, decode_raw
+from mfapr_ros.core.errors import DataError
+from mfapr_ros.core.images import decode_compressed, decode_raw
 from mfapr_ros.core.images import warm_up as warm_up_decoders
 from mfapr_ros.core.stats import LatencyStats, RateMeter
 from mfapr_ros.core.sync import ApproximateTimeSynchronizer
-from mfapr_ros.core.uncertainty import UncertaintyStats, judge, with_covariance
+from mfapr_ros.inference.uncertainty import UncertaintyStats, judge, with_covariance
 
+from .cdr import cdr_compressed_fields, cdr_header_stamp_ns, cdr_image_fields
 from .convert import rig_pose_to_pose_stamped, rig_pose_to_pose_with_covariance
+from .declare import declare_per_camera, declare_static, static_values
 from .diagnostics import BUNDLE_SOURCE, MODEL_SOURCE, STAGES, DiagnosticsOutput, diagnostics_summary
 from .fusion_output import FusionOutput
 from .intake import CameraIntake, intake_subscription
 from .params import (
-    PARAM_SPECS,
-    TOPIC_PREFIX,
-    TRANSPORT_PREFIX,
     NodeParams,
     bind_cameras,
     validate_params,
@@ -70,9 +65,6 @@ from .runtime import STOP, describe_failure, init_ros, spin_until_shutdown
 from .tf_output import PathBuffer, TfOutput
 
 NODE_NAME = "mfapr_localizer"
-#: Parameters every rclpy node may receive that are not ours (never reported as unknown).
-_FOREIGN_PARAMS = ("use_sim_time", "start_type_description_service")
-_FOREIGN_PREFIXES = ("qos_overrides.",)
 
 #: ``~/pose_with_covariance``: reliable + transient_local depth 1, what robot_localization / nav2 expect.
 POSE_COV_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
@@ -97,90 +89,7 @@ def image_qos() -> QoSProfile:
     return QoSProfile(history=q.history, depth=q.depth, reliability=q.reliability, durability=q.durability)
 
 
-def cdr_header_stamp_ns(data: bytes) -> int:
-    """The ``header.stamp`` of a serialized ``sensor_msgs/Image`` or ``CompressedImage`` in ns, without deserializing.
-
-    Both messages start with ``std_msgs/Header``, whose first field is the stamp (int32 sec, uint32 nanosec) right
-    after the 4-byte CDR encapsulation header (byte 1: 0 = big, 1 = little endian). Reading 8 bytes is what lets a
-    camera callback feed the synchronizer without paying for the deserialization of a frame it may never use.
-    Raises ``DataError`` for a buffer too short to hold a header.
-    """
-    if len(data) < 12:
-        raise DataError(f"serialized image message of {len(data)} bytes is too short to hold a header")
-    sec, nsec = struct.unpack_from("<iI" if data[1] & 1 else ">iI", data, 4)
-    return sec * 1_000_000_000 + nsec
-
-
-def _cdr_u32(data: memoryview, pos: int) -> int:
-    """The uint32 at ``pos`` (relative to the payload after the 4-byte encapsulation, already aligned)."""
-    if len(data) < 4 or 4 + pos + 4 > len(data):
-        raise ImageDecodeError(f"serialized image message of {len(data)} bytes is truncated", "corrupt")
-    return struct.unpack_from("<I" if data[1] & 1 else ">I", data, 4 + pos)[0]
-
-
-def _cdr_string(data: memoryview, pos: int) -> tuple[str, int]:
-    """A CDR string at ``pos``: its text and the position after it (strings carry their NUL in the length)."""
-    pos = (pos + 3) & ~3
-    n = _cdr_u32(data, pos)
-    end = pos + 4 + n
-    if n == 0 or 4 + end > len(data):
-        raise ImageDecodeError(f"serialized image message is truncated (string of {n} bytes at {pos})", "corrupt")
-    return bytes(data[4 + pos + 4:4 + end - 1]).decode("utf-8", "replace"), end
-
-
-def _cdr_bytes(data: memoryview, pos: int) -> memoryview:
-    """The CDR ``sequence<uint8>`` at ``pos``: a zero-copy view of its bytes."""
-    pos = (pos + 3) & ~3
-    n = _cdr_u32(data, pos)
-    start = 4 + pos + 4
-    if start + n > len(data):
-        raise ImageDecodeError(f"serialized image message is truncated: data of {n} bytes, "
-                               f"{max(0, len(data) - start)} present", "corrupt")
-    return data[start:start + n]
-
-
-def cdr_compressed_fields(data: bytes) -> tuple[str, memoryview]:
-    """``(format, data)`` of a serialized ``sensor_msgs/CompressedImage``, the data a zero-copy view.
-
-    Why not ``deserialize_message``: it builds a message object and copies the JPEG into an ``array.array`` (~25 µs
-    per 64 px frame, 10 frames per bundle) only for the decoder to read it once. Layout (CDR, aligned relative to
-    the payload after the 4-byte encapsulation): header (int32 sec, uint32 nanosec, string frame_id), string
-    format, sequence<uint8> data. Raises ``ImageDecodeError`` (``corrupt``) for a truncated buffer."""
-    mv = memoryview(data).cast("B")
-    _frame_id, pos = _cdr_string(mv, 8)
-    fmt, pos = _cdr_string(mv, pos)
-    return fmt, _cdr_bytes(mv, pos)
-
-
-def cdr_image_fields(data: bytes) -> dict[str, Any]:
-    """The fields :func:`mfapr_ros.core.images.decode_raw` takes, from a serialized ``sensor_msgs/Image``: header,
-    uint32 height, uint32 width, string encoding, uint8 is_bigendian, uint32 step, sequence<uint8> data (a
-    zero-copy view). Same reason and errors as :func:`cdr_compressed_fields`."""
-    mv = memoryview(data).cast("B")
-    _frame_id, pos = _cdr_string(mv, 8)
-    pos = (pos + 3) & ~3
-    height, width = _cdr_u32(mv, pos), _cdr_u32(mv, pos + 4)
-    encoding, pos = _cdr_string(mv, pos + 8)
-    if 4 + pos + 1 > len(mv):
-        raise ImageDecodeError("serialized image message is truncated before is_bigendian", "corrupt")
-    big = bool(mv[4 + pos])
-    pos = (pos + 1 + 3) & ~3
-    step = _cdr_u32(mv, pos)
-    return {"encoding": encoding, "height": height, "width": width, "step": step, "is_bigendian": big,
-            "data": _cdr_bytes(mv, pos + 4)}
-
-
 # ---------------------------------------------------------------------------- the node
-def _descriptor(spec: Any, read_only: bool = True) -> ParameterDescriptor:
-    types = {"str": ParameterType.PARAMETER_STRING, "float": ParameterType.PARAMETER_DOUBLE,
-             "int": ParameterType.PARAMETER_INTEGER, "bool": ParameterType.PARAMETER_BOOL,
-             "str_list": ParameterType.PARAMETER_STRING_ARRAY}
-    # Doubles accept integers (`-p sync.slop:=1`): typing is dynamic, validate_params checks the value.
-    return ParameterDescriptor(name=spec.name, type=types[spec.kind], description=spec.description,
-                               additional_constraints=spec.constraints, read_only=read_only,
-                               dynamic_typing=spec.kind == "float")
-
-
 class LocalizeCore:
     """The localization on a ROS node, as the four lifecycle steps shared by :class:`LocalizeNode` (which runs
     configure + activate in its constructor) and :class:`mfapr_ros.ros.lifecycle_node.LocalizeLifecycleNode`:
@@ -220,56 +129,15 @@ class LocalizeCore:
         self.localizer: Any = None
         self.on_pose: list[Callable[[Any], None]] = []  # hooks (tests, benchmark): called after publishing
 
-    # ------------------------------------------------------------------ parameters
-    def _overrides(self) -> dict[str, Any]:
-        ov = getattr(self, "_parameter_overrides", {}) or {}
-        return {k: v.value for k, v in ov.items()}
-
+    # ------------------------------------------------------------------ parameters (ros/declare.py)
     def _declare_static(self) -> None:
-        """Declare every parameter of :data:`PARAM_SPECS` (idempotent); a value of the wrong type is a ConfigError."""
-        for spec in PARAM_SPECS:
-            if self.has_parameter(spec.name):
-                continue
-            try:
-                if spec.kind == "str_list":
-                    self.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY,
-                                           _descriptor(spec, self._PARAMS_READ_ONLY))
-                else:
-                    self.declare_parameter(spec.name, spec.default, _descriptor(spec, self._PARAMS_READ_ONLY))
-            except (ParameterException, TypeError, ValueError) as e:
-                raise ConfigError(f"parameter '{spec.name}' is invalid: {e}. Expected a {spec.kind} "
-                                  f"({spec.constraints or spec.description})") from None
+        declare_static(self, self._PARAMS_READ_ONLY)
 
     def _static_values(self) -> dict[str, Any]:
-        values = {spec.name: self.get_parameter_or(spec.name).value for spec in PARAM_SPECS}  # unset list: None
-        known = {s.name for s in PARAM_SPECS} | set(self._OWN_PARAMS)
-        for k, v in self._overrides().items():  # typos and stray keys: validate_params rejects them by name
-            if k not in known and k not in _FOREIGN_PARAMS and not k.startswith(_FOREIGN_PREFIXES):
-                values[k] = v
-        return values
+        return static_values(self, self._OWN_PARAMS)
 
     def _declare_per_camera(self, names: Sequence[str]) -> dict[str, Any]:
-        """Declare ``topics.<cam>`` / ``transport.<cam>``; returns the ones set (plus unknown ones, to reject)."""
-        given: dict[str, Any] = {}
-        for cam in names:
-            for prefix, what in ((TOPIC_PREFIX, "topic"), (TRANSPORT_PREFIX, "transport (raw|compressed)")):
-                name = prefix + cam
-                if self.has_parameter(name):  # a second configure of a lifecycle node
-                    value = self.get_parameter(name).value
-                else:
-                    desc = ParameterDescriptor(name=name, type=ParameterType.PARAMETER_STRING,
-                                               read_only=self._PARAMS_READ_ONLY,
-                                               description=f"{what} of camera '{cam}'; '' = from rig/camera_topics")
-                    try:
-                        value = self.declare_parameter(name, "", desc).value
-                    except (ParameterException, TypeError, ValueError) as e:
-                        raise ConfigError(f"parameter '{name}' is invalid: {e}; expected a string") from None
-                if value:
-                    given[name] = value
-        for k, v in self._overrides().items():
-            if k.startswith((TOPIC_PREFIX, TRANSPORT_PREFIX)) and k[k.index(".") + 1:] not in names:
-                given[k] = v
-        return given
+        return declare_per_camera(self, names, self._PARAMS_READ_ONLY)
 
     # ------------------------------------------------------------------ publishers (the lifecycle node overrides)
     def _make_publisher(self, msg_type: Any, topic: str, qos: QoSProfile) -> Any:
@@ -577,7 +445,7 @@ class LocalizeNode(LocalizeCore, Node):
     """The localization node (unmanaged): configured and active once constructed; ``destroy_node`` stops the worker.
 
     Construct inside an initialised rclpy context. ``localizer_factory(params) -> Localizer`` may be injected (tests,
-    benchmarks); by default the checkpoint is loaded with :class:`mfapr_ros.core.localizer.Localizer`.
+    benchmarks); by default the checkpoint is loaded with :class:`mfapr_ros.inference.localizer.Localizer`.
     """
 
     def __init__(self, node_name: str = NODE_NAME, *, localizer_factory: Callable[[NodeParams], Any] | None = None,
@@ -599,7 +467,7 @@ class LocalizeNode(LocalizeCore, Node):
 
 
 def _default_localizer(p: NodeParams) -> Any:
-    from mfapr_ros.core.localizer import Localizer
+    from mfapr_ros.inference.localizer import Localizer
 
     return Localizer(p.checkpoint, device=p.device, precision=p.precision, strict=p.strict_device,
                      default_covariance=np.diag(p.default_covariance()))

@@ -21,7 +21,7 @@ import pytest
 
 pytestmark = pytest.mark.ros
 pytest.importorskip("rclpy")
-pytest.importorskip("mfapr_ros.core.localizer")
+pytest.importorskip("mfapr_ros.inference.localizer")
 
 from helpers import IMG, PERIOD_NS, make_checkpoint, spin, wait  # noqa: E402
 from test_node import poses_from_console_node  # noqa: E402
@@ -289,7 +289,7 @@ class _FakeLocalizer:
         self.delay = delay
 
     def infer(self, images, stamp_ns, mask=None):
-        from mfapr_ros.core.localizer import RigPose
+        from mfapr_ros.inference.localizer import RigPose
 
         if self.delay:
             time.sleep(self.delay)
@@ -301,7 +301,7 @@ def test_nan_covariance_publishes_nothing(rclpy_context) -> None:
     """All outputs carry a pose or none does: a non-finite covariance is a counted drop, ~/pose is not sent alone."""
     from rclpy.parameter import Parameter
 
-    from mfapr_ros.core.localizer import RigPose
+    from mfapr_ros.inference.localizer import RigPose
     from mfapr_ros.ros.localize_node import LocalizeNode
 
     fake = _FakeLocalizer(cov=np.full((6, 6), np.nan))

@@ -22,7 +22,7 @@ import pytest
 
 pytestmark = pytest.mark.ros
 pytest.importorskip("rclpy")
-pytest.importorskip("mfapr_ros.core.localizer")
+pytest.importorskip("mfapr_ros.inference.localizer")
 pytest.importorskip("mfapr_ros.core.images")
 
 from helpers import IMG, PERIOD_NS, ROOT, jpeg, make_checkpoint, spin, wait, wait_stable  # noqa: E402

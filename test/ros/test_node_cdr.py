@@ -19,7 +19,7 @@ def test_cdr_fields_match_deserialization(frame_id: str) -> None:
 
     from mfapr_ros.core.images import decode_compressed, decode_raw
     from mfapr_ros.ros import convert as rc
-    from mfapr_ros.ros.localize_node import cdr_compressed_fields, cdr_header_stamp_ns, cdr_image_fields
+    from mfapr_ros.ros.cdr import cdr_compressed_fields, cdr_header_stamp_ns, cdr_image_fields
 
     rng = np.random.default_rng(len(frame_id))
     img = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
@@ -50,7 +50,7 @@ def test_cdr_truncated_is_corrupt() -> None:
 
     from mfapr_ros.core.images import ImageDecodeError
     from mfapr_ros.ros import convert as rc
-    from mfapr_ros.ros.localize_node import cdr_compressed_fields, cdr_image_fields
+    from mfapr_ros.ros.cdr import cdr_compressed_fields, cdr_image_fields
 
     img = np.zeros((4, 4, 3), dtype=np.uint8)
     comp = serialize_message(rc.encoded_to_compressed_msg(jpeg(img), "jpeg", 1, "cam0"))

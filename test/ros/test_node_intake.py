@@ -16,7 +16,7 @@ from helpers import spin, wait  # noqa: E402
 
 
 def _stamp(data: bytes) -> int:
-    from mfapr_ros.ros.localize_node import cdr_header_stamp_ns
+    from mfapr_ros.ros.cdr import cdr_header_stamp_ns
 
     return cdr_header_stamp_ns(data)
 
