@@ -348,11 +348,15 @@ def bag_inputs(loc: Any, bag_path: str | Path, stamps: Sequence[str] | None, cou
         for target in targets:
             drops = DropCounter.for_reader()
             best = None
-            for b in iter_bundles(bag, bindings, sync.make(len(bindings)), target - w, target + w + 1, drops,
-                                  enforce_image_size=enforce_image_size):
+            synchronizer = sync.make(len(bindings))
+            for b in iter_bundles(bag, bindings, synchronizer, target - w, target + w + 1, drops):
                 if best is None or abs(b.stamp_ns - target) < abs(best.stamp_ns - target):
                     best = b
-            decoded = next(iter(decode_bundles(iter([best]), drops)), None) if best is not None else None
+            # the node's and eval-bag's bad-frame rule (core.bundle_decode): size checked after the synchronizer
+            decoded = (next(iter(decode_bundles(iter([best]), drops, bindings=bindings,
+                                                min_present=synchronizer.min_streams,
+                                                enforce_image_size=enforce_image_size)), None)
+                       if best is not None else None)
             if decoded is None:
                 LOG.warning("no bundle within %.1f s of %d ns (drops: %s)", window_s, target, dict(drops))
                 continue
