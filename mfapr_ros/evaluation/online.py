@@ -50,8 +50,9 @@ class OnlineEvaluator:
         self.t_err: list[float] = []
         self.r_err: list[float] = []
         self.drops = DropCounter()
-        self.received = {"estimates": 0, "gt": 0, "retrieval": 0, "fused": 0}
+        self.received = {"estimates": 0, "gt": 0, "retrieval": 0, "retrieval_shift": 0, "fused": 0}
         self._retrieval: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._retrieval_shift: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._covariance: dict[int, np.ndarray] = {}  # stamp → published 6x6 covariance (PoseWithCovariance)
         self._fused: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}  # stamp → ~/fused_pose
 
@@ -96,6 +97,12 @@ class OnlineEvaluator:
         self.received["retrieval"] += 1
         self._retrieval[int(stamp_ns)] = (np.asarray(t, dtype=np.float64), np.asarray(q, dtype=np.float64))
 
+    def add_retrieval_shift(self, stamp_ns: int, t: Any, q: Any) -> None:
+        """The shift-aware retrieval baseline's pose (the node's ``~/retrieval_shift_pose``, ring rigs): the best
+        lookup over the query's cyclic slot shifts, reported beside plain retrieval for every scored stamp."""
+        self.received["retrieval_shift"] += 1
+        self._retrieval_shift[int(stamp_ns)] = (np.asarray(t, dtype=np.float64), np.asarray(q, dtype=np.float64))
+
     def add_fused(self, stamp_ns: int, t: Any, q: Any, covariance: Any = None) -> None:
         """The node's pose fused with odometry (``~/fused_pose``) for the bundle at ``stamp_ns``: the report's
         "fused" row beside the raw one, for every scored stamp that has one."""
@@ -113,11 +120,13 @@ class OnlineEvaluator:
         return (np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]),
                 np.stack(covs) if all(c is not None for c in covs) else None)
 
-    def retrieval_rows(self, stamps: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | None:
-        """Retrieval poses for ``stamps`` when every one of them has one (a report row needs both), else None."""
-        if not self._retrieval or not len(stamps) or any(int(s) not in self._retrieval for s in stamps):
+    def retrieval_rows(self, stamps: Sequence[int], shift: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+        """Retrieval poses (``shift``: the shift-aware ones) for ``stamps`` when every one of them has one (a report
+        row needs both), else None."""
+        poses = self._retrieval_shift if shift else self._retrieval
+        if not poses or not len(stamps) or any(int(s) not in poses for s in stamps):
             return None
-        rows = [self._retrieval[int(s)] for s in stamps]
+        rows = [poses[int(s)] for s in stamps]
         return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
 
     def gt_trajectory(self) -> Trajectory | None:
@@ -205,6 +214,11 @@ class OnlineEvaluator:
         if retrieval is None and self._retrieval:
             have = sum(int(s) in self._retrieval for s in stamps)
             meta.setdefault("retrieval_coverage", f"{have} of {n} scored poses have a retrieval pose; not reported")
+        retrieval_shift = self.retrieval_rows(stamps.tolist(), shift=True)
+        if retrieval_shift is None and self._retrieval_shift:
+            have = sum(int(s) in self._retrieval_shift for s in stamps)
+            meta.setdefault("retrieval_shift_coverage",
+                            f"{have} of {n} scored poses have a shift-aware retrieval pose; not reported")
         fused = self.fused_rows(stamps.tolist())
         if fused is None and self._fused:
             have = sum(int(s) in self._fused for s in stamps)
@@ -219,7 +233,7 @@ class OnlineEvaluator:
                             t_gt=arr(self.t_gt, 3), q_gt=arr(self.q_gt, 4), t_est=arr(self.t_est, 3),
                             q_est=arr(self.q_est, 4), baseline=baseline,
                             latency_s=lat if np.isfinite(lat).any() else None, meta=meta,
-                            plots_enabled=plots_enabled, retrieval=retrieval,
+                            plots_enabled=plots_enabled, retrieval=retrieval, retrieval_shift=retrieval_shift,
                             calibration=self.calibration_section(stamps, checkpoint_meta), fused=fused_doc)
 
     def calibration_section(self, stamps: Sequence[int], checkpoint_meta: dict[str, Any] | None = None

@@ -69,6 +69,9 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("retrieval_topic", "/mfapr_localizer/retrieval_pose", "str", "PoseStamped of the image-retrieval "
               "baseline (the node's ~/retrieval_pose, published when the checkpoint has a retrieval database); "
               "scored beside the model in the report; '' = off."),
+    ParamSpec("retrieval_shift_topic", "/mfapr_localizer/retrieval_shift_pose", "str", "PoseStamped of the "
+              "shift-aware retrieval baseline (the node's ~/retrieval_shift_pose, ring rigs); scored beside plain "
+              "retrieval; '' = off."),
     ParamSpec("fused_topic", "/mfapr_localizer/fused_pose", "str", "PoseWithCovarianceStamped of the pose fused "
               "with odometry (the node's ~/fused_pose, with fusion.enabled); scored as the report's fused row; "
               "'' = off."),
@@ -98,6 +101,7 @@ class EvaluatorParams:
     gt_type: str
     gt_tf: str
     retrieval_topic: str
+    retrieval_shift_topic: str
     fused_topic: str
     out_dir: str
     duration: float
@@ -185,6 +189,10 @@ class EvaluatorNode(Node):
         if p.retrieval_topic:  # a known type: subscribed at once, harmless when nobody publishes it
             self.create_subscription(POSE_TYPES[SHORT_TYPES["pose"]], str(p.retrieval_topic), self._on_retrieval,
                                      QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+        if p.retrieval_shift_topic:
+            self.create_subscription(POSE_TYPES[SHORT_TYPES["pose"]], str(p.retrieval_shift_topic),
+                                     self._on_retrieval_shift,
+                                     QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
         if p.fused_topic:  # a known type: subscribed at once, harmless when fusion is off in the node
             self.create_subscription(PoseWithCovarianceStamped, str(p.fused_topic), self._on_fused,
                                      QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
@@ -247,6 +255,10 @@ class EvaluatorNode(Node):
     def _on_retrieval(self, msg: Any) -> None:
         s, t, q = _msg_pose(msg)
         self.ev.add_retrieval(s, t, q)
+
+    def _on_retrieval_shift(self, msg: Any) -> None:
+        s, t, q = _msg_pose(msg)
+        self.ev.add_retrieval_shift(s, t, q)
 
     def _on_fused(self, msg: Any) -> None:
         s, t, q = _msg_pose(msg)

@@ -123,6 +123,7 @@ class LocalizeCore:
         self.pub_pose_cov: Any = None
         self.pub_path: Any = None
         self.pub_retrieval: Any = None
+        self.pub_retrieval_shift: Any = None
         self.tf: TfOutput | None = None
         self.fusion: FusionOutput | None = None
         self.relocalization: RelocalizationOutput | None = None
@@ -219,6 +220,9 @@ class LocalizeCore:
         # its database: what evaluator_node scores beside the model, and a sanity check for a user in RViz
         self.pub_retrieval = (self._make_publisher(PoseStamped, "~/retrieval_pose", POSE_QOS)
                               if getattr(self.localizer, "retrieval", None) is not None else None)
+        # ring rigs: the shift-aware lookup too (the query's cyclic slot shifts; the reversed drive's baseline)
+        self.pub_retrieval_shift = (self._make_publisher(PoseStamped, "~/retrieval_shift_pose", POSE_QOS)
+                                    if len(getattr(self.localizer, "retrieval_shifts", ()) or ()) > 1 else None)
         self.tf = TfOutput(self, p, self.base_frame)
         self.fusion = FusionOutput(self, p, self.base_frame, self.tf, self._make_publisher)
         self.relocalization = RelocalizationOutput(self, p, self._make_publisher)
@@ -265,7 +269,7 @@ class LocalizeCore:
         pool, self._decode_pool = getattr(self, "_decode_pool", None), None
         if pool is not None:
             pool.shutdown(wait=True)
-        for name in ("pub_pose", "pub_pose_cov", "pub_path", "pub_retrieval"):
+        for name in ("pub_pose", "pub_pose_cov", "pub_path", "pub_retrieval", "pub_retrieval_shift"):
             pub = getattr(self, name)
             if pub is not None:
                 self._drop_publisher(pub)
@@ -387,15 +391,13 @@ class LocalizeCore:
         # every message is built before anything is published: all outputs carry a pose, or none does
         ps = rig_pose_to_pose_stamped(pose, self.params.map_frame)
         pwc = rig_pose_to_pose_with_covariance(pose, self.params.map_frame)
-        ret = None  # ~/retrieval_pose and ~/path are volatile: nothing is built or sent while nobody listens
-        if (self.pub_retrieval is not None and "retrieval_t" in pose.extras
-                and self.pub_retrieval.get_subscription_count() > 0):
-            ret = rig_pose_to_pose_stamped(SimpleNamespace(stamp_ns=pose.stamp_ns, t=pose.extras["retrieval_t"],
-                                                           q=pose.extras["retrieval_q"]), self.params.map_frame)
         self.pub_pose.publish(ps)
         self.pub_pose_cov.publish(pwc)
-        if ret is not None and self.pub_retrieval is not None:
-            self.pub_retrieval.publish(ret)
+        # ~/retrieval_pose, ~/retrieval_shift_pose and ~/path are volatile: nothing is built while nobody listens
+        for pub, key in ((self.pub_retrieval, "retrieval"), (self.pub_retrieval_shift, "retrieval_shift")):
+            if pub is not None and f"{key}_t" in pose.extras and pub.get_subscription_count() > 0:
+                prior = SimpleNamespace(stamp_ns=pose.stamp_ns, t=pose.extras[f"{key}_t"], q=pose.extras[f"{key}_q"])
+                pub.publish(rig_pose_to_pose_stamped(prior, self.params.map_frame))
         if self.path is not None and self.pub_path is not None:
             msg = self.path.append(ps)
             now = time.monotonic()
