@@ -156,7 +156,9 @@ def test_lifecycle_transitions_over_services(rclpy_context, tmp_path: Path) -> N
         wait(lambda: all(p.get_subscription_count() == 1 for p in pubs), 20, "subscriptions after reconfigure")
         poses_before = len(poses)
         send(6)
-        wait(lambda: len(poses) > poses_before, 30, "poses after reconfigure")
+        # every published pose delivered (DDS is asynchronous: wait for the last one, not the first)
+        wait(lambda: len(poses) > poses_before and node._async.wait_idle(0.01)
+             and len(poses) - poses_before == node.poses_published, 30, "poses after reconfigure")
         assert node.poses_published == len(poses) - poses_before  # statistics restart with a new configure
 
         assert transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)
