@@ -216,7 +216,7 @@ class LocalizeCore:
         self.pub_pose_cov = self._make_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance", POSE_COV_QOS)
         self.path = PathBuffer(p.path_length, p.map_frame) if p.path_length > 0 else None
         self.pub_path = self._make_publisher(Path, "~/path", POSE_QOS) if self.path else None
-        # the image-retrieval prior (nearest training bundle, core/baselines.py) when the checkpoint has
+        # the image-retrieval prior (nearest training bundle, inference/baselines.py) when the checkpoint has
         # its database: what evaluator_node scores beside the model, and a sanity check for a user in RViz
         self.pub_retrieval = (self._make_publisher(PoseStamped, "~/retrieval_pose", POSE_QOS)
                               if getattr(self.localizer, "retrieval", None) is not None else None)
