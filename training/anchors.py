@@ -47,3 +47,20 @@ def _spacing(a: np.ndarray) -> float:
     dist = np.linalg.norm(a[:, None] - a[None], axis=-1)
     np.fill_diagonal(dist, np.inf)
     return float(max(np.median(dist.min(axis=1)), 1e-3))
+
+
+def offset_axis_scale(t: np.ndarray, spacing: float) -> np.ndarray:
+    """Per-axis scale in [0, 1] of an anchor head's offsets: the training positions' extent along the axis (1st to
+    99th percentile) over the anchor spacing, capped at 1.
+
+    Why: an axis the training data never moves along (a ground robot's height; z is constant on the synthetic
+    rig) has nothing to regress, and an unscaled offset there never settles exactly at zero — it cost the demo
+    0.10-0.14 m median of height error, half its training-set error. Scale 0 makes that coordinate the anchors'
+    own; an axis with real extent (floors of a building, x and y) keeps scale 1; a slightly bumpy floor gets a
+    proportionally smaller one.
+    """
+    t = np.asarray(t, dtype=np.float64)
+    if t.ndim != 2 or t.shape[1] != 3 or len(t) == 0:
+        raise DataError(f"anchors: need training positions (N, 3), got shape {t.shape}")
+    extent = np.percentile(t, 99, axis=0) - np.percentile(t, 1, axis=0)
+    return np.clip(extent / max(float(spacing), 1e-6), 0.0, 1.0)

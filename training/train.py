@@ -94,6 +94,7 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
     import torch.utils.data as tud
 
     from .datasets import BundleDataset, TrackAugmentation
+    from .datasets.photometric import PhotometricConfig
 
     d = cfg.data
     rig = resolve_rig(d.format, d.root, d.rig)
@@ -116,7 +117,8 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
     skip = tuple_skip(train, d.spacing_s) if (steps > 1 and d.spacing_s) else d.skip
     if steps > 1:
         log.info("relative loss: %d-frame tuples, %d frames apart", steps, skip)
-    train_ds = BundleDataset(train, rig, pre, steps=steps, skip=skip, track_aug=aug, photometric=d.photometric)
+    photometric = PhotometricConfig(shading=float(d.shading)) if d.photometric else None
+    train_ds = BundleDataset(train, rig, pre, steps=steps, skip=skip, track_aug=aug, photometric=photometric)
     t0 = time.perf_counter()
     stats = train_ds.predecode()  # decode + resize once, in threads, before the first step (not inside it)
     log.info("training images decoded: %d in %.1f s (%.0f MB cached)", int(stats["images"]),
@@ -250,11 +252,13 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(model_config(cfg, rig, pose_norm))
         t_train, q_train = train_set.poses()
         if model.config["num_anchors"]:
-            from .anchors import farthest_point_anchors
+            from .anchors import farthest_point_anchors, offset_axis_scale
 
             anchors, spacing = farthest_point_anchors(t_train, model.config["num_anchors"])
-            model.set_anchors(anchors, spacing)
-            log.info("anchor head: %d anchors over the training trajectories, spacing %.2f m", len(anchors), spacing)
+            axis_scale = offset_axis_scale(t_train, spacing)
+            model.set_anchors(anchors, spacing, axis_scale)
+            log.info("anchor head: %d anchors over the training trajectories, spacing %.2f m, offset scale x/y/z "
+                     "%.2f/%.2f/%.2f", len(anchors), spacing, *axis_scale)
         mt, mq = mean_pose(t_train, q_train)
         pre = cfg.preprocess
         provenance = {"dataset": {"format": cfg.data.format, "root": cfg.data.root, "train_split": cfg.data.train_split,

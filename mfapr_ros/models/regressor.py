@@ -46,14 +46,15 @@ class PoseRegressor(nn.Module):
         self.register_buffer("t_scale", torch.tensor(float(pn["t_scale"]), dtype=torch.float32))
         self.fusion.attach(self, cfg)
 
-    def set_anchors(self, t_world: Any, spacing_m: float) -> None:
-        """Anchor positions (K, 3) in world metres (stored in the normalised frame) for an anchor head, and their
-        typical spacing in metres (training picks them from the training trajectories, ``mfapr_training.anchors``)."""
+    def set_anchors(self, t_world: Any, spacing_m: float, axis_scale: Any = None) -> None:
+        """Anchor positions (K, 3) in world metres (stored in the normalised frame) for an anchor head, their
+        typical spacing in metres and the per-axis offset scale in [0, 1] (training picks all three from the
+        training trajectories, ``mfapr_training.anchors``)."""
         head = self.net.head
         if not head.num_anchors:
             raise ValueError("set_anchors: this model regresses positions directly (num_anchors = 0)")
         a = (torch.as_tensor(t_world, dtype=torch.float64) - self.t_mean.cpu()) / float(self.t_scale)
-        head.set_anchors(a.float(), spacing_m / float(self.t_scale))
+        head.set_anchors(a.float(), spacing_m / float(self.t_scale), axis_scale)
 
     def check_inputs(self, images: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Shape/mask validation with messages that say what the model expects; returns the (default) mask."""

@@ -7,8 +7,9 @@ exact sample.
 
 Operations (in this order, each as in torchvision's ColorJitter): brightness (scale), contrast (blend with the
 image's mean grey), saturation (blend with its greyscale), hue (rotation of the chroma plane in YIQ space — a
-linear, vectorised stand-in for the HSV hue shift: same hue angle, luma kept exactly). Results are clamped to
-[0, 1].
+linear, vectorised stand-in for the HSV hue shift: same hue angle, luma kept exactly), then shading (a smooth random
+gain field, 3×3 factors bilinearly upsampled: ceiling lights on or off and nearer or farther than when mapping
+change the light *across* an image, which one global factor cannot imitate). Results are clamped to [0, 1].
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ class PhotometricConfig:
     saturation: float = 0.3
     hue: float = 0.05
     p: float = 1.0
+    shading: float = 0.0
 
     def __post_init__(self) -> None:
-        for k in ("brightness", "contrast", "saturation"):
+        for k in ("brightness", "contrast", "saturation", "shading"):
             v = getattr(self, k)
             if not (isinstance(v, (int, float)) and 0.0 <= v < 1.0):
                 raise ConfigError(f"photometric.{k} must be in [0, 1), got {v!r}")
@@ -49,7 +51,7 @@ class PhotometricConfig:
 
     @property
     def enabled(self) -> bool:
-        return self.p > 0 and any((self.brightness, self.contrast, self.saturation, self.hue))
+        return self.p > 0 and any((self.brightness, self.contrast, self.saturation, self.hue, self.shading))
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -57,7 +59,7 @@ class PhotometricConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> PhotometricConfig:
         d = dict(d or {})
-        unknown = set(d) - {"brightness", "contrast", "saturation", "hue", "p"}
+        unknown = set(d) - {"brightness", "contrast", "saturation", "hue", "p", "shading"}
         if unknown:
             raise ConfigError(f"photometric: unknown keys {sorted(unknown)}")
         return cls(**d)
@@ -97,5 +99,9 @@ def color_jitter(x: torch.Tensor, cfg: PhotometricConfig, generator: torch.Gener
         rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
         m = _YIQ2RGB.to(y) @ rot @ _RGB2YIQ.to(y)  # (n, 3, 3)
         out = torch.einsum("nij,njhw->nihw", m, out).clamp(0, 1)
+    if cfg.shading > 0:  # drawn last: with shading 0 every other factor is the same as before it existed
+        grid = 1.0 + (torch.rand(n, 1, 3, 3, generator=generator) * 2 - 1) * cfg.shading
+        field = torch.nn.functional.interpolate(grid.to(y), size=y.shape[-2:], mode="bilinear", align_corners=True)
+        out = (out * field).clamp(0, 1)
     out = apply * out + (1 - apply) * y
     return out.reshape(shape)
