@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mfapr_training.anchors import farthest_point_anchors
+from mfapr_training.anchors import farthest_point_anchors, offset_axis_scale
 from mfapr_training.health import HeadProbe, circular_std_deg, health_report
 from mfapr_training.synth.tracks import plan_tracks
 from mfapr_training.synth.world import WorldConfig, build_world
@@ -114,6 +114,42 @@ def test_anchor_head_positions_follow_the_classifier() -> None:
         head.fc_off.weight.zero_()
     out = model.eval()(torch.randn(2, 4, 3, 32, 32))
     assert np.allclose(out["t"].detach().numpy(), [[10.0, 0, 0]] * 2, atol=1e-4)
+
+
+def test_offset_axis_scale_pins_an_axis_the_robot_never_moved_along() -> None:
+    s = np.linspace(0, 50, 1001)
+    ground = np.stack([s, np.sin(s / 5), np.full_like(s, 1.2)], 1)  # constant height
+    a, spacing = farthest_point_anchors(ground, 50)
+    scale = offset_axis_scale(ground, spacing)
+    assert scale.tolist() == [1.0, 1.0, 0.0]
+    floors = ground.copy()
+    floors[500:, 2] += 4.0  # a second floor: height is a real coordinate
+    assert offset_axis_scale(floors, spacing)[2] == 1.0
+    bumpy = ground.copy()
+    bumpy[:, 2] += 0.1 * np.sin(s)  # 0.2 m of floor: a proportionally small offset
+    assert 0.1 < offset_axis_scale(bumpy, spacing)[2] < 0.3
+    with pytest.raises(DataError, match="training positions"):
+        offset_axis_scale(np.zeros((0, 3)), 1.0)
+
+    model = build_model(preset("tiny", num_anchors=8, image_size=32,
+                               pose_normalization={"t_mean": [0.0, 0.0, 1.2], "t_scale": 10.0}))
+    anchors = np.stack([np.arange(8) * 2.0, np.zeros(8), np.full(8, 1.2)], 1)
+    model.set_anchors(anchors, 2.0, [1.0, 1.0, 0.0])
+    with torch.no_grad():
+        model.net.head.fc_off.weight.zero_()
+        model.net.head.fc_off.bias.fill_(0.05)  # an offset on every axis
+    out = model.eval()(torch.randn(3, 4, 3, 32, 32))
+    t = out["t"].detach().numpy()
+    assert np.allclose(t[:, 2], 1.2, atol=1e-5)  # the height is the anchors', exactly
+    assert np.all(np.abs(t[:, 1] - 0.5) < 1e-3)  # y keeps its offset (0.05 × t_scale)
+    with pytest.raises(ValueError, match="axis_scale"):
+        model.set_anchors(anchors, 2.0, [1.0, 1.0, 2.0])
+    # a checkpoint written before the scale existed loads with ones (its offsets were unscaled)
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("offset_axis_scale")}
+    old = build_model(preset("tiny", num_anchors=8, image_size=32,
+                             pose_normalization={"t_mean": [0.0, 0.0, 1.2], "t_scale": 10.0}))
+    result = old.load_state_dict(state, strict=True)
+    assert not result.missing_keys and old.net.head.offset_axis_scale.tolist() == [1.0, 1.0, 1.0]
 
 
 # --------------------------------------------------------------------------------------------- retrieval
