@@ -217,22 +217,29 @@ def test_predecode_fills_cache(tmp_path: Path) -> None:
 def test_color_jitter_properties() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(5, 3, 8, 8, generator=g)
-    assert torch.equal(color_jitter(x, PhotometricConfig(0, 0, 0, 0)), x)  # all-zero strengths: identity
+    off = PhotometricConfig(0, 0, 0, 0, white_balance=0)
+    assert torch.equal(color_jitter(x, off), x)  # all-zero strengths: identity
     y1 = color_jitter(x, PhotometricConfig(), torch.Generator().manual_seed(3))
     y2 = color_jitter(x, PhotometricConfig(), torch.Generator().manual_seed(3))
     assert torch.equal(y1, y2) and not torch.equal(y1, x) and y1.min() >= 0 and y1.max() <= 1
     # brightness only: a pure per-image scale
-    yb = color_jitter(x * 0.5, PhotometricConfig(0.3, 0, 0, 0), torch.Generator().manual_seed(1))
+    yb = color_jitter(x * 0.5, PhotometricConfig(0.3, 0, 0, 0, white_balance=0), torch.Generator().manual_seed(1))
     scale = yb[:, :, :1, :1].mean(dim=(1, 2, 3), keepdim=True) / (x[:, :, :1, :1] * 0.5).mean(
         dim=(1, 2, 3), keepdim=True)
     assert torch.allclose(yb, x * 0.5 * scale, atol=1e-5) and 0.7 <= float(scale.min()) <= float(scale.max()) <= 1.3
     # hue only keeps luma (YIQ rotation) where nothing clips
     mid = 0.4 + 0.2 * x
-    yh = color_jitter(mid, PhotometricConfig(0, 0, 0, 0.1), torch.Generator().manual_seed(2))
+    yh = color_jitter(mid, PhotometricConfig(0, 0, 0, 0.1, white_balance=0), torch.Generator().manual_seed(2))
     w = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
     assert torch.allclose((yh * w).sum(-3), (mid * w).sum(-3), atol=1e-5)
     with pytest.raises(ConfigError):
         PhotometricConfig(hue=0.7)
+    # white balance only: one gain per colour channel and image, within ±10 %
+    yw = color_jitter(mid, PhotometricConfig(0, 0, 0, 0), torch.Generator().manual_seed(4))
+    gains = (yw / mid).flatten(2)
+    assert torch.allclose(gains.max(-1).values, gains.min(-1).values, atol=1e-5)  # uniform over the image
+    assert 0.9 - 1e-5 <= float(gains.min()) and float(gains.max()) <= 1.1 + 1e-5
+    assert float((gains[:, 0, 0] - gains[:, 2, 0]).abs().max()) > 0.01  # the channels differ: a tint
 
 
 def test_shading_is_a_smooth_gain_field_and_changes_nothing_else() -> None:
@@ -241,7 +248,8 @@ def test_shading_is_a_smooth_gain_field_and_changes_nothing_else() -> None:
     # shading draws after every other factor: with it the jitter is the same, times a gain field
     y0 = color_jitter(x, base, torch.Generator().manual_seed(5))
     ys = color_jitter(x, PhotometricConfig(shading=0.3), torch.Generator().manual_seed(5))
-    only = color_jitter(x, PhotometricConfig(0, 0, 0, 0, shading=0.3), torch.Generator().manual_seed(5))
+    shade = PhotometricConfig(0, 0, 0, 0, white_balance=0, shading=0.3)
+    only = color_jitter(x, shade, torch.Generator().manual_seed(5))
     field = only / x  # no clipping at these levels: the gain field itself
     assert 0.7 - 1e-5 <= float(field.min()) and float(field.max()) <= 1.3 + 1e-5
     assert torch.allclose(field[:, 0], field[:, 1], atol=1e-5)  # one field for the three channels
