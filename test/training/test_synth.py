@@ -211,6 +211,9 @@ def test_both_sided_mapping_puts_the_reversed_query_on_mapped_places(world, seed
     assert not _seen_in_heading(tracks, rev, 150).any()  # no mapping route drives any of it the reversed way
     d, yaw_gap = _nearest_mapped(tracks, next(t for t in tracks if t.name == "query_00"), 150)
     assert np.median(d) < 0.3 and np.median(yaw_gap) < 30
+    # the reversed query drives between two mapped passes, never outside the outermost one (lanes in the route's
+    # frame: right of the reversed heading is left of the route's)
+    assert min(lanes) <= -rev.lane_offset <= max(lanes) and 0.3 <= rev.lane_offset <= 0.8
     val = next(t for t in tracks if t.split == "validation")  # forward revisit: reversed heading never seen first
     assert np.median(_nearest_mapped(tracks, val, 150)[1]) < 30
 

@@ -148,10 +148,15 @@ MAPPING_SIDES = tuple(MAPPING_WIDTH)
 
 
 def make_track(world: World, name: str, split: str, direction: str, route: list[tuple[int, int]],
-               rng: np.random.Generator, start_ns: int, speed: float = 1.0, lane: float | None = None) -> Track:
-    """A :class:`Track` along ``route`` with randomised lane offset (unless ``lane`` is given), speed profile and
-    heading wobble."""
+               rng: np.random.Generator, start_ns: int, speed: float = 1.0, lane: float | None = None,
+               lane_range: tuple[float, float] | None = None) -> Track:
+    """A :class:`Track` along ``route`` with randomised lane offset (unless ``lane`` is given; drawn in
+    ``lane_range`` instead of ``LANE_RANGE`` when given — the same draw, rescaled, so the other parameters stay the
+    same), speed profile and heading wobble."""
     drawn = float(rng.uniform(*LANE_RANGE))
+    if lane_range is not None:
+        lo, hi = LANE_RANGE
+        drawn = lane_range[0] + (drawn - lo) / (hi - lo) * (lane_range[1] - lane_range[0])
     lane = drawn if lane is None else float(lane)
     s, xy, yaw = _smooth_path(world, route, lane)
     return Track(name=name, split=split, direction=direction, route=route, s=s, xy=xy, yaw=yaw,
@@ -227,7 +232,8 @@ def plan_tracks(world: World, seed: int, frames: int, rate_hz: float, mapping: i
         else:
             route = random_walk(world, rng, need)
         tr = make_track(world, f"validation_{k:02d}", "validation", "walk", route,
-                        rng, EPOCH_NS + index * TRACK_SPACING_NS, speed)
+                        rng, EPOCH_NS + index * TRACK_SPACING_NS, speed,
+                        lane_range=_reversed_lane_range(passes_of(rk)) if reverse else None)
         tracks.append(_onto_mapped_stretch(tr, passes_of(rk), frames, rate_hz) if reverse else tr)
         index += 1
     for k in range(query):
@@ -239,17 +245,33 @@ def plan_tracks(world: World, seed: int, frames: int, rate_hz: float, mapping: i
         else:
             route, direction = random_walk(world, rng, need), "walk"
         tr = make_track(world, f"query_{k:02d}", "query", direction, route, rng,
-                        EPOCH_NS + index * TRACK_SPACING_NS, speed)
+                        EPOCH_NS + index * TRACK_SPACING_NS, speed,
+                        lane_range=_reversed_lane_range(passes_of(k)) if direction == "reverse" else None)
         tracks.append(_onto_mapped_stretch(tr, passes_of(k), frames, rate_hz) if direction == "reverse" else tr)
         index += 1
     if query_direction == "both":
         for k in range(min(query, len(mapping_routes))):
             rng = np.random.default_rng([seed, 0x7AC, 3, k])
             tr = make_track(world, f"query_reverse_{k:02d}", "query_reverse", "reverse",
-                            list(reversed(mapping_routes[k])), rng, EPOCH_NS + index * TRACK_SPACING_NS, speed)
+                            list(reversed(mapping_routes[k])), rng, EPOCH_NS + index * TRACK_SPACING_NS, speed,
+                            lane_range=_reversed_lane_range(passes_of(k)))
             tracks.append(_onto_mapped_stretch(tr, passes_of(k), frames, rate_hz))
             index += 1
     return tracks
+
+
+def _reversed_lane_range(passes: list[Track]) -> tuple[float, float] | None:
+    """Lanes (right of the *reversed* heading) that lie between a route's outermost mapping passes, within
+    ``LANE_RANGE``; ``None`` when there are none (one-sided mapping: the named hard case drives the unmapped side).
+
+    Why: "same places, new heading" (the paper's case). A lane drawn from the whole of ``LANE_RANGE`` put the
+    demo's reversed query 0.29 m outside the outermost pass, so it also measured lateral extrapolation.
+    """
+    if len(passes) < 2:
+        return None
+    route_frame = [p.lane_offset for p in passes]  # right of the route's heading = left of the reversed one
+    lo, hi = max(LANE_RANGE[0], -max(route_frame)), min(LANE_RANGE[1], -min(route_frame))
+    return (lo, hi) if hi > lo else None
 
 
 def _onto_mapped_stretch(track: Track, passes: list[Track], frames: int, rate_hz: float,
