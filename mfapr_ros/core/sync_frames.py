@@ -152,7 +152,7 @@ class FramesPolicy:
             while len(q) > h.queue_size:
                 q.popleft()
                 h._drop(i, "dropped_too_few_streams" if len(h._active_idx) < h.min_streams
-                           else "dropped_queue_overflow")
+                        else "dropped_queue_overflow")
         return None
 
     def end_of_data(self, leftover: str = "dropped_unmatched") -> None:
@@ -185,7 +185,7 @@ class FramesPolicy:
     def fall_back(self) -> None:
         ps = [round(p / 1e6, 2) if p else None for p in self.h._period]
         self.h._log(f"sync: policy 'frames' needs every camera at the same frame rate; observed periods {ps} ms: "
-                  "falling back to policy 'pivot'")
+                    "falling back to policy 'pivot'")
         self.h.policy = "pivot"
         held = sorted(((s, i, p) for i, q in enumerate(self.q) for s, p in q), key=lambda m: m[0])
         for q in self.q:

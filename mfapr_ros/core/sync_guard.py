@@ -132,7 +132,7 @@ class TimeGuard:
         held = [(s, p) for k, s, p in self.susp if k == i]
         self.susp = [(k, s, p) for k, s, p in self.susp if k != i]
         self.h._log(f"sync: stream {i} jumped to {held[0][0]} ns while the other streams stay near {self.h._now} ns "
-                  "(its clock moved); re-timing that stream only")
+                    "(its clock moved); re-timing that stream only")
         self.h._last[i] = None
         self.ooo_run[i] = 0
         self.h._fr.forget_stream(i)
@@ -146,7 +146,7 @@ class TimeGuard:
         now = self.h._now
         if now is not None and held[0][1] < now:
             self.h._log(f"sync: time jumped back by {(now - held[0][1]) / 1e9:.3f} s on stream {held[0][0]} "
-                      f"({now} → {held[0][1]} ns; bag loop or clock reset): resetting the synchronizer")
+                        f"({now} → {held[0][1]} ns; bag loop or clock reset): resetting the synchronizer")
             self.h._stats["time_jumps"] += 1
             self.h._end_of_data("dropped_time_jump")  # what was complete before the jump still leaves
             self.h._drop_all("dropped_time_jump")

@@ -78,7 +78,7 @@ class PivotPolicy:
             if not q and h._active[i]:
                 self.n_nonempty -= 1
             h._drop(i, "dropped_too_few_streams" if len(h._active_idx) < h.min_streams
-                       else "dropped_queue_overflow")
+                    else "dropped_queue_overflow")
             self.has_dropped[i] = True
             if had_pivot:
                 self.pivot = None
