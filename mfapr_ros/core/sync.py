@@ -204,6 +204,9 @@ class ApproximateTimeSynchronizer:
         self._nobs: list[int] = [0] * n
         self._full_mask = np.ones(n, dtype=bool)
         self._full_mask.flags.writeable = False  # shared by every full bundle
+        # the bundles the current add()/flush() returns; not part of an epoch: a jump back (which clears the
+        # epoch) first publishes what the old time could still form, and those bundles must reach the caller
+        self._out: list[Bundle] = []
         self._guard = TimeGuard(self)
         self._fr = FramesPolicy(self)
         self._pv = PivotPolicy(self, age_penalty)
@@ -251,7 +254,7 @@ class ApproximateTimeSynchronizer:
         subscription callbacks, where an exception would kill the executor.
         """
         with self._lock:
-            self._out: list[Bundle] = []
+            self._out = []
             if not (isinstance(stream, int) and 0 <= stream < self.num_streams):
                 self._stats["dropped_bad_stream"] += 1
                 self._log(f"sync: message for stream {stream!r} ignored; streams are 0..{self.num_streams - 1}")
@@ -329,7 +332,6 @@ class ApproximateTimeSynchronizer:
         self._prev_last: list[int | None] = [None] * n  # each stream's stamp before its last one
         self._now: int | None = None
         self._t0: int | None = None
-        self._out = []
         self._guard.clear()
         self._pv.clear()
         self._fr.clear()

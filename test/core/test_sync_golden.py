@@ -5,7 +5,8 @@ glitch, jumps back and forward, duplicates, out-of-order stamps, overflow, a rat
 
 Why: refactors of the synchronizer (issue 24: each policy owns its state) must not change a single decision. The
 fixture ``data/sync_golden.json`` was written by the code before the refactor (``python
-test/core/test_sync_golden.py --write``); each scenario's digest covers every bundle's stamps, payloads and mask
+test/core/test_sync_golden.py --write``; ``jump-with-held`` was added with the fix that returns the bundle a jump
+back publishes, which every other scenario's trace left unchanged); each scenario's digest covers every bundle's stamps, payloads and mask
 and the index of the ``add``/``flush``/``reset`` call that returned it, plus the counters.
 """
 
@@ -109,6 +110,9 @@ def _scenarios() -> Iterator[tuple[str, dict[str, Any], list[Event]]]:
         ev = ev[:121] + [("reset", 0, 0)] + ev[121:] + [("flush", 0, 0)] + [("add", c, s + 10**10)
                                                                           for _, c, s in ev[:40]]
         yield f"{policy}/reset-flush", kw, ev
+        ev = [("add", c, 10**10 + f * P + c * 1000) for f in range(20) for c in (0, 1)] + [("add", 0, 10**10 + 20 * P)]
+        ev += [("add", 0, 5 * 10**9), ("add", 1, 5 * 10**9 + 1000)]  # a jump back while camera 0's frame is held
+        yield f"{policy}/jump-with-held", {**kw, "min_streams": 1}, ev
         yield f"{policy}/long-loop", {**kw, "queue_size": 4}, _rig(14, 3, 40) + [
             ("add", c, s) for _, c, s in _rig(14, 3, 40)]  # a loop shorter than time_jump (out-of-order run)
     yield "pivot/optimal", {"policy": "pivot", "publish": "optimal", "max_interval_ns": 30 * MS}, _rig(
@@ -164,6 +168,9 @@ def test_golden_covers_every_scenario_and_rule() -> None:
                 "stream_rejoins", "dropped_reset", "dropped_out_of_order", "dropped_late"):
         assert total[key] > 0, key
     assert GOLDEN["frames/rates-differ"]["policy"] == "pivot"  # the fallback happened
+    for name, g in GOLDEN.items():  # every bundle counted is returned (was not: the one a jump back published)
+        assert g["bundles"] == g["stats"]["bundles_full"] + g["stats"]["bundles_partial"], name
+    assert GOLDEN["frames/jump-with-held"]["bundles"] == GOLDEN["pivot/jump-with-held"]["bundles"] == 22
 
 
 if __name__ == "__main__":
