@@ -6,8 +6,8 @@ glitch, jumps back and forward, duplicates, out-of-order stamps, overflow, a rat
 Why: refactors of the synchronizer (issue 24: each policy owns its state) must not change a single decision. The
 fixture ``data/sync_golden.json`` was written by the code before the refactor (``python
 test/core/test_sync_golden.py --write``; ``jump-with-held`` was added with the fix that returns the bundle a jump
-back publishes, which every other scenario's trace left unchanged); each scenario's digest covers every bundle's stamps, payloads and mask
-and the index of the ``add``/``flush``/``reset`` call that returned it, plus the counters.
+back publishes, which every other scenario's trace left unchanged); each scenario's digest covers every bundle's
+stamps, payloads and mask and the index of the ``add``/``flush``/``reset`` call that returned it, plus the counters.
 """
 
 from __future__ import annotations
