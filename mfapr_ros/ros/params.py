@@ -181,11 +181,6 @@ class NodeParams:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
-    def sync_stream_timeout(self) -> float:
-        """``sync.stream_timeout`` (s), read by ros/diagnostics.py (the settings themselves are :attr:`sync`)."""
-        return self.sync.stream_timeout
-
-    @property
     def fusion(self) -> FusionSettings:
         """The pose fusion's settings from the ``fusion.*`` parameters (validated already; a property, so it
         cannot disagree with the flat fields)."""

@@ -232,7 +232,7 @@ def _rig_pose(stamp_ns: int, pos_std: float):
 
 
 def test_on_pose_skips_uncertain_poses_counted_and_warned() -> None:
-    from mfapr_ros.ros.diagnostics import diagnostic_statuses, diagnostics_summary, final_summary_line
+    from mfapr_ros.ros.diagnostics import diagnostic_statuses, final_summary_line
 
     core, log = _core(**{"uncertainty.max_position_sigma": 0.5, "uncertainty.action": "skip"})
     core._on_pose(_rig_pose(1, 0.1))  # confident: published
@@ -240,7 +240,7 @@ def test_on_pose_skips_uncertain_poses_counted_and_warned() -> None:
         core._on_pose(_rig_pose(2 + k, 2.0))  # σ 2 m > 0.5 m: skipped
     assert len(core.pub_pose.sent) == len(core.pub_pose_cov.sent) == len(core.tf.sent) == 1
     assert core.poses_published == 1
-    s = diagnostics_summary(core)
+    s = core.diagnostics_summary()
     assert s["uncertain_skipped"] == {"position_sigma": 12} and s["uncertain_inflated"] == {}
     assert s["uncertain_skipped_poses"] == 12 and s["uncertain_share"] == pytest.approx(12 / 13)
     assert sum("skipped" in m and "position_sigma" in m for m in log.lines) == 1  # throttled: one line so far
@@ -257,8 +257,6 @@ def test_on_pose_skips_uncertain_poses_counted_and_warned() -> None:
 
 def test_on_pose_inflates_uncertain_poses_and_default_is_off() -> None:
     from mfapr_ros.ros.convert import covariance_to_msg
-    from mfapr_ros.ros.diagnostics import diagnostics_summary
-
     core, _ = _core(**{"uncertainty.max_position_sigma": 0.5, "uncertainty.inflate_factor": 2.0})
     seen = []
     core.on_pose.append(seen.append)
@@ -267,13 +265,13 @@ def test_on_pose_inflates_uncertain_poses_and_default_is_off() -> None:
     cov = np.array(msg.pose.covariance).reshape(6, 6)
     assert cov[0, 0] == pytest.approx(4.0) and cov[5, 5] == pytest.approx(0.01)  # position σ × 2, rotation kept
     assert seen[0].covariance[0, 0] == pytest.approx(4.0)  # hooks see what was published
-    s = diagnostics_summary(core)
+    s = core.diagnostics_summary()
     assert s["uncertain_inflated"] == {"position_sigma": 1} and s["uncertain_skipped_poses"] == 0
     # defaults: the gate is off, the model's covariance goes out unchanged
     core, _ = _core()
     core._on_pose(_rig_pose(1, 100.0))
     assert list(core.pub_pose_cov.sent[0].pose.covariance) == list(covariance_to_msg(_rig_pose(1, 100.0).covariance))
-    assert diagnostics_summary(core)["uncertain_window"] == 1
+    assert core.diagnostics_summary()["uncertain_window"] == 1
 
 
 def test_node_default_covariance_is_the_one_eval_and_calibration_score() -> None:
