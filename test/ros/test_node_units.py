@@ -282,3 +282,33 @@ def test_node_default_covariance_is_the_one_eval_and_calibration_score() -> None
 
     p = validate_params({"checkpoint": "model.json"})
     assert p.default_covariance() == pytest.approx([DEFAULT_COVARIANCE[0]] * 3 + [DEFAULT_COVARIANCE[1]] * 3)
+
+
+def test_diagnostics_read_a_view_built_without_a_node() -> None:
+    """Issue 24: /diagnostics reads one DiagnosticsView (what the node fills), so a view of plain meters and
+    counters gives the same summary and statuses without any LocalizeCore."""
+    from mfapr_ros.bag.bundles import CameraBinding
+    from mfapr_ros.core.drops import DropCounter
+    from mfapr_ros.core.stats import LatencyStats, RateMeter
+    from mfapr_ros.core.sync import DROP_KEYS
+    from mfapr_ros.ros.diagnostics import STAGES, DiagnosticsView, diagnostics_summary, view_statuses
+
+    rates = [RateMeter(), RateMeter()]
+    for _ in range(3):
+        rates[0].tick()
+    drops = DropCounter(lambda m: None, 5.0)
+    drops.drop("cam1", "corrupt", "x")
+    view = DiagnosticsView(
+        node_name="n", device="cpu", precision="fp32",
+        cameras=[CameraBinding(0, "cam0", "/c0", "raw", 4, 4), CameraBinding(1, "cam1", "/c1", "raw", 4, 4)],
+        cam_rates=rates, bundle_rate=RateMeter(), pose_rate=RateMeter(), poses=0, partial_bundles=2,
+        latency=LatencyStats(), stage_time={k: LatencyStats() for k in STAGES}, drops=drops,
+        sync_stats={k: 0 for k in DROP_KEYS} | {"dropped_unmatched": 4}, inference_stats={"stale_dropped": 1},
+        tf_mode="off", tf_lookup_failures=0, uncertain=None, stream_timeout_s=0.5, relocalization=None)
+    s = diagnostics_summary(view)
+    assert [c["received"] for c in s["cameras"]] == [3, 0] and s["cameras"][1]["drops"] == {"corrupt": 1}
+    assert s["drops"]["sync.dropped_unmatched"] == 4 and s["drops"]["inference.stale"] == 1
+    assert s["partial_bundles"] == 2 and s["uncertain_window"] == 0 and s["tf_mode"] == "off"
+    statuses = view_statuses(view)
+    assert [st.name for st in statuses] == ["n: localization", "n: camera cam0", "n: camera cam1"]
+    assert statuses[0].message == "no poses yet"
