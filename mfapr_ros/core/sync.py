@@ -61,7 +61,8 @@ Layout: this module holds :class:`SyncSettings` (``make()``) and the :class:`App
 (public API, per-stream state, periods, timeouts); the settings' fields, :class:`Bundle` and the counters live in
 ``sync_types`` (read by modules that never build a synchronizer); the synchronizer's parts live in ``sync_guard``
 (:class:`~.sync_guard.TimeGuard`: per-stream order, glitches, jumps), ``sync_pivot`` (:class:`~.sync_pivot.PivotPolicy`)
-and ``sync_frames`` (:class:`~.sync_frames.FramesPolicy`), mixed into the one class. Import everything from
+and ``sync_frames`` (:class:`~.sync_frames.FramesPolicy`): each an object owning its state, which the front end
+holds (``_guard``, ``_pv``, ``_fr``) and which reads the stream state they share from it. Import everything from
 ``mfapr_ros.core.sync``.
 """
 
@@ -110,7 +111,7 @@ class SyncSettings(SyncSettingsBase):
                                            stream_timeout_periods=self.stream_timeout_periods)
 
 
-class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
+class ApproximateTimeSynchronizer:
     """Approximate-time policy over ``num_streams`` streams; see the module docstring for the exact semantics.
 
     Args:
@@ -136,11 +137,14 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
         publish: ``"arrival"`` (learned inter-message lower bounds) or ``"optimal"`` (C++ default, bound 0).
         stream_timeout_periods: the stream timeout is at least this many of the stream's observed periods.
 
-    The class is assembled from mixins that share this one object's state (see each one's docstring for why):
-    :class:`~.sync_guard.TimeGuard` (``_add``: every message enters there), :class:`~.sync_frames.FramesPolicy`
-    (``_fr_*``) and :class:`~.sync_pivot.PivotPolicy` (``_pv_*``, the C++ port); this class keeps the public API,
-    the state both policies share (``_clear``), the stamp statistics, stream activity and the output (``_emit``).
-    All public calls take ``_lock``; the mixins' methods run only under it.
+    Three parts, each an object that owns its state (their docstrings list it, and what they read of this one):
+    ``_guard`` (:class:`~.sync_guard.TimeGuard`: every message enters through its ``add``), ``_fr``
+    (:class:`~.sync_frames.FramesPolicy`) and ``_pv`` (:class:`~.sync_pivot.PivotPolicy`, the C++ port); ``policy``
+    says which of the two assigns bundles. This object keeps the public API, the settings, the counters, the state
+    the parts share — per-stream stamp statistics (``_gaps``, ``_period``, ``_lb``, ``_timeout``, ``_fwd``,
+    ``_nobs``), the current epoch's ``_last``, ``_prev_last``, ``_now``, ``_t0`` and the stream activity
+    (``_active``, ``_active_idx``) — and the output (``_emit``). All public calls take ``_lock``; the parts' methods
+    run only under it.
     """
 
     def __init__(self, num_streams: int, queue_size: int = SyncSettings.queue_size,
@@ -187,8 +191,6 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
         self.policy = policy
         self.configured_policy = policy
         self.publish = publish
-        # Integer arithmetic when there is no penalty, so comparisons of ns stamps stay exact.
-        self._age: float | int = 1 + age_penalty if age_penalty else 1
         self._logger = logger
         self._lock = threading.Lock()
         self._stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
@@ -200,9 +202,14 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
         self._timeout: list[int] = [stream_timeout_ns] * n
         self._fwd: list[int] = [0] * n  # forward-suspect limit, max(time_jump, 4 periods); 0 = no period yet
         self._nobs: list[int] = [0] * n
-        self._old_epoch: int | None = None
         self._full_mask = np.ones(n, dtype=bool)
         self._full_mask.flags.writeable = False  # shared by every full bundle
+        # the bundles the current add()/flush() returns; not part of an epoch: a jump back (which clears the
+        # epoch) first publishes what the old time could still form, and those bundles must reach the caller
+        self._out: list[Bundle] = []
+        self._guard = TimeGuard(self)
+        self._fr = FramesPolicy(self)
+        self._pv = PivotPolicy(self, age_penalty)
         self._clear()
 
     # ------------------------------------------------------------------ public API
@@ -247,21 +254,22 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
         subscription callbacks, where an exception would kill the executor.
         """
         with self._lock:
-            self._out: list[Bundle] = []
+            self._out = []
             if not (isinstance(stream, int) and 0 <= stream < self.num_streams):
                 self._stats["dropped_bad_stream"] += 1
                 self._log(f"sync: message for stream {stream!r} ignored; streams are 0..{self.num_streams - 1}")
                 return []
             stamp = stamp_ns if type(stamp_ns) is int else int(stamp_ns)
-            if self._fast_path and self.policy == "frames" and not self._susp and self._old_epoch is None:
-                # The common case of _add → _accept → _observe → _fr_add, inlined (see _fast_path)
+            guard = self._guard
+            if self._fast_path and self.policy == "frames" and not guard.susp and guard.old_epoch is None:
+                # The common case of _guard.add → _accept → _observe → _fr.add, inlined (see _fast_path)
                 i = stream
                 last = self._last[i]
                 fwd = self._fwd[i]
                 if last is not None and fwd and last < stamp <= self._now + fwd and (  # type: ignore[operator]
                         not self.partial or self._active[i]):
                     self._stats["received"] += 1
-                    self._ooo_run[i] = 0
+                    guard.ooo_run[i] = 0
                     self._prev_last[i] = last
                     g = self._gaps[i]
                     g.append(stamp - last)
@@ -273,25 +281,26 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
                     self._last[i] = stamp
                     if self.partial:
                         self._check_timeouts(self._now)  # type: ignore[arg-type]
-                    q = self._fr_q[i]
+                    fr = self._fr
+                    q = fr.q[i]
                     q.append((stamp, payload))
                     if len(q) == 1:
-                        self._fr_ne += 1
-                    if self._fr_cnt[i] < _RATE_MESSAGES and self._fr_rates_differ(i, stamp):
-                        self._fr_fall_back()
+                        fr.ne += 1
+                    if fr.cnt[i] < _RATE_MESSAGES and fr.rates_differ(i, stamp):
+                        fr.fall_back()
                         return self._out
-                    if self._fr_ne >= len(self._active_idx):
-                        self._fr_step()
+                    if fr.ne >= len(self._active_idx):
+                        fr.step()
                     if len(q) > self.queue_size:
-                        self._fr_overflow(i)
+                        fr.overflow(i)
                     return self._out
-            self._add(stream, stamp, payload)
+            guard.add(stream, stamp, payload)
             return self._out
 
     #: Whether :meth:`add` inlines the common case of the ``frames`` policy (full bundles or an active stream, no
     #: suspects, no jump in flight, the stamp after its stream's last one and not far ahead). Why: Python calls
     #: dominate a per-message cost of a few µs (the issue asks for no more than message_filters' Python policy);
-    #: the inlined path makes the same state changes as ``_add`` → ``_accept`` → ``_observe`` → ``_fr_add``
+    #: the inlined path makes the same state changes as ``_guard.add`` → ``_accept`` → ``_observe`` → ``_fr.add``
     #: without four calls. Off only in the test that checks both give the same bundles and counters.
     _fast_path = True
 
@@ -300,8 +309,8 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
         whatever follows from what is left). Used at the end of a bag; live nodes never call it."""
         with self._lock:
             self._out = []
-            if self._susp:  # no evidence either way will come: what the suspects say is all there is
-                self._confirm_jump()
+            if self._guard.susp:  # no evidence either way will come: what the suspects say is all there is
+                self._guard.confirm_jump()
             self._end_of_data()
             return self._out
 
@@ -310,38 +319,25 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
         with self._lock:
             self._drop_all("dropped_reset")
             self._clear()
-            self._old_epoch = None
+            self._guard.old_epoch = None
 
     # ------------------------------------------------------------------ state
     def _clear(self) -> None:
+        """Start a new epoch (construction, reset, jump back): every stream active, no stamp seen, every part's
+        held messages forgotten (what the parts learned about the cameras stays)."""
         n = self.num_streams
-        self._q: list[deque[tuple[int, Any]]] = [deque() for _ in range(n)]
-        self._past: list[list[tuple[int, Any]]] = [[] for _ in range(n)]
-        self._has_dropped = [False] * n
         self._active = [True] * n
         self._active_idx = list(range(n))
-        self._n_nonempty = 0
-        self._pivot: int | None = None
-        self._pivot_time = 0
-        self._cand_start = 0
-        self._cand_end = 0
-        self._candidate: list[tuple[int, Any] | None] = []
         self._last: list[int | None] = [None] * n
         self._prev_last: list[int | None] = [None] * n  # each stream's stamp before its last one
-        self._ooo_run = [0] * n
         self._now: int | None = None
         self._t0: int | None = None
-        self._out = []
-        # suspects (glitch or jump?): (stream, stamp, payload) in arrival order
-        self._susp: list[tuple[int, int, Any]] = []
-        self._susp_ref = 0
-        self._susp_since: int | None = None
-        self._susp_contra: set[int] = set()
-        self._fr_clear()
+        self._guard.clear()
+        self._pv.clear()
+        self._fr.clear()
 
     def _pending_count(self) -> int:
-        n = sum(len(q) for q in self._q) + sum(len(p) for p in self._past) + len(self._susp)
-        return n + self._fr_pending()
+        return self._pv.pending() + self._guard.pending() + self._fr.pending()
 
     def _log(self, msg: str) -> None:
         warn(self._logger, _LOG, msg)
@@ -350,14 +346,9 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
         self._stats[cause] += count
 
     def _drop_all(self, cause: str) -> None:
-        for i in range(self.num_streams):
-            k = len(self._q[i]) + len(self._past[i])
-            if k:
-                self._drop(i, cause, k)
-        for i, _, _ in self._susp:
-            self._drop(i, cause)
-        self._susp = []
-        self._fr_drop_all(cause)
+        self._pv.drop_all(cause)
+        self._guard.drop_suspects(cause)
+        self._fr.drop_all(cause)
 
     # ------------------------------------------------------------------ accepted messages
     def _observe(self, i: int, stamp: int) -> None:
@@ -404,8 +395,12 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
         else:
             self._last[i] = stamp
         if self.policy == "frames":
-            return self._fr_add(i, stamp, payload)
-        return self._pv_add(i, stamp, payload)
+            return self._fr.add(i, stamp, payload)
+        return self._pv.add(i, stamp, payload)
+
+    def _pmax(self) -> int:
+        """The largest known stream period (0 before any)."""
+        return max((p for p in self._period if p is not None), default=0)
 
     def _check_timeouts(self, now: int) -> None:
         t0 = self._t0 if self._t0 is not None else now
@@ -437,14 +432,14 @@ class ApproximateTimeSynchronizer(TimeGuard, FramesPolicy, PivotPolicy):
     def _end_of_data(self, leftover: str = "dropped_unmatched") -> None:
         """Treat the held messages as all there will be (``flush``, before a jump back)."""
         if self.policy == "frames":
-            self._fr_end_of_data(leftover)
+            self._fr.end_of_data(leftover)
         else:
-            self._pv_end_of_data(leftover)
+            self._pv.end_of_data(leftover)
 
     def _set_active(self, j: int, on: bool) -> None:
         if self.policy == "frames":
-            return self._fr_set_active(j, on)
-        return self._pv_set_active(j, on)
+            return self._fr.set_active(j, on)
+        return self._pv.set_active(j, on)
 
     # ------------------------------------------------------------------ output
     def _emit_full(self, stamps: list[int], payloads: list[Any]) -> None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
 
 from .errors import ConfigError
+from .settings import SettingError, setting
 
 NS_PER_S = 1_000_000_000
 
@@ -49,12 +50,6 @@ STAT_KEYS = (
 DROP_KEYS = tuple(k for k in STAT_KEYS if k.startswith("dropped_") or k == "duplicates")
 
 
-def _setting(default: Any, doc: str, constraints: str) -> Any:
-    """A :class:`SyncSettings` field: its default, the one description (node parameter, eval-bag flag, docs) and
-    its range in words."""
-    return field(default=default, metadata={"doc": doc, "constraints": constraints})
-
-
 @dataclass(frozen=True)
 class SyncSettingsBase:
     """The synchronizer's settings — the one schema for the node, ``eval-bag`` and training (used as
@@ -68,21 +63,21 @@ class SyncSettingsBase:
     different rates) published on arrival: ``bench/sync.py`` shows ``pivot`` strictly dominated (docs/node.md).
     """
 
-    slop: float = _setting(0.02, "Max spread of stamps inside one bundle, seconds (approximate-time slop).", "> 0")
-    queue_size: int = _setting(10, "Messages queued per camera by the synchronizer.", ">= 1")
-    min_cameras: int = _setting(0, "Fewest cameras in a (partial) bundle; 0 = all cameras.", "0..number of cameras")
-    stream_timeout: float = _setting(0.5, "A camera silent this long (s) stops blocking bundles (the floor of a "
+    slop: float = setting(0.02, "Max spread of stamps inside one bundle, seconds (approximate-time slop).", "> 0")
+    queue_size: int = setting(10, "Messages queued per camera by the synchronizer.", ">= 1")
+    min_cameras: int = setting(0, "Fewest cameras in a (partial) bundle; 0 = all cameras.", "0..number of cameras")
+    stream_timeout: float = setting(0.5, "A camera silent this long (s) stops blocking bundles (the floor of a "
                                      "timeout of at least sync.stream_timeout_periods observed periods).",
                                      "> 0 (>= sync.slop when min_cameras > 0)")
-    stream_timeout_periods: float = _setting(3.0, "The stream timeout is at least this many of the camera's "
+    stream_timeout_periods: float = setting(3.0, "The stream timeout is at least this many of the camera's "
                                              "observed frame periods; 0 = sync.stream_timeout only.", ">= 0")
-    time_jump: float = _setting(1.0, "A stamp this far (s) before its camera's last one is a suspected time jump: a "
+    time_jump: float = setting(1.0, "A stamp this far (s) before its camera's last one is a suspected time jump: a "
                                 "glitch unless confirmed by another camera or the camera's next message.",
                                 "> sync.slop")
 
     def __post_init__(self) -> None:
-        def bad(key: str, v: Any, what: str) -> ConfigError:
-            return ConfigError(f"sync.{key} = {v!r} is invalid: expected {what}")
+        def bad(key: str, v: Any, what: str) -> SettingError:
+            return SettingError(f"sync.{key}", v, what)
 
         for f in dataclasses.fields(self):  # types: ints accepted for seconds, integral floats for counts
             v = getattr(self, f.name)

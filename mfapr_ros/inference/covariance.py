@@ -7,19 +7,50 @@ Localizer calls them on every forward pass. Order ``[x y z rot_x rot_y rot_z]``,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from mfapr_ros.core.errors import ConfigError
+from mfapr_ros.core.settings import finite_number, setting
 
 from .calibration import apply_scales
-from .uncertainty import DEFAULT_ORIENTATION_STD, DEFAULT_POSITION_STD
 
-#: Default covariance diagonal: (position variance m², rotation variance rad²) — 0.5 m and 0.1 rad (5.7°) standard
-#: deviations (:data:`mfapr_ros.inference.uncertainty.DEFAULT_POSITION_STD`, the node's ``covariance.*`` defaults),
-#: roughly the accuracy of absolute pose regression on a building-scale scene; calibration rescales it.
-DEFAULT_COVARIANCE = (DEFAULT_POSITION_STD ** 2, DEFAULT_ORIENTATION_STD ** 2)
+
+@dataclass(frozen=True)
+class CovarianceSettings:
+    """The fallback covariance when the model predicts none: standard deviations, the one schema of the node's
+    ``covariance.<field>`` parameters (``ros.params`` generates them from these fields), validated once here.
+
+    The defaults — 0.5 m and 0.1 rad (5.7°), roughly the accuracy of absolute pose regression on a building-scale
+    scene — are also :data:`DEFAULT_COVARIANCE`, what ``mfapr evaluate``/``calibrate`` and eval-bag score, so the
+    covariance they score and calibrate is the one the node publishes by default; calibration rescales it.
+    """
+
+    position_std: float = setting(0.5, "Position std (m) used when the model has no predicted variance (before the "
+                                  "checkpoint's covariance calibration).", "> 0")
+    orientation_std: float = setting(0.1, "Orientation std (rad) used when the model has no predicted variance "
+                                     "(before the checkpoint's covariance calibration).", "> 0")
+
+    def __post_init__(self) -> None:
+        for name in ("position_std", "orientation_std"):
+            object.__setattr__(self, name, finite_number(f"covariance.{name}", getattr(self, name), 0.0,
+                                                         strict=True))
+
+    def variances(self) -> tuple[float, float]:
+        """``(position variance m², rotation variance rad²)``: the form :func:`covariance_matrix` accepts."""
+        return self.position_std ** 2, self.orientation_std ** 2
+
+    def diagonal(self) -> list[float]:
+        """The 6×6 covariance's diagonal ``[x y z roll pitch yaw]`` (variances)."""
+        p, o = self.variances()
+        return [p, p, p, o, o, o]
+
+
+#: Default covariance diagonal: (position variance m², rotation variance rad²) of :class:`CovarianceSettings`'
+#: defaults (the node's ``covariance.*`` defaults).
+DEFAULT_COVARIANCE = CovarianceSettings().variances()
 
 
 def covariance_matrix(value: Any) -> np.ndarray:

@@ -55,17 +55,11 @@ from typing import Any
 
 import numpy as np
 
-from mfapr_ros.core.errors import ConfigError
 from mfapr_ros.core.geometry import quat_conj, quat_log, quat_mul, rotation_error_deg
 from mfapr_ros.core.log_sink import warn
+from mfapr_ros.core.settings import SettingError, finite_number, setting
 
 _LOG = logging.getLogger(__name__)
-
-#: The fallback covariance's standard deviations (position m, orientation rad) when the model predicts none: the node's
-#: ``covariance.position_std``/``orientation_std`` defaults and the Localizer's ``DEFAULT_COVARIANCE`` both come from
-#: here, so the covariance eval-bag scores and calibration fits on is the one the node publishes.
-DEFAULT_POSITION_STD = 0.5
-DEFAULT_ORIENTATION_STD = 0.1
 
 ACTIONS = ("inflate", "skip")
 #: every reason :func:`judge` can give, in the order it reports them
@@ -77,36 +71,45 @@ _EIG_FLOOR_REL, _EIG_FLOOR_ABS = 1e-12, 1e-18
 
 @dataclass(frozen=True)
 class UncertaintyGate:
-    """Thresholds and action of the uncertainty check (every threshold 0 = that check off).
+    """Thresholds and action of the uncertainty check (every threshold 0 = that check off): the one schema of the
+    node's ``uncertainty.<field>`` parameters (``ros.params`` generates them from these fields), validated once here.
 
     ``inflate_factor`` multiplies the σ (the variances by its square) of a block whose predicted σ exceeded its
-    threshold; retrieval disagreement inflates by the Mahalanobis rule instead (module docstring).
+    threshold; retrieval disagreement inflates by the Mahalanobis rule instead (module docstring). Distances are in
+    metres; angles in degrees, as the ``_deg`` suffix says (a threshold a person types).
     """
 
-    max_position_sigma_m: float = 0.0
-    max_yaw_sigma_deg: float = 0.0
-    max_retrieval_disagreement_m: float = 0.0
-    max_retrieval_disagreement_deg: float = 0.0
-    action: str = "inflate"
-    inflate_factor: float = 3.0
+    max_position_sigma: float = setting(0.0, "Poses whose predicted position sigma (m; sqrt of the largest "
+                                        "eigenvalue of the 3x3 position covariance) exceeds this are uncertain; "
+                                        "0 = off.", ">= 0")
+    max_yaw_sigma_deg: float = setting(0.0, "Poses whose predicted yaw sigma (degrees, from the rot_z variance) "
+                                       "exceeds this are uncertain; 0 = off.", ">= 0")
+    max_retrieval_disagreement: float = setting(0.0, "Poses farther than this (m) from the retrieval prior are "
+                                                "uncertain (only with a retrieval database beside the checkpoint); "
+                                                "0 = off.", ">= 0")
+    max_retrieval_disagreement_deg: float = setting(0.0, "Poses whose rotation differs from the retrieval prior's "
+                                                    "by more than this (degrees) are uncertain; 0 = off.", ">= 0")
+    action: str = setting("inflate", "What to do with an uncertain pose: inflate its covariance (published, "
+                          "counted) or skip it (not published, counted, logged throttled).", "|".join(ACTIONS))
+    inflate_factor: float = setting(3.0, "inflate: the sigma of a block whose predicted sigma exceeded its threshold "
+                                    "is multiplied by this (retrieval disagreement instead inflates just enough for "
+                                    "the prior to lie within 1 sigma).", ">= 1")
 
     def __post_init__(self) -> None:
-        for f in ("max_position_sigma_m", "max_yaw_sigma_deg", "max_retrieval_disagreement_m",
-                  "max_retrieval_disagreement_deg"):
-            v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ConfigError(f"UncertaintyGate.{f} = {v!r}: expected a finite number >= 0 (0 = off)")
+        for name in ("max_position_sigma", "max_yaw_sigma_deg", "max_retrieval_disagreement",
+                     "max_retrieval_disagreement_deg"):
+            object.__setattr__(self, name, finite_number(f"uncertainty.{name}", getattr(self, name), 0.0,
+                                                         what="a finite number >= 0 (0 = off)"))
         if self.action not in ACTIONS:
-            raise ConfigError(f"UncertaintyGate.action = {self.action!r}: expected one of {ACTIONS}")
-        f = self.inflate_factor
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f) or f < 1:
-            raise ConfigError(f"UncertaintyGate.inflate_factor = {f!r}: expected a finite number >= 1")
+            raise SettingError("uncertainty.action", self.action, f"one of {ACTIONS}")
+        object.__setattr__(self, "inflate_factor", finite_number("uncertainty.inflate_factor", self.inflate_factor,
+                                                                 1.0))
 
     @property
     def enabled(self) -> bool:
         """True when at least one check is on (otherwise :func:`judge` is a no-op)."""
-        return any(v > 0 for v in (self.max_position_sigma_m, self.max_yaw_sigma_deg,
-                                   self.max_retrieval_disagreement_m, self.max_retrieval_disagreement_deg))
+        return any(v > 0 for v in (self.max_position_sigma, self.max_yaw_sigma_deg,
+                                   self.max_retrieval_disagreement, self.max_retrieval_disagreement_deg))
 
 
 @dataclass(frozen=True)
@@ -162,19 +165,19 @@ def judge(pose: Any, gate: UncertaintyGate) -> Verdict:
     reasons: list[str] = []
     s_pos = s_rot = 1.0
     f2 = float(gate.inflate_factor) ** 2
-    if gate.max_position_sigma_m > 0 and position_sigma(cov) > gate.max_position_sigma_m:
+    if gate.max_position_sigma > 0 and position_sigma(cov) > gate.max_position_sigma:
         reasons.append("position_sigma")
         s_pos = max(s_pos, f2)
     if gate.max_yaw_sigma_deg > 0 and yaw_sigma_deg(cov) > gate.max_yaw_sigma_deg:
         reasons.append("yaw_sigma")
         s_rot = max(s_rot, f2)
     prior = retrieval_prior(getattr(pose, "extras", None))
-    if prior is not None and (gate.max_retrieval_disagreement_m > 0 or gate.max_retrieval_disagreement_deg > 0):
+    if prior is not None and (gate.max_retrieval_disagreement > 0 or gate.max_retrieval_disagreement_deg > 0):
         t_ret, q_ret = prior
         t = np.asarray(pose.t, dtype=np.float64).reshape(3)
         q = np.asarray(pose.q, dtype=np.float64).reshape(4)
         d_t = t_ret - t
-        far = gate.max_retrieval_disagreement_m > 0 and float(np.linalg.norm(d_t)) > gate.max_retrieval_disagreement_m
+        far = gate.max_retrieval_disagreement > 0 and float(np.linalg.norm(d_t)) > gate.max_retrieval_disagreement
         turned = (gate.max_retrieval_disagreement_deg > 0
                   and float(rotation_error_deg(q, q_ret)) > gate.max_retrieval_disagreement_deg)
         if far or turned:

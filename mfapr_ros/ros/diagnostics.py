@@ -2,24 +2,30 @@
 publishing (diagnostic_updater when installed, else a timer) and the one-line summary printed at shutdown.
 
 Why apart from the node: the node's job is the lifecycle (configure, activate, deactivate, cleanup) and the data
-path; what it reports is a view of its counters. Everything here reads the :class:`LocalizeCore`'s statistics
-(its :mod:`mfapr_ros.core.stats` rate meters and latencies, the drop counter, the synchronizer's and the inference
-worker's counters) and never changes them.
+path; what it reports is a view of its counters. Everything here reads one :class:`DiagnosticsView`, which the node
+fills (``LocalizeCore.diagnostics_view``: its :mod:`mfapr_ros.core.stats` rate meters and latencies, the drop counter,
+the synchronizer's and the inference worker's counters), and never changes them: the node's attributes can change
+without this module noticing, and a test can build a view without a node.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
 
+from mfapr_ros.bag.bundles import CameraBinding
+from mfapr_ros.core.drops import DropCounter
+from mfapr_ros.core.stats import LatencyStats, RateMeter
 from mfapr_ros.core.sync import DROP_KEYS
+from mfapr_ros.inference.uncertainty import UncertaintyStats
 
-#: what these functions read: a ``ros.localize_node.LocalizeCore`` (named, not imported: localize_node imports this
-#: module, and the layering test forbids circles, type-only ones included)
-LocalizeCore = Any
+from .relocalize import RelocalizationOutput
 
 try:  # diagnostic_updater is optional; without it /diagnostics is published directly
     import diagnostic_updater  # type: ignore[import-not-found]
@@ -40,51 +46,76 @@ UNCERTAIN_WARN_SHARE = 0.5
 UNCERTAIN_MIN_POSES = 10
 
 
-def diagnostics_summary(core: LocalizeCore) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DiagnosticsView:
+    """What /diagnostics reads of a localization node, filled by the node when it reports
+    (``LocalizeCore.diagnostics_view``). The meters and counters are the node's live, thread-safe objects (read
+    here, never changed); the plain values are copies taken when the view was made."""
+
+    node_name: str
+    device: str  # the inference device actually used (cpu when cuda fell back)
+    precision: str
+    cameras: Sequence[CameraBinding]  # subscribed cameras, model slot order
+    cam_rates: Sequence[RateMeter]  # one per camera: messages received
+    bundle_rate: RateMeter  # bundles out of the synchronizer
+    pose_rate: RateMeter  # poses published
+    poses: int
+    partial_bundles: int
+    latency: LatencyStats  # submit → result inside the node (wait + decode + inference)
+    stage_time: Mapping[str, LatencyStats]  # seconds per stage of :data:`STAGES`
+    drops: DropCounter  # by (camera or MODEL_SOURCE / BUNDLE_SOURCE, cause)
+    sync_stats: Mapping[str, int]  # ApproximateTimeSynchronizer.stats
+    inference_stats: Mapping[str, int]  # the bundle pipeline's counters (empty once it is stopped)
+    tf_mode: str  # the tf_mode parameter, or "off" without a TF output
+    tf_lookup_failures: int
+    uncertain: UncertaintyStats | None  # the uncertainty gate's verdict counts
+    stream_timeout_s: float  # sync.stream_timeout: a camera silent longer is reported silent
+    relocalization: RelocalizationOutput | None  # its status (lost, seeds) follows the node's
+
+
+def diagnostics_summary(view: DiagnosticsView) -> dict[str, Any]:
     """Everything /diagnostics reports, as plain values (also used by tests, the benchmark and the shutdown line)."""
     now = time.monotonic()
-    sync_stats = core.sync.stats
-    inf = core.inference_stats
-    drop_counts = core.drops.counts
+    sync_stats = view.sync_stats
+    inf = view.inference_stats
+    drop_counts = view.drops.counts
     drops_by_kind: dict[str, int] = {}
     for (source, cause), v in sorted(drop_counts.items()):
         kind = {MODEL_SOURCE: "inference", BUNDLE_SOURCE: "bundle"}.get(source, "decode")
         key = f"{kind}.{cause}"
         drops_by_kind[key] = drops_by_kind.get(key, 0) + v
     cams = []
-    for b, r in zip(core.bindings, core.cam_rates, strict=True):
+    for b, r in zip(view.cameras, view.cam_rates, strict=True):
         last = r.last()
         cams.append({"name": b.name, "topic": b.topic, "rate_hz": r.rate(now), "received": r.count,
                      "silent_s": (now - last) if last is not None else float("inf"),
                      "drops": {cause: v for (c, cause), v in drop_counts.items() if c == b.name}})
     return {
-        "device": core.device, "precision": core.params.precision, "cameras": cams,
-        "bundle_rate_hz": core.bundle_rate.rate(now), "pose_rate_hz": core.pose_rate.rate(now),
-        "bundles": core.bundle_rate.count, "partial_bundles": core.partial_bundles,
-        "poses": core.poses_published,
-        "latency_p50_ms": 1e3 * core.latency.percentile(50), "latency_p99_ms": 1e3 * core.latency.percentile(99),
-        "stage_ms": _stage_summary(core),
+        "device": view.device, "precision": view.precision, "cameras": cams,
+        "bundle_rate_hz": view.bundle_rate.rate(now), "pose_rate_hz": view.pose_rate.rate(now),
+        "bundles": view.bundle_rate.count, "partial_bundles": view.partial_bundles,
+        "poses": view.poses,
+        "latency_p50_ms": 1e3 * view.latency.percentile(50), "latency_p99_ms": 1e3 * view.latency.percentile(99),
+        "stage_ms": _stage_summary(view.stage_time),
         "drops": {**drops_by_kind,
                   **{f"sync.{k}": int(sync_stats[k]) for k in DROP_KEYS},
                   "inference.stale": int(inf.get("stale_dropped", 0)),  # superseded by a newer bundle
                   "inference.errors": int(inf.get("errors", 0) + inf.get("callback_errors", 0))},
-        "sync": sync_stats,
-        "tf_mode": core.params.tf_mode if core.tf.enabled else "off",
-        "tf_lookup_failures": core.tf.lookup_failures,
-        **_uncertainty_summary(core),
+        "sync": dict(sync_stats),
+        "tf_mode": view.tf_mode,
+        "tf_lookup_failures": view.tf_lookup_failures,
+        **_uncertainty_summary(view.uncertain),
     }
 
 
-def _stage_summary(core: LocalizeCore) -> dict[str, dict[str, float]]:
+def _stage_summary(times: Mapping[str, LatencyStats]) -> dict[str, dict[str, float]]:
     """``{stage: {"p50": ms, "p99": ms}}`` for :data:`STAGES` (NaN before the first sample)."""
-    times = getattr(core, "stage_time", {})
     return {k: {"p50": 1e3 * times[k].percentile(50), "p99": 1e3 * times[k].percentile(99)}
             for k in STAGES if k in times}
 
 
-def _uncertainty_summary(core: LocalizeCore) -> dict[str, Any]:
+def _uncertainty_summary(u: UncertaintyStats | None) -> dict[str, Any]:
     """The uncertainty gate's counts: by reason per action, poses per action, the share over the recent window."""
-    u = getattr(core, "uncertain", None)  # absent on a core configured by code that predates the gate
     if u is None:
         return {"uncertain_skipped": {}, "uncertain_inflated": {}, "uncertain_skipped_poses": 0,
                 "uncertain_inflated_poses": 0, "uncertain_share": 0.0, "uncertain_window": 0}
@@ -160,34 +191,42 @@ def final_summary_line(s: dict[str, Any]) -> str:
             f"{s['poses']}{unsure}, inference p50 {s['latency_p50_ms']:.0f} ms, drops {drops or 'none'}")
 
 
-class DiagnosticsOutput:
-    """Publishes a core's diagnostics while it is active: through diagnostic_updater when installed (created on the
-    first activation and kept, as the updater has no way to be removed), else a ``/diagnostics`` publisher and timer
-    created by :meth:`start` and destroyed by :meth:`stop`."""
+def view_statuses(view: DiagnosticsView) -> list[DiagnosticStatus]:
+    """Every status of a node's view: the node, its cameras, then the relocalization's (when it has one)."""
+    out = diagnostic_statuses(diagnostics_summary(view), view.node_name, view.stream_timeout_s)
+    st = view.relocalization.status(view.node_name) if view.relocalization is not None else None
+    return out + ([st] if st is not None else [])
 
-    def __init__(self, core: LocalizeCore) -> None:
-        self._core = core
+
+class DiagnosticsOutput:
+    """Publishes a node's diagnostics while it is active: through diagnostic_updater when installed (created on the
+    first activation and kept, as the updater has no way to be removed), else a ``/diagnostics`` publisher and timer
+    created by :meth:`start` and destroyed by :meth:`stop`.
+
+    ``node`` creates the publisher and timer (a plain or lifecycle node), ``view`` makes the :class:`DiagnosticsView`
+    to report, ``closed`` says when the node stopped publishing."""
+
+    def __init__(self, node: Node, view: Callable[[], DiagnosticsView], closed: Callable[[], bool]) -> None:
+        self._node = node
+        self._view = view
+        self._closed = closed
         self._pub: Any = None
         self._timer: Any = None
         self._updater: Any = None
 
     def statuses(self) -> list[DiagnosticStatus]:
-        """The statuses of the core as it is now."""
-        c = self._core
-        out = diagnostic_statuses(diagnostics_summary(c), c.get_name(), c.params.sync_stream_timeout)
-        reloc = getattr(c, "relocalization", None)  # the lost state and the seeds (ros/relocalize.py)
-        st = reloc.status(c.get_name()) if reloc is not None else None
-        return out + ([st] if st is not None else [])
+        """The statuses of the node as it is now."""
+        return view_statuses(self._view())
 
     def start(self, period_s: float) -> None:
         """Begin publishing every ``period_s`` seconds (called on activate; 0 = off)."""
-        c = self._core
+        c = self._node
         if period_s <= 0:
             return
         if diagnostic_updater is not None:  # pragma: no cover - not in the PyPI wheels
             if self._updater is None:
                 self._updater = diagnostic_updater.Updater(c, period=period_s)
-                self._updater.setHardwareID(c.device)
+                self._updater.setHardwareID(self._view().device)
                 self._updater.add("localization", self._fill_updater)
         else:
             self._pub = c.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -196,16 +235,16 @@ class DiagnosticsOutput:
     def stop(self) -> None:
         """Stop the timer and release the publisher (called on deactivate; safe to call twice)."""
         if self._timer is not None:
-            self._core.destroy_timer(self._timer)
+            self._node.destroy_timer(self._timer)
             self._timer = None
         if self._pub is not None:
-            self._core.destroy_publisher(self._pub)
+            self._node.destroy_publisher(self._pub)
             self._pub = None
 
     def publish(self) -> None:
         """The timer callback: one DiagnosticArray, skipped once the node is closing."""
-        c = self._core
-        if self._pub is None or c.closed or not c.context.ok():
+        c = self._node
+        if self._pub is None or self._closed() or not c.context.ok():
             return
         msg = DiagnosticArray()
         msg.header.stamp = c.get_clock().now().to_msg()

@@ -34,6 +34,7 @@ import rclpy
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Path
 from rclpy.node import Node
+from rclpy.publisher import Publisher
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
@@ -52,14 +53,10 @@ from mfapr_ros.inference.uncertainty import UncertaintyStats, judge, with_covari
 from .cdr import cdr_compressed_fields, cdr_header_stamp_ns, cdr_image_fields
 from .convert import rig_pose_to_pose_stamped, rig_pose_to_pose_with_covariance
 from .declare import declare_per_camera, declare_static, static_values
-from .diagnostics import BUNDLE_SOURCE, MODEL_SOURCE, STAGES, DiagnosticsOutput, diagnostics_summary
+from .diagnostics import BUNDLE_SOURCE, MODEL_SOURCE, STAGES, DiagnosticsOutput, DiagnosticsView, diagnostics_summary
 from .fusion_output import FusionOutput
 from .intake import CameraIntake, intake_subscription
-from .params import (
-    NodeParams,
-    bind_cameras,
-    validate_params,
-)
+from .params import NodeParams, bind_cameras, validate_params
 from .relocalize import RelocalizationOutput
 from .runtime import STOP, describe_failure, init_ros, spin_until_shutdown
 from .tf_output import PathBuffer, TfOutput
@@ -101,8 +98,7 @@ class LocalizeCore:
       was replaced on disk).
 
     A mixin, not a base node, so the same code runs on ``rclpy.node.Node`` and ``rclpy.lifecycle.LifecycleNode``.
-    Some 300 lines in one class because the steps create and release the same state (parameters included);
-    outputs, diagnostics and statistics are delegated to their modules.
+    The steps create and release the same state; outputs, diagnostics (a :class:`DiagnosticsView`) are delegated.
     """
 
     #: parameters the subclass declares itself (kept out of the unknown-parameter check)
@@ -112,18 +108,18 @@ class LocalizeCore:
     _PARAMS_READ_ONLY = True
 
     def _init_core(self) -> None:
-        self._async: Any = None
+        self._async: BundlePipeline | None = None
         self._closed = False
         self._active = False
         self._configured = False
         self._subs: list[Any] = []
         self._intake: CameraIntake | None = None
-        self.diagnostics = DiagnosticsOutput(self)
-        self.pub_pose: Any = None
-        self.pub_pose_cov: Any = None
-        self.pub_path: Any = None
-        self.pub_retrieval: Any = None
-        self.pub_retrieval_shift: Any = None
+        self.diagnostics = DiagnosticsOutput(self, self.diagnostics_view, lambda: self._closed)  # type: ignore
+        self.pub_pose: Publisher | None = None  # (a LifecyclePublisher on the lifecycle node)
+        self.pub_pose_cov: Publisher | None = None
+        self.pub_path: Publisher | None = None
+        self.pub_retrieval: Publisher | None = None
+        self.pub_retrieval_shift: Publisher | None = None
         self.tf: TfOutput | None = None
         self.fusion: FusionOutput | None = None
         self.relocalization: RelocalizationOutput | None = None
@@ -413,14 +409,22 @@ class LocalizeCore:
             hook(pose)
 
     # ------------------------------------------------------------------ diagnostics
+    def diagnostics_view(self) -> DiagnosticsView:
+        """What /diagnostics reports of this node now (``diagnostics.py`` reads nothing else of it)."""
+        p, tf = self.params, self.tf
+        return DiagnosticsView(
+            node_name=self.get_name(), device=self.device, precision=p.precision, cameras=self.bindings,
+            cam_rates=self.cam_rates, bundle_rate=self.bundle_rate, pose_rate=self.pose_rate,
+            poses=self.poses_published, partial_bundles=self.partial_bundles, latency=self.latency,
+            stage_time=self.stage_time, drops=self.drops, sync_stats=self.sync.stats,
+            inference_stats=self._async.stats if self._async is not None else {},  # stale_dropped: superseded
+            tf_mode=p.tf_mode if tf is not None and tf.enabled else "off",
+            tf_lookup_failures=tf.lookup_failures if tf is not None else 0, uncertain=self.uncertain,
+            stream_timeout_s=p.sync.stream_timeout, relocalization=self.relocalization)
+
     def diagnostics_summary(self) -> dict[str, Any]:
         """Everything /diagnostics reports, as plain values (tests, the benchmark; see ``diagnostics.py``)."""
-        return diagnostics_summary(self)
-
-    @property
-    def inference_stats(self) -> dict[str, int]:
-        """The pipeline's counters (empty once it is stopped): ``stale_dropped`` = superseded bundles."""
-        return self._async.stats if self._async is not None else {}
+        return diagnostics_summary(self.diagnostics_view())
 
     @property
     def closed(self) -> bool:

@@ -24,9 +24,10 @@ from mfapr_ros.core.fusion import FIELD_DOCS as FUSION_DOCS
 from mfapr_ros.core.fusion import FusionSettings
 from mfapr_ros.core.relocalization import RelocalizationSettings
 from mfapr_ros.core.rig import TRANSPORTS, Rig
+from mfapr_ros.core.settings import SettingError, field_kind
 from mfapr_ros.core.sync import SyncSettings
-from mfapr_ros.inference.uncertainty import ACTIONS as UNCERTAINTY_ACTIONS
-from mfapr_ros.inference.uncertainty import DEFAULT_ORIENTATION_STD, DEFAULT_POSITION_STD, UncertaintyGate
+from mfapr_ros.inference.covariance import CovarianceSettings
+from mfapr_ros.inference.uncertainty import UncertaintyGate
 
 TF_MODES = ("none", "map_to_base", "map_to_odom")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -46,6 +47,19 @@ class ParamSpec:
     constraints: str = ""
 
 
+#: Parameter groups whose one schema is a settings dataclass (``core.settings``): the parameters are
+#: ``<prefix>.<field>``, their specs are generated from the fields and their values validated by the dataclass alone.
+SETTINGS_GROUPS: dict[str, type] = {"sync": SyncSettings, "covariance": CovarianceSettings,
+                                    "uncertainty": UncertaintyGate}
+
+
+def settings_specs(prefix: str) -> tuple[ParamSpec, ...]:
+    """The :class:`ParamSpec` of every field of ``SETTINGS_GROUPS[prefix]`` (name, default, type, description and
+    range all from the field)."""
+    return tuple(ParamSpec(f"{prefix}.{f.name}", f.default, field_kind(f), f.metadata["doc"],
+                           f.metadata["constraints"]) for f in dataclasses.fields(SETTINGS_GROUPS[prefix]))
+
+
 #: Every static parameter of ``localize_node`` (order = order in config/localize.yaml).
 PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("checkpoint", "", "str", "Checkpoint path (NAME, NAME.json or NAME.safetensors); required.",
@@ -59,8 +73,7 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               "empty = the rig's per-camera transport.", "'', 'raw' or 'compressed'"),
     ParamSpec("enforce_image_size", True, "bool", "Drop images whose size differs from the rig's image size "
               "(a resolution change silently changes the field of view the model sees)."),
-    *(ParamSpec(f"sync.{f.name}", f.default, "int" if f.type == "int" else "float", f.metadata["doc"],
-                f.metadata["constraints"]) for f in dataclasses.fields(SyncSettings)),
+    *settings_specs("sync"),
     ParamSpec("device", "auto", "str", "Inference device: auto, cpu, cuda or cuda:N.", "auto|cpu|cuda|cuda:N"),
     ParamSpec("precision", "fp32", "str", "Inference precision.", "fp32|fp16|bf16"),
     ParamSpec("inference_threads", 0, "int", "torch intra-op threads for CPU inference (process-wide); 0 = torch's "
@@ -76,24 +89,8 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("transform_tolerance", 0.1, "float", "Future-date the map->odom TF by this many seconds (as nav2 "
               "AMCL does) so consumers can look up poses up to it.", ">= 0"),
     ParamSpec("path_length", 1000, "int", "Poses kept in ~/path; 0 disables the path topic.", ">= 0"),
-    ParamSpec("covariance.position_std", DEFAULT_POSITION_STD, "float", "Position std (m) used when the model has "
-              "no predicted variance (before the checkpoint's covariance calibration).", "> 0"),
-    ParamSpec("covariance.orientation_std", DEFAULT_ORIENTATION_STD, "float", "Orientation std (rad) used when the "
-              "model has no predicted variance (before the checkpoint's covariance calibration).", "> 0"),
-    ParamSpec("uncertainty.max_position_sigma", 0.0, "float", "Poses whose predicted position sigma (m; sqrt of the "
-              "largest eigenvalue of the 3x3 position covariance) exceeds this are uncertain; 0 = off.", ">= 0"),
-    ParamSpec("uncertainty.max_yaw_sigma_deg", 0.0, "float", "Poses whose predicted yaw sigma (degrees, from the "
-              "rot_z variance) exceeds this are uncertain; 0 = off.", ">= 0"),
-    ParamSpec("uncertainty.max_retrieval_disagreement", 0.0, "float", "Poses farther than this (m) from the "
-              "retrieval prior are uncertain (only with a retrieval database beside the checkpoint); 0 = off.",
-              ">= 0"),
-    ParamSpec("uncertainty.max_retrieval_disagreement_deg", 0.0, "float", "Poses whose rotation differs from the "
-              "retrieval prior's by more than this (degrees) are uncertain; 0 = off.", ">= 0"),
-    ParamSpec("uncertainty.action", "inflate", "str", "What to do with an uncertain pose: inflate its covariance "
-              "(published, counted) or skip it (not published, counted, logged throttled).", "inflate|skip"),
-    ParamSpec("uncertainty.inflate_factor", 3.0, "float", "inflate: the sigma of a block whose predicted sigma "
-              "exceeded its threshold is multiplied by this (retrieval disagreement instead inflates just enough "
-              "for the prior to lie within 1 sigma).", ">= 1"),
+    *settings_specs("covariance"),
+    *settings_specs("uncertainty"),
     *(ParamSpec(f"fusion.{f.name}", f.default, {"bool": "bool", "str": "str", "int": "int"}.get(str(f.type), "float"),
                 FUSION_DOCS[f.name][0], FUSION_DOCS[f.name][1]) for f in dataclasses.fields(FusionSettings)),
     ParamSpec("uncertainty.lost_timeout", 5.0, "float", "Seconds during which the gate skipped every pose after "
@@ -129,6 +126,8 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
 )
 
 SPEC_BY_NAME: dict[str, ParamSpec] = {s.name: s for s in PARAM_SPECS}
+#: the parameters of :data:`SETTINGS_GROUPS` (validated by their dataclass, not by :func:`validate_params`)
+GROUP_PARAMS = frozenset(f"{p}.{f.name}" for p, cls in SETTINGS_GROUPS.items() for f in dataclasses.fields(cls))
 
 
 @dataclass(frozen=True)
@@ -152,14 +151,8 @@ class NodeParams:
     tf_mode: str = "none"
     transform_tolerance: float = 0.1
     path_length: int = 1000
-    covariance_position_std: float = DEFAULT_POSITION_STD
-    covariance_orientation_std: float = DEFAULT_ORIENTATION_STD
-    uncertainty_max_position_sigma: float = 0.0
-    uncertainty_max_yaw_sigma_deg: float = 0.0
-    uncertainty_max_retrieval_disagreement: float = 0.0
-    uncertainty_max_retrieval_disagreement_deg: float = 0.0
-    uncertainty_action: str = "inflate"
-    uncertainty_inflate_factor: float = 3.0
+    covariance: CovarianceSettings = field(default_factory=CovarianceSettings)
+    uncertainty: UncertaintyGate = field(default_factory=UncertaintyGate)
     fusion_enabled: bool = False
     fusion_lag: float = 2.0
     fusion_robust_loss: str = "huber"
@@ -188,22 +181,6 @@ class NodeParams:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
-    def sync_stream_timeout(self) -> float:
-        """``sync.stream_timeout`` (s), read by ros/diagnostics.py (the settings themselves are :attr:`sync`)."""
-        return self.sync.stream_timeout
-
-    @property
-    def uncertainty(self) -> UncertaintyGate:
-        """The uncertainty gate of ``_on_pose`` from the ``uncertainty.*`` parameters (validated already; a
-        property, so it cannot disagree with the flat fields)."""
-        return UncertaintyGate(
-            max_position_sigma_m=self.uncertainty_max_position_sigma,
-            max_yaw_sigma_deg=self.uncertainty_max_yaw_sigma_deg,
-            max_retrieval_disagreement_m=self.uncertainty_max_retrieval_disagreement,
-            max_retrieval_disagreement_deg=self.uncertainty_max_retrieval_disagreement_deg,
-            action=self.uncertainty_action, inflate_factor=self.uncertainty_inflate_factor)
-
-    @property
     def fusion(self) -> FusionSettings:
         """The pose fusion's settings from the ``fusion.*`` parameters (validated already; a property, so it
         cannot disagree with the flat fields)."""
@@ -223,8 +200,7 @@ class NodeParams:
 
     def default_covariance(self) -> list[float]:
         """Diagonal of the fallback 6×6 covariance [x y z roll pitch yaw] (variances)."""
-        p, o = self.covariance_position_std ** 2, self.covariance_orientation_std ** 2
-        return [p, p, p, o, o, o]
+        return self.covariance.diagonal()
 
 
 def _bad(name: str, value: Any, allowed: str) -> ConfigError:
@@ -288,7 +264,9 @@ def validate_params(values: Mapping[str, Any]) -> NodeParams:
     conv = {"str": _as_str, "float": _as_float, "int": _as_int, "bool": _as_bool}
     out: dict[str, Any] = {}
     for s in PARAM_SPECS:
-        if s.kind == "str_list":
+        if s.name in GROUP_PARAMS:
+            out[s.name] = v[s.name]  # typed and range-checked by its settings dataclass alone (below)
+        elif s.kind == "str_list":
             lst = v[s.name]
             if lst is None:
                 lst = []
@@ -303,12 +281,9 @@ def validate_params(values: Mapping[str, Any]) -> NodeParams:
                           "(or set it in the params file / the launch argument checkpoint:=...)")
     if out["default_transport"] not in ("",) + TRANSPORTS:
         raise _bad("default_transport", out["default_transport"], f"'' or one of {TRANSPORTS}")
-    for name in ("covariance.position_std", "covariance.orientation_std", "drop_warning_period"):
-        if out[name] <= 0:
-            raise _bad(name, out[name], "a number > 0")
-    for name in ("transform_tolerance", "diagnostics_period", "uncertainty.max_position_sigma",
-                 "uncertainty.max_yaw_sigma_deg", "uncertainty.max_retrieval_disagreement",
-                 "uncertainty.max_retrieval_disagreement_deg"):
+    if out["drop_warning_period"] <= 0:
+        raise _bad("drop_warning_period", out["drop_warning_period"], "a number > 0")
+    for name in ("transform_tolerance", "diagnostics_period"):
         if out[name] < 0:
             raise _bad(name, out[name], "a number >= 0")
     for name in ("uncertainty.lost_timeout", "relocalization.cooldown"):
@@ -327,14 +302,12 @@ def validate_params(values: Mapping[str, Any]) -> NodeParams:
     if out["relocalization.watch_topic"] and not out["relocalization.enabled"]:
         raise ConfigError("parameter 'relocalization.watch_topic' is set but relocalization.enabled is false: "
                           "watching only triggers seeds; set `-p relocalization.enabled:=true` or clear the topic")
-    if out["uncertainty.action"] not in UNCERTAINTY_ACTIONS:
-        raise _bad("uncertainty.action", out["uncertainty.action"], f"one of {UNCERTAINTY_ACTIONS}")
-    if out["uncertainty.inflate_factor"] < 1:
-        raise _bad("uncertainty.inflate_factor", out["uncertainty.inflate_factor"], "a number >= 1")
-    try:  # the synchronizer's own validation (one place: SyncSettings.__post_init__), as a parameter error
-        out["sync"] = SyncSettings(**{k[len("sync."):]: out.pop(k) for k in list(out) if k.startswith("sync.")})
-    except ConfigError as e:
-        raise ConfigError(f"parameter {e}. Fix it in the params file (config/localize.yaml) or with -p.") from None
+    for prefix, cls in SETTINGS_GROUPS.items():  # each group's own validation (one place: its __post_init__)
+        names = [f"{prefix}.{f.name}" for f in dataclasses.fields(cls)]
+        try:
+            out[prefix] = cls(**{name[len(prefix) + 1:]: out.pop(name) for name in names})
+        except SettingError as e:
+            raise _bad(e.name, e.value, e.expected) from None
     if out["inference_threads"] < 0:
         raise _bad("inference_threads", out["inference_threads"], "an integer >= 0 (0 = torch's default)")
     if out["executor_threads"] < 1:

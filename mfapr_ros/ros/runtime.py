@@ -8,9 +8,10 @@ stop the same way (the issue-11 shutdown hang was fixed here once for both).
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Protocol
 
 import rclpy
+from rclpy.context import Context
 from rclpy.executors import (
     ConditionReachedException,
     ExternalShutdownException,
@@ -23,11 +24,19 @@ from rclpy.subscription import Subscription
 
 from mfapr_ros.core.errors import MfaprError
 
-from .diagnostics import diagnostics_summary, final_summary_line
+from .diagnostics import final_summary_line
 
-#: what these functions read: a ``ros.localize_node.LocalizeCore`` (named, not imported: localize_node imports this
-#: module, and the layering test forbids circles, type-only ones included)
-LocalizeCore = Any
+
+class ConsoleNode(Protocol):
+    """What :func:`spin_until_shutdown` needs of the node it runs: an rclpy node (``LocalizeNode`` or
+    ``LocalizeLifecycleNode``; named, not imported: they import this module) that can summarise its run."""
+
+    context: Context
+    _configured: bool  # configured now: there is a run to summarise
+
+    def destroy_node(self) -> None: ...
+
+    def diagnostics_summary(self) -> dict[str, Any]: ...
 
 #: The stop request of a console script (set by :func:`init_ros`'s SIGINT/SIGTERM handler).
 STOP: dict[str, str | None] = {"signal": None}
@@ -109,11 +118,11 @@ def describe_failure(e: BaseException) -> str:
     return str(e) if isinstance(e, MfaprError) else f"{type(e).__name__}: {e}"
 
 
-def spin_until_shutdown(node: LocalizeCore, threads: int) -> int:
+def spin_until_shutdown(node: ConsoleNode, threads: int) -> int:
     """Spin the node of a console script until Ctrl-C / SIGTERM / rclpy shutdown, then print the final summary
     line (if the node is configured at that moment), destroy the node and shut rclpy down; returns status 0."""
     executor = make_executor(threads)
-    executor.add_node(node)
+    executor.add_node(node)  # type: ignore[arg-type]  # a Node that is also a ConsoleNode
     try:
         # spin_once with a timeout, not spin(): the stop flag of init_ros is seen within 0.1 s even when it was set
         # before spinning began (a signal during start-up); rclpy's own handlers (a caller that used rclpy.init)
@@ -137,10 +146,10 @@ def spin_until_shutdown(node: LocalizeCore, threads: int) -> int:
     return 0
 
 
-def _log_final_summary(node: LocalizeCore) -> None:
+def _log_final_summary(node: ConsoleNode) -> None:
     """One line at shutdown with what came in and what went out, so a replay that produced nothing says why."""
     try:
-        print(f"localize_node: stopped: {final_summary_line(diagnostics_summary(node))}", file=sys.stderr,
+        print(f"localize_node: stopped: {final_summary_line(node.diagnostics_summary())}", file=sys.stderr,
               flush=True)
     except Exception as e:  # noqa: BLE001 - a summary must never turn a clean shutdown into a crash
         print(f"localize_node: stopped (no summary: {e})", file=sys.stderr)

@@ -56,7 +56,7 @@ def test_params_and_flags_are_generated_from_the_fields() -> None:
         assert specs[name].default == f.default and specs[name].description == f.metadata["doc"]
     help_ = build_parser().format_help()
     assert all(f"--{n.replace('_', '-')}" in help_ for n in fields)
-    with pytest.raises(ConfigError, match=r"parameter sync\.time_jump = 0\.01 is invalid.*> sync\.slop"):
+    with pytest.raises(ConfigError, match=r"parameter 'sync\.time_jump' = 0\.01 is invalid.*> sync\.slop"):
         validate_params({"checkpoint": "m.json", "sync.time_jump": 0.01})
     with pytest.raises(ConfigError, match=r"eval-bag \(--queue-size\).*sync\.queue_size"):
         cli("--queue-size", "0")

@@ -60,7 +60,7 @@ def test_sigma_definitions() -> None:
     (0.6, 6.0, ("position_sigma", "yaw_sigma")),
 ])
 def test_sigma_thresholds_and_inflate_rule(pos_std: float, yaw_std: float, reasons: tuple) -> None:
-    gate = UncertaintyGate(max_position_sigma_m=0.5, max_yaw_sigma_deg=5.0, inflate_factor=3.0)
+    gate = UncertaintyGate(max_position_sigma=0.5, max_yaw_sigma_deg=5.0, inflate_factor=3.0)
     p = _pose(pos_std, yaw_std)
     p.covariance[0, 5] = p.covariance[5, 0] = 0.001  # a position–yaw correlation survives scaled
     v = judge(p, gate)
@@ -77,7 +77,7 @@ def test_sigma_thresholds_and_inflate_rule(pos_std: float, yaw_std: float, reaso
 
 
 def test_skip_keeps_the_covariance_and_names_the_reason() -> None:
-    gate = UncertaintyGate(max_position_sigma_m=0.5, action="skip")
+    gate = UncertaintyGate(max_position_sigma=0.5, action="skip")
     p = _pose(pos_std=1.0)
     v = judge(p, gate)
     assert not v.keep and v.reasons == ("position_sigma",)
@@ -86,7 +86,7 @@ def test_skip_keeps_the_covariance_and_names_the_reason() -> None:
 
 
 def test_retrieval_disagreement_inflates_until_the_prior_is_within_one_sigma() -> None:
-    gate = UncertaintyGate(max_retrieval_disagreement_m=1.0, max_retrieval_disagreement_deg=10.0)
+    gate = UncertaintyGate(max_retrieval_disagreement=1.0, max_retrieval_disagreement_deg=10.0)
     # 3 m off in x with σ 0.1 m: the position block grows by (3/0.1)² = 900 → σ 3 m, the prior on the 1σ ellipsoid
     p = _pose(pos_std=0.1, yaw_std_deg=1.0, extras=_prior(t=(4.0, 2.0, 0.0)))
     v = judge(p, gate)
@@ -107,8 +107,8 @@ def test_retrieval_disagreement_inflates_until_the_prior_is_within_one_sigma() -
 
 def test_retrieval_check_off_or_without_a_usable_prior() -> None:
     far = _prior(t=(50.0, 2.0, 0.0), yaw=1.0)
-    assert judge(_pose(extras=far), UncertaintyGate(max_position_sigma_m=5.0)).reasons == ()  # retrieval check off
-    gate = UncertaintyGate(max_retrieval_disagreement_m=1.0, max_retrieval_disagreement_deg=5.0)
+    assert judge(_pose(extras=far), UncertaintyGate(max_position_sigma=5.0)).reasons == ()  # retrieval check off
+    gate = UncertaintyGate(max_retrieval_disagreement=1.0, max_retrieval_disagreement_deg=5.0)
     assert judge(_pose(extras=far), gate).reasons == ("retrieval_disagreement",)
     assert judge(_pose(extras={}), gate).reasons == ()  # no retrieval database beside the checkpoint
     assert judge(_pose(extras={**far, "retrieval_score": float("nan")}), gate).reasons == ()
@@ -122,12 +122,12 @@ def test_retrieval_check_off_or_without_a_usable_prior() -> None:
 def test_degenerate_covariance_still_gives_a_finite_inflation() -> None:
     p = _pose(extras=_prior(t=(3.0, 2.0, 0.0)))
     p.covariance[:3, :3] = 0.0
-    v = judge(p, UncertaintyGate(max_retrieval_disagreement_m=1.0))
+    v = judge(p, UncertaintyGate(max_retrieval_disagreement=1.0))
     assert v.keep and np.all(np.isfinite(v.covariance))
 
 
 @pytest.mark.parametrize("kw,match", [
-    ({"max_position_sigma_m": -1.0}, "max_position_sigma_m"),
+    ({"max_position_sigma": -1.0}, "max_position_sigma"),
     ({"max_yaw_sigma_deg": float("inf")}, "max_yaw_sigma_deg"),
     ({"action": "drop"}, "action"),
     ({"inflate_factor": 0.5}, "inflate_factor"),
@@ -175,7 +175,7 @@ def test_stats_count_by_reason_share_and_throttled_skip_warning() -> None:
 def test_node_parameters_are_validated_by_name(key: str, value: object) -> None:
     from mfapr_ros.ros.params import validate_params
 
-    with pytest.raises(ConfigError, match=re.escape(f"parameter '{key}'")):
+    with pytest.raises(ConfigError, match=re.escape(f"parameter '{key}' = ")):
         validate_params({"checkpoint": "m.json", key: value})
 
 
@@ -186,4 +186,4 @@ def test_node_parameters_build_the_gate() -> None:
     p = validate_params({"checkpoint": "m.json", "uncertainty.max_position_sigma": 1,
                          "uncertainty.max_retrieval_disagreement_deg": 15.0, "uncertainty.action": "skip"})
     gate = p.uncertainty
-    assert gate == UncertaintyGate(max_position_sigma_m=1.0, max_retrieval_disagreement_deg=15.0, action="skip")
+    assert gate == UncertaintyGate(max_position_sigma=1.0, max_retrieval_disagreement_deg=15.0, action="skip")

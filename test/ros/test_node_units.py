@@ -232,7 +232,7 @@ def _rig_pose(stamp_ns: int, pos_std: float):
 
 
 def test_on_pose_skips_uncertain_poses_counted_and_warned() -> None:
-    from mfapr_ros.ros.diagnostics import diagnostic_statuses, diagnostics_summary, final_summary_line
+    from mfapr_ros.ros.diagnostics import diagnostic_statuses, final_summary_line
 
     core, log = _core(**{"uncertainty.max_position_sigma": 0.5, "uncertainty.action": "skip"})
     core._on_pose(_rig_pose(1, 0.1))  # confident: published
@@ -240,7 +240,7 @@ def test_on_pose_skips_uncertain_poses_counted_and_warned() -> None:
         core._on_pose(_rig_pose(2 + k, 2.0))  # σ 2 m > 0.5 m: skipped
     assert len(core.pub_pose.sent) == len(core.pub_pose_cov.sent) == len(core.tf.sent) == 1
     assert core.poses_published == 1
-    s = diagnostics_summary(core)
+    s = core.diagnostics_summary()
     assert s["uncertain_skipped"] == {"position_sigma": 12} and s["uncertain_inflated"] == {}
     assert s["uncertain_skipped_poses"] == 12 and s["uncertain_share"] == pytest.approx(12 / 13)
     assert sum("skipped" in m and "position_sigma" in m for m in log.lines) == 1  # throttled: one line so far
@@ -257,8 +257,6 @@ def test_on_pose_skips_uncertain_poses_counted_and_warned() -> None:
 
 def test_on_pose_inflates_uncertain_poses_and_default_is_off() -> None:
     from mfapr_ros.ros.convert import covariance_to_msg
-    from mfapr_ros.ros.diagnostics import diagnostics_summary
-
     core, _ = _core(**{"uncertainty.max_position_sigma": 0.5, "uncertainty.inflate_factor": 2.0})
     seen = []
     core.on_pose.append(seen.append)
@@ -267,13 +265,13 @@ def test_on_pose_inflates_uncertain_poses_and_default_is_off() -> None:
     cov = np.array(msg.pose.covariance).reshape(6, 6)
     assert cov[0, 0] == pytest.approx(4.0) and cov[5, 5] == pytest.approx(0.01)  # position σ × 2, rotation kept
     assert seen[0].covariance[0, 0] == pytest.approx(4.0)  # hooks see what was published
-    s = diagnostics_summary(core)
+    s = core.diagnostics_summary()
     assert s["uncertain_inflated"] == {"position_sigma": 1} and s["uncertain_skipped_poses"] == 0
     # defaults: the gate is off, the model's covariance goes out unchanged
     core, _ = _core()
     core._on_pose(_rig_pose(1, 100.0))
     assert list(core.pub_pose_cov.sent[0].pose.covariance) == list(covariance_to_msg(_rig_pose(1, 100.0).covariance))
-    assert diagnostics_summary(core)["uncertain_window"] == 1
+    assert core.diagnostics_summary()["uncertain_window"] == 1
 
 
 def test_node_default_covariance_is_the_one_eval_and_calibration_score() -> None:
@@ -284,3 +282,33 @@ def test_node_default_covariance_is_the_one_eval_and_calibration_score() -> None
 
     p = validate_params({"checkpoint": "model.json"})
     assert p.default_covariance() == pytest.approx([DEFAULT_COVARIANCE[0]] * 3 + [DEFAULT_COVARIANCE[1]] * 3)
+
+
+def test_diagnostics_read_a_view_built_without_a_node() -> None:
+    """Issue 24: /diagnostics reads one DiagnosticsView (what the node fills), so a view of plain meters and
+    counters gives the same summary and statuses without any LocalizeCore."""
+    from mfapr_ros.bag.bundles import CameraBinding
+    from mfapr_ros.core.drops import DropCounter
+    from mfapr_ros.core.stats import LatencyStats, RateMeter
+    from mfapr_ros.core.sync import DROP_KEYS
+    from mfapr_ros.ros.diagnostics import STAGES, DiagnosticsView, diagnostics_summary, view_statuses
+
+    rates = [RateMeter(), RateMeter()]
+    for _ in range(3):
+        rates[0].tick()
+    drops = DropCounter(lambda m: None, 5.0)
+    drops.drop("cam1", "corrupt", "x")
+    view = DiagnosticsView(
+        node_name="n", device="cpu", precision="fp32",
+        cameras=[CameraBinding(0, "cam0", "/c0", "raw", 4, 4), CameraBinding(1, "cam1", "/c1", "raw", 4, 4)],
+        cam_rates=rates, bundle_rate=RateMeter(), pose_rate=RateMeter(), poses=0, partial_bundles=2,
+        latency=LatencyStats(), stage_time={k: LatencyStats() for k in STAGES}, drops=drops,
+        sync_stats={k: 0 for k in DROP_KEYS} | {"dropped_unmatched": 4}, inference_stats={"stale_dropped": 1},
+        tf_mode="off", tf_lookup_failures=0, uncertain=None, stream_timeout_s=0.5, relocalization=None)
+    s = diagnostics_summary(view)
+    assert [c["received"] for c in s["cameras"]] == [3, 0] and s["cameras"][1]["drops"] == {"corrupt": 1}
+    assert s["drops"]["sync.dropped_unmatched"] == 4 and s["drops"]["inference.stale"] == 1
+    assert s["partial_bundles"] == 2 and s["uncertain_window"] == 0 and s["tf_mode"] == "off"
+    statuses = view_statuses(view)
+    assert [st.name for st in statuses] == ["n: localization", "n: camera cam0", "n: camera cam1"]
+    assert statuses[0].message == "no poses yet"
