@@ -49,8 +49,6 @@ class DataConfig:
     track_aug_max_residual_m: float = 0.01  # permutations whose target offset is off by more are refused / unused
     track_aug_max_residual_deg: float = 1.0
     photometric: bool = True
-    # smooth random gain field across each image (0 = off; 0.3 = ×0.7…1.3 at 3×3 points): lights on/off differ
-    shading: float = 0.0
     num_workers: int = 0
     max_train: int | None = None  # keep only this many training bundles (evenly spaced) — CPU-scale runs
     max_val: int | None = None
@@ -271,8 +269,6 @@ def validate(cfg: ExperimentConfig) -> None:
     if cams is not None and not (cams in ("galaxy", "basler") or (isinstance(cams, list) and cams
                                                                    and all(isinstance(c, str) for c in cams))):
         raise ConfigError(f"{src}: 'data.cameras' must be a list of camera ids, 'galaxy' or 'basler'; got {cams!r}")
-    if not 0.0 <= float(cfg.data.shading) < 1.0:
-        raise ConfigError(f"{src}: 'data.shading' must be in [0, 1), got {cfg.data.shading!r}")
     if not 0.0 <= float(cfg.data.track_aug_p) <= 1.0:
         raise ConfigError(f"{src}: 'data.track_aug_p' must be in [0, 1], got {cfg.data.track_aug_p!r}")
     positive("data.track_aug_max_residual_m", cfg.data.track_aug_max_residual_m, allow_zero=True)

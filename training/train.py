@@ -94,7 +94,6 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
     import torch.utils.data as tud
 
     from .datasets import BundleDataset, TrackAugmentation
-    from .datasets.photometric import PhotometricConfig
 
     d = cfg.data
     rig = resolve_rig(d.format, d.root, d.rig)
@@ -117,8 +116,7 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
     skip = tuple_skip(train, d.spacing_s) if (steps > 1 and d.spacing_s) else d.skip
     if steps > 1:
         log.info("relative loss: %d-frame tuples, %d frames apart", steps, skip)
-    photometric = PhotometricConfig(shading=float(d.shading)) if d.photometric else None
-    train_ds = BundleDataset(train, rig, pre, steps=steps, skip=skip, track_aug=aug, photometric=photometric)
+    train_ds = BundleDataset(train, rig, pre, steps=steps, skip=skip, track_aug=aug, photometric=d.photometric)
     t0 = time.perf_counter()
     stats = train_ds.predecode()  # decode + resize once, in threads, before the first step (not inside it)
     log.info("training images decoded: %d in %.1f s (%.0f MB cached)", int(stats["images"]),

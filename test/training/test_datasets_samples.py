@@ -242,25 +242,6 @@ def test_color_jitter_properties() -> None:
     assert float((gains[:, 0, 0] - gains[:, 2, 0]).abs().max()) > 0.01  # the channels differ: a tint
 
 
-def test_shading_is_a_smooth_gain_field_and_changes_nothing_else() -> None:
-    x = 0.4 + 0.2 * torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    base = PhotometricConfig()
-    # shading draws after every other factor: with it the jitter is the same, times a gain field
-    y0 = color_jitter(x, base, torch.Generator().manual_seed(5))
-    ys = color_jitter(x, PhotometricConfig(shading=0.3), torch.Generator().manual_seed(5))
-    shade = PhotometricConfig(0, 0, 0, 0, white_balance=0, shading=0.3)
-    only = color_jitter(x, shade, torch.Generator().manual_seed(5))
-    field = only / x  # no clipping at these levels: the gain field itself
-    assert 0.7 - 1e-5 <= float(field.min()) and float(field.max()) <= 1.3 + 1e-5
-    assert torch.allclose(field[:, 0], field[:, 1], atol=1e-5)  # one field for the three channels
-    per_image = field.flatten(1)
-    assert float((per_image.max(1).values - per_image.min(1).values).min()) > 0.02  # varies across the image
-    assert float((field[..., 1:, :] - field[..., :-1, :]).abs().max()) < 0.6 / 15 * 2 + 1e-4  # smooth (bilinear)
-    assert not torch.allclose(ys, y0) and ys.min() >= 0 and ys.max() <= 1
-    with pytest.raises(ConfigError, match="shading"):
-        PhotometricConfig(shading=1.0)
-
-
 def test_pose_normalization_stats(tmp_path: Path) -> None:
     bs = make_set(tmp_path, n=4)
     st = pose_normalization(bs)

@@ -7,11 +7,9 @@ exact sample.
 
 Operations (in this order, each as in torchvision's ColorJitter): brightness (scale), contrast (blend with the
 image's mean grey), saturation (blend with its greyscale), hue (rotation of the chroma plane in YIQ space — a
-linear, vectorised stand-in for the HSV hue shift: same hue angle, luma kept exactly), white balance (a gain per
+linear, vectorised stand-in for the HSV hue shift: same hue angle, luma kept exactly), then white balance (a gain per
 colour channel: auto white balance settles differently each session, and when every mapping pass has its own, a
-network learns the tint as a place cue — measured in docs/results.md), then shading (a smooth random
-gain field, 3×3 factors bilinearly upsampled: ceiling lights on or off and nearer or farther than when mapping
-change the light *across* an image, which one global factor cannot imitate). Results are clamped to [0, 1].
+network learns the tint as a place cue — measured in docs/results.md). Results are clamped to [0, 1].
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ _YIQ2RGB = torch.linalg.inv(_RGB2YIQ)
 @dataclass(frozen=True)
 class PhotometricConfig:
     """Jitter strengths: factors are drawn uniformly from ``[1 − s, 1 + s]`` (hue: shift in ``[−h, h]`` turns,
-    h ≤ 0.5; white_balance: one factor per colour channel; shading: one per point of a 3×3 grid). ``p``:
+    h ≤ 0.5; white_balance: one factor per colour channel). ``p``:
     probability that an image is jittered at all. All zero = off."""
 
     brightness: float = 0.3
@@ -41,10 +39,9 @@ class PhotometricConfig:
     hue: float = 0.05
     p: float = 1.0
     white_balance: float = 0.1
-    shading: float = 0.0
 
     def __post_init__(self) -> None:
-        for k in ("brightness", "contrast", "saturation", "white_balance", "shading"):
+        for k in ("brightness", "contrast", "saturation", "white_balance"):
             v = getattr(self, k)
             if not (isinstance(v, (int, float)) and 0.0 <= v < 1.0):
                 raise ConfigError(f"photometric.{k} must be in [0, 1), got {v!r}")
@@ -56,7 +53,7 @@ class PhotometricConfig:
     @property
     def enabled(self) -> bool:
         return self.p > 0 and any((self.brightness, self.contrast, self.saturation, self.hue,
-                                      self.white_balance, self.shading))
+                                      self.white_balance))
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -64,7 +61,7 @@ class PhotometricConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> PhotometricConfig:
         d = dict(d or {})
-        unknown = set(d) - {"brightness", "contrast", "saturation", "hue", "p", "white_balance", "shading"}
+        unknown = set(d) - {"brightness", "contrast", "saturation", "hue", "p", "white_balance"}
         if unknown:
             raise ConfigError(f"photometric: unknown keys {sorted(unknown)}")
         return cls(**d)
@@ -107,9 +104,5 @@ def color_jitter(x: torch.Tensor, cfg: PhotometricConfig, generator: torch.Gener
     if cfg.white_balance > 0:
         wb = 1.0 + (torch.rand(n, 3, generator=generator) * 2 - 1) * cfg.white_balance
         out = (out * wb.to(y).view(n, 3, 1, 1)).clamp(0, 1)
-    if cfg.shading > 0:  # drawn last: with shading 0 every other factor is the same as before it existed
-        grid = 1.0 + (torch.rand(n, 1, 3, 3, generator=generator) * 2 - 1) * cfg.shading
-        field = torch.nn.functional.interpolate(grid.to(y), size=y.shape[-2:], mode="bilinear", align_corners=True)
-        out = (out * field).clamp(0, 1)
     out = apply * out + (1 - apply) * y
     return out.reshape(shape)
