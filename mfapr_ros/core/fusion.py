@@ -78,6 +78,7 @@ class FusionSettings:
     outlier_gate: float = 4.0
     max_consecutive_outliers: int = 10
     measurement_scale: float = 1.5
+    correlated_fraction: float = 0.5
     odom_translation_per_m: float = 0.15
     odom_rotation_per_m: float = 0.1
     odom_rotation_per_rad: float = 0.05
@@ -108,6 +109,8 @@ class FusionSettings:
             raise bad("max_consecutive_outliers", "an integer >= 1")
         if self.measurement_scale <= 0:
             raise bad("measurement_scale", "a σ factor > 0")
+        if not 0.0 <= self.correlated_fraction < 1.0:
+            raise bad("correlated_fraction", "a share in [0, 1)")
         for name in ("odom_translation_per_m", "odom_rotation_per_m", "odom_rotation_per_rad"):
             if getattr(self, name) < 0:
                 raise bad(name, "a number >= 0")
@@ -142,6 +145,10 @@ FIELD_DOCS: dict[str, tuple[str, str]] = {
                                  "network pose (counted).", ">= 1"),
     "measurement_scale": ("σ factor on the network covariance before fusion (>1 when consecutive bundles' errors "
                           "are correlated).", "> 0"),
+    "correlated_fraction": ("Share of the network covariance that consecutive bundles have in common (a bias of "
+                            "the place that averaging over the track cannot remove): the published fused "
+                            "covariance is this share of the newest network covariance plus the rest of the "
+                            "smoother's marginal; 0 = independent errors (the smoother alone).", "[0, 1)"),
     "odom_translation_per_m": ("Odometry translation σ per metre travelled (m/m).", ">= 0"),
     "odom_rotation_per_m": ("Odometry rotation σ per metre travelled (rad/m).", ">= 0"),
     "odom_rotation_per_rad": ("Odometry rotation σ per radian turned (rad/rad).", ">= 0"),
@@ -224,6 +231,7 @@ class PoseFusion:
         self._last_odom: tuple[np.ndarray, np.ndarray] | None = None
         self._last_pose: Any = None
         self._last_cov: np.ndarray | None = None  # body covariance of the newest pose
+        self._meas_cov: np.ndarray | None = None  # body covariance of the newest accepted network pose (scaled)
         self._outliers_in_row = 0
 
     def reset(self) -> None:
@@ -303,9 +311,21 @@ class PoseFusion:
         return g.Pose3(g.Rot3.Quaternion(*q), t)
 
     def _fused_pose(self, stamp_ns: int, pose: Any, cov_body: np.ndarray, status: str) -> FusedPose:
+        """The published pose: the smoother's estimate with ``ρ·R + (1 − ρ)·P`` (ρ = ``correlated_fraction``, R the
+        newest accepted network covariance, P the smoother's marginal).
+
+        Why: the smoother treats every network pose as an independent measurement, so its marginal shrinks like
+        1/N over the window — but the network's errors at one place are largely the same error (measured on the
+        demo's forward query: error autocorrelation 0.89 one bundle apart, 0.56 after 1 s), and the marginal
+        claimed a few centimetres while the fused pose was 0.35 m off (0 % of errors inside 1σ). With a share ρ
+        of each error common to the window, the fused error keeps that share of R however many poses are fused;
+        one pose alone (P = R) is published with R, as without fusion.
+        """
         q = quat_normalize(np.array(pose.rotation().toQuaternion().coeffs())[[3, 0, 1, 2]])
         t = np.asarray(pose.translation(), dtype=np.float64).reshape(3)
-        return self._out(FusedPose(stamp_ns, t, q, body_to_ros_covariance(cov_body, q), status), status)
+        rho = self.settings.correlated_fraction
+        out = cov_body if self._meas_cov is None or rho == 0 else rho * self._meas_cov + (1 - rho) * cov_body
+        return self._out(FusedPose(stamp_ns, t, q, body_to_ros_covariance(out, q), status), status)
 
     def _initialize(self, stamp_ns: int, t: np.ndarray, q: np.ndarray, cov_body: np.ndarray, odom_t: np.ndarray,
                     odom_q: np.ndarray, status: str) -> FusedPose:
@@ -320,7 +340,7 @@ class PoseFusion:
         stamps.insert((key, 0.0))
         self._smoother.update(graph, values, stamps)
         self._last_stamp, self._last_odom = stamp_ns, (odom_t, odom_q)
-        self._last_pose, self._last_cov = pose, cov_body
+        self._last_pose, self._last_cov, self._meas_cov = pose, cov_body, cov_body
         self._outliers_in_row = 0
         return self._fused_pose(stamp_ns, pose, cov_body, status)
 
@@ -374,6 +394,10 @@ class PoseFusion:
         self._smoother.update(graph, values, stamps)
         pose = self._smoother.calculateEstimatePose3(key)
         cov_new = np.asarray(self._smoother.marginalCovariance(key), dtype=np.float64)
+        if accept:
+            # the measurement's covariance in the body frame of the *estimate* (the published frame)
+            self._meas_cov = ros_to_body_covariance(cov_ros, quat_normalize(
+                np.array(pose.rotation().toQuaternion().coeffs())[[3, 0, 1, 2]]))
         self._last_stamp, self._last_odom = stamp_ns, (odom_t, odom_q)
         self._last_pose, self._last_cov = pose, 0.5 * (cov_new + cov_new.T)
         return self._fused_pose(stamp_ns, pose, self._last_cov, "fused" if accept else "outlier_rejected")
