@@ -68,8 +68,9 @@ class TransformerBranch(nn.Module):
         # content queries differ per input: query j attends to itself only, so slot j's output stays a function
         # of the encoder memory at slot j (the encoder is where cameras mix), as with constant queries
         alone = ~torch.eye(self.slots, dtype=torch.bool, device=tokens.device)
-        out = self.decoder(q, mem, tgt_mask=alone, memory_mask=blocked)  # a missing slot's query reads its
-        if mask is not None:  # padded memory, and its output is replaced by the learned "missing camera" vector
+        # tgt_is_causal=False: torch would otherwise compare the mask with a causal one (.item(): breaks export)
+        out = self.decoder(q, mem, tgt_mask=alone, memory_mask=blocked, tgt_is_causal=False)
+        if mask is not None:  # a missing slot's query reads padded memory: its output is the learned vector
             out = torch.where(mask[..., None], out, self.missing.to(out.dtype))
         return out.flatten(1)
 
