@@ -74,8 +74,12 @@ def build_model(cfg: dict[str, Any]) -> PoseRegressor:
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[PoseRegressor, Checkpoint]:
     """Rebuild the model from a checkpoint's JSON and load its weights strictly; returns ``(model.eval(), ckpt)``."""
     ckpt = load_checkpoint(path)
+    cfg = ckpt.model_config
+    if "transposenet" in str(cfg.get("backbone", "")) and "content_queries" not in cfg:
+        # written before content queries existed (their resolved configs list every key): the plain queries
+        cfg = {**cfg, "content_queries": False}
     try:
-        model = build_model(ckpt.model_config)
+        model = build_model(cfg)
     except ConfigError as e:
         raise CheckpointError(f"{ckpt.path}: its 'model' config is not valid for this mfapr_ros: {e}") from None
     try:

@@ -500,3 +500,17 @@ def test_transposenet_single_query_content_ignores_missing_cameras() -> None:
     assert torch.allclose(a, b)
     assert torch.allclose(a[0, 0], torch.cat([tok[0, :4], tok[0, 8:]]).mean(0), atol=1e-6)
     assert torch.allclose(a[1, 0], tok[1].mean(0), atol=1e-6)
+
+
+def test_transformer_checkpoint_from_before_content_queries_loads_plain_queries(tmp_path):
+    """A TransPoseNet checkpoint whose JSON has no ``content_queries`` (written before they existed) rebuilds the
+    model it was trained as — plain learned queries — not today's default."""
+    rig = ring_rig(4)
+    model = build_model(preset("tiny", content_queries=False)).eval()
+    meta = model_meta(model, rig, PreprocessConfig(64, 64))
+    del meta["model"]["content_queries"]
+    loaded, _ = load_model(save_checkpoint(tmp_path / "old", model, meta))
+    assert loaded.config["content_queries"] is False
+    x = torch.randn(2, 4, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x)["t"], loaded(x)["t"])
