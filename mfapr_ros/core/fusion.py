@@ -78,7 +78,7 @@ class FusionSettings:
     outlier_gate: float = 4.0
     max_consecutive_outliers: int = 10
     measurement_scale: float = 1.5
-    correlated_fraction: float = 0.5
+    correlated_fraction: float = 0.25
     odom_translation_per_m: float = 0.15
     odom_rotation_per_m: float = 0.1
     odom_rotation_per_rad: float = 0.05
