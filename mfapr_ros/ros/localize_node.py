@@ -128,6 +128,7 @@ class LocalizeCore:
         self.fusion: FusionOutput | None = None
         self.relocalization: RelocalizationOutput | None = None
         self.localizer: Any = None
+        self._preprocess: Callable[..., Any] | None = None  # the localizer's first half (decode thread), if split
         self.on_pose: list[Callable[[Any], None]] = []  # hooks (tests, benchmark): called after publishing
 
     # ------------------------------------------------------------------ parameters (ros/declare.py)
@@ -183,7 +184,13 @@ class LocalizeCore:
 
             # inference worker (started before the subscriptions so no bundle arrives without a consumer)
             self._closed = False
-            self._async = BundlePipeline(self._prepare, self.localizer.infer, self._on_result,
+            # a Localizer is split: the decode thread also preprocesses (overlapping the previous bundle's
+            # forward pass), the inference thread runs only the model; a stand-in with just infer() is not
+            loc = self.localizer
+            split = callable(getattr(loc, "preprocess", None)) and callable(getattr(loc, "infer_preprocessed", None))
+            self._preprocess = loc.preprocess if split else None
+            infer = (lambda xm, stamp: loc.infer_preprocessed(xm[0], xm[1], stamp)) if split else loc.infer
+            self._async = BundlePipeline(self._prepare, infer, self._on_result,
                                          on_error=self._on_inference_error, name=self.get_name())
             warm_up_decoders()  # decoders imported before the first frame, not inside four callbacks at once
         except BaseException:
@@ -283,6 +290,7 @@ class LocalizeCore:
         if self.relocalization is not None:
             self.relocalization.close(self._drop_publisher)
             self.relocalization = None
+        self._preprocess = None
         if self.localizer is not None:  # unconfigured = nothing loaded (GPU memory freed before a new checkpoint)
             on_cuda = str(getattr(self.localizer, "device", "")).startswith("cuda")
             self.localizer = None
@@ -329,7 +337,8 @@ class LocalizeCore:
         """The bundle chosen for inference (prepare thread): decode it and apply the one bad-frame rule
         (:func:`mfapr_ros.core.bundle_decode.decode_bundle`, also eval-bag's): each bad frame is counted by camera
         and cause; the bundle is inferred with those cameras masked when ``sync.min_cameras`` allows, else
-        dropped (``bundle.bad_frame_bundle``). Returns (images in model slot order, stamp) or None."""
+        dropped (``bundle.bad_frame_bundle``). Returns (images in model slot order — preprocessed to the model's
+        ``(x, mask)`` when the localizer is split — , stamp) or None."""
         parallel = self.decode_policy.use_pool()
         t0 = time.perf_counter()
         v = decode_bundle(bundle.payloads, self._decode_frame, self.sync.min_streams,
@@ -351,6 +360,8 @@ class LocalizeCore:
                 images[self.bindings[i].slot] = image
         if v.num_present < self.num_slots:
             self.partial_bundles += 1
+        if self._preprocess is not None:
+            return self._preprocess(images), int(bundle.stamp_ns)
         return images, int(bundle.stamp_ns)
 
     def _on_inference_error(self, exc: BaseException) -> None:
