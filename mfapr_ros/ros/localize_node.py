@@ -6,7 +6,7 @@ bytes and feeds the one ``sync.ApproximateTimeSynchronizer`` with the undecoded 
 ``core.bundle_pipeline`` — latest bundle wins (a superseded one is counted ``inference.stale`` and never decoded), the
 chosen bundle is decoded straight from its CDR fields one bundle ahead of the model (``core.bundle_decode``: the one
 bad-frame rule, shared with eval-bag), then inferred. The intake never waits for decoding or inference. Results are
-published from the inference thread (rclpy publishers are thread-safe) in ONE place, :meth:`LocalizeCore._on_pose`:
+published from the publish thread (rclpy publishers are thread-safe) in ONE place, :meth:`LocalizeCore._on_pose`:
 ``~/pose``, ``~/pose_with_covariance`` (reliable + transient_local, depth 1: a late subscriber such as
 robot_localization gets the last pose), ``~/path`` (bounded) and TF, all stamped with the bundle stamp, then the
 ``on_pose`` hooks. This module holds the lifecycle steps (:class:`LocalizeCore`), the plain node and ``main``; TF and
@@ -369,14 +369,14 @@ class LocalizeCore:
         self.drops.drop(MODEL_SOURCE, "inference_error", f"{type(exc).__name__}: {exc}")
 
     def _on_result(self, pose: Any, times: StageTimes) -> None:
-        """Inference result (inference thread): record where the time went, then publish (:meth:`_on_pose`)."""
+        """Inference result (publish thread): record where the time went, then publish (:meth:`_on_pose`)."""
         for stage, seconds in (("wait", times.wait_s), ("decode", times.decode_s), ("inference", times.inference_s)):
             self.stage_time[stage].add(seconds)
         self.latency.add(times.total_s)
         self._on_pose(dataclasses.replace(pose, latency_s=times.total_s) if dataclasses.is_dataclass(pose) else pose)
 
     def _on_pose(self, pose: Any) -> None:
-        """THE place a pose is published (inference thread): every output with the bundle stamp, then the
+        """THE place a pose is published (publish thread): every output with the bundle stamp, then the
         ``on_pose`` hooks (tests, the benchmark, later consumers of a published pose)."""
         if self._closed:
             return
