@@ -271,16 +271,20 @@ def _stage_times(node: Any) -> dict[str, list[float]]:
     return {k: list(v._v) for k, v in node.stage_time.items()}
 
 
-def _model_only_rate(node: Any, imgs: list[np.ndarray], stamp: int, seconds: float = 2.0) -> float:
+def _model_only_rate(node: Any, imgs: list[np.ndarray], stamp: int, seconds: float = 2.0,
+                     times: list[float] | None = None) -> float:
     """Bundles/s of ``Localizer.infer`` alone on the same images in the same process (node idle): the ceiling the
-    sweep's rates are fractions of."""
+    sweep's rates are fractions of. With ``times``, each call's seconds are appended to it (the model's own
+    p99/p50 on this machine: the floor under the node's end-to-end spread)."""
     decoded = [np.asarray(im) for im in imgs]
     loc = node.localizer
     t_b = time.perf_counter()
     nb = 0
-    while time.perf_counter() - t_b < seconds:
+    while (t := time.perf_counter()) - t_b < seconds:
         loc.infer(decoded, stamp)
         nb += 1
+        if times is not None:
+            times.append(time.perf_counter() - t)
     return nb / (time.perf_counter() - t_b)
 
 
@@ -359,17 +363,19 @@ def run(num_cameras: int, size: int, transport: str, seconds: float, device: str
             _warm_up(h)
             lat = _measure_latency(h, latency_samples)
             stage = _stage_times(h.node)
-            base_rate = _model_only_rate(h.node, imgs, h.stamp)
+            model_times: list[float] = []
+            base_rate = _model_only_rate(h.node, imgs, h.stamp, times=model_times)
             sweep = [_paced(h, base_rate * frac, seconds) for frac in fractions]
             overload = _paced(h, 2.0 * base_rate, overload_s, rss) if overload_s > 0 else None
             summary = h.node.diagnostics_summary()
             # measured again after the sweep: on a shared machine the load changes within a run; the ratios use
             # the mean of both, and the spread between them says how far a ratio can be trusted
-            base_after = _model_only_rate(h.node, imgs, h.stamp)
+            base_after = _model_only_rate(h.node, imgs, h.stamp, times=model_times)
     q = max(1, len(rss) // 4)
     return {
         "cameras": num_cameras, "threads": threads, "lat_n": len(lat),
         "e2e_p50": _pct(lat, 50), "e2e_p99": _pct(lat, 99),
+        "model_p50": _pct(model_times, 50), "model_p99": _pct(model_times, 99),
         **{f"{k}_p50": _pct(v, 50) for k, v in stage.items()}, **{f"{k}_p99": _pct(v, 99) for k, v in stage.items()},
         "baseline_hz": 0.5 * (base_rate + base_after), "baseline_before_hz": base_rate,
         "baseline_after_hz": base_after, "sweep": sweep,
@@ -389,6 +395,8 @@ def print_report(rows: list[dict[str, Any]]) -> None:
         for k, what in (("sync", "sync (per message)"), ("wait", "wait (latest-wins slot)"),
                         ("decode", "decode (per bundle)"), ("inference", "inference"), ("publish", "publish")):
             print(f"        {what:<38}{r[k + '_p50']:7.2f}  {r[k + '_p99']:7.2f}")
+        print(f"        {'model alone (Localizer.infer, idle)':<38}{r['model_p50']:7.2f}  {r['model_p99']:7.2f}"
+              f"   p99/p50: end-to-end {r['e2e_p99'] / r['e2e_p50']:.2f}, model {r['model_p99'] / r['model_p50']:.2f}")
     print("\nthroughput vs offered load (bundles/s; x = share of the model-only rate)")
     print("          offered   poses/s  kept  poses/model  superseded  sync drops")
     for r in rows:
