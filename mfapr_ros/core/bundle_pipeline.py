@@ -11,12 +11,16 @@ and only the bundle that will be inferred is decoded:
   one — one bundle ahead, so decoding overlaps inference (the decoders and torch release the GIL) and nothing
   decoded is thrown away unless the pipeline is closed; ``prepare`` may reject a bundle (a bad frame, see
   :mod:`mfapr_ros.core.bundle_decode`), counted ``rejected``;
-* the *inference* thread runs the model on the prepared bundle and hands the result to ``on_result`` (which
-  publishes).
+* the *inference* thread runs the model on the prepared bundle and hands the result to the *publish* thread,
+  which calls ``on_result`` (publishing) while the model already runs the next bundle. Why a thread of its own:
+  publishing is Python and DDS work (~0.5 ms per pose, issue 25) that on the inference thread delayed every next
+  forward pass; the model's kernels release the GIL, so the two overlap on a second core. A result is never dropped
+  for being slow to publish: the inference thread waits for the publish slot (bounded back-pressure).
 
-At most one bundle waits, one is being decoded, one is decoded and one is inferred: no unbounded queue. No lock
-is held across decode, inference or the callbacks. Per-bundle stage times (wait, decode, inference) are passed to
-``on_result`` for /diagnostics. The interface (``stats``, ``wait_idle``, ``discard_pending``, ``close``) is
+At most one bundle waits, one is being decoded, one is decoded, one is inferred, one result waits to be published
+and one is being published: no unbounded queue. No lock is held across decode, inference or the callbacks.
+Per-bundle stage times (wait, decode, inference) are passed to ``on_result`` for /diagnostics. The interface
+(``stats``, ``wait_idle``, ``discard_pending``, ``close``) is
 :class:`~mfapr_ros.inference.localizer.AsyncLocalizer`'s, so lifecycle transitions treat both alike.
 """
 
@@ -47,13 +51,13 @@ class StageTimes:
 
 
 class BundlePipeline:
-    """Two worker threads (prepare, inference) behind a latest-wins slot; see the module docstring.
+    """Three worker threads (prepare, inference, publish) behind a latest-wins slot; see the module docstring.
 
     Args:
         prepare: ``prepare(item) -> (images, stamp_ns) | None`` — decode and check one submitted item; ``None``
             rejects it (already counted by the caller's rule). Runs on the prepare thread.
         infer: ``infer(images, stamp_ns) -> result`` (``Localizer.infer``). Runs on the inference thread.
-        on_result: ``on_result(result, StageTimes)`` on the inference thread (publishing).
+        on_result: ``on_result(result, StageTimes)`` on the publish thread, in inference order.
         on_error: ``on_error(exc)`` for a failed prepare, inference or ``on_result`` (counted; logged when None).
     """
 
@@ -66,13 +70,16 @@ class BundlePipeline:
         self._cond = threading.Condition()
         self._pending: tuple[Any, float] | None = None  # (item, t_submit)
         self._ready: tuple[Any, int, float, float, float] | None = None  # images, stamp, wait, decode, t_done
+        self._result: tuple[Any, StageTimes] | None = None  # inferred, waiting for the publish thread
         self._preparing = False
         self._busy = False
+        self._publishing = False
         self._closed = False
         self._stats = {"submitted": 0, "processed": 0, "stale_dropped": 0, "rejected": 0, "errors": 0,
                        "callback_errors": 0, "dropped_closed": 0, "discarded": 0}
         self._threads = [threading.Thread(target=self._run_prepare, name=f"{name}-decode", daemon=True),
-                         threading.Thread(target=self._run_infer, name=f"{name}-inference", daemon=True)]
+                         threading.Thread(target=self._run_infer, name=f"{name}-inference", daemon=True),
+                         threading.Thread(target=self._run_publish, name=f"{name}-publish", daemon=True)]
         for t in self._threads:
             t.start()
 
@@ -99,10 +106,11 @@ class BundlePipeline:
         return True
 
     def _idle(self) -> bool:
-        return self._pending is None and self._ready is None and not self._preparing and not self._busy
+        return (self._pending is None and self._ready is None and self._result is None and not self._preparing
+                and not self._busy and not self._publishing)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until nothing waits, is decoded or is inferred (tests, deactivation); False on timeout."""
+        """Block until nothing waits, is decoded, inferred or published (tests, deactivation); False on timeout."""
         end = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while not self._idle():
@@ -114,7 +122,8 @@ class BundlePipeline:
 
     def discard_pending(self) -> bool:
         """Drop the bundles not yet in the model (waiting or decoded; counted ``discarded``); the running ones
-        finish. Returns whether any was dropped (a lifecycle deactivate: queued input is not published later)."""
+        finish and their results are handed to ``on_result``. Returns whether any was dropped (a lifecycle
+        deactivate: queued input is not published later)."""
         with self._cond:
             n = (self._pending is not None) + (self._ready is not None)
             self._pending = self._ready = None
@@ -123,7 +132,8 @@ class BundlePipeline:
             return n > 0
 
     def close(self, timeout: float | None = 10.0) -> None:
-        """Stop accepting bundles, drop those not yet in the model, finish the running ones, join the threads."""
+        """Stop accepting bundles, drop those not yet in the model, finish the running ones (their results still
+        reach ``on_result``), join the threads."""
         with self._cond:
             self._stats["dropped_closed"] += (self._pending is not None) + (self._ready is not None)
             self._pending = self._ready = None
@@ -162,17 +172,18 @@ class BundlePipeline:
                 self._pending = None
                 self._preparing = True
             t0 = time.perf_counter()
+            failed = False
             try:
                 out = self._prepare(item)
             except Exception as e:  # noqa: BLE001 - counted and reported, the worker keeps serving
-                out = None
-                with self._cond:
-                    self._stats["errors"] += 1
+                out, failed = None, True
                 self._report(e, "decode")
             t1 = time.perf_counter()
             with self._cond:
                 self._preparing = False
-                if out is None:
+                if failed:  # counted once: an error, not also a rejected bundle
+                    self._stats["errors"] += 1
+                elif out is None:
                     self._stats["rejected"] += 1
                 elif self._closed:
                     self._stats["dropped_closed"] += 1
@@ -191,6 +202,7 @@ class BundlePipeline:
                 self._ready = None
                 self._busy = True
                 self._cond.notify_all()  # the prepare thread may start on the next bundle now
+            done: tuple[Any, StageTimes] | None = None
             try:
                 t0 = time.perf_counter()
                 try:
@@ -200,16 +212,36 @@ class BundlePipeline:
                         self._stats["errors"] += 1
                     self._report(e, "inference")
                     continue
-                times = StageTimes(wait_s + (t0 - t_decoded), decode_s, time.perf_counter() - t0)
-                with self._cond:
-                    self._stats["processed"] += 1
-                try:
-                    self._on_result(result, times)
-                except Exception as e:  # noqa: BLE001
-                    with self._cond:
-                        self._stats["callback_errors"] += 1
-                    self._report(e, "on_result callback")
+                done = (result, StageTimes(wait_s + (t0 - t_decoded), decode_s, time.perf_counter() - t0))
             finally:
                 with self._cond:
+                    if done is not None:
+                        self._stats["processed"] += 1
+                        while self._result is not None:  # the previous result is still waiting: back-pressure
+                            self._cond.wait()
+                        self._result = done
                     self._busy = False
+                    self._cond.notify_all()
+
+    def _run_publish(self) -> None:
+        while True:
+            with self._cond:
+                while self._result is None and not (self._closed and not self._preparing and not self._busy
+                                                    and self._ready is None):
+                    self._cond.wait()
+                if self._result is None:
+                    return
+                result, times = self._result
+                self._result = None
+                self._publishing = True
+                self._cond.notify_all()  # the inference thread may hand over its next result
+            try:
+                self._on_result(result, times)
+            except Exception as e:  # noqa: BLE001
+                with self._cond:
+                    self._stats["callback_errors"] += 1
+                self._report(e, "on_result callback")
+            finally:
+                with self._cond:
+                    self._publishing = False
                     self._cond.notify_all()

@@ -100,9 +100,20 @@ def preprocess_bundle(images: Sequence[np.ndarray | torch.Tensor | None], cfg: P
     """A bundle's images in slot order (``None`` for a missing camera) → ``(x (T,3,S,S), mask (T,) bool)``.
 
     Missing slots are zeros (the normalised mean image) and ``mask`` is False there; models use the mask.
+    Present images of one size, type and device are preprocessed as one batch (same arithmetic per image, bit for
+    bit: ~10 tensor operations instead of ~10 per image; issue 25 measured 0.7 → 0.1 ms for 10 cameras at 64 px).
     """
     out = torch.zeros(len(images), 3, cfg.crop, cfg.crop, device=device)
     mask = torch.zeros(len(images), dtype=torch.bool, device=device)
+    present = [i for i, im in enumerate(images) if im is not None]
+    batch = [torch.as_tensor(images[i]) for i in present]
+    if batch and all(t.dtype == torch.uint8 and t.ndim == 3 and t.shape[-1] == 3 and t.shape == batch[0].shape
+                     and t.device == batch[0].device for t in batch):
+        x = torch.stack(batch).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+        idx = torch.tensor(present, device=device)
+        out[idx] = normalize(resize_crop(x, cfg), cfg)
+        mask[idx] = True
+        return out, mask
     for i, im in enumerate(images):
         if im is None:
             continue

@@ -225,6 +225,20 @@ class Localizer:
         """One bundle (slot order = ``self.rig.cameras``; ``None`` for a missing camera) → :class:`RigPose`."""
         t0 = time.perf_counter()
         x, m = self._prepare(images, mask)
+        return self.infer_preprocessed(x, m, stamp_ns, t0)
+
+    def preprocess(self, images: Sequence[Any], mask: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first half of :meth:`infer`: one bundle → ``(x (T,3,S,S), mask (T,))`` on the model's device.
+
+        Why apart: the node preprocesses the next bundle on its decode thread while the model runs the previous
+        one (``core.bundle_pipeline``); :meth:`infer_preprocessed` is the other half."""
+        return self._prepare(images, mask)
+
+    def infer_preprocessed(self, x: torch.Tensor, m: torch.Tensor, stamp_ns: int,
+                           t0: float | None = None) -> RigPose:
+        """The second half of :meth:`infer`: the model on :meth:`preprocess`'s output; ``latency_s`` from ``t0``
+        (``perf_counter``; default now)."""
+        t0 = time.perf_counter() if t0 is None else t0
         t, q, cov = self._forward(x[None], m[None])
         extras = self._retrieve(x[None], m[None])[0]
         return RigPose(int(stamp_ns), t[0], q[0], cov[0], time.perf_counter() - t0, m.cpu().numpy(), extras)

@@ -33,7 +33,10 @@ _LOG = logging.getLogger(__name__)
 
 #: the intake thread re-checks its stop flag and the context at least this often (ns), even when no camera sends
 WAIT_TIMEOUT_NS = 100_000_000
-#: at most this many messages are taken from one subscription before the others get their turn
+#: after one wait, ready subscriptions are drained in at most this many passes of one message each: round robin, so
+#: a backlog reaches the synchronizer interleaved across cameras as it was published. Draining one camera's backlog
+#: before the next one's (up to 8 messages each, as before) pushed that camera ``queue_size`` bundles ahead of the
+#: others, and the synchronizer dropped them as queue overflow (issue 25: 60-200 sync drops per 2x-overload step)
 MAX_TAKE_PER_ROUND = 8
 #: the subscriptions' QoS events are looked at this often (s): in the wait set, rmw_fastrtps wakes it for each
 #: message through them — a second wake-up per message (537 waits for 1,090 messages against 146 without, measured)
@@ -137,11 +140,8 @@ class CameraIntake:
                             if e.is_ready(wait_set):
                                 self._event(e)
                     ready = wait_set.get_ready_entities("subscription")
-                    if not ready:
-                        continue
-                    for i, h in enumerate(handles):
-                        if h.pointer in ready:
-                            self._drain(i, h, types[i])
+                    if ready:
+                        self._drain([i for i, h in enumerate(handles) if h.pointer in ready], handles, types)
         except Exception as e:  # noqa: BLE001 - a dead intake must be visible, not silent
             if not self._stop.is_set() and self._context.ok():
                 _LOG.error("camera intake stopped: %s: %s", type(e).__name__, e)
@@ -155,14 +155,22 @@ class CameraIntake:
         except Exception as e:  # noqa: BLE001 - an event callback must not stop the intake
             _LOG.warning("camera intake: QoS event callback failed: %s: %s", type(e).__name__, e)
 
-    def _drain(self, index: int, handle: Any, msg_type: Any) -> None:
+    def _drain(self, ready: list[int], handles: list[Any], types: list[Any]) -> None:
+        """Take from the ready subscriptions one message each per pass (round robin; see MAX_TAKE_PER_ROUND); a
+        subscription leaves the rotation once empty. What is left after the last pass wakes the next wait."""
         for _ in range(MAX_TAKE_PER_ROUND):
-            taken = handle.take_message(msg_type, True)
-            if taken is None:
+            still = []
+            for i in ready:
+                taken = handles[i].take_message(types[i], True)
+                if taken is None:
+                    continue
+                still.append(i)
+                self.taken += 1
+                try:
+                    self._on_message(i, taken[0])
+                except Exception as e:  # noqa: BLE001 - counted, logged, the intake goes on
+                    self.errors += 1
+                    _LOG.warning("camera intake: on_message failed: %s: %s", type(e).__name__, e)
+            if not still:
                 return
-            self.taken += 1
-            try:
-                self._on_message(index, taken[0])
-            except Exception as e:  # noqa: BLE001 - counted, logged, the intake goes on
-                self.errors += 1
-                _LOG.warning("camera intake: on_message failed: %s: %s", type(e).__name__, e)
+            ready = still

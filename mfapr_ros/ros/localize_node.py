@@ -6,7 +6,7 @@ bytes and feeds the one ``sync.ApproximateTimeSynchronizer`` with the undecoded 
 ``core.bundle_pipeline`` — latest bundle wins (a superseded one is counted ``inference.stale`` and never decoded), the
 chosen bundle is decoded straight from its CDR fields one bundle ahead of the model (``core.bundle_decode``: the one
 bad-frame rule, shared with eval-bag), then inferred. The intake never waits for decoding or inference. Results are
-published from the inference thread (rclpy publishers are thread-safe) in ONE place, :meth:`LocalizeCore._on_pose`:
+published from the publish thread (rclpy publishers are thread-safe) in ONE place, :meth:`LocalizeCore._on_pose`:
 ``~/pose``, ``~/pose_with_covariance`` (reliable + transient_local, depth 1: a late subscriber such as
 robot_localization gets the last pose), ``~/path`` (bounded) and TF, all stamped with the bundle stamp, then the
 ``on_pose`` hooks. This module holds the lifecycle steps (:class:`LocalizeCore`), the plain node and ``main``; TF and
@@ -124,6 +124,7 @@ class LocalizeCore:
         self.fusion: FusionOutput | None = None
         self.relocalization: RelocalizationOutput | None = None
         self.localizer: Any = None
+        self._preprocess: Callable[..., Any] | None = None  # the localizer's first half (decode thread), if split
         self.on_pose: list[Callable[[Any], None]] = []  # hooks (tests, benchmark): called after publishing
 
     # ------------------------------------------------------------------ parameters (ros/declare.py)
@@ -179,7 +180,13 @@ class LocalizeCore:
 
             # inference worker (started before the subscriptions so no bundle arrives without a consumer)
             self._closed = False
-            self._async = BundlePipeline(self._prepare, self.localizer.infer, self._on_result,
+            # a Localizer is split: the decode thread also preprocesses (overlapping the previous bundle's
+            # forward pass), the inference thread runs only the model; a stand-in with just infer() is not
+            loc = self.localizer
+            split = callable(getattr(loc, "preprocess", None)) and callable(getattr(loc, "infer_preprocessed", None))
+            self._preprocess = loc.preprocess if split else None
+            infer = (lambda xm, stamp: loc.infer_preprocessed(xm[0], xm[1], stamp)) if split else loc.infer
+            self._async = BundlePipeline(self._prepare, infer, self._on_result,
                                          on_error=self._on_inference_error, name=self.get_name())
             warm_up_decoders()  # decoders imported before the first frame, not inside four callbacks at once
         except BaseException:
@@ -279,6 +286,7 @@ class LocalizeCore:
         if self.relocalization is not None:
             self.relocalization.close(self._drop_publisher)
             self.relocalization = None
+        self._preprocess = None
         if self.localizer is not None:  # unconfigured = nothing loaded (GPU memory freed before a new checkpoint)
             on_cuda = str(getattr(self.localizer, "device", "")).startswith("cuda")
             self.localizer = None
@@ -325,7 +333,8 @@ class LocalizeCore:
         """The bundle chosen for inference (prepare thread): decode it and apply the one bad-frame rule
         (:func:`mfapr_ros.core.bundle_decode.decode_bundle`, also eval-bag's): each bad frame is counted by camera
         and cause; the bundle is inferred with those cameras masked when ``sync.min_cameras`` allows, else
-        dropped (``bundle.bad_frame_bundle``). Returns (images in model slot order, stamp) or None."""
+        dropped (``bundle.bad_frame_bundle``). Returns (images in model slot order — preprocessed to the model's
+        ``(x, mask)`` when the localizer is split — , stamp) or None."""
         parallel = self.decode_policy.use_pool()
         t0 = time.perf_counter()
         v = decode_bundle(bundle.payloads, self._decode_frame, self.sync.min_streams,
@@ -347,6 +356,8 @@ class LocalizeCore:
                 images[self.bindings[i].slot] = image
         if v.num_present < self.num_slots:
             self.partial_bundles += 1
+        if self._preprocess is not None:
+            return self._preprocess(images), int(bundle.stamp_ns)
         return images, int(bundle.stamp_ns)
 
     def _on_inference_error(self, exc: BaseException) -> None:
@@ -354,14 +365,14 @@ class LocalizeCore:
         self.drops.drop(MODEL_SOURCE, "inference_error", f"{type(exc).__name__}: {exc}")
 
     def _on_result(self, pose: Any, times: StageTimes) -> None:
-        """Inference result (inference thread): record where the time went, then publish (:meth:`_on_pose`)."""
+        """Inference result (publish thread): record where the time went, then publish (:meth:`_on_pose`)."""
         for stage, seconds in (("wait", times.wait_s), ("decode", times.decode_s), ("inference", times.inference_s)):
             self.stage_time[stage].add(seconds)
         self.latency.add(times.total_s)
         self._on_pose(dataclasses.replace(pose, latency_s=times.total_s) if dataclasses.is_dataclass(pose) else pose)
 
     def _on_pose(self, pose: Any) -> None:
-        """THE place a pose is published (inference thread): every output with the bundle stamp, then the
+        """THE place a pose is published (publish thread): every output with the bundle stamp, then the
         ``on_pose`` hooks (tests, the benchmark, later consumers of a published pose)."""
         if self._closed:
             return

@@ -260,3 +260,16 @@ def test_async_with_real_localizer(loc: Localizer) -> None:
         assert a.wait_idle(timeout=30)
     assert not a.alive
     check_pose(results[0], 42, [True, True, False, True])
+
+
+def test_preprocess_then_infer_preprocessed_equals_infer(loc: Localizer) -> None:
+    """The node's split (preprocess on its decode thread, the model on the inference thread) changes nothing."""
+    ims = images(4)
+    ims[1] = None
+    p = loc.infer(ims, 77)
+    x, m = loc.preprocess(ims)
+    q = loc.infer_preprocessed(x, m, 77)
+    assert q.stamp_ns == 77 and q.mask.tolist() == p.mask.tolist() == [True, False, True, True]
+    np.testing.assert_array_equal(q.t, p.t)
+    np.testing.assert_array_equal(q.q, p.q)
+    np.testing.assert_array_equal(q.covariance, p.covariance)

@@ -82,3 +82,39 @@ def test_intake_takes_messages_without_an_executor(rclpy_context) -> None:
         intake.stop()
         assert not intake.alive
         node.destroy_node()
+
+
+def test_intake_interleaves_a_backlog_across_cameras(rclpy_context) -> None:
+    """A backlog (the intake thread was held up) reaches on_message round robin across subscriptions, as it was
+    published: one camera drained ahead of the others would overflow the synchronizer's per-camera queue."""
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CompressedImage
+
+    from mfapr_ros.ros.intake import MAX_TAKE_PER_ROUND, CameraIntake, intake_subscription
+
+    node = rclpy.create_node("intake_backlog", context=rclpy_context)
+    qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    topics = [f"/intake_backlog/c{i}" for i in range(3)]
+    subs = [intake_subscription(node, CompressedImage, t, qos) for t in topics]
+    pubs = [node.create_publisher(CompressedImage, t, qos) for t in topics]
+    order: list[int] = []
+    per_topic = 2 * MAX_TAKE_PER_ROUND + 3  # more than one wait's worth: the rotation also spans waits
+    intake = CameraIntake(rclpy_context, subs, lambda i, data: order.append(i), "intake_backlog")
+    try:
+        wait(lambda: all(p.get_subscription_count() >= 1 for p in pubs), 10, "the subscriptions to match")
+        for k in range(1, per_topic + 1):
+            for p in pubs:
+                m = CompressedImage(format="jpeg")
+                m.header.stamp.sec, m.header.stamp.nanosec = 0, k
+                p.publish(m)
+        time.sleep(0.5)  # the backlog is in the subscriptions before the intake starts
+        intake.start()
+        wait(lambda: len(order) == 3 * per_topic, 10, "the backlog to be taken")
+        counts = [0, 0, 0]
+        for i in order:
+            counts[i] += 1
+            assert max(counts) - min(counts) <= 1, f"camera {i} drained ahead of the others: {order}"
+    finally:
+        intake.stop()
+        node.destroy_node()
