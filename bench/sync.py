@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mfapr_ros.core.sync import ApproximateTimeSynchronizer
+from mfapr_ros.core.sync import ApproximateTimeSynchronizer, SyncSettings
 
 P = 33_333_333
 MS = 1_000_000
@@ -257,12 +257,10 @@ def main() -> None:
         ev, frames = camera_events(r)
         ms = r.n - 1 if r.partial else r.n
         orc = oracle(frames, r.slop_ns, ms)
-        kw: dict[str, Any] = {"min_streams": ms, "stream_timeout_ns": 200_000_000, "logger": quiet}
+        cfg = SyncSettings(queue_size=r.queue, slop=r.slop_ns / 1e9, min_cameras=ms, stream_timeout=0.2)
         variants: list[tuple[str, Callable[[], Any], bool]] = [
-            ("frames (default)", lambda r=r, kw=kw: ApproximateTimeSynchronizer(
-                r.n, r.queue, r.slop_ns, policy="frames", **kw), True),
-            ("pivot", lambda r=r, kw=kw: ApproximateTimeSynchronizer(r.n, r.queue, r.slop_ns, policy="pivot", **kw),
-             True),
+            ("frames (default)", lambda n=r.n, cfg=cfg: ApproximateTimeSynchronizer(n, cfg, logger=quiet), True),
+            ("pivot", lambda n=r.n, cfg=cfg: ApproximateTimeSynchronizer(n, cfg, policy="pivot", logger=quiet), True),
         ]
         if r.n <= 10 and not r.partial:
             real = real_message_filters(r.n, r.queue, r.slop_ns)

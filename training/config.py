@@ -53,8 +53,10 @@ class DataConfig:
     max_train: int | None = None  # keep only this many training bundles (evenly spaced) — CPU-scale runs
     max_val: int | None = None
     max_gap_ms: float | None = None  # split tracks at time gaps (rosbag)
-    gt_topic: str | None = None  # rosbag: ground-truth pose topic
-    gt_tf: str | None = None  # rosbag: ground truth as the TF chain PARENT:CHILD over /tf + /tf_static (map:base_link)
+    # rosbag ground truth: a pose topic (/ground_truth/pose: starts with /) or the TF chain PARENT:CHILD over /tf +
+    # /tf_static (map:base_link); None = auto (the bag's one pose topic). One key: the old gt_topic / gt_tf pair
+    # were one setting ("set one of them, not both") under two names
+    gt: str | None = None
     # the robot's camera topics / transport stored in the checkpoint's rig (kapture has none: placeholders otherwise)
     topics: dict[str, str] = field(default_factory=dict)  # camera name → topic
     transport: str | None = None  # raw | compressed for every camera; None = the rig's (kapture: compressed)
@@ -122,7 +124,7 @@ class ExperimentConfig:
     def from_dict(cls, doc: Any, source: str = "<dict>") -> ExperimentConfig:
         if not isinstance(doc, dict):
             raise ConfigError(f"{source}: a training config must be a mapping of sections")
-        doc = _renamed_keys(dict(doc), source)
+        doc = _folded_switches(_renamed_keys(copy.deepcopy(doc), source), source)
         doc.pop("extends", None)
         cfg = _build(cls, doc, source, "")
         cfg.source = source
@@ -131,7 +133,20 @@ class ExperimentConfig:
 
 
 #: old key → current key: still read, with one deprecation line each time a config uses it
-RENAMED = {"loss.rotation": "loss.rotation_distance"}
+RENAMED = {"loss.rotation": "loss.rotation_distance", "data.gt_topic": "data.gt", "data.gt_tf": "data.gt"}
+_RENAMED_WHY = {"loss.rotation": "same meaning: the rotation distance of the loss",
+                "data.gt_topic": "a topic starts with /", "data.gt_tf": "PARENT:CHILD is the TF chain"}
+
+#: old on/off switches folded into the number they gated (one setting, 0 = off): old key → (current key, the value
+#: it takes when the switch is true and the number is not given: the number's old default). Still read, with one
+#: deprecation line; a false switch sets the number to 0.
+FOLDED: dict[str, tuple[str, Any]] = {"loss.relative": ("loss.relative_weight", 1.0),
+                                      "loss.learn_weights": ("loss.weights_lr", None),
+                                      "loss.gradient_blending.enabled": ("loss.gradient_blending.every_steps", 200)}
+
+
+def _deprecated(source: str, old: str, new: str, why: str) -> None:
+    logging.getLogger("mfapr_training").warning("%s: '%s' is deprecated, use '%s' (%s)", source, old, new, why)
 
 
 def _renamed_keys(doc: dict[str, Any], source: str) -> dict[str, Any]:
@@ -141,11 +156,39 @@ def _renamed_keys(doc: dict[str, Any], source: str) -> dict[str, Any]:
         sec = doc.get(section)
         if isinstance(sec, dict) and o in sec:
             if n in sec:
-                raise ConfigError(f"{source}: '{old}' and '{new}' are the same setting; keep '{new}'")
-            logging.getLogger("mfapr_training").warning("%s: '%s' is deprecated, use '%s' (same meaning: the rotation "
-                                                        "distance of the loss)", source, old, new)
+                raise ConfigError(f"{source}: '{old}' and '{new}' are the same setting; keep '{new}'"
+                                  + (" (set one ground-truth source)" if n == "gt" else ""))
+            _deprecated(source, old, new, _RENAMED_WHY[old])
             doc[section] = {(n if k == o else k): v for k, v in sec.items()}
     return doc
+
+
+def _folded_switches(doc: dict[str, Any], source: str) -> dict[str, Any]:
+    """``doc`` (a merged config, its own copy) with the :data:`FOLDED` switches turned into their numbers."""
+    for old, (new, on_value) in FOLDED.items():
+        *path, o = old.split(".")
+        n = new.split(".")[-1]
+        sec: Any = doc
+        for p in path:
+            sec = sec.get(p) if isinstance(sec, dict) else None
+        if not isinstance(sec, dict) or o not in sec:
+            continue
+        on = sec.pop(o)
+        if not isinstance(on, bool):
+            raise ConfigError(f"{source}: '{old}' (deprecated, use '{new}') must be true or false, got {on!r}")
+        _deprecated(source, old, new, f"0 = off{', None = optim.lr' if on_value is None else ''}")
+        if not on:
+            sec[n] = 0
+        elif n not in sec:
+            sec[n] = on_value
+    return doc
+
+
+def split_gt(gt: str | None) -> tuple[str | None, str | None]:
+    """``data.gt`` as ``(topic, tf_chain)``: a topic starts with ``/``, anything else is ``PARENT:CHILD``."""
+    if not gt:
+        return None, None
+    return (gt, None) if gt.startswith("/") else (None, gt)
 
 
 def _build(cls: type, doc: dict[str, Any], source: str, prefix: str) -> Any:
@@ -288,10 +331,10 @@ def validate(cfg: ExperimentConfig) -> None:
             stamp_unit_factor(cfg.data.stamp_unit)
         except DataError as e:
             raise ConfigError(f"{src}: {e}") from None
-    if cfg.data.gt_topic and cfg.data.gt_tf:
-        raise ConfigError(f"{src}: set one of 'data.gt_topic' and 'data.gt_tf', not both")
-    if cfg.data.gt_tf is not None and (cfg.data.gt_tf.count(":") != 1 or not all(cfg.data.gt_tf.split(":"))):
-        raise ConfigError(f"{src}: 'data.gt_tf' is {cfg.data.gt_tf!r}; expected PARENT:CHILD, e.g. map:base_link")
+    _, gt_tf = split_gt(cfg.data.gt)
+    if gt_tf is not None and (gt_tf.count(":") != 1 or not all(gt_tf.split(":"))):
+        raise ConfigError(f"{src}: 'data.gt' is {gt_tf!r}; expected a pose topic (/ground_truth/pose) or the TF "
+                          "chain PARENT:CHILD, e.g. map:base_link")
     if cfg.data.transport not in (None, "raw", "compressed"):
         raise ConfigError(f"{src}: 'data.transport' is {cfg.data.transport!r}; expected raw or compressed")
     if not all(isinstance(k, str) and isinstance(v, str) and v.startswith("/") for k, v in cfg.data.topics.items()):
@@ -312,21 +355,25 @@ def validate(cfg: ExperimentConfig) -> None:
     positive("train.keep_last", cfg.train.keep_last)
     positive("schedule.warmup_steps", cfg.schedule.warmup_steps, allow_zero=True)
     positive("data.spacing_s", cfg.data.spacing_s, allow_none=True)
-    positive("loss.weights_lr", cfg.loss.weights_lr, allow_none=True)
+    positive("loss.weights_lr", cfg.loss.weights_lr, allow_zero=True, allow_none=True)
+    positive("loss.relative_weight", cfg.loss.relative_weight, allow_zero=True)
     positive("loss.relative_warmup_steps", cfg.loss.relative_warmup_steps, allow_zero=True)
     positive("loss.anchor_weight", cfg.loss.anchor_weight, allow_zero=True)
     positive("schedule.step_size", cfg.schedule.step_size)
-    positive("loss.gradient_blending.every_steps", cfg.loss.gradient_blending.every_steps)
+    positive("loss.gradient_blending.every_steps", cfg.loss.gradient_blending.every_steps, allow_zero=True)
     if cfg.loss.relative and cfg.data.steps < 2:
-        raise ConfigError(f"{src}: 'loss.relative' needs tuples: set data.steps >= 2 (it is {cfg.data.steps})")
+        raise ConfigError(f"{src}: the relative loss (loss.relative_weight > 0) needs tuples: set data.steps >= 2 "
+                          f"(it is {cfg.data.steps})")
     if not isinstance(cfg.model, dict) or not cfg.model:
         raise ConfigError(f"{src}: 'model' must be a mapping (e.g. {{preset: tiny}} or {{backbone: posenet, ...}})")
     validate_model_keys(cfg.model, src)
 
 
-#: model keys training fills from the data (mfapr_training.train.model_config): never part of a training config
+#: model keys training fills from the data (mfapr_training.train.model_config) or the model derives from other keys:
+#: never part of a training config (the resolved model config in a checkpoint still holds them)
 DATA_BOUND_MODEL_KEYS = {"num_cameras": "the rig's cameras", "image_size": "preprocess.crop",
-                         "extrinsics": "the rig's extrinsics", "pose_normalization": "the training poses"}
+                         "extrinsics": "the rig's extrinsics", "pose_normalization": "the training poses",
+                         "lstm_grid": "model.fc_dim (poselstm: the most square h x w = fc_dim)"}
 
 
 def validate_model_keys(model: dict[str, Any], src: str) -> None:

@@ -34,8 +34,9 @@ def load_split(data_format: str, root: str, split: str, *, rig: Rig | None = Non
     is a bag, or ``root`` itself when ``split`` is empty). ``max_gap_ms`` (``data.max_gap_ms``): time gap that
     starts a new track; ``None`` = the reader's default (1 s). ``sync`` (``data.sync``): the synchronizer
     settings in the node's vocabulary (``mfapr_ros.core.sync.SyncSettings``); empty = the node's defaults.
-    ``stamp_unit`` (``data.stamp_unit``): kapture's timestamp unit. ``gt_topic``/``gt_tf`` (``data.gt_topic`` /
-    ``data.gt_tf``): a bag's ground truth. ``setting``: the config key ``split`` came from, for the error hints."""
+    ``stamp_unit`` (``data.stamp_unit``): kapture's timestamp unit. ``gt_topic``/``gt_tf`` (``data.gt``, split by
+    :func:`~mfapr_training.config.split_gt`): a bag's ground truth. ``setting``: the config key ``split`` came
+    from, for the error hints."""
     if not root:
         raise ConfigError("data.root is empty: give the dataset folder, e.g. --set data.root=/data/naverlabs")
     if not Path(root).exists():
@@ -72,8 +73,8 @@ def load_split(data_format: str, root: str, split: str, *, rig: Rig | None = Non
             return read_rosbag(bag, rig, gt=gt, track=split or None, sync=sync, **gap)
         except DataError as e:
             if "ground" in str(e) or "--gt-" in str(e):  # the bag reader's hints name eval-bag's flags
-                raise DataError(f"{e} (mfapr train: --set data.gt_topic=TOPIC or --set data.gt_tf=PARENT:CHILD, "
-                                "e.g. data.gt_tf=map:base_link)") from None
+                raise DataError(f"{e} (mfapr train: --set data.gt=TOPIC or --set data.gt=PARENT:CHILD, "
+                                "e.g. data.gt=map:base_link)") from None
             raise
     raise ConfigError(f"data.format is '{data_format}'; expected synth, kapture or rosbag")
 

@@ -32,9 +32,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="data format (auto: synth if DATA/rig.yaml exists, rosbag if DATA or DATA/SPLIT has "
                    "metadata.yaml, else kapture)")
     p.add_argument("--split", default="query", help="split to evaluate (default query; '' = DATA is the split)")
-    p.add_argument("--gt-topic", help="rosbag: ground-truth pose topic (default: the checkpoint's data.gt_topic)")
+    p.add_argument("--gt-topic", help="rosbag: ground-truth pose topic (default: the checkpoint's data.gt)")
     p.add_argument("--gt-tf", metavar="PARENT:CHILD", help="rosbag: ground truth from TF, e.g. map:base_link "
-                   "(default: the checkpoint's data.gt_tf)")
+                   "(default: the checkpoint's data.gt)")
     p.add_argument("--stamp-unit", help="kapture timestamp unit: auto | ns | us | ms | s | frame@<N>hz "
                    "(default: the checkpoint's data.stamp_unit)")
     p.add_argument("--out", required=True, help="report folder")
@@ -146,8 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     trained = ((ckpt.meta.get("provenance") or {}).get("training_config") or {}).get("data", {})
     sync = trained.get("sync") or {}
     # read the data the way the model was trained: its stamp unit and GT source unless given here
-    gt_topic = args.gt_topic or (None if args.gt_tf else trained.get("gt_topic"))
-    gt_tf = args.gt_tf or (None if args.gt_topic else trained.get("gt_tf"))
+    # (data.gt; checkpoints before it stored data.gt_topic / data.gt_tf)
+    from .config import split_gt
+
+    cfg_topic, cfg_tf = split_gt(trained.get("gt")) if "gt" in trained else (trained.get("gt_topic"),
+                                                                             trained.get("gt_tf"))
+    gt_topic = args.gt_topic or (None if args.gt_tf else cfg_topic)
+    gt_tf = args.gt_tf or (None if args.gt_topic else cfg_tf)
     data = load_split(fmt, args.data, args.split, rig=rig, cameras=rig.camera_names, gt_topic=gt_topic,
                       gt_tf=gt_tf, sync=sync, stamp_unit=args.stamp_unit or trained.get("stamp_unit") or "auto")
     with_pose = [r for r in data.records if r.has_pose]

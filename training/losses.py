@@ -80,9 +80,13 @@ class GradientBlendingConfig:
     """``loss.gradient_blending``: when and how the late-fusion blending weights are measured
     (:mod:`mfapr_training.gradient_blending`)."""
 
-    enabled: bool = False
-    every_steps: int = 200
+    every_steps: int = 0  # measure every this many steps; 0 = off (was the separate switch `enabled`)
     batches: int = 4  # batches of train and held-out data per measurement
+
+    @property
+    def enabled(self) -> bool:
+        """Whether gradient blending runs (``every_steps > 0``)."""
+        return self.every_steps > 0
 
 
 #: fields whose ``None`` means "decided by the model" (:meth:`LossSettings.for_model` fills them in)
@@ -104,16 +108,26 @@ class LossSettings:
     rotation_distance: str | None = None
     sx: float = 0.0
     sq: float = -3.0
-    learn_weights: bool = True
-    weights_lr: float | None = None  # lr of the learned sx/sq (own group, no weight decay); None = optim.lr
-    relative: bool = False
-    relative_weight: float = 1.0
+    # lr of the learned sx/sq/srx/srq (own group, no weight decay); None = optim.lr; 0 = fixed weights (the old
+    # switch learn_weights: false)
+    weights_lr: float | None = None
+    relative_weight: float = 0.0  # weight of the relative loss; 0 = off (the old switch relative: false)
     relative_warmup_steps: int = 0  # the relative term's weight ramps 0 → 1 over these steps
     srx: float = 0.0
     srq: float = -3.0
     rig_weight: float | None = None  # default 1, or 0 for mix-stream models (they learn per-camera poses)
     anchor_weight: float = 1.0  # cross-entropy weight of an anchor head (model.num_anchors > 0)
     gradient_blending: GradientBlendingConfig = field(default_factory=GradientBlendingConfig)
+
+    @property
+    def learn_weights(self) -> bool:
+        """Whether sx/sq (and srx/srq) are learned: ``weights_lr`` is not 0."""
+        return self.weights_lr != 0
+
+    @property
+    def relative(self) -> bool:
+        """Whether the relative loss runs: ``relative_weight > 0``."""
+        return self.relative_weight > 0
 
     def for_model(self, rotation_repr: str = "quat", mix_stream: bool = False) -> LossSettings:
         """These settings with the model-dependent ``None`` fields filled: the rotation distance matching the

@@ -29,8 +29,8 @@ class AuxHeads(nn.Module):
         per_camera = getattr(net, "per_camera", None)
         missing = getattr(net, "missing", None)
         if per_camera is None or missing is None:
-            raise ConfigError("loss.gradient_blending.enabled needs a late-fusion model (model.fusion.position: "
-                              "late) whose per-camera branches can carry auxiliary heads")
+            raise ConfigError("loss.gradient_blending (every_steps > 0) needs a late-fusion model "
+                              "(model.fusion.position: late) whose per-camera branches can carry auxiliary heads")
         dim = sum(int(p.numel()) for p in missing)
         self.num_streams = int(model.num_cameras)
         self.heads = nn.ModuleList(nn.Linear(dim, 7) for _ in range(self.num_streams))

@@ -25,7 +25,7 @@ from mfapr_ros.core.geometry import mean_pose
 from mfapr_ros.core.rig import Rig, load_rig
 from mfapr_ros.inference.baselines import mean_pose_record
 
-from .config import ExperimentConfig, load_config
+from .config import ExperimentConfig, load_config, split_gt
 from .data import even_subset, load_split
 
 log = logging.getLogger("mfapr_training")
@@ -97,8 +97,9 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
 
     d = cfg.data
     rig = resolve_rig(d.format, d.root, d.rig)
-    train = load_split(d.format, d.root, d.train_split, rig=rig, cameras=d.cameras, gt_topic=d.gt_topic,
-                       gt_tf=d.gt_tf, max_gap_ms=d.max_gap_ms, sync=d.sync, stamp_unit=d.stamp_unit,
+    gt_topic, gt_tf = split_gt(d.gt)
+    train = load_split(d.format, d.root, d.train_split, rig=rig, cameras=d.cameras, gt_topic=gt_topic,
+                       gt_tf=gt_tf, max_gap_ms=d.max_gap_ms, sync=d.sync, stamp_unit=d.stamp_unit,
                        setting="data.train_split")
     log.info("%s", train.summary())
     rig = bind_topics(train.rig, d.topics, d.transport, bool(train.info.get("placeholder_topics")))
@@ -124,8 +125,8 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
     train_ds = tud.Subset(train_ds, even_subset(len(train_ds), d.max_train)) if d.max_train else train_ds
     val_ds = None
     if d.val_split:
-        val = load_split(d.format, d.root, d.val_split, rig=rig, cameras=rig.camera_names, gt_topic=d.gt_topic,
-                         gt_tf=d.gt_tf, max_gap_ms=d.max_gap_ms, sync=d.sync, stamp_unit=d.stamp_unit,
+        val = load_split(d.format, d.root, d.val_split, rig=rig, cameras=rig.camera_names, gt_topic=gt_topic,
+                         gt_tf=gt_tf, max_gap_ms=d.max_gap_ms, sync=d.sync, stamp_unit=d.stamp_unit,
                          setting="data.val_split")
         val_ds = BundleDataset(val, rig, pre, steps=1, track_aug=None, photometric=False)
         val_ds = tud.Subset(val_ds, even_subset(len(val_ds), d.max_val)) if d.max_val else val_ds

@@ -100,15 +100,8 @@ class SyncSettings(SyncSettingsBase):
     """:class:`~.sync_types.SyncSettingsBase` (the fields, their validation and conversions) plus :meth:`make`."""
 
     def make(self, num_streams: int, logger: Logger | None = None) -> ApproximateTimeSynchronizer:
-        """The synchronizer for ``num_streams`` streams (``min_cameras`` above it is an error naming both)."""
-        ms = self.min_streams or num_streams
-        if ms > num_streams:
-            raise ConfigError(f"sync.min_cameras (eval-bag --min-cameras, training data.sync.min_cameras) = {ms} "
-                              f"exceeds the {num_streams} camera(s) being bundled; use 0..{num_streams} (0 = all)")
-        return ApproximateTimeSynchronizer(num_streams, self.queue_size, self.max_interval_ns, min_streams=ms,
-                                           stream_timeout_ns=self.stream_timeout_ns, logger=logger,
-                                           time_jump_ns=self.time_jump_ns, policy="frames", publish="arrival",
-                                           stream_timeout_periods=self.stream_timeout_periods)
+        """The synchronizer for ``num_streams`` streams: ``ApproximateTimeSynchronizer(num_streams, self)``."""
+        return ApproximateTimeSynchronizer(num_streams, self, logger=logger)
 
 
 class ApproximateTimeSynchronizer:
@@ -116,26 +109,20 @@ class ApproximateTimeSynchronizer:
 
     Args:
         num_streams: number of input streams (cameras), ≥ 1.
-        queue_size: messages kept per stream (C++ ``queue_size``); older ones are dropped as overflow. In the
-            ``frames`` policy: frames kept open.
-        max_interval_ns: largest allowed spread (latest − earliest stamp) of a bundle (C++ ``max_interval``, the
-            Python ``slop``). Default :attr:`SyncSettings.slop`: less than a frame at 30 Hz so consecutive frames
-            cannot pair.
-        min_streams: smallest number of present streams for a partial bundle; ``None`` → ``num_streams`` (full
-            bundles only, exactly the C++ policy).
-        stream_timeout_ns: floor of the message-time silence after which a stream stops blocking (partial mode);
-            default :attr:`SyncSettings.stream_timeout`. Must be ≥ ``max_interval_ns`` in partial mode (unused in
-            full-bundle mode).
+        settings: the one :class:`SyncSettings` (slop, queue size, minimum cameras, stream timeout, time jump),
+            range-checked in its ``__post_init__`` and nowhere else; default: ``SyncSettings()`` (the node's
+            defaults). Only its relation to ``num_streams`` (``min_cameras`` ≤ streams) is checked here, the one
+            place that knows both. The synchronizer counts in integer nanoseconds: it keeps the settings'
+            conversions as ``max_interval_ns`` (the slop; C++ ``max_interval``), ``stream_timeout_ns``,
+            ``time_jump_ns``, ``min_streams`` (``min_cameras``, 0 → ``num_streams``: full bundles only, exactly the
+            C++ policy) and ``queue_size`` (per stream; in the ``frames`` policy: frames kept open).
         logger: a ``logging.Logger`` or a callable taking one string (the node passes its ROS logger's ``warn``);
             default: this module's logger.
-        age_penalty: C++ ``age_penalty`` (≥ 0): favours publishing earlier sets sooner (``pivot``).
-        time_jump_ns: a stamp this much before its stream's last one is a suspected time jump (see the module
-            docstring: a glitch unless confirmed).
-        policy: ``"pivot"`` (minimum-span sets) or ``"frames"`` (head alignment; the default of
-            :class:`SyncSettings`, which the node, eval-bag and training use; this low-level default stays
-            ``"pivot"``, the C++ policy its reference tests check).
+        policy: ``"frames"`` (head alignment; what :meth:`SyncSettings.make` builds for the node, eval-bag and
+            training) or ``"pivot"`` (minimum-span sets, the C++ policy the reference tests check). Not a setting:
+            ``pivot`` is strictly dominated (``bench/sync.py``), kept as the fallback and for those tests.
         publish: ``"arrival"`` (learned inter-message lower bounds) or ``"optimal"`` (C++ default, bound 0).
-        stream_timeout_periods: the stream timeout is at least this many of the stream's observed periods.
+        age_penalty: C++ ``age_penalty`` (≥ 0): favours publishing earlier sets sooner (``pivot``).
 
     Three parts, each an object that owns its state (their docstrings list it, and what they read of this one):
     ``_guard`` (:class:`~.sync_guard.TimeGuard`: every message enters through its ``add``), ``_fr``
@@ -147,47 +134,32 @@ class ApproximateTimeSynchronizer:
     run only under it.
     """
 
-    def __init__(self, num_streams: int, queue_size: int = SyncSettings.queue_size,
-                 max_interval_ns: int = round(SyncSettings.slop * NS_PER_S),
-                 min_streams: int | None = None, stream_timeout_ns: int | None = None,
-                 logger: Logger | None = None, age_penalty: float = 0.0,
-                 time_jump_ns: int = NS_PER_S, *, policy: str = "pivot", publish: str = "arrival",
-                 stream_timeout_periods: float = 3.0) -> None:
-        if not isinstance(num_streams, int) or num_streams < 1:
+    def __init__(self, num_streams: int, settings: SyncSettings | None = None, *, logger: Logger | None = None,
+                 policy: str = "frames", publish: str = "arrival", age_penalty: float = 0.0) -> None:
+        settings = SyncSettings() if settings is None else settings
+        if not isinstance(settings, SyncSettingsBase):
+            raise ConfigError(f"sync: settings must be a SyncSettings, got {type(settings).__name__}")
+        if isinstance(num_streams, bool) or not isinstance(num_streams, int) or num_streams < 1:
             raise ConfigError(f"sync: num_streams must be a positive integer, got {num_streams!r}")
-        if not isinstance(queue_size, int) or queue_size < 1:
-            raise ConfigError(f"sync: queue_size must be a positive integer, got {queue_size!r}")
-        if not isinstance(max_interval_ns, int) or max_interval_ns < 0:
-            raise ConfigError(f"sync: max_interval_ns must be a non-negative integer (nanoseconds), "
-                              f"got {max_interval_ns!r}")
-        if min_streams is None:
-            min_streams = num_streams
-        if not isinstance(min_streams, int) or not 1 <= min_streams <= num_streams:
-            raise ConfigError(f"sync: min_streams must be in 1..{num_streams} (num_streams), got {min_streams!r}")
-        if stream_timeout_ns is None:
-            stream_timeout_ns = round(SyncSettings.stream_timeout * NS_PER_S)
-        partial = min_streams < num_streams
-        if not isinstance(stream_timeout_ns, int) or (partial and stream_timeout_ns < max_interval_ns):
-            raise ConfigError(f"sync: stream_timeout_ns ({stream_timeout_ns!r}) must be an integer ≥ max_interval_ns "
-                              f"({max_interval_ns}); a stream cannot be declared silent within one bundle's spread")
-        if age_penalty < 0:
-            raise ConfigError(f"sync: age_penalty must be ≥ 0, got {age_penalty}")
-        if not isinstance(time_jump_ns, int) or time_jump_ns <= max_interval_ns:
-            raise ConfigError(f"sync: time_jump_ns ({time_jump_ns!r}) must be an integer > max_interval_ns")
+        if settings.min_cameras > num_streams:
+            raise ConfigError(f"sync.min_cameras (eval-bag --min-cameras, training data.sync.min_cameras) = "
+                              f"{settings.min_cameras} exceeds the {num_streams} camera(s) being bundled; use "
+                              f"0..{num_streams} (0 = all)")
         if policy not in POLICIES:
             raise ConfigError(f"sync: policy must be one of {POLICIES}, got {policy!r}")
         if publish not in PUBLISH_MODES:
             raise ConfigError(f"sync: publish must be one of {PUBLISH_MODES}, got {publish!r}")
-        if not stream_timeout_periods >= 0:
-            raise ConfigError(f"sync: stream_timeout_periods must be ≥ 0, got {stream_timeout_periods!r}")
+        if not age_penalty >= 0:
+            raise ConfigError(f"sync: age_penalty must be ≥ 0, got {age_penalty!r}")
+        self.settings = settings
         self.num_streams = num_streams
-        self.queue_size = queue_size
-        self.max_interval_ns = max_interval_ns
-        self.min_streams = min_streams
-        self.partial = min_streams < num_streams
-        self.stream_timeout_ns = stream_timeout_ns
-        self.stream_timeout_periods = float(stream_timeout_periods)
-        self.time_jump_ns = time_jump_ns
+        self.queue_size = settings.queue_size
+        self.max_interval_ns = settings.max_interval_ns
+        self.min_streams = settings.min_cameras or num_streams
+        self.partial = self.min_streams < num_streams
+        self.stream_timeout_ns = stream_timeout_ns = settings.stream_timeout_ns
+        self.stream_timeout_periods = settings.stream_timeout_periods
+        self.time_jump_ns = settings.time_jump_ns
         self.policy = policy
         self.configured_policy = policy
         self.publish = publish
@@ -281,6 +253,9 @@ class ApproximateTimeSynchronizer:
                     self._last[i] = stamp
                     if self.partial:
                         self._check_timeouts(self._now)  # type: ignore[arg-type]
+                        if not self._active[i]:  # its own stamp timed its stream out: see _accept
+                            self._drop(i, "dropped_late")
+                            return self._out
                     fr = self._fr
                     q = fr.q[i]
                     q.append((stamp, payload))
@@ -392,6 +367,13 @@ class ApproximateTimeSynchronizer:
             else:
                 self._last[i] = stamp
             self._check_timeouts(now)
+            if not self._active[i]:
+                # This message is itself older than its stream's timeout horizon (a camera's first message far
+                # behind the others, a stream lagging by more than its timeout): the check above timed its stream
+                # out, so it is late like a message on an inactive stream (was: queued on the inactive stream,
+                # where the frames policy indexed the empty queue of an active one).
+                self._drop(i, "dropped_late")
+                return None
         else:
             self._last[i] = stamp
         if self.policy == "frames":

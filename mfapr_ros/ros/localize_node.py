@@ -48,6 +48,7 @@ from mfapr_ros.core.images import decode_compressed, decode_raw
 from mfapr_ros.core.images import warm_up as warm_up_decoders
 from mfapr_ros.core.stats import LatencyStats, RateMeter
 from mfapr_ros.core.sync import ApproximateTimeSynchronizer
+from mfapr_ros.inference.pose_source import PoseSource
 from mfapr_ros.inference.uncertainty import UncertaintyStats, judge, with_covariance
 
 from .cdr import cdr_compressed_fields, cdr_header_stamp_ns, cdr_image_fields
@@ -101,7 +102,7 @@ class LocalizeCore:
         self.tf: TfOutput | None = None
         self.fusion: FusionOutput | None = None
         self.relocalization: RelocalizationOutput | None = None
-        self.localizer: Any = None
+        self.localizer: PoseSource | None = None  # a Localizer, or a fake from localizer_factory
         self._preprocess: Callable[..., Any] | None = None  # the localizer's first half (decode thread), if split
         self.on_pose: list[Callable[[Any], None]] = []  # hooks (tests, benchmark): called after publishing
 
@@ -123,7 +124,7 @@ class LocalizeCore:
         self.destroy_publisher(pub)
 
     # ------------------------------------------------------------------ configure / activate / deactivate / cleanup
-    def _configure(self, localizer_factory: Callable[[NodeParams], Any] | None) -> None:
+    def _configure(self, localizer_factory: Callable[[NodeParams], PoseSource] | None) -> None:
         """Validate, load, bind, create publishers and the worker. On failure nothing stays allocated."""
         from mfapr_ros.core.rig import load_rig
 
@@ -443,8 +444,8 @@ class LocalizeNode(LocalizeCore, Node):
     benchmarks); by default the checkpoint is loaded with :class:`mfapr_ros.inference.localizer.Localizer`.
     """
 
-    def __init__(self, node_name: str = NODE_NAME, *, localizer_factory: Callable[[NodeParams], Any] | None = None,
-                 **node_kwargs: Any) -> None:
+    def __init__(self, node_name: str = NODE_NAME, *,
+                 localizer_factory: Callable[[NodeParams], PoseSource] | None = None, **node_kwargs: Any) -> None:
         Node.__init__(self, node_name, **node_kwargs)
         self._init_core()
         try:
@@ -461,7 +462,7 @@ class LocalizeNode(LocalizeCore, Node):
         super().destroy_node()
 
 
-def _default_localizer(p: NodeParams) -> Any:
+def _default_localizer(p: NodeParams) -> PoseSource:
     from mfapr_ros.inference.localizer import Localizer
 
     return Localizer(p.checkpoint, device=p.device, precision=p.precision, strict=p.strict_device,

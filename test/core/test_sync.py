@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mfapr_ros.core.errors import ConfigError
-from mfapr_ros.core.sync import DROP_KEYS, ApproximateTimeSynchronizer, Bundle
+from mfapr_ros.core.sync import DROP_KEYS, ApproximateTimeSynchronizer, Bundle, SyncSettings
 
 # SYNC_EXAMPLES=600 for a deeper search than the default quick run.
 FAST = settings(max_examples=int(os.environ.get("SYNC_EXAMPLES", "60")), deadline=None,
@@ -102,14 +102,14 @@ stamp_lists = st.lists(st.integers(0, 120), min_size=0, max_size=7).map(lambda v
 
 # ---------------------------------------------------------------------------- full-bundle mode
 @FAST
-@given(data=st.data(), n=st.integers(1, 4), max_iv=st.integers(0, 25))
+@given(data=st.data(), n=st.integers(1, 4), max_iv=st.integers(1, 25))  # SyncSettings: slop > 0
 def test_matches_exhaustive_reference_any_arrival_order(data: st.DataObject, n: int, max_iv: int) -> None:
     streams = [data.draw(stamp_lists) for _ in range(n)]
     sentinel = 10_000  # far-future message on every stream: lets every real candidate be proved optimal
     streams = [s + [sentinel] for s in streams]
     order = data.draw(st.permutations([k for k in range(n) for _ in streams[k]]))
-    sync = ApproximateTimeSynchronizer(n, queue_size=20, max_interval_ns=max_iv, time_jump_ns=100_000,
-                                       publish="optimal")
+    sync = ApproximateTimeSynchronizer(n, SyncSettings(queue_size=20, slop=max_iv / 1e9, time_jump=0.0001),
+                                       policy="pivot", publish="optimal")
     got = [tuple(b.stamps_ns) for b in feed(sync, interleave(streams, order))]
     got = [g for g in got if sentinel not in g]
     assert got == [r for r in reference_sets(streams, max_iv) if sentinel not in r]
@@ -117,15 +117,15 @@ def test_matches_exhaustive_reference_any_arrival_order(data: st.DataObject, n: 
 
 
 @FAST
-@given(data=st.data(), n=st.integers(2, 7), max_iv=st.integers(0, 25))
+@given(data=st.data(), n=st.integers(2, 7), max_iv=st.integers(1, 25))
 def test_output_independent_of_interleaving(data: st.DataObject, n: int, max_iv: int) -> None:
     streams = [data.draw(stamp_lists) for _ in range(n)]
     labels = [k for k in range(n) for _ in streams[k]]
     results = []
     for _ in range(3):
         order = data.draw(st.permutations(labels))
-        sync = ApproximateTimeSynchronizer(n, queue_size=20, max_interval_ns=max_iv, time_jump_ns=100_000,
-                                           publish="optimal")
+        sync = ApproximateTimeSynchronizer(n, SyncSettings(queue_size=20, slop=max_iv / 1e9, time_jump=0.0001),
+                                           policy="pivot", publish="optimal")
         bundles = feed(sync, interleave(streams, order))
         check_invariants(bundles, n, max_iv, n)
         results.append([tuple(b.stamps_ns) for b in bundles] + [tuple(sorted(sync.stats.items()))])
@@ -133,7 +133,7 @@ def test_output_independent_of_interleaving(data: st.DataObject, n: int, max_iv:
 
 
 @FAST
-@given(data=st.data(), n=st.integers(2, 4), max_iv=st.integers(0, 25))
+@given(data=st.data(), n=st.integers(2, 4), max_iv=st.integers(1, 25))
 def test_duplicates_and_reorders_are_dropped_and_counted(data: st.DataObject, n: int, max_iv: int) -> None:
     streams = [data.draw(stamp_lists) for _ in range(n)]
     order = data.draw(st.permutations([k for k in range(n) for _ in streams[k]]))
@@ -157,8 +157,8 @@ def test_duplicates_and_reorders_are_dropped_and_counted(data: st.DataObject, n:
             continue
         last[s] = t
         clean.append((s, t))
-    a = ApproximateTimeSynchronizer(n, queue_size=20, max_interval_ns=max_iv, time_jump_ns=100_000)
-    b = ApproximateTimeSynchronizer(n, queue_size=20, max_interval_ns=max_iv, time_jump_ns=100_000)
+    a = ApproximateTimeSynchronizer(n, SyncSettings(queue_size=20, slop=max_iv / 1e9, time_jump=0.0001), policy="pivot")
+    b = ApproximateTimeSynchronizer(n, SyncSettings(queue_size=20, slop=max_iv / 1e9, time_jump=0.0001), policy="pivot")
     got_dirty = [tuple(x.stamps_ns) for x in feed(a, dirty)]
     got_clean = [tuple(x.stamps_ns) for x in feed(b, clean)]
     assert got_dirty == got_clean
@@ -167,11 +167,11 @@ def test_duplicates_and_reorders_are_dropped_and_counted(data: st.DataObject, n:
 
 
 def test_hand_checked_small_cases() -> None:
-    s = ApproximateTimeSynchronizer(2, max_interval_ns=5)
+    s = ApproximateTimeSynchronizer(2, SyncSettings(slop=5e-09), policy="pivot")
     out = feed(s, [(0, 0), (1, 3), (0, 10), (1, 12), (0, 20), (1, 30)])
     assert [b.stamps_ns for b in out] == [[0, 3], [10, 12]]
     # The pivot (B@10) pairs with the closest A (A@9), not the first one inside the slop (A@6).
-    s = ApproximateTimeSynchronizer(2, max_interval_ns=5)
+    s = ApproximateTimeSynchronizer(2, SyncSettings(slop=5e-09), policy="pivot")
     out = feed(s, [(0, 6), (0, 9), (1, 10), (0, 30), (1, 40)])
     assert [b.stamps_ns for b in out] == [[9, 10]]
     assert s.stats["dropped_unmatched"] == 2  # A@6 (a better partner existed) and A@30 (B@40 is too far)
@@ -179,7 +179,7 @@ def test_hand_checked_small_cases() -> None:
 
 
 def test_flush_publishes_pending_candidate() -> None:
-    s = ApproximateTimeSynchronizer(2, max_interval_ns=5)
+    s = ApproximateTimeSynchronizer(2, SyncSettings(slop=5e-09), policy="pivot")
     assert feed(s, [(0, 0), (1, 2)]) == []  # A@3 could still arrive and be better: pending
     out = s.flush()
     assert [b.stamps_ns for b in out] == [[0, 2]]
@@ -188,7 +188,7 @@ def test_flush_publishes_pending_candidate() -> None:
 
 
 def test_queue_overflow_bounds_memory_and_is_counted() -> None:
-    s = ApproximateTimeSynchronizer(3, queue_size=5, max_interval_ns=10_000_000)
+    s = ApproximateTimeSynchronizer(3, SyncSettings(queue_size=5, slop=0.01), policy="pivot")
     for k in range(100):  # stream 2 never speaks: full-bundle mode waits, queues stay bounded
         assert s.add(0, k * 33_000_000) == [] and s.add(1, k * 33_000_000 + 1000) == []
         assert s.pending <= 2 * 5
@@ -197,21 +197,29 @@ def test_queue_overflow_bounds_memory_and_is_counted() -> None:
 
 
 def test_config_errors_name_the_parameter() -> None:
+    """The settings are range-checked by SyncSettings alone (its error names the node parameter); the synchronizer
+    checks only what is not a setting: the stream count, ``min_cameras`` against it, the policy names."""
     with pytest.raises(ConfigError, match="num_streams"):
         ApproximateTimeSynchronizer(0)
-    with pytest.raises(ConfigError, match="min_streams"):
-        ApproximateTimeSynchronizer(4, min_streams=5)
-    with pytest.raises(ConfigError, match="max_interval_ns"):
-        ApproximateTimeSynchronizer(4, max_interval_ns=0.01)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="stream_timeout_ns"):
-        ApproximateTimeSynchronizer(4, min_streams=2, max_interval_ns=10, stream_timeout_ns=5)
-    with pytest.raises(ConfigError, match="queue_size"):
-        ApproximateTimeSynchronizer(4, queue_size=0)
+    with pytest.raises(ConfigError, match="min_cameras.*exceeds the 4 camera"):
+        ApproximateTimeSynchronizer(4, SyncSettings(min_cameras=5))
+    with pytest.raises(ConfigError, match="sync.slop"):
+        ApproximateTimeSynchronizer(4, SyncSettings(slop=0.0))
+    with pytest.raises(ConfigError, match="sync.stream_timeout"):
+        ApproximateTimeSynchronizer(4, SyncSettings(min_cameras=2, slop=1e-08, stream_timeout=5e-09))
+    with pytest.raises(ConfigError, match="sync.queue_size"):
+        ApproximateTimeSynchronizer(4, SyncSettings(queue_size=0))
+    with pytest.raises(ConfigError, match="settings must be a SyncSettings"):
+        ApproximateTimeSynchronizer(4, {"slop": 0.01})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="policy"):
+        ApproximateTimeSynchronizer(4, policy="greedy")
+    with pytest.raises(ConfigError, match="age_penalty"):
+        ApproximateTimeSynchronizer(4, policy="pivot", age_penalty=-1.0)
 
 
 def test_bad_stream_index_is_counted_not_raised() -> None:
     msgs: list[str] = []
-    s = ApproximateTimeSynchronizer(2, logger=msgs.append)
+    s = ApproximateTimeSynchronizer(2, policy="pivot", logger=msgs.append)
     assert s.add(5, 0) == [] and s.add(-1, 0) == []
     assert s.stats["dropped_bad_stream"] == 2 and "stream 5" in msgs[0]
 
@@ -238,7 +246,7 @@ def camera_events(n: int, seconds: float, hz: float = 30.0, jitter_ns: int = 3_0
 
 def test_sixteen_cameras_realistic() -> None:
     ev = camera_events(16, 2.0, drop=0.01, seed=3)
-    s = ApproximateTimeSynchronizer(16, queue_size=10, max_interval_ns=10_000_000)
+    s = ApproximateTimeSynchronizer(16, SyncSettings(queue_size=10, slop=0.01), policy="pivot")
     out = feed(s, ev)
     check_invariants(out, 16, 10_000_000, 16)
     frames = 60
@@ -251,8 +259,8 @@ def test_sixteen_cameras_realistic() -> None:
 def test_partial_bundles_when_a_camera_dies_and_rejoins() -> None:
     msgs: list[str] = []
     ev = camera_events(4, 3.0, dead={2: (1.0, 2.0)}, seed=1)
-    s = ApproximateTimeSynchronizer(4, queue_size=30, max_interval_ns=10_000_000, min_streams=3,
-                                    stream_timeout_ns=200_000_000, logger=msgs.append)
+    s = ApproximateTimeSynchronizer(4, SyncSettings(queue_size=30, slop=0.01, min_cameras=3, stream_timeout=0.2),
+                                    policy="pivot", logger=msgs.append)
     out = feed(s, ev)
     check_invariants(out, 4, 10_000_000, 3)
     full = [b for b in out if b.is_full]
@@ -272,16 +280,16 @@ def test_partial_bundles_when_a_camera_dies_and_rejoins() -> None:
 
 def test_camera_dead_from_start_times_out() -> None:
     ev = [(c, t) for c, t in camera_events(4, 1.0, seed=2) if c != 0]
-    s = ApproximateTimeSynchronizer(4, queue_size=30, max_interval_ns=10_000_000, min_streams=3,
-                                    stream_timeout_ns=100_000_000)
+    s = ApproximateTimeSynchronizer(4, SyncSettings(queue_size=30, slop=0.01, min_cameras=3, stream_timeout=0.1),
+                                    policy="pivot")
     out = feed(s, ev)
     assert len(out) >= 27 and all(list(b.mask) == [False, True, True, True] for b in out)
 
 
 def test_too_few_streams_publishes_nothing() -> None:
     ev = [(c, t) for c, t in camera_events(4, 1.0, seed=2) if c < 2]
-    s = ApproximateTimeSynchronizer(4, queue_size=5, max_interval_ns=10_000_000, min_streams=3,
-                                    stream_timeout_ns=100_000_000)
+    s = ApproximateTimeSynchronizer(4, SyncSettings(queue_size=5, slop=0.01, min_cameras=3, stream_timeout=0.1),
+                                    policy="pivot")
     assert feed(s, ev) == []
     assert s.stats["dropped_too_few_streams"] > 40
     conservation(s)
@@ -295,8 +303,9 @@ def test_partial_mode_invariants(data: st.DataObject, n: int, max_iv: int, timeo
                for _ in range(n)]
     order = data.draw(st.permutations([k for k in range(n) for _ in streams[k]]))
     min_streams = data.draw(st.integers(1, n))
-    s = ApproximateTimeSynchronizer(n, queue_size=queue, max_interval_ns=max_iv, min_streams=min_streams,
-                                    stream_timeout_ns=timeout, time_jump_ns=100_000)
+    cfg = SyncSettings(queue_size=queue, slop=max_iv / 1e9, min_cameras=min_streams, stream_timeout=timeout / 1e9,
+                       time_jump=1e-4)
+    s = ApproximateTimeSynchronizer(n, cfg, policy="pivot")
     out = feed(s, interleave(streams, order))
     check_invariants(out, n, max_iv, min_streams)
     assert s.pending <= n * queue
@@ -306,7 +315,7 @@ def test_partial_mode_invariants(data: st.DataObject, n: int, max_iv: int, timeo
 # ---------------------------------------------------------------------------- time jumps
 def test_bag_loop_resets_with_log_and_keeps_going(caplog: pytest.LogCaptureFixture) -> None:
     ev = camera_events(3, 2.0, seed=4)
-    s = ApproximateTimeSynchronizer(3, max_interval_ns=10_000_000)
+    s = ApproximateTimeSynchronizer(3, SyncSettings(slop=0.01), policy="pivot")
     with caplog.at_level(logging.WARNING, logger="mfapr_ros.core.sync"):
         first = feed(s, ev)
         # One straggler from the first pass arrives after the loop started: dropped, no second reset.
@@ -319,7 +328,7 @@ def test_bag_loop_resets_with_log_and_keeps_going(caplog: pytest.LogCaptureFixtu
 
 
 def test_reset_forgets_queued_messages() -> None:
-    s = ApproximateTimeSynchronizer(2, max_interval_ns=5)
+    s = ApproximateTimeSynchronizer(2, SyncSettings(slop=5e-09), policy="pivot")
     s.add(0, 100)
     s.reset()
     assert s.pending == 0 and s.stats["dropped_reset"] == 1
@@ -327,7 +336,7 @@ def test_reset_forgets_queued_messages() -> None:
 
 
 def test_bundle_mask_is_numpy_bool() -> None:
-    s = ApproximateTimeSynchronizer(2, max_interval_ns=5)
+    s = ApproximateTimeSynchronizer(2, SyncSettings(slop=5e-09), policy="pivot")
     out = feed(s, [(0, 0), (1, 1), (0, 50), (1, 50)])
     assert isinstance(out[0].mask, np.ndarray) and out[0].mask.dtype == np.bool_
 
@@ -335,7 +344,7 @@ def test_bundle_mask_is_numpy_bool() -> None:
 def test_short_bag_loop_detected_by_consecutive_backward_stamps() -> None:
     msgs: list[str] = []
     ev = camera_events(2, 0.5, seed=5)  # a 0.5 s bag: each loop goes back less than time_jump_ns (1 s)
-    s = ApproximateTimeSynchronizer(2, queue_size=4, max_interval_ns=10_000_000, logger=msgs.append)
+    s = ApproximateTimeSynchronizer(2, SyncSettings(queue_size=4, slop=0.01), policy="pivot", logger=msgs.append)
     n1 = len(feed(s, ev))
     n2 = len(feed(s, ev))
     assert s.stats["time_jumps"] == 1 and "time jumped back" in msgs[0]
@@ -346,7 +355,7 @@ def test_short_bag_loop_detected_by_consecutive_backward_stamps() -> None:
 def test_lagging_stream_is_not_a_time_jump():
     """A camera whose frames arrive 1.5 s late (starved callback, slow link) but in order must not reset the
     synchronizer (that would drop every other camera as stale); once it catches up, full bundles resume."""
-    sync = ApproximateTimeSynchronizer(4, queue_size=10, max_interval_ns=20_000_000)
+    sync = ApproximateTimeSynchronizer(4, SyncSettings(queue_size=10, slop=0.02), policy="pivot")
     period, lag = 100_000_000, 15
     out: list[Bundle] = []
     for k in range(60):

@@ -27,7 +27,7 @@ def identity(sync: ApproximateTimeSynchronizer) -> None:
 def test_shared_trigger_after_a_long_silence_is_one_full_bundle(policy: str) -> None:
     """Six cameras sharing one trigger stamp, min_cameras=1: after a silence longer than the stream timeout, the
     first message back must not time the other five out (their messages of the same trigger are in flight)."""
-    s = ApproximateTimeSynchronizer(6, min_streams=1, policy=policy)  # SyncSettings' defaults, either policy
+    s = ApproximateTimeSynchronizer(6, SyncSettings(min_cameras=1), policy=policy)  # defaults, either policy
     out: list[Bundle] = []
     for f in range(10):
         for c in range(6):
@@ -45,7 +45,7 @@ def test_shared_trigger_after_a_long_silence_is_one_full_bundle(policy: str) -> 
 def test_flush_bundles_a_rig_with_a_silent_camera(policy: str) -> None:
     """One camera never delivers, min_cameras=1, a bag shorter than the stream timeout: flush bundles what the
     others sent (was: 0 bundles and 6 messages pending)."""
-    s = ApproximateTimeSynchronizer(3, 10, 10_000_000, min_streams=1, policy=policy)
+    s = ApproximateTimeSynchronizer(3, SyncSettings(queue_size=10, slop=0.01, min_cameras=1), policy=policy)
     out: list[Bundle] = []
     for f in range(3):
         for c in (0, 1):
@@ -72,8 +72,8 @@ def test_flush_leaves_nothing_pending_on_a_faulty_stream(policy: str) -> None:
                 ev.append((c, t))  # duplicate stamp
             if f == 40 and c == 3:
                 ev[-1] = (c, t + 5 * 10**9)  # glitch
-    s = ApproximateTimeSynchronizer(4, 10, 10_000_000, min_streams=3, stream_timeout_ns=200_000_000, policy=policy,
-                                    logger=lambda m: None)
+    s = ApproximateTimeSynchronizer(4, SyncSettings(queue_size=10, slop=0.01, min_cameras=3, stream_timeout=0.2),
+                                    policy=policy, logger=lambda m: None)
     out: list[Bundle] = []
     for c, t in ev:
         out += s.add(c, t, (c, t))
@@ -194,3 +194,20 @@ def test_accounting_line_states_the_identity() -> None:
     assert "+ pending 0 OK;" in accounting_line(s.stats)
     broken = dict(s.stats, received=s.stats["received"] + 1)
     assert "MISMATCH" in accounting_line(broken)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("policy", ["frames", "pivot"])
+def test_first_message_behind_the_timeout_horizon_is_late_not_a_crash(policy: str, fast: bool) -> None:
+    """Partial mode: camera 0's first message is 2 s behind camera 1's two: its own stamp times its stream out, so
+    it is counted ``dropped_late`` (was: queued on the now-inactive stream; ``frames`` then raised IndexError on
+    the empty queue of camera 1, found by ``test_fast_path_changes_nothing``). Camera 1 goes on alone."""
+    s = ApproximateTimeSynchronizer(2, SyncSettings(slop=0.002, min_cameras=1, stream_timeout=0.2), policy=policy,
+                                    logger=lambda m: None)
+    s._fast_path = fast
+    out = s.add(1, 1_000_403_958) + s.add(1, 1_033_737_291) + s.add(0, -965_781_227)
+    out += s.add(1, 1_067_070_624) + s.flush()
+    st_ = s.stats
+    assert st_["dropped_late"] == 1 and st_["stream_timeouts"] == 1 and s.active == [False, True]
+    assert [b.stamps_ns for b in out] == [[None, 1_000_403_958], [None, 1_033_737_291], [None, 1_067_070_624]]
+    identity(s)

@@ -37,7 +37,7 @@ def test_one_glitched_stamp_is_dropped_and_never_a_jump(offset: int, policy: str
     ev = frame_events(4, range(10, 70))
     k = ev.index((2, 30 * P + 2_000_000))
     ev[k] = (2, ev[k][1] + offset)
-    s = ApproximateTimeSynchronizer(4, 10, 10_000_000, policy=policy)
+    s = ApproximateTimeSynchronizer(4, SyncSettings(queue_size=10, slop=0.01), policy=policy)
     out = feed(s, ev) + s.flush()
     st = s.stats
     assert st["dropped_glitch"] == 1 and st["time_jumps"] == 0 and st["forward_jumps"] == 0
@@ -56,7 +56,7 @@ def test_sustained_jump_back_resets_within_one_period_and_keeps_the_new_data() -
     ev.remove(straggler)
     ev.insert(ev.index((1, 40 * P + 1_000_000 - 2 * 10**9)) + 1, straggler)
     msgs: list[str] = []
-    s = ApproximateTimeSynchronizer(4, 10, 10_000_000, logger=msgs.append)
+    s = ApproximateTimeSynchronizer(4, SyncSettings(queue_size=10, slop=0.01), policy="pivot", logger=msgs.append)
     out = feed(s, ev) + s.flush()
     st = s.stats
     assert st["time_jumps"] == 1 and st["dropped_time_jump"] == 3 and st["dropped_stale_after_jump"] == 1
@@ -71,7 +71,8 @@ def test_one_camera_clock_jump_retimes_that_camera_only() -> None:
     """Camera 2 alone goes 2 s back and stays there: the other cameras contradict it, so no global reset."""
     ev = frame_events(4, range(60, 120))
     ev = [(c, t - 2 * 10**9 if (c == 2 and t >= 90 * P) else t) for c, t in ev]
-    s = ApproximateTimeSynchronizer(4, 10, 10_000_000, min_streams=3, stream_timeout_ns=200_000_000)
+    s = ApproximateTimeSynchronizer(4, SyncSettings(queue_size=10, slop=0.01, min_cameras=3, stream_timeout=0.2),
+                                    policy="pivot")
     out = feed(s, ev)
     st = s.stats
     assert st["time_jumps"] == 0 and st["stream_clock_jumps"] == 1
@@ -84,7 +85,7 @@ def test_bundles_leave_when_their_last_member_arrives() -> None:
     that frame; the C++ policy ('optimal') returns it only with the next frame's messages."""
     ev = frame_events(4, range(0, 30))
     for mode, lag in (("arrival", 0), ("optimal", 1)):
-        s = ApproximateTimeSynchronizer(4, 10, 10_000_000, publish=mode)
+        s = ApproximateTimeSynchronizer(4, SyncSettings(queue_size=10, slop=0.01), policy="pivot", publish=mode)
         released: dict[int, int] = {}
         for k, (c, t) in enumerate(ev):
             for b in s.add(c, t):
@@ -95,7 +96,7 @@ def test_bundles_leave_when_their_last_member_arrives() -> None:
 def test_sparse_streams_are_not_timed_out_between_frames() -> None:
     """The issue's case: 3 cameras at 1 Hz, min_streams=2: every bundle has all three (timeouts are relative to
     each stream's period: 3 s here, not the 0.5 s floor)."""
-    s = ApproximateTimeSynchronizer(3, 30, 20_000_000, min_streams=2)
+    s = ApproximateTimeSynchronizer(3, SyncSettings(queue_size=30, slop=0.02, min_cameras=2), policy="pivot")
     out = feed(s, [(c, f * 10**9 + c * 1000) for f in range(8) for c in range(3)]) + s.flush()
     assert [list(b.mask) for b in out] == [[True, True, True]] * 8
     assert s.stats["stream_timeouts"] == 0
@@ -128,7 +129,7 @@ def test_frames_policy_bundles_loose_stamps_correctly(n: int) -> None:
     ev, oracle = loose_events(n, 10.0, 10_000_000, seed=n)
     results = {}
     for policy in ("frames", "pivot"):
-        s = ApproximateTimeSynchronizer(n, 10, 50_000_000, policy=policy)
+        s = ApproximateTimeSynchronizer(n, SyncSettings(queue_size=10, slop=0.05), policy=policy)
         out: list[Bundle] = []
         for c, t, f in ev:
             out += s.add(c, t, f)
@@ -177,7 +178,7 @@ def test_phone_rig_with_camera_offsets_is_bundled_on_arrival(slop_ms: int) -> No
 
 def test_frames_policy_falls_back_on_mixed_rates() -> None:
     msgs: list[str] = []
-    s = ApproximateTimeSynchronizer(2, 10, 10_000_000, policy="frames", logger=msgs.append)
+    s = ApproximateTimeSynchronizer(2, SyncSettings(queue_size=10, slop=0.01), policy="frames", logger=msgs.append)
     ev = sorted([(0, k * P) for k in range(40)] + [(1, k * 2 * P + 1000) for k in range(20)], key=lambda e: e[1])
     out = feed(s, ev) + s.flush()
     assert s.policy == "pivot" and any("same frame rate" in m for m in msgs)

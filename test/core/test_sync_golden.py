@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from mfapr_ros.core.sync import ApproximateTimeSynchronizer
+from mfapr_ros.core.sync import ApproximateTimeSynchronizer, SyncSettings
 
 FIXTURE = Path(__file__).parent / "data" / "sync_golden.json"
 P = 33_333_333
@@ -121,9 +121,23 @@ def _scenarios() -> Iterator[tuple[str, dict[str, Any], list[Event]]]:
         16, 4, 80, sigma=6 * MS)
 
 
+def _settings(kw: dict[str, Any]) -> tuple[SyncSettings, dict[str, Any]]:
+    """A scenario's integer-nanosecond settings (as the fixture was written) → the SyncSettings the synchronizer
+    takes; ``policy``, ``publish`` and ``age_penalty`` are not settings and stay keyword arguments."""
+    kw = dict(kw)
+    seconds = {"max_interval_ns": "slop", "stream_timeout_ns": "stream_timeout"}
+    settings: dict[str, Any] = {seconds[k]: kw.pop(k) / 1e9 for k in list(kw) if k in seconds}
+    if "min_streams" in kw:
+        settings["min_cameras"] = kw.pop("min_streams")
+    if "queue_size" in kw:
+        settings["queue_size"] = kw.pop("queue_size")
+    return SyncSettings(**settings), kw
+
+
 def _trace(kw: dict[str, Any], events: list[Event]) -> dict[str, Any]:
     n = 1 + max(c for k, c, _ in events if k == "add")
-    s = ApproximateTimeSynchronizer(n, logger=lambda m: None, **kw)
+    settings, rest = _settings(kw)
+    s = ApproximateTimeSynchronizer(n, settings, logger=lambda m: None, **rest)
     h = hashlib.sha256()
     bundles = 0
     for idx, (kind, c, stamp) in enumerate(events):

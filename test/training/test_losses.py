@@ -89,7 +89,7 @@ def test_learned_weights_move_toward_the_optimum() -> None:
 
 
 def test_relative_loss_ignores_constant_offset_and_sees_rotation_change() -> None:
-    crit = PoseLoss(LossSettings(norm="l1", rotation_distance="quat", relative=True, srx=0.0, srq=-3.0))
+    crit = PoseLoss(LossSettings(norm="l1", rotation_distance="quat", relative_weight=1.0, srx=0.0, srq=-3.0))
     t_gt = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
     q_gt = torch.cat([ID, yaw_quat(0.5)])
     # prediction = ground truth shifted by a constant: the relative pose is unchanged → distances 0
@@ -173,7 +173,7 @@ def test_loss_config_is_the_loss_settings() -> None:
     assert none_defaults - {"weights_lr"} == set(MODEL_DEPENDENT_LOSS_FIELDS)
 
     class _Cfg:
-        loss = LossSettings(sx=0.5, relative=True)
+        loss = LossSettings(sx=0.5, relative_weight=1.0)
 
     class _Mix(torch.nn.Module):
         mix_stream, rotation_repr = True, "logq"

@@ -233,7 +233,7 @@ def test_one_bag_with_tf_ground_truth_from_recording_to_report(tmp_path: Path,
             assert "/tf" in topics and "/tf_static" in topics  # the GT travels with each split
     assert sum(counts.values()) == 80 and counts["query"] > 0 and counts["validation"] > 0
     rc, out, err = run(capsys, "train", "--config", "own_data", "--set", "data.format=rosbag",
-                       "--set", f"data.root={data}", "--set", f"data.rig={rig}", "--set", "data.gt_tf=map:base_link",
+                       "--set", f"data.root={data}", "--set", f"data.rig={rig}", "--set", "data.gt=map:base_link",
                        *TRAIN, "--out", str(runs))
     assert rc == 0, err
     ck = json.loads((runs / "best.json").read_text())
@@ -243,7 +243,7 @@ def test_one_bag_with_tf_ground_truth_from_recording_to_report(tmp_path: Path,
                        "--no-plots", "--no-progress")
     assert rc == 0, err
     assert check_report(tmp_path / "report")["metrics"]["count"] == counts["query"] // 2
-    # `mfapr evaluate` on the split folder: rosbag detected from DATA/query, GT (data.gt_tf) from the checkpoint
+    # `mfapr evaluate` on the split folder: rosbag detected from DATA/query, GT (data.gt) from the checkpoint
     rc, out, err = run(capsys, "evaluate", "--checkpoint", str(runs / "best"), "--data", str(data),
                        "--out", str(tmp_path / "report2"), "--device", "cpu", "--no-plots")
     assert rc == 0, err
@@ -330,13 +330,19 @@ def test_stamp_unit_errors_name_the_exact_setting(stamps: list[int], setting: st
 
 
 def test_stamp_unit_and_gt_settings_are_validated() -> None:
-    from mfapr_training.config import load_config
+    from mfapr_training.config import ExperimentConfig, load_config, split_gt
 
-    cfg = load_config("own_data", ["data.stamp_unit=us", "data.gt_tf=map:base_link", "data.transport=raw",
+    cfg = load_config("own_data", ["data.stamp_unit=us", "data.gt=map:base_link", "data.transport=raw",
                                    "data.topics={cam0: /front/image_raw}"])
-    assert (cfg.data.stamp_unit, cfg.data.gt_tf, cfg.data.topics) == ("us", "map:base_link",
-                                                                      {"cam0": "/front/image_raw"})
-    for bad, word in (("data.stamp_unit=furlongs", "frame@<N>hz"), ("data.gt_tf=map", "PARENT:CHILD"),
+    assert (cfg.data.stamp_unit, cfg.data.gt, cfg.data.topics) == ("us", "map:base_link",
+                                                                   {"cam0": "/front/image_raw"})
+    assert split_gt(cfg.data.gt) == (None, "map:base_link") and split_gt("/gt") == ("/gt", None)
+    # the old pair (one setting under two names) is still read, as data.gt; both given is an error
+    assert load_config("own_data", ["data.gt_tf=map:base_link"]).data.gt == "map:base_link"
+    assert load_config("own_data", ["data.gt_topic=/gt/pose"]).data.gt == "/gt/pose"
+    with pytest.raises(ConfigError, match="same setting"):
+        ExperimentConfig.from_dict({"data": {"gt_topic": "/a", "gt_tf": "map:base_link"}})
+    for bad, word in (("data.stamp_unit=furlongs", "frame@<N>hz"), ("data.gt=map", "PARENT:CHILD"),
                       ("data.transport=udp", "raw or compressed"), ("data.topics={cam0: front}", "absolute")):
         with pytest.raises(ConfigError, match=word):
             load_config("own_data", [bad])
@@ -374,7 +380,7 @@ def test_bag_without_ground_truth_names_the_training_settings(tmp_path: Path) ->
     bag, rig = one_recording_bag(tmp_path / "rec", frames=6)
     with pytest.raises(DataError) as e:  # GT is on /tf: the usual GT topics are not there
         load_split("rosbag", str(bag), "", rig=load_rig(rig))
-    assert "--set data.gt_topic=TOPIC or --set data.gt_tf=PARENT:CHILD" in str(e.value)
+    assert "--set data.gt=TOPIC or --set data.gt=PARENT:CHILD" in str(e.value)
     assert len(load_split("rosbag", str(bag), "", rig=load_rig(rig), gt_tf="map:base_link")) == 6
 
 

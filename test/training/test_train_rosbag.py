@@ -68,17 +68,17 @@ def make_dataset(root: Path, storage: str, compressed: bool | list[bool]) -> dic
 
 
 def write_config(path: Path, data: dict[str, object], **data_overrides: object) -> Path:
-    """A user's training config for the bags (docs/training.md: data.format/root/rig/*_split/gt_topic)."""
+    """A user's training config for the bags (docs/training.md: data.format/root/rig/*_split/gt)."""
     import yaml
 
     doc = {
         "name": "mybot",
         "data": {"format": "rosbag", "root": str(data["bags"]), "rig": str(data["rig"]),
-                 "train_split": "train_bag", "val_split": "val_bag", "gt_topic": GT_TOPIC,
+                 "train_split": "train_bag", "val_split": "val_bag", "gt": GT_TOPIC,
                  "steps": STEPS, "skip": 1, "photometric": False, **data_overrides},
         "preprocess": {"resize": SIZE, "crop": SIZE},
         "model": {"preset": "tiny"},
-        "loss": {"relative": True},
+        "loss": {"relative_weight": 1.0},
         "optim": {"lr": 3.0e-3},
         "schedule": {"name": "constant"},
         "train": {"epochs": 10, "max_steps": MAX_STEPS, "batch_size": BATCH, "device": "cpu", "seed": 0,
@@ -236,7 +236,7 @@ def test_bad_bag_config_fails_with_one_clear_line(tmp_path: Path, capsys: pytest
     rc = main(["train", "--config", "demo", "--out", str(run), "-q",
                "--set", "data.format=rosbag", "--set", f"data.root={data['bags']}", "--set", f"data.rig={rig_path}",
                "--set", f"data.train_split={split}", "--set", "data.val_split=val_bag",
-               "--set", f"data.gt_topic={gt}", "--set", f"preprocess.resize={SIZE}",
+               "--set", f"data.gt={gt}", "--set", f"preprocess.resize={SIZE}",
                "--set", f"preprocess.crop={SIZE}"])
     err = capsys.readouterr().err
     assert rc == 2, err
