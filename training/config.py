@@ -369,11 +369,11 @@ def validate(cfg: ExperimentConfig) -> None:
     validate_model_keys(cfg.model, src)
 
 
-#: model keys training fills from the data (mfapr_training.train.model_config) or the model derives from other keys:
-#: never part of a training config (the resolved model config in a checkpoint still holds them)
+#: model keys filled from the data (train.model_config) or derived: refused in a training config (checkpoints hold them)
 DATA_BOUND_MODEL_KEYS = {"num_cameras": "the rig's cameras", "image_size": "preprocess.crop",
                          "extrinsics": "the rig's extrinsics", "pose_normalization": "the training poses",
-                         "lstm_grid": "model.fc_dim (poselstm: the most square h x w = fc_dim)"}
+                         "lstm_grid": "model.fc_dim (poselstm: the most square h x w = fc_dim)",
+                         "content_queries": "the code (true; only checkpoints from before content queries say false)"}
 
 
 def validate_model_keys(model: dict[str, Any], src: str) -> None:
