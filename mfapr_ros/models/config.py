@@ -53,7 +53,7 @@ def _resolve_fusion(backbone: type[Backbone], fusion: Any) -> dict[str, Any]:
         raise config_error("fusion", f"must be a mapping like {{position: input, mode: tile}}, got {fusion!r}")
     modes = [get_fusion(p) for p in fusion_positions()]
     options = [m.option for m in modes if m.option]
-    valid = ["position", *options, "shared_weights"]
+    valid = ["position", *options, "shared_weights", "symmetric"]
     unknown = set(fusion) - set(valid)
     if unknown:
         raise config_error("fusion", f"has unknown keys {sorted(unknown)}; valid: {', '.join(valid)}")
@@ -72,6 +72,15 @@ def _resolve_fusion(backbone: type[Backbone], fusion: Any) -> dict[str, Any]:
     if mode.shared_reason is not None and not shared:
         raise config_error("fusion.shared_weights", f"must be true for position '{pos}' ({mode.shared_reason})")
     out["shared_weights"] = shared
+    sym = fusion.get("symmetric", False)
+    if not isinstance(sym, bool):
+        raise config_error("fusion.symmetric", f"must be true or false, got {sym!r}")
+    if sym:  # the rig-equivariant head (models/symmetry.py); stored only when on, so older configs read unchanged
+        if pos != "late" or not shared:
+            raise config_error("fusion.symmetric", "needs fusion.position 'late' with shared_weights: true (the "
+                               f"per-camera embeddings must not depend on the slot), got position '{pos}', "
+                               f"shared_weights {shared}")
+        out["symmetric"] = True
     return out
 
 
@@ -134,6 +143,9 @@ def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
     mode = get_fusion(out["fusion"]["position"])
     backbone.resolve_fc(out, mode.fc_start(out["fusion"]))
     out["extrinsics"] = _resolve_extrinsics(out["extrinsics"], mode, T)
+    if out["fusion"].get("symmetric") and out["rotation"] != "6d":
+        raise config_error("fusion.symmetric", f"averages the 6-D rotation form: use rotation 6d, got "
+                           f"{out['rotation']!r}")
     return out
 
 

@@ -225,12 +225,18 @@ class PoseHead(nn.Module):
             state_dict[prefix + "offset_axis_scale"] = torch.ones(3)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def _anchor_position(self, ep: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits = self.fc_cls(ep)
+    def _anchor_raw(self, ep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits (B, K), offsets (B, K, 3))`` of the anchor classifier and offset regressor."""
         # per-axis offset scale: 0 on an axis the training trajectories never moved along (a ground robot's
         # height), so that coordinate is the anchors' own, exactly, instead of a regressed offset that never
         # quite settles at zero (it cost the demo 0.10-0.14 m of height error on a constant-height rig)
         off = self.fc_off(ep).reshape(ep.shape[0], self.num_anchors, 3) * self.offset_axis_scale
+        return self.fc_cls(ep), off
+
+    def _anchor_position(self, ep: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._anchor_mix(*self._anchor_raw(ep))
+
+    def _anchor_mix(self, logits: torch.Tensor, off: torch.Tensor) -> dict[str, torch.Tensor]:
         cand = self.anchors[None] + off  # (B, K, 3)
         best = logits.argmax(dim=-1)
         radius = self.RADIUS_SPACINGS * self.anchor_spacing
@@ -248,6 +254,27 @@ class PoseHead(nn.Module):
             out["q_raw"] = self.fc_r(er)
             if self.var_t is not None and self.var_r is not None:
                 out["log_var"] = torch.cat([self.var_t(ep), self.var_r(er)], dim=-1)
+        return out
+
+    def forward_symmetric(self, emb: list[torch.Tensor], r_delta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The rig-equivariant head (:mod:`.symmetry`): ``emb`` holds the T cyclic slot orders stacked along the
+        batch (``(T·B, d)`` each, block k = shift k), ``r_delta`` (T, 3, 3) the rotation of each shift's virtual
+        rig. Answers are mapped back to the real rig and averaged; the keys are those of :meth:`forward`."""
+        from .symmetry import average_columns
+
+        T = r_delta.shape[0]
+        with torch.autocast(device_type=emb[0].device.type, enabled=False):
+            ep, er = emb[0].float(), emb[-1].float()
+            B = ep.shape[0] // T
+            if self.num_anchors:
+                logits, off = self._anchor_raw(ep)
+                out = self._anchor_mix(logits.reshape(T, B, -1).mean(0), off.reshape(T, B, *off.shape[1:]).mean(0))
+            else:
+                out = {"t_norm": self.fc_t(ep).reshape(T, B, 3).mean(0)}
+            r = gt.gram_schmidt_6d(average_columns(self.fc_r(er).reshape(T, B, 6), r_delta)).transpose(-1, -2)
+            out["q_raw"] = torch.cat([r[..., :, 0], r[..., :, 1]], -1)  # already orthonormal: a no-op downstream
+            if self.var_t is not None and self.var_r is not None:
+                out["log_var"] = torch.cat([self.var_t(ep), self.var_r(er)], dim=-1).reshape(T, B, 2).mean(0)
         return out
 
 

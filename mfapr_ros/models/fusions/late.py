@@ -12,7 +12,8 @@ from torch import nn
 from ..base import Backbone, FusionMode, get_backbone, register_fusion
 from ..config import config_error
 from ..fused import FusedNet
-from ..layers import FcStack, PerCamera, fill_missing, stack_dims
+from ..layers import FcStack, PerCamera, fill_missing, mask_images, stack_dims
+from ..symmetry import shift_rotations, shifted_batch
 
 LATE_FCS = ("fc-0", "fc-1", "fc-2")
 
@@ -41,16 +42,31 @@ class LateFusedNet(FusedNet):
         lstm = get_backbone(cfg["backbone"]).lstm(cfg)
         per_dims = [stack_dims(d, cfg["fc_dim"], cfg["num_fc"], lstm)[start] for d in enc_dims]
         self.missing = nn.ParameterList(nn.Parameter(torch.zeros(d)) for d in per_dims)
+        if cfg["fusion"].get("symmetric"):  # the rig-equivariant head (models/symmetry.py); derived, not stored
+            self.register_buffer("shift_rotations", shift_rotations(cfg), persistent=False)
+        else:
+            self.shift_rotations = None
         return [T * d for d in per_dims], start
 
+    def per_camera_embeddings(self, images: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """Masked images → per-camera embeddings (B, T, d) per branch, a missing camera as its learned token."""
+        return [fill_missing(e, mask, m) for e, m in zip(self.per_camera(images), self.missing, strict=True)]
+
     def embed(self, images: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-        per = self.per_camera(images)  # list of (B, T, d)
-        return [fill_missing(e, mask, m).flatten(1) for e, m in zip(per, self.missing, strict=True)]
+        return [e.flatten(1) for e in self.per_camera_embeddings(images, mask)]
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.shift_rotations is None:
+            return super().forward(images, mask)
+        per = self.per_camera_embeddings(mask_images(images, mask), mask)
+        emb = [s(shifted_batch(e)) for s, e in zip(self.stacks, per, strict=True)]
+        return self.head.forward_symmetric(emb, self.shift_rotations)
 
 
 @register_fusion
 class Late(FusionMode):
-    """``fusion: {position: late, fc: fc-0 | fc-1 | fc-2}`` (default fc-1)."""
+    """``fusion: {position: late, fc: fc-0 | fc-1 | fc-2}`` (default fc-1); ``symmetric: true`` averages the head
+    over the rig's cyclic slot shifts (an exactly equivariant model for ring rigs, :mod:`..symmetry`)."""
 
     position: ClassVar[str] = "late"
     order: ClassVar[int] = 3
