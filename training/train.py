@@ -166,6 +166,11 @@ def model_config(cfg: ExperimentConfig, rig: Rig, pose_norm: dict[str, Any]) -> 
         out[k] = v
     out["extrinsics"] = extrinsics_from_rig(rig)
     out["pose_normalization"] = pose_norm
+    if isinstance(out.get("fusion"), dict) and out["fusion"].get("symmetric") == "auto":
+        from mfapr_ros.models.symmetry import resolve_auto
+
+        out, line = resolve_auto(out)
+        log.info("%s", line)
     return out
 
 

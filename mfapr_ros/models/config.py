@@ -73,8 +73,11 @@ def _resolve_fusion(backbone: type[Backbone], fusion: Any) -> dict[str, Any]:
         raise config_error("fusion.shared_weights", f"must be true for position '{pos}' ({mode.shared_reason})")
     out["shared_weights"] = shared
     sym = fusion.get("symmetric", False)
+    if sym == "auto":
+        raise config_error("fusion.symmetric", "is 'auto', which `mfapr train` resolves from the rig (models/"
+                           "symmetry.resolve_auto); a model config needs true or false")
     if not isinstance(sym, bool):
-        raise config_error("fusion.symmetric", f"must be true or false, got {sym!r}")
+        raise config_error("fusion.symmetric", f"must be true, false or auto, got {sym!r}")
     if sym:  # the rig-equivariant head (models/symmetry.py); stored only when on, so older configs read unchanged
         if pos != "late" or not shared:
             raise config_error("fusion.symmetric", "needs fusion.position 'late' with shared_weights: true (the "

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from mfapr_ros.core import geometry as g
+from mfapr_ros.core.errors import ConfigError
 
 from .checks import config_error
 
@@ -61,6 +62,30 @@ def shift_rotations(cfg: dict[str, Any]) -> torch.Tensor:
                                "at the ring's centre, or fusion.symmetric: false")
         out.append(g.quat_to_matrix(dq[0]))
     return torch.as_tensor(np.stack(out), dtype=torch.float32)
+
+
+def resolve_auto(cfg: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """``fusion.symmetric: auto`` (what `mfapr train` resolves once the rig is known) → ``true`` where the head can
+    be exact (late fusion, shared weights, 6-D rotation, a ring rig about its origin), else ``false``; returns the
+    config with a concrete value and the one log line saying which and why."""
+    from .config import resolve_config  # lazy: config → fusions → this module
+
+    fusion = dict(cfg.get("fusion") or {})
+    probe = resolve_config({**cfg, "fusion": {**fusion, "symmetric": False}})  # the defaults a preset leaves out
+    why = ""
+    if probe["fusion"]["position"] != "late" or not probe["fusion"]["shared_weights"]:
+        why = "it needs late fusion with shared weights"
+    elif probe["rotation"] != "6d":
+        why = "it needs the 6-D rotation form"
+    else:
+        try:
+            shift_rotations(cfg)
+        except ConfigError as e:
+            why = str(e).split(": ", 1)[-1]
+    fusion["symmetric"] = not why
+    line = ("fusion.symmetric auto → true: the rig's cyclic slot shifts are exact symmetries, the head averages "
+            "over them (track augmentation built in)" if not why else f"fusion.symmetric auto → false: {why}")
+    return {**cfg, "fusion": fusion}, line
 
 
 def shifted_batch(per_camera: torch.Tensor) -> torch.Tensor:

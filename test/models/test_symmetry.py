@@ -44,7 +44,8 @@ def test_a_slot_shift_turns_the_answer_by_the_rig_symmetry(num_cameras: int, anc
             shifted = m(x[:, perm], mask[:, perm])
             t_exp, q_exp = permute_target(rig, perm, out["t"].numpy(), out["q"].double().numpy())
             np.testing.assert_allclose(shifted["t"].numpy(), t_exp, atol=1e-5)
-            assert float(np.max(rotation_error_deg(shifted["q"].double().numpy(), q_exp))) < 0.2  # float32 (a wrong back-rotation: 2-15°)
+            # float32 cancellation only (a wrong back-rotation is 2-15° off)
+            assert float(np.max(rotation_error_deg(shifted["q"].double().numpy(), q_exp))) < 0.2
             # and the answer really turned (the check above is not vacuous)
             assert float(np.min(rotation_error_deg(shifted["q"].double().numpy(),
                                                    out["q"].double().numpy()))) > 10.0
@@ -69,7 +70,7 @@ def test_configs_that_cannot_be_exact_are_refused() -> None:
         resolve_config({**base, "fusion": {**SYM, "shared_weights": False}})
     with pytest.raises(ConfigError, match="fusion.symmetric.*6d"):
         resolve_config({**base, "fusion": SYM, "rotation": "quat"})
-    with pytest.raises(ConfigError, match="fusion.symmetric.*true or false"):
+    with pytest.raises(ConfigError, match="fusion.symmetric.*true, false or auto"):
         resolve_config({**base, "fusion": {**SYM, "symmetric": "yes"}})
     with pytest.raises(ConfigError, match="fusion.symmetric.*extrinsics"):
         build_model({**base, "extrinsics": None, "fusion": SYM})
@@ -88,3 +89,20 @@ def test_configs_without_it_resolve_as_before() -> None:
     assert fusion == {"position": "late", "fc": "fc-0", "shared_weights": True}
     assert resolve_config({**preset("demo"), "fusion": SYM,
                            "extrinsics": extrinsics_from_rig(ring_rig(4))})["fusion"]["symmetric"] is True
+
+
+def test_auto_turns_it_on_for_a_ring_and_off_otherwise() -> None:
+    from mfapr_ros.models.symmetry import resolve_auto
+
+    auto = {**preset("demo"), "fusion": {**SYM, "symmetric": "auto"}}
+    on, line = resolve_auto({**auto, "extrinsics": extrinsics_from_rig(ring_rig(4))})
+    assert on["fusion"]["symmetric"] is True and "→ true" in line
+    build_model(on)
+    ext = extrinsics_from_rig(ring_rig(4))
+    swapped = {"t": [ext["t"][i] for i in (0, 2, 1, 3)], "q": [ext["q"][i] for i in (0, 2, 1, 3)]}
+    off, line = resolve_auto({**auto, "extrinsics": swapped})
+    assert off["fusion"]["symmetric"] is False and "not a symmetry" in line
+    off, line = resolve_auto({**auto, "extrinsics": ext, "rotation": "quat"})
+    assert off["fusion"]["symmetric"] is False and "6-D" in line
+    with pytest.raises(ConfigError, match="auto.*mfapr train"):
+        resolve_config({**auto, "extrinsics": ext})
