@@ -167,10 +167,13 @@ def model_config(cfg: ExperimentConfig, rig: Rig, pose_norm: dict[str, Any]) -> 
     out["extrinsics"] = extrinsics_from_rig(rig)
     out["pose_normalization"] = pose_norm
     if isinstance(out.get("fusion"), dict) and out["fusion"].get("symmetric") == "auto":
-        from mfapr_ros.models.symmetry import resolve_auto
+        from mfapr_ros.models import resolve_config
+        from mfapr_ros.models.symmetry import unavailable
 
-        out, line = resolve_auto(out)
-        log.info("%s", line)
+        why = unavailable(resolve_config({**out, "fusion": {**out["fusion"], "symmetric": False}}))
+        log.info("%s", "model.fusion.symmetric auto → on: the rig's cyclic slot shifts are exact symmetries, the "
+                 "head averages over them (track augmentation built in)" if why is None else
+                 f"model.fusion.symmetric auto → off: {why}")
     return out
 
 

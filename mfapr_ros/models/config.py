@@ -73,12 +73,11 @@ def _resolve_fusion(backbone: type[Backbone], fusion: Any) -> dict[str, Any]:
         raise config_error("fusion.shared_weights", f"must be true for position '{pos}' ({mode.shared_reason})")
     out["shared_weights"] = shared
     sym = fusion.get("symmetric", False)
-    if sym == "auto":
-        raise config_error("fusion.symmetric", "is 'auto', which `mfapr train` resolves from the rig (models/"
-                           "symmetry.resolve_auto); a model config needs true or false")
-    if not isinstance(sym, bool):
+    if not isinstance(sym, bool) and sym != "auto":
         raise config_error("fusion.symmetric", f"must be true, false or auto, got {sym!r}")
-    if sym:  # the rig-equivariant head (models/symmetry.py); stored only when on, so older configs read unchanged
+    if sym == "auto":  # decided in resolve_config once the rotation and extrinsics are known
+        out["symmetric"] = "auto"
+    elif sym:  # the rig-equivariant head (models/symmetry.py); stored only when on, so older configs read unchanged
         if pos != "late" or not shared:
             raise config_error("fusion.symmetric", "needs fusion.position 'late' with shared_weights: true (the "
                                f"per-camera embeddings must not depend on the slot), got position '{pos}', "
@@ -146,6 +145,13 @@ def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
     mode = get_fusion(out["fusion"]["position"])
     backbone.resolve_fc(out, mode.fc_start(out["fusion"]))
     out["extrinsics"] = _resolve_extrinsics(out["extrinsics"], mode, T)
+    if out["fusion"].get("symmetric") == "auto":  # on where it can be exact (a ring rig), else off (not stored)
+        from .symmetry import unavailable
+
+        if unavailable(out) is None:
+            out["fusion"]["symmetric"] = True
+        else:
+            del out["fusion"]["symmetric"]
     if out["fusion"].get("symmetric") and out["rotation"] != "6d":
         raise config_error("fusion.symmetric", f"averages the 6-D rotation form: use rotation 6d, got "
                            f"{out['rotation']!r}")

@@ -33,7 +33,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # fusion at fc-0), anchor classification + offset for the position, 6-D rotation (docs/models.md, results.md)
     "demo": {"backbone": "mapnet", "num_cameras": 4, "image_size": 64, "arch": "tiny", "width": 16, "pool_grid": 2,
              "fc_dim": 256, "num_fc": 1, "dropout": 0.0, "rotation": "6d", "num_anchors": 256,
-             "fusion": {"position": "late", "fc": "fc-0", "shared_weights": True}},
+             "fusion": {"position": "late", "fc": "fc-0", "shared_weights": True, "symmetric": "auto"}},
     # the previous demo model: the input-fused transformer (token fusion), now with the 6-D rotation
     "demo_transformer": {"backbone": "transposenet", "num_cameras": 4, "image_size": 64, "arch": "tiny",
                          "width": 16, "d_model": 64, "num_heads": 4, "num_layers": 2, "dim_feedforward": 128,

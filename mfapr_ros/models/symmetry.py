@@ -15,6 +15,9 @@ Position (anchor logits and offsets) is averaged as is (invariant: Δ_k has no t
 6-D form of ``Rᵀ`` (:func:`average_columns`), log-variances as is. The result is exactly
 equivariant: shifting the input by one slot turns the output by Δ_1 — the test in test/models/test_symmetry.py.
 
+``symmetric: auto`` (the demo preset) turns it on exactly where it can be exact (:func:`unavailable`): with a
+ring rig's extrinsics (what `mfapr train` fills in) it is on, with no extrinsics or another rig it is off.
+
 Requires what makes it exact: shared per-camera weights, the 6-D rotation form, and extrinsics
 whose cyclic shifts are symmetries of the rig about its origin (ring rigs); anything else is refused at build time.
 """
@@ -64,28 +67,18 @@ def shift_rotations(cfg: dict[str, Any]) -> torch.Tensor:
     return torch.as_tensor(np.stack(out), dtype=torch.float32)
 
 
-def resolve_auto(cfg: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """``fusion.symmetric: auto`` (what `mfapr train` resolves once the rig is known) → ``true`` where the head can
-    be exact (late fusion, shared weights, 6-D rotation, a ring rig about its origin), else ``false``; returns the
-    config with a concrete value and the one log line saying which and why."""
-    from .config import resolve_config  # lazy: config → fusions → this module
-
-    fusion = dict(cfg.get("fusion") or {})
-    probe = resolve_config({**cfg, "fusion": {**fusion, "symmetric": False}})  # the defaults a preset leaves out
-    why = ""
-    if probe["fusion"]["position"] != "late" or not probe["fusion"]["shared_weights"]:
-        why = "it needs late fusion with shared weights"
-    elif probe["rotation"] != "6d":
-        why = "it needs the 6-D rotation form"
-    else:
-        try:
-            shift_rotations(cfg)
-        except ConfigError as e:
-            why = str(e).split(": ", 1)[-1]
-    fusion["symmetric"] = not why
-    line = ("fusion.symmetric auto → true: the rig's cyclic slot shifts are exact symmetries, the head averages "
-            "over them (track augmentation built in)" if not why else f"fusion.symmetric auto → false: {why}")
-    return {**cfg, "fusion": fusion}, line
+def unavailable(cfg: dict[str, Any]) -> str | None:
+    """Why the symmetric head cannot be exact for the resolved config ``cfg`` (None: it can) — what
+    ``fusion.symmetric: auto`` decides on: late fusion with shared weights, the 6-D rotation, ring extrinsics."""
+    if cfg["fusion"]["position"] != "late" or not cfg["fusion"]["shared_weights"]:
+        return "it needs late fusion with shared weights"
+    if cfg["rotation"] != "6d":
+        return "it needs the 6-D rotation form"
+    try:
+        shift_rotations(cfg)
+    except ConfigError as e:
+        return str(e).split(": ", 1)[-1]
+    return None
 
 
 def shifted_batch(per_camera: torch.Tensor) -> torch.Tensor:

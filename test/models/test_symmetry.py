@@ -85,24 +85,21 @@ def test_configs_that_cannot_be_exact_are_refused() -> None:
 
 
 def test_configs_without_it_resolve_as_before() -> None:
-    fusion = resolve_config(preset("demo"))["fusion"]
+    fusion = resolve_config(preset("demo", fusion={"position": "late", "fc": "fc-0", "shared_weights": True}))["fusion"]
     assert fusion == {"position": "late", "fc": "fc-0", "shared_weights": True}
     assert resolve_config({**preset("demo"), "fusion": SYM,
                            "extrinsics": extrinsics_from_rig(ring_rig(4))})["fusion"]["symmetric"] is True
 
 
 def test_auto_turns_it_on_for_a_ring_and_off_otherwise() -> None:
-    from mfapr_ros.models.symmetry import resolve_auto
-
     auto = {**preset("demo"), "fusion": {**SYM, "symmetric": "auto"}}
-    on, line = resolve_auto({**auto, "extrinsics": extrinsics_from_rig(ring_rig(4))})
-    assert on["fusion"]["symmetric"] is True and "→ true" in line
-    build_model(on)
+    assert preset("demo")["fusion"]["symmetric"] == "auto"  # the demo model: on wherever training gives a ring
     ext = extrinsics_from_rig(ring_rig(4))
+    assert resolve_config({**auto, "extrinsics": ext})["fusion"]["symmetric"] is True
+    assert build_model({**auto, "extrinsics": ext}).net.shift_rotations is not None
+    # off (the key is not stored: such a config resolves exactly as before): no rig, another rig, another rotation
     swapped = {"t": [ext["t"][i] for i in (0, 2, 1, 3)], "q": [ext["q"][i] for i in (0, 2, 1, 3)]}
-    off, line = resolve_auto({**auto, "extrinsics": swapped})
-    assert off["fusion"]["symmetric"] is False and "not a symmetry" in line
-    off, line = resolve_auto({**auto, "extrinsics": ext, "rotation": "quat"})
-    assert off["fusion"]["symmetric"] is False and "6-D" in line
-    with pytest.raises(ConfigError, match="auto.*mfapr train"):
-        resolve_config({**auto, "extrinsics": ext})
+    for cfg in (auto, {**auto, "extrinsics": swapped}, {**auto, "extrinsics": ext, "rotation": "quat"},
+                {**auto, "extrinsics": ext, "fusion": {**SYM, "symmetric": "auto", "shared_weights": False}}):
+        assert "symmetric" not in resolve_config(cfg)["fusion"]
+    assert build_model(auto).net.shift_rotations is None

@@ -42,7 +42,9 @@ def test_tiny_demo_end_to_end(tmp_path, ros_env):
     for doc in (offline_rev, live_rev):  # live: the node's ~/retrieval_shift_pose scored by evaluator_node
         assert doc["retrieval_shift"]["metrics"]["count"] == doc["metrics"]["count"]
     assert "Reverse query (driven the other way" in proc.stdout and "shift-aware retrieval" in proc.stdout
-    assert "track augmentation 'cyclic': p=0.5, 4 permutations" in proc.stdout + proc.stderr
+    # the demo model is rig-equivariant on the ring (the preset's fusion.symmetric: auto), and it says so
+    assert "model.fusion.symmetric auto → on" in proc.stdout + proc.stderr
+    assert json.loads((out / "train" / "best.json").read_text())["model"]["fusion"]["symmetric"] is True
     # both reports show the image-retrieval baseline: offline from the Localizer's prior, live from the node's
     # ~/retrieval_pose scored by evaluator_node
     assert (out / "train" / "best.retrieval.safetensors").exists()
