@@ -24,8 +24,6 @@ from .errors import DataError
 RECALL_BINS: tuple[tuple[float, float], ...] = ((0.25, 2.0), (0.5, 5.0), (5.0, 10.0))
 
 _EPS = 1e-12
-#: a quaternion shorter than this cannot be normalised (DataError); public for scalar re-implementations
-QUAT_EPS = _EPS
 
 
 def _arr(x: Sequence[float] | np.ndarray) -> np.ndarray:

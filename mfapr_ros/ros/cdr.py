@@ -1,10 +1,8 @@
-"""CDR without rclpy message objects: reading the image fields the node needs, writing the pose messages it sends.
+"""Reading the fields the node needs straight from serialized ``sensor_msgs/Image`` / ``CompressedImage`` bytes.
 
 Why: the camera intake takes messages serialized (``take_message(raw=True)``) so a frame the synchronizer or
 latest-wins will discard is never deserialized; the header stamp is 8 bytes at a fixed offset, and the chosen
-bundle's frames are parsed here with zero-copy views instead of rclpy's message objects. The other way, each pose
-was two rclpy messages built field by field (type-checked setters, ~55 µs) and converted to C again to publish;
-:func:`cdr_header` lets ``convert`` pack them with ``struct`` instead (issue 25). ROS-free (CDR only).
+bundle's frames are parsed here with zero-copy views instead of rclpy's message objects. ROS-free (CDR only).
 """
 
 from __future__ import annotations
@@ -28,24 +26,6 @@ def cdr_header_stamp_ns(data: bytes) -> int:
         raise DataError(f"serialized image message of {len(data)} bytes is too short to hold a header")
     sec, nsec = struct.unpack_from("<iI" if data[1] & 1 else ">iI", data, 4)
     return sec * 1_000_000_000 + nsec
-
-
-#: the 4-byte encapsulation of little-endian plain CDR (what rmw_fastrtps writes on x86 / ARM)
-CDR_LE = b"\x00\x01\x00\x00"
-
-
-def cdr_header(stamp_ns: int, frame_id: str) -> bytes:
-    """Encapsulation + ``std_msgs/Header`` (int32 sec, uint32 nanosec, string frame_id), padded so the payload that
-    follows starts 8-aligned (a float64 field; CDR aligns relative to the payload after the encapsulation).
-
-    Raises ``DataError`` for a stamp outside ``builtin_interfaces/Time`` (negative, or sec beyond int32)."""
-    ns = int(stamp_ns)
-    sec, nsec = divmod(ns, 1_000_000_000)
-    if ns < 0 or sec > 0x7FFFFFFF:
-        raise DataError(f"cannot write stamp {ns} ns into a ROS Time (0 <= sec <= 2^31-1)")
-    name = frame_id.encode("utf-8") + b"\x00"
-    body = struct.pack("<iII", sec, nsec, len(name)) + name
-    return CDR_LE + body + b"\x00" * (-len(body) % 8)
 
 
 def _cdr_u32(data: memoryview, pos: int) -> int:

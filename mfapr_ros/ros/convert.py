@@ -11,8 +11,6 @@ Message data (``uint8[]``) arrives from rclpy as ``array.array('B')``; it is pas
 
 from __future__ import annotations
 
-import math
-import struct
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -23,13 +21,9 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from mfapr_ros.core.errors import DataError
-from mfapr_ros.core.geometry import QUAT_EPS, quat_normalize, quat_wxyz_to_xyzw, quat_xyzw_to_wxyz
-
-from .cdr import cdr_header
+from mfapr_ros.core.geometry import quat_normalize, quat_wxyz_to_xyzw, quat_xyzw_to_wxyz
 
 NS_PER_S = 1_000_000_000
-_POSE = struct.Struct("<7d")  # geometry_msgs/Pose: position xyz, orientation xyzw (float64, 8-aligned)
-_COV = struct.Struct("<36d")  # PoseWithCovariance.covariance: a fixed array (no length in CDR)
 
 
 class PoseLike(Protocol):
@@ -135,20 +129,9 @@ def encoded_to_compressed_msg(data: bytes, fmt: str, stamp_ns: int, frame_id: st
 
 
 # ---------------------------------------------------------------- poses
-def _pose_values(t: Sequence[float] | np.ndarray, q_wxyz: Sequence[float] | np.ndarray) -> tuple[float, ...]:
-    """``geometry_msgs/Pose`` in field order: position x y z, orientation x y z w — normalised with w >= 0, as
-    ``geometry.quat_normalize`` (same zero check), in scalar arithmetic: numpy on a 4-vector cost ~15 µs a pose."""
-    w, x, y, z = np.asarray(q_wxyz, dtype=np.float64).reshape(4).tolist()
-    n = math.sqrt(w * w + x * x + y * y + z * z)
-    if n < QUAT_EPS:
-        raise DataError("cannot normalise a zero quaternion")
-    if w < 0:
-        n = -n
-    return (*np.asarray(t, dtype=np.float64).reshape(3).tolist(), x / n, y / n, z / n, w / n)
-
-
 def _fill_pose(p: Pose, t: Sequence[float] | np.ndarray, q_wxyz: Sequence[float] | np.ndarray) -> Pose:
-    p.position.x, p.position.y, p.position.z, x, y, z, w = _pose_values(t, q_wxyz)
+    x, y, z, w = (float(v) for v in quat_wxyz_to_xyzw(quat_normalize(np.asarray(q_wxyz, dtype=np.float64))))
+    p.position.x, p.position.y, p.position.z = (float(v) for v in np.asarray(t, dtype=np.float64).reshape(3))
     p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w = x, y, z, w
     return p
 
@@ -188,7 +171,7 @@ def covariance_to_msg(cov: np.ndarray | Sequence[float]) -> list[float]:
     if c.shape != (6, 6) or not np.all(np.isfinite(c)):
         raise DataError(f"covariance must be a finite 6x6 matrix [x y z roll pitch yaw], got shape {c.shape}")
     c = 0.5 * (c + c.T)
-    return c.reshape(-1).tolist()
+    return [float(v) for v in c.reshape(-1)]
 
 
 def rig_pose_to_pose_with_covariance(pose: PoseLike, frame_id: str,
@@ -203,28 +186,6 @@ def rig_pose_to_pose_with_covariance(pose: PoseLike, frame_id: str,
         raise DataError("rig_pose_to_pose_with_covariance: the pose has no covariance and none was given")
     msg.pose.covariance = covariance_to_msg(cov)
     return msg
-
-
-def pose_stamped_cdr(pose: PoseLike, frame_id: str) -> bytes:
-    """:func:`rig_pose_to_pose_stamped` serialized (the bytes ``serialize_message`` gives for it, padding aside),
-    for ``Publisher.publish``: no message object is built (issue 25: the node publishes every pose this way)."""
-    return cdr_header(pose.stamp_ns, frame_id) + _POSE.pack(*_pose_values(pose.t, pose.q))
-
-
-def pose_with_covariance_cdr(pose: PoseLike, frame_id: str,
-                             covariance: np.ndarray | Sequence[float] | None = None) -> bytes:
-    """:func:`rig_pose_to_pose_with_covariance` serialized, with the same checks (finite 6×6, symmetrised)."""
-    return pose_messages_cdr(pose, frame_id, covariance)[1]
-
-
-def pose_messages_cdr(pose: PoseLike, frame_id: str,
-                      covariance: np.ndarray | Sequence[float] | None = None) -> tuple[bytes, bytes]:
-    """``(PoseStamped, PoseWithCovarianceStamped)`` serialized, the header and pose computed once (the node)."""
-    cov = covariance if covariance is not None else getattr(pose, "covariance", None)
-    if cov is None:
-        raise DataError("pose_with_covariance_cdr: the pose has no covariance and none was given")
-    head_pose = cdr_header(pose.stamp_ns, frame_id) + _POSE.pack(*_pose_values(pose.t, pose.q))
-    return head_pose, head_pose + _COV.pack(*covariance_to_msg(cov))
 
 
 def transform_stamped(t: Sequence[float] | np.ndarray, q_wxyz: Sequence[float] | np.ndarray, stamp_ns: int,

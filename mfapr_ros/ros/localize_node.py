@@ -52,7 +52,7 @@ from mfapr_ros.inference.pose_source import PoseSource
 from mfapr_ros.inference.uncertainty import UncertaintyStats, judge, with_covariance
 
 from .cdr import cdr_compressed_fields, cdr_header_stamp_ns, cdr_image_fields
-from .convert import pose_messages_cdr, pose_stamped_cdr
+from .convert import rig_pose_to_pose_stamped, rig_pose_to_pose_with_covariance
 from .declare import declare_per_camera, declare_static, static_values
 from .diagnostics import BUNDLE_SOURCE, MODEL_SOURCE, STAGES, DiagnosticsOutput, DiagnosticsView, diagnostics_summary
 from .fusion_output import FusionOutput
@@ -375,23 +375,22 @@ class LocalizeCore:
             return
         if verdict.reasons:
             pose = with_covariance(pose, verdict.covariance)
-        # every message is serialized before anything is published: all outputs carry a pose, or none does. Packed
-        # CDR, not message objects: building the two messages field by field was ~55 µs of Python per pose, plus
-        # their conversion back to C in publish (issue 25; convert.pose_stamped_cdr writes the same bytes)
-        ps, pwc = pose_messages_cdr(pose, self.params.map_frame)
+        # every message is built before anything is published: all outputs carry a pose, or none does
+        ps = rig_pose_to_pose_stamped(pose, self.params.map_frame)
+        pwc = rig_pose_to_pose_with_covariance(pose, self.params.map_frame)
         self.pub_pose.publish(ps)
         self.pub_pose_cov.publish(pwc)
         # ~/retrieval_pose, ~/retrieval_shift_pose and ~/path are volatile: nothing is built while nobody listens
         for pub, key in ((self.pub_retrieval, "retrieval"), (self.pub_retrieval_shift, "retrieval_shift")):
             if pub is not None and f"{key}_t" in pose.extras and pub.get_subscription_count() > 0:
                 prior = SimpleNamespace(stamp_ns=pose.stamp_ns, t=pose.extras[f"{key}_t"], q=pose.extras[f"{key}_q"])
-                pub.publish(pose_stamped_cdr(prior, self.params.map_frame))
+                pub.publish(rig_pose_to_pose_stamped(prior, self.params.map_frame))
         if self.path is not None and self.pub_path is not None:
-            self.path.append(pose)  # messages are built only when the path is published
+            msg = self.path.append(ps)
             now = time.monotonic()
             if now - self._path_published >= PATH_PERIOD_S and self.pub_path.get_subscription_count() > 0:
                 self._path_published = now
-                self.pub_path.publish(self.path.message())
+                self.pub_path.publish(msg)
         t_tf, q_tf = self.fusion.update(pose) if self.fusion is not None else (pose.t, pose.q)  # ~/fused_pose
         self.tf.publish(int(pose.stamp_ns), t_tf, q_tf)
         self.poses_published += 1

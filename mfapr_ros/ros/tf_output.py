@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from geometry_msgs.msg import TransformStamped
+from geometry_msgs.msg import PoseStamped, TransformStamped
 from nav_msgs.msg import Path
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
@@ -34,7 +34,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from mfapr_ros.core.geometry import map_to_odom, pose_compose, pose_inverse, quat_normalize, quat_slerp
 
-from .convert import msg_to_pose, rig_pose_to_pose_stamped, time_to_ns, transform_stamped
+from .convert import msg_to_pose, time_to_ns, transform_stamped
 from .params import NodeParams
 
 try:  # the PyPI ROS 2 wheels do not ship tf2_ros; the tf2_msgs fallback (or no TF) is used then
@@ -264,40 +264,23 @@ class TfListener:
 
 @dataclass
 class PathBuffer:
-    """The bounded ``~/path``: the last ``length`` poses; thread-safe (filled from the publish thread).
-
-    Why poses and not messages: a ``PoseStamped`` per pose cost ~25 µs of Python whether or not anybody listens to
-    ``~/path`` (issue 25); the messages are built in :meth:`message`, once per pose at most (kept for the next
-    call), and only when the path is published."""
+    """The bounded ``~/path``: the last ``length`` PoseStamped; thread-safe (filled from the inference thread)."""
 
     length: int
     frame_id: str
-    _poses: collections.deque = field(default_factory=collections.deque)  # [pose, PoseStamped | None]
+    _poses: collections.deque = field(default_factory=collections.deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def append(self, pose: Any) -> None:
-        """Add one pose (anything with ``stamp_ns``, ``t``, ``q wxyz``: a RigPose); the oldest beyond ``length``
-        is dropped."""
+    def append(self, pose: PoseStamped) -> Path:
+        """Add one pose and return the Path message to publish (a copy of the list: the deque keeps changing)."""
         with self._lock:
-            self._poses.append([pose, None])
+            self._poses.append(pose)
             while len(self._poses) > self.length:
                 self._poses.popleft()
-
-    def __len__(self) -> int:
-        return len(self._poses)
-
-    def message(self) -> Path | None:
-        """The ``nav_msgs/Path`` of the poses kept (stamped with the newest), or None while empty."""
-        with self._lock:
-            for entry in self._poses:
-                if entry[1] is None:
-                    entry[1] = rig_pose_to_pose_stamped(entry[0], self.frame_id)
-            if not self._poses:
-                return None
             msg = Path()
-            msg.header.stamp = self._poses[-1][1].header.stamp
+            msg.header.stamp = pose.header.stamp
             msg.header.frame_id = self.frame_id
-            msg.poses = [entry[1] for entry in self._poses]
+            msg.poses = list(self._poses)
             return msg
 
 

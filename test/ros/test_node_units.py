@@ -164,21 +164,16 @@ def test_tf_fallback_publishers_qos_and_lookup(rclpy_context) -> None:
         node.destroy_node()
 
 
-def test_path_buffer_is_bounded_and_builds_each_message_once() -> None:
-    from types import SimpleNamespace
+def test_path_buffer_is_bounded() -> None:
+    from geometry_msgs.msg import PoseStamped
 
     pb = tf_output.PathBuffer(3, "map")
-    assert pb.message() is None
     for i in range(5):
-        pb.append(SimpleNamespace(stamp_ns=i * 10**9, t=np.array([i, 0.0, 0.0]), q=np.array([-1.0, 0, 0, 0])))
-    path = pb.message()
-    assert len(pb) == 3 and [p.header.stamp.sec for p in path.poses] == [2, 3, 4]
+        ps = PoseStamped()
+        ps.header.stamp.sec = i
+        path = pb.append(ps)
+    assert len(path.poses) == 3 and [p.header.stamp.sec for p in path.poses] == [2, 3, 4]
     assert path.header.frame_id == "map" and path.header.stamp.sec == 4
-    assert path.poses[0].pose.position.x == 2.0 and path.poses[0].pose.orientation.w == 1.0  # w >= 0
-    pb.append(SimpleNamespace(stamp_ns=5 * 10**9, t=np.zeros(3), q=np.array([1.0, 0, 0, 0])))
-    again = pb.message()
-    assert [p.header.stamp.sec for p in again.poses] == [3, 4, 5]
-    assert again.poses[0] is path.poses[1]  # built once, kept
 
 
 # ---------------------------------------------------------------- the uncertainty gate in _on_pose (no DDS)
@@ -188,14 +183,6 @@ class _Pub:
 
     def publish(self, msg) -> None:
         self.sent.append(msg)
-
-
-def _sent(pub: _Pub) -> list:
-    """What a fake pose publisher got, as messages (the node publishes serialized PoseWithCovarianceStamped)."""
-    from geometry_msgs.msg import PoseWithCovarianceStamped
-    from rclpy.serialization import deserialize_message
-
-    return [deserialize_message(m, PoseWithCovarianceStamped) if isinstance(m, bytes) else m for m in pub.sent]
 
 
 class _Tf:
@@ -274,7 +261,7 @@ def test_on_pose_inflates_uncertain_poses_and_default_is_off() -> None:
     seen = []
     core.on_pose.append(seen.append)
     core._on_pose(_rig_pose(1, 1.0))
-    (msg,) = _sent(core.pub_pose_cov)
+    (msg,) = core.pub_pose_cov.sent
     cov = np.array(msg.pose.covariance).reshape(6, 6)
     assert cov[0, 0] == pytest.approx(4.0) and cov[5, 5] == pytest.approx(0.01)  # position σ × 2, rotation kept
     assert seen[0].covariance[0, 0] == pytest.approx(4.0)  # hooks see what was published
@@ -283,7 +270,7 @@ def test_on_pose_inflates_uncertain_poses_and_default_is_off() -> None:
     # defaults: the gate is off, the model's covariance goes out unchanged
     core, _ = _core()
     core._on_pose(_rig_pose(1, 100.0))
-    assert list(_sent(core.pub_pose_cov)[0].pose.covariance) == list(covariance_to_msg(_rig_pose(1, 100.0).covariance))
+    assert list(core.pub_pose_cov.sent[0].pose.covariance) == list(covariance_to_msg(_rig_pose(1, 100.0).covariance))
     assert core.diagnostics_summary()["uncertain_window"] == 1
 
 
