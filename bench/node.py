@@ -155,7 +155,7 @@ def _camera_process(conn: Any, topics: list[str], transport: str, imgs: list[np.
                 conn.send(len(recv))
             elif cmd[0] == "paced":
                 _, rate, seconds, stamp = cmd
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), time.process_time()
                 n = 0
                 while time.perf_counter() - t0 < seconds:
                     publish(stamp + n * STAMP_STEP_NS)
@@ -163,7 +163,8 @@ def _camera_process(conn: Any, topics: list[str], transport: str, imgs: list[np.
                     nxt = t0 + n / rate
                     while (left := nxt - time.perf_counter()) > 0:
                         time.sleep(min(left, 0.001))
-                conn.send((n, time.perf_counter() - t0))
+                # this process's CPU seconds too: on a small machine the cameras' publishing competes with the node
+                conn.send((n, time.perf_counter() - t0, time.process_time() - cpu0))
     finally:
         ex.shutdown()
         node.destroy_node()
@@ -207,7 +208,7 @@ class _Harness:
 
 @contextlib.contextmanager
 def _graph(ckpt: Path, device: str, transport: str, threads: int, imgs: list[np.ndarray],
-           jpegs: list[bytes]) -> Iterator[_Harness]:
+           jpegs: list[bytes], torchscript: bool = True) -> Iterator[_Harness]:
     """A private rclpy context with the LocalizeNode under test, spun on the executor ``localize_node`` builds for
     ``threads``, plus the camera process (which also listens to the poses); torn down on exit, error or not.
 
@@ -223,7 +224,8 @@ def _graph(ckpt: Path, device: str, transport: str, threads: int, imgs: list[np.
     node = LocalizeNode("bench_loc", context=ctx, parameter_overrides=[
         Parameter("checkpoint", value=str(ckpt)), Parameter("device", value=device),
         Parameter("default_transport", value=transport), Parameter("diagnostics_period", value=0.0),
-        Parameter("executor_threads", value=threads), Parameter("sync.queue_size", value=3)])
+        Parameter("executor_threads", value=threads), Parameter("sync.queue_size", value=3),
+        Parameter("torchscript", value=torchscript)])
     ex = make_executor(threads, context=ctx)
     ex.add_node(node)
     spin = threading.Thread(target=ex.spin, daemon=True)
@@ -274,8 +276,9 @@ def _stage_times(node: Any) -> dict[str, list[float]]:
 def _model_only_rate(node: Any, imgs: list[np.ndarray], stamp: int, seconds: float = 2.0,
                      times: list[float] | None = None) -> float:
     """Bundles/s of ``Localizer.infer`` alone on the same images in the same process (node idle): the ceiling the
-    sweep's rates are fractions of. With ``times``, each call's seconds are appended to it (the model's own
-    p99/p50 on this machine: the floor under the node's end-to-end spread)."""
+    sweep's rates are fractions of. It is the node's own Localizer, so the same inference path (TorchScript graph
+    or eager, ``--torchscript``) as the node's: a fair ratio. With ``times``, each call's seconds are appended to
+    it (the model's own p99/p50 on this machine: the floor under the node's end-to-end spread)."""
     decoded = [np.asarray(im) for im in imgs]
     loc = node.localizer
     t_b = time.perf_counter()
@@ -327,7 +330,7 @@ def _paced(h: _Harness, rate: float, seconds: float, rss: list[float] | None = N
         rss.append(rss_mb())  # type: ignore[union-attr]
         sampler.start()
     cpu0, w0 = thread_cpu_s(), time.perf_counter()
-    sent, elapsed = h.cameras.call("paced", rate, seconds, h.stamp)
+    sent, elapsed, camera_cpu = h.cameras.call("paced", rate, seconds, h.stamp)
     stop.set()
     cpu1, w1 = thread_cpu_s(), time.perf_counter()
     h.stamp += (sent + 1) * STAMP_STEP_NS
@@ -344,12 +347,12 @@ def _paced(h: _Harness, rate: float, seconds: float, rss: list[float] | None = N
             # CPU per pose of each thread of this process (ms) and the cores the process used during the step
             "cpu_ms_per_pose": {k: 1e3 * v / max(poses, 1) for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])
                                 if v > 0},
-            "cores": sum(cpu.values()) / (w1 - w0)}
+            "cores": sum(cpu.values()) / (w1 - w0), "camera_cores": camera_cpu / elapsed}
 
 
 def run(num_cameras: int, size: int, transport: str, seconds: float, device: str, preset_name: str,
         latency_samples: int, threads: int = 1, fractions: tuple[float, ...] = FRACTIONS,
-        overload_s: float = 0.0) -> dict[str, Any]:
+        overload_s: float = 0.0, torchscript: bool = True) -> dict[str, Any]:
     """One configuration end to end: latency, model-only rate, the paced sweep at ``fractions`` of it, then
     ``overload_s`` seconds at 2x the model rate with RSS sampled (0 = skip).
 
@@ -358,7 +361,8 @@ def run(num_cameras: int, size: int, transport: str, seconds: float, device: str
     rss: list[float] = []
     with tempfile.TemporaryDirectory(prefix="mfapr_bench_node_") as tmp:
         ckpt = make_checkpoint(Path(tmp), num_cameras, size, preset_name)
-        with _graph(ckpt, device, transport, threads, imgs, jpegs) as h:
+        with _graph(ckpt, device, transport, threads, imgs, jpegs, torchscript) as h:
+            path = getattr(h.node.localizer, "inference_path", "eager")
             _wait_for_discovery(h)
             _warm_up(h)
             lat = _measure_latency(h, latency_samples)
@@ -373,7 +377,7 @@ def run(num_cameras: int, size: int, transport: str, seconds: float, device: str
             base_after = _model_only_rate(h.node, imgs, h.stamp, times=model_times)
     q = max(1, len(rss) // 4)
     return {
-        "cameras": num_cameras, "threads": threads, "lat_n": len(lat),
+        "cameras": num_cameras, "threads": threads, "inference_path": path, "lat_n": len(lat),
         "e2e_p50": _pct(lat, 50), "e2e_p99": _pct(lat, 99),
         "model_p50": _pct(model_times, 50), "model_p99": _pct(model_times, 99),
         **{f"{k}_p50": _pct(v, 50) for k, v in stage.items()}, **{f"{k}_p99": _pct(v, 99) for k, v in stage.items()},
@@ -401,7 +405,8 @@ def print_report(rows: list[dict[str, Any]]) -> None:
     print("          offered   poses/s  kept  poses/model  superseded  sync drops")
     for r in rows:
         b = r["baseline_hz"]
-        print(f"  N={r['cameras']:<3} threads={r['threads']} model alone (Localizer.infer): {b:.1f}/s (before the "
+        print(f"  N={r['cameras']:<3} threads={r['threads']} model alone (Localizer.infer, {r['inference_path']}): "
+              f"{b:.1f}/s (before the "
               f"sweep {r['baseline_before_hz']:.1f}, after {r['baseline_after_hz']:.1f}; offered: x before)")
         for w in r["sweep"] + ([r["overload"]] if r["overload"] else []):
             print(f"        {w['offered']:9.1f} {w['poses']:9.1f}  {w['poses'] / max(w['offered'], 1e-9):4.2f}  "
@@ -415,7 +420,8 @@ def print_report(rows: list[dict[str, Any]]) -> None:
         for w in at1 + ([r["overload"]] if r["overload"] else []):
             per = ", ".join(f"{k} {v:.2f}" for k, v in w["cpu_ms_per_pose"].items() if v >= 0.01)
             x = w["target"] / r["baseline_before_hz"]
-            print(f"        CPU per pose at {x:.1f}x offered ({w['cores']:.2f} cores used; ms): {per}")
+            print(f"        CPU per pose at {x:.1f}x offered ({w['cores']:.2f} cores used, camera process "
+                  f"{w['camera_cores']:.2f}; ms): {per}")
         if r["overload"]:
             rss = r["rss_mb"]
             print(f"        overload run: {len(rss)} RSS samples, {min(rss):.0f}..{max(rss):.0f} MiB, last quarter vs "
@@ -436,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="executor_threads values to compare (1 = single-threaded, the node's default)")
     ap.add_argument("--overload-seconds", type=float, default=60.0,
                     help="overload run at 2x the model rate with RSS sampled (single-threaded run only; 0 = off)")
+    ap.add_argument("--torchscript", choices=("on", "off"), default="on",
+                    help="the node's torchscript parameter (on = its default: the model as a TorchScript graph; off = "
+                         "eager PyTorch); the model-only rate uses the same path")
     ap.add_argument("--quick", action="store_true",
                     help="2 s steps, 20 latency samples, a 10 s overload run (the shape of the full run, quickly)")
     args = ap.parse_args(argv)
@@ -445,9 +454,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"# bench/node.py  preset={args.preset} size={args.size}px transport={args.transport} "
           f"device={args.device} torch_threads={torch.get_num_threads()} OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', '-')} cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f}", flush=True)
+          f"{os.environ.get('OMP_NUM_THREADS', '-')} cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f} "
+          f"torchscript={args.torchscript}", flush=True)
     rows = [run(n, args.size, args.transport, args.seconds, args.device, args.preset, args.latency_samples, th,
-                overload_s=args.overload_seconds if th == args.executor_threads[0] else 0.0)
+                overload_s=args.overload_seconds if th == args.executor_threads[0] else 0.0,
+                torchscript=args.torchscript == "on")
             for n in args.cameras for th in args.executor_threads]
     print_report(rows)
     print(f"# load average at the end: {os.getloadavg()[0]:.1f}")

@@ -19,6 +19,10 @@ and only the bundle that will be inferred is decoded:
 
 At most one bundle waits, one is being decoded, one is decoded, one is inferred, one result waits to be published
 and one is being published: no unbounded queue. No lock is held across decode, inference or the callbacks.
+One lock guards the slots; each thread waits on a condition of its own (and :meth:`wait_idle` on another), and a
+state change wakes only the thread that can act on it. Why: with one shared condition every change woke all three
+workers (~7 ``notify_all`` per pose, ~20 wake-ups), each of which had to take the GIL just to go back to sleep —
+GIL hand-overs that delayed the inference thread coming back from the model (issue 25).
 Per-bundle stage times (wait, decode, inference) are passed to ``on_result`` for /diagnostics. The interface
 (``stats``, ``wait_idle``, ``discard_pending``, ``close``) is
 :class:`~mfapr_ros.inference.localizer.AsyncLocalizer`'s, so lifecycle transitions treat both alike.
@@ -67,7 +71,11 @@ class BundlePipeline:
                  logger: logging.Logger | None = None) -> None:
         self._prepare, self._infer, self._on_result, self._on_error = prepare, infer, on_result, on_error
         self._log = logger or _LOG
-        self._cond = threading.Condition()
+        lock = threading.RLock()  # guards every slot below; each condition waits on it
+        self._cond = threading.Condition(lock)  # ``with self._cond`` takes the lock; wait_idle() waits on it
+        self._wake_prepare = threading.Condition(lock)  # a bundle to decode, or the decoded slot became free
+        self._wake_infer = threading.Condition(lock)  # a decoded bundle, or the publish slot became free
+        self._wake_publish = threading.Condition(lock)  # a result to publish, or the end of the pipeline
         self._pending: tuple[Any, float] | None = None  # (item, t_submit)
         self._ready: tuple[Any, int, float, float, float] | None = None  # images, stamp, wait, decode, t_done
         self._result: tuple[Any, StageTimes] | None = None  # inferred, waiting for the publish thread
@@ -102,7 +110,7 @@ class BundlePipeline:
             if self._pending is not None:
                 self._stats["stale_dropped"] += 1
             self._pending = (item, time.perf_counter())
-            self._cond.notify_all()
+            self._wake_prepare.notify()
         return True
 
     def _idle(self) -> bool:
@@ -128,7 +136,8 @@ class BundlePipeline:
             n = (self._pending is not None) + (self._ready is not None)
             self._pending = self._ready = None
             self._stats["discarded"] += n
-            self._cond.notify_all()
+            self._wake_prepare.notify()  # the decoded slot may be free now
+            self._cond.notify_all()  # wait_idle()
             return n > 0
 
     def close(self, timeout: float | None = 10.0) -> None:
@@ -138,12 +147,17 @@ class BundlePipeline:
             self._stats["dropped_closed"] += (self._pending is not None) + (self._ready is not None)
             self._pending = self._ready = None
             self._closed = True
-            self._cond.notify_all()
+            self._wake_all()
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(timeout)
                 if t.is_alive():
                     self._log.warning("%s did not stop within %.1f s", t.name, timeout or 0.0)
+
+    def _wake_all(self) -> None:
+        """Every waiting thread (the lock is held): closing, or an end-of-pipeline condition changed."""
+        for cond in (self._wake_prepare, self._wake_infer, self._wake_publish, self._cond):
+            cond.notify_all()
 
     def __enter__(self) -> BundlePipeline:
         return self
@@ -165,7 +179,7 @@ class BundlePipeline:
             with self._cond:
                 # one bundle ahead: decode only when the inference thread has taken the previous one
                 while not self._closed and (self._pending is None or self._ready is not None):
-                    self._cond.wait()
+                    self._wake_prepare.wait()
                 if self._closed:
                     return
                 item, t_submit = self._pending  # type: ignore[misc]
@@ -189,19 +203,24 @@ class BundlePipeline:
                     self._stats["dropped_closed"] += 1
                 else:
                     self._ready = (out[0], int(out[1]), t0 - t_submit, t1 - t0, t1)
-                self._cond.notify_all()
+                if self._closed:  # the inference and publish threads end once nothing is being decoded
+                    self._wake_all()
+                elif self._ready is not None:
+                    self._wake_infer.notify()
+                else:  # rejected or failed: only wait_idle() can care
+                    self._cond.notify_all()
 
     def _run_infer(self) -> None:
         while True:
             with self._cond:
                 while self._ready is None and not (self._closed and not self._preparing):
-                    self._cond.wait()
+                    self._wake_infer.wait()
                 if self._ready is None:
                     return
                 images, stamp, wait_s, decode_s, t_decoded = self._ready
                 self._ready = None
                 self._busy = True
-                self._cond.notify_all()  # the prepare thread may start on the next bundle now
+                self._wake_prepare.notify()  # the prepare thread may start on the next bundle now
             done: tuple[Any, StageTimes] | None = None
             try:
                 t0 = time.perf_counter()
@@ -218,23 +237,27 @@ class BundlePipeline:
                     if done is not None:
                         self._stats["processed"] += 1
                         while self._result is not None:  # the previous result is still waiting: back-pressure
-                            self._cond.wait()
+                            self._wake_infer.wait()
                         self._result = done
                     self._busy = False
-                    self._cond.notify_all()
+                    if self._closed:
+                        self._wake_all()
+                    else:
+                        self._wake_publish.notify()
+                        self._cond.notify_all()  # wait_idle(): idle once published, but an error leaves it idle now
 
     def _run_publish(self) -> None:
         while True:
             with self._cond:
                 while self._result is None and not (self._closed and not self._preparing and not self._busy
                                                     and self._ready is None):
-                    self._cond.wait()
+                    self._wake_publish.wait()
                 if self._result is None:
                     return
                 result, times = self._result
                 self._result = None
                 self._publishing = True
-                self._cond.notify_all()  # the inference thread may hand over its next result
+                self._wake_infer.notify()  # the inference thread may hand over its next result
             try:
                 self._on_result(result, times)
             except Exception as e:  # noqa: BLE001
@@ -244,4 +267,4 @@ class BundlePipeline:
             finally:
                 with self._cond:
                     self._publishing = False
-                    self._cond.notify_all()
+                    self._cond.notify_all()  # wait_idle()

@@ -174,7 +174,8 @@ class LocalizeCore:
         self._configured = True
         cams = ", ".join(f"{b.name}<-{b.topic} ({b.transport})" for b in self.bindings)
         self.get_logger().info(
-            f"localizing with {n}/{self.num_slots} cameras [{cams}] on {self.device} ({p.precision}); "
+            f"localizing with {n}/{self.num_slots} cameras [{cams}] on {self.device} ({p.precision}, "
+            f"{getattr(self.localizer, 'inference_path', 'eager')}); "
             f"poses in '{p.map_frame}' for '{self.base_frame}', tf_mode={p.tf_mode}")
 
     def _reset_stats(self, p: NodeParams) -> None:
@@ -466,7 +467,7 @@ def _default_localizer(p: NodeParams) -> PoseSource:
     from mfapr_ros.inference.localizer import Localizer
 
     return Localizer(p.checkpoint, device=p.device, precision=p.precision, strict=p.strict_device,
-                     default_covariance=np.diag(p.default_covariance()))
+                     default_covariance=np.diag(p.default_covariance()), torchscript=p.torchscript)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -76,6 +76,9 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     *settings_specs("sync"),
     ParamSpec("device", "auto", "str", "Inference device: auto, cpu, cuda or cuda:N.", "auto|cpu|cuda|cuda:N"),
     ParamSpec("precision", "fp32", "str", "Inference precision.", "fp32|fp16|bf16"),
+    ParamSpec("torchscript", True, "bool", "CPU fp32: run the model as a TorchScript graph verified against eager "
+              "mode at start-up (faster, and it releases the GIL so decoding and publishing run meanwhile); false = "
+              "eager PyTorch. A model that cannot be traced runs eagerly (logged)."),
     ParamSpec("inference_threads", 0, "int", "torch intra-op threads for CPU inference (process-wide); 0 = torch's "
               "default, one per core. Set it on a robot to leave cores to the other nodes.", ">= 0"),
     ParamSpec("strict_device", False, "bool", "Fail instead of falling back to CPU when CUDA is requested "
@@ -142,6 +145,7 @@ class NodeParams:
     sync: SyncSettings = field(default_factory=SyncSettings)
     device: str = "auto"
     precision: str = "fp32"
+    torchscript: bool = True
     inference_threads: int = 0
     strict_device: bool = False
     decode_on_device: bool = False

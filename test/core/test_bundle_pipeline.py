@@ -185,3 +185,45 @@ def test_flood_keeps_slots_bounded_and_the_accounting_exact(slow: str) -> None:
         s = p.stats
     assert _accounted(s) == s["submitted"] == 400
     assert done == sorted(done) and done[-1] == 399 and s["stale_dropped"] > 0  # in order; the newest always wins
+
+
+class _CountingCondition(threading.Condition):
+    """A Condition that counts, per thread name, how often a wait() returned (each return = one wake-up)."""
+
+    returns: dict[str, int] = {}
+
+    def wait(self, timeout: float | None = None) -> bool:
+        out = super().wait(timeout)
+        name = threading.current_thread().name
+        _CountingCondition.returns[name] = _CountingCondition.returns.get(name, 0) + 1
+        return out
+
+
+def test_a_state_change_wakes_only_the_thread_that_can_act(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bundles arriving while the model is busy wake the prepare thread only; each result wakes the publish
+    thread once (a shared notify_all woke all three workers at every change: GIL hand-overs for nothing)."""
+    monkeypatch.setattr(threading, "Condition", _CountingCondition)
+    _CountingCondition.returns = {}
+    g = _Gated()
+    p = BundlePipeline(g.prepare, g.infer, g.on_result, name="wake")
+    monkeypatch.undo()
+    try:
+        g.gates["infer"].clear()
+        p.submit(1)
+        _wait(lambda: g.inferred == [1], what="bundle 1 in the model")
+        before = dict(_CountingCondition.returns)
+        for k in range(2, 42):  # 40 bundles while the model is blocked: one is decoded, the newest waits
+            p.submit(k)
+        _wait(lambda: len(g.prepared) == 2, what="one bundle decoded ahead")
+        time.sleep(0.05)
+        assert p.stats["stale_dropped"] >= 38  # all but the decoded one and the newest were replaced waiting
+        woke = {k: v - before.get(k, 0) for k, v in _CountingCondition.returns.items()}
+        assert woke.get("wake-inference", 0) == 0 and woke.get("wake-publish", 0) == 0, woke
+        assert woke.get("wake-decode", 0) <= 2, woke  # bundle 2 decoded, then it waits for the model
+        g.gates["infer"].set()
+        assert p.wait_idle(5)
+        assert g.published[0] == 1 and g.published[-1] == 41 and _accounted(p.stats) == 41
+        woke = {k: v - before.get(k, 0) for k, v in _CountingCondition.returns.items()}
+        assert woke.get("wake-publish", 0) <= 2 and woke.get("wake-inference", 0) <= 3, woke
+    finally:
+        p.close()

@@ -402,3 +402,22 @@ def test_inference_threads_parameter(rclpy_context, tmp_path: Path) -> None:
     finally:
         node.destroy_node()
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("torchscript", [True, False])
+def test_torchscript_parameter_selects_the_inference_path(rclpy_context, tmp_path: Path, torchscript: bool) -> None:
+    """``torchscript`` (default true) reaches the Localizer: a verified TorchScript graph, or eager PyTorch."""
+    from rclpy.parameter import Parameter
+
+    from mfapr_ros.ros.localize_node import LocalizeNode
+
+    overrides = [Parameter("checkpoint", value=str(make_checkpoint(tmp_path, 4))), Parameter("device", value="cpu")]
+    if not torchscript:
+        overrides.append(Parameter("torchscript", value=False))
+    node = LocalizeNode("ts_loc", context=rclpy_context, parameter_overrides=overrides)
+    try:
+        assert node.params.torchscript is torchscript
+        assert node.localizer.inference_path == ("torchscript" if torchscript else "eager")
+        assert (node.localizer.compiled is not None) is torchscript
+    finally:
+        node.destroy_node()
