@@ -65,6 +65,16 @@ class RigPose:
     extras: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
+@dataclass(frozen=True)
+class ModelRun:
+    """The raw outputs of one forward pass of a bundle (batch of 1) and its inputs: :meth:`Localizer.run_model`'s
+    result, turned into a :class:`RigPose` by :meth:`Localizer.finish` (possibly on another thread)."""
+
+    outputs: dict[str, torch.Tensor]
+    x: torch.Tensor
+    mask: torch.Tensor
+
+
 def resolve_device(device: str, strict: bool = False, logger: logging.Logger | None = None) -> torch.device:
     """``auto|cpu|cuda|cuda:N`` → a usable ``torch.device`` (warning + CPU fallback unless ``strict``)."""
     log = logger or _LOG
@@ -225,16 +235,22 @@ class Localizer:
             raise DataError("bundle has no camera image (all None or masked out); nothing to localise")
         return preprocess_bundle(ims, self.preprocess_cfg, device=self.device)
 
-    def _forward(self, x: torch.Tensor, m: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _run(self, x: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The model's raw outputs for a batch: the traced graph when it fits, else eager mode."""
         graph = self.compiled
         if graph is not None and graph.accepts(x, m):
             # validation stays outside the graph (data-dependent); no lock: a frozen graph holds no Python state
             # and is safe to run from several threads at once, which then really run in parallel (no GIL)
             with torch.inference_mode():
-                out = graph(x, self.model.check_inputs(x, m))
-        else:
-            with self._lock, torch.inference_mode(), self._autocast():
-                out = self.model(x, m)
+                return graph(x, self.model.check_inputs(x, m))
+        with self._lock, torch.inference_mode(), self._autocast():
+            return self.model(x, m)
+
+    def _forward(self, x: torch.Tensor, m: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._outputs(self._run(x, m))
+
+    def _outputs(self, out: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw outputs → (t metres float64, unit q with w ≥ 0, 6×6 covariances), per bundle of the batch."""
         t = out["t"].double().cpu().numpy()  # float64 end to end: large map coordinates keep cm resolution
         q = out["q"].float().cpu().numpy().astype(np.float64)
         q /= np.linalg.norm(q, axis=1, keepdims=True)
@@ -275,11 +291,24 @@ class Localizer:
     def infer_preprocessed(self, x: torch.Tensor, m: torch.Tensor, stamp_ns: int,
                            t0: float | None = None) -> RigPose:
         """The second half of :meth:`infer`: the model on :meth:`preprocess`'s output; ``latency_s`` from ``t0``
-        (``perf_counter``; default now)."""
+        (``perf_counter``; default now). Equals :meth:`finish` of :meth:`run_model`."""
         t0 = time.perf_counter() if t0 is None else t0
-        t, q, cov = self._forward(x[None], m[None])
-        extras = self._retrieve(x[None], m[None])[0]
-        return RigPose(int(stamp_ns), t[0], q[0], cov[0], time.perf_counter() - t0, m.cpu().numpy(), extras)
+        return self.finish(self.run_model(x, m), stamp_ns, t0)
+
+    def run_model(self, x: torch.Tensor, m: torch.Tensor) -> ModelRun:
+        """Only the model, on :meth:`preprocess`'s output (validation included); :meth:`finish` makes the pose.
+
+        Why apart (issue 25): the node's inference thread is its bottleneck, so it runs just this; the numpy
+        post-processing and the retrieval lookup (~0.2 ms of Python under the GIL) run on the publish thread."""
+        return ModelRun(self._run(x[None], m[None]), x, m)
+
+    def finish(self, run: ModelRun, stamp_ns: int, t0: float | None = None) -> RigPose:
+        """The pose of a :meth:`run_model` result: metres, canonical quaternion, covariance, retrieval prior;
+        ``latency_s`` from ``t0`` (``perf_counter``; default now)."""
+        t0 = time.perf_counter() if t0 is None else t0
+        t, q, cov = self._outputs(run.outputs)
+        extras = self._retrieve(run.x[None], run.mask[None])[0]
+        return RigPose(int(stamp_ns), t[0], q[0], cov[0], time.perf_counter() - t0, run.mask.cpu().numpy(), extras)
 
     def infer_batch(self, items: Sequence[tuple[Any, ...]]) -> list[RigPose]:
         """Many bundles ``(images, stamp_ns[, mask])`` in forward passes of up to ``max_batch`` (the bag evaluator).

@@ -103,7 +103,8 @@ class LocalizeCore:
         self.fusion: FusionOutput | None = None
         self.relocalization: RelocalizationOutput | None = None
         self.localizer: PoseSource | None = None  # a Localizer, or a fake from localizer_factory
-        self._preprocess: Callable[..., Any] | None = None  # the localizer's first half (decode thread), if split
+        self._preprocess: Callable[..., Any] | None = None  # the localizer's first part (decode thread), if split
+        self._finish: Callable[[Any], Any] | None = None  # its last part (publish thread), if split
         self.on_pose: list[Callable[[Any], None]] = []  # hooks (tests, benchmark): called after publishing
 
     # ------------------------------------------------------------------ parameters (ros/declare.py)
@@ -159,12 +160,14 @@ class LocalizeCore:
 
             # inference worker (started before the subscriptions so no bundle arrives without a consumer)
             self._closed = False
-            # a Localizer is split: the decode thread also preprocesses (overlapping the previous bundle's
-            # forward pass), the inference thread runs only the model; a stand-in with just infer() is not
+            # a Localizer is split: the decode thread also preprocesses (overlapping the previous forward pass), the
+            # inference thread runs only the model, the publish thread makes the pose of its outputs (numpy, the
+            # retrieval lookup: off the bottleneck thread); a stand-in with just infer() is not
             loc = self.localizer
-            split = callable(getattr(loc, "preprocess", None)) and callable(getattr(loc, "infer_preprocessed", None))
+            split = all(callable(getattr(loc, f, None)) for f in ("preprocess", "run_model", "finish"))
             self._preprocess = loc.preprocess if split else None
-            infer = (lambda xm, stamp: loc.infer_preprocessed(xm[0], xm[1], stamp)) if split else loc.infer
+            self._finish = (lambda r: loc.finish(r[0], r[1])) if split else None
+            infer = (lambda xm, stamp: (loc.run_model(xm[0], xm[1]), stamp)) if split else loc.infer
             self._async = BundlePipeline(self._prepare, infer, self._on_result,
                                          on_error=self._on_inference_error, name=self.get_name())
             warm_up_decoders()  # decoders imported before the first frame, not inside four callbacks at once
@@ -198,7 +201,7 @@ class LocalizeCore:
         self.pub_pose = self._make_publisher(PoseStamped, "~/pose", POSE_QOS)
         self.pub_pose_cov = self._make_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance", POSE_COV_QOS)
         self.path = PathBuffer(p.path_length, p.map_frame) if p.path_length > 0 else None
-        self.pub_path = self._make_publisher(Path, "~/path", POSE_QOS) if self.path else None
+        self.pub_path = self._make_publisher(Path, "~/path", POSE_QOS) if self.path is not None else None
         # the image-retrieval prior (nearest training bundle, inference/baselines.py) when the checkpoint has
         # its database: what evaluator_node scores beside the model, and a sanity check for a user in RViz
         self.pub_retrieval = (self._make_publisher(PoseStamped, "~/retrieval_pose", POSE_QOS)
@@ -266,7 +269,7 @@ class LocalizeCore:
         if self.relocalization is not None:
             self.relocalization.close(self._drop_publisher)
             self.relocalization = None
-        self._preprocess = None
+        self._preprocess = self._finish = None
         if self.localizer is not None:  # unconfigured = nothing loaded (GPU memory freed before a new checkpoint)
             on_cuda = str(getattr(self.localizer, "device", "")).startswith("cuda")
             self.localizer = None
@@ -344,12 +347,18 @@ class LocalizeCore:
         """Inference failed for one bundle (worker thread): counted (diagnostics) and warned, throttled."""
         self.drops.drop(MODEL_SOURCE, "inference_error", f"{type(exc).__name__}: {exc}")
 
-    def _on_result(self, pose: Any, times: StageTimes) -> None:
-        """Inference result (publish thread): record where the time went, then publish (:meth:`_on_pose`)."""
-        for stage, seconds in (("wait", times.wait_s), ("decode", times.decode_s), ("inference", times.inference_s)):
+    def _on_result(self, result: Any, times: StageTimes) -> None:
+        """Inference result (publish thread): the pose from the model's outputs (split Localizer), where the time
+        went (``inference`` = model + pose), then publish (:meth:`_on_pose`)."""
+        t0 = time.perf_counter()
+        pose = self._finish(result) if self._finish is not None else result
+        finish_s = time.perf_counter() - t0
+        for stage, seconds in (("wait", times.wait_s), ("decode", times.decode_s),
+                               ("inference", times.inference_s + finish_s)):
             self.stage_time[stage].add(seconds)
-        self.latency.add(times.total_s)
-        self._on_pose(dataclasses.replace(pose, latency_s=times.total_s) if dataclasses.is_dataclass(pose) else pose)
+        total = times.total_s + finish_s
+        self.latency.add(total)
+        self._on_pose(dataclasses.replace(pose, latency_s=total) if dataclasses.is_dataclass(pose) else pose)
 
     def _on_pose(self, pose: Any) -> None:
         """THE place a pose is published (publish thread): every output with the bundle stamp, then the

@@ -269,7 +269,11 @@ def test_preprocess_then_infer_preprocessed_equals_infer(loc: Localizer) -> None
     p = loc.infer(ims, 77)
     x, m = loc.preprocess(ims)
     q = loc.infer_preprocessed(x, m, 77)
-    assert q.stamp_ns == 77 and q.mask.tolist() == p.mask.tolist() == [True, False, True, True]
-    np.testing.assert_array_equal(q.t, p.t)
-    np.testing.assert_array_equal(q.q, p.q)
-    np.testing.assert_array_equal(q.covariance, p.covariance)
+    run = loc.run_model(x, m)  # the node's inference thread; finish() runs on its publish thread
+    r = loc.finish(run, 77)
+    for other in (q, r):
+        assert other.stamp_ns == 77 and other.mask.tolist() == p.mask.tolist() == [True, False, True, True]
+        np.testing.assert_array_equal(other.t, p.t)
+        np.testing.assert_array_equal(other.q, p.q)
+        np.testing.assert_array_equal(other.covariance, p.covariance)
+    assert run.outputs["t"].shape == (1, 3) and run.x is x and run.mask is m
