@@ -103,17 +103,23 @@ def preprocess_bundle(images: Sequence[np.ndarray | torch.Tensor | None], cfg: P
     Present images of one size, type and device are preprocessed as one batch (same arithmetic per image, bit for
     bit: ~10 tensor operations instead of ~10 per image; issue 25 measured 0.7 → 0.1 ms for 10 cameras at 64 px).
     """
-    out = torch.zeros(len(images), 3, cfg.crop, cfg.crop, device=device)
-    mask = torch.zeros(len(images), dtype=torch.bool, device=device)
     present = [i for i, im in enumerate(images) if im is not None]
     batch = [torch.as_tensor(images[i]) for i in present]
     if batch and all(t.dtype == torch.uint8 and t.ndim == 3 and t.shape[-1] == 3 and t.shape == batch[0].shape
                      and t.device == batch[0].device for t in batch):
         x = torch.stack(batch).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+        y = normalize(resize_crop(x, cfg), cfg)
+        if len(present) == len(images):  # every camera (the usual bundle): no zero tensor, no scatter (~0.1 ms);
+            # contiguous as the scattered result is (y keeps the HWC images' strides: other conv kernels, other bits)
+            return y.contiguous(), torch.ones(len(images), dtype=torch.bool, device=device)
+        out = torch.zeros(len(images), 3, cfg.crop, cfg.crop, device=device)
+        mask = torch.zeros(len(images), dtype=torch.bool, device=device)
         idx = torch.tensor(present, device=device)
-        out[idx] = normalize(resize_crop(x, cfg), cfg)
+        out[idx] = y
         mask[idx] = True
         return out, mask
+    out = torch.zeros(len(images), 3, cfg.crop, cfg.crop, device=device)
+    mask = torch.zeros(len(images), dtype=torch.bool, device=device)
     for i, im in enumerate(images):
         if im is None:
             continue

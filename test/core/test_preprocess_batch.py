@@ -38,3 +38,17 @@ def test_mixed_sizes_and_grey_take_the_per_image_path() -> None:
 def test_no_image_gives_zeros() -> None:
     x, m = preprocess_bundle([None, None], PreprocessConfig(16, 16))
     assert x.shape == (2, 3, 16, 16) and not m.any() and torch.count_nonzero(x) == 0
+
+
+def test_a_full_bundle_equals_one_by_one_and_owns_its_memory() -> None:
+    """Every camera present (the fast path without the zero tensor and scatter): the same bits as one by one, and a
+    contiguous tensor of its own (the caller's images are not aliased)."""
+    cfg = PreprocessConfig(64, 64)
+    rng = np.random.default_rng(7)
+    ims = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(4)]
+    x, m = preprocess_bundle(ims, cfg)
+    assert x.shape == (4, 3, 64, 64) and x.is_contiguous() and m.dtype == torch.bool and m.all()
+    for i, im in enumerate(ims):
+        assert torch.equal(x[i], preprocess_image(im, cfg)), i
+    x[0].zero_()
+    assert ims[0].any()
