@@ -251,7 +251,10 @@ class Localizer:
 
     def _outputs(self, out: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw outputs → (t metres float64, unit q with w ≥ 0, 6×6 covariances), per bundle of the batch."""
-        t = out["t"].double().cpu().numpy()  # float64 end to end: large map coordinates keep cm resolution
+        # float64 end to end (large map coordinates keep cm resolution); a copy, as every array of a RigPose: a view
+        # would keep the model's output tensor alive, and poses kept by consumers (~/path: 1000) then pinned
+        # ~470 MiB of freed model buffers in the allocator (issue 25, RSS at 2x offered)
+        t = out["t"].double().cpu().numpy().copy()
         q = out["q"].float().cpu().numpy().astype(np.float64)
         q /= np.linalg.norm(q, axis=1, keepdims=True)
         q *= np.where(q[:, :1] < 0, -1.0, 1.0)  # canonical sign (w ≥ 0): q and −q are the same rotation
@@ -308,7 +311,8 @@ class Localizer:
         t0 = time.perf_counter() if t0 is None else t0
         t, q, cov = self._outputs(run.outputs)
         extras = self._retrieve(run.x[None], run.mask[None])[0]
-        return RigPose(int(stamp_ns), t[0], q[0], cov[0], time.perf_counter() - t0, run.mask.cpu().numpy(), extras)
+        mask = run.mask.cpu().numpy().copy()
+        return RigPose(int(stamp_ns), t[0], q[0], cov[0], time.perf_counter() - t0, mask, extras)
 
     def infer_batch(self, items: Sequence[tuple[Any, ...]]) -> list[RigPose]:
         """Many bundles ``(images, stamp_ns[, mask])`` in forward passes of up to ``max_batch`` (the bag evaluator).
@@ -331,7 +335,8 @@ class Localizer:
             t, q, cov = self._forward(xb, mb)
             dt = time.perf_counter() - t0
             extras = self._retrieve(xb, mb)
-            out += [RigPose(s, t[i], q[i], cov[i], dt, ms[i].cpu().numpy(), extras[i]) for i, s in enumerate(stamps)]
+            out += [RigPose(s, t[i], q[i], cov[i], dt, ms[i].cpu().numpy().copy(), extras[i])
+                    for i, s in enumerate(stamps)]
         return out
 
 
