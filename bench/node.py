@@ -303,6 +303,13 @@ def thread_cpu_s() -> dict[int, float]:
     return out
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all processes of the machine have used so far (Linux /proc/stat, idle and iowait excluded)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def _thread_names() -> dict[int, str]:
     """Python thread names by native id; the node's threads carry its name (``bench_loc-intake``, ``-decode``,
     ``-inference``), rmw's own threads are not Python threads and are summed as ``other``."""
@@ -329,10 +336,10 @@ def _paced(h: _Harness, rate: float, seconds: float, rss: list[float] | None = N
     if sampler is not None:
         rss.append(rss_mb())  # type: ignore[union-attr]
         sampler.start()
-    cpu0, w0 = thread_cpu_s(), time.perf_counter()
+    cpu0, busy0, w0 = thread_cpu_s(), machine_busy_s(), time.perf_counter()
     sent, elapsed, camera_cpu = h.cameras.call("paced", rate, seconds, h.stamp)
     stop.set()
-    cpu1, w1 = thread_cpu_s(), time.perf_counter()
+    cpu1, busy1, w1 = thread_cpu_s(), machine_busy_s(), time.perf_counter()
     h.stamp += (sent + 1) * STAMP_STEP_NS
     time.sleep(0.3)  # let the last poses arrive before counting
     c1 = _counts(h.node)
@@ -347,7 +354,10 @@ def _paced(h: _Harness, rate: float, seconds: float, rss: list[float] | None = N
             # CPU per pose of each thread of this process (ms) and the cores the process used during the step
             "cpu_ms_per_pose": {k: 1e3 * v / max(poses, 1) for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])
                                 if v > 0},
-            "cores": sum(cpu.values()) / (w1 - w0), "camera_cores": camera_cpu / elapsed}
+            "cores": sum(cpu.values()) / (w1 - w0), "camera_cores": camera_cpu / elapsed,
+            # what other processes of the machine used meanwhile: on a shared box, the figure that says whether a
+            # step can be trusted (the ratios assume the node and the model-only loop had the same machine)
+            "other_cores": max(0.0, (busy1 - busy0 - sum(cpu.values()) - camera_cpu) / (w1 - w0))}
 
 
 def run(num_cameras: int, size: int, transport: str, seconds: float, device: str, preset_name: str,
@@ -402,7 +412,7 @@ def print_report(rows: list[dict[str, Any]]) -> None:
         print(f"        {'model alone (Localizer.infer, idle)':<38}{r['model_p50']:7.2f}  {r['model_p99']:7.2f}"
               f"   p99/p50: end-to-end {r['e2e_p99'] / r['e2e_p50']:.2f}, model {r['model_p99'] / r['model_p50']:.2f}")
     print("\nthroughput vs offered load (bundles/s; x = share of the model-only rate)")
-    print("          offered   poses/s  kept  poses/model  superseded  sync drops")
+    print("          offered   poses/s  kept  poses/model  superseded  sync drops  other procs (cores)")
     for r in rows:
         b = r["baseline_hz"]
         print(f"  N={r['cameras']:<3} threads={r['threads']} model alone (Localizer.infer, {r['inference_path']}): "
@@ -410,7 +420,7 @@ def print_report(rows: list[dict[str, Any]]) -> None:
               f"sweep {r['baseline_before_hz']:.1f}, after {r['baseline_after_hz']:.1f}; offered: x before)")
         for w in r["sweep"] + ([r["overload"]] if r["overload"] else []):
             print(f"        {w['offered']:9.1f} {w['poses']:9.1f}  {w['poses'] / max(w['offered'], 1e-9):4.2f}  "
-                  f"{w['poses'] / b:11.2f}  {w['stale']:10d}  {w['sync_drops']:10d}")
+                  f"{w['poses'] / b:11.2f}  {w['stale']:10d}  {w['sync_drops']:10d}  {w['other_cores']:19.2f}")
         print(f"        max sustained (>= 95 % kept): {r['sustained_hz']:.1f}/s = {r['sustained_hz'] / b:.2f} x the "
               "model-only rate")
         at2 = [w for w in r["sweep"] if abs(w["target"] / r["baseline_before_hz"] - 2.0) < 1e-6]
@@ -421,7 +431,7 @@ def print_report(rows: list[dict[str, Any]]) -> None:
             per = ", ".join(f"{k} {v:.2f}" for k, v in w["cpu_ms_per_pose"].items() if v >= 0.01)
             x = w["target"] / r["baseline_before_hz"]
             print(f"        CPU per pose at {x:.1f}x offered ({w['cores']:.2f} cores used, camera process "
-                  f"{w['camera_cores']:.2f}; ms): {per}")
+                  f"{w['camera_cores']:.2f}, other processes {w['other_cores']:.2f}; ms): {per}")
         if r["overload"]:
             rss = r["rss_mb"]
             print(f"        overload run: {len(rss)} RSS samples, {min(rss):.0f}..{max(rss):.0f} MiB, last quarter vs "
