@@ -40,14 +40,17 @@ def test_no_image_gives_zeros() -> None:
     assert x.shape == (2, 3, 16, 16) and not m.any() and torch.count_nonzero(x) == 0
 
 
-def test_a_full_bundle_equals_one_by_one_and_owns_its_memory() -> None:
-    """Every camera present (the fast path without the zero tensor and scatter): the same bits as one by one, and a
-    contiguous tensor of its own (the caller's images are not aliased)."""
-    cfg = PreprocessConfig(64, 64)
-    rng = np.random.default_rng(7)
-    ims = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(4)]
+@pytest.mark.parametrize(("h", "w", "cfg"), [(64, 64, PreprocessConfig(64, 64)), (48, 80, PreprocessConfig(40, 32)),
+                                             (64, 64, PreprocessConfig(64, 48))])
+def test_a_full_bundle_equals_one_by_one_and_owns_its_memory(h: int, w: int, cfg: PreprocessConfig) -> None:
+    """Every camera present (the fast path: normalised in place, no zero tensor, no scatter): the same bits as one
+    by one, with and without resize / crop, and a contiguous tensor of its own (the caller's images untouched)."""
+    rng = np.random.default_rng(h * w)
+    ims = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(4)]
+    before = [im.copy() for im in ims]
     x, m = preprocess_bundle(ims, cfg)
-    assert x.shape == (4, 3, 64, 64) and x.is_contiguous() and m.dtype == torch.bool and m.all()
+    assert x.shape == (4, 3, cfg.crop, cfg.crop) and x.is_contiguous() and m.dtype == torch.bool and m.all()
+    assert all(np.array_equal(a, b) for a, b in zip(ims, before, strict=True))
     for i, im in enumerate(ims):
         assert torch.equal(x[i], preprocess_image(im, cfg)), i
     x[0].zero_()
