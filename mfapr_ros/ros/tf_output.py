@@ -71,6 +71,21 @@ class TfLookupError(LookupError):
     """No transform at the requested stamp (outside the buffered span) or no chain between the frames."""
 
 
+#: map_to_odom: how long a pose may wait for odometry to reach its stamp (s). Why wait at all: map→odom needs
+#: odom→base_link *at the bundle stamp*, and odometry arrives up to one of its periods after the camera frames of
+#: that instant; a node faster than that gap found none (issue 25: once inference took ~5 ms instead of ~9, every
+#: lookup of a 100 Hz odometry replay failed by 1-3 ms). The pose is never held: only its map→odom waits.
+ODOM_WAIT_S = 0.1
+#: at most this many poses wait (the oldest gives up, counted): bounded at any pose rate
+MAX_WAITING = 16
+
+
+def _odometry_behind(e: BaseException) -> bool:
+    """Whether a lookup failed only because odometry has not reached the stamp yet (tf2: "extrapolation into the
+    future"; the same words in :class:`TfBuffer`'s error)."""
+    return "future" in str(e).lower()
+
+
 @dataclass
 class _Edge:
     """One parent→child edge: a static value and/or a time-ordered window of samples (``T_parent_child``)."""
@@ -234,10 +249,10 @@ class TfListener:
     locked, so the inference thread may look up while callbacks insert.
     """
 
-    def __init__(self, node: Node, buffer: TfBuffer) -> None:
+    def __init__(self, node: Node, buffer: TfBuffer, on_update: Callable[[], Any] | None = None) -> None:
         if TFMessage is None:  # pragma: no cover - callers check tf_backend() first
             raise RuntimeError("tf2_msgs is not installed")
-        self._node, self.buffer = node, buffer
+        self._node, self.buffer, self._on_update = node, buffer, on_update
         self.received = 0
         group = MutuallyExclusiveCallbackGroup()
         self._subs = [
@@ -254,6 +269,8 @@ class TfListener:
             self.buffer.add(str(tr.header.frame_id), str(tr.child_frame_id), time_to_ns(tr.header.stamp), t, q,
                             static=static)
             self.received += 1
+        if self._on_update is not None:
+            self._on_update()  # TfOutput: a pose waiting for this odometry can go now
 
     def destroy(self) -> None:
         """Remove the subscriptions."""
@@ -300,6 +317,9 @@ class TfOutput:
         self.lookup_failures = 0
         self.sent = 0
         self._last_warn = -1e9
+        #: map_to_odom poses whose stamp odometry has not reached yet: (stamp, t, q, deadline), in stamp order
+        self._waiting: collections.deque[tuple[int, np.ndarray, np.ndarray, float]] = collections.deque()
+        self._wait_lock = threading.Lock()
         self.enabled = self.mode != "none"
         self.backend = "injected" if broadcaster is not None else "none"
         self.buffer: TfBuffer | None = None
@@ -320,7 +340,7 @@ class TfOutput:
             self.broadcaster = TfBroadcaster(node) if self.enabled else None
             if listens:
                 self.buffer = TfBuffer()
-                self._listener = TfListener(node, self.buffer)
+                self._listener = TfListener(node, self.buffer, on_update=self.retry)
                 self.lookup = self.buffer.lookup
             node.get_logger().info(
                 f"tf_mode '{self.mode}': tf2_ros is not installed; TF via rclpy tf2_msgs/TFMessage publishers on /tf"
@@ -334,8 +354,12 @@ class TfOutput:
             self.enabled = False
 
     def close(self) -> None:
-        """Release what the back end created on the node (a lifecycle cleanup may be followed by a new configure)."""
+        """Release what the back end created on the node (a lifecycle cleanup may be followed by a new configure);
+        poses still waiting for odometry are counted as lookup failures."""
         self.enabled = False
+        with self._wait_lock:
+            self.lookup_failures += len(self._waiting)
+            self._waiting.clear()
         listener, self._listener = self._listener, None
         if isinstance(listener, TfListener):
             listener.destroy()
@@ -356,23 +380,69 @@ class TfOutput:
         return msg_to_pose(tr.transform)
 
     def publish(self, stamp_ns: int, t: np.ndarray, q: np.ndarray) -> bool:
-        """Broadcast for one pose ``T_map_base``; returns False when map→odom could not be computed (counted)."""
+        """Broadcast for one pose ``T_map_base``; True when sent now. ``map_to_odom``: a pose whose stamp odometry
+        has not reached yet waits for it (:data:`ODOM_WAIT_S`, retried when TF arrives and with the next pose;
+        then sent, or counted as a lookup failure); any other lookup error is counted at once."""
         if not self.enabled:
             return False
         if self.mode == "map_to_base":
             self.broadcaster.sendTransform(transform_stamped(t, q, stamp_ns, self.p.map_frame, self.base_frame))
             self.sent += 1
             return True
-        try:
-            t_ob, q_ob = self.lookup(self.p.odom_frame, self.base_frame, stamp_ns)
-        except Exception as e:  # noqa: BLE001 - any tf2 lookup error (extrapolation, no frame) is a counted skip
-            self._lookup_failed(e)
-            return False
+        with self._wait_lock:
+            self._retry(time.monotonic())
+            if self._waiting:  # behind an older pose still waiting: map→odom goes out in stamp order
+                self._wait(stamp_ns, t, q)
+                return False
+            try:
+                t_ob, q_ob = self.lookup(self.p.odom_frame, self.base_frame, stamp_ns)
+            except Exception as e:  # noqa: BLE001 - any tf2 lookup error (extrapolation, no frame) is counted
+                if _odometry_behind(e):
+                    self._wait(stamp_ns, t, q)
+                else:
+                    self._lookup_failed(e)
+                return False
+            self._send(stamp_ns, t, q, t_ob, q_ob)
+            return True
+
+    @property
+    def waiting(self) -> int:
+        """map_to_odom poses waiting for odometry to reach their stamp (neither sent nor counted as failed yet)."""
+        return len(self._waiting)
+
+    def retry(self) -> None:
+        """Send the waiting poses odometry now covers, count those past their wait (the TF listener calls this)."""
+        if self._waiting:
+            with self._wait_lock:
+                self._retry(time.monotonic())
+
+    def _retry(self, now: float) -> None:
+        while self._waiting:
+            stamp_ns, t, q, deadline = self._waiting[0]
+            try:
+                t_ob, q_ob = self.lookup(self.p.odom_frame, self.base_frame, stamp_ns)
+            except Exception as e:  # noqa: BLE001 - as in publish
+                if now < deadline and _odometry_behind(e):
+                    return  # still waiting; the newer ones wait behind it
+                self._waiting.popleft()
+                self._lookup_failed(e)
+                continue
+            self._waiting.popleft()
+            self._send(stamp_ns, t, q, t_ob, q_ob)
+
+    def _wait(self, stamp_ns: int, t: np.ndarray, q: np.ndarray) -> None:
+        if len(self._waiting) >= MAX_WAITING:  # bounded: the oldest gives up (counted)
+            old = self._waiting.popleft()
+            self._lookup_failed(TfLookupError(f"odometry did not reach {old[0]} ns before {MAX_WAITING} newer "
+                                              "poses waited behind it"))
+        self._waiting.append((stamp_ns, np.array(t, np.float64), np.array(q, np.float64),
+                              time.monotonic() + ODOM_WAIT_S))
+
+    def _send(self, stamp_ns: int, t: np.ndarray, q: np.ndarray, t_ob: np.ndarray, q_ob: np.ndarray) -> None:
         t_mo, q_mo = map_to_odom(t, q, t_ob, q_ob)
         future = stamp_ns + int(round(self.p.transform_tolerance * NS_PER_S))
         self.broadcaster.sendTransform(transform_stamped(t_mo, q_mo, future, self.p.map_frame, self.p.odom_frame))
         self.sent += 1
-        return True
 
     def _lookup_failed(self, e: Exception) -> None:
         """Count a missing odom→base transform and warn, throttled by ``drop_warning_period``."""

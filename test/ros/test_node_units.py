@@ -80,6 +80,42 @@ def test_tf_map_to_odom_future_dated_and_lookup_failure_counted() -> None:
     assert any("odom->base_link" in m for m in node.log.lines)
 
 
+def test_tf_map_to_odom_waits_for_odometry_to_reach_the_stamp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pose 2 ms past the newest odometry sample waits for the next one (retried when TF arrives and with the next
+    pose), map→odom goes out in stamp order, a wait past ODOM_WAIT_S and a missing frame are counted failures, and
+    close() counts what still waits (issue 25: a faster node looked up before odometry arrived and sent nothing)."""
+    now = [100.0]
+    monkeypatch.setattr(tf_output.time, "monotonic", lambda: now[0])
+    br, buf = _Broadcaster(), tf_output.TfBuffer()
+    tf = tf_output.TfOutput(_FakeNode(), _params(tf_mode="map_to_odom"), "base_link", broadcaster=br,
+                            lookup=buf.lookup)
+
+    def odom(ms: int, x: float) -> None:
+        buf.add("odom", "base_link", ms * 1_000_000, np.array([x, 0.0, 0]), np.array([1.0, 0, 0, 0]))
+
+    odom(0, 0.0)
+    odom(10, 1.0)
+    pose = (np.array([5.0, 0, 0]), np.array([1.0, 0, 0, 0]))
+    assert not tf.publish(12_000_000, *pose) and tf.waiting == 1 and tf.lookup_failures == 0
+    assert not tf.publish(15_000_000, *pose) and tf.waiting == 2  # behind the older one, in stamp order
+    odom(20, 2.0)
+    tf.retry()  # what the TF listener does after each message
+    assert tf.waiting == 0 and tf.sent == 2 and tf.lookup_failures == 0
+    assert [time_to_ns(tr.header.stamp) for tr in br.sent] == [112_000_000, 115_000_000]  # + transform_tolerance
+    np.testing.assert_allclose(msg_to_pose(br.sent[0].transform)[0], [5.0 - 1.2, 0, 0], atol=1e-9)  # odom at 12 ms
+    assert tf.publish(18_000_000, *pose) and tf.sent == 3  # covered now: sent at once
+    assert not tf.publish(25_000_000, *pose) and tf.waiting == 1
+    now[0] += tf_output.ODOM_WAIT_S + 0.01
+    tf.retry()  # odometry stopped: given up, counted
+    assert tf.waiting == 0 and tf.lookup_failures == 1 and tf.sent == 3
+    assert not tf.publish(-5_000_000, *pose) and tf.lookup_failures == 2 and tf.waiting == 0  # the past: at once
+    for k in range(tf_output.MAX_WAITING + 3):  # bounded: the oldest gives up
+        tf.publish(30_000_000 + k, *pose)
+    assert tf.waiting == tf_output.MAX_WAITING and tf.lookup_failures == 5
+    tf.close()
+    assert tf.waiting == 0 and tf.lookup_failures == 5 + tf_output.MAX_WAITING
+
+
 def test_tf_off_without_tf2_ros_and_tf2_msgs_logs_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tf_output, "tf2_ros", None)
     monkeypatch.setattr(tf_output, "TFMessage", None)
@@ -155,7 +191,11 @@ def test_tf_fallback_publishers_qos_and_lookup(rclpy_context) -> None:
         tf.buffer.add("odom", "base_link", 5, np.array([1.0, 0, 0]), np.array([1.0, 0, 0, 0]))
         assert tf.lookup("odom", "base_link", 5)[0][0] == 1.0
         assert tf.publish(5, np.array([3.0, 0, 0]), np.array([1.0, 0, 0, 0])) and tf.sent == 1
-        assert not tf.publish(6, np.zeros(3), np.array([1.0, 0, 0, 0])) and tf.lookup_failures == 1
+        assert not tf.publish(6, np.zeros(3), np.array([1.0, 0, 0, 0])) and tf.waiting == 1  # odometry behind
+        tf.buffer.add("odom", "base_link", 7, np.array([2.0, 0, 0]), np.array([1.0, 0, 0, 0]))
+        tf.retry()
+        assert tf.sent == 2 and tf.waiting == 0 and tf.lookup_failures == 0
+        assert not tf.publish(4, np.zeros(3), np.array([1.0, 0, 0, 0])) and tf.lookup_failures == 1  # the past
         assert len(node.get_publisher_names_and_types_by_node("tf_units", "/")) >= 2
         tf.close()
         assert not tf.enabled and br.pub_tf is None and br.pub_tf_static is None
