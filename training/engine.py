@@ -258,7 +258,10 @@ class Trainer:
         with HeadProbe(self.model) as probe:
             p = self.predict(self.val_set)
         m = compute_metrics(p["t_gt"], p["q_gt"], p["t_est"], p["q_est"])
-        health = health_report(p, probe.dead_shares())
+        health = health_report(p, probe.dead_shares(), previous=self.health,
+                               final=self.global_step >= self.total_steps)
+        for note in health["pending"]:
+            log.info("step %d: training health: %s", self.global_step, note)
         for w in health["warnings"]:
             log.warning("step %d: TRAINING HEALTH: %s", self.global_step, w)
             self.health_warnings.append(f"step {self.global_step}: {w}")

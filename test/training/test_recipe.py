@@ -47,6 +47,23 @@ def test_collapse_detector_fires_on_a_constant_orientation_head_and_is_quiet_whe
     assert good["yaw_std_pred_deg"] == pytest.approx(good["yaw_std_target_deg"], rel=0.1)
 
 
+def test_a_low_spread_warns_only_when_it_stays_low_or_at_the_last_pass() -> None:
+    """A first low pass mid-run is pending (a head still learning, issue 19's transformer at step 93); low at two
+    passes in a row, or at the run's last pass, is a collapse."""
+    dead = {"position": 0.1, "orientation": 0.2}
+    first = health_report(_pred(200, collapsed=True), dead, previous=None, final=False)
+    assert first["warnings"] == [] and first["low"] == {"position": False, "orientation": True}
+    assert len(first["pending"]) == 1 and "orientation spread low" in first["pending"][0]
+    second = health_report(_pred(200, collapsed=True), dead, previous=first, final=False)
+    assert len(second["warnings"]) == 1 and "orientation head collapsed (two validation passes" in second["warnings"][0]
+    recovered = health_report(_pred(200, collapsed=False), dead, previous=first, final=False)
+    assert recovered["warnings"] == [] and recovered["pending"] == []
+    after_recovery = health_report(_pred(200, collapsed=True), dead, previous=recovered, final=False)
+    assert after_recovery["warnings"] == [] and after_recovery["pending"]  # pending again, not yet a collapse
+    last = health_report(_pred(200, collapsed=True), dead, previous=recovered, final=True)
+    assert any("orientation head collapsed" in w for w in last["warnings"])
+
+
 def test_circular_std_handles_the_wrap() -> None:
     assert circular_std_deg(np.radians([179.0, -179.0])) == pytest.approx(1.0, abs=0.01)
     assert circular_std_deg(np.radians([0.0, 0.0, 0.0])) == pytest.approx(0.0, abs=1e-6)
