@@ -120,7 +120,8 @@ def test_tf_output_listens_for_fusion_even_without_tf_mode(monkeypatch):
     if tf_output.tf_backend() != "tf2_msgs":
         pytest.skip("needs the tf2_msgs fallback")
     created = []
-    monkeypatch.setattr(tf_output, "TfListener", lambda node, buf, on_update=None: created.append(buf) or SimpleNamespace())
+    monkeypatch.setattr(tf_output, "TfListener",
+                        lambda node, buf, on_update=None: created.append(buf) or SimpleNamespace())
     monkeypatch.setattr(tf_output, "TfBroadcaster", lambda node: pytest.fail("no broadcaster for tf_mode none"))
     tf = tf_output.TfOutput(_Node(), _params(**{"fusion.enabled": True}), "base_link")
     assert tf.lookup is not None and created and not tf.enabled
