@@ -54,7 +54,10 @@ class FusionOutput:
             node.get_logger().warning(f"fusion.enabled: {e}; ~/fused_pose is off")
             self.enabled = False
             return
+        # waits briefly for odometry that has not reached the bundle stamp yet (TfOutput.lookup_waiting)
         self.lookup = getattr(tf, "lookup", None)
+        if self.lookup is not None and callable(getattr(tf, "lookup_waiting", None)):
+            self.lookup = tf.lookup_waiting
         if self.lookup is None:
             node.get_logger().warning("fusion.enabled: no TF listener here (tf2_ros / tf2_msgs missing): no odometry, "
                                       "~/fused_pose carries the raw poses (counted no_odometry)")

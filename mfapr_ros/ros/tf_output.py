@@ -320,6 +320,8 @@ class TfOutput:
         #: map_to_odom poses whose stamp odometry has not reached yet: (stamp, t, q, deadline), in stamp order
         self._waiting: collections.deque[tuple[int, np.ndarray, np.ndarray, float]] = collections.deque()
         self._wait_lock = threading.Lock()
+        self._tf_arrived = threading.Condition()  # notified by the tf2_msgs listener (lookup_waiting sleeps on it)
+        self._odometry_stalled = False  # a lookup_waiting ran out: no more waiting until a lookup succeeds again
         self.enabled = self.mode != "none"
         self.backend = "injected" if broadcaster is not None else "none"
         self.buffer: TfBuffer | None = None
@@ -411,10 +413,37 @@ class TfOutput:
         return len(self._waiting)
 
     def retry(self) -> None:
-        """Send the waiting poses odometry now covers, count those past their wait (the TF listener calls this)."""
+        """Send the waiting poses odometry now covers, count those past their wait, wake :meth:`lookup_waiting`
+        (the TF listener calls this after each message)."""
         if self._waiting:
             with self._wait_lock:
                 self._retry(time.monotonic())
+        with self._tf_arrived:
+            self._tf_arrived.notify_all()
+
+    def lookup_waiting(self, target: str, source: str, stamp_ns: int,
+                       timeout_s: float = ODOM_WAIT_S) -> tuple[np.ndarray, np.ndarray]:
+        """:attr:`lookup`, but a stamp the transform has not reached yet ("future") is waited for up to
+        ``timeout_s`` (woken by each TF message on the tf2_msgs route, polled every 2 ms with tf2_ros); any other
+        error, or the wait running out, raises the lookup's error. Why: the pose fusion needs odometry at the bundle
+        stamp on the publish thread, and odometry often arrives a few ms after the frames (issue 25/20: a live
+        replay passed 154 of 500 poses through unfused, each 0.5–2 ms short). Once a wait has run out (odometry
+        stopped), later calls do not wait until a lookup succeeds again: a dead odometry source must not hold every
+        pose ``timeout_s``."""
+        deadline = time.monotonic() + (0.0 if self._odometry_stalled else timeout_s)
+        while True:
+            try:
+                found = self.lookup(target, source, stamp_ns)
+                self._odometry_stalled = False
+                return found
+            except Exception as e:
+                left = deadline - time.monotonic()
+                if left <= 0 or not _odometry_behind(e):
+                    if left <= 0 and _odometry_behind(e):
+                        self._odometry_stalled = True
+                    raise
+            with self._tf_arrived:
+                self._tf_arrived.wait(min(left, 0.002))
 
     def _retry(self, now: float) -> None:
         while self._waiting:

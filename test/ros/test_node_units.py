@@ -4,6 +4,8 @@ is tested in test_geometry.py (map→odom) and test_stats.py; TF over real DDS i
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -114,6 +116,42 @@ def test_tf_map_to_odom_waits_for_odometry_to_reach_the_stamp(monkeypatch: pytes
     assert tf.waiting == tf_output.MAX_WAITING and tf.lookup_failures == 5
     tf.close()
     assert tf.waiting == 0 and tf.lookup_failures == 5 + tf_output.MAX_WAITING
+
+
+def test_lookup_waiting_waits_for_late_odometry_and_not_for_a_dead_source() -> None:
+    """The fusion's lookup (publish thread): odometry 2 ms short of the stamp arrives 30 ms later on another thread
+    and is found; a missing frame raises at once; odometry that stopped costs one wait, then none until it is back."""
+    import threading
+
+    br, buf = _Broadcaster(), tf_output.TfBuffer()
+    tf = tf_output.TfOutput(_FakeNode(), _params(tf_mode="none"), "base_link", broadcaster=br, lookup=buf.lookup)
+
+    def odom(ms: int, x: float) -> None:
+        buf.add("odom", "base_link", ms * 1_000_000, np.array([x, 0.0, 0]), np.array([1.0, 0, 0, 0]))
+        tf.retry()  # what the TF listener does after each message
+
+    odom(0, 0.0)
+    odom(10, 1.0)
+    late = threading.Timer(0.03, odom, (20, 2.0))
+    late.start()
+    t0 = time.monotonic()
+    t, _ = tf.lookup_waiting("odom", "base_link", 12_000_000)
+    waited = time.monotonic() - t0
+    late.join()
+    assert t[0] == pytest.approx(1.2) and 0.02 < waited < 0.09
+    with pytest.raises(Exception, match="not connected"):
+        tf.lookup_waiting("odom", "nowhere", 12_000_000)  # not a matter of waiting
+    t0 = time.monotonic()
+    with pytest.raises(Exception, match="future"):
+        tf.lookup_waiting("odom", "base_link", 50_000_000, timeout_s=0.05)  # odometry stopped: one wait
+    assert time.monotonic() - t0 >= 0.05
+    t0 = time.monotonic()
+    with pytest.raises(Exception, match="future"):
+        tf.lookup_waiting("odom", "base_link", 60_000_000, timeout_s=0.05)
+    assert time.monotonic() - t0 < 0.02  # no wait while stalled
+    odom(70, 7.0)
+    assert tf.lookup_waiting("odom", "base_link", 65_000_000)[0][0] == pytest.approx(6.5)  # back: waits again next
+    assert not tf._odometry_stalled
 
 
 def test_tf_off_without_tf2_ros_and_tf2_msgs_logs_once(monkeypatch: pytest.MonkeyPatch) -> None:
