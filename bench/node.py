@@ -15,7 +15,7 @@ What is measured (wall clock; the node runs in this process on the executor ``lo
 * model alone: ``Localizer.infer`` on the decoded images in this process, same run — the ceiling every rate is a
   fraction of (ratios measured in the same run stay meaningful on a loaded machine);
 * throughput vs offered load: bundles published paced at 25 % … 200 % of the model-only rate for ``--seconds``
-  each; poses/s, kept share, superseded (latest-wins ``inference.stale``) and synchronizer drops per step. The
+  each; poses/s, kept share, superseded (``inference.stale``) and synchronizer drops per step. The
   curve must be flat above the model rate, not falling. Max sustained = the highest pose rate keeping >= 95 % of
   the offered bundles;
 * overload: ``--overload-seconds`` at 2x the model rate, RSS of this process sampled every second (first vs last
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import heapq
 import multiprocessing as mp
 import os
 import struct
@@ -94,11 +95,28 @@ def rss_mb() -> float:
 
 
 # ---------------------------------------------------------------------------- the camera process
+@dataclass(frozen=True)
+class CameraTiming:
+    """How the paced cameras publish (``--cameras-timing``). ``ideal``: every camera at the bundle's instant with
+    the same stamp. ``realistic`` (what a rig's drivers do): each camera's stamp carries a fixed offset (uniform in
+    ±``offset_s``, inside the synchronizer's 20 ms slop), each message leaves after a heavy-tailed delay (Pareto,
+    shape 1.5, scale ``jitter_frac`` of the bundle period, capped at 0.9 period so a camera never reorders its own
+    frames), and each frame is lost with probability ``loss`` (a driver hiccup): such a bundle cannot be complete,
+    so "kept" is measured against the complete bundles offered."""
+
+    realistic: bool = False
+    offset_s: float = 0.005
+    jitter_frac: float = 0.05
+    loss: float = 0.002
+    seed: int = 0
+
+
 def _camera_process(conn: Any, topics: list[str], transport: str, imgs: list[np.ndarray], jpegs: list[bytes],
-                    domain: str, pose_topic: str) -> None:
+                    domain: str, pose_topic: str, timing: CameraTiming | None = None) -> None:
     """The cameras: one publisher per topic, messages serialized once; each publish patches the header stamp in the
     CDR bytes (offset 4: int32 sec, uint32 nanosec). The pose listener: ``{stamp_ns: perf_counter at arrival}`` of
-    every PoseStamped on ``pose_topic``, spun on a thread here. Commands arrive on ``conn`` (see :class:`_Cameras`)."""
+    every PoseStamped on ``pose_topic``, spun on a thread here. Commands arrive on ``conn`` (see :class:`_Cameras`);
+    ``timing`` shapes the paced publishing (:class:`CameraTiming`)."""
     os.environ["ROS_DOMAIN_ID"] = domain
     import rclpy
     from geometry_msgs.msg import PoseStamped
@@ -131,6 +149,43 @@ def _camera_process(conn: Any, topics: list[str], transport: str, imgs: list[np.
             struct.pack_into("<iI", b, 4, sec, nsec)
             p.publish(bytes(b))
 
+    def publish_one(cam: int, stamp: int) -> None:
+        struct.pack_into("<iI", blobs[cam], 4, *divmod(stamp, 1_000_000_000))
+        pubs[cam].publish(bytes(blobs[cam]))
+
+    timing = timing or CameraTiming()
+    rng = np.random.default_rng(timing.seed)
+    offsets_ns = (rng.uniform(-timing.offset_s, timing.offset_s, len(pubs)) * 1e9).astype(np.int64)
+
+    def paced_realistic(rate: float, seconds: float, stamp: int) -> tuple[int, int]:
+        """Bundles at ``rate`` for ``seconds``, each camera's frame offset, delayed and sometimes lost
+        (:class:`CameraTiming`); returns (bundles offered, complete bundles offered)."""
+        period = 1.0 / rate
+        events: list[tuple[float, int, int]] = []  # (publish time, camera, stamp)
+        t0 = time.perf_counter()
+        n = complete = 0
+        while True:
+            now = time.perf_counter()
+            if now - t0 < seconds and t0 + n * period <= now:  # the next bundle is due: schedule its frames
+                base = t0 + n * period
+                delays = np.minimum(timing.jitter_frac * period * (rng.pareto(1.5, len(pubs)) + 1.0), 0.9 * period)
+                lost = rng.random(len(pubs)) < timing.loss
+                complete += not lost.any()
+                for cam in np.flatnonzero(~lost):
+                    heapq.heappush(events, (base + float(delays[cam]), int(cam),
+                                            stamp + n * STAMP_STEP_NS + int(offsets_ns[cam])))
+                n += 1
+                continue
+            while events and events[0][0] <= now:
+                _, cam, st = heapq.heappop(events)
+                publish_one(cam, st)
+            if not events and now - t0 >= seconds:
+                return n, complete
+            nxt = min(events[0][0] if events else float("inf"), t0 + n * period if now - t0 < seconds
+                      else float("inf"))
+            if (left := nxt - time.perf_counter()) > 0:
+                time.sleep(min(left, 0.001))
+
     try:
         while True:
             cmd = conn.recv()
@@ -156,15 +211,19 @@ def _camera_process(conn: Any, topics: list[str], transport: str, imgs: list[np.
             elif cmd[0] == "paced":
                 _, rate, seconds, stamp = cmd
                 t0, cpu0 = time.perf_counter(), time.process_time()
-                n = 0
-                while time.perf_counter() - t0 < seconds:
-                    publish(stamp + n * STAMP_STEP_NS)
-                    n += 1
-                    nxt = t0 + n / rate
-                    while (left := nxt - time.perf_counter()) > 0:
-                        time.sleep(min(left, 0.001))
+                if timing.realistic:
+                    n, complete = paced_realistic(rate, seconds, stamp)
+                else:
+                    n = 0
+                    while time.perf_counter() - t0 < seconds:
+                        publish(stamp + n * STAMP_STEP_NS)
+                        n += 1
+                        nxt = t0 + n / rate
+                        while (left := nxt - time.perf_counter()) > 0:
+                            time.sleep(min(left, 0.001))
+                    complete = n
                 # this process's CPU seconds too: on a small machine the cameras' publishing competes with the node
-                conn.send((n, time.perf_counter() - t0, time.process_time() - cpu0))
+                conn.send((n, complete, time.perf_counter() - t0, time.process_time() - cpu0))
     finally:
         ex.shutdown()
         node.destroy_node()
@@ -176,11 +235,12 @@ class _Cameras:
     """The camera process and its command pipe."""
 
     def __init__(self, topics: list[str], transport: str, imgs: list[np.ndarray], jpegs: list[bytes],
-                 pose_topic: str) -> None:
+                 pose_topic: str, timing: CameraTiming | None = None) -> None:
         spawn = mp.get_context("spawn")
         self.conn, child = spawn.Pipe()
         self.proc = spawn.Process(target=_camera_process, daemon=True,
-                                  args=(child, topics, transport, imgs, jpegs, os.environ["ROS_DOMAIN_ID"], pose_topic))
+                                  args=(child, topics, transport, imgs, jpegs, os.environ["ROS_DOMAIN_ID"], pose_topic,
+                                        timing))
         self.proc.start()
 
     def call(self, *cmd: Any) -> Any:
@@ -208,11 +268,13 @@ class _Harness:
 
 @contextlib.contextmanager
 def _graph(ckpt: Path, device: str, transport: str, threads: int, imgs: list[np.ndarray],
-           jpegs: list[bytes], torchscript: bool = True) -> Iterator[_Harness]:
+           jpegs: list[bytes], torchscript: bool = True, queue_depth: int | None = None,
+           timing: CameraTiming | None = None) -> Iterator[_Harness]:
     """A private rclpy context with the LocalizeNode under test, spun on the executor ``localize_node`` builds for
     ``threads``, plus the camera process (which also listens to the poses); torn down on exit, error or not.
 
-    ``LocalizeNode`` is looked up here, at call time, so ``bench/gpu_suite.py`` can patch in extra parameters."""
+    ``LocalizeNode`` is looked up here, at call time, so ``bench/gpu_suite.py`` can patch in extra parameters.
+    ``queue_depth`` None = the node's default ``bundle_queue_depth``."""
     import rclpy
     from rclpy.parameter import Parameter
 
@@ -225,12 +287,13 @@ def _graph(ckpt: Path, device: str, transport: str, threads: int, imgs: list[np.
         Parameter("checkpoint", value=str(ckpt)), Parameter("device", value=device),
         Parameter("default_transport", value=transport), Parameter("diagnostics_period", value=0.0),
         Parameter("executor_threads", value=threads), Parameter("sync.queue_size", value=3),
-        Parameter("torchscript", value=torchscript)])
+        Parameter("torchscript", value=torchscript),
+        *([Parameter("bundle_queue_depth", value=queue_depth)] if queue_depth is not None else [])])
     ex = make_executor(threads, context=ctx)
     ex.add_node(node)
     spin = threading.Thread(target=ex.spin, daemon=True)
     spin.start()
-    cams = _Cameras([b.topic for b in node.bindings], transport, imgs, jpegs, "/bench_loc/pose")
+    cams = _Cameras([b.topic for b in node.bindings], transport, imgs, jpegs, "/bench_loc/pose", timing)
     try:
         yield _Harness(node=node, cameras=cams)
     finally:
@@ -337,7 +400,7 @@ def _paced(h: _Harness, rate: float, seconds: float, rss: list[float] | None = N
         rss.append(rss_mb())  # type: ignore[union-attr]
         sampler.start()
     cpu0, busy0, w0 = thread_cpu_s(), machine_busy_s(), time.perf_counter()
-    sent, elapsed, camera_cpu = h.cameras.call("paced", rate, seconds, h.stamp)
+    sent, complete, elapsed, camera_cpu = h.cameras.call("paced", rate, seconds, h.stamp)
     stop.set()
     cpu1, busy1, w1 = thread_cpu_s(), machine_busy_s(), time.perf_counter()
     h.stamp += (sent + 1) * STAMP_STEP_NS
@@ -349,7 +412,7 @@ def _paced(h: _Harness, rate: float, seconds: float, rss: list[float] | None = N
     for tid, sec in cpu1.items():
         key = names.get(tid, "other")
         cpu[key] = cpu.get(key, 0.0) + sec - cpu0.get(tid, sec)
-    return {"target": rate, "offered": sent / elapsed, "poses": poses / elapsed,
+    return {"target": rate, "offered": sent / elapsed, "complete": complete / elapsed, "poses": poses / elapsed,
             "stale": c1["stale"] - c0["stale"], "sync_drops": c1["sync"] - c0["sync"],
             # CPU per pose of each thread of this process (ms) and the cores the process used during the step
             "cpu_ms_per_pose": {k: 1e3 * v / max(poses, 1) for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])
@@ -362,7 +425,8 @@ def _paced(h: _Harness, rate: float, seconds: float, rss: list[float] | None = N
 
 def run(num_cameras: int, size: int, transport: str, seconds: float, device: str, preset_name: str,
         latency_samples: int, threads: int = 1, fractions: tuple[float, ...] = FRACTIONS,
-        overload_s: float = 0.0, torchscript: bool = True) -> dict[str, Any]:
+        overload_s: float = 0.0, torchscript: bool = True, queue_depth: int | None = None,
+        timing: CameraTiming | None = None) -> dict[str, Any]:
     """One configuration end to end: latency, model-only rate, the paced sweep at ``fractions`` of it, then
     ``overload_s`` seconds at 2x the model rate with RSS sampled (0 = skip).
 
@@ -371,8 +435,9 @@ def run(num_cameras: int, size: int, transport: str, seconds: float, device: str
     rss: list[float] = []
     with tempfile.TemporaryDirectory(prefix="mfapr_bench_node_") as tmp:
         ckpt = make_checkpoint(Path(tmp), num_cameras, size, preset_name)
-        with _graph(ckpt, device, transport, threads, imgs, jpegs, torchscript) as h:
+        with _graph(ckpt, device, transport, threads, imgs, jpegs, torchscript, queue_depth, timing) as h:
             path = getattr(h.node.localizer, "inference_path", "eager")
+            depth = h.node.params.bundle_queue_depth
             _wait_for_discovery(h)
             _warm_up(h)
             lat = _measure_latency(h, latency_samples)
@@ -387,13 +452,15 @@ def run(num_cameras: int, size: int, transport: str, seconds: float, device: str
             base_after = _model_only_rate(h.node, imgs, h.stamp, times=model_times)
     q = max(1, len(rss) // 4)
     return {
-        "cameras": num_cameras, "threads": threads, "inference_path": path, "lat_n": len(lat),
+        "cameras": num_cameras, "threads": threads, "depth": depth, "inference_path": path, "lat_n": len(lat),
         "e2e_p50": _pct(lat, 50), "e2e_p99": _pct(lat, 99),
         "model_p50": _pct(model_times, 50), "model_p99": _pct(model_times, 99),
         **{f"{k}_p50": _pct(v, 50) for k, v in stage.items()}, **{f"{k}_p99": _pct(v, 99) for k, v in stage.items()},
         "baseline_hz": 0.5 * (base_rate + base_after), "baseline_before_hz": base_rate,
         "baseline_after_hz": base_after, "sweep": sweep,
-        "sustained_hz": max([w["poses"] for w in sweep if w["poses"] >= 0.95 * w["offered"]], default=0.0),
+        # kept = poses / complete bundles offered (a bundle with a lost frame cannot be; ideal cameras: all are)
+        "sustained_hz": max([w["poses"] for w in sweep if w["poses"] >= 0.95 * w["complete"]], default=0.0),
+        "timing": "realistic" if timing is not None and timing.realistic else "ideal",
         "overload": overload, "rss_mb": rss,
         "rss_change": (float(np.mean(rss[-q:])) / float(np.mean(rss[:q])) - 1.0) if len(rss) >= 4 else float("nan"),
         "drops": {k: v for k, v in summary["drops"].items() if v},
@@ -404,22 +471,25 @@ def print_report(rows: list[dict[str, Any]]) -> None:
     """The tables of a run (also what ``bench/gpu_suite.py`` logs)."""
     print("\nlatency, one bundle in flight (ms)              p50      p99")
     for r in rows:
-        print(f"  N={r['cameras']:<3} threads={r['threads']} end-to-end (n={r['lat_n']:<3})        "
+        print(f"  N={r['cameras']:<3} threads={r['threads']} depth={r['depth']} end-to-end (n={r['lat_n']:<3}) "
               f"{r['e2e_p50']:7.2f}  {r['e2e_p99']:7.2f}")
-        for k, what in (("sync", "sync (per message)"), ("wait", "wait (latest-wins slot)"),
+        for k, what in (("sync", "sync (per message)"), ("wait", "wait (queue + decoded slot)"),
                         ("decode", "decode (per bundle)"), ("inference", "inference"), ("publish", "publish")):
             print(f"        {what:<38}{r[k + '_p50']:7.2f}  {r[k + '_p99']:7.2f}")
         print(f"        {'model alone (Localizer.infer, idle)':<38}{r['model_p50']:7.2f}  {r['model_p99']:7.2f}"
               f"   p99/p50: end-to-end {r['e2e_p99'] / r['e2e_p50']:.2f}, model {r['model_p99'] / r['model_p50']:.2f}")
-    print("\nthroughput vs offered load (bundles/s; x = share of the model-only rate)")
-    print("          offered   poses/s  kept  poses/model  superseded  sync drops  other procs (cores)")
+    print(f"\nthroughput vs offered load (bundles/s; x = share of the model-only rate; kept = poses / complete "
+          f"bundles offered; cameras {rows[0].get('timing', 'ideal')})")
+    print("          offered  complete   poses/s  kept  poses/model  superseded  sync drops  other procs (cores)")
     for r in rows:
         b = r["baseline_hz"]
-        print(f"  N={r['cameras']:<3} threads={r['threads']} model alone (Localizer.infer, {r['inference_path']}): "
+        print(f"  N={r['cameras']:<3} threads={r['threads']} depth={r['depth']} model alone (Localizer.infer, "
+              f"{r['inference_path']}): "
               f"{b:.1f}/s (before the "
               f"sweep {r['baseline_before_hz']:.1f}, after {r['baseline_after_hz']:.1f}; offered: x before)")
         for w in r["sweep"] + ([r["overload"]] if r["overload"] else []):
-            print(f"        {w['offered']:9.1f} {w['poses']:9.1f}  {w['poses'] / max(w['offered'], 1e-9):4.2f}  "
+            kept = w["poses"] / max(w["complete"], 1e-9)
+            print(f"        {w['offered']:9.1f} {w['complete']:9.1f} {w['poses']:9.1f}  {kept:4.2f}  "
                   f"{w['poses'] / b:11.2f}  {w['stale']:10d}  {w['sync_drops']:10d}  {w['other_cores']:19.2f}")
         print(f"        max sustained (>= 95 % kept): {r['sustained_hz']:.1f}/s = {r['sustained_hz'] / b:.2f} x the "
               "model-only rate")
@@ -450,11 +520,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="demo", help="model preset (tiny, demo, transposenet, ...)")
     ap.add_argument("--executor-threads", type=int, nargs="+", default=[1, 4],
                     help="executor_threads values to compare (1 = single-threaded, the node's default)")
+    ap.add_argument("--queue-depth", type=int, nargs="+", default=[0],
+                    help="bundle_queue_depth values to compare (0 = the node's default; 1 = latest wins)")
     ap.add_argument("--overload-seconds", type=float, default=60.0,
                     help="overload run at 2x the model rate with RSS sampled (single-threaded run only; 0 = off)")
     ap.add_argument("--torchscript", choices=("on", "off"), default="on",
                     help="the node's torchscript parameter (on = its default: the model as a TorchScript graph; off = "
                          "eager PyTorch); the model-only rate uses the same path")
+    ap.add_argument("--cameras-timing", choices=("ideal", "realistic"), default="ideal",
+                    help="ideal: every camera at the bundle instant, same stamp; realistic: per-camera stamp offsets "
+                         "(±5 ms), heavy-tailed publish delays and 0.2 %% lost frames (CameraTiming)")
     ap.add_argument("--quick", action="store_true",
                     help="2 s steps, 20 latency samples, a 10 s overload run (the shape of the full run, quickly)")
     args = ap.parse_args(argv)
@@ -465,11 +540,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# bench/node.py  preset={args.preset} size={args.size}px transport={args.transport} "
           f"device={args.device} torch_threads={torch.get_num_threads()} OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', '-')} cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f} "
-          f"torchscript={args.torchscript}", flush=True)
+          f"torchscript={args.torchscript} cameras_timing={args.cameras_timing}", flush=True)
     rows = [run(n, args.size, args.transport, args.seconds, args.device, args.preset, args.latency_samples, th,
                 overload_s=args.overload_seconds if th == args.executor_threads[0] else 0.0,
-                torchscript=args.torchscript == "on")
-            for n in args.cameras for th in args.executor_threads]
+                torchscript=args.torchscript == "on", queue_depth=qd or None,
+                timing=CameraTiming(realistic=args.cameras_timing == "realistic"))
+            for n in args.cameras for qd in args.queue_depth for th in args.executor_threads]
     print_report(rows)
     print(f"# load average at the end: {os.getloadavg()[0]:.1f}")
     return 0

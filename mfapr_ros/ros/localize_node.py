@@ -3,9 +3,10 @@
 The node is thin and does only work that can still be used (issue 25). The intake thread (``intake.py``, not the
 executor) takes the cameras' *serialized* messages; :meth:`LocalizeCore._on_image` reads each header stamp from the CDR
 bytes and feeds the one ``sync.ApproximateTimeSynchronizer`` with the undecoded bytes; each bundle goes to
-``core.bundle_pipeline`` — latest bundle wins (a superseded one is counted ``inference.stale`` and never decoded), the
-chosen bundle is decoded straight from its CDR fields one bundle ahead of the model (``core.bundle_decode``: the one
-bad-frame rule, shared with eval-bag), then inferred. The intake never waits for decoding or inference. Results are
+``core.bundle_pipeline`` — a bounded wait queue (``bundle_queue_depth``; when it is full the oldest waiting bundle
+is superseded, counted ``inference.stale`` and never decoded), the next bundle is decoded straight from its CDR
+fields one bundle ahead of the model (``core.bundle_decode``: the one bad-frame rule, shared with eval-bag), then
+inferred. The intake never waits for decoding or inference. Results are
 published from the publish thread (rclpy publishers are thread-safe) in ONE place, :meth:`LocalizeCore._on_pose`:
 ``~/pose``, ``~/pose_with_covariance`` (reliable + transient_local, depth 1: a late subscriber such as
 robot_localization gets the last pose), ``~/path`` (bounded) and TF, all stamped with the bundle stamp, then the
@@ -169,7 +170,8 @@ class LocalizeCore:
             self._finish = (lambda r: loc.finish(r[0], r[1])) if split else None
             infer = (lambda xm, stamp: (loc.run_model(xm[0], xm[1]), stamp)) if split else loc.infer
             self._async = BundlePipeline(self._prepare, infer, self._on_result,
-                                         on_error=self._on_inference_error, name=self.get_name())
+                                         on_error=self._on_inference_error, name=self.get_name(),
+                                         depth=p.bundle_queue_depth)
             warm_up_decoders()  # decoders imported before the first frame, not inside four callbacks at once
         except BaseException:
             self._cleanup()
@@ -298,7 +300,8 @@ class LocalizeCore:
             self.drops.drop(b.name, "error", f"{type(e).__name__}: {e} (topic {b.topic})")
 
     def _submit(self, bundle: Any) -> None:
-        """A synchronized bundle (undecoded) to the pipeline: it replaces one still waiting (latest wins)."""
+        """A synchronized bundle (undecoded) to the pipeline's bounded wait queue (``bundle_queue_depth``; when
+        it is full the oldest waiting bundle is superseded)."""
         self.bundle_rate.tick()
         self._async.submit(bundle)
 

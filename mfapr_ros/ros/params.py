@@ -126,6 +126,10 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               "scripts). 1 = single-threaded: callbacks only decode and synchronize, inference has its own thread. "
               ">1 = rclpy MultiThreadedExecutor (cameras decode in parallel) whose Python wait loop costs CPU and "
               "GIL time per wake-up; see docs/node.md before raising it.", ">= 1"),
+    ParamSpec("bundle_queue_depth", 2, "int", "Synchronized bundles that may wait for the model (oldest first); "
+              "when full, a new bundle supersedes the oldest waiting one (counted inference.stale). 1 = latest wins "
+              "(lowest latency under overload); 2 absorbs the model's jitter near its capacity (docs/node.md).",
+              ">= 1"),
 )
 
 SPEC_BY_NAME: dict[str, ParamSpec] = {s.name: s for s in PARAM_SPECS}
@@ -183,6 +187,7 @@ class NodeParams:
     diagnostics_period: float = 1.0
     drop_warning_period: float = 5.0
     executor_threads: int = 1
+    bundle_queue_depth: int = 2
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -317,6 +322,8 @@ def validate_params(values: Mapping[str, Any]) -> NodeParams:
         raise _bad("inference_threads", out["inference_threads"], "an integer >= 0 (0 = torch's default)")
     if out["executor_threads"] < 1:
         raise _bad("executor_threads", out["executor_threads"], "an integer >= 1 (1 = single-threaded executor)")
+    if out["bundle_queue_depth"] < 1:
+        raise _bad("bundle_queue_depth", out["bundle_queue_depth"], "an integer >= 1 (1 = latest bundle wins)")
     if out["path_length"] < 0:
         raise _bad("path_length", out["path_length"], "an integer >= 0 (0 disables ~/path)")
     if not _valid_device(out["device"]):

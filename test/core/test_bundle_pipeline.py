@@ -1,5 +1,6 @@
-"""core.bundle_pipeline (issue 25): latest wins before any decode, decode one bundle ahead of the model, publish
-on a thread of its own while the model runs the next bundle, every submitted bundle accounted for, bounded slots."""
+"""core.bundle_pipeline (issue 25): a bounded wait queue before any decode (latest wins at depth 1), decode one
+bundle ahead of the model, publish on a thread of its own while the model runs the next bundle, every submitted
+bundle accounted for, bounded slots."""
 
 from __future__ import annotations
 
@@ -82,6 +83,32 @@ def test_latest_wins_one_ahead_and_threads() -> None:
         assert s["submitted"] == 5 and s["processed"] == 3 and s["stale_dropped"] == 2
         assert _accounted(s) == s["submitted"]
     assert g.threads == {"prepare": "t1-decode", "infer": "t1-inference", "publish": "t1-publish"}
+
+
+def test_deeper_queue_keeps_the_newest_in_arrival_order_and_supersedes_the_oldest() -> None:
+    """``depth`` 2 (the node's default): two bundles wait, oldest first; a third supersedes the oldest waiting one
+    (counted stale), so a model that is late once loses nothing, and overload still keeps the newest."""
+    g = _Gated()
+    with BundlePipeline(g.prepare, g.infer, g.on_result, name="tq", depth=2) as p:
+        g.gates["infer"].clear()
+        p.submit(1)
+        _wait(lambda: g.inferred == [1], what="bundle 1 in the model")
+        p.submit(2)
+        _wait(lambda: g.prepared == [1, 2], what="bundle 2 decoded during 1's inference")
+        p.submit(3)
+        p.submit(4)  # the decoded slot is full: 3 and 4 wait, both kept
+        time.sleep(0.05)
+        assert p.stats["stale_dropped"] == 0 and g.prepared == [1, 2]
+        p.submit(5)  # the queue is full: 3 (the oldest waiting) is superseded
+        p.submit(6)  # and then 4
+        assert p.stats["stale_dropped"] == 2
+        g.gates["infer"].set()
+        assert p.wait_idle(5)
+        assert g.published == [1, 2, 5, 6]  # arrival order, the newest kept
+        s = p.stats
+        assert s["submitted"] == 6 and s["processed"] == 4 and _accounted(s) == 6
+    with pytest.raises(ValueError, match="depth must be >= 1"):
+        BundlePipeline(g.prepare, g.infer, g.on_result, depth=0)
 
 
 def test_publish_overlaps_the_next_inference_with_bounded_back_pressure() -> None:

@@ -336,6 +336,11 @@ def test_executor_threads_parameter(rclpy_context) -> None:
     assert validate_params({"checkpoint": "m.json", "executor_threads": 4}).executor_threads == 4
     with pytest.raises(ConfigError, match="executor_threads"):
         validate_params({"checkpoint": "m.json", "executor_threads": 0})
+    # the bundle wait queue: 2 by default (absorbs the model's jitter), 1 = latest wins, 0 refused by name
+    assert validate_params({"checkpoint": "m.json"}).bundle_queue_depth == 2
+    assert validate_params({"checkpoint": "m.json", "bundle_queue_depth": 1}).bundle_queue_depth == 1
+    with pytest.raises(ConfigError, match="bundle_queue_depth"):
+        validate_params({"checkpoint": "m.json", "bundle_queue_depth": 0})
     from mfapr_ros.ros.runtime import NodeExecutor
 
     for threads, kind in ((1, SingleThreadedExecutor), (4, NodeExecutor)):
