@@ -116,10 +116,11 @@ def _suffix(name: str) -> str:
     return "" if name == "forward" else f"_{name}"
 
 
-def eval_offline(out: Path, ckpt: Path, bag: Path, name: str = "forward") -> Path:
+def eval_offline(out: Path, ckpt: Path, bag: Path, name: str = "forward",
+                 env: dict[str, str] | None = None) -> Path:
     report = out / f"eval_bag{_suffix(name)}"
     _mfapr(["eval-bag", "--checkpoint", str(ckpt), "--bag", str(bag), "--out", str(report),
-           "--batch", "16"])
+           "--batch", "16"], env=env)
     return report / "report.json"
 
 
@@ -214,33 +215,44 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     print(f"mfapr demo: scale={args.scale}, out={out}, ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} (localhost only)")
 
-    t0 = _step("1/4 synthetic world (kapture + forward and reversed query rosbag2s)")
+    t0 = _step("1/3 synthetic world (kapture + forward and reversed query rosbag2s)")
     world = synth(out, scale, args.fresh)
     _done(t0)
-    t0 = _step("2/4 training the demo model on CPU")
+    t0 = _step("2/3 training the demo model on CPU")
     ckpt = train(out, world, scale, args.fresh)
     _done(t0)
     offline: dict[str, Path] = {}
     live: dict[str, Path] = {}
-    for name, split in QUERIES.items():
-        t0 = _step(f"3/4 offline evaluation of the {name} query bag (mfapr eval-bag)")
-        offline[name] = eval_offline(out, ckpt, world / "bags" / split, name)
-        _done(t0)
-    if not args.no_live:
+    if args.no_live:
+        for name, split in QUERIES.items():
+            t0 = _step(f"3/3 offline evaluation of the {name} query bag (mfapr eval-bag)")
+            offline[name] = eval_offline(out, ckpt, world / "bags" / split, name)
+            _done(t0)
+    else:
         # both replays at once, each on its own ROS domain: a replay mostly waits on the real-time player (the node
-        # uses ~a quarter of a core at 20 bundles/s), so two share the 2 cores and the demo saves one replay's time
+        # uses ~a quarter of a core at 20 bundles/s), so two share the 2 cores and the demo saves one replay's time;
+        # the offline evaluations run meanwhile on one thread (they need ~1 core for ~25 s, less than the replays'
+        # wall time), which saves their ~18 s of the demo
         first = int(env["ROS_DOMAIN_ID"])
-        # one torch thread per node: two nodes with a thread per core each fought over the cores (inference p50
+        # one torch thread per process: two nodes with a thread per core each fought over the cores (inference p50
         # 11 → 54 ms, bundles superseded)
         envs = {name: {**localhost_env(domain_id=first + i if first + i <= 101 else first - i, base=env),
                        "OMP_NUM_THREADS": "1"} for i, name in enumerate(QUERIES)}
         ids = ", ".join(f"{n} on ROS domain {e['ROS_DOMAIN_ID']}" for n, e in envs.items())
-        t0 = _step(f"4/4 live replay of both query bags over DDS ({ids}): mfapr play → localize_node → "
-                   "evaluator_node")
-        with ThreadPoolExecutor(max_workers=len(QUERIES)) as pool:
+        t0 = _step(f"3/3 live replay of both query bags over DDS ({ids}): mfapr play → localize_node → "
+                   "evaluator_node; offline evaluation of both (mfapr eval-bag) meanwhile")
+        offline_env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+        def offline_all() -> dict[str, Path]:
+            return {name: eval_offline(out, ckpt, world / "bags" / split, name, offline_env)
+                    for name, split in QUERIES.items()}
+
+        with ThreadPoolExecutor(max_workers=len(QUERIES) + 1) as pool:
             jobs = {name: pool.submit(replay_live, out, ckpt, world / "bags" / split, envs[name], name)
                     for name, split in QUERIES.items()}
+            offline_job = pool.submit(offline_all)
             live = {name: job.result() for name, job in jobs.items()}
+            offline = offline_job.result()
         _done(t0)
     for name in QUERIES:
         what = "mapped heading" if name == "forward" else "driven the other way: a heading mapping never drove"

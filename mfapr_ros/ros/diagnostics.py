@@ -37,9 +37,9 @@ except ImportError:  # pragma: no cover - depends on the installation
 MODEL_SOURCE = "model"
 #: drop-counter source of whole bundles dropped by the bad-frame rule (``core.bundle_decode``): ``bundle.<cause>``
 BUNDLE_SOURCE = "bundle"
-#: where the time goes, in pipeline order: sync (per message, on the intake thread), wait (latest-wins slot and
-#: decoded-but-model-busy), decode (deserialize + decode + size check + preprocess of a chosen bundle), inference
-#: (the model), publish (on its own thread)
+#: where the time goes, in pipeline order: sync (per message, on the intake thread), wait (the bounded bundle
+#: queue and decoded-but-model-busy), decode (deserialize + decode + size check + preprocess of a chosen
+#: bundle), inference (the model), publish (on its own thread)
 STAGES = ("sync", "wait", "decode", "inference", "publish")
 #: the main status turns WARN when at least this share of the last judged poses (at least UNCERTAIN_MIN_POSES of
 #: them) was uncertain (skipped or inflated): the model is out of its depth, not just unlucky once

@@ -114,7 +114,8 @@ def test_log_var_gives_the_covariance(tmp_path: Path) -> None:
     x, m = preprocess_bundle(ims, loc.preprocess_cfg)
     with torch.no_grad():
         lv = loc.model(x[None], m[None])["log_var"].numpy()
-    np.testing.assert_allclose(p.covariance, covariance_from_log_var(lv, 3.0)[0])
+    # float32 model output: the two forward passes may differ in the last bit (1.2e-7 relative seen on CI)
+    np.testing.assert_allclose(p.covariance, covariance_from_log_var(lv, 3.0)[0], rtol=1e-5)
     d = np.diag(p.covariance)
     np.testing.assert_allclose(d[:3], (3.0 * np.exp(lv[0, 0])) ** 2 / 3, rtol=1e-6)
     np.testing.assert_allclose(d[3:], (2.0 * np.exp(lv[0, 1])) ** 2 / 3, rtol=1e-6)
