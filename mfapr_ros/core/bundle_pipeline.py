@@ -1,4 +1,4 @@
-"""The live node's bundle pipeline (ROS-free): latest bundle wins, decode one bundle ahead, infer, publish.
+"""The live node's bundle pipeline (ROS-free): a bounded bundle queue, decode one bundle ahead, infer, publish.
 
 Why not decode in the camera callbacks (as before issue 25): every image was decoded before the synchronizer and
 latest-wins decided whether it would be used, so the more bundles were offered the fewer poses came out (10
@@ -11,7 +11,8 @@ and only the bundle that will be inferred is decoded:
   ``bundle_queue_depth``): near capacity the model's jitter (forward pass 3.0 → 5.4 ms p50 → p99 on a 2-vCPU VM)
   superseded 11–31 % of the bundles at 0.75–1x of the model rate with one slot (issue 25); a second slot absorbs a
   slow forward pass at the cost of at most one bundle's wait under overload, where the queue is always full;
-* the *prepare* thread decodes the newest waiting bundle as soon as the inference thread has taken the previous
+* the *prepare* thread decodes the oldest waiting bundle (the queue is FIFO; under overload it holds only the
+  newest ``depth``) as soon as the inference thread has taken the previous
   one — one bundle ahead, so decoding overlaps inference (the decoders and torch release the GIL) and nothing
   decoded is thrown away unless the pipeline is closed; ``prepare`` may reject a bundle (a bad frame, see
   :mod:`mfapr_ros.core.bundle_decode`), counted ``rejected``;
