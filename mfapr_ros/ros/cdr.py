@@ -1,8 +1,9 @@
 """Reading the fields the node needs straight from serialized ``sensor_msgs/Image`` / ``CompressedImage`` bytes.
 
 Why: the camera intake takes messages serialized (``take_message(raw=True)``) so a frame the synchronizer or
-latest-wins will discard is never deserialized; the header stamp is 8 bytes at a fixed offset, and the chosen
-bundle's frames are parsed here with zero-copy views instead of rclpy's message objects. ROS-free (CDR only).
+the bounded bundle queue will discard is never deserialized; the header stamp is 8 bytes at a fixed offset, and
+the chosen bundle's frames are parsed here with zero-copy views instead of rclpy's message objects. ROS-free
+(CDR only).
 """
 
 from __future__ import annotations
