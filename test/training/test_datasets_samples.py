@@ -217,29 +217,51 @@ def test_predecode_fills_cache(tmp_path: Path) -> None:
 def test_color_jitter_properties() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(5, 3, 8, 8, generator=g)
-    off = PhotometricConfig(0, 0, 0, 0, white_balance=0)
+    off = PhotometricConfig(0, 0, 0, 0, white_balance=0, shading=0)
     assert torch.equal(color_jitter(x, off), x)  # all-zero strengths: identity
     y1 = color_jitter(x, PhotometricConfig(), torch.Generator().manual_seed(3))
     y2 = color_jitter(x, PhotometricConfig(), torch.Generator().manual_seed(3))
     assert torch.equal(y1, y2) and not torch.equal(y1, x) and y1.min() >= 0 and y1.max() <= 1
     # brightness only: a pure per-image scale
-    yb = color_jitter(x * 0.5, PhotometricConfig(0.3, 0, 0, 0, white_balance=0), torch.Generator().manual_seed(1))
+    yb = color_jitter(x * 0.5, PhotometricConfig(0.3, 0, 0, 0, white_balance=0, shading=0),
+                      torch.Generator().manual_seed(1))
     scale = yb[:, :, :1, :1].mean(dim=(1, 2, 3), keepdim=True) / (x[:, :, :1, :1] * 0.5).mean(
         dim=(1, 2, 3), keepdim=True)
     assert torch.allclose(yb, x * 0.5 * scale, atol=1e-5) and 0.7 <= float(scale.min()) <= float(scale.max()) <= 1.3
     # hue only keeps luma (YIQ rotation) where nothing clips
     mid = 0.4 + 0.2 * x
-    yh = color_jitter(mid, PhotometricConfig(0, 0, 0, 0.1, white_balance=0), torch.Generator().manual_seed(2))
+    yh = color_jitter(mid, PhotometricConfig(0, 0, 0, 0.1, white_balance=0, shading=0),
+                      torch.Generator().manual_seed(2))
     w = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
     assert torch.allclose((yh * w).sum(-3), (mid * w).sum(-3), atol=1e-5)
     with pytest.raises(ConfigError):
         PhotometricConfig(hue=0.7)
     # white balance only: one gain per colour channel and image, within ±10 %
-    yw = color_jitter(mid, PhotometricConfig(0, 0, 0, 0), torch.Generator().manual_seed(4))
+    yw = color_jitter(mid, PhotometricConfig(0, 0, 0, 0, shading=0), torch.Generator().manual_seed(4))
     gains = (yw / mid).flatten(2)
     assert torch.allclose(gains.max(-1).values, gains.min(-1).values, atol=1e-5)  # uniform over the image
     assert 0.9 - 1e-5 <= float(gains.min()) and float(gains.max()) <= 1.1 + 1e-5
     assert float((gains[:, 0, 0] - gains[:, 2, 0]).abs().max()) > 0.01  # the channels differ: a tint
+
+
+def test_shading_is_a_smooth_grey_gain_field_within_its_strength() -> None:
+    """Shading (lights on or off between sessions): one grey gain per pixel, smooth over the image, in [1 ± s],
+    differing between the image's corners and between images."""
+    mid = 0.4 + 0.2 * torch.rand(6, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    ys = color_jitter(mid, PhotometricConfig(0, 0, 0, 0, white_balance=0, shading=0.3),
+                      torch.Generator().manual_seed(5))
+    gains = ys / mid
+    assert torch.allclose(gains[:, 0], gains[:, 1], atol=1e-5) and torch.allclose(gains[:, 0], gains[:, 2], atol=1e-5)
+    assert 0.7 - 1e-5 <= float(gains.min()) and float(gains.max()) <= 1.3 + 1e-5
+    g = gains[:, 0]
+    assert float((g[:, 1:, :] - g[:, :-1, :]).abs().max()) < 0.6 / 11  # bilinear over 2 cells of 12 px: no edges
+    corners = torch.stack([g[:, 0, 0], g[:, 0, -1], g[:, -1, 0], g[:, -1, -1]], 1)
+    assert float((corners.max(1).values - corners.min(1).values).min()) > 0.02  # not uniform: a field
+    assert float(corners[:, 0].std()) > 0.02  # each image draws its own
+    off = color_jitter(mid, PhotometricConfig(0, 0, 0, 0, white_balance=0, shading=0), torch.Generator())
+    assert torch.equal(off, mid)
+    with pytest.raises(ConfigError):
+        PhotometricConfig(shading=1.0)
 
 
 def test_pose_normalization_stats(tmp_path: Path) -> None:

@@ -9,7 +9,11 @@ Operations (in this order, each as in torchvision's ColorJitter): brightness (sc
 image's mean grey), saturation (blend with its greyscale), hue (rotation of the chroma plane in YIQ space — a
 linear, vectorised stand-in for the HSV hue shift: same hue angle, luma kept exactly), then white balance (a gain per
 colour channel: auto white balance settles differently each session, and when every mapping pass has its own, a
-network learns the tint as a place cue — measured in docs/results.md). Results are clamped to [0, 1].
+network learns the tint as a place cue — measured in docs/results.md), then shading (a smooth grey gain field over
+the image, a ``SHADING_GRID`` × ``SHADING_GRID`` grid of gains bilinearly upsampled: which ceiling lights are on
+differs between sessions, so the same place is lit differently in patches; with one light pattern per mapping pass a
+network learned the pattern as a lane cue — the forward query re-rendered under its lane's mapping lights was
+0.13 m instead of 0.24 m off, docs/results.md). Results are clamped to [0, 1].
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from mfapr_ros.core.errors import ConfigError
 _GREY = (0.299, 0.587, 0.114)
 _RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _YIQ2RGB = torch.linalg.inv(_RGB2YIQ)
+#: shading gains per image: a SHADING_GRID x SHADING_GRID grid, bilinearly upsampled (a light's pool on the floor
+#: spans about a third of a 90° view at corridor distances)
+SHADING_GRID = 3
 
 
 @dataclass(frozen=True)
@@ -39,9 +46,10 @@ class PhotometricConfig:
     hue: float = 0.05
     p: float = 1.0
     white_balance: float = 0.1
+    shading: float = 0.3
 
     def __post_init__(self) -> None:
-        for k in ("brightness", "contrast", "saturation", "white_balance"):
+        for k in ("brightness", "contrast", "saturation", "white_balance", "shading"):
             v = getattr(self, k)
             if not (isinstance(v, (int, float)) and 0.0 <= v < 1.0):
                 raise ConfigError(f"photometric.{k} must be in [0, 1), got {v!r}")
@@ -53,7 +61,7 @@ class PhotometricConfig:
     @property
     def enabled(self) -> bool:
         return self.p > 0 and any((self.brightness, self.contrast, self.saturation, self.hue,
-                                      self.white_balance))
+                                      self.white_balance, self.shading))
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -61,7 +69,7 @@ class PhotometricConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> PhotometricConfig:
         d = dict(d or {})
-        unknown = set(d) - {"brightness", "contrast", "saturation", "hue", "p", "white_balance"}
+        unknown = set(d) - {"brightness", "contrast", "saturation", "hue", "p", "white_balance", "shading"}
         if unknown:
             raise ConfigError(f"photometric: unknown keys {sorted(unknown)}")
         return cls(**d)
@@ -104,5 +112,9 @@ def color_jitter(x: torch.Tensor, cfg: PhotometricConfig, generator: torch.Gener
     if cfg.white_balance > 0:
         wb = 1.0 + (torch.rand(n, 3, generator=generator) * 2 - 1) * cfg.white_balance
         out = (out * wb.to(y).view(n, 3, 1, 1)).clamp(0, 1)
+    if cfg.shading > 0:
+        g = 1.0 + (torch.rand(n, 1, SHADING_GRID, SHADING_GRID, generator=generator) * 2 - 1) * cfg.shading
+        field = torch.nn.functional.interpolate(g.to(y), size=y.shape[-2:], mode="bilinear", align_corners=True)
+        out = (out * field).clamp(0, 1)
     out = apply * out + (1 - apply) * y
     return out.reshape(shape)
