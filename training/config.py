@@ -48,7 +48,9 @@ class DataConfig:
     track_aug_p: float = 0.5  # probability that a sample is permuted (cyclic draws among all shifts, identity too)
     track_aug_max_residual_m: float = 0.01  # permutations whose target offset is off by more are refused / unused
     track_aug_max_residual_deg: float = 1.0
-    photometric: bool = True
+    # true (the default jitter), false, or a mapping of PhotometricConfig's settings (brightness, contrast,
+    # saturation, hue, p, white_balance, shading, shading_grids); missing ones keep their defaults
+    photometric: Any = True
     num_workers: int = 0
     max_train: int | None = None  # keep only this many training bundles (evenly spaced) — CPU-scale runs
     max_val: int | None = None
@@ -314,6 +316,17 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"{src}: 'data.cameras' must be a list of camera ids, 'galaxy' or 'basler'; got {cams!r}")
     if not 0.0 <= float(cfg.data.track_aug_p) <= 1.0:
         raise ConfigError(f"{src}: 'data.track_aug_p' must be in [0, 1], got {cfg.data.track_aug_p!r}")
+    ph = cfg.data.photometric
+    if isinstance(ph, dict):
+        from .datasets.photometric import PhotometricConfig
+
+        try:
+            PhotometricConfig.from_dict(ph)
+        except (ConfigError, TypeError) as e:
+            raise ConfigError(f"{src}: 'data.photometric': {e}") from None
+    elif not isinstance(ph, bool):
+        raise ConfigError(f"{src}: 'data.photometric' must be true, false or a mapping of jitter settings, "
+                          f"got {ph!r}")
     positive("data.track_aug_max_residual_m", cfg.data.track_aug_max_residual_m, allow_zero=True)
     positive("data.track_aug_max_residual_deg", cfg.data.track_aug_max_residual_deg, allow_zero=True)
     positive("data.steps", cfg.data.steps)

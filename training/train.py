@@ -27,6 +27,7 @@ from mfapr_ros.inference.baselines import mean_pose_record
 
 from .config import ExperimentConfig, load_config, split_gt
 from .data import even_subset, load_split
+from .datasets.photometric import PhotometricConfig
 
 log = logging.getLogger("mfapr_training")
 
@@ -117,7 +118,8 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
     skip = tuple_skip(train, d.spacing_s) if (steps > 1 and d.spacing_s) else d.skip
     if steps > 1:
         log.info("relative loss: %d-frame tuples, %d frames apart", steps, skip)
-    train_ds = BundleDataset(train, rig, pre, steps=steps, skip=skip, track_aug=aug, photometric=d.photometric)
+    photometric = PhotometricConfig.from_dict(d.photometric) if isinstance(d.photometric, dict) else d.photometric
+    train_ds = BundleDataset(train, rig, pre, steps=steps, skip=skip, track_aug=aug, photometric=photometric)
     t0 = time.perf_counter()
     stats = train_ds.predecode()  # decode + resize once, in threads, before the first step (not inside it)
     log.info("training images decoded: %d in %.1f s (%.0f MB cached)", int(stats["images"]),

@@ -30,7 +30,8 @@ _GREY = (0.299, 0.587, 0.114)
 _RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _YIQ2RGB = torch.linalg.inv(_RGB2YIQ)
 #: shading gains per image: a SHADING_GRID x SHADING_GRID grid, bilinearly upsampled (a lamp's pool of light spans
-#: a fraction of a 90° view; 5 beat 3 on the demo world, 3 seeds: forward 0.25 -> 0.22 m, docs/results.md)
+#: a fraction of a 90° view; 5 beat 3 on the demo world, 3 seeds: forward 0.25 -> 0.22 m, docs/results.md). The
+#: default of ``PhotometricConfig.shading_grids``.
 SHADING_GRID = 5
 
 
@@ -47,8 +48,17 @@ class PhotometricConfig:
     p: float = 1.0
     white_balance: float = 0.1
     shading: float = 0.3
+    #: grid sizes of the shading field: one gain grid per entry, each drawn in [1 − shading, 1 + shading],
+    #: bilinearly upsampled, multiplied together (several entries = patches of light at several scales)
+    shading_grids: tuple[int, ...] = (SHADING_GRID,)
 
     def __post_init__(self) -> None:
+        grids = self.shading_grids
+        if isinstance(grids, list):
+            object.__setattr__(self, "shading_grids", grids := tuple(grids))
+        if not (isinstance(grids, tuple) and grids
+                and all(isinstance(g, int) and not isinstance(g, bool) and g >= 2 for g in grids)):
+            raise ConfigError(f"photometric.shading_grids must be a non-empty list of integers >= 2, got {grids!r}")
         for k in ("brightness", "contrast", "saturation", "white_balance", "shading"):
             v = getattr(self, k)
             if not (isinstance(v, (int, float)) and 0.0 <= v < 1.0):
@@ -63,13 +73,16 @@ class PhotometricConfig:
         return self.p > 0 and any((self.brightness, self.contrast, self.saturation, self.hue,
                                       self.white_balance, self.shading))
 
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["shading_grids"] = list(self.shading_grids)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> PhotometricConfig:
         d = dict(d or {})
-        unknown = set(d) - {"brightness", "contrast", "saturation", "hue", "p", "white_balance", "shading"}
+        unknown = set(d) - {"brightness", "contrast", "saturation", "hue", "p", "white_balance", "shading",
+                         "shading_grids"}
         if unknown:
             raise ConfigError(f"photometric: unknown keys {sorted(unknown)}")
         return cls(**d)
@@ -113,8 +126,11 @@ def color_jitter(x: torch.Tensor, cfg: PhotometricConfig, generator: torch.Gener
         wb = 1.0 + (torch.rand(n, 3, generator=generator) * 2 - 1) * cfg.white_balance
         out = (out * wb.to(y).view(n, 3, 1, 1)).clamp(0, 1)
     if cfg.shading > 0:
-        g = 1.0 + (torch.rand(n, 1, SHADING_GRID, SHADING_GRID, generator=generator) * 2 - 1) * cfg.shading
-        field = torch.nn.functional.interpolate(g.to(y), size=y.shape[-2:], mode="bilinear", align_corners=True)
+        field = torch.ones(n, 1, *y.shape[-2:], dtype=y.dtype)
+        for k in cfg.shading_grids:
+            g = 1.0 + (torch.rand(n, 1, k, k, generator=generator) * 2 - 1) * cfg.shading
+            field = field * torch.nn.functional.interpolate(g.to(y), size=y.shape[-2:], mode="bilinear",
+                                                            align_corners=True)
         out = (out * field).clamp(0, 1)
     out = apply * out + (1 - apply) * y
     return out.reshape(shape)
