@@ -265,6 +265,36 @@ def test_shading_is_a_smooth_grey_gain_field_within_its_strength() -> None:
         PhotometricConfig(shading=1.0)
 
 
+def test_shading_grids_multiply_fields_of_several_scales() -> None:
+    """``shading_grids`` (5, 9): the product of a 5x5 and a 9x9 field — finer patches than 5x5 alone, gains within
+    [(1 − s)², (1 + s)²]; the default (5,) is the single field; bad grids are a one-line config error; the training
+    config's ``data.photometric`` takes the same settings as a mapping."""
+    from mfapr_training.config import load_config
+
+    mid = 0.4 + 0.2 * torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.5
+    one = color_jitter(mid, PhotometricConfig(0, 0, 0, 0, white_balance=0, shading=0.2),
+                       torch.Generator().manual_seed(5)) / mid
+    two = color_jitter(mid, PhotometricConfig(0, 0, 0, 0, white_balance=0, shading=0.2, shading_grids=[5, 9]),
+                       torch.Generator().manual_seed(5)) / mid
+    assert PhotometricConfig().shading_grids == (SHADING_GRID,)
+    assert 0.64 - 1e-5 <= float(two.min()) and float(two.max()) <= 1.44 + 1e-5
+    assert float(two.max() - two.min()) > float(one.max() - one.min())
+
+    def roughness(g: torch.Tensor) -> float:  # mean |second difference| across columns: fine structure
+        return float((g[..., 2:] - 2 * g[..., 1:-1] + g[..., :-2]).abs().mean())
+
+    assert roughness(two[:, 0]) > 1.5 * roughness(one[:, 0])
+    for bad in ([1], [], [5.0], "5"):
+        with pytest.raises(ConfigError, match="shading_grids"):
+            PhotometricConfig(shading_grids=bad)
+    cfg = load_config(None, ["data.photometric={shading: 0.2, shading_grids: [5, 9]}"])
+    assert PhotometricConfig.from_dict(cfg.data.photometric).shading_grids == (5, 9)
+    assert PhotometricConfig.from_dict(PhotometricConfig(shading_grids=(3, 7)).to_dict()).shading_grids == (3, 7)
+    for bad_value in ("{shading_grids: [1]}", "{shadows: 1}", "3"):
+        with pytest.raises(ConfigError, match="data.photometric"):
+            load_config(None, [f"data.photometric={bad_value}"])
+
+
 def test_pose_normalization_stats(tmp_path: Path) -> None:
     bs = make_set(tmp_path, n=4)
     st = pose_normalization(bs)

@@ -251,15 +251,22 @@ def _chunks(tracks: list[Track], frames: int, per_chunk: int, indices: list[int]
             yield ti, f0, min(frames, f0 + per_chunk)
 
 
-def generate(cfg: SynthConfig, rig: Rig, progress: Callable[[str], None] | None = None) -> SynthResult:
-    """Generate the dataset described by ``cfg`` with ``rig`` into ``cfg.out`` (which must not hold a dataset)."""
-    global _JOB
-    cfg.validate()
-    out = Path(cfg.out)
-    for sub in ("kapture", "bags", "world.json"):
-        if (out / sub).exists():
-            raise ConfigError(f"--out {out} already holds a synthetic dataset ({sub}); choose a new folder")
-    t_start = time.perf_counter()
+@dataclass
+class Scene:
+    """Everything a dataset is rendered from, rebuilt exactly from its config (the seed fixes every draw)."""
+
+    world: World
+    rig: Rig  # the rendered rig (intrinsics of the rendered images, the dataset's transport)
+    models: list[CameraModel]
+    tracks: list[Track]
+    plans: list[StampPlan]
+    lightings: list[Lighting]
+    offsets: np.ndarray
+
+
+def build_scene(cfg: SynthConfig, rig: Rig) -> Scene:
+    """World, tracks, camera stamps and per-track lighting of ``cfg`` — what :func:`generate` renders, and what a
+    diagnostic needs to re-render a track under changed conditions (bench/relight.py)."""
     world = build_world(cfg.world)
     models = camera_models(rig, cfg.size)
     rig = rendered_rig(rig, models, cfg.transport)
@@ -270,6 +277,35 @@ def generate(cfg: SynthConfig, rig: Rig, progress: Callable[[str], None] | None 
     plans = [plan_stamps(tr, cfg.frames, cfg.rate_hz, offsets, cfg.shared_trigger, cfg.jitter_ms, cfg.drop_rate,
                          cfg.seed, i) for i, tr in enumerate(tracks)]
     lightings = [make_lighting(world, (cfg.seed, 0x11647, i), cfg.lighting_variation) for i in range(len(tracks))]
+    return Scene(world, rig, models, tracks, plans, lightings, offsets)
+
+
+def config_from_world_doc(doc: dict[str, Any], out: str | None = None) -> SynthConfig:
+    """The :class:`SynthConfig` a dataset was generated with, from its ``world.json`` (``out`` replaces the
+    folder)."""
+    c = dict(doc["config"])
+    c["world"] = WorldConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in c["world"].items()})
+    c["odometry"] = OdometryDrift(**c["odometry"]) if c.get("odometry") is not None else None
+    c["bags"] = tuple(c.get("bags") or ())
+    if out is not None:
+        c["out"] = out
+    cfg = SynthConfig(**c)
+    cfg.validate()
+    return cfg
+
+
+def generate(cfg: SynthConfig, rig: Rig, progress: Callable[[str], None] | None = None) -> SynthResult:
+    """Generate the dataset described by ``cfg`` with ``rig`` into ``cfg.out`` (which must not hold a dataset)."""
+    global _JOB
+    cfg.validate()
+    out = Path(cfg.out)
+    for sub in ("kapture", "bags", "world.json"):
+        if (out / sub).exists():
+            raise ConfigError(f"--out {out} already holds a synthetic dataset ({sub}); choose a new folder")
+    t_start = time.perf_counter()
+    scene = build_scene(cfg, rig)
+    world, models, rig, tracks = scene.world, scene.models, scene.rig, scene.tracks
+    offsets, plans, lightings = scene.offsets, scene.plans, scene.lightings
     raw_tracks = {i for i, tr in enumerate(tracks) if tr.split in cfg.bags and cfg.transport == "raw"}
     job = _Job(world, rig, models, tracks, lightings, plans, cfg.seed, cfg.jpeg_quality, raw_tracks, cfg.odometry)
     out.mkdir(parents=True, exist_ok=True)
