@@ -11,7 +11,7 @@ import pytest
 import torch
 from mfapr_training.datasets.dataset import BundleDataset, build_tuples
 from mfapr_training.datasets.normalization import pose_normalization
-from mfapr_training.datasets.photometric import SHADING_GRID, PhotometricConfig, color_jitter
+from mfapr_training.datasets.photometric import SHADING_GRID, SHADING_GRIDS, PhotometricConfig, color_jitter
 from mfapr_training.datasets.records import BundleRecord, BundleSet, ImageRef
 from mfapr_training.datasets.track_augmentation import (
     TrackAugmentation,
@@ -248,7 +248,7 @@ def test_shading_is_a_smooth_grey_gain_field_within_its_strength() -> None:
     """Shading (lights on or off between sessions): one grey gain per pixel, smooth over the image, in [1 ± s],
     differing between the image's corners and between images."""
     mid = 0.4 + 0.2 * torch.rand(6, 3, 24, 24, generator=torch.Generator().manual_seed(0))
-    ys = color_jitter(mid, PhotometricConfig(0, 0, 0, 0, white_balance=0, shading=0.3),
+    ys = color_jitter(mid, PhotometricConfig(0, 0, 0, 0, white_balance=0, shading=0.3, shading_grids=(SHADING_GRID,)),
                       torch.Generator().manual_seed(5))
     gains = ys / mid
     assert torch.allclose(gains[:, 0], gains[:, 1], atol=1e-5) and torch.allclose(gains[:, 0], gains[:, 2], atol=1e-5)
@@ -272,11 +272,11 @@ def test_shading_grids_multiply_fields_of_several_scales() -> None:
     from mfapr_training.config import load_config
 
     mid = 0.4 + 0.2 * torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.5
-    one = color_jitter(mid, PhotometricConfig(0, 0, 0, 0, white_balance=0, shading=0.2),
+    one = color_jitter(mid, PhotometricConfig(0, 0, 0, 0, white_balance=0, shading=0.2, shading_grids=[5]),
                        torch.Generator().manual_seed(5)) / mid
     two = color_jitter(mid, PhotometricConfig(0, 0, 0, 0, white_balance=0, shading=0.2, shading_grids=[5, 9]),
                        torch.Generator().manual_seed(5)) / mid
-    assert PhotometricConfig().shading_grids == (SHADING_GRID,)
+    assert PhotometricConfig().shading_grids == SHADING_GRIDS == (5, 9, 17)
     assert 0.64 - 1e-5 <= float(two.min()) and float(two.max()) <= 1.44 + 1e-5
     assert float(two.max() - two.min()) > float(one.max() - one.min())
 

@@ -9,11 +9,12 @@ Operations (in this order, each as in torchvision's ColorJitter): brightness (sc
 image's mean grey), saturation (blend with its greyscale), hue (rotation of the chroma plane in YIQ space — a
 linear, vectorised stand-in for the HSV hue shift: same hue angle, luma kept exactly), then white balance (a gain per
 colour channel: auto white balance settles differently each session, and when every mapping pass has its own, a
-network learns the tint as a place cue — measured in docs/results.md), then shading (a smooth grey gain field over
-the image, a ``SHADING_GRID`` × ``SHADING_GRID`` (5 × 5) grid of gains bilinearly upsampled: which ceiling lights are on
-differs between sessions, so the same place is lit differently in patches; with one light pattern per mapping pass a
-network learned the pattern as a lane cue — the forward query re-rendered under its lane's mapping lights was
-0.13 m instead of 0.24 m off, docs/results.md). Results are clamped to [0, 1].
+network learns the tint as a place cue — measured in docs/results.md), then shading (a grey gain field over the
+image, the product of ``SHADING_GRIDS`` (5 × 5, 9 × 9, 17 × 17) grids of gains, each bilinearly upsampled: which
+ceiling lights are on differs between sessions, so the same place is lit differently in patches of every size —
+large near the camera, small towards the vanishing point; with one light pattern per mapping pass a network learned
+the pattern as a lane cue — the forward query re-rendered under its lane's mapping lights was 0.13 m instead of
+0.24 m off, and the three scales removed most of it, docs/results.md, bench/relight.py). Results are clamped to [0, 1].
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ from mfapr_ros.core.errors import ConfigError
 _GREY = (0.299, 0.587, 0.114)
 _RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _YIQ2RGB = torch.linalg.inv(_RGB2YIQ)
-#: shading gains per image: a SHADING_GRID x SHADING_GRID grid, bilinearly upsampled (a lamp's pool of light spans
-#: a fraction of a 90° view; 5 beat 3 on the demo world, 3 seeds: forward 0.25 -> 0.22 m, docs/results.md). The
-#: default of ``PhotometricConfig.shading_grids``.
-SHADING_GRID = 5
+#: shading gains per image: grids of SHADING_GRIDS[i] x SHADING_GRIDS[i] gains, each bilinearly upsampled, multiplied
+#: (a lamp's pool of light spans a fraction of a 90° view near the camera and a few pixels near the vanishing point).
+#: Demo world, 3 seeds, forward query median: one 3x3 grid 0.25 m, 5x5 0.22 m, 5+9 0.20 m (all at shading 0.3),
+#: 5+9+17 0.19 m (0.18-0.19), 5+9+17+33 0.18 m (0.18-0.21) (both at 0.25); docs/results.md "Lighting as a place cue".
+SHADING_GRIDS: tuple[int, ...] = (5, 9, 17)
+#: the coarsest default grid (the smoothness bound of a single-grid field in the tests)
+SHADING_GRID = SHADING_GRIDS[0]
 
 
 @dataclass(frozen=True)
@@ -47,10 +51,10 @@ class PhotometricConfig:
     hue: float = 0.05
     p: float = 1.0
     white_balance: float = 0.1
-    shading: float = 0.3
+    shading: float = 0.25
     #: grid sizes of the shading field: one gain grid per entry, each drawn in [1 − shading, 1 + shading],
     #: bilinearly upsampled, multiplied together (several entries = patches of light at several scales)
-    shading_grids: tuple[int, ...] = (SHADING_GRID,)
+    shading_grids: tuple[int, ...] = SHADING_GRIDS
 
     def __post_init__(self) -> None:
         grids = self.shading_grids
