@@ -28,7 +28,8 @@ def test_tiny_demo_end_to_end(tmp_path, ros_env):
         live["metrics"]["count"], offline["metrics"]["count"], (out / "logs" / "localize_node.log").read_text()[-1500:])
     for name in ("report.md", "error_cdf.png", "trajectory.png"):
         assert (out / "eval_bag" / name).exists()
-    # even one CPU epoch on 80 bundles must beat the mean training pose (seeded, deterministic on CPU)
+    # three CPU epochs on 80 bundles must beat the mean training pose (seeded, deterministic on CPU; at this scale
+    # the query's route has one 40-frame mapping pass, and some seeds still confuse it with the other route)
     model_med = offline["metrics"]["translation_m"]["median"]
     base_med = offline["baseline"]["metrics"]["translation_m"]["median"]
     assert model_med < base_med, (model_med, base_med)
