@@ -51,6 +51,9 @@ class DataConfig:
     # true (the default jitter), false, or a mapping of PhotometricConfig's settings (brightness, contrast,
     # saturation, hue, p, white_balance, shading, shading_grids); missing ones keep their defaults
     photometric: Any = True
+    # the rig turned by a random yaw in ±this many degrees about its up axis, every image re-projected from the rig's
+    # cameras, the target turned with it (datasets/yaw_augmentation.py); 0 = off. Needs pinhole intrinsics
+    yaw_aug_deg: float = 0.0
     num_workers: int = 0
     max_train: int | None = None  # keep only this many training bundles (evenly spaced) — CPU-scale runs
     max_val: int | None = None
@@ -327,6 +330,9 @@ def validate(cfg: ExperimentConfig) -> None:
     elif not isinstance(ph, bool):
         raise ConfigError(f"{src}: 'data.photometric' must be true, false or a mapping of jitter settings, "
                           f"got {ph!r}")
+    ya = cfg.data.yaw_aug_deg
+    if isinstance(ya, bool) or not isinstance(ya, (int, float)) or not 0.0 <= ya <= 45.0:
+        raise ConfigError(f"{src}: 'data.yaw_aug_deg' must be a number of degrees in [0, 45] (0 = off), got {ya!r}")
     positive("data.track_aug_max_residual_m", cfg.data.track_aug_max_residual_m, allow_zero=True)
     positive("data.track_aug_max_residual_deg", cfg.data.track_aug_max_residual_deg, allow_zero=True)
     positive("data.steps", cfg.data.steps)

@@ -119,7 +119,15 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
     if steps > 1:
         log.info("relative loss: %d-frame tuples, %d frames apart", steps, skip)
     photometric = PhotometricConfig.from_dict(d.photometric) if isinstance(d.photometric, dict) else d.photometric
-    train_ds = BundleDataset(train, rig, pre, steps=steps, skip=skip, track_aug=aug, photometric=photometric)
+    yaw_aug = None
+    if d.yaw_aug_deg:
+        from .datasets.yaw_augmentation import YawAugmentation
+
+        yaw_aug = YawAugmentation(rig, pre, d.yaw_aug_deg)
+        log.info("yaw augmentation: the rig turned by up to ±%.1f° about its up axis, images re-projected "
+                 "between its cameras", d.yaw_aug_deg)
+    train_ds = BundleDataset(train, rig, pre, steps=steps, skip=skip, track_aug=aug, photometric=photometric,
+                             yaw_aug=yaw_aug)
     t0 = time.perf_counter()
     stats = train_ds.predecode()  # decode + resize once, in threads, before the first step (not inside it)
     log.info("training images decoded: %d in %.1f s (%.0f MB cached)", int(stats["images"]),

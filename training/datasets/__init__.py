@@ -19,7 +19,7 @@ _EXPORTS = {
     "BundleDataset": "dataset", "load_image": "dataset",
     "TrackAugmentation": "track_augmentation", "permutation_offset": "track_augmentation",
     "permute_target": "track_augmentation", "cyclic_shifts": "track_augmentation",
-    "PhotometricConfig": "photometric", "color_jitter": "photometric",
+    "PhotometricConfig": "photometric", "color_jitter": "photometric", "YawAugmentation": "yaw_augmentation",
     "pose_normalization": "normalization",
 }
 

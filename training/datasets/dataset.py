@@ -2,7 +2,7 @@
 
 A sample (``steps`` = S frames ``i, i+skip, …`` of one track, T cameras) is a dict::
 
-    images  (S, T, 3, H, W) float32   preprocess: resize_crop → photometric jitter → normalize (core.preprocess)
+    images  (S, T, 3, H, W) float32   preprocess: resize_crop → yaw augmentation → photometric jitter → normalize
     mask    (S, T) bool                False where a camera is absent (its slot is zeros, as in preprocess_bundle)
     t       (S, 3) float32             rig position in the world (NaN for inference-only records)
     q       (S, 4) float32             rig orientation (w, x, y, z)
@@ -39,6 +39,7 @@ from mfapr_ros.core.rig import Rig
 from .photometric import PhotometricConfig, color_jitter
 from .records import BundleRecord, BundleSet, ImageRef, decode_ref
 from .track_augmentation import TrackAugmentation
+from .yaw_augmentation import YawAugmentation
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,8 @@ class BundleDataset(Dataset):
         track_aug: a :class:`TrackAugmentation`, a mode name (``"cyclic"``, ``"any"``…), ``True`` (= cyclic) or
             ``None``/``False``.
         photometric: a :class:`PhotometricConfig`, ``True`` (defaults) or ``None``/``False``.
+        yaw_aug: a :class:`YawAugmentation` (the rig turned by a small random yaw, images re-projected between
+            its cameras, target turned with it) or ``None``.
         cache: ``"lru"`` (default) or ``"none"``; ``cache_bytes`` bounds the LRU (default 2 GiB).
         seed: if given, each sample's randomness is drawn from a generator seeded by ``(seed, epoch, index)``
             (call :meth:`set_epoch`); if ``None`` the global torch RNG is used (the trainer's ``SeededDataset``
@@ -131,7 +134,8 @@ class BundleDataset(Dataset):
     def __init__(self, records: BundleSet | Sequence[BundleRecord], rig: Rig | None = None,
                  preprocess_cfg: PreprocessConfig | None = None, steps: int = 1, skip: int = 1,
                  track_aug: TrackAugmentation | str | bool | None = None,
-                 photometric: PhotometricConfig | bool | None = None, cache: str = "lru",
+                 photometric: PhotometricConfig | bool | None = None, yaw_aug: YawAugmentation | None = None,
+                 cache: str = "lru",
                  cache_bytes: int = 2 << 30, seed: int | None = None, on_bad_image: str = "mask") -> None:
         if isinstance(records, BundleSet):
             rig = rig or records.rig
@@ -162,6 +166,7 @@ class BundleDataset(Dataset):
         if photometric is True:
             photometric = PhotometricConfig()
         self.photometric: PhotometricConfig | None = photometric or None
+        self.yaw_aug = yaw_aug
         if cache not in CACHE_MODES:
             raise ConfigError(f"dataset cache must be one of {CACHE_MODES}, got {cache!r}")
         self.cache = ImageCache(cache_bytes) if cache == "lru" else None
@@ -237,12 +242,14 @@ class BundleDataset(Dataset):
                     mask[i, j] = True
         x = u8.float().div_(255.0)
         g = self._generator(index)
+        t = np.array([r.t_world_rig if r.has_pose else [np.nan] * 3 for r in rows], dtype=np.float64)
+        q = np.array([r.q_world_rig if r.has_pose else [np.nan] * 4 for r in rows], dtype=np.float64)
+        if self.yaw_aug is not None:  # geometry before lighting: the jitter's shading lands on the turned view
+            x, q = self.yaw_aug.apply(self.yaw_aug.sample(g if g is not None else torch.default_generator), x, q)
         if self.photometric is not None:
             x = color_jitter(x, self.photometric, g if g is not None else torch.default_generator)
         x = normalize(x, self.cfg)
         x = x * mask[..., None, None, None]  # absent slots are zeros, exactly as preprocess_bundle makes them
-        t = np.array([r.t_world_rig if r.has_pose else [np.nan] * 3 for r in rows], dtype=np.float64)
-        q = np.array([r.q_world_rig if r.has_pose else [np.nan] * 4 for r in rows], dtype=np.float64)
         perm = None
         if self.track_aug is not None:
             perm = self.track_aug.sample(g if g is not None else torch.default_generator)
