@@ -9,10 +9,11 @@ the turned camera sees, rendered from the rig's real images.
 
 Geometry: a pure rotation about the rig origin moves the camera centres by ``radius·δ`` only (9 mm for a 0.1 m ring
 at 5°), so each output pixel's ray ``Rz(δ) · R_rig_cam_j · K_j⁻¹ p`` is looked up in whichever camera sees it nearest
-to its optical axis (the turned-in strip comes from the neighbour, as a panorama would); rays no camera sees (top
-and bottom corners, gaps between phones) are black. The seam strip (``δ`` wide) carries the neighbour's parallax —
-a few pixels for walls 1–2 m away on the demo rig, what a real rig's seams have too. The target turns with it:
-``T_world_rig' = T_world_rig · Rz(δ)``, the same ``δ`` for every frame of a tuple.
+to its optical axis (the turned-in strip comes from the neighbour, as a panorama would); rays no image holds (top
+and bottom corners, gaps between phones) repeat the nearest edge pixel — black corners would tell the network the
+turn (0.8 % of the pixels at 2°, 1.5 % at 4° on a 90° ring). The seam strip (``δ`` wide) carries the neighbour's
+parallax — a few pixels for walls 1–2 m away on the demo rig, what a real rig's seams have too. The target turns
+with it: ``T_world_rig' = T_world_rig · Rz(δ)``, the same ``δ`` for every frame of a tuple.
 
 Speed: ``δ`` is drawn on a 0.1° grid and the bilinear lookup of each grid step (4 source pixels and weights per
 output pixel) is built once and kept in a byte-bounded LRU, so a sample costs one sparse product (≈ 0.2–0.4 ms for
@@ -103,22 +104,22 @@ class YawAugmentation:
                 self._tables.popitem(last=False)
         return built
 
-    def lookup(self, yaw_deg: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(index (T, H·W, 4) int64 into the flattened (T, H, W) source, weight (T, H·W, 4) float32)``: the
-        bilinear lookup of every output pixel (unseen pixels have weight 0)."""
+    def lookup(self, yaw_deg: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(index (T, H·W, 4) int64 into the flattened (T, H, W) source, weight (T, H·W, 4) float32, covered
+        (T, H·W) bool)``: the bilinear lookup of every output pixel; ``covered`` is False where no image holds the
+        ray (filled from the nearest edge; weight 0, black, only where no camera faces it at all)."""
         return self._lookup(round(yaw_deg / STEP_DEG) * STEP_DEG)
 
     def _build(self, yaw_deg: float) -> torch.Tensor:
-        idx, w = self._lookup(yaw_deg)
+        idx, w, _ = self._lookup(yaw_deg)
         n = idx.shape[0] * idx.shape[1]
-        rows = torch.arange(n).repeat_interleave(4)
         with warnings.catch_warnings():  # torch's "sparse CSR is beta" notice: the product is checked by the tests
             warnings.simplefilter("ignore", UserWarning)
-            m = torch.sparse_coo_tensor(torch.stack([rows, idx.reshape(-1)]), w.reshape(-1), (n, n),
-                                        check_invariants=True).coalesce().to_sparse_csr()
-        return m
+            # 4 entries per row, rows in order: the CSR arrays are the lookup itself (a repeated column — a clamped
+            # border pixel — is summed by the product, as the bilinear weights mean)
+            return torch.sparse_csr_tensor(torch.arange(0, 4 * n + 1, 4), idx.reshape(-1), w.reshape(-1), (n, n))
 
-    def _lookup(self, yaw_deg: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _lookup(self, yaw_deg: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         T, S = len(self.k), self.size
         fx, fy, cx, cy = (self.k[:, i] for i in range(4))
         c = np.arange(S) + 0.5
@@ -135,13 +136,19 @@ class YawAugmentation:
         with np.errstate(divide="ignore", invalid="ignore"):
             su = fx[None, None] * src[..., 0] / z + cx[None, None]
             sv = fy[None, None] * src[..., 1] / z + cy[None, None]
-        inside = (z > 1e-6) & (su >= 0) & (su <= S) & (sv >= 0) & (sv <= S)
-        score = np.where(inside, z, -np.inf)
-        best = score.argmax(-1)  # (T, P): the camera that sees the ray nearest its optical axis
-        seen = np.take_along_axis(inside, best[..., None], -1)[..., 0]
+        front = z > 1e-6
+        inside = front & (su >= 0) & (su <= S) & (sv >= 0) & (sv <= S)
+        # the camera that sees the ray nearest its optical axis; a ray no image holds (a corner turned in from
+        # above or below the ring) takes the nearest edge pixel of the camera it faces most: black corners would
+        # tell the network the turn's size and sign, a cue the query's images never carry
+        score = np.where(inside, z + 2.0, np.where(front, z, -np.inf))
+        best = score.argmax(-1)  # (T, P)
+        seen = np.take_along_axis(front, best[..., None], -1)[..., 0]
+        covered = np.take_along_axis(inside, best[..., None], -1)[..., 0]
         bu = np.take_along_axis(su, best[..., None], -1)[..., 0] - 0.5  # pixel-index coordinates
         bv = np.take_along_axis(sv, best[..., None], -1)[..., 0] - 0.5
-        bu, bv = np.where(seen, bu, 0.0), np.where(seen, bv, 0.0)
+        bu = np.where(seen, np.clip(np.nan_to_num(bu), 0.0, S - 1.0), 0.0)
+        bv = np.where(seen, np.clip(np.nan_to_num(bv), 0.0, S - 1.0), 0.0)
         x0, y0 = np.floor(bu), np.floor(bv)
         fxr, fyr = bu - x0, bv - y0
         idx, w = [], []
@@ -151,7 +158,8 @@ class YawAugmentation:
             yi = np.clip(y0 + dy, 0, S - 1).astype(np.int64)
             idx.append(best * S * S + yi * S + xi)
             w.append(np.where(seen, wt, 0.0))
-        return (torch.from_numpy(np.stack(idx, -1)), torch.from_numpy(np.stack(w, -1).astype(np.float32)))
+        return (torch.from_numpy(np.stack(idx, -1)), torch.from_numpy(np.stack(w, -1).astype(np.float32)),
+                torch.from_numpy(covered))
 
     def apply(self, yaw_deg: float, x: torch.Tensor, q: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """Images ``(S, T, 3, H, W)`` (before normalisation; absent cameras are zeros) and orientations ``q``
