@@ -46,8 +46,9 @@ class DataConfig:
     spacing_s: float | None = None  # time between tuple frames (overrides skip, from the median frame period)
     track_aug: Any = "none"  # none | cyclic | symmetric | any (true = cyclic): slot↔camera permutations
     track_aug_p: float = 0.5  # probability that a sample is permuted (cyclic draws among all shifts, identity too)
-    track_aug_max_residual_m: float = 0.01  # permutations whose target offset is off by more are refused / unused
-    track_aug_max_residual_deg: float = 1.0
+    # [metres, degrees]: permutations whose target offset is off by more are refused / unused (one setting: the old
+    # track_aug_max_residual_m / _deg pair are read with a deprecation line)
+    track_aug_max_residual: list[float] = field(default_factory=lambda: [0.01, 1.0])
     # true (the default jitter), false, or a mapping of PhotometricConfig's settings (brightness, contrast,
     # saturation, hue, p, white_balance, shading, shading_grids); missing ones keep their defaults
     photometric: Any = True
@@ -129,7 +130,7 @@ class ExperimentConfig:
     def from_dict(cls, doc: Any, source: str = "<dict>") -> ExperimentConfig:
         if not isinstance(doc, dict):
             raise ConfigError(f"{source}: a training config must be a mapping of sections")
-        doc = _folded_switches(_renamed_keys(copy.deepcopy(doc), source), source)
+        doc = _merged_residual(_folded_switches(_renamed_keys(copy.deepcopy(doc), source), source), source)
         doc.pop("extends", None)
         cfg = _build(cls, doc, source, "")
         cfg.source = source
@@ -186,6 +187,27 @@ def _folded_switches(doc: dict[str, Any], source: str) -> dict[str, Any]:
             sec[n] = 0
         elif n not in sec:
             sec[n] = on_value
+    return doc
+
+
+#: the old pair of residual bounds → their position in ``data.track_aug_max_residual`` ([metres, degrees])
+MERGED_RESIDUAL = {"track_aug_max_residual_m": 0, "track_aug_max_residual_deg": 1}
+
+
+def _merged_residual(doc: dict[str, Any], source: str) -> dict[str, Any]:
+    """``doc`` with the old ``data.track_aug_max_residual_m`` / ``_deg`` written into ``track_aug_max_residual``."""
+    sec = doc.get("data")
+    if not isinstance(sec, dict) or not set(MERGED_RESIDUAL) & set(sec):
+        return doc
+    merged = sec.get("track_aug_max_residual", DataConfig().track_aug_max_residual)
+    if not isinstance(merged, (list, tuple)) or len(merged) != 2:
+        raise ConfigError(f"{source}: 'data.track_aug_max_residual' must be [metres, degrees], got {merged!r}")
+    merged = list(merged)
+    for old, i in MERGED_RESIDUAL.items():
+        if old in sec:
+            _deprecated(source, f"data.{old}", "data.track_aug_max_residual", "one setting: [metres, degrees]")
+            merged[i] = sec.pop(old)
+    sec["track_aug_max_residual"] = merged
     return doc
 
 
@@ -333,8 +355,11 @@ def validate(cfg: ExperimentConfig) -> None:
     ya = cfg.data.yaw_aug_deg
     if isinstance(ya, bool) or not isinstance(ya, (int, float)) or not 0.0 <= ya <= 45.0:
         raise ConfigError(f"{src}: 'data.yaw_aug_deg' must be a number of degrees in [0, 45] (0 = off), got {ya!r}")
-    positive("data.track_aug_max_residual_m", cfg.data.track_aug_max_residual_m, allow_zero=True)
-    positive("data.track_aug_max_residual_deg", cfg.data.track_aug_max_residual_deg, allow_zero=True)
+    res = cfg.data.track_aug_max_residual
+    if not (isinstance(res, (list, tuple)) and len(res) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in res)):
+        raise ConfigError(f"{src}: 'data.track_aug_max_residual' must be [metres, degrees], both >= 0, got {res!r}")
+    cfg.data.track_aug_max_residual = [float(v) for v in res]
     positive("data.steps", cfg.data.steps)
     positive("data.skip", cfg.data.skip)
     positive("data.num_workers", cfg.data.num_workers, allow_zero=True)

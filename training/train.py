@@ -109,8 +109,7 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
     pre = cfg.preprocess
     aug = None
     if d.track_aug not in (False, None, "none"):
-        aug = TrackAugmentation(rig, d.track_aug, d.track_aug_p, d.track_aug_max_residual_m,
-                                d.track_aug_max_residual_deg)
+        aug = TrackAugmentation(rig, d.track_aug, d.track_aug_p, *d.track_aug_max_residual)
         log.info("%s", aug.describe())
     # Tuples only feed the relative loss; without it every sample is one bundle, so a batch holds batch_size
     # distinct places instead of batch_size/steps places seen 0.2 s apart.

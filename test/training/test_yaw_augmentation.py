@@ -142,3 +142,14 @@ def test_dataset_turns_images_and_target_together(scene: tuple, tmp_path: Path) 
     assert turn[0] == pytest.approx(turn[1], abs=1e-4) and 0.05 < abs(turn[0]) <= 5.0 + 1e-4  # one turn per tuple
     assert torch.equal(a["t"], plain["t"])  # a turn about the rig origin keeps the position
     assert not torch.allclose(a["images"], plain["images"])
+
+
+def test_residual_bounds_are_one_setting_and_the_old_pair_still_reads(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: t\ndata: {root: x, track_aug_max_residual_deg: 2.5}\n")
+    assert load_config(cfg).data.track_aug_max_residual == [0.01, 2.5]
+    assert "'data.track_aug_max_residual_deg' is deprecated" in caplog.text
+    assert load_config(cfg, ["data.track_aug_max_residual_m=0.05"]).data.track_aug_max_residual == [0.05, 2.5]
+    with pytest.raises(ConfigError, match=r"\[metres, degrees\]"):
+        load_config(tmp_path / "c.yaml", ["data.track_aug_max_residual=[0.01]"])

@@ -61,7 +61,7 @@ class TrackAugmentation:
         if not 0.0 <= p <= 1.0:
             raise ConfigError(f"data.track_aug_p must be in [0, 1], got {p}")
         if not (max_residual_m >= 0.0 and max_residual_deg >= 0.0):
-            raise ConfigError(f"data.track_aug_max_residual_m/_deg must be >= 0, got {max_residual_m}, "
+            raise ConfigError(f"data.track_aug_max_residual [m, °] must be >= 0, got {max_residual_m}, "
                               f"{max_residual_deg}")
         self.rig, self.mode, self.p = rig, mode, float(p)
         self.max_residual_m, self.max_residual_deg = float(max_residual_m), float(max_residual_deg)
@@ -77,7 +77,7 @@ class TrackAugmentation:
                     f"not symmetries of the rig (worst {list(worst.perm)}: residual {worst.residual_m:.3f} m / "
                     f"{worst.residual_deg:.1f}°, bound {self.max_residual_m} m / {self.max_residual_deg}°): their "
                     "targets would be wrong. Use a ring rig, --set data.track_aug=symmetric (only the rig's own "
-                    "symmetries), raise --set data.track_aug_max_residual_m=… / _deg=…, or data.track_aug=none")
+                    "symmetries), raise --set data.track_aug_max_residual=[M,DEG], or data.track_aug=none")
         elif mode == "symmetric":
             cands = list(itertools.permutations(range(n))) if n <= 6 else cyclic_shifts(n)
             cands = [c for c in cands if self._ok(c, self.max_residual_m, self.max_residual_deg)]
@@ -85,7 +85,7 @@ class TrackAugmentation:
                 raise ConfigError(
                     f"track augmentation 'symmetric' on rig '{rig.name}': no slot permutation other than the "
                     f"identity is within the residual bound {self.max_residual_m} m / {self.max_residual_deg}°, so "
-                    "it would never augment; use data.track_aug=none, or raise data.track_aug_max_residual_m/_deg")
+                    "it would never augment; use data.track_aug=none, or raise data.track_aug_max_residual")
         self.candidates = [c for c in cands if self._ok(c, self.max_residual_m, self.max_residual_deg)]
 
     def describe(self) -> str:
