@@ -28,8 +28,9 @@ def test_tiny_demo_end_to_end(tmp_path, ros_env):
         live["metrics"]["count"], offline["metrics"]["count"], (out / "logs" / "localize_node.log").read_text()[-1500:])
     for name in ("report.md", "error_cdf.png", "trajectory.png"):
         assert (out / "eval_bag" / name).exists()
-    # three CPU epochs on 80 bundles must beat the mean training pose (seeded, deterministic on CPU; at this scale
-    # the query's route has one 40-frame mapping pass, and some seeds still confuse it with the other route)
+    # three CPU epochs on 80 bundles must beat the mean training pose. Seeded, but CPUs differ in float summation
+    # order, so this must hold for any seed: with the demo's 50-step warm-up 1 seed in 5 placed the query on the
+    # other route (CI drew one); the tiny scale's 6-step warm-up passed 12 of 12 seeds (0.5-1.4 m against 19 m)
     model_med = offline["metrics"]["translation_m"]["median"]
     base_med = offline["baseline"]["metrics"]["translation_m"]["median"]
     assert model_med < base_med, (model_med, base_med)
