@@ -295,6 +295,27 @@ def test_shading_grids_multiply_fields_of_several_scales() -> None:
             load_config(None, [f"data.photometric={bad_value}"])
 
 
+def test_shading_field_is_bilinear_upsampling_and_jitter_leaves_its_input_alone() -> None:
+    """The separable shading field (``A_H @ g @ A_W.T``) is ``F.interpolate(bilinear, align_corners=True)`` within
+    1e-6, on square and non-square images; jitter works on a copy (the cached resized images are reused every
+    epoch); with ``p`` < 1 the images not drawn come back unchanged."""
+    from mfapr_training.datasets.photometric import _bilinear_matrix
+
+    g = torch.rand(3, 1, 17, 17, generator=torch.Generator().manual_seed(0))
+    for k, (h, w) in ((5, (64, 64)), (9, (48, 80)), (17, (24, 24)), (2, (7, 3))):
+        gk = g[..., :k, :k].contiguous()
+        ref = torch.nn.functional.interpolate(gk, size=(h, w), mode="bilinear", align_corners=True)
+        assert torch.allclose(_bilinear_matrix(k, h) @ gk @ _bilinear_matrix(k, w).T, ref, atol=1e-6), (k, h, w)
+    x = torch.rand(8, 3, 16, 20, generator=torch.Generator().manual_seed(1))
+    before = x.clone()
+    for cfg in (PhotometricConfig(), PhotometricConfig(brightness=0), PhotometricConfig(p=0.5)):
+        y = color_jitter(x, cfg, torch.Generator().manual_seed(2))
+        assert torch.equal(x, before) and y.shape == x.shape and 0 <= float(y.min()) and float(y.max()) <= 1
+    y = color_jitter(x, PhotometricConfig(p=0.5), torch.Generator().manual_seed(2))
+    same = [torch.equal(y[i], x[i]) for i in range(8)]
+    assert 0 < sum(same) < 8  # some drawn, some passed through untouched
+
+
 def test_pose_normalization_stats(tmp_path: Path) -> None:
     bs = make_set(tmp_path, n=4)
     st = pose_normalization(bs)
