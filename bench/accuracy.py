@@ -11,8 +11,10 @@ For each seed: `mfapr train` (the demo config, wall time measured) and `mfapr ev
 seed and the median / min–max over seeds of training time, median and mean error (m, °), the recall bins, and the
 baselines (mean training pose, image retrieval from the training split, shift-aware retrieval over the ring's
 cyclic slot shifts); per seed also the network fused with the bag's odometry (eval-bag's fused row: median,
-worst error after 2 s, covariance coverage). CPU-scale training is noisy: a change to the recipe counts when it
-moves the median over seeds, not one run. Not a test: it prints figures.
+worst error after 2 s, covariance coverage), with the fusion's covariance settings fitted per seed on the world's
+validation drive (`mfapr fit-fusion`, as `make demo` does; `--no-fit-fusion`: the node's defaults).
+CPU-scale training is noisy: a change to the recipe counts when it moves the median over seeds, not one run.
+Not a test: it prints figures.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="demo")
     p.add_argument("--world", help="an existing `mfapr synth` folder (default: generate the demo world)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="training config override")
+    p.add_argument("--fit-fusion", action=argparse.BooleanOptionalAction, default=True,
+                   help="fit fusion.* on the world's validation bag per seed (mfapr fit-fusion) and fuse the queries "
+                        "with it, as make demo does (default on; --no-fit-fusion: the node's defaults)")
     args = p.parse_args(argv)
     from mfapr_ros.ros.env import localhost_env
 
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         from mfapr_training.demo import SCALES, synth  # the demo's own world, the same flags
 
         world = synth(out, SCALES["default"], fresh=False)
-    from mfapr_training.demo import QUERIES
+    from mfapr_training.demo import QUERIES, VALIDATION
 
     per_query: dict[str, list[dict]] = {q: [] for q in QUERIES}
     for seed in [int(s) for s in args.seeds.split(",")]:
@@ -94,13 +99,21 @@ def main(argv: list[str] | None = None) -> int:
             (run_dir / "train_seconds.txt").write_text(f"{train_s:.1f}\n")
         train_s = float((run_dir / "train_seconds.txt").read_text())
         summary = json.loads((run_dir / "summary.json").read_text())
+        # the fusion's covariance settings fitted on the validation drive, as `make demo` does (never on a query)
+        params = run_dir / "fusion.yaml"
+        if args.fit_fusion and (world / "bags" / VALIDATION).exists() and not params.exists():
+            run([py, "-m", "mfapr_ros.cli", "fit-fusion", "--checkpoint", str(run_dir / "best.json"), "--bag",
+                 str(world / "bags" / VALIDATION), "--out", str(params), "--no-progress"],
+                out / f"fit_fusion_seed{seed}.log")
+        use_params = args.fit_fusion and params.exists()
         for query, split in QUERIES.items():
             if not (world / "bags" / split).exists():
                 continue
             rep = out / f"eval_{query}_seed{seed}"
             if not (rep / "report.json").exists():
                 run([py, "-m", "mfapr_ros.cli", "eval-bag", "--checkpoint", str(run_dir / "best.json"), "--bag",
-                     str(world / "bags" / split), "--out", str(rep), "--no-plots", "--no-progress"],
+                     str(world / "bags" / split), "--out", str(rep), "--no-plots", "--no-progress",
+                     *(["--params", str(params)] if use_params else [])],
                     out / f"eval_{query}_seed{seed}.log")
             doc = json.loads((rep / "report.json").read_text())
             fz = doc.get("fused") or {}
@@ -108,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seed": seed, "train_s": train_s, "model": figures(doc["metrics"]),
                 "fused": figures(fz["metrics"]) if fz else None,
                 "fused_max_after_2s_m": (fz.get("after_warmup") or {}).get("max_translation_m"),
+                "fusion_settings": fz.get("settings"),
                 "fused_calibration": {name: {"coverage": list(b["coverage"].values()),
                                              "target": list(b["target"].values()), "nll": b["nll"]}
                                       for name, b in ((fz.get("calibration") or {}).get("blocks") or {}).items()},
@@ -172,7 +186,10 @@ def seed_table(rows: list[dict]) -> tuple[str, dict]:
         for r in rows:
             cal = r["fused_calibration"]
             mx = r["fused_max_after_2s_m"]
-            lines.append(f"| seed {r['seed']} | {'–' if mx is None else f'{mx:.2f}'} | " + " | ".join(
+            fs = r.get("fusion_settings") or {}
+            how = (f" (measurement_scale {fs['measurement_scale']:g}, correlated_fraction "
+                   f"{fs['correlated_fraction']:g})" if fs else "")
+            lines.append(f"| seed {r['seed']}{how} | {'–' if mx is None else f'{mx:.2f}'} | " + " | ".join(
                 "/".join(f"{v:.0f}" for v in cal[b]["coverage"]) for b in cal) + " |")
     return "\n".join(lines), {"median": med, "min": lo, "max": hi}
 

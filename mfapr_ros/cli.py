@@ -22,6 +22,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("mfapr_training.calibrate", "fit the covariance scale on a validation split, store it"),
     "eval-bag": ("mfapr_ros.evaluation.eval_bag",
                  "evaluate a checkpoint on a rosbag2 (sqlite3/MCAP) against ground truth"),
+    "fit-fusion": ("mfapr_ros.evaluation.fusion_fit",
+                   "fit the fused covariance (fusion.*) on a held-out drive with odometry; writes a params file"),
     "play": ("mfapr_ros.ros.player", "publish a rosbag2 over DDS at recorded rate with /clock (no ros2 bag needed)"),
     "demo": ("mfapr_training.demo", "the end-to-end demo: synth → train → replay over DDS → report"),
     "export": ("mfapr_ros.models.export", "export a checkpoint for deployment (torch.export / ONNX)"),

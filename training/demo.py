@@ -44,6 +44,9 @@ class Scale:
     max_val: int
     lanes: int = 3  # mapping passes per route (lanes and lightings), as a mapping platform drives a floor
     train_overrides: tuple[str, ...] = ()
+    # fit the fusion's covariance settings on the validation drive (written as a bag too); tiny's 40-frame drive
+    # is too short to say anything about 3σ coverage, so it runs the node's defaults
+    fit_fusion: bool = True
 
 
 SCALES = {
@@ -55,7 +58,8 @@ SCALES = {
     # 12 of 12 seeds 0.5–1.4 m, 4 of 4 with one thread.
     "tiny": Scale(frames=40, size=48, epochs=3, max_val=16, lanes=1,
                   train_overrides=("train.batch_size=4", "train.log_every=2", "train.ckpt_every=0",
-                                   "model.num_anchors=16", "schedule.warmup_steps=6")),
+                                   "model.num_anchors=16", "schedule.warmup_steps=6"),
+                  fit_fusion=False),
 }
 
 
@@ -85,11 +89,29 @@ def synth(out: Path, scale: Scale, fresh: bool) -> Path:
         shutil.rmtree(world)
     _mfapr(["synth", "--out", str(world), "--rig", "ring4", "--frames", str(scale.frames),
            "--size", str(scale.size), "--transport", "compressed",
-           "--bags", ",".join(QUERIES.values()), "--query-direction", "both",
+           "--bags", ",".join([*QUERIES.values(), *([VALIDATION] if scale.fit_fusion else [])]),
+           "--query-direction", "both",
            "--mapping-lanes", str(scale.lanes),
            "--validation-route", "revisit",
            "--seed", "0"])
     return world
+
+
+def fit_fusion(out: Path, ckpt: Path, world: Path, scale: Scale) -> Path | None:
+    """``mfapr fit-fusion`` on the validation drive (a held-out bag with odometry and GT: not a query) → the
+    parameters file the live node and eval-bag use (``out/fusion.yaml``); None = the node's defaults (tiny scale,
+    no GTSAM, or a world written without the validation bag)."""
+    from mfapr_ros.core.fusion import gtsam_available
+
+    params, bag = out / "fusion.yaml", world / "bags" / VALIDATION
+    if not scale.fit_fusion or not bag.exists() or not gtsam_available():
+        why = ("this scale's validation drive is too short" if not scale.fit_fusion else
+               f"{bag} is missing (a world from an older demo: --fresh writes it)" if not bag.exists() else
+               "GTSAM is not installed")
+        print(f"    fusion: the node's default fusion.* settings ({why})")
+        return None
+    _mfapr(["fit-fusion", "--checkpoint", str(ckpt), "--bag", str(bag), "--out", str(params), "--no-progress"])
+    return params
 
 
 def train(out: Path, world: Path, scale: Scale, fresh: bool) -> Path:
@@ -115,6 +137,8 @@ def train(out: Path, world: Path, scale: Scale, fresh: bool) -> Path:
 REPLAY_RATE = 2.0
 #: the demo's two tests: name → synthetic split (bag) — reports go to eval_bag[_NAME] and live[_NAME]
 QUERIES = {"forward": "query", "reverse": "query_reverse"}
+#: the held-out drive the fusion settings are fitted on (never a query)
+VALIDATION = "validation"
 
 
 def _suffix(name: str) -> str:
@@ -122,14 +146,15 @@ def _suffix(name: str) -> str:
 
 
 def eval_offline(out: Path, ckpt: Path, bag: Path, name: str = "forward",
-                 env: dict[str, str] | None = None) -> Path:
+                 env: dict[str, str] | None = None, params: Path | None = None) -> Path:
     report = out / f"eval_bag{_suffix(name)}"
     _mfapr(["eval-bag", "--checkpoint", str(ckpt), "--bag", str(bag), "--out", str(report),
-           "--batch", "16"], env=env)
+           "--batch", "16", *(["--params", str(params)] if params else [])], env=env)
     return report / "report.json"
 
 
-def replay_live(out: Path, ckpt: Path, bag: Path, env: dict[str, str], name: str = "forward") -> Path:
+def replay_live(out: Path, ckpt: Path, bag: Path, env: dict[str, str], name: str = "forward",
+                params: Path | None = None) -> Path:
     """play → localize_node → evaluator_node over loopback DDS; returns the live report path."""
     report = out / f"live{_suffix(name)}"
     if report.exists():
@@ -146,7 +171,8 @@ def replay_live(out: Path, ckpt: Path, bag: Path, env: dict[str, str], name: str
                                       "-p", "use_sim_time:=true"],
                                      env=env, stdout=ev_log, stderr=subprocess.STDOUT)
         node = subprocess.Popen([py, "-m", "mfapr_ros.ros.localize_node", "--ros-args", "-p", f"checkpoint:={ckpt}",
-                                 "-p", "device:=cpu", "-p", "use_sim_time:=true", "-p", "fusion.enabled:=true"],
+                                 "-p", "device:=cpu", "-p", "use_sim_time:=true", "-p", "fusion.enabled:=true",
+                                 *(["--params-file", str(params)] if params else [])],
                                 env=env, stdout=node_log, stderr=subprocess.STDOUT)
         procs = [evaluator, node]
         try:
@@ -220,18 +246,19 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     print(f"mfapr demo: scale={args.scale}, out={out}, ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} (localhost only)")
 
-    t0 = _step("1/3 synthetic world (kapture + forward and reversed query rosbag2s)")
+    t0 = _step("1/3 synthetic world (kapture + forward and reversed query rosbag2s, the validation drive's bag)")
     world = synth(out, scale, args.fresh)
     _done(t0)
-    t0 = _step("2/3 training the demo model on CPU")
+    t0 = _step("2/3 training the demo model on CPU; the fusion's covariance fitted on the validation drive")
     ckpt = train(out, world, scale, args.fresh)
+    params = fit_fusion(out, ckpt, world, scale)
     _done(t0)
     offline: dict[str, Path] = {}
     live: dict[str, Path] = {}
     if args.no_live:
         for name, split in QUERIES.items():
             t0 = _step(f"3/3 offline evaluation of the {name} query bag (mfapr eval-bag)")
-            offline[name] = eval_offline(out, ckpt, world / "bags" / split, name)
+            offline[name] = eval_offline(out, ckpt, world / "bags" / split, name, params=params)
             _done(t0)
     else:
         # both replays at once, each on its own ROS domain: a replay mostly waits on the real-time player (the node
@@ -249,11 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         offline_env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
         def offline_all() -> dict[str, Path]:
-            return {name: eval_offline(out, ckpt, world / "bags" / split, name, offline_env)
+            return {name: eval_offline(out, ckpt, world / "bags" / split, name, offline_env, params)
                     for name, split in QUERIES.items()}
 
         with ThreadPoolExecutor(max_workers=len(QUERIES) + 1) as pool:
-            jobs = {name: pool.submit(replay_live, out, ckpt, world / "bags" / split, envs[name], name)
+            jobs = {name: pool.submit(replay_live, out, ckpt, world / "bags" / split, envs[name], name, params)
                     for name, split in QUERIES.items()}
             offline_job = pool.submit(offline_all)
             live = {name: job.result() for name, job in jobs.items()}

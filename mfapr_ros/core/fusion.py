@@ -79,6 +79,8 @@ class FusionSettings:
     max_consecutive_outliers: int = 10
     measurement_scale: float = 1.5
     correlated_fraction: float = 0.25
+    position_scale: float = 1.0
+    rotation_scale: float = 1.0
     odom_translation_per_m: float = 0.15
     odom_rotation_per_m: float = 0.1
     odom_rotation_per_rad: float = 0.05
@@ -111,6 +113,9 @@ class FusionSettings:
             raise bad("measurement_scale", "a σ factor > 0")
         if not 0.0 <= self.correlated_fraction < 1.0:
             raise bad("correlated_fraction", "a share in [0, 1)")
+        for name in ("position_scale", "rotation_scale"):
+            if getattr(self, name) <= 0:
+                raise bad(name, "a σ factor > 0")
         for name in ("odom_translation_per_m", "odom_rotation_per_m", "odom_rotation_per_rad"):
             if getattr(self, name) < 0:
                 raise bad(name, "a number >= 0")
@@ -132,6 +137,64 @@ class FusionSettings:
         return dataclasses.asdict(self)
 
 
+#: the node names whose section of a ROS parameters file applies to ``localize_node`` (``/**`` = any node)
+PARAMS_SECTIONS = ("/**", "mfapr_localizer")
+
+
+def fusion_values_from_params(doc: Any, source: str = "parameters file") -> dict[str, Any]:
+    """The ``fusion.*`` values of a ROS 2 parameters document (``{node: {ros__parameters: {...}}}``), as
+    ``{setting: value}``: the ``/**`` section first, then a ``mfapr_localizer`` section (any namespace) over it,
+    the way ``--params-file`` applies them to the node. Both the nested (``fusion: {lag: 2.0}``) and the dotted
+    (``fusion.lag: 2.0``) spellings are read; other parameters are ignored (the file may be the node's whole
+    config). Why: ``mfapr eval-bag --params`` and ``mfapr fit-fusion`` must read exactly the file the node is
+    started with, so an offline figure is the figure of the settings the robot runs."""
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{source}: expected a ROS 2 parameters file ({{node: {{ros__parameters: ...}}}})")
+    out: dict[str, Any] = {}
+    sections = sorted((k for k in doc if isinstance(k, str)
+                       and (k == "/**" or k.rstrip("/").split("/")[-1] == "mfapr_localizer")),
+                      key=lambda k: k != "/**")
+    for key in sections:
+        params = (doc[key] or {}).get("ros__parameters") if isinstance(doc[key], Mapping) else None
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"{source}: section '{key}' has no 'ros__parameters' mapping")
+        nested = params.get("fusion", {})
+        if not isinstance(nested, Mapping):
+            raise ConfigError(f"{source}: 'fusion' in section '{key}' must be a mapping of fusion.* settings")
+        out.update(nested)
+        out.update({k[len("fusion."):]: v for k, v in params.items() if isinstance(k, str) and k.startswith("fusion.")})
+    return out
+
+
+def load_fusion_params(path: str, base: FusionSettings | None = None) -> FusionSettings:
+    """:class:`FusionSettings` from a node parameters file (:func:`fusion_values_from_params`) over ``base``
+    (default: the node's defaults); an unknown or invalid ``fusion.*`` value is one ConfigError naming the file."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read parameters file {path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"parameters file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    values = fusion_values_from_params(doc, source=f"parameters file {path}")
+    try:
+        return FusionSettings.from_dict({**(base or FusionSettings()).to_dict(), **values})
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def fusion_params_yaml(settings: FusionSettings, header: str = "") -> str:
+    """A ROS 2 parameters file (``/**`` section) with every ``fusion.*`` setting: what ``mfapr fit-fusion`` writes,
+    to be given to the node (``--params-file``) and to ``mfapr eval-bag --params``. ``header``: comment lines."""
+    import yaml
+
+    body = yaml.safe_dump({"/**": {"ros__parameters": {"fusion": settings.to_dict()}}}, sort_keys=False)
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    return "\n".join(lines + [body]) if lines else body
+
+
 #: What each setting means (the node's parameter table and docs/node.md use these words).
 FIELD_DOCS: dict[str, tuple[str, str]] = {
     "enabled": ("Fuse the network's poses with odometry (odom->base_frame from TF) into ~/fused_pose; with "
@@ -149,6 +212,11 @@ FIELD_DOCS: dict[str, tuple[str, str]] = {
                             "the place that averaging over the track cannot remove): the published fused "
                             "covariance is this share of the newest network covariance plus the rest of the "
                             "smoother's marginal; 0 = independent errors (the smoother alone).", "[0, 1)"),
+    "position_scale": ("σ factor on the position block of the published fused covariance (fitted with the next one "
+                       "by `mfapr fit-fusion` on a held-out drive; 1 = as the smoother and correlated_fraction give "
+                       "it).", "> 0"),
+    "rotation_scale": ("σ factor on the rotation block of the published fused covariance (see position_scale).",
+                       "> 0"),
     "odom_translation_per_m": ("Odometry translation σ per metre travelled (m/m).", ">= 0"),
     "odom_rotation_per_m": ("Odometry rotation σ per metre travelled (rad/m).", ">= 0"),
     "odom_rotation_per_rad": ("Odometry rotation σ per radian turned (rad/rad).", ">= 0"),
@@ -325,7 +393,16 @@ class PoseFusion:
         t = np.asarray(pose.translation(), dtype=np.float64).reshape(3)
         rho = self.settings.correlated_fraction
         out = cov_body if self._meas_cov is None or rho == 0 else rho * self._meas_cov + (1 - rho) * cov_body
-        return self._out(FusedPose(stamp_ns, t, q, body_to_ros_covariance(out, q), status), status)
+        return self._out(FusedPose(stamp_ns, t, q, self._scaled(body_to_ros_covariance(out, q)), status), status)
+
+    def _scaled(self, cov_ros: np.ndarray) -> np.ndarray:
+        """``D Σ D``, ``D = diag(s_p ×3, s_r ×3)`` (``position_scale``, ``rotation_scale``): the published fused
+        covariance's σ factors (a pass-through raw pose keeps the network's own covariance)."""
+        sp, sr = self.settings.position_scale, self.settings.rotation_scale
+        if sp == 1.0 and sr == 1.0:
+            return cov_ros
+        d = np.array([sp, sp, sp, sr, sr, sr])
+        return cov_ros * d[:, None] * d[None, :]
 
     def _initialize(self, stamp_ns: int, t: np.ndarray, q: np.ndarray, cov_body: np.ndarray, odom_t: np.ndarray,
                     odom_q: np.ndarray, status: str) -> FusedPose:

@@ -18,6 +18,7 @@ Every image or bundle that does not make it into the metrics is counted by cause
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
@@ -216,7 +217,7 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
         wall = est.consume(decoded, batch)
         if bar is not None:
             bar.close()
-        odom = _read_odometry(bag, odom_frame, rig.base_frame) if fusion is not None and est.stamps else None
+        odom = read_odometry(bag, odom_frame, rig.base_frame) if fusion is not None and est.stamps else None
     if not est.stamps:
         raise DataError(f"no bundle could be formed from {cam_topics} in {bag_path} (sync stats "
                         f"{synchronizer.stats}); check --topics, --slop and --min-cameras (a camera missing for "
@@ -244,7 +245,7 @@ def evaluate_bag(checkpoint: str | Path, bag_path: str | Path, *, topics: dict[s
         fusion_stats=fused.stats if fused is not None else None)
 
 
-def _read_odometry(bag: BagReader, odom_frame: str, base_frame: str) -> Trajectory | None:
+def read_odometry(bag: BagReader, odom_frame: str, base_frame: str) -> Trajectory | None:
     """``T_odom_base`` over the bag from /tf, or None (logged) when the bag has no such transform."""
     try:
         return bag.read_tf_trajectory(odom_frame, base_frame)
@@ -309,8 +310,8 @@ def calibration_section(res: EvalResult, checkpoint_meta: dict[str, Any] | None)
 
 def fusion_from_args(args: argparse.Namespace) -> tuple[Any, str]:
     """``--fusion`` → ``(FusionSettings or None, a note for the report's meta)``: the node's default settings
-    (``fusion.*`` parameters) with fusion on; ``auto`` without GTSAM is off with the one-line reason, ``on``
-    without GTSAM is that line as an error."""
+    (``fusion.*`` parameters), or those of ``--params FILE`` (the node's parameters file), with fusion on;
+    ``auto`` without GTSAM is off with the one-line reason, ``on`` without GTSAM is that line as an error."""
     if args.fusion == "off":
         return None, "off (--fusion off)"
     from mfapr_ros.core.fusion import FusionSettings, FusionUnavailableError, load_gtsam
@@ -322,6 +323,12 @@ def fusion_from_args(args: argparse.Namespace) -> tuple[Any, str]:
             raise
         print(f"eval-bag: fused row skipped: {e}", file=sys.stderr)
         return None, f"off: {e}"
+    if args.params:
+        from mfapr_ros.core.fusion import load_fusion_params
+
+        settings = dataclasses.replace(load_fusion_params(args.params), enabled=True)
+        return settings, (f"on (odometry {args.odom_frame} -> base frame from the bag's /tf; fusion.* from "
+                          f"{args.params})")
     return FusionSettings(enabled=True), f"on (odometry {args.odom_frame} -> base frame from the bag's /tf)"
 
 
@@ -371,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also report the poses fused with the bag's odometry (odom->base TF), as localize_node's "
                         "fusion.enabled does: auto = when GTSAM is installed and the bag has that TF")
     p.add_argument("--odom-frame", default="odom", help="odometry frame of the fusion (default odom)")
+    p.add_argument("--params", default=None, metavar="FILE",
+                   help="the node's parameters file (YAML, as given to --params-file): its fusion.* settings are "
+                        "used for the fused row (e.g. the file mfapr fit-fusion wrote); default: the node's defaults")
     p.add_argument("--no-plots", action="store_true", help="write JSON + Markdown only")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p

@@ -169,6 +169,8 @@ class NodeParams:
     fusion_max_consecutive_outliers: int = 10
     fusion_measurement_scale: float = 1.5
     fusion_correlated_fraction: float = 0.25
+    fusion_position_scale: float = 1.0
+    fusion_rotation_scale: float = 1.0
     fusion_odom_translation_per_m: float = 0.15
     fusion_odom_rotation_per_m: float = 0.1
     fusion_odom_rotation_per_rad: float = 0.05

@@ -227,3 +227,52 @@ def test_correlated_network_errors_keep_the_fused_covariance_honest():
         assert all(abs(g) <= 10 for g in gaps.values()), (block, cal[rho][block]["coverage"])
     with pytest.raises(ConfigError, match="fusion.correlated_fraction"):
         FusionSettings(correlated_fraction=1.0)
+
+
+def test_fusion_settings_round_trip_through_a_node_parameters_file(tmp_path):
+    """What fit-fusion writes is a ROS 2 parameters file that load_fusion_params (eval-bag --params) reads back to
+    the same settings; sections apply as --params-file does (``/**``, then the node's own, any namespace), both
+    spellings read, other nodes and other parameters ignored; bad files are one ConfigError naming file and key."""
+    from mfapr_ros.core.fusion import fusion_params_yaml, fusion_values_from_params, load_fusion_params
+
+    s = FusionSettings(enabled=True, measurement_scale=2.0, position_scale=1.3, rotation_scale=0.8,
+                       odom_translation_per_m=0.05)
+    path = tmp_path / "fusion.yaml"
+    path.write_text(fusion_params_yaml(s, "fitted on a drive\nkept: ..."))
+    assert path.read_text().startswith("# fitted on a drive\n# kept: ...\n/**:")
+    assert load_fusion_params(str(path)) == s
+    doc = {"/**": {"ros__parameters": {"checkpoint": "m.json", "fusion": {"lag": 3.0, "measurement_scale": 1.2}}},
+           "/robot/mfapr_localizer": {"ros__parameters": {"fusion.lag": 4.0}},
+           "other_node": {"ros__parameters": {"fusion": {"lag": 9.0}}}}
+    assert fusion_values_from_params(doc) == {"lag": 4.0, "measurement_scale": 1.2}
+    base = FusionSettings(odom_rotation_per_m=0.03)
+    path.write_text("/**:\n  ros__parameters:\n    fusion.position_scale: 2.0\n")
+    assert load_fusion_params(str(path), base) == FusionSettings(odom_rotation_per_m=0.03, position_scale=2.0)
+    for text, match in (("/**:\n  ros__parameters:\n    fusion:\n      lagg: 1.0\n", r"fusion.yaml.*unknown.*lagg"),
+                        ("/**:\n  ros__parameters:\n    fusion:\n      rotation_scale: 0\n",
+                         r"fusion.yaml.*fusion.rotation_scale = 0"),
+                        ("/**:\n  fusion: {}\n", "has no 'ros__parameters'"),
+                        ("/**: [unclosed\n", "not valid YAML"), ("- a list\n", "expected a ROS 2 parameters file")):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=match):
+            load_fusion_params(str(path))
+    with pytest.raises(ConfigError, match="cannot read parameters file"):
+        load_fusion_params(str(tmp_path / "missing.yaml"))
+
+
+def test_sigma_factors_scale_only_the_published_fused_covariance():
+    """position_scale / rotation_scale multiply the published covariance's blocks (σ², cross terms σ_p·σ_r) and
+    change neither the fused estimate nor a raw pose passed through for want of odometry."""
+    pos, q, tm, qm, odom = track(60, seed=7)
+    plain = fuse(PoseFusion(WHITE), tm, qm, odom, skip_odom={30})
+    scaled = fuse(PoseFusion(FusionSettings(**{**WHITE.to_dict(), "position_scale": 2.0, "rotation_scale": 0.5})),
+                  tm, qm, odom, skip_odom={30})
+    d = np.array([2.0, 2.0, 2.0, 0.5, 0.5, 0.5])
+    for a, b in zip(plain, scaled, strict=True):
+        assert a.status == b.status
+        np.testing.assert_array_equal(a.t, b.t)
+        want = a.covariance if a.status == "no_odometry" else a.covariance * np.outer(d, d)
+        np.testing.assert_allclose(b.covariance, want, rtol=1e-12, atol=1e-15)
+    assert plain[30].status == "no_odometry"
+    with pytest.raises(ConfigError, match="fusion.position_scale"):
+        FusionSettings(position_scale=0.0)

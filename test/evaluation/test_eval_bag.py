@@ -228,6 +228,46 @@ def test_eval_bag_fuses_with_the_bags_odometry_and_reports_a_fused_row(tmp_path,
     res2 = evaluate_bag(checkpoint, bare, batch=8, progress=False, localizer=localizer, fusion=settings)
     assert res2.fusion_stats["no_odometry"] == res2.bundles
     np.testing.assert_array_equal(res2.fused.t, res2.t_est)  # raw poses passed through
+def test_fit_fusion_writes_the_params_file_that_eval_bag_and_the_node_read(tmp_path, checkpoint, capsys):
+    """`mfapr fit-fusion` on a drive with odometry writes a parameters file (fusion on, the fitted σ factors, the
+    starting file's odometry σ kept); `mfapr eval-bag --params` fuses with exactly those settings. A drive without
+    odometry, or too short, is one clear error."""
+    pytest.importorskip("gtsam")
+    from mfapr_ros.core.errors import MfaprError
+    from mfapr_ros.core.fusion import load_fusion_params
+    from mfapr_ros.core.odometry import OdometryDrift
+    from mfapr_ros.evaluation import eval_bag, fusion_fit, load_report
+
+    drive, _, _ = _bag(tmp_path, "drive", frames=60, odometry=OdometryDrift())
+    start = tmp_path / "robot.yaml"
+    start.write_text("/**:\n  ros__parameters:\n    checkpoint: m.json\n    fusion:\n"
+                     "      odom_translation_per_m: 0.05\n")
+    out = tmp_path / "fusion.yaml"
+    assert fusion_fit.main(["--checkpoint", str(checkpoint), "--bag", str(drive), "--out", str(out), "--params",
+                            str(start), "--device", "cpu", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "fit-fusion on" in printed and "kept" in printed and "starting settings" in printed
+    fitted = load_fusion_params(str(out))
+    assert fitted.enabled and fitted.odom_translation_per_m == 0.05
+    assert (fitted.position_scale, fitted.rotation_scale) != (1.0, 1.0)  # an untrained model is not calibrated
+    assert out.read_text().startswith("# fusion.* fitted by mfapr fit-fusion on")
+    assert eval_bag.main(["--checkpoint", str(checkpoint), "--bag", str(drive), "--out", str(tmp_path / "rep"),
+                          "--params", str(out), "--device", "cpu", "--no-plots", "--no-progress"]) == 0
+    doc = load_report(tmp_path / "rep" / "report.json")
+    assert doc["fused"]["settings"] == fitted.to_dict()
+    assert str(out) in doc["meta"]["fusion"]
+
+    bare, _, _ = _bag(tmp_path, "bare", frames=60)
+    with pytest.raises(MfaprError, match="no odom -> base_link transform"):
+        fusion_fit.main(["--checkpoint", str(checkpoint), "--bag", str(bare), "--out", str(tmp_path / "x.yaml"),
+                         "--device", "cpu", "--no-progress"])
+    short, _, _ = _bag(tmp_path, "short", frames=20, odometry=OdometryDrift())
+    with pytest.raises(MfaprError, match="at least 50 are needed"):
+        fusion_fit.main(["--checkpoint", str(checkpoint), "--bag", str(short), "--out", str(tmp_path / "y.yaml"),
+                         "--device", "cpu", "--no-progress"])
+    assert not (tmp_path / "x.yaml").exists() and not (tmp_path / "y.yaml").exists()
+
+
 # ---------------------------------------------------------------- topic / transport resolution (--topics, --transport)
 _RAW, _JPEG = "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"
 _BOTH = {**{f"/cam{i}/image_raw": _RAW for i in range(4)}, **{f"/cam{i}/image_raw/compressed": _JPEG for i in range(4)}}
