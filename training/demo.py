@@ -227,6 +227,12 @@ def summarise(report_json: Path, title: str) -> dict:
     for name, blk in ((doc.get("calibration") or {}).get("blocks") or {}).items():
         print(f"  covariance {name:<11}: {levels_text(blk['coverage'])} % inside 1σ/2σ/3σ "
               f"(Gaussian {levels_text(blk['target'])} %)")
+    fused_blocks = (((doc.get("fused") or {}).get("calibration") or {}).get("blocks") or {})
+    for name in ("position_2d", "yaw"):
+        if name in fused_blocks:
+            blk = fused_blocks[name]
+            print(f"  fused cov. {name:<11}: {levels_text(blk['coverage'])} % inside 1σ/2σ/3σ "
+                  f"(Gaussian {levels_text(blk['target'])} %)")
     return doc
 
 

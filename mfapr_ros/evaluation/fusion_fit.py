@@ -15,9 +15,9 @@ The run kept has the smallest worst gap over both blocks (whole points), then th
 smaller scale — deterministic. What is not fitted, and why:
 
 * ``fusion.correlated_fraction`` stays as given: with it free as well, the fit traded it against the σ factors
-  (shares of 0.8–0.9 with factors of 0.2–0.3 fitted as well as 0 with factors near 2) and the choice followed the
-  drive's own error realisation; on other drives of the same error process it covered worse (synthetic drives,
-  ``test/evaluation/test_fusion_fit.py``);
+  (shares of 0.75–0.9 with factors of 0.16–0.34 fitted a drive as well as 0 with factors near 2), so one drive
+  cannot tell them apart, and on synthetic drives of a known error process the free pair covered other drives
+  worse on one fit drive of two (docs/results.md, "The fused covariance fitted on a held-out drive");
 * the odometry σ (``fusion.odom_*``) describe the robot: fitted on one drive they followed its turns (on the demo
   world a rotation σ fitted on the validation drive gave the query 1.0° fused yaw error against 0.65°).
 

@@ -348,3 +348,25 @@ if __name__ == "__main__":
         _child(Path(sys.argv[2]), sys.argv[3])
     elif sys.argv[1] == "ddp":
         _ddp(Path(sys.argv[2]))
+
+
+def test_amp_on_cpu_honours_an_explicit_bf16_only(caplog):
+    """CPU autocast: ``bf16`` asked for is used (oneDNN bfloat16 kernels); ``fp16`` trains in fp32 with a warning;
+    ``auto`` and ``off`` are full precision on a CPU. A bf16 step really runs the model's matmuls in bfloat16."""
+    import torch
+
+    from mfapr_training.optim import amp_dtype
+
+    def cfg(mode: str) -> ExperimentConfig:
+        c = ExperimentConfig()
+        c.train.amp = mode
+        return c
+
+    assert amp_dtype(cfg("bf16"), "cpu") is torch.bfloat16
+    with caplog.at_level("WARNING"):
+        assert amp_dtype(cfg("fp16"), "cpu") is None
+    assert "train.amp=fp16 ignored on cpu" in caplog.text
+    assert amp_dtype(cfg("auto"), "cpu") is None and amp_dtype(cfg("off"), "cpu") is None
+    lin = torch.nn.Linear(4, 4)
+    with torch.autocast("cpu", dtype=amp_dtype(cfg("bf16"), "cpu")):
+        assert lin(torch.ones(2, 4)).dtype is torch.bfloat16
