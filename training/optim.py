@@ -52,20 +52,34 @@ def weights_lr_scale(cfg: ExperimentConfig) -> float:
     return 1.0 if cfg.loss.weights_lr is None else cfg.loss.weights_lr / cfg.optim.lr
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU runs bfloat16 matmuls/convolutions natively (AVX512-BF16 or AMX), where CPU autocast pays;
+    elsewhere oneDNN emulates them and bf16 is slower than fp32."""
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        fn = getattr(cpu, probe, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except Exception:  # noqa: BLE001 - an unknown torch build: treat as not native
+            pass
+    return False
+
+
 def amp_dtype(cfg: ExperimentConfig, device: str) -> torch.dtype | None:
     """``None`` = full precision. ``auto`` picks bf16 on GPUs that support it (fp16 otherwise), off on CPU.
 
-    On the CPU an explicit ``bf16`` is honoured (CPU autocast runs convolutions and matmuls in bfloat16 through
-    oneDNN: the demo model's forward + backward + step 71 → 40–47 ms on this AVX512-BF16 machine, though the whole
-    demo loop stayed at 7.5 steps/s — docs/training.md); ``fp16`` is not (no CPU kernels worth it) and trains in
-    fp32 with a warning."""
+    On the CPU an explicit ``bf16`` is honoured where the CPU has native bfloat16 (:func:`cpu_has_native_bf16`):
+    the demo's training loop 7.5 → 9.2 steps/s on this AVX512-BF16 machine (docs/training.md); without it, and for
+    ``fp16``, training runs in fp32 with a warning (emulated bf16 and CPU fp16 are slower than fp32)."""
     mode = cfg.train.amp
     if not device.startswith("cuda"):
-        if mode == "bf16":
+        if mode == "bf16" and cpu_has_native_bf16():
             return torch.bfloat16
-        if mode == "fp16":
-            log.warning("train.amp=fp16 ignored on %s (no fp16 autocast worth it on a CPU; bf16 is); training in "
-                        "fp32", device)
+        if mode in ("bf16", "fp16"):
+            why = ("this CPU has no native bfloat16 (AVX512-BF16 or AMX): emulated, it is slower than fp32"
+                   if mode == "bf16" else "no fp16 autocast worth it on a CPU; bf16 is, on CPUs with native bf16")
+            log.warning("train.amp=%s ignored on %s (%s); training in fp32", mode, device, why)
         return None
     if mode == "off":
         return None

@@ -18,8 +18,8 @@ from mfapr_ros.core.odometry import OdometryDrift, simulate_odometry
 from mfapr_ros.inference.calibration import calibration_report
 
 pytest.importorskip("gtsam")
-from mfapr_ros.core.fusion import FusionSettings, fuse_track  # noqa: E402
-from mfapr_ros.evaluation.fusion_fit import MIN_POSES, fit_fusion  # noqa: E402
+from mfapr_ros.core.fusion import FusionSettings, fuse_track
+from mfapr_ros.evaluation.fusion_fit import MIN_POSES, fit_fusion
 
 HZ = 10.0
 SIG = np.array([0.3, 0.3, 0.05])  # the network's stated σ: x, y (m), yaw (rad)

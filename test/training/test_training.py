@@ -350,23 +350,31 @@ if __name__ == "__main__":
         _ddp(Path(sys.argv[2]))
 
 
-def test_amp_on_cpu_honours_an_explicit_bf16_only(caplog):
-    """CPU autocast: ``bf16`` asked for is used (oneDNN bfloat16 kernels); ``fp16`` trains in fp32 with a warning;
-    ``auto`` and ``off`` are full precision on a CPU. A bf16 step really runs the model's matmuls in bfloat16."""
+def test_amp_on_cpu_honours_an_explicit_bf16_only_where_it_is_native(caplog, monkeypatch):
+    """CPU autocast: ``bf16`` asked for is used where the CPU has native bfloat16; without it, and for ``fp16``,
+    training stays fp32 with a warning saying why; ``auto`` and ``off`` are full precision on a CPU. A bf16 step
+    really runs the model's matmuls in bfloat16."""
     import torch
-
-    from mfapr_training.optim import amp_dtype
+    from mfapr_training import optim
 
     def cfg(mode: str) -> ExperimentConfig:
         c = ExperimentConfig()
         c.train.amp = mode
         return c
 
-    assert amp_dtype(cfg("bf16"), "cpu") is torch.bfloat16
+    native = optim.cpu_has_native_bf16
+    monkeypatch.setattr(optim, "cpu_has_native_bf16", lambda: True)
+    assert optim.amp_dtype(cfg("bf16"), "cpu") is torch.bfloat16
     with caplog.at_level("WARNING"):
-        assert amp_dtype(cfg("fp16"), "cpu") is None
+        assert optim.amp_dtype(cfg("fp16"), "cpu") is None
     assert "train.amp=fp16 ignored on cpu" in caplog.text
-    assert amp_dtype(cfg("auto"), "cpu") is None and amp_dtype(cfg("off"), "cpu") is None
+    assert optim.amp_dtype(cfg("auto"), "cpu") is None and optim.amp_dtype(cfg("off"), "cpu") is None
     lin = torch.nn.Linear(4, 4)
-    with torch.autocast("cpu", dtype=amp_dtype(cfg("bf16"), "cpu")):
+    with torch.autocast("cpu", dtype=optim.amp_dtype(cfg("bf16"), "cpu")):
         assert lin(torch.ones(2, 4)).dtype is torch.bfloat16
+    monkeypatch.setattr(optim, "cpu_has_native_bf16", lambda: False)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert optim.amp_dtype(cfg("bf16"), "cpu") is None
+    assert "no native bfloat16" in caplog.text
+    assert isinstance(native(), bool)  # the real probe answers on this machine, whatever its CPU
