@@ -238,6 +238,8 @@ def _build(cls: type, doc: dict[str, Any], source: str, prefix: str) -> Any:
                 raise ConfigError(f"{source}: '{key}' must be a mapping, got {value!r}")
             kw[name] = _build(hint, value, source, key + ".")
         else:
+            if value is False and hint is str and "off" in CHOICES.get(key, ()):
+                value = "off"  # YAML 1.1 reads `off` as false: `amp: off`, `--set train.amp=off`
             kw[name] = _coerce(value, hint, key, source)
     try:
         return cls(**kw)

@@ -132,6 +132,11 @@ def test_config_overrides_and_errors(tmp_path: Path) -> None:
         load_config(child, ["optim.lrr=1"])
     with pytest.raises(ConfigError, match="train.amp"):
         load_config(child, ["train.amp=fp8"])
+    # YAML 1.1 reads `off` as false: the setting whose choices include "off" takes it as "off" (the tiny demo's
+    # `--set train.amp=off`); true is still an error
+    assert load_config(child, ["train.amp=off"]).train.amp == "off"
+    with pytest.raises(ConfigError, match="train.amp"):
+        load_config(child, ["train.amp=on"])
     with pytest.raises(ConfigError, match="batch_size"):
         load_config(child, ["train.batch_size=0"])
     with pytest.raises(ConfigError, match="data.steps >= 2"):
