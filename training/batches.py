@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from mfapr_ros.core.errors import DataError
 
@@ -38,8 +38,27 @@ class SeededDataset(Dataset):
     def __len__(self) -> int:
         return len(self.inner)
 
+    def _seed(self, index: int) -> int:
+        return (self.seed * 1_000_003 + self.epoch * 7_919 + int(index)) % (2**31 - 1)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        """A whole batch (the ``DataLoader`` asks for it this way). Where the inner dataset draws all of a sample's
+        randomness from one torch generator (``BundleDataset.getitems``, also through a ``Subset``), each sample
+        gets a generator seeded exactly as :meth:`__getitem__` seeds the global one — the same samples, with the
+        tensor work done once per batch (demo batch: 44 → ~20 ms); otherwise item by item."""
+        inner, index_map = self.inner, list(indices)
+        if isinstance(inner, Subset):
+            index_map = [inner.indices[i] for i in index_map]
+            inner = inner.dataset
+        getitems = getattr(inner, "getitems", None)
+        if getitems is None:
+            return [self[i] for i in indices]
+        gens = [torch.Generator().manual_seed(self._seed(i)) for i in indices]
+        with one_torch_thread():  # small tensors: one thread is faster (44 → 38 ms per demo batch, 107 with 2)
+            return getitems(index_map, gens)
+
     def __getitem__(self, index: int) -> Any:
-        s = (self.seed * 1_000_003 + self.epoch * 7_919 + int(index)) % (2**31 - 1)
+        s = self._seed(index)
         np_state, py_state = np.random.get_state(), random.getstate()
         with one_torch_thread(), torch.random.fork_rng(devices=[]):
             # the CPU generator only (what fork_rng(devices=[]) saves and restores): torch.manual_seed also seeds

@@ -90,7 +90,7 @@ def normalize(x: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
     return (x - mean) / std
 
 
-def _normalize_(x: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
+def normalize_(x: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
     """:func:`normalize` in place (the same two float32 operations, so the same bits) on a tensor we own."""
     return x.sub_(x.new_tensor(cfg.mean).view(3, 1, 1)).div_(x.new_tensor(cfg.std).view(3, 1, 1))
 
@@ -115,7 +115,7 @@ def preprocess_bundle(images: Sequence[np.ndarray | torch.Tensor | None], cfg: P
         x = torch.stack(batch).to(device).permute(0, 3, 1, 2).float().div_(255.0)
         # normalised in place: x (or its resize) is ours; two fewer 10 x 3 x S x S temporaries per bundle (the
         # decode thread's memory traffic slows the model on the other core: issue 25)
-        y = _normalize_(resize_crop(x, cfg), cfg)
+        y = normalize_(resize_crop(x, cfg), cfg)
         if len(present) == len(images):  # every camera (the usual bundle): no zero tensor, no scatter (~0.1 ms);
             # contiguous as the scattered result is (y keeps the HWC images' strides: other conv kernels, other bits)
             return y.contiguous(), torch.ones(len(images), dtype=torch.bool, device=device)
