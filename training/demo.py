@@ -50,7 +50,7 @@ class Scale:
 
 
 SCALES = {
-    "default": Scale(frames=500, size=96, epochs=27, max_val=250),
+    "default": Scale(frames=500, size=96, epochs=35, max_val=250),
     # tiny: 3 epochs (60 steps), warm-up 6 steps. With the demo's 50-step warm-up the whole run stayed below the
     # peak learning rate and it was a coin toss whether the query's route (one 40-frame pass) was told apart from
     # the other one: 1 training seed in 5 placed the query on the other route (38 m off, the mean pose 19 m) at 3

@@ -325,3 +325,84 @@ def test_pose_normalization_stats(tmp_path: Path) -> None:
     assert pose_normalization(np.ones((3, 3)))["t_scale"] == 1.0
     with pytest.raises(DataError, match="no"):
         pose_normalization([BundleRecord(0, [None], [None], np.zeros(1, bool), None, None, "a", 0)])
+
+
+# ------------------------------------------------------------------------------------------ batched samples
+def _old_draws(n: int, cfg: PhotometricConfig, gen: torch.Generator) -> list[torch.Tensor]:
+    """The factors as the per-factor jitter drew them (one ``torch.rand`` per factor, this order)."""
+    def factors(s: float) -> torch.Tensor:
+        return 1.0 + (torch.rand(n, generator=gen) * 2 - 1) * s
+
+    out = [torch.rand(n, generator=gen) < cfg.p, factors(cfg.brightness), factors(cfg.contrast),
+           factors(cfg.saturation), (torch.rand(n, generator=gen) * 2 - 1) * cfg.hue]
+    if cfg.white_balance > 0:
+        out.append(1.0 + (torch.rand(n, 3, generator=gen) * 2 - 1) * cfg.white_balance)
+    if cfg.shading > 0:
+        out += [1.0 + (torch.rand(n, 1, k, k, generator=gen) * 2 - 1) * cfg.shading for k in cfg.shading_grids]
+    return out
+
+
+@pytest.mark.parametrize("cfg", [PhotometricConfig(), PhotometricConfig(p=0.5, white_balance=0),
+                                 PhotometricConfig(shading=0, shading_grids=(3,)), PhotometricConfig(hue=0.2)])
+def test_one_draw_of_all_uniforms_is_the_per_factor_stream(cfg: PhotometricConfig) -> None:
+    """draw_jitter takes every uniform in one call and cuts it: the factors must be the per-factor draws (the
+    CPU generator's stream is the same), so batching changed no sample of any training run."""
+    from mfapr_training.datasets.photometric import draw_jitter
+
+    for n in (1, 4, 12):
+        new = draw_jitter(n, cfg, torch.Generator().manual_seed(11))
+        old = _old_draws(n, cfg, torch.Generator().manual_seed(11))
+        got = [new.apply, new.brightness, new.contrast, new.saturation, new.hue]
+        got += ([new.white_balance] if cfg.white_balance > 0 else []) + list(new.shading)
+        assert len(got) == len(old)
+        for a, b in zip(got, old, strict=True):
+            assert a is not None and torch.equal(a, b)
+
+
+def test_jitter_uniforms_of_the_wrong_shape_are_refused() -> None:
+    from mfapr_training.datasets.photometric import jitter_from_uniforms, jitter_uniforms
+
+    cfg = PhotometricConfig()
+    with pytest.raises(ValueError, match="uniforms"):
+        jitter_from_uniforms(torch.rand(2, jitter_uniforms(4, cfg) - 1), 4, cfg)
+
+
+def test_batched_samples_are_the_item_by_item_samples(tmp_path: Path) -> None:
+    """The DataLoader's batched path (``__getitems__``, through SeededDataset and a Subset as the trainer wraps it)
+    must give bit-identical samples to one item at a time — with yaw augmentation, colour jitter and track
+    augmentation all drawing — and leave the global RNG where it was."""
+    import torch.utils.data as tud
+    from mfapr_training.batches import SeededDataset
+    from mfapr_training.datasets.yaw_augmentation import YawAugmentation
+
+    base = make_set(tmp_path, n=8)
+    rig = ring_rig(4, image_size=48, hfov_deg=90.0)
+    cfg = PreprocessConfig(resize=32, crop=32)
+    ds = BundleDataset(base.records, rig=rig, preprocess_cfg=cfg, track_aug="cyclic", photometric=True,
+                       yaw_aug=YawAugmentation(rig, cfg, 5.0))
+    wrapped = SeededDataset(tud.Subset(ds, [7, 1, 3, 5, 0, 2]), seed=4)
+    wrapped.epoch = 3
+    idx = [0, 4, 2, 5]
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    batched = wrapped.__getitems__(idx)
+    assert torch.equal(torch.rand(3), before)  # the model's RNG stream is untouched by loading data
+    single = [wrapped[i] for i in idx]
+    perms = set()
+    for a, b in zip(batched, single, strict=True):
+        assert set(a) == set(b)
+        for k in a:
+            if isinstance(a[k], torch.Tensor):
+                assert torch.equal(a[k], b[k]), k
+            else:
+                assert a[k] == b[k]
+        perms.add(tuple(a["perm"].tolist()))
+    assert len(perms) > 1  # the augmentations did draw (not the identity everywhere)
+    # a dataset seeded by itself (seed=...) batches the same way; order within a batch does not matter
+    own = BundleDataset(base.records, rig=rig, preprocess_cfg=cfg, photometric=True, seed=9,
+                        yaw_aug=YawAugmentation(rig, cfg, 5.0))
+    fwd, rev = own.__getitems__([1, 2, 3]), own.__getitems__([3, 2, 1])
+    for a, b in zip(fwd, reversed(rev), strict=True):
+        assert torch.equal(a["images"], b["images"]) and torch.equal(a["q"], b["q"])
+    assert not torch.equal(fwd[0]["images"], own.getitems([1], [torch.Generator().manual_seed(0)])[0]["images"])
