@@ -405,7 +405,6 @@ def validate(cfg: ExperimentConfig) -> None:
     positive("loss.relative_weight", cfg.loss.relative_weight, allow_zero=True)
     positive("loss.relative_warmup_steps", cfg.loss.relative_warmup_steps, allow_zero=True)
     positive("loss.anchor_weight", cfg.loss.anchor_weight, allow_zero=True)
-    positive("loss.mixed_weight", cfg.loss.mixed_weight, allow_zero=True)
     positive("schedule.step_size", cfg.schedule.step_size)
     positive("loss.gradient_blending.every_steps", cfg.loss.gradient_blending.every_steps, allow_zero=True)
     if cfg.loss.relative and cfg.data.steps < 2:

@@ -117,9 +117,6 @@ class LossSettings:
     srq: float = -3.0
     rig_weight: float | None = None  # default 1, or 0 for mix-stream models (they learn per-camera poses)
     anchor_weight: float = 1.0  # cross-entropy weight of an anchor head (model.num_anchors > 0)
-    # weight of the distance of an anchor head's *output* position (the classifier-weighted mix of the near anchors'
-    # candidates) to the target; 0 = only each near anchor's own offset is trained (anchor_terms)
-    mixed_weight: float = 0.0
     gradient_blending: GradientBlendingConfig = field(default_factory=GradientBlendingConfig)
 
     @property
@@ -239,9 +236,6 @@ class PoseLoss(nn.Module):
             terms["anchor_ce"] = s.anchor_weight * ce.mean()
             parts["anchor_ce"] = float(ce.detach().mean())
             parts["d_offset"] = float(d_t.detach().mean())
-            if s.mixed_weight > 0:  # the output itself: its gradient reaches the classifier's weights within the
-                # near anchors too, so the mix interpolates between candidates instead of only picking them
-                terms["mixed"] = s.mixed_weight * vector_distance(t_pred, t_gt_norm.float(), s.norm).mean()
         if s.rig_weight > 0:
             if out.get("log_var") is not None:  # the model predicts its variance (model.predict_variance)
                 rig = heteroscedastic_nll(d_t, d_q, out["log_var"].float())

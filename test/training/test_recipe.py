@@ -10,13 +10,11 @@ import numpy as np
 import pytest
 import torch
 from mfapr_training.anchors import farthest_point_anchors, offset_axis_scale
-from mfapr_training.config import load_config
 from mfapr_training.health import HeadProbe, circular_std_deg, health_report
-from mfapr_training.losses import LossSettings, PoseLoss
 from mfapr_training.synth.tracks import plan_tracks
 from mfapr_training.synth.world import WorldConfig, build_world
 
-from mfapr_ros.core.errors import ConfigError, DataError
+from mfapr_ros.core.errors import DataError
 from mfapr_ros.core.geometry import quat_from_yaw
 from mfapr_ros.inference.baselines import RetrievalDatabase, database_path, load_for_checkpoint, thumbnails
 from mfapr_ros.models import build_model, preset
@@ -303,29 +301,3 @@ def test_reports_show_the_retrieval_baseline_offline_and_online(tmp_path: Path) 
     doc = json.loads((tmp_path / "c" / "report.json").read_text())
     assert doc["retrieval"]["metrics"]["translation_m"]["median"] == pytest.approx(0.3)
     assert doc["metrics"]["translation_m"]["median"] == pytest.approx(0.1)
-
-
-def test_mixed_weight_trains_the_head_output_and_reaches_the_classifier() -> None:
-    """``loss.mixed_weight``: the distance of the mixed output position is a term of its own; its gradient reaches the
-    classifier (the mix's weights), which the per-anchor offset terms alone never move."""
-    model = build_model(preset("tiny", num_anchors=8, image_size=32,
-                               pose_normalization={"t_mean": [0.0, 0.0, 0.0], "t_scale": 10.0}))
-    anchors = np.stack([np.arange(8) * 2.0, np.zeros(8), np.zeros(8)], 1)
-    model.set_anchors(anchors, 2.0)
-    x = torch.randn(3, 4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    t_gt = torch.tensor([[0.31, 0.0, 0.0], [0.52, 0.01, 0.0], [0.9, -0.02, 0.0]])
-    q_gt = torch.tensor([[1.0, 0.0, 0.0, 0.0]]).expand(3, 4)
-    out = model.train()(x)
-    mixed = (out["t_norm"] - t_gt).abs().sum(-1).mean()
-    base = PoseLoss(LossSettings(sx=0.0, sq=0.0, weights_lr=0))
-    plus = PoseLoss(LossSettings(sx=0.0, sq=0.0, weights_lr=0, mixed_weight=2.5))
-    lb, pb = base(out, t_gt, q_gt)
-    lp, pp = plus(out, t_gt, q_gt)
-    assert "share_mixed" not in pb and pp["share_mixed"] > 0
-    assert float((lp - lb).detach()) == pytest.approx(2.5 * float(mixed.detach()), rel=1e-5)
-    cls = model.net.head.fc_cls.weight
-    g_mixed = torch.autograd.grad(lp - lb, cls, retain_graph=True)[0]
-    assert float(g_mixed.abs().sum()) > 0
-    assert load_config(None, ["loss.mixed_weight=0.5"]).loss.mixed_weight == 0.5
-    with pytest.raises(ConfigError, match="loss.mixed_weight"):
-        load_config(None, ["loss.mixed_weight=-1"])
