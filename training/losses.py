@@ -226,6 +226,7 @@ class PoseLoss(nn.Module):
         s = self.settings
         parts: dict[str, float] = {}
         terms: dict[str, torch.Tensor] = {}  # each term's contribution to the total, for the share log
+        shares: dict[str, torch.Tensor] = {}  # a term's magnitude for the share log where it differs from its value
         total = t_gt_norm.new_zeros(())
         t_pred, q_pred = out["t_norm"].float(), out["q"].float()
         r_pred = out["R"].float() if "R" in out else None
@@ -244,6 +245,10 @@ class PoseLoss(nn.Module):
                 a, b = self.absolute.terms(d_t.mean(), d_q.mean())
                 rig = a + b
                 terms["position"], terms["rotation"] = s.rig_weight * a, s.rig_weight * b
+                if not s.learn_weights:  # fixed weights: the constants sx, sq move no gradient, so a term's share
+                    # is its distance part only (with sx = -1.1, |3·d - 1.1| would read as the position's weight)
+                    shares["position"] = s.rig_weight * d_t.mean() * torch.exp(-self.absolute.sx)
+                    shares["rotation"] = s.rig_weight * d_q.mean() * torch.exp(-self.absolute.sq)
             parts["loss_abs"] = float(rig.detach())
         parts["d_q"] = float(d_q.detach().mean())
         if out.get("per_camera_t_norm") is not None:
@@ -266,9 +271,10 @@ class PoseLoss(nn.Module):
         for v in terms.values():
             total = total + v
         # each term's share of the loss magnitude: a term at 95 % for the whole run is a weighting problem
-        mag = sum(float(v.detach().abs()) for v in terms.values()) or 1.0
-        for name, v in terms.items():
-            parts[f"share_{name}"] = float(v.detach().abs()) / mag
+        size = {name: float(shares.get(name, v).detach().abs()) for name, v in terms.items()}
+        mag = sum(size.values()) or 1.0
+        for name, v in size.items():
+            parts[f"share_{name}"] = v / mag
         parts["sx"], parts["sq"] = float(self.absolute.sx.detach()), float(self.absolute.sq.detach())
         if self.relative is not None:
             parts["srx"], parts["srq"] = float(self.relative.sx.detach()), float(self.relative.sq.detach())

@@ -240,3 +240,20 @@ def test_mix_stream_heteroscedastic_trains_the_variance_heads_and_fuses_scales()
     pc, wt = o["per_camera_log_var"], o["fusion_weights"]
     expect = 0.5 * torch.log((wt[..., None] ** 2 * torch.exp(2 * pc)).sum(1))
     assert torch.allclose(o["log_var"], expect, atol=1e-5)
+
+
+def test_share_log_with_fixed_weights_counts_the_distance_part_only() -> None:
+    """With fixed weights the constants sx, sq move no gradient: ``share_position`` must be ``e^(−sx)·d_t`` over the
+    sum of such parts (the demo's sx = −1.1 would otherwise read |3·d − 1.1| as the position's say)."""
+    t_gt = torch.tensor([[0.3, 0.0, 0.0], [0.0, 0.2, 0.0]])
+    out = {"t_norm": torch.zeros(2, 3), "q": ID.expand(2, 4)}
+    q_gt = yaw_quat(0.1).expand(2, 4)
+    crit = PoseLoss(LossSettings(norm="l1", rotation_distance="quat", sx=-1.1, sq=0.0, weights_lr=0))
+    loss, parts = crit(out, t_gt, q_gt)
+    pos, rot = math.exp(1.1) * parts["d_t"], parts["d_q"]
+    assert parts["share_position"] == pytest.approx(pos / (pos + rot), rel=1e-5)
+    assert parts["share_rotation"] == pytest.approx(rot / (pos + rot), rel=1e-5)
+    assert float(loss) == pytest.approx(pos + rot - 1.1, rel=1e-5)  # the value itself is unchanged
+    learned = PoseLoss(LossSettings(norm="l1", rotation_distance="quat", sx=-1.1, sq=0.0))
+    _, lp = learned(out, t_gt, q_gt)  # learned weights: the constant is part of the objective and of the share
+    assert lp["share_position"] == pytest.approx(abs(pos - 1.1) / (abs(pos - 1.1) + rot), rel=1e-5)
