@@ -186,12 +186,12 @@ class FramesPolicy:
             return False
         self.rate[i] = (stamp - self.first[i]) / (n - 1)
         done = [k for k, r in enumerate(self.rate) if r and r > 0]
+        raw = [float(self.rate[k]) for k in done]  # type: ignore[arg-type]
+        if len(raw) < 2 or max(raw) <= _MAX_RATE_RATIO * min(raw):
+            return False
+        # the means differ: different rates, or a camera that dropped frames — only the first falls back
         ps = [self._drop_corrected(k, done) for k in done]
-        if len(ps) >= 2 and max(ps) > _MAX_RATE_RATIO * min(ps):
-            return True
-        for k, p in zip(done, ps, strict=True):  # period() seeds the frame period from these: dropped frames counted
-            self.rate[k] = p
-        return False
+        return max(ps) > _MAX_RATE_RATIO * min(ps)
 
     def _drop_corrected(self, k: int, done: list[int]) -> float:
         """Stream ``k``'s mean period with its dropped frames counted: against the shortest median gap of the
