@@ -10,7 +10,8 @@ For each seed: `mfapr train` (the demo config, wall time measured) and `mfapr ev
 (the mapped heading) and the reversed one (the same places driven the other way); then per query one table per
 seed and the median / min–max over seeds of training time, median and mean error (m, °), the recall bins, and the
 baselines (mean training pose, image retrieval from the training split, shift-aware retrieval over the ring's
-cyclic slot shifts); per seed also the network fused with the bag's odometry (eval-bag's fused row: median,
+cyclic slot shifts) and the query's distance from the map (the nearest mapped position: no lookup can be more
+precise); per seed also the network fused with the bag's odometry (eval-bag's fused row: median,
 worst error after 2 s, covariance coverage), with the fusion's covariance settings fitted per seed on the world's
 validation drive (`mfapr fit-fusion`, as `make demo` does; `--no-fit-fusion`: the node's defaults).
 CPU-scale training is noisy: a change to the recipe counts when it moves the median over seeds, not one run.
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         from mfapr_training.demo import SCALES, synth  # the demo's own world, the same flags
 
         world = synth(out, SCALES["default"], fresh=False)
-    from mfapr_training.demo import QUERIES, VALIDATION
+    from mfapr_training.demo import FIT_MAX_MAP_DISTANCE_M, QUERIES, VALIDATION
 
     per_query: dict[str, list[dict]] = {q: [] for q in QUERIES}
     for seed in [int(s) for s in args.seeds.split(",")]:
@@ -103,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         params = run_dir / "fusion.yaml"
         if args.fit_fusion and (world / "bags" / VALIDATION).exists() and not params.exists():
             run([py, "-m", "mfapr_ros.cli", "fit-fusion", "--checkpoint", str(run_dir / "best.json"), "--bag",
-                 str(world / "bags" / VALIDATION), "--out", str(params), "--no-progress"],
+                 str(world / "bags" / VALIDATION), "--out", str(params), "--no-progress",
+                 "--max-map-distance", f"{FIT_MAX_MAP_DISTANCE_M:g}"],
                 out / f"fit_fusion_seed{seed}.log")
         use_params = args.fit_fusion and params.exists()
         for query, split in QUERIES.items():
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                 "calibration": {name: {"coverage": list(b["coverage"].values()),
                                        "target": list(b["target"].values()), "nll": b["nll"]}
                                 for name, b in ((doc.get("calibration") or {}).get("blocks") or {}).items()},
+                "map_distance_m": ((doc.get("map_distance") or {}).get("translation_m") or {}).get("median"),
                 "health_warnings": summary.get("health_warnings", [])})
     result: dict[str, dict] = {}
     text = []
@@ -178,6 +181,10 @@ def seed_table(rows: list[dict]) -> tuple[str, dict]:
         if rows[0][name]:
             lines.append(f"| {name.replace('_', '-')} baseline | – | " + " | ".join(fmt(rows[0][name][k]) for k in keys)
                          + " |")
+    away = rows[0].get("map_distance_m")
+    if away is not None:  # the same training split for every seed: the floor of any lookup
+        lines += ["", f"Distance from the map (nearest mapped position to the truth, the floor of any lookup, "
+                      f"median): {away:.3f} m"]
     lines += calibration_table(rows)
     if any(r.get("fused") for r in rows):
         lines += ["", "| fused with odometry | max error after 2 s (m) | "

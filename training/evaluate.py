@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                          latency_s=res["latency"], meta=meta, camera_names=rig.camera_names,
                          plots_enabled=not args.no_plots,
                          retrieval=(res["ret_t"], res["ret_q"]) if "ret_t" in res else None,
-                         calibration=calibration_section(res, ckpt))
+                         calibration=calibration_section(res, ckpt),
+                         mapped_t=database.t if database is not None else None)
     from mfapr_ros.evaluation import load_report
 
     print_summary(load_report(paths["json"]))

@@ -421,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
                          retrieval=(res.retrieval_t, res.retrieval_q) if res.retrieval_t is not None else None,
                          retrieval_shift=((res.retrieval_shift_t, res.retrieval_shift_q)
                                           if res.retrieval_shift_t is not None else None),
-                         calibration=calibration_section(res, ck_meta), fused=fused_report(res, fusion))
+                         calibration=calibration_section(res, ck_meta), fused=fused_report(res, fusion),
+                         mapped_t=localizer.retrieval.t if localizer.retrieval is not None else None)
     print_summary(load_report(paths["json"]))
     print(f"{res.bundles} bundles in {res.wall_seconds:.2f} s ({res.bundles_per_s:.1f} bundles/s); "
           f"{res.bag_seconds:.1f} s of bag → {res.speedup:.1f}× real time")

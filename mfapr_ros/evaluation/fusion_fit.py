@@ -38,9 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from mfapr_ros.core.errors import DataError
+from mfapr_ros.core.errors import ConfigError, DataError
 from mfapr_ros.core.fusion import FusionSettings, fuse_track, fusion_params_yaml, load_fusion_params
 from mfapr_ros.core.io import atomic_write_text
+from mfapr_ros.evaluation.metrics import map_distance, nearest_distance
 from mfapr_ros.inference.calibration import (
     apply_scales,
     calibration_blocks,
@@ -104,11 +105,25 @@ def _score(t_gt: np.ndarray, q_gt: np.ndarray, t: np.ndarray, q: np.ndarray, cov
                      float(sum(c["nll"] for c in cov_doc.values())))
 
 
+def drive_distance_text(t_gt: Any, mapped_t: Any) -> str | None:
+    """``"median X m from the nearest mapped position (…)"`` for the drive the fit ran on, or None without the
+    mapped positions. Why: the fitted σ factors cover a drive about as far from the map as this one; a query much
+    closer to the mapped lanes is localized better than the fit saw, and its fused covariance over-covers (measured
+    on the demo world: validation drive 0.12 m from the map, forward query 0.04 m; docs/node.md)."""
+    if mapped_t is None or len(t_gt) == 0:
+        return None
+    t = map_distance(t_gt, mapped_t)["translation_m"]
+    return (f"median {t['median']:.3f} m (p90 {t['p90']:.3f} m) from the nearest mapped position; the σ factors fit "
+            "drives about this far from the map (compare eval-bag's 'distance from the map' on your queries)")
+
+
 def fit_fusion(base: FusionSettings, stamps_ns: Any, t: Any, q: Any, cov: Any, odom_t: Any, odom_q: Any,
-               odom_ok: Any, t_gt: Any, q_gt: Any, scales: tuple[float, ...] = MEASUREMENT_SCALES) -> FusionFit:
+               odom_ok: Any, t_gt: Any, q_gt: Any, scales: tuple[float, ...] = MEASUREMENT_SCALES,
+               scored: Any = None) -> FusionFit:
     """Fit ``measurement_scale`` and the σ factors (module docstring) on one recorded drive: rows in stamp order,
     the network's poses ``t`` (N,3), ``q`` (N,4 wxyz) and covariances (N,6,6 ROS order), the odometry
-    ``T_odom_base`` at each stamp (``odom_ok`` False = none) and the ground truth ``T_map_base``."""
+    ``T_odom_base`` at each stamp (``odom_ok`` False = none) and the ground truth ``T_map_base``. ``scored``: (N,)
+    bool, the rows the fit scores (default all); the fusion still runs over the whole drive, in order."""
     from mfapr_ros.evaluation.metrics import pose_errors
 
     stamps = np.asarray(stamps_ns, dtype=np.int64)
@@ -119,24 +134,32 @@ def fit_fusion(base: FusionSettings, stamps_ns: Any, t: Any, q: Any, cov: Any, o
                         "odom -> base on /tf and ground truth)")
     if not scales:
         raise DataError("fit-fusion: no measurement_scale candidates to score")
+    keep = np.ones(len(stamps), bool) if scored is None else np.asarray(scored, dtype=bool).reshape(-1)
+    if len(keep) != len(stamps):
+        raise DataError(f"fit-fusion: {len(keep)} scored flags for {len(stamps)} poses")
+    if int(keep.sum()) < MIN_POSES:
+        raise DataError(f"fit-fusion: {int(keep.sum())} poses are scored; at least {MIN_POSES} are needed (a longer "
+                        "drive, or a larger --max-map-distance)")
+    t_gt, q_gt = t_gt[keep], q_gt[keep]
     candidates: list[Candidate] = []
     base_candidate: Candidate | None = None
     for scale in sorted(set(scales) | {base.measurement_scale}):
         run = fuse_track(dataclasses.replace(base, enabled=True, measurement_scale=scale, position_scale=1.0,
                                              rotation_scale=1.0), stamps, t, q, cov, odom_t, odom_q, odom_ok)
-        te, re = pose_errors(t_gt, q_gt, run.t, run.q)
+        rt, rq, rc = run.t[keep], run.q[keep], run.covariance[keep]
+        te, re = pose_errors(t_gt, q_gt, rt, rq)
         med_m, med_deg = float(np.median(te)), float(np.median(re))
         if scale in scales:
-            candidates.append(_score(t_gt, q_gt, run.t, run.q, run.covariance, scale, med_m, med_deg))
+            candidates.append(_score(t_gt, q_gt, rt, rq, rc, scale, med_m, med_deg))
         if scale == base.measurement_scale:
-            base_candidate = _score(t_gt, q_gt, run.t, run.q, run.covariance, scale, med_m, med_deg,
+            base_candidate = _score(t_gt, q_gt, rt, rq, rc, scale, med_m, med_deg,
                                     (base.position_scale, base.rotation_scale))
     assert base_candidate is not None
     candidates.sort(key=lambda c: (round(c.gap), round(c.nll, 9), c.measurement_scale))
     best = candidates[0]
     settings = dataclasses.replace(base, enabled=True, measurement_scale=best.measurement_scale,
                                    position_scale=best.position_scale, rotation_scale=best.rotation_scale)
-    return FusionFit(settings, best, base_candidate, candidates, len(stamps))
+    return FusionFit(settings, best, base_candidate, candidates, int(keep.sum()))
 
 
 def describe(c: Candidate) -> str:
@@ -161,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--gt-topic", default=None, help="GT topic (as eval-bag)")
     g.add_argument("--gt-tf", default=None, metavar="PARENT:CHILD", help="GT from TF (as eval-bag)")
+    p.add_argument("--max-map-distance", type=float, default=None, metavar="METRES",
+                   help="score only the poses whose ground truth is within METRES of a mapped (training) position "
+                        "(the checkpoint's retrieval database): fit on the drive's mapped places, where the robot "
+                        "is meant to localize; the fusion still runs over the whole drive (default: every pose)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -189,15 +216,31 @@ def main(argv: list[str] | None = None) -> int:
         raise DataError(f"fit-fusion: {args.bag} has no {args.odom_frame} -> {base_frame} transform on /tf; the fit "
                         "needs the drive's odometry")
     ot, oq, ook = odom.at(res.stamps_ns, max_gap_ns=int(0.5e9))
-    fit = fit_fusion(base, res.stamps_ns, res.t_est, res.q_est, res.covariances, ot, oq, ook, res.t_gt, res.q_gt)
+    mapped = localizer.retrieval.t if localizer.retrieval is not None else None
+    scored = None
+    if args.max_map_distance is not None:
+        if not args.max_map_distance > 0:
+            raise ConfigError(f"fit-fusion: --max-map-distance must be > 0 m, got {args.max_map_distance}")
+        if mapped is None:
+            raise DataError(f"fit-fusion: --max-map-distance needs the mapped positions; {args.checkpoint} has no "
+                            "retrieval database beside it (retrain, or leave the option out)")
+        scored = nearest_distance(res.t_gt, mapped) <= args.max_map_distance
+        print(f"fit-fusion: scoring {int(scored.sum())} of {len(scored)} poses (within "
+              f"{args.max_map_distance:g} m of a mapped position)")
+    fit = fit_fusion(base, res.stamps_ns, res.t_est, res.q_est, res.covariances, ot, oq, ook, res.t_gt, res.q_gt,
+                     scored=scored)
+    away = drive_distance_text(res.t_gt if scored is None else res.t_gt[scored], mapped)
     header = (f"fusion.* fitted by mfapr fit-fusion on {args.bag} ({fit.count} poses, checkpoint "
               f"{args.checkpoint})\nkept:     {describe(fit.best)}\nstarting: {describe(fit.base)}\n"
-              "use: localize_node --ros-args --params-file THIS_FILE; mfapr eval-bag --params THIS_FILE")
+              + (f"drive: {away}\n" if away else "")
+              + "use: localize_node --ros-args --params-file THIS_FILE; mfapr eval-bag --params THIS_FILE")
     atomic_write_text(args.out, fusion_params_yaml(fit.settings, header))
     print(f"fit-fusion on {args.bag}: {fit.count} poses")
     print(f"  starting settings : {describe(fit.base)}")
     print(f"  kept              : {describe(fit.best)}")
     for c in fit.candidates[1:4]:
         print(f"  next              : {describe(c)}")
+    if away:
+        print(f"  this drive        : {away}")
     print(f"wrote {Path(args.out)}")
     return 0

@@ -195,9 +195,10 @@ class OnlineEvaluator:
 
     def write(self, out_dir: str | Path, meta: dict[str, Any] | None = None,
               baseline: tuple[Any, Any] | None = None, plots_enabled: bool = True,
-              checkpoint_meta: dict[str, Any] | None = None) -> dict[str, Path]:
+              checkpoint_meta: dict[str, Any] | None = None, mapped_t: Any = None) -> dict[str, Path]:
         """Final match, then the shared report (rows sorted by stamp); ``checkpoint_meta`` adds the stored
-        covariance calibration to the calibration section."""
+        covariance calibration to the calibration section; ``mapped_t`` (the mapped positions) the drive's
+        distance from the map."""
         self.match(final=True)
         order = np.argsort(np.asarray(self.stamps, dtype=np.int64), kind="stable")
         n = len(order)
@@ -234,7 +235,8 @@ class OnlineEvaluator:
                             q_est=arr(self.q_est, 4), baseline=baseline,
                             latency_s=lat if np.isfinite(lat).any() else None, meta=meta,
                             plots_enabled=plots_enabled, retrieval=retrieval, retrieval_shift=retrieval_shift,
-                            calibration=self.calibration_section(stamps, checkpoint_meta), fused=fused_doc)
+                            calibration=self.calibration_section(stamps, checkpoint_meta), fused=fused_doc,
+                            mapped_t=mapped_t)
 
     def calibration_section(self, stamps: Sequence[int], checkpoint_meta: dict[str, Any] | None = None
                             ) -> dict[str, Any] | None:

@@ -31,7 +31,7 @@ from mfapr_ros.inference.calibration import calibration_report, levels_text
 from mfapr_ros.inference.calibration import markdown_table as calibration_markdown
 
 from . import plots
-from .metrics import bin_label, compute_metrics, mean_pose_baseline, pose_errors
+from .metrics import bin_label, compute_metrics, map_distance, mean_pose_baseline, pose_errors
 
 REPORT_FORMAT = "mfapr_ros.eval_report"
 REPORT_VERSION = 1
@@ -121,6 +121,27 @@ def _retrieval_shift_section(retrieval_shift: tuple[Any, Any] | None, t_gt: np.n
     return doc
 
 
+def _map_distance_section(mapped_t: Any, t_gt: np.ndarray) -> dict[str, Any] | None:
+    """The drive's distance from the map (:func:`~.metrics.map_distance`) with how it was measured, or None."""
+    if mapped_t is None or len(t_gt) == 0:
+        return None
+    doc = map_distance(t_gt, mapped_t)
+    doc["method"] = ("ground-truth position to the nearest mapped (training) position: the error of an oracle that "
+                     "answers with the mapped pose nearest the truth, the floor of any lookup")
+    return doc
+
+
+def map_distance_line(doc: dict[str, Any]) -> str | None:
+    """One sentence on the drive's distance from the map (Markdown report and console), or None without one."""
+    md = doc.get("map_distance")
+    if not md or md["translation_m"]["median"] is None:
+        return None
+    t = md["translation_m"]
+    return (f"Distance from the map (nearest mapped position to the truth): median {_fmt(t['median'])} m, p90 "
+            f"{_fmt(t['p90'])} m, {_pct(md['within_m'].get('0.25'))} within 0.25 m — no method that answers with a "
+            "mapped pose (image retrieval) can be more precise; a regressor must extrapolate from the map to be.")
+
+
 #: The fused pose's figures skip the filter's first seconds (it starts from one network pose).
 FUSED_WARMUP_S = 2.0
 
@@ -200,7 +221,8 @@ def write_report(out_dir: str | Path, *, stamps_ns: Sequence[int] | np.ndarray, 
                  meta: dict[str, Any] | None = None, camera_names: Sequence[str] | None = None,
                  plots_enabled: bool = True, retrieval: tuple[Any, Any] | None = None,
                  retrieval_shift: tuple[Any, Any] | None = None,
-                 calibration: dict[str, Any] | None = None, fused: dict[str, Any] | None = None) -> dict[str, Path]:
+                 calibration: dict[str, Any] | None = None, fused: dict[str, Any] | None = None,
+                 mapped_t: Any = None) -> dict[str, Path]:
     """Write the report for paired GT/estimate rows into ``out_dir``; returns ``{kind: path}`` (keys of FILES).
 
     ``baseline``: see :func:`resolve_baseline`. ``masks``: ``(N, T)`` bool camera presence per pose (the
@@ -211,6 +233,8 @@ def write_report(out_dir: str | Path, *, stamps_ns: Sequence[int] | np.ndarray, 
     ``calibration``: the covariance-calibration section (:func:`~mfapr_ros.inference.calibration.report_section`:
     1σ/2σ/3σ coverage and NLL of the published covariance), or ``None`` when the poses carry no covariance.
     ``fused``: the pose fused with odometry (:func:`fused_section`), or ``None`` when fusion did not run.
+    ``mapped_t``: ``(M, 3)`` the mapped (training) positions, e.g. the retrieval database's: the report then says
+    how far the drive is from the map (:func:`~.metrics.map_distance`), the floor of any lookup's error.
     """
     meta = dict(meta or {})
     stamps = np.asarray(stamps_ns, dtype=np.int64).reshape(-1)
@@ -231,7 +255,7 @@ def write_report(out_dir: str | Path, *, stamps_ns: Sequence[int] | np.ndarray, 
         "format": REPORT_FORMAT, "format_version": REPORT_VERSION, "mfapr_ros_version": __version__,
         "metrics": metrics, "baseline": base_doc, "retrieval": retrieval_doc,
         "retrieval_shift": _retrieval_shift_section(retrieval_shift, t_gt, q_gt, tracks), "calibration": calibration,
-        "fused": fused, "meta": meta,
+        "fused": fused, "map_distance": _map_distance_section(mapped_t, t_gt), "meta": meta,
         "rows": _pose_rows(stamps, t_gt, q_gt, t_est, q_est, t_err, r_err, tracks, mask_arr, lat),
     }
     out = Path(out_dir)
@@ -325,6 +349,9 @@ def markdown_summary(doc: dict[str, Any]) -> str:
     verdicts = verdict_lines(m, b, rb) + ([verdict(m, rs, "shift-aware retrieval")] if rs is not None else [])
     if verdicts:
         lines += ([""] if b is None else []) + verdicts
+    mdl = map_distance_line(doc)
+    if mdl:
+        lines += ["", mdl]
     lat = m.get("latency_s")
     if lat and lat.get("count"):
         lines += ["", f"Latency: p50 {1e3 * lat['p50']:.1f} ms, p99 {1e3 * lat['p99']:.1f} ms "
@@ -449,6 +476,10 @@ def format_summary(doc_or_metrics: dict[str, Any], baseline_metrics: dict[str, A
         st, sr = shift["translation_m"], shift["rotation_deg"]
         lines.append(f"shift-aware retrieval median: {_fmt(st['median'])} m, {_fmt(sr['median'], 2)}° "
                      f"(mean {_fmt(st['mean'])} m, {_fmt(sr['mean'], 2)}°)")
+    mdl = map_distance_line(doc_or_metrics) if "metrics" in doc_or_metrics else None
+    if mdl:
+        lines.append(mdl.split(" — ")[0].replace("Distance from the map", "distance from the map")
+                     + " (the floor of any lookup)")
     if cal:
         lines.append("covariance coverage 1σ/2σ/3σ: " + "; ".join(
             f"{name} {levels_text(b['coverage'])} % (target {levels_text(b['target'])})" for name, b in cal.items()))

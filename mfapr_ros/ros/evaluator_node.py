@@ -377,7 +377,23 @@ class EvaluatorNode(Node):
                 "subscribed": self.subscribed, "baseline_source": src, "checkpoint": self.p.checkpoint or None,
                 "finish_reason": self.finish_reason or "shutdown", "parameters": self.p.to_dict()}
         return self.ev.write(self.p.out_dir, meta=meta, baseline=baseline, plots_enabled=bool(self.p.plots),
-                             checkpoint_meta=self._ckpt_meta)
+                             checkpoint_meta=self._ckpt_meta, mapped_t=self._mapped_positions())
+
+    def _mapped_positions(self) -> Any:
+        """The mapped (training) positions from the checkpoint's retrieval database, for the report's distance from
+        the map; None (logged) without a checkpoint or database — the report then goes without that line."""
+        if not self.p.checkpoint:
+            return None
+        from mfapr_ros.core.checkpoint import checkpoint_paths
+        from mfapr_ros.inference.baselines import load_for_checkpoint
+
+        try:
+            db = load_for_checkpoint(checkpoint_paths(self.p.checkpoint)[0])
+        except MfaprError as e:
+            self.get_logger().warning(f"checkpoint {self.p.checkpoint!r}: retrieval database unreadable ({e}); the "
+                                      "report has no distance from the map")
+            return None
+        return None if db is None else db.t
 
 
 def _split_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:

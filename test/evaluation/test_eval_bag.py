@@ -267,6 +267,55 @@ def test_fit_fusion_writes_the_params_file_that_eval_bag_and_the_node_read(tmp_p
                          "--device", "cpu", "--no-progress"])
     assert not (tmp_path / "x.yaml").exists() and not (tmp_path / "y.yaml").exists()
 
+    # --max-map-distance: needs the mapped positions (the retrieval database beside the checkpoint)
+    with pytest.raises(MfaprError, match="no retrieval database"):
+        fusion_fit.main(["--checkpoint", str(checkpoint), "--bag", str(drive), "--out", str(tmp_path / "z.yaml"),
+                         "--device", "cpu", "--no-progress", "--max-map-distance", "0.25"])
+    with pytest.raises(MfaprError, match="must be > 0 m"):
+        fusion_fit.main(["--checkpoint", str(checkpoint), "--bag", str(drive), "--out", str(tmp_path / "z.yaml"),
+                         "--device", "cpu", "--no-progress", "--max-map-distance", "0"])
+
+
+def test_fit_fusion_scores_the_mapped_places_of_the_drive(tmp_path, checkpoint, capsys):
+    """With a retrieval database (the mapped positions) beside the checkpoint, ``--max-map-distance`` scores the
+    poses whose ground truth lies that close to a mapped position, and the console and eval-bag report how far the
+    drive is from the map."""
+    pytest.importorskip("gtsam")
+    import shutil
+
+    from mfapr_ros.core.checkpoint import checkpoint_paths
+    from mfapr_ros.core.errors import MfaprError
+    from mfapr_ros.core.odometry import OdometryDrift
+    from mfapr_ros.evaluation import eval_bag, fusion_fit, load_report
+    from mfapr_ros.inference.baselines import THUMB, RetrievalDatabase, database_path
+
+    ck = tmp_path / "ck" / "tiny.json"
+    ck.parent.mkdir()
+    for p in checkpoint_paths(checkpoint):
+        shutil.copy(p, ck.parent / p.name)
+    drive, _, _ = _bag(tmp_path, "drive", frames=80, odometry=OdometryDrift())
+    gt = evaluate_bag(str(ck), drive, batch=8, progress=False, device="cpu").t_gt
+    n = len(gt)
+    mapped = gt[:60] + np.array([0.0, 0.1, 0.0])  # mapping drove the first 60 places, 0.1 m to the side
+    RetrievalDatabase(np.ones((60, len(RIG.cameras) * THUMB * THUMB)), mapped,
+                      np.tile([1.0, 0, 0, 0], (60, 1))).save(database_path(ck))
+    out = tmp_path / "fusion.yaml"
+    assert fusion_fit.main(["--checkpoint", str(ck), "--bag", str(drive), "--out", str(out), "--device", "cpu",
+                            "--no-progress", "--max-map-distance", "0.25"]) == 0
+    printed = capsys.readouterr().out
+    step = np.median(np.linalg.norm(np.diff(gt, axis=0), axis=1))
+    scored = int(np.sum(np.min(np.linalg.norm(gt[:, None] - mapped[None], axis=2), axis=1) <= 0.25))
+    assert 60 <= scored < n and step < 0.25
+    assert f"scoring {scored} of {n} poses" in printed and f"fit-fusion on {drive}: {scored} poses" in printed
+    assert "this drive        : median 0.100 m" in printed and "drive: median 0.100 m" in out.read_text()
+    assert eval_bag.main(["--checkpoint", str(ck), "--bag", str(drive), "--out", str(tmp_path / "rep"),
+                          "--params", str(out), "--device", "cpu", "--no-plots", "--no-progress"]) == 0
+    doc = load_report(tmp_path / "rep")
+    assert doc["map_distance"]["count"] == n and doc["map_distance"]["within_m"]["0.25"] == pytest.approx(scored / n)
+    with pytest.raises(MfaprError, match="poses are scored; at least 50"):
+        fusion_fit.main(["--checkpoint", str(ck), "--bag", str(drive), "--out", str(out), "--device", "cpu",
+                         "--no-progress", "--max-map-distance", "0.01"])
+
 
 # ---------------------------------------------------------------- topic / transport resolution (--topics, --transport)
 _RAW, _JPEG = "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"

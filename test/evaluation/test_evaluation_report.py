@@ -232,3 +232,41 @@ def test_retrieval_baseline_source_is_a_real_module():
     assert RETRIEVAL_SOURCE == "mfapr_ros/inference/baselines.py" and (root / RETRIEVAL_SOURCE).is_file()
     for path in [*root.joinpath("mfapr_ros").rglob("*.py"), *root.joinpath("docs").glob("*.md"), root / "README.md"]:
         assert "evaluation/retrieval.py" not in path.read_text(), path
+
+
+def test_map_distance_is_the_floor_of_a_lookup_on_a_lane_beside_the_map(tmp_path):
+    """Mapping drove y = 0 every 0.1 m; the query drives 0.2 m beside it (y = 0.2) and at one end runs 1 m past the
+    mapped stretch. The nearest mapped position is 0.2 m away on the lane (exactly) and up to √(1² + 0.2²) past the
+    end; a lookup that answers with the nearest mapped pose has exactly these errors, so none can do better."""
+    from mfapr_ros.evaluation.metrics import map_distance, nearest_distance
+
+    mapped = np.stack([np.arange(0, 10.0001, 0.1), np.zeros(101), np.zeros(101)], 1)
+    x = np.arange(0.05, 11.0, 0.1)
+    t_gt = np.stack([x, np.full(len(x), 0.2), np.zeros(len(x))], 1)
+    d = nearest_distance(t_gt, mapped, chunk=7)  # chunks smaller than the query: the same answer
+    on_lane = x <= 10.0
+    assert d[on_lane] == pytest.approx(np.hypot(0.05, 0.2), abs=1e-9)
+    assert d[~on_lane] == pytest.approx(np.hypot(x[~on_lane] - 10.0, 0.2), abs=1e-9)
+    md = map_distance(t_gt, mapped)
+    assert md["count"] == len(x)
+    assert md["translation_m"]["median"] == pytest.approx(np.hypot(0.05, 0.2))
+    assert md["within_m"]["0.25"] == pytest.approx(np.mean(d <= 0.25)) and md["within_m"]["0.1"] == 0.0
+    # the oracle lookup (nearest mapped pose) has exactly these errors
+    j = np.argmin(np.linalg.norm(t_gt[:, None] - mapped[None], axis=2), axis=1)
+    q = np.tile([1.0, 0, 0, 0], (len(x), 1))
+    assert compute_metrics(t_gt, q, mapped[j], q)["translation_m"]["median"] == pytest.approx(
+        md["translation_m"]["median"])
+    with pytest.raises(DataError, match="no mapped positions"):
+        nearest_distance(t_gt, np.zeros((0, 3)))
+    with pytest.raises(DataError, match="NaN"):
+        nearest_distance(np.full((1, 3), np.nan), mapped)
+    stamps = np.arange(len(x), dtype=np.int64) + 1
+    paths = write_report(tmp_path / "rep", stamps_ns=stamps, t_gt=t_gt, q_gt=q, t_est=t_gt, q_est=q,
+                         plots_enabled=False, mapped_t=mapped)
+    doc = load_report(paths["json"])
+    assert doc["map_distance"]["translation_m"]["median"] == pytest.approx(np.hypot(0.05, 0.2))
+    assert "Distance from the map" in paths["markdown"].read_text()
+    assert "distance from the map" in format_summary(doc)
+    bare = load_report(write_report(tmp_path / "bare", stamps_ns=stamps, t_gt=t_gt, q_gt=q, t_est=t_gt, q_est=q,
+                                    plots_enabled=False)["json"])
+    assert bare["map_distance"] is None and "distance from the map" not in format_summary(bare)

@@ -101,3 +101,24 @@ def test_fit_needs_a_drive_with_odometry():
     ok[:MIN_POSES - 1] = True
     with pytest.raises(DataError, match=f"{MIN_POSES - 1} poses have odometry; at least {MIN_POSES}"):
         fit_fusion(BASE, s, t, q, cov, ot, oq, ok, pos, qg)
+
+
+def test_fit_scores_only_the_rows_it_is_given():
+    """``scored`` (fit-fusion's ``--max-map-distance``): the fusion runs over the whole drive, the fit scores the
+    flagged rows. A drive whose second half has 4× the stated error: fitted on the first half only, the σ factors
+    cover the first half (and stay near those of a drive without the bad half); fitted on all of it they grow."""
+    s, t, q, cov, ot, oq, ok, pos, qg = drive(1000, seed=5, share=0.0)
+    bad = np.arange(1000) >= 500
+    t = t.copy()
+    t[bad, :2] = pos[bad, :2] + 4.0 * (t[bad, :2] - pos[bad, :2])
+    first = fit_fusion(BASE, s, t, q, cov, ot, oq, ok, pos, qg, scored=~bad)
+    whole = fit_fusion(BASE, s, t, q, cov, ot, oq, ok, pos, qg)
+    assert first.count == 500 and whole.count == 1000
+    assert first.best.gap <= 10
+    assert 0.75 <= first.best.position_scale * first.best.measurement_scale <= 1.5, first.best
+    assert whole.best.position_scale * whole.best.measurement_scale > 1.5 * (
+        first.best.position_scale * first.best.measurement_scale), (whole.best, first.best)
+    with pytest.raises(DataError, match=f"{MIN_POSES - 1} poses are scored"):
+        fit_fusion(BASE, s, t, q, cov, ot, oq, ok, pos, qg, scored=np.arange(1000) < MIN_POSES - 1)
+    with pytest.raises(DataError, match="scored flags"):
+        fit_fusion(BASE, s, t, q, cov, ot, oq, ok, pos, qg, scored=np.ones(10, bool))

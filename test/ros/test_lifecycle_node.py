@@ -282,19 +282,22 @@ def test_parameters_change_only_while_unconfigured(rclpy_context, tmp_path: Path
 class _FakeLocalizer:
     """A stand-in model (node tests of what surrounds inference): fixed pose, configurable covariance/delay."""
 
-    def __init__(self, n: int = 2, cov=None, delay: float = 0.0) -> None:
+    def __init__(self, n: int = 2, cov=None, delay: float = 0.0, gate: threading.Event | None = None) -> None:
         from mfapr_ros.core.rig import ring_rig
 
         self.rig = ring_rig(n, image_size=IMG, hfov_deg=90.0)
         self.device = "cpu"
         self.cov = np.eye(6) * 0.1 if cov is None else cov
         self.delay = delay
+        self.gate = gate  # inference waits until the test opens it (ordering by state, not by wall time)
 
     def infer(self, images, stamp_ns, mask=None):
         from mfapr_ros.inference.localizer import RigPose
 
         if self.delay:
             time.sleep(self.delay)
+        if self.gate is not None:
+            self.gate.wait(timeout=30)
         m = np.array([im is not None for im in images])
         return RigPose(int(stamp_ns), np.array([1.0, 2.0, 3.0]), np.array([1.0, 0, 0, 0]), self.cov, 0.0, m)
 
@@ -365,24 +368,38 @@ def test_cleanup_releases_the_model_and_unexpected_failures_keep_their_reason(rc
 
 
 def test_deactivate_discards_the_queued_bundle(rclpy_context) -> None:
-    """Only the bundle being inferred is published at deactivate; the one waiting behind it is dropped, counted."""
+    """Only the bundle being inferred is published at deactivate; the one waiting behind it is dropped, counted.
+
+    The running inference is held until deactivate has discarded the waiting bundle (a gate opened on that state):
+    with a fixed 0.4 s inference a loaded machine could finish it first and start the second one (2 poses)."""
     from rclpy.parameter import Parameter
 
     from mfapr_ros.ros.lifecycle_node import LocalizeLifecycleNode
 
+    gate = threading.Event()
     node = LocalizeLifecycleNode("lc_discard", context=rclpy_context,
-                                 localizer_factory=lambda p: _FakeLocalizer(delay=0.4),
+                                 localizer_factory=lambda p: _FakeLocalizer(gate=gate),
                                  parameter_overrides=[Parameter("checkpoint", value="fake.json"),
                                                       Parameter("diagnostics_period", value=0.0)])
+
+    def open_when_discarded() -> None:
+        deadline = time.monotonic() + 20
+        while node._async.stats["discarded"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        gate.set()
+
     try:
         node.trigger_configure()
         node.trigger_activate()
-        node._async.submit(_raw_bundle(1, 2))  # starts running
-        deadline = time.monotonic() + 10  # in the model (not a fixed sleep: a loaded machine may take longer)
+        node._async.submit(_raw_bundle(1, 2))  # starts running, held at the gate
+        deadline = time.monotonic() + 10
         while not node._async._busy and time.monotonic() < deadline:
             time.sleep(0.005)
         node._async.submit(_raw_bundle(2, 2))  # decoded, waits behind it
+        opener = threading.Thread(target=open_when_discarded, daemon=True)
+        opener.start()
         node.trigger_deactivate()
+        opener.join(timeout=30)
         assert node.poses_published == 1
         assert node.diagnostics_summary()["drops"]["inference.inactive"] == 1
         assert node._async.stats["discarded"] == 1
