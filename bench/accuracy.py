@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                                        "target": list(b["target"].values()), "nll": b["nll"]}
                                 for name, b in ((doc.get("calibration") or {}).get("blocks") or {}).items()},
                 "map_distance_m": ((doc.get("map_distance") or {}).get("translation_m") or {}).get("median"),
+                "robot_frame_m": doc["metrics"].get("robot_frame_m"),
                 "health_warnings": summary.get("health_warnings", [])})
     result: dict[str, dict] = {}
     text = []
@@ -185,6 +186,12 @@ def seed_table(rows: list[dict]) -> tuple[str, dict]:
     if away is not None:  # the same training split for every seed: the floor of any lookup
         lines += ["", f"Distance from the map (nearest mapped position to the truth, the floor of any lookup, "
                       f"median): {away:.3f} m"]
+    if all(r.get("robot_frame_m") for r in rows):
+        lines += ["", "Raw position error in the robot frame, per seed (median size forward / left, signed median "
+                      "left — a bias when it is near the size): " + "; ".join(
+                          f"seed {r['seed']} {r['robot_frame_m']['forward']['median_abs']:.3f} / "
+                          f"{r['robot_frame_m']['left']['median_abs']:.3f} m, "
+                          f"{r['robot_frame_m']['left']['median_signed']:+.3f} m" for r in rows)]
     lines += calibration_table(rows)
     if any(r.get("fused") for r in rows):
         lines += ["", "| fused with odometry | max error after 2 s (m) | "

@@ -349,6 +349,13 @@ def markdown_summary(doc: dict[str, Any]) -> str:
     verdicts = verdict_lines(m, b, rb) + ([verdict(m, rs, "shift-aware retrieval")] if rs is not None else [])
     if verdicts:
         lines += ([""] if b is None else []) + verdicts
+    rf = m.get("robot_frame_m")
+    if rf and rf["forward"]["median_abs"] is not None:
+        lines += ["", "Position error in the robot frame (the ground truth's base_link): median size "
+                      + ", ".join(f"{ax} {_fmt(rf[ax]['median_abs'])} m" for ax in ("forward", "left", "up"))
+                      + "; signed median " + ", ".join(f"{ax} {_fmt(rf[ax]['median_signed'])} m"
+                                                      for ax in ("forward", "left", "up"))
+                      + " (a signed median near the size is a steady offset, not noise)."]
     mdl = map_distance_line(doc)
     if mdl:
         lines += ["", mdl]

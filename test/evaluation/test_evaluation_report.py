@@ -270,3 +270,22 @@ def test_map_distance_is_the_floor_of_a_lookup_on_a_lane_beside_the_map(tmp_path
     bare = load_report(write_report(tmp_path / "bare", stamps_ns=stamps, t_gt=t_gt, q_gt=q, t_est=t_gt, q_est=q,
                                     plots_enabled=False)["json"])
     assert bare["map_distance"] is None and "distance from the map" not in format_summary(bare)
+
+
+def test_robot_frame_errors_split_a_side_offset_from_along_track_noise():
+    """A robot heading +y (yaw 90°) whose estimates sit 0.2 m to its right (world +x) and ±0.1 m along its track:
+    in its own frame that is left −0.2 m every time (a bias: signed median = −size) and forward ±0.1 m (noise:
+    signed median 0); the world-frame error would mix them by heading."""
+    from mfapr_ros.evaluation.metrics import robot_frame_errors
+
+    n = 40
+    t_gt = np.stack([np.zeros(n), np.arange(n) * 0.1, np.zeros(n)], 1)
+    q_gt = quat_from_yaw(np.full(n, np.pi / 2))
+    along = np.where(np.arange(n) % 2 == 0, 0.1, -0.1)
+    t_est = t_gt + np.stack([np.full(n, 0.2), along, np.zeros(n)], 1)
+    rf = robot_frame_errors(t_gt, q_gt, t_est)
+    assert rf["left"]["median_abs"] == pytest.approx(0.2) and rf["left"]["median_signed"] == pytest.approx(-0.2)
+    assert rf["forward"]["median_abs"] == pytest.approx(0.1) and rf["forward"]["median_signed"] == pytest.approx(0.0)
+    assert rf["up"]["p90_abs"] == pytest.approx(0.0, abs=1e-12)
+    assert compute_metrics(t_gt, q_gt, t_est, q_gt)["robot_frame_m"] == rf
+    assert robot_frame_errors(np.zeros((0, 3)), np.zeros((0, 4)), np.zeros((0, 3)))["left"]["median_abs"] is None
