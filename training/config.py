@@ -53,8 +53,10 @@ class DataConfig:
     # saturation, hue, p, white_balance, shading, shading_grids); missing ones keep their defaults
     photometric: Any = True
     # the rig turned by a random yaw in ±this many degrees about its up axis, every image re-projected from the rig's
-    # cameras, the target turned with it (datasets/yaw_augmentation.py); 0 = off. Needs pinhole intrinsics
-    yaw_aug_deg: float = 0.0
+    # cameras, the target turned with it (datasets/yaw_augmentation.py); 0 = off. Needs pinhole intrinsics. auto:
+    # 5 where every camera is an undistorted pinhole and the cameras see ≥ 97 % of the turned rig (a ring), else 0
+    # (logged why); training records the resolved number
+    yaw_aug_deg: Any = 0.0  # a number of degrees, or auto
     num_workers: int = 0
     max_train: int | None = None  # keep only this many training bundles (evenly spaced) — CPU-scale runs
     max_val: int | None = None
@@ -355,8 +357,11 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"{src}: 'data.photometric' must be true, false or a mapping of jitter settings, "
                           f"got {ph!r}")
     ya = cfg.data.yaw_aug_deg
-    if isinstance(ya, bool) or not isinstance(ya, (int, float)) or not 0.0 <= ya <= 45.0:
-        raise ConfigError(f"{src}: 'data.yaw_aug_deg' must be a number of degrees in [0, 45] (0 = off), got {ya!r}")
+    if ya != "auto" and (isinstance(ya, bool) or not isinstance(ya, (int, float)) or not 0.0 <= ya <= 45.0):
+        raise ConfigError(f"{src}: 'data.yaw_aug_deg' must be a number of degrees in [0, 45] (0 = off) or auto "
+                          f"(5 where the rig's cameras see the turned rig), got {ya!r}")
+    if ya != "auto":
+        cfg.data.yaw_aug_deg = float(ya)
     res = cfg.data.track_aug_max_residual
     if not (isinstance(res, (list, tuple)) and len(res) == 2 and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in res)):

@@ -119,6 +119,11 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
         log.info("relative loss: %d-frame tuples, %d frames apart", steps, skip)
     photometric = PhotometricConfig.from_dict(d.photometric) if isinstance(d.photometric, dict) else d.photometric
     yaw_aug = None
+    if d.yaw_aug_deg == "auto":
+        from .datasets.yaw_augmentation import auto_yaw_aug
+
+        d.yaw_aug_deg, why = auto_yaw_aug(rig, pre)  # the checkpoint's config records the number training used
+        log.info("yaw augmentation (data.yaw_aug_deg: auto): %s", why)
     if d.yaw_aug_deg:
         from .datasets.yaw_augmentation import YawAugmentation
 

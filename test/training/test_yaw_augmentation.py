@@ -112,9 +112,33 @@ def test_config_validates_yaw_aug_deg(tmp_path: Path) -> None:
     cfg.write_text("name: t\ndata: {root: x}\n")
     assert load_config(cfg, ["data.yaw_aug_deg=5"]).data.yaw_aug_deg == 5
     assert load_config(cfg, []).data.yaw_aug_deg == 0.0
-    for bad in ("-1", "60", "true"):
+    assert load_config(cfg, ["data.yaw_aug_deg=auto"]).data.yaw_aug_deg == "auto"
+    for bad in ("-1", "60", "true", "automatic"):
         with pytest.raises(ConfigError, match="data.yaw_aug_deg"):
             load_config(cfg, [f"data.yaw_aug_deg={bad}"])
+
+
+def test_auto_turns_only_rigs_whose_cameras_see_the_turned_rig() -> None:
+    """``data.yaw_aug_deg: auto``: on (5°) for rings of undistorted pinholes (the demo's 4 × 90°, 10 × 40°, 6 × 60°);
+    off, with the reason, for one camera or two facing apart (the turned-in strip would be a repeated edge: ~10 % of
+    the pixels at 5°), a distorted lens or a rig without intrinsics."""
+    from mfapr_training.datasets.yaw_augmentation import AUTO_DEG, auto_yaw_aug
+
+    deg, why = auto_yaw_aug(load_rig("ring4"), PRE)
+    assert deg == AUTO_DEG == 5.0 and "the cameras see 98." in why
+    for n, fov in ((10, 40.0), (6, 60.0)):
+        assert auto_yaw_aug(ring_rig(n, image_size=128, hfov_deg=fov), PRE)[0] == 5.0
+    for n, fov in ((1, 60.0), (1, 90.0), (2, 90.0)):
+        deg, why = auto_yaw_aug(ring_rig(n, image_size=128, hfov_deg=fov), PRE)
+        assert deg == 0.0 and why.startswith("off: turned by 5° the rig's cameras see ") and "needs 97 %" in why
+        assert 85.0 < float(why.split("see ")[1].split(" %")[0]) < 95.0
+    good = load_rig("ring4")
+    cams = list(good.cameras)
+    cams[1] = dataclasses.replace(cams[1], intrinsics=Intrinsics(64.0, 64.0, 64.0, 64.0, "OPENCV", (0.1, 0, 0, 0)))
+    deg, why = auto_yaw_aug(dataclasses.replace(good, cameras=tuple(cams)), PRE)
+    assert deg == 0.0 and "lens distortion" in why and "set data.yaw_aug_deg" not in why
+    deg, why = auto_yaw_aug(ring_rig(4), PRE)
+    assert deg == 0.0 and "no intrinsics or image size" in why
 
 
 def test_dataset_turns_images_and_target_together(scene: tuple, tmp_path: Path) -> None:

@@ -172,3 +172,28 @@ class YawAugmentation:
         out = (m @ flat).reshape(t, h, wd, s, ch).permute(3, 0, 4, 1, 2).contiguous()
         dq = g.quat_from_axis_angle([0.0, 0.0, 1.0], math.radians(yaw_deg))
         return out, g.quat_mul(q, dq[None]) if len(q) else q
+
+
+#: ``data.yaw_aug_deg: auto`` turns the rig by up to this many degrees where the rig allows it (:func:`auto_yaw_aug`)
+AUTO_DEG = 5.0
+#: ... i.e. where at least this share of the turned rig's pixels is seen by one of its cameras at ±AUTO_DEG
+AUTO_MIN_COVERED = 0.97
+
+
+def auto_yaw_aug(rig: Rig, cfg: PreprocessConfig) -> tuple[float, str]:
+    """``data.yaw_aug_deg: auto`` → ``(degrees, why)``: :data:`AUTO_DEG` when every camera is an undistorted pinhole
+    with its image size and the cameras together see ≥ :data:`AUTO_MIN_COVERED` of the rig turned by ±AUTO_DEG (a
+    ring of cameras around the up axis); else 0 with the reason.
+
+    Why not always on: the turned-in strip of a camera must come from a neighbour. A single camera, or cameras with
+    gaps between them, would fill it by repeating the edge — 8 % of a 60° camera's pixels at 5° — and that smear
+    tells the network the turn, a cue no query carries."""
+    try:
+        aug = YawAugmentation(rig, cfg, AUTO_DEG)
+    except ConfigError as e:
+        return 0.0, f"off: {str(e).split('; ')[0].replace('data.yaw_aug_deg: ', '')}"
+    covered = min(float(aug.lookup(d)[2].float().mean()) for d in (AUTO_DEG, -AUTO_DEG))
+    if covered < AUTO_MIN_COVERED:
+        return 0.0, (f"off: turned by {AUTO_DEG:g}° the rig's cameras see {100 * covered:.1f} % of the pixels "
+                     f"(needs {100 * AUTO_MIN_COVERED:.0f} %: a ring of cameras around the up axis)")
+    return AUTO_DEG, f"±{AUTO_DEG:g}° (the cameras see {100 * covered:.1f} % of the turned rig)"
