@@ -195,16 +195,20 @@ def seed_table(rows: list[dict]) -> tuple[str, dict]:
     lines += calibration_table(rows)
     if any(r.get("fused") for r in rows):
         lines += ["", "| fused with odometry | max error after 2 s (m) | "
-                  + " | ".join(f"{b} 1σ/2σ/3σ" for b in rows[0]["fused_calibration"]) + " |",
-                  "|" + "---|" * (len(rows[0]["fused_calibration"]) + 2)]
+                  + " | ".join(f"{b} 1σ/2σ/3σ" for b in rows[0]["fused_calibration"])
+                  + " | worst gap, position-2D and yaw (points) |",
+                  "|" + "---|" * (len(rows[0]["fused_calibration"]) + 3)]
         for r in rows:
             cal = r["fused_calibration"]
             mx = r["fused_max_after_2s_m"]
             fs = r.get("fusion_settings") or {}
             how = (f" (measurement_scale {fs['measurement_scale']:g}, correlated_fraction "
                    f"{fs['correlated_fraction']:g})" if fs else "")
+            gap = max((abs(c - t) for b in ("position_2d", "yaw") if b in cal
+                       for c, t in zip(cal[b]["coverage"], cal[b]["target"], strict=True)), default=None)
             lines.append(f"| seed {r['seed']}{how} | {'–' if mx is None else f'{mx:.2f}'} | " + " | ".join(
-                "/".join(f"{v:.0f}" for v in cal[b]["coverage"]) for b in cal) + " |")
+                "/".join(f"{v:.0f}" for v in cal[b]["coverage"]) for b in cal)
+                + f" | {'–' if gap is None else f'{gap:.0f}'} |")
     return "\n".join(lines), {"median": med, "min": lo, "max": hi}
 
 if __name__ == "__main__":
