@@ -226,6 +226,13 @@ def summarise(report_json: Path, title: str) -> dict:
         print(f"  image-retrieval basel. : {errs(r)}")
     if rs:
         print(f"  shift-aware retrieval  : {errs(rs)}")
+    md = ((doc.get("map_distance") or {}).get("translation_m") or {}).get("median")
+    if md is not None:  # the nearest mapped position to the truth: no lookup can be more precise
+        print(f"  distance from the map  : {md:.2f} m (median; the floor of any lookup)")
+    rf = m.get("robot_frame_m")
+    if rf:
+        print(f"  robot-frame error      : forward {rf['forward']['median_abs']:.2f} m, left "
+              f"{rf['left']['median_abs']:.2f} m (signed {rf['left']['median_signed']:+.2f} m)")
     for key, val in m["recall"].items():
         parts = ([f"mean pose {100 * b['recall'][key]:.0f} %"] if b else []) + \
             ([f"retrieval {100 * r['recall'][key]:.0f} %"] if r else []) + \

@@ -53,6 +53,11 @@ def test_tiny_demo_end_to_end(tmp_path, ros_env):
     for doc in (offline, live):
         assert doc["retrieval"] is not None and doc["retrieval"]["metrics"]["count"] == doc["metrics"]["count"]
     assert "image-retrieval basel." in proc.stdout
+    # every report says how far the query is from the map (the retrieval database's positions), live and offline
+    for doc in (offline, live, offline_rev, live_rev):
+        assert doc["map_distance"]["count"] == doc["metrics"]["count"]
+        assert doc["map_distance"]["translation_m"]["median"] < 1.0  # the queries revisit mapped routes
+    assert "distance from the map  :" in proc.stdout and "robot-frame error      :" in proc.stdout
     # both reports score the covariance the node publishes (live: ~/pose_with_covariance over DDS) with the
     # checkpoint's stored calibration, and the summary prints it
     assert "covariance_calibration" in json.loads((out / "train" / "best.json").read_text())
