@@ -56,7 +56,10 @@ def test_tiny_demo_end_to_end(tmp_path, ros_env):
     # every report says how far the query is from the map (the retrieval database's positions), live and offline
     for doc in (offline, live, offline_rev, live_rev):
         assert doc["map_distance"]["count"] == doc["metrics"]["count"]
-        assert doc["map_distance"]["translation_m"]["median"] < 1.0  # the queries revisit mapped routes
+        # no lookup answers nearer than the nearest mapped position: retrieval's errors are at or above the floor
+        floor = doc["map_distance"]["translation_m"]
+        ret = doc["retrieval"]["metrics"]["translation_m"]
+        assert ret["median"] >= floor["median"] - 1e-9 and ret["mean"] >= floor["mean"] - 1e-9, (ret, floor)
     assert "distance from the map  :" in proc.stdout and "robot-frame error      :" in proc.stdout
     # both reports score the covariance the node publishes (live: ~/pose_with_covariance over DDS) with the
     # checkpoint's stored calibration, and the summary prints it
