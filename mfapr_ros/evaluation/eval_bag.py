@@ -386,6 +386,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: how much closer to (or farther from) the map a bag may lie than the drive its fusion settings were fitted on
+#: before eval-bag says the fused covariance will likely over- (under-) cover it
+FIT_DRIVE_RATIO = 1.5
+
+
+def fit_drive_comparison(params: str, doc: dict) -> str | None:
+    """One line comparing this bag's distance from the map with that of the drive ``mfapr fit-fusion`` fitted the
+    ``--params`` file on (its header records it), or None when either is unknown.
+
+    Why: the fitted σ factors describe the network's errors on that drive; the network is more precise close to the
+    mapped lanes (demo world: validation drive 0.115 m from the map, queries 0.038 m, and its fused covariance
+    over-covered the queries at 1σ by up to 30 points), so a user should see the mismatch where the figures are."""
+    import re
+
+    here = ((doc.get("map_distance") or {}).get("translation_m") or {}).get("median")
+    try:
+        text = Path(params).read_text()
+    except OSError:
+        return None
+    m = re.search(r"^# drive: median ([0-9.]+) m", text, re.M)
+    if here is None or m is None:
+        return None
+    there = float(m.group(1))
+    line = (f"fusion settings fitted on a drive {there:.3f} m from the map (median); this bag is {here:.3f} m from "
+            "it")
+    if there > 0 and here > 0 and max(there / here, here / there) > FIT_DRIVE_RATIO:
+        closer = here < there
+        line += (f" — {max(there / here, here / there):.1f}× {'closer' if closer else 'farther'}: the network is "
+                 f"likely {'more' if closer else 'less'} precise here than on the fit drive, so the fused covariance "
+                 f"will likely {'over' if closer else 'under'}-cover (fit on a drive like this one)")
+    return line
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `mfapr eval-bag`; errors surface as MfaprError (the dispatcher prints one line, exit 2)."""
     args = build_parser().parse_args(argv)
@@ -423,7 +456,12 @@ def main(argv: list[str] | None = None) -> int:
                                           if res.retrieval_shift_t is not None else None),
                          calibration=calibration_section(res, ck_meta), fused=fused_report(res, fusion),
                          mapped_t=localizer.retrieval.t if localizer.retrieval is not None else None)
-    print_summary(load_report(paths["json"]))
+    doc = load_report(paths["json"])
+    print_summary(doc)
+    if args.params and res.fused is not None:
+        line = fit_drive_comparison(args.params, doc)
+        if line:
+            print(line)
     print(f"{res.bundles} bundles in {res.wall_seconds:.2f} s ({res.bundles_per_s:.1f} bundles/s); "
           f"{res.bag_seconds:.1f} s of bag → {res.speedup:.1f}× real time")
     if res.drops:

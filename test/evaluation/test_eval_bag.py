@@ -312,6 +312,18 @@ def test_fit_fusion_scores_the_mapped_places_of_the_drive(tmp_path, checkpoint, 
                           "--params", str(out), "--device", "cpu", "--no-plots", "--no-progress"]) == 0
     doc = load_report(tmp_path / "rep")
     assert doc["map_distance"]["count"] == n and doc["map_distance"]["within_m"]["0.25"] == pytest.approx(scored / n)
+    # eval-bag compares this bag's distance from the map with the fit drive's (from the file's header)
+    shown = capsys.readouterr().out
+    here = doc["map_distance"]["translation_m"]["median"]
+    assert f"fitted on a drive 0.100 m from the map (median); this bag is {here:.3f} m" in shown
+    assert ("closer" in shown) == (0.100 / here > eval_bag.FIT_DRIVE_RATIO)
+    far = tmp_path / "far.yaml"
+    far.write_text(out.read_text().replace("# drive: median 0.100 m", "# drive: median 0.900 m"))
+    assert eval_bag.main(["--checkpoint", str(ck), "--bag", str(drive), "--out", str(tmp_path / "rep2"),
+                          "--params", str(far), "--device", "cpu", "--no-plots", "--no-progress"]) == 0
+    assert "× closer: the network is likely more precise here" in capsys.readouterr().out
+    assert eval_bag.fit_drive_comparison(str(tmp_path / "missing.yaml"), doc) is None
+    assert eval_bag.fit_drive_comparison(str(far), {"map_distance": None}) is None
     with pytest.raises(MfaprError, match="poses are scored; at least 50"):
         fusion_fit.main(["--checkpoint", str(ck), "--bag", str(drive), "--out", str(out), "--device", "cpu",
                          "--no-progress", "--max-map-distance", "0.01"])
