@@ -90,6 +90,7 @@ class BundlePipeline:
         self._ready: tuple[Any, int, float, float, float] | None = None  # images, stamp, wait, decode, t_done
         self._result: tuple[Any, StageTimes] | None = None  # inferred, waiting for the publish thread
         self._preparing = False
+        self._drop_decoding = False  # discard_pending() during a decode: drop (already counted) when it returns
         self._busy = False
         self._publishing = False
         self._closed = False
@@ -140,18 +141,23 @@ class BundlePipeline:
                 self._cond.wait(left)
         return True
 
-    def discard_pending(self) -> bool:
-        """Drop the bundles not yet in the model (waiting or decoded; counted ``discarded``); the running ones
-        finish and their results are handed to ``on_result``. Returns whether any was dropped (a lifecycle
-        deactivate: queued input is not published later)."""
+    def discard_pending(self) -> int:
+        """Drop the bundles not yet in the model (waiting, being decoded or decoded; counted ``discarded``); the
+        running ones finish and their results are handed to ``on_result``. Returns how many were dropped (a lifecycle
+        deactivate: queued input is not published later; the node counts each).
+
+        A bundle in the middle of its decode is counted now and dropped when the decode returns: left alone it
+        would reach the model after the deactivate and be published (a lifecycle test caught it as a race)."""
         with self._cond:
-            n = len(self._pending) + (self._ready is not None)
+            drop_decoding = self._preparing and not self._drop_decoding
+            n = len(self._pending) + (self._ready is not None) + drop_decoding
+            self._drop_decoding = self._drop_decoding or drop_decoding
             self._pending.clear()
             self._ready = None
             self._stats["discarded"] += n
             self._wake_prepare.notify()  # the decoded slot may be free now
             self._cond.notify_all()  # wait_idle()
-            return n > 0
+            return int(n)
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Stop accepting bundles, drop those not yet in the model, finish the running ones (their results still
@@ -208,7 +214,9 @@ class BundlePipeline:
             t1 = time.perf_counter()
             with self._cond:
                 self._preparing = False
-                if failed:  # counted once: an error, not also a rejected bundle
+                if self._drop_decoding:  # discarded while it was decoded: counted then, dropped now
+                    self._drop_decoding = False
+                elif failed:  # counted once: an error, not also a rejected bundle
                     self._stats["errors"] += 1
                 elif out is None:
                     self._stats["rejected"] += 1

@@ -79,9 +79,10 @@ class DropCounter(dict[str, int]):
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
-    def drop(self, source: str, cause: str, detail: str = "") -> bool:
-        """Count one drop of ``source`` (a camera, the model side); returns whether a log line was emitted."""
-        return self._count(source, cause, detail, 1, always_log=True)
+    def drop(self, source: str, cause: str, detail: str = "", n: int = 1) -> bool:
+        """Count ``n`` drops (one, by default) of ``source`` (a camera, the model side); returns whether a log line
+        was emitted."""
+        return self._count(source, cause, detail, n, always_log=True)
 
     def add(self, cause: str, detail: str = "", n: int = 1) -> bool:
         """Count ``n`` source-less drops of ``cause``; logged (within the policy) only when ``detail`` says where."""

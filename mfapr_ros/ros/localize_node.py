@@ -242,8 +242,10 @@ class LocalizeCore:
         self.diagnostics.stop()
         if self._configured:
             self.sync.reset()
-            if self._async is not None and self._async.discard_pending():
-                self.drops.drop(MODEL_SOURCE, "inactive", "a bundle waiting for inference was discarded at deactivate")
+            discarded = self._async.discard_pending() if self._async is not None else 0
+            if discarded:
+                self.drops.drop(MODEL_SOURCE, "inactive", f"{discarded} bundle(s) waiting for inference discarded at "
+                                "deactivate", n=discarded)
             if self._async is not None and not self._async.wait_idle(idle_timeout_s):
                 self.get_logger().warning(f"deactivating although inference is still running after "
                                           f"{idle_timeout_s:.0f} s; its result will be dropped (counted)")

@@ -168,7 +168,7 @@ def test_discard_and_close_account_for_everything() -> None:
     p.submit(2)
     _wait(lambda: g.prepared == [1, 2], what="bundle 2 decoded")
     p.submit(3)
-    assert p.discard_pending()  # 2 (decoded) and 3 (waiting) dropped, 1 finishes and is published
+    assert p.discard_pending() == 2  # 2 (decoded) and 3 (waiting) dropped, 1 finishes and is published
     p.submit(4)
     _wait(lambda: g.prepared == [1, 2, 4], what="bundle 4 decoded")
     closer = threading.Thread(target=p.close)
@@ -181,6 +181,27 @@ def test_discard_and_close_account_for_everything() -> None:
     assert g.published == [1] and s["discarded"] == 2 and s["dropped_closed"] == 1
     assert _accounted(s) == s["submitted"] == 4
     assert not p.submit(5) and p.stats["dropped_closed"] == 2
+
+
+def test_discard_drops_the_bundle_being_decoded_too() -> None:
+    """A deactivate while a bundle is being decoded: it is counted ``discarded`` at once (twice asking counts it
+    once) and never reaches the model; the next bundle goes through as usual. Before, it was decoded into the
+    model's slot after the discard and published after the deactivate."""
+    g = _Gated()
+    p = BundlePipeline(g.prepare, g.infer, g.on_result, name="t4b")
+    g.gates["prepare"].clear()
+    p.submit(1)
+    _wait(lambda: g.prepared == [1], what="bundle 1 in its decode")
+    assert p.discard_pending() == 1 and p.stats["discarded"] == 1
+    assert p.discard_pending() == 0 and p.stats["discarded"] == 1
+    g.gates["prepare"].set()
+    assert p.wait_idle(5)
+    assert g.inferred == [] and g.published == []
+    p.submit(2)
+    assert p.wait_idle(5) and g.published == [2]
+    s = p.stats
+    assert s["discarded"] == 1 and s["processed"] == 1 and _accounted(s) == s["submitted"] == 2
+    p.close()
 
 
 @pytest.mark.parametrize("slow", ["prepare", "infer", "publish"])
