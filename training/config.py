@@ -57,6 +57,13 @@ class DataConfig:
     # 5 where every camera is an undistorted pinhole and the cameras see ≥ 97 % of the turned rig (a ring), else 0
     # (logged why); training records the resolved number
     yaw_aug_deg: Any = 0.0  # a number of degrees, or auto
+    # the rig moved sideways (base_link y) by a random step in ±this many metres, every image re-projected from the
+    # rig's cameras as if the scene were walls shift_aug_depth_m away all round, the target moved with it
+    # (datasets/shift_augmentation.py); 0 = off. Needs pinhole intrinsics. For one mapping pass: it teaches what a
+    # sideways step looks like, which a single lane never shows. auto: 0.3 where every camera is an undistorted pinhole
+    # and the cameras see ≥ 95 % of the moved rig (a ring), else 0 (logged why); training records the resolved number
+    shift_aug_m: Any = 0.0  # a number of metres, or auto
+    shift_aug_depth_m: float = 3.0  # distance of the assumed walls (m), > 2 × shift_aug_m
     num_workers: int = 0
     max_train: int | None = None  # keep only this many training bundles (evenly spaced) — CPU-scale runs
     max_val: int | None = None
@@ -362,6 +369,19 @@ def validate(cfg: ExperimentConfig) -> None:
                           f"(5 where the rig's cameras see the turned rig), got {ya!r}")
     if ya != "auto":
         cfg.data.yaw_aug_deg = float(ya)
+    sa, sd = cfg.data.shift_aug_m, cfg.data.shift_aug_depth_m
+    if sa != "auto" and (isinstance(sa, bool) or not isinstance(sa, (int, float)) or not 0.0 <= sa <= 1.0):
+        raise ConfigError(f"{src}: 'data.shift_aug_m' must be a number of metres in [0, 1] (0 = off) or auto (0.3 "
+                          f"where the rig's cameras see the moved rig), got {sa!r}")
+    from .datasets.shift_augmentation import AUTO_M
+
+    most = AUTO_M if sa == "auto" else sa
+    if isinstance(sd, bool) or not isinstance(sd, (int, float)) or not math.isfinite(sd) or not sd > 2 * most:
+        raise ConfigError(f"{src}: 'data.shift_aug_depth_m' must be a number of metres > 2 × data.shift_aug_m "
+                          f"({2 * most:g}), got {sd!r}")
+    if sa != "auto":
+        cfg.data.shift_aug_m = float(sa)
+    cfg.data.shift_aug_depth_m = float(sd)
     res = cfg.data.track_aug_max_residual
     if not (isinstance(res, (list, tuple)) and len(res) == 2 and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in res)):

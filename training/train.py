@@ -130,8 +130,20 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
         yaw_aug = YawAugmentation(rig, pre, d.yaw_aug_deg)
         log.info("yaw augmentation: the rig turned by up to ±%.1f° about its up axis, images re-projected "
                  "between its cameras", d.yaw_aug_deg)
+    shift_aug = None
+    if d.shift_aug_m == "auto":
+        from .datasets.shift_augmentation import auto_shift_aug
+
+        d.shift_aug_m, why = auto_shift_aug(rig, pre, d.shift_aug_depth_m)  # recorded in the checkpoint's config
+        log.info("shift augmentation (data.shift_aug_m: auto): %s", why)
+    if d.shift_aug_m:
+        from .datasets.shift_augmentation import ShiftAugmentation
+
+        shift_aug = ShiftAugmentation(rig, pre, d.shift_aug_m, d.shift_aug_depth_m)
+        log.info("shift augmentation: the rig moved sideways by up to ±%.2f m, images re-projected between its "
+                 "cameras (walls assumed %.1f m away)", d.shift_aug_m, d.shift_aug_depth_m)
     train_ds = BundleDataset(train, rig, pre, steps=steps, skip=skip, track_aug=aug, photometric=photometric,
-                             yaw_aug=yaw_aug)
+                             yaw_aug=yaw_aug, shift_aug=shift_aug)
     t0 = time.perf_counter()
     stats = train_ds.predecode()  # decode + resize once, in threads, before the first step (not inside it)
     log.info("training images decoded: %d in %.1f s (%.0f MB cached)", int(stats["images"]),

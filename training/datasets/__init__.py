@@ -20,6 +20,7 @@ _EXPORTS = {
     "TrackAugmentation": "track_augmentation", "permutation_offset": "track_augmentation",
     "permute_target": "track_augmentation", "cyclic_shifts": "track_augmentation",
     "PhotometricConfig": "photometric", "color_jitter": "photometric", "YawAugmentation": "yaw_augmentation",
+    "ShiftAugmentation": "shift_augmentation",
     "pose_normalization": "normalization",
 }
 

@@ -40,6 +40,7 @@ from mfapr_ros.core.rig import Rig
 
 from .photometric import JitterDraw, PhotometricConfig, apply_jitter, jitter_from_uniforms, jitter_uniforms
 from .records import BundleRecord, BundleSet, ImageRef, decode_ref
+from .shift_augmentation import ShiftAugmentation
 from .track_augmentation import TrackAugmentation
 from .yaw_augmentation import YawAugmentation
 
@@ -126,6 +127,8 @@ class BundleDataset(Dataset):
         photometric: a :class:`PhotometricConfig`, ``True`` (defaults) or ``None``/``False``.
         yaw_aug: a :class:`YawAugmentation` (the rig turned by a small random yaw, images re-projected between
             its cameras, target turned with it) or ``None``.
+        shift_aug: a :class:`ShiftAugmentation` (the rig moved sideways, images re-projected, target moved with
+            it) or ``None``.
         cache: ``"lru"`` (default) or ``"none"``; ``cache_bytes`` bounds the LRU (default 2 GiB).
         seed: if given, each sample's randomness is drawn from a generator seeded by ``(seed, epoch, index)``
             (call :meth:`set_epoch`); if ``None`` the global torch RNG is used (the trainer's ``SeededDataset``
@@ -137,7 +140,7 @@ class BundleDataset(Dataset):
                  preprocess_cfg: PreprocessConfig | None = None, steps: int = 1, skip: int = 1,
                  track_aug: TrackAugmentation | str | bool | None = None,
                  photometric: PhotometricConfig | bool | None = None, yaw_aug: YawAugmentation | None = None,
-                 cache: str = "lru",
+                 shift_aug: ShiftAugmentation | None = None, cache: str = "lru",
                  cache_bytes: int = 2 << 30, seed: int | None = None, on_bad_image: str = "mask") -> None:
         if isinstance(records, BundleSet):
             rig = rig or records.rig
@@ -169,6 +172,7 @@ class BundleDataset(Dataset):
             photometric = PhotometricConfig()
         self.photometric: PhotometricConfig | None = photometric or None
         self.yaw_aug = yaw_aug
+        self.shift_aug = shift_aug
         if cache not in CACHE_MODES:
             raise ConfigError(f"dataset cache must be one of {CACHE_MODES}, got {cache!r}")
         self.cache = ImageCache(cache_bytes) if cache == "lru" else None
@@ -275,6 +279,8 @@ class BundleDataset(Dataset):
             x = u8.float().div_(255.0)
             if self.yaw_aug is not None:  # geometry before lighting: the jitter's shading lands on the turned view
                 x, q = self.yaw_aug.apply(self.yaw_aug.sample(g), x, q)
+            if self.shift_aug is not None:  # in the turned rig's frame: its left axis
+                x, t = self.shift_aug.apply(self.shift_aug.sample(g), x, t, q)
             if jitter is not None:  # the uniforms only; the factors are computed for the batch below
                 draws.append(torch.rand(1, jitter_uniforms(s * n, jitter), generator=g))
             perm = self.track_aug.sample(g) if self.track_aug is not None else None

@@ -44,7 +44,7 @@ MAX_DEG = 45.0
 CACHE_BYTES = 256 * 2**20
 
 
-def preprocessed_intrinsics(rig: Rig, cfg: PreprocessConfig) -> np.ndarray:
+def preprocessed_intrinsics(rig: Rig, cfg: PreprocessConfig, setting: str = "data.yaw_aug_deg") -> np.ndarray:
     """``(T, 4)`` pinhole ``fx, fy, cx, cy`` of every camera in the preprocessed ``crop × crop`` image (pixel ``i``
     spans ``[i, i+1)``, the renderer's and OpenCV's continuous convention), from the rig's intrinsics and image size
     through :func:`mfapr_ros.core.preprocess.resize_crop`'s resize and centre crop."""
@@ -52,12 +52,12 @@ def preprocessed_intrinsics(rig: Rig, cfg: PreprocessConfig) -> np.ndarray:
     for c in rig.cameras:
         k = c.intrinsics
         if k is None or c.width is None or c.height is None:
-            raise ConfigError(f"data.yaw_aug_deg: camera '{c.name}' of rig '{rig.name}' has no intrinsics or image "
-                              "size; yaw augmentation re-projects between cameras and needs both (rig YAML: image: "
-                              "{width, height}, intrinsics: {fx, fy, cx, cy}), or set data.yaw_aug_deg: 0")
+            raise ConfigError(f"{setting}: camera '{c.name}' of rig '{rig.name}' has no intrinsics or image "
+                              "size; the augmentation re-projects between cameras and needs both (rig YAML: image: "
+                              f"{{width, height}}, intrinsics: {{fx, fy, cx, cy}}), or set {setting}: 0")
         if k.distorted:
-            raise ConfigError(f"data.yaw_aug_deg: camera '{c.name}' has lens distortion ({k.model}); the "
-                              "re-projection is pinhole-only: undistort the images or set data.yaw_aug_deg: 0")
+            raise ConfigError(f"{setting}: camera '{c.name}' has lens distortion ({k.model}); the "
+                              f"re-projection is pinhole-only: undistort the images or set {setting}: 0")
         s = cfg.resize / min(c.height, c.width)
         nh, nw = max(cfg.crop, round(c.height * s)), max(cfg.crop, round(c.width * s))
         sx, sy = nw / c.width, nh / c.height
@@ -66,37 +66,44 @@ def preprocessed_intrinsics(rig: Rig, cfg: PreprocessConfig) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
-class YawAugmentation:
-    """Turn a sample's rig by a random yaw in ``[−max_deg, max_deg]`` (see the module docstring)."""
+class ReprojectAugmentation:
+    """The rig moved by a small random step, every slot's image re-rendered from the rig's real images through one
+    bilinear lookup per step (cached as a sparse matrix): the shared machinery of :class:`YawAugmentation` (a turn)
+    and :class:`~.shift_augmentation.ShiftAugmentation` (a sideways move). A subclass says where each output ray
+    of the moved rig looks in the real rig's frame (:meth:`_source_rays`) and how the target moves (:meth:`apply`).
+    """
 
-    def __init__(self, rig: Rig, cfg: PreprocessConfig, max_deg: float) -> None:
-        if not 0.0 < float(max_deg) <= MAX_DEG:
-            raise ConfigError(f"data.yaw_aug_deg must be in (0, {MAX_DEG}] degrees (0 turns it off), got {max_deg!r}")
-        self.max_deg = float(max_deg)
-        self.steps = max(1, round(self.max_deg / STEP_DEG))
+    #: the grid of the random step (the lookup tables are exact for these values, and the targets use the same one)
+    step: float = STEP_DEG
+    #: the setting's name, for error messages
+    setting: str = "data.yaw_aug_deg"
+
+    def __init__(self, rig: Rig, cfg: PreprocessConfig, max_value: float) -> None:
+        self.max_value = float(max_value)
+        self.steps = max(1, round(self.max_value / self.step))
         self.size = cfg.crop
-        self.k = preprocessed_intrinsics(rig, cfg)
+        self.k = preprocessed_intrinsics(rig, cfg, self.setting)
         _, q = rig.extrinsics()
         self.r_rig_cam = g.quat_to_matrix(q)  # (T, 3, 3)
-        self._tables: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._tables: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
 
     def sample(self, gen: torch.Generator) -> float:
-        """A yaw (°) on the :data:`STEP_DEG` grid, uniform over ``[−max_deg, max_deg]``."""
+        """A step on the grid, uniform over ``[−max, max]``."""
         i = int(torch.randint(-self.steps, self.steps + 1, (1,), generator=gen))
-        return i * STEP_DEG
+        return i * self.step
 
-    def table(self, yaw_deg: float) -> torch.Tensor:
-        """The bilinear lookup of the rig turned by ``yaw_deg`` as a sparse CSR matrix ``(T·H·W out, T·H·W src)``
+    def table(self, value: float) -> torch.Tensor:
+        """The bilinear lookup of the rig moved by ``value`` as a sparse CSR matrix ``(T·H·W out, T·H·W src)``
         with 4 weights per row (cached per grid step): one sparse product re-projects every channel at once, 4×
         faster than a gather."""
-        key = round(yaw_deg / STEP_DEG)
+        key = round(value / self.step)
         with self._lock:
             hit = self._tables.get(key)
             if hit is not None:
                 self._tables.move_to_end(key)
                 return hit
-        built = self._build(key * STEP_DEG)
+        built = self._build(key * self.step)
         with self._lock:
             self._tables[key] = built
             per = 12 * built.values().numel() + 8 * built.crow_indices().numel()
@@ -104,14 +111,14 @@ class YawAugmentation:
                 self._tables.popitem(last=False)
         return built
 
-    def lookup(self, yaw_deg: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def lookup(self, value: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(index (T, H·W, 4) int64 into the flattened (T, H, W) source, weight (T, H·W, 4) float32, covered
         (T, H·W) bool)``: the bilinear lookup of every output pixel; ``covered`` is False where no image holds the
         ray (filled from the nearest edge; weight 0, black, only where no camera faces it at all)."""
-        return self._lookup(round(yaw_deg / STEP_DEG) * STEP_DEG)
+        return self._lookup(round(value / self.step) * self.step)
 
-    def _build(self, yaw_deg: float) -> torch.Tensor:
-        idx, w, _ = self._lookup(yaw_deg)
+    def _build(self, value: float) -> torch.Tensor:
+        idx, w, _ = self._lookup(value)
         n = idx.shape[0] * idx.shape[1]
         with warnings.catch_warnings():  # torch's "sparse CSR is beta" notice: the product is checked by the tests
             warnings.simplefilter("ignore", UserWarning)
@@ -119,7 +126,12 @@ class YawAugmentation:
             # border pixel — is summed by the product, as the bilinear weights mean)
             return torch.sparse_csr_tensor(torch.arange(0, 4 * n + 1, 4), idx.reshape(-1), w.reshape(-1), (n, n))
 
-    def _lookup(self, yaw_deg: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _source_rays(self, value: float, rays: np.ndarray) -> np.ndarray:
+        """``rays`` (T, P, 3): each output pixel's ray in the moved rig's frame → the direction (from the real rig's
+        origin, in its frame) in which the real cameras see that scene point."""
+        raise NotImplementedError
+
+    def _lookup(self, value: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         T, S = len(self.k), self.size
         fx, fy, cx, cy = (self.k[:, i] for i in range(4))
         c = np.arange(S) + 0.5
@@ -127,9 +139,7 @@ class YawAugmentation:
         rays = np.stack([(u[None] - cx[:, None, None]) / fx[:, None, None],
                          (v[None] - cy[:, None, None]) / fy[:, None, None],
                          np.ones((T, S, S))], -1).reshape(T, S * S, 3)  # camera frame of each output slot
-        a = math.radians(yaw_deg)
-        rz = np.array([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0.0, 0.0, 1.0]])
-        world = np.einsum("ij,tjk,tpk->tpi", rz, self.r_rig_cam, rays)  # in the real rig's frame
+        world = self._source_rays(value, np.einsum("tjk,tpk->tpj", self.r_rig_cam, rays))  # in the real rig's frame
         world /= np.linalg.norm(world, axis=-1, keepdims=True)
         src = np.einsum("skj,tpk->tpsj", self.r_rig_cam, world)  # (T out, P, T src, 3): R_rig_cam_sᵀ · ray
         z = src[..., 2]
@@ -140,7 +150,7 @@ class YawAugmentation:
         inside = front & (su >= 0) & (su <= S) & (sv >= 0) & (sv <= S)
         # the camera that sees the ray nearest its optical axis; a ray no image holds (a corner turned in from
         # above or below the ring) takes the nearest edge pixel of the camera it faces most: black corners would
-        # tell the network the turn's size and sign, a cue the query's images never carry
+        # tell the network the move's size and sign, a cue the query's images never carry
         score = np.where(inside, z + 2.0, np.where(front, z, -np.inf))
         best = score.argmax(-1)  # (T, P)
         seen = np.take_along_axis(front, best[..., None], -1)[..., 0]
@@ -161,15 +171,34 @@ class YawAugmentation:
         return (torch.from_numpy(np.stack(idx, -1)), torch.from_numpy(np.stack(w, -1).astype(np.float32)),
                 torch.from_numpy(covered))
 
+    def warp(self, value: float, x: torch.Tensor) -> torch.Tensor:
+        """Images ``(S, T, 3, H, W)`` (before normalisation; absent cameras are zeros) → the moved rig's images."""
+        m = self.table(value)
+        s, t, ch, h, wd = x.shape
+        flat = x.permute(1, 3, 4, 0, 2).reshape(t * h * wd, s * ch)  # (T·H·W, S·3): one column per channel
+        return (m @ flat).reshape(t, h, wd, s, ch).permute(3, 0, 4, 1, 2).contiguous()
+
+
+class YawAugmentation(ReprojectAugmentation):
+    """Turn a sample's rig by a random yaw in ``[−max_deg, max_deg]`` (see the module docstring)."""
+
+    def __init__(self, rig: Rig, cfg: PreprocessConfig, max_deg: float) -> None:
+        if not 0.0 < float(max_deg) <= MAX_DEG:
+            raise ConfigError(f"data.yaw_aug_deg must be in (0, {MAX_DEG}] degrees (0 turns it off), got {max_deg!r}")
+        super().__init__(rig, cfg, max_deg)
+        self.max_deg = self.max_value
+
+    def _source_rays(self, value: float, rays: np.ndarray) -> np.ndarray:
+        a = math.radians(value)
+        rz = np.array([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0.0, 0.0, 1.0]])
+        return np.einsum("ij,tpj->tpi", rz, rays)
+
     def apply(self, yaw_deg: float, x: torch.Tensor, q: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """Images ``(S, T, 3, H, W)`` (before normalisation; absent cameras are zeros) and orientations ``q``
         ``(S, 4)`` (w, x, y, z) → the turned rig's images and ``q · Rz(yaw)``."""
         if yaw_deg == 0:
             return x, q
-        m = self.table(yaw_deg)
-        s, t, ch, h, wd = x.shape
-        flat = x.permute(1, 3, 4, 0, 2).reshape(t * h * wd, s * ch)  # (T·H·W, S·3): one column per channel
-        out = (m @ flat).reshape(t, h, wd, s, ch).permute(3, 0, 4, 1, 2).contiguous()
+        out = self.warp(yaw_deg, x)
         dq = g.quat_from_axis_angle([0.0, 0.0, 1.0], math.radians(yaw_deg))
         return out, g.quat_mul(q, dq[None]) if len(q) else q
 
