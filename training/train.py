@@ -134,7 +134,8 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
     if d.shift_aug_m == "auto":
         from .datasets.shift_augmentation import auto_shift_aug
 
-        d.shift_aug_m, why = auto_shift_aug(rig, pre, d.shift_aug_depth_m)  # recorded in the checkpoint's config
+        # recorded in the checkpoint's config; needs the mapping poses: one lane or several
+        d.shift_aug_m, why = auto_shift_aug(rig, pre, d.shift_aug_depth_m, *train.poses())
         log.info("shift augmentation (data.shift_aug_m: auto): %s", why)
     if d.shift_aug_m:
         from .datasets.shift_augmentation import ShiftAugmentation

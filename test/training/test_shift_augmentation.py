@@ -166,3 +166,34 @@ def test_auto_moves_only_rigs_whose_cameras_see_the_moved_rig(tmp_path: Path) ->
     assert load_config(cfg, ["data.shift_aug_m=auto"]).data.shift_aug_m == "auto"
     with pytest.raises(ConfigError, match="'data.shift_aug_depth_m'"):
         load_config(cfg, ["data.shift_aug_m=auto", "data.shift_aug_depth_m=0.5"])
+
+
+def _lanes(offsets: list[float], heading: float = 0.3, reverse: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Straight passes 10 m long (every 0.1 m), one per lateral offset; passes in ``reverse`` drive the other way."""
+    fwd = np.array([math.cos(heading), math.sin(heading), 0.0])
+    left = np.array([-math.sin(heading), math.cos(heading), 0.0])
+    s = np.arange(0.0, 10.0, 0.1)
+    t = np.concatenate([s[:, None] * fwd + off * left for off in offsets])
+    yaws = np.concatenate([np.full(len(s), heading + (math.pi if i in reverse else 0.0)) for i in range(len(offsets))])
+    return t, g.quat_from_yaw(yaws)
+
+
+def test_auto_is_off_where_the_mapping_already_drove_several_lanes() -> None:
+    """The demo world's mapping (three lanes per route) drove 1.08 m sideways at a typical place, the one-pass
+    world's 0.03 m: shift augmentation helps the second (0.23 → 0.11 m) and costs the first (0.077 → 0.098 m), so
+    ``auto`` turns it on only below 0.3 m."""
+    from mfapr_training.datasets.shift_augmentation import auto_shift_aug, lateral_spread
+
+    assert lateral_spread(*_lanes([0.0])) == pytest.approx(0.0, abs=1e-9)
+    assert lateral_spread(*_lanes([-0.5, 0.0, 0.5])) == pytest.approx(1.0, abs=1e-6)
+    assert lateral_spread(*_lanes([0.0, 0.4], reverse=(1,))) == pytest.approx(0.0, abs=1e-9)  # the other way: no
+    t, q = _lanes([0.0, 0.1])
+    t[3] = np.nan  # a pose-less row is ignored
+    assert lateral_spread(t, q) == pytest.approx(0.1, abs=1e-6)
+    assert lateral_spread(np.zeros((0, 3)), np.zeros((0, 4))) == 0.0
+    rig = load_rig("ring4")
+    m, why = auto_shift_aug(rig, PRE, 3.0, *_lanes([0.0]))
+    assert m == 0.3 and "the mapping drove 0.00 m sideways at a typical place" in why
+    m, why = auto_shift_aug(rig, PRE, 3.0, *_lanes([-0.5, 0.0, 0.5]))
+    assert m == 0.0 and why == ("off: the mapping drove 1.00 m sideways at a typical place (median; several lanes): "
+                                "its own images show the sideways step")
