@@ -67,3 +67,43 @@ def wait_stable(probe, hold_s: float, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}; last state {last}")
         time.sleep(0.02)
+
+
+def rendered_bundle_set(scene: tuple, folder: Path, count: int = 3):
+    """A tiny :class:`BundleSet` of ``count`` bundles rendered by the synthetic world's renderer (``scene`` =
+    ``(world, lighting, camera models, rig)``): rig 0.3 m apart along the first corridor, turning 0.2 rad each, one
+    PNG per camera — what the yaw and shift augmentation tests feed a :class:`BundleDataset`."""
+    from mfapr_training.datasets.records import BundleRecord, BundleSet, ImageRef
+    from mfapr_training.synth.render import render
+    from PIL import Image
+
+    from mfapr_ros.core import geometry as g
+
+    world, light, models, rig = scene
+    recs = []
+    for k in range(count):
+        t = np.array([world.xs[0], 0.5 * (world.bounds[1] + world.bounds[3]) + 0.3 * k, 0.0])
+        q = g.quat_from_yaw(0.2 * k)
+        t_cam, q_cam = rig.camera_poses(t, q)
+        refs = []
+        for i in range(rig.num_cameras):
+            p = folder / f"{k}_{i}.png"
+            Image.fromarray(render(world, light, models[i], t_cam[i], q_cam[i])[0]).save(p)
+            refs.append(ImageRef.from_path(p))
+        recs.append(BundleRecord(1000 * k, refs, [1000 * k] * rig.num_cameras, np.ones(rig.num_cameras, bool), t, q,
+                                 "a", k))
+    return BundleSet(rig, recs, {}, "mini")
+
+
+def render_scene(num_cameras: int = 4, size: int = 96) -> tuple:
+    """``(world, lighting, camera models, rig)`` of the default synthetic world with a ring of ``num_cameras``
+    rendered at ``size`` px: the renderer-checked augmentation tests' scene (build it once per module)."""
+    from mfapr_training.synth.generate import camera_models, rendered_rig
+    from mfapr_training.synth.world import build_world, make_lighting
+
+    from mfapr_ros.core.rig import ring_rig
+
+    world = build_world()
+    rig0 = ring_rig(num_cameras)
+    models = camera_models(rig0, size)
+    return world, make_lighting(world, 0), models, rendered_rig(rig0, models, "raw")

@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import render_scene, rendered_bundle_set
 from mfapr_training.config import load_config
 from mfapr_training.datasets.dataset import BundleDataset
 from mfapr_training.datasets.shift_augmentation import STEP_M, ShiftAugmentation
 from mfapr_training.datasets.yaw_augmentation import YawAugmentation
-from mfapr_training.synth.generate import camera_models, rendered_rig
 from mfapr_training.synth.render import render
-from mfapr_training.synth.world import build_world, make_lighting
 
 from mfapr_ros.core import geometry as g
 from mfapr_ros.core.errors import ConfigError
@@ -28,10 +27,7 @@ PSI = math.pi / 2  # heading +y, down the first corridor (x = xs[0])
 
 @pytest.fixture(scope="module")
 def scene() -> tuple:
-    world = build_world()
-    rig0 = ring_rig(4)
-    models = camera_models(rig0, 96)
-    return world, make_lighting(world, 0), models, rendered_rig(rig0, models, "raw")
+    return render_scene()
 
 
 def _place(scene: tuple) -> np.ndarray:
@@ -111,22 +107,8 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
 
 
 def test_dataset_moves_images_and_target_together(scene: tuple, tmp_path: Path) -> None:
-    from mfapr_training.datasets.records import BundleRecord, BundleSet, ImageRef
-    from PIL import Image
-
-    world, light, models, rig = scene
-    recs = []
-    for k in range(3):
-        t = np.array([world.xs[0], 0.5 * (world.bounds[1] + world.bounds[3]) + 0.3 * k, 0.0])
-        q = g.quat_from_yaw(0.2 * k)
-        t_cam, q_cam = rig.camera_poses(t, q)
-        refs = []
-        for i in range(4):
-            p = tmp_path / f"{k}_{i}.png"
-            Image.fromarray(render(world, light, models[i], t_cam[i], q_cam[i])[0]).save(p)
-            refs.append(ImageRef.from_path(p))
-        recs.append(BundleRecord(1000 * k, refs, [1000 * k] * 4, np.ones(4, bool), t, q, "a", k))
-    bs = BundleSet(rig, recs, {}, "mini")
+    rig = scene[3]
+    bs = rendered_bundle_set(scene, tmp_path)
     plain = BundleDataset(bs, preprocess_cfg=PRE, steps=2)[0]
     ds = BundleDataset(bs, preprocess_cfg=PRE, steps=2, shift_aug=ShiftAugmentation(rig, PRE, 0.3, 3.0), seed=1)
     a = ds[0]

@@ -132,7 +132,7 @@ def auto_shift_aug(rig: Rig, cfg: PreprocessConfig, depth_m: float, t: np.ndarra
         aug = ShiftAugmentation(rig, cfg, AUTO_M, depth_m)
     except ConfigError as e:
         return 0.0, f"off: {str(e).split('; ')[0].replace('data.shift_aug_m: ', '')}"
-    covered = min(float(aug.lookup(d)[2].float().mean()) for d in (AUTO_M, -AUTO_M))
+    covered = aug.covered(AUTO_M)
     if covered < AUTO_MIN_COVERED:
         return 0.0, (f"off: moved by {AUTO_M:g} m the rig's cameras see {100 * covered:.1f} % of the pixels "
                      f"(needs {100 * AUTO_MIN_COVERED:.0f} %: a ring of cameras around the up axis)")

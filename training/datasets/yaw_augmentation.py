@@ -117,6 +117,11 @@ class ReprojectAugmentation:
         ray (filled from the nearest edge; weight 0, black, only where no camera faces it at all)."""
         return self._lookup(round(value / self.step) * self.step)
 
+    def covered(self, value: float) -> float:
+        """The share of the moved rig's pixels some real camera sees, the smaller of ``±value`` (the ``auto``
+        rules: below ~95 % the re-projection would repeat edges, a cue to the move no query has)."""
+        return min(float(self.lookup(d)[2].float().mean()) for d in (value, -value))
+
     def _build(self, value: float) -> torch.Tensor:
         idx, w, _ = self._lookup(value)
         n = idx.shape[0] * idx.shape[1]
@@ -221,7 +226,7 @@ def auto_yaw_aug(rig: Rig, cfg: PreprocessConfig) -> tuple[float, str]:
         aug = YawAugmentation(rig, cfg, AUTO_DEG)
     except ConfigError as e:
         return 0.0, f"off: {str(e).split('; ')[0].replace('data.yaw_aug_deg: ', '')}"
-    covered = min(float(aug.lookup(d)[2].float().mean()) for d in (AUTO_DEG, -AUTO_DEG))
+    covered = aug.covered(AUTO_DEG)
     if covered < AUTO_MIN_COVERED:
         return 0.0, (f"off: turned by {AUTO_DEG:g}° the rig's cameras see {100 * covered:.1f} % of the pixels "
                      f"(needs {100 * AUTO_MIN_COVERED:.0f} %: a ring of cameras around the up axis)")
