@@ -45,7 +45,6 @@ class DataConfig:
     skip: int = 1  # frame stride inside a tuple
     spacing_s: float | None = None  # time between tuple frames (overrides skip, from the median frame period)
     track_aug: Any = "none"  # none | cyclic | symmetric | any (true = cyclic): slot↔camera permutations
-    track_aug_p: float = 0.5  # probability that a sample is permuted (cyclic draws among all shifts, identity too)
     # [metres, degrees]: permutations whose target offset is off by more are refused / unused (one setting: the old
     # track_aug_max_residual_m / _deg pair are read with a deprecation line)
     track_aug_max_residual: list[float] = field(default_factory=lambda: [0.01, 1.0])
@@ -57,13 +56,14 @@ class DataConfig:
     # 5 where every camera is an undistorted pinhole and the cameras see ≥ 97 % of the turned rig (a ring), else 0
     # (logged why); training records the resolved number
     yaw_aug_deg: Any = 0.0  # a number of degrees, or auto
-    # the rig moved sideways (base_link y) by a random step in ±this many metres, every image re-projected from the
-    # rig's cameras as if the scene were walls shift_aug_depth_m away all round, the target moved with it
-    # (datasets/shift_augmentation.py); 0 = off. Needs pinhole intrinsics. For one mapping pass: it teaches what a
-    # sideways step looks like, which a single lane never shows. auto: 0.3 where every camera is an undistorted pinhole
-    # and the cameras see ≥ 95 % of the moved rig (a ring), else 0 (logged why); training records the resolved number
-    shift_aug_m: Any = 0.0  # a number of metres, or auto
-    shift_aug_depth_m: float = 3.0  # distance of the assumed walls (m), > 2 × shift_aug_m
+    # the rig moved sideways (base_link y) by a random step in ±max_m metres, every image re-projected from the
+    # rig's cameras as if the scene were walls depth_m away all round, the target moved with it
+    # (datasets/shift_augmentation.py). For one mapping pass: it teaches what a sideways step looks like, which a
+    # single lane never shows. false/0 = off; a number = max_m; auto = 0.3 where every camera is an undistorted
+    # pinhole, the cameras see ≥ 95 % of the moved rig (a ring) and the mapping is one lane, else 0 (logged why);
+    # or {max_m: metres | auto, depth_m: metres} (depth_m default 3, > 2 × max_m). Training records the resolved
+    # mapping
+    shift_aug: Any = False
     num_workers: int = 0
     max_train: int | None = None  # keep only this many training bundles (evenly spaced) — CPU-scale runs
     max_val: int | None = None
@@ -160,6 +160,11 @@ FOLDED: dict[str, tuple[str, Any]] = {"loss.relative": ("loss.relative_weight", 
                                       "loss.gradient_blending.enabled": ("loss.gradient_blending.every_steps", 200)}
 
 
+#: keys that no longer exist, and what to do instead (one line each; an unknown key otherwise)
+REMOVED = {"data.track_aug_p": "a permuted sample is drawn with probability 0.5 (TrackAugmentation's p); no shipped "
+                               "config set it, and the key budget of docs/architecture.md went to data.shift_aug"}
+
+
 def _deprecated(source: str, old: str, new: str, why: str) -> None:
     logging.getLogger("mfapr_training").warning("%s: '%s' is deprecated, use '%s' (%s)", source, old, new, why)
 
@@ -231,6 +236,9 @@ def _build(cls: type, doc: dict[str, Any], source: str, prefix: str) -> Any:
     """Dataclass ``cls`` from ``doc`` with unknown-key and type checks; nested dataclasses recurse."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
     unknown = set(doc) - set(fields)
+    gone = sorted(prefix + k for k in unknown if prefix + k in REMOVED)
+    if gone:
+        raise ConfigError(f"{source}: '{gone[0]}' was removed: {REMOVED[gone[0]]}")
     if unknown:
         where = prefix.rstrip(".") or "top level"
         raise ConfigError(f"{source}: unknown key(s) {sorted(prefix + k for k in unknown)} in {where}; valid keys: "
@@ -350,8 +358,6 @@ def validate(cfg: ExperimentConfig) -> None:
     if cams is not None and not (cams in ("galaxy", "basler") or (isinstance(cams, list) and cams
                                                                    and all(isinstance(c, str) for c in cams))):
         raise ConfigError(f"{src}: 'data.cameras' must be a list of camera ids, 'galaxy' or 'basler'; got {cams!r}")
-    if not 0.0 <= float(cfg.data.track_aug_p) <= 1.0:
-        raise ConfigError(f"{src}: 'data.track_aug_p' must be in [0, 1], got {cfg.data.track_aug_p!r}")
     ph = cfg.data.photometric
     if isinstance(ph, dict):
         from .datasets.photometric import PhotometricConfig
@@ -369,19 +375,7 @@ def validate(cfg: ExperimentConfig) -> None:
                           f"(5 where the rig's cameras see the turned rig), got {ya!r}")
     if ya != "auto":
         cfg.data.yaw_aug_deg = float(ya)
-    sa, sd = cfg.data.shift_aug_m, cfg.data.shift_aug_depth_m
-    if sa != "auto" and (isinstance(sa, bool) or not isinstance(sa, (int, float)) or not 0.0 <= sa <= 1.0):
-        raise ConfigError(f"{src}: 'data.shift_aug_m' must be a number of metres in [0, 1] (0 = off) or auto (0.3 "
-                          f"where the rig's cameras see the moved rig), got {sa!r}")
-    from .datasets.shift_augmentation import AUTO_M
-
-    most = AUTO_M if sa == "auto" else sa
-    if isinstance(sd, bool) or not isinstance(sd, (int, float)) or not math.isfinite(sd) or not sd > 2 * most:
-        raise ConfigError(f"{src}: 'data.shift_aug_depth_m' must be a number of metres > 2 × data.shift_aug_m "
-                          f"({2 * most:g}), got {sd!r}")
-    if sa != "auto":
-        cfg.data.shift_aug_m = float(sa)
-    cfg.data.shift_aug_depth_m = float(sd)
+    cfg.data.shift_aug = shift_aug_setting(cfg.data.shift_aug, src)
     res = cfg.data.track_aug_max_residual
     if not (isinstance(res, (list, tuple)) and len(res) == 2 and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in res)):
@@ -516,6 +510,36 @@ def load_yaml_doc(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, A
         ppath = Path(parent) if Path(parent).is_absolute() else path.parent / parent
         doc = deep_merge(load_yaml_doc(ppath, (*_seen, path)), doc)
     return doc
+
+
+#: ``data.shift_aug``'s wall distance when not given (m): measured against the renderer, docs/data.md
+SHIFT_AUG_DEPTH_M = 3.0
+
+
+def shift_aug_setting(value: Any, src: str = "config") -> dict[str, Any]:
+    """``data.shift_aug`` in any accepted form → ``{"max_m": metres | "auto", "depth_m": metres}`` (validated once:
+    max_m in [0, 1] or auto, depth_m > 2 × max_m — the moved rig stays well inside the walls)."""
+    from .datasets.shift_augmentation import AUTO_M
+
+    form = ("false, auto, a number of metres in [0, 1], or {max_m: metres | auto, depth_m: metres}")
+    if value is False or value is None:
+        value = {"max_m": 0.0}
+    elif value == "auto" or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        value = {"max_m": value}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{src}: 'data.shift_aug' must be {form}, got {value!r}")
+    unknown = sorted(set(value) - {"max_m", "depth_m"})
+    if unknown:
+        raise ConfigError(f"{src}: 'data.shift_aug' has unknown key(s) {unknown}; known: max_m, depth_m")
+    m, d = value.get("max_m", 0.0), value.get("depth_m", SHIFT_AUG_DEPTH_M)
+    if m != "auto" and (isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 <= m <= 1.0):
+        raise ConfigError(f"{src}: 'data.shift_aug.max_m' must be a number of metres in [0, 1] (0 = off) or auto, "
+                          f"got {m!r}")
+    most = AUTO_M if m == "auto" else m
+    if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d) or not d > 2 * most:
+        raise ConfigError(f"{src}: 'data.shift_aug.depth_m' must be a number of metres > 2 × max_m ({2 * most:g}), "
+                          f"got {d!r}")
+    return {"max_m": m if m == "auto" else float(m), "depth_m": float(d)}
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

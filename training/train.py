@@ -25,7 +25,7 @@ from mfapr_ros.core.geometry import mean_pose
 from mfapr_ros.core.rig import Rig, load_rig
 from mfapr_ros.inference.baselines import mean_pose_record
 
-from .config import ExperimentConfig, load_config, split_gt
+from .config import ExperimentConfig, load_config, shift_aug_setting, split_gt
 from .data import even_subset, load_split
 from .datasets.photometric import PhotometricConfig
 
@@ -109,7 +109,7 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
     pre = cfg.preprocess
     aug = None
     if d.track_aug not in (False, None, "none"):
-        aug = TrackAugmentation(rig, d.track_aug, d.track_aug_p, *d.track_aug_max_residual)
+        aug = TrackAugmentation(rig, d.track_aug, 0.5, *d.track_aug_max_residual)
         log.info("%s", aug.describe())
     # Tuples only feed the relative loss; without it every sample is one bundle, so a batch holds batch_size
     # distinct places instead of batch_size/steps places seen 0.2 s apart.
@@ -131,18 +131,19 @@ def build_datasets(cfg: ExperimentConfig) -> tuple[Any, Any, Any, Any]:
         log.info("yaw augmentation: the rig turned by up to ±%.1f° about its up axis, images re-projected "
                  "between its cameras", d.yaw_aug_deg)
     shift_aug = None
-    if d.shift_aug_m == "auto":
+    sa = d.shift_aug = shift_aug_setting(d.shift_aug)  # a config built in code may not have gone through load_config
+    if sa["max_m"] == "auto":
         from .datasets.shift_augmentation import auto_shift_aug
 
         # recorded in the checkpoint's config; needs the mapping poses: one lane or several
-        d.shift_aug_m, why = auto_shift_aug(rig, pre, d.shift_aug_depth_m, *train.poses())
-        log.info("shift augmentation (data.shift_aug_m: auto): %s", why)
-    if d.shift_aug_m:
+        sa["max_m"], why = auto_shift_aug(rig, pre, sa["depth_m"], *train.poses())
+        log.info("shift augmentation (data.shift_aug: auto): %s", why)
+    if sa["max_m"]:
         from .datasets.shift_augmentation import ShiftAugmentation
 
-        shift_aug = ShiftAugmentation(rig, pre, d.shift_aug_m, d.shift_aug_depth_m)
+        shift_aug = ShiftAugmentation(rig, pre, sa["max_m"], sa["depth_m"])
         log.info("shift augmentation: the rig moved sideways by up to ±%.2f m, images re-projected between its "
-                 "cameras (walls assumed %.1f m away)", d.shift_aug_m, d.shift_aug_depth_m)
+                 "cameras (walls assumed %.1f m away)", sa["max_m"], sa["depth_m"])
     train_ds = BundleDataset(train, rig, pre, steps=steps, skip=skip, track_aug=aug, photometric=photometric,
                              yaw_aug=yaw_aug, shift_aug=shift_aug)
     t0 = time.perf_counter()

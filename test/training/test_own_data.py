@@ -176,7 +176,7 @@ def test_t265_ros_kapture_from_raw_folder_to_report(tmp_path: Path, capsys: pyte
     assert "OPENCV_FISHEYE" in caplog.text and "ignores distortion" in caplog.text
     # the recipe's yaw augmentation (auto) stays off for a fisheye rig, and says why
     assert "yaw augmentation (data.yaw_aug_deg: auto): off:" in caplog.text and "lens distortion" in caplog.text
-    assert "shift augmentation (data.shift_aug_m: auto): off:" in caplog.text  # ... and so does the shift
+    assert "shift augmentation (data.shift_aug: auto): off:" in caplog.text  # ... and so does the shift
     ck = json.loads((runs / "best.json").read_text())
     cams = ck["rig"]["cameras"]
     assert [c["intrinsics"]["model"] for c in cams] == ["OPENCV_FISHEYE"] * 2  # the model it was given
@@ -209,7 +209,7 @@ def test_7scenes_stairs_from_raw_folder_to_report(tmp_path: Path, capsys: pytest
     assert "single camera 'kinect_rgb' without a rigs.txt entry: identity rig" in caplog.text
     assert "one device 'kinect'" in caplog.text  # the poses stored under the rig's id
     assert "yaw augmentation (data.yaw_aug_deg: auto): off: turned by 5° the rig's cameras see" in caplog.text
-    assert "shift augmentation (data.shift_aug_m: auto): off: moved by 0.3 m the rig's cameras see" in caplog.text
+    assert "shift augmentation (data.shift_aug: auto): off: moved by 0.3 m the rig's cameras see" in caplog.text
     ck = json.loads((runs / "best.json").read_text())
     (cam,) = ck["rig"]["cameras"]
     assert cam["name"] == "kinect_rgb" and cam["extrinsics"] == {"xyz": [0.0, 0.0, 0.0],

@@ -88,22 +88,34 @@ def test_shifts_are_on_the_grid_seeded_and_zero_is_identity(scene: tuple) -> Non
 def test_bad_settings_are_refused(tmp_path: Path) -> None:
     good = load_rig("ring4")
     for bad in (0.0, -0.1, 1.5):
-        with pytest.raises(ConfigError, match="data.shift_aug_m must be in"):
+        with pytest.raises(ConfigError, match="data.shift_aug.max_m must be in"):
             ShiftAugmentation(good, PRE, bad, 3.0)
-    with pytest.raises(ConfigError, match="shift_aug_depth_m must be > 2"):
+    with pytest.raises(ConfigError, match="shift_aug.depth_m must be > 2"):
         ShiftAugmentation(good, PRE, 0.3, 0.5)
-    with pytest.raises(ConfigError, match="data.shift_aug_m: camera .* no intrinsics"):
+    with pytest.raises(ConfigError, match="data.shift_aug: camera .* no intrinsics"):
         ShiftAugmentation(ring_rig(4), PRE, 0.3, 3.0)
     cfg = tmp_path / "c.yaml"
     cfg.write_text("name: t\ndata: {root: x}\n")
-    c = load_config(cfg, [])
-    assert (c.data.shift_aug_m, c.data.shift_aug_depth_m) == (0.0, 3.0)
-    assert load_config(cfg, ["data.shift_aug_m=0.3"]).data.shift_aug_m == 0.3
-    for bad in (["data.shift_aug_m=-1"], ["data.shift_aug_m=2"], ["data.shift_aug_m=true"]):
-        with pytest.raises(ConfigError, match="'data.shift_aug_m'"):
-            load_config(cfg, bad)
-    with pytest.raises(ConfigError, match="'data.shift_aug_depth_m'"):
-        load_config(cfg, ["data.shift_aug_m=0.3", "data.shift_aug_depth_m=0.5"])
+
+    def shift(*sets: str) -> dict:
+        return load_config(cfg, list(sets)).data.shift_aug
+
+    # one setting, every accepted form resolved to the same mapping (what the checkpoint's config records)
+    assert shift() == {"max_m": 0.0, "depth_m": 3.0}
+    assert shift("data.shift_aug=false") == shift("data.shift_aug=0") == {"max_m": 0.0, "depth_m": 3.0}
+    assert shift("data.shift_aug=0.3") == {"max_m": 0.3, "depth_m": 3.0}
+    assert shift("data.shift_aug=auto") == {"max_m": "auto", "depth_m": 3.0}
+    assert shift("data.shift_aug={max_m: auto, depth_m: 5}") == {"max_m": "auto", "depth_m": 5.0}
+    assert shift("data.shift_aug={max_m: 0.2}") == {"max_m": 0.2, "depth_m": 3.0}
+    for bad in ("-1", "2", "true", "sideways", "{max_m: 0.3, depth: 3}", "{max_m: [0.3]}"):
+        with pytest.raises(ConfigError, match="'data.shift_aug"):
+            shift(f"data.shift_aug={bad}")
+    with pytest.raises(ConfigError, match="'data.shift_aug.depth_m' must be a number of metres > 2 × max_m \\(0.6\\)"):
+        shift("data.shift_aug={max_m: auto, depth_m: 0.5}")
+    # the key it took the place of in the budget: removed, with the reason
+    with pytest.raises(ConfigError, match="'data.track_aug_p' was removed: a permuted sample is drawn with "
+                                          "probability 0.5"):
+        shift("data.track_aug_p=0.7")
 
 
 def test_dataset_moves_images_and_target_together(scene: tuple, tmp_path: Path) -> None:
@@ -128,8 +140,8 @@ def test_dataset_moves_images_and_target_together(scene: tuple, tmp_path: Path) 
     np.testing.assert_allclose(mb, np.einsum("si,si->s", mb, left_b)[:, None] * left_b, atol=1e-5)
 
 
-def test_auto_moves_only_rigs_whose_cameras_see_the_moved_rig(tmp_path: Path) -> None:
-    """``data.shift_aug_m: auto``: 0.3 m for rings of undistorted pinholes (4 × 90°, 10 × 40°, 6 × 60°: 97.0–97.6 %
+def test_auto_moves_only_rigs_whose_cameras_see_the_moved_rig() -> None:
+    """``data.shift_aug: auto``: 0.3 m for rings of undistorted pinholes (4 × 90°, 10 × 40°, 6 × 60°: 97.0–97.6 %
     of the moved rig seen); off, with the reason, for one camera or two facing apart (90.6–92.2 %) and a rig without
     intrinsics."""
     from mfapr_training.datasets.shift_augmentation import AUTO_M, auto_shift_aug
@@ -142,12 +154,7 @@ def test_auto_moves_only_rigs_whose_cameras_see_the_moved_rig(tmp_path: Path) ->
         m, why = auto_shift_aug(ring_rig(n, image_size=128, hfov_deg=fov), PRE, 3.0)
         assert m == 0.0 and why.startswith("off: moved by 0.3 m the rig's cameras see ") and "needs 95 %" in why
     m, why = auto_shift_aug(ring_rig(4), PRE, 3.0)
-    assert m == 0.0 and "no intrinsics or image size" in why and "set data.shift_aug_m" not in why
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("name: t\ndata: {root: x}\n")
-    assert load_config(cfg, ["data.shift_aug_m=auto"]).data.shift_aug_m == "auto"
-    with pytest.raises(ConfigError, match="'data.shift_aug_depth_m'"):
-        load_config(cfg, ["data.shift_aug_m=auto", "data.shift_aug_depth_m=0.5"])
+    assert m == 0.0 and "no intrinsics or image size" in why and "set data.shift_aug" not in why
 
 
 def _lanes(offsets: list[float], heading: float = 0.3, reverse: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:

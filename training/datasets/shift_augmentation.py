@@ -1,4 +1,4 @@
-"""Shift augmentation (``data.shift_aug_m``): the rig moved sideways, re-projected from its own cameras.
+"""Shift augmentation (``data.shift_aug``): the rig moved sideways, re-projected from its own cameras.
 
 Why: a single mapping pass supervises one lane. On the one-pass world the query drives 0.20 m beside it and the
 network answers the mapped lane (signed left error −0.18 to −0.23 m over 3 seeds, docs/results.md "The one-pass
@@ -8,7 +8,7 @@ moved camera would see, rendered from the rig's real images; the target moves wi
 (``t' = t + R_world_rig · (0, δ, 0)``, the same ``δ`` for every frame of a tuple).
 
 Geometry without depth: a move, unlike a turn, needs the distance of what each pixel sees. The scene is taken to
-be a vertical cylinder of radius ``D`` (``data.shift_aug_depth_m``) about the rig's real position — walls that far
+be a vertical cylinder of radius ``D`` (``data.shift_aug.depth_m``) about the rig's real position — walls that far
 all round: an output ray from the moved centre is cut with the cylinder and the point looked up in whichever real
 camera sees it nearest to its optical axis (as :class:`~.yaw_augmentation.YawAugmentation` does). A side camera
 then zooms in or out (walls nearer or farther), a front camera pans. Where the real scene is farther than ``D``
@@ -42,13 +42,13 @@ class ShiftAugmentation(ReprojectAugmentation):
     """Move a sample's rig sideways by a random ``δ`` in ``[−max_m, max_m]`` (see the module docstring)."""
 
     step = STEP_M
-    setting = "data.shift_aug_m"
+    setting = "data.shift_aug"
 
     def __init__(self, rig: Rig, cfg: PreprocessConfig, max_m: float, depth_m: float) -> None:
         if not 0.0 < float(max_m) <= MAX_M:
-            raise ConfigError(f"data.shift_aug_m must be in (0, {MAX_M}] metres (0 turns it off), got {max_m!r}")
+            raise ConfigError(f"data.shift_aug.max_m must be in (0, {MAX_M}] metres (0 turns it off), got {max_m!r}")
         if not float(depth_m) > 2 * float(max_m):
-            raise ConfigError(f"data.shift_aug_depth_m must be > 2 × data.shift_aug_m ({2 * float(max_m):g} m): the "
+            raise ConfigError(f"data.shift_aug.depth_m must be > 2 × max_m ({2 * float(max_m):g} m): the "
                               f"moved rig must stay well inside the walls, got {depth_m!r}")
         super().__init__(rig, cfg, max_m)
         self.max_m = self.max_value
@@ -80,7 +80,7 @@ class ShiftAugmentation(ReprojectAugmentation):
         return out, np.asarray(t, dtype=np.float64) + shift_m * left
 
 
-#: ``data.shift_aug_m: auto`` moves the rig by up to this many metres where the rig allows it (:func:`auto_shift_aug`)
+#: ``data.shift_aug: auto`` moves the rig by up to this many metres where the rig allows it (:func:`auto_shift_aug`)
 AUTO_M = 0.3
 #: ... i.e. where at least this share of the moved rig's pixels is seen by one of its cameras at ±AUTO_M (rings:
 #: 97.0–97.6 % for 4 × 90°, 6 × 60°, 10 × 40°; one camera or two facing apart: 90.6–92.2 %)
@@ -122,7 +122,7 @@ def lateral_spread(t: np.ndarray, q: np.ndarray) -> float:
 
 def auto_shift_aug(rig: Rig, cfg: PreprocessConfig, depth_m: float, t: np.ndarray | None = None,
                    q: np.ndarray | None = None) -> tuple[float, str]:
-    """``data.shift_aug_m: auto`` → ``(metres, why)``: :data:`AUTO_M` when every camera is an undistorted pinhole with
+    """``data.shift_aug: auto`` → ``(metres, why)``: :data:`AUTO_M` when every camera is an undistorted pinhole with
     its image size, the cameras together see ≥ :data:`AUTO_MIN_COVERED` of the rig moved by ±AUTO_M (a ring of
     cameras around the up axis) and the mapping poses ``t``, ``q`` (when given) drove less than AUTO_M sideways at
     a typical place (:func:`lateral_spread`: one lane); else 0 with the reason. Why not always on: the strip a
@@ -131,7 +131,7 @@ def auto_shift_aug(rig: Rig, cfg: PreprocessConfig, depth_m: float, t: np.ndarra
     try:
         aug = ShiftAugmentation(rig, cfg, AUTO_M, depth_m)
     except ConfigError as e:
-        return 0.0, f"off: {str(e).split('; ')[0].replace('data.shift_aug_m: ', '')}"
+        return 0.0, f"off: {str(e).split('; ')[0].replace('data.shift_aug: ', '')}"
     covered = aug.covered(AUTO_M)
     if covered < AUTO_MIN_COVERED:
         return 0.0, (f"off: moved by {AUTO_M:g} m the rig's cameras see {100 * covered:.1f} % of the pixels "

@@ -59,7 +59,7 @@ class TrackAugmentation:
         if mode not in MODES:
             raise ConfigError(f"track_aug.mode is '{mode}'; expected one of {MODES}")
         if not 0.0 <= p <= 1.0:
-            raise ConfigError(f"data.track_aug_p must be in [0, 1], got {p}")
+            raise ConfigError(f"track augmentation: p must be in [0, 1], got {p}")
         if not (max_residual_m >= 0.0 and max_residual_deg >= 0.0):
             raise ConfigError(f"data.track_aug_max_residual [m, °] must be >= 0, got {max_residual_m}, "
                               f"{max_residual_deg}")
